@@ -1,0 +1,45 @@
+# Set-up contract: `make run` and `make test` work on a fresh clone (see README).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+WHEELS := .wheels
+LLAMA_VERSION := 0.3.36
+LLAMA_WHEEL := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-py3-none-linux_x86_64.whl
+# Portable llama.cpp build: a native build segfaults on quantized models on some CPUs (AMX).
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
+DB ?= workbench.db
+PYTEST_ARGS ?=
+
+.PHONY: run test setup bench clean-venv
+
+run: setup $(DB)
+	$(VENV)/bin/workbench --db $(DB)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed
+
+$(LLAMA_WHEEL):
+	mkdir -p $(WHEELS)
+	$(PYTHON) -m venv $(WHEELS)/build-venv
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(WHEELS)/build-venv/bin/pip wheel --no-cache-dir --no-deps \
+		-w $(WHEELS) "llama-cpp-python==$(LLAMA_VERSION)"
+	rm -rf $(WHEELS)/build-venv
+
+$(VENV)/.installed: pyproject.toml requirements.lock $(LLAMA_WHEEL)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(LLAMA_WHEEL)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(DB): | setup
+	$(VENV)/bin/workbench --db $(DB) import sample_traces/
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean-venv:
+	rm -rf $(VENV)
