@@ -1,0 +1,217 @@
+"""Schema as an ordered list of migrations, applied on every open (never edit a released one)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+MIGRATIONS = Migrations("workbench")
+
+
+def _execute_script(db: Database, script: str) -> None:
+    """Run statements one by one: `executescript` would COMMIT and break the migration's atomicity."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {statement!r}")
+
+
+@MIGRATIONS()
+def m001_initial(db: Database) -> None:
+    _execute_script(
+        db,
+        """
+        CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            description TEXT,
+            rubric TEXT,
+            mutation_topics TEXT,          -- JSON list of strings
+            source TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE tool_schemas (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            schema TEXT NOT NULL,          -- JSON of the OpenAI function tool
+            hash TEXT NOT NULL UNIQUE,
+            source TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (name, version)
+        );
+        CREATE TABLE imports (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,          -- the path as the user gave it
+            path TEXT NOT NULL,            -- resolved absolute path
+            format TEXT NOT NULL,
+            split TEXT,
+            sha256 TEXT NOT NULL,
+            lines INTEGER NOT NULL,
+            added INTEGER NOT NULL,
+            duplicates INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE traces (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            line INTEGER NOT NULL,
+            format TEXT NOT NULL,
+            origin TEXT NOT NULL CHECK (origin IN ('imported', 'synthetic')),
+            split TEXT NOT NULL CHECK (split IN ('train', 'test', 'unassigned')),
+            content_hash TEXT NOT NULL UNIQUE,
+            tools TEXT,                    -- JSON list of tools declared with the trace, or NULL
+            n_messages INTEGER NOT NULL,
+            n_assistant INTEGER NOT NULL,
+            n_tool_calls INTEGER NOT NULL,
+            tools_used TEXT NOT NULL,      -- space-separated distinct called function names
+            excluded INTEGER NOT NULL DEFAULT 0,
+            import_id INTEGER REFERENCES imports(id),
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX traces_split ON traces(split, id);
+        CREATE INDEX traces_origin ON traces(origin, id);
+        -- Every place a trace was seen (a trace identical to a stored one is not stored twice).
+        CREATE TABLE trace_sources (
+            trace_id INTEGER NOT NULL REFERENCES traces(id),
+            import_id INTEGER NOT NULL REFERENCES imports(id),
+            source TEXT NOT NULL,
+            path TEXT NOT NULL,
+            line INTEGER NOT NULL,
+            PRIMARY KEY (path, line, trace_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX trace_sources_trace ON trace_sources(trace_id);
+        -- Original messages: never modified (enforced by triggers below).
+        CREATE TABLE messages (
+            trace_id INTEGER NOT NULL REFERENCES traces(id),
+            idx INTEGER NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'tool')),
+            content TEXT,
+            tool_calls TEXT,               -- JSON list, arguments parsed where they parse
+            tool_call_id TEXT,
+            name TEXT,
+            PRIMARY KEY (trace_id, idx)
+        ) WITHOUT ROWID;
+        CREATE TABLE tool_calls (
+            trace_id INTEGER NOT NULL REFERENCES traces(id),
+            message_idx INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
+            call_id TEXT,
+            name TEXT NOT NULL,
+            arguments TEXT,                -- canonical JSON object, NULL when unparseable
+            arguments_raw TEXT,            -- the raw string when it did not parse as an object
+            PRIMARY KEY (trace_id, message_idx, idx)
+        ) WITHOUT ROWID;
+        CREATE INDEX tool_calls_name ON tool_calls(name, trace_id);
+        CREATE TRIGGER messages_immutable_update BEFORE UPDATE ON messages
+            BEGIN SELECT RAISE(ABORT, 'original messages are immutable; write a revision'); END;
+        CREATE TRIGGER tool_calls_immutable_update BEFORE UPDATE ON tool_calls
+            BEGIN SELECT RAISE(ABORT, 'original tool calls are immutable; write a revision'); END;
+        CREATE TABLE revisions (
+            id INTEGER PRIMARY KEY,
+            trace_id INTEGER NOT NULL REFERENCES traces(id),
+            message_idx INTEGER NOT NULL,
+            content TEXT,
+            tool_calls TEXT,               -- JSON list, same shape as messages.tool_calls
+            author_kind TEXT NOT NULL
+                CHECK (author_kind IN ('human', 'committee', 'normaliser', 'synthesis')),
+            author_name TEXT NOT NULL,
+            reason TEXT,
+            evidence TEXT,                 -- JSON
+            status TEXT NOT NULL CHECK (status IN ('proposed', 'accepted', 'rejected')),
+            supersedes INTEGER REFERENCES revisions(id),
+            created_at TEXT NOT NULL,
+            decided_at TEXT
+        );
+        CREATE INDEX revisions_turn ON revisions(trace_id, message_idx, id);
+        CREATE INDEX revisions_status ON revisions(status, trace_id);
+        CREATE TABLE flags (
+            id INTEGER PRIMARY KEY,
+            trace_id INTEGER NOT NULL REFERENCES traces(id),
+            message_idx INTEGER,           -- NULL: a flag on the whole trace
+            check_name TEXT NOT NULL,
+            severity TEXT NOT NULL CHECK (severity IN ('error', 'warning')),
+            detail TEXT NOT NULL,
+            job_id INTEGER REFERENCES jobs(id),
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX flags_trace ON flags(trace_id, message_idx);
+        CREATE INDEX flags_check ON flags(check_name, severity, trace_id);
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL
+                CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+            params TEXT,                   -- JSON
+            done INTEGER NOT NULL DEFAULT 0,
+            total INTEGER,
+            message TEXT,
+            log TEXT NOT NULL DEFAULT '',
+            result TEXT,                   -- JSON
+            error TEXT,
+            pid INTEGER,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT,
+            heartbeat_at TEXT
+        );
+        CREATE INDEX jobs_status ON jobs(status, id);
+        -- Idempotent units of work keyed by content hash: a resumed job never repeats one.
+        CREATE TABLE job_units (
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            result TEXT,                   -- JSON
+            job_id INTEGER REFERENCES jobs(id),
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (kind, key)
+        ) WITHOUT ROWID;
+        CREATE TABLE models (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,            -- merged | gguf | adapter | endpoint
+            path TEXT,
+            base_model TEXT,
+            job_id INTEGER REFERENCES jobs(id),
+            data_selection TEXT,           -- JSON
+            config TEXT,                   -- JSON
+            metrics TEXT,                  -- JSON
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE eval_runs (
+            id INTEGER PRIMARY KEY,
+            model_id INTEGER REFERENCES models(id),
+            model_ref TEXT NOT NULL,       -- GGUF path or endpoint name
+            test_selection TEXT,           -- JSON
+            judge TEXT,
+            metrics TEXT,                  -- JSON
+            job_id INTEGER REFERENCES jobs(id),
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE eval_results (
+            run_id INTEGER NOT NULL REFERENCES eval_runs(id),
+            trace_id INTEGER NOT NULL REFERENCES traces(id),
+            message_idx INTEGER NOT NULL,
+            reference TEXT NOT NULL,
+            prediction TEXT NOT NULL,
+            staged_tool_call REAL NOT NULL,
+            tool_call_equivalence REAL NOT NULL,
+            function_match REAL NOT NULL,
+            rouge_l REAL NOT NULL,
+            judge REAL,
+            details TEXT,                  -- JSON
+            PRIMARY KEY (run_id, trace_id, message_idx)
+        ) WITHOUT ROWID;
+        -- Full-text search over message text and tool-call arguments (originals and revisions).
+        CREATE VIRTUAL TABLE search USING fts5(
+            text, trace_id UNINDEXED, message_idx UNINDEXED, tokenize = 'unicode61'
+        );
+        CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+        """
+    )

@@ -1,0 +1,86 @@
+"""Trace selection shared by export, checks, training and the app: one filter, one SQL."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+
+LABEL_STATUSES = ("original", "revised", "proposed")
+
+
+@dataclass
+class TraceFilter:
+    """Which traces to take. Every field narrows the selection; None means "any"."""
+
+    split: str | None = None            # train | test | unassigned
+    origin: str | None = None           # imported | synthetic
+    status: str | None = None           # original | revised | proposed (label status)
+    tool: str | None = None             # some assistant turn calls this function (originals)
+    check: str | None = None            # carries a flag of this check
+    flagged: bool | None = None         # carries any error flag (True) / none (False)
+    has_revisions: bool | None = None
+    excluded: bool | None = None        # excluded from training
+    text: str | None = None             # full-text search (words, "phrases", prefix*)
+    source: str | None = None           # substring of the source file
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    def where(self) -> tuple[str, list]:
+        """SQL condition over `traces` (aliased as the bare table) and its parameters."""
+        conds: list[str] = []
+        params: list = []
+        if self.split:
+            conds.append("traces.split = ?")
+            params.append(self.split)
+        if self.origin:
+            conds.append("traces.origin = ?")
+            params.append(self.origin)
+        if self.source:
+            conds.append("instr(traces.source, ?) > 0")
+            params.append(self.source)
+        if self.tool:
+            conds.append("traces.id IN (SELECT trace_id FROM tool_calls WHERE name = ?)")
+            params.append(self.tool)
+        if self.check:
+            conds.append("traces.id IN (SELECT trace_id FROM flags WHERE check_name = ?)")
+            params.append(self.check)
+        if self.flagged is not None:
+            op = "IN" if self.flagged else "NOT IN"
+            conds.append(f"traces.id {op} (SELECT trace_id FROM flags WHERE severity = 'error')")
+        if self.excluded is not None:
+            conds.append("traces.excluded = ?")
+            params.append(1 if self.excluded else 0)
+        if self.has_revisions is not None:
+            op = "IN" if self.has_revisions else "NOT IN"
+            conds.append(f"traces.id {op} (SELECT trace_id FROM revisions)")
+        if self.status:
+            if self.status not in LABEL_STATUSES:
+                raise ValueError(f"status must be one of {', '.join(LABEL_STATUSES)}")
+            if self.status == "original":
+                conds.append("traces.id NOT IN (SELECT trace_id FROM revisions"
+                             " WHERE status != 'rejected')")
+            elif self.status == "revised":
+                conds.append("traces.id IN (SELECT trace_id FROM revisions WHERE status = 'accepted')")
+            else:
+                conds.append("traces.id IN (SELECT trace_id FROM revisions WHERE status = 'proposed')")
+        if self.text and self.text.strip():
+            conds.append("traces.id IN (SELECT trace_id FROM search WHERE search MATCH ?)")
+            params.append(fts_query(self.text))
+        return (" AND ".join(conds) or "1"), params
+
+
+def fts_query(text: str) -> str:
+    """User words -> a safe FTS5 query: each word must match (a trailing * keeps prefix search),
+    "quoted phrases" stay phrases, and FTS syntax characters are never interpreted."""
+    out = []
+    for phrase, word in re.findall(r'"([^"]*)"|(\S+)', text):
+        if phrase:
+            tokens = re.findall(r"\w+", phrase)
+            if tokens:
+                out.append('"' + " ".join(tokens) + '"')
+            continue
+        prefix = word.endswith("*")
+        for tok in re.findall(r"\w+", word):
+            out.append(f'"{tok}"' + ("*" if prefix else ""))
+    return " ".join(out) or '""'

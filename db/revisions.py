@@ -1,0 +1,136 @@
+"""Labels as revisions: the current label of a turn is its newest accepted revision, else the
+original. Nothing here updates an original message or deletes a revision."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlite_utils import Database
+
+from db.traces import messages_for, original_messages, search_text
+from db.tx import now, write_tx
+
+AUTHOR_KINDS = ("human", "committee", "normaliser", "synthesis")
+STATUSES = ("proposed", "accepted", "rejected")
+
+
+def add_revision(db: Database, trace_id: int, message_idx: int, *, tool_calls: list | None,
+                 content: str | None = None, author_kind: str, author_name: str,
+                 reason: str = "", evidence: Any = None, status: str = "accepted",
+                 supersedes: int | None = None) -> int:
+    """Record a new label for an assistant turn and return its id."""
+    if author_kind not in AUTHOR_KINDS:
+        raise ValueError(f"author_kind must be one of {AUTHOR_KINDS}, not {author_kind!r}")
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+    with write_tx(db):
+        row = db.execute("SELECT role FROM messages WHERE trace_id = ? AND idx = ?",
+                         [trace_id, message_idx]).fetchone()
+        if row is None:
+            raise ValueError(f"trace {trace_id} has no message {message_idx}")
+        if row[0] != "assistant":
+            raise ValueError(f"message {message_idx} of trace {trace_id} is a {row[0]} message;"
+                             " only assistant turns are labelled")
+        ts = now()
+        cur = db.execute(
+            "INSERT INTO revisions (trace_id, message_idx, content, tool_calls, author_kind,"
+            " author_name, reason, evidence, status, supersedes, created_at, decided_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [trace_id, message_idx, content,
+             json.dumps(tool_calls, ensure_ascii=False) if tool_calls else None,
+             author_kind, author_name, reason,
+             None if evidence is None else json.dumps(evidence, ensure_ascii=False),
+             status, supersedes, ts, ts if status != "proposed" else None])
+        rev_id = cur.lastrowid
+        text = search_text([{"content": content, "tool_calls": tool_calls}])
+        if text:
+            db.execute("INSERT INTO search (text, trace_id, message_idx) VALUES (?,?,?)",
+                       [text, trace_id, message_idx])
+    return rev_id
+
+
+def decide(db: Database, revision_id: int, status: str) -> None:
+    """Accept or reject a proposed revision (a decided one stays as decided: write a new one)."""
+    if status not in ("accepted", "rejected"):
+        raise ValueError("a decision is 'accepted' or 'rejected'")
+    with write_tx(db):
+        cur = db.execute("UPDATE revisions SET status = ?, decided_at = ? WHERE id = ?"
+                         " AND status = 'proposed'", [status, now(), revision_id])
+        if cur.rowcount != 1:
+            raise ValueError(f"revision {revision_id} is not a proposed revision")
+
+
+def history(db: Database, trace_id: int, message_idx: int) -> list[dict]:
+    """Every revision of a turn, oldest first."""
+    cur = db.execute("SELECT * FROM revisions WHERE trace_id = ? AND message_idx = ? ORDER BY id",
+                     [trace_id, message_idx])
+    cols = [d[0] for d in cur.description]
+    out = []
+    for r in cur.fetchall():
+        rev = dict(zip(cols, r))
+        rev["tool_calls"] = json.loads(rev["tool_calls"]) if rev["tool_calls"] else None
+        rev["evidence"] = json.loads(rev["evidence"]) if rev["evidence"] else None
+        out.append(rev)
+    return out
+
+
+def current_revisions(db: Database, trace_ids: list[int]) -> dict[tuple[int, int], dict]:
+    """Newest accepted revision per (trace, turn) for these traces."""
+    if not trace_ids:
+        return {}
+    marks = ",".join("?" * len(trace_ids))
+    cur = db.execute(
+        f"SELECT r.trace_id, r.message_idx, r.id, r.content, r.tool_calls FROM revisions r"
+        f" WHERE r.trace_id IN ({marks}) AND r.status = 'accepted' AND r.id = ("
+        f"  SELECT max(id) FROM revisions WHERE trace_id = r.trace_id"
+        f"  AND message_idx = r.message_idx AND status = 'accepted')", trace_ids)
+    return {(t, i): {"id": rid, "content": c, "tool_calls": json.loads(tc) if tc else None}
+            for t, i, rid, c, tc in cur.fetchall()}
+
+
+def apply_labels(messages: list[dict], revisions: dict[int, dict]) -> list[dict]:
+    """Messages with each revised assistant turn replaced by its current label."""
+    out = []
+    for i, m in enumerate(messages):
+        rev = revisions.get(i)
+        if rev is not None:
+            m = {**m, "content": rev["content"], "tool_calls": rev["tool_calls"]}
+        out.append(m)
+    return out
+
+
+def current_messages(db: Database, trace_id: int) -> list[dict]:
+    revs = current_revisions(db, [trace_id])
+    return apply_labels(original_messages(db, trace_id), {i: r for (_, i), r in revs.items()})
+
+
+def current_messages_for(db: Database, trace_ids: list[int]) -> dict[int, list[dict]]:
+    originals = messages_for(db, trace_ids)
+    revs = current_revisions(db, trace_ids)
+    per_trace: dict[int, dict[int, dict]] = {}
+    for (t, i), r in revs.items():
+        per_trace.setdefault(t, {})[i] = r
+    return {t: apply_labels(msgs, per_trace.get(t, {})) for t, msgs in originals.items()}
+
+
+def undo(db: Database, trace_id: int, message_idx: int, *, author_kind: str,
+         author_name: str) -> int | None:
+    """Supersede the current revision with the label before it (the original if none).
+
+    Returns the new revision's id, or None when the turn has no accepted revision to undo.
+    """
+    accepted = [r for r in history(db, trace_id, message_idx) if r["status"] == "accepted"]
+    if not accepted:
+        return None
+    last = accepted[-1]
+    if len(accepted) > 1:
+        prev = accepted[-2]
+        content, calls = prev["content"], prev["tool_calls"]
+    else:
+        orig = original_messages(db, trace_id)[message_idx]
+        content, calls = orig["content"], orig["tool_calls"]
+    return add_revision(db, trace_id, message_idx, tool_calls=calls, content=content,
+                        author_kind=author_kind, author_name=author_name,
+                        reason=f"undo revision {last['id']}", supersedes=last["id"],
+                        evidence={"undone": last["id"]})

@@ -1,0 +1,204 @@
+"""Writing and reading traces: original messages, tool calls, provenance, search text."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlite_utils import Database
+
+from db.tx import now
+
+BATCH = 500
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def search_text(messages: Iterable[dict]) -> str:
+    """What full-text search sees of a conversation: message text, call names and arguments."""
+    parts: list[str] = []
+    for m in messages:
+        if m.get("content"):
+            parts.append(m["content"])
+        for c in m.get("tool_calls") or ():
+            fn = c["function"]
+            args = fn["arguments"]
+            parts.append(fn["name"] + " " + (args if isinstance(args, str) else _dumps(args)))
+    return "\n".join(parts)
+
+
+@dataclass
+class NewTrace:
+    """A trace in canonical form, ready to store (see workbench.messages)."""
+
+    messages: list[dict]
+    tools: list | None
+    content_hash: str
+    source: str
+    path: str
+    line: int
+    format: str
+    split: str = "unassigned"
+    origin: str = "imported"
+
+
+class TraceWriter:
+    """Buffered insertion of traces inside the caller's write transaction.
+
+    A trace whose content hash is already stored is not stored again; only its new provenance
+    (file and line) is recorded, so re-importing a file adds nothing.
+    """
+
+    def __init__(self, db: Database, import_id: int) -> None:
+        self.db = db
+        self.import_id = import_id
+        self.next_id = (db.execute("SELECT coalesce(max(id), 0) FROM traces").fetchone()[0]) + 1
+        self.pending_hashes: dict[str, int] = {}
+        self.traces: list[tuple] = []
+        self.sources: list[tuple] = []
+        self.messages: list[tuple] = []
+        self.calls: list[tuple] = []
+        self.search: list[tuple] = []
+        self.added = 0
+        self.duplicates = 0
+        self.created_at = now()
+
+    def add(self, t: NewTrace) -> tuple[int, bool]:
+        """Buffer `t`; returns (trace id, whether it is new)."""
+        existing = self.pending_hashes.get(t.content_hash)
+        if existing is None:
+            row = self.db.execute("SELECT id FROM traces WHERE content_hash = ?",
+                                  [t.content_hash]).fetchone()
+            existing = row[0] if row else None
+        if existing is not None:
+            self.duplicates += 1
+            self.sources.append((existing, self.import_id, t.source, t.path, t.line))
+            self._maybe_flush()
+            return existing, False
+        tid = self.next_id
+        self.next_id += 1
+        self.pending_hashes[t.content_hash] = tid
+        n_assistant = n_calls = 0
+        used: dict[str, None] = {}
+        for i, m in enumerate(t.messages):
+            calls = m["tool_calls"]
+            if m["role"] == "assistant":
+                n_assistant += 1
+            if calls:
+                n_calls += len(calls)
+                for j, c in enumerate(calls):
+                    fn = c["function"]
+                    args = fn["arguments"]
+                    used[fn["name"]] = None
+                    self.calls.append((tid, i, j, c["id"], fn["name"],
+                                       None if isinstance(args, str) else _canonical(args),
+                                       args if isinstance(args, str) else None))
+            self.messages.append((tid, i, m["role"], m["content"], _dumps(calls),
+                                  m["tool_call_id"], m["name"]))
+        self.traces.append((tid, t.source, t.line, t.format, t.origin, t.split, t.content_hash,
+                            _dumps(t.tools), len(t.messages), n_assistant, n_calls,
+                            " ".join(used), self.import_id, self.created_at))
+        self.sources.append((tid, self.import_id, t.source, t.path, t.line))
+        self.search.append((search_text(t.messages), tid, None))
+        self.added += 1
+        self._maybe_flush()
+        return tid, True
+
+    def _maybe_flush(self) -> None:
+        if len(self.traces) + len(self.sources) >= BATCH * 2:
+            self.flush()
+
+    def flush(self) -> None:
+        ex = self.db.conn.executemany
+        ex("INSERT INTO traces (id, source, line, format, origin, split, content_hash, tools,"
+           " n_messages, n_assistant, n_tool_calls, tools_used, import_id, created_at)"
+           " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self.traces)
+        ex("INSERT OR IGNORE INTO trace_sources (trace_id, import_id, source, path, line)"
+           " VALUES (?,?,?,?,?)", self.sources)
+        ex("INSERT INTO messages (trace_id, idx, role, content, tool_calls, tool_call_id, name)"
+           " VALUES (?,?,?,?,?,?,?)", self.messages)
+        ex("INSERT INTO tool_calls (trace_id, message_idx, idx, call_id, name, arguments,"
+           " arguments_raw) VALUES (?,?,?,?,?,?,?)", self.calls)
+        ex("INSERT INTO search (text, trace_id, message_idx) VALUES (?,?,?)", self.search)
+        for buf in (self.traces, self.sources, self.messages, self.calls, self.search):
+            buf.clear()
+        self.pending_hashes.clear()
+
+
+def row_to_message(row: tuple) -> dict:
+    role, content, tool_calls, tool_call_id, name = row
+    return {"role": role, "content": content,
+            "tool_calls": json.loads(tool_calls) if tool_calls else None,
+            "tool_call_id": tool_call_id, "name": name}
+
+
+def original_messages(db: Database, trace_id: int) -> list[dict]:
+    rows = db.execute("SELECT role, content, tool_calls, tool_call_id, name FROM messages"
+                      " WHERE trace_id = ? ORDER BY idx", [trace_id]).fetchall()
+    return [row_to_message(r) for r in rows]
+
+
+def messages_for(db: Database, trace_ids: list[int]) -> dict[int, list[dict]]:
+    """Original messages of several traces in one query."""
+    out: dict[int, list[dict]] = {t: [] for t in trace_ids}
+    if not trace_ids:
+        return out
+    marks = ",".join("?" * len(trace_ids))
+    for tid, *rest in db.execute(
+        f"SELECT trace_id, role, content, tool_calls, tool_call_id, name FROM messages"
+        f" WHERE trace_id IN ({marks}) ORDER BY trace_id, idx", trace_ids):
+        out[tid].append(row_to_message(tuple(rest)))
+    return out
+
+
+def get_trace(db: Database, trace_id: int) -> dict | None:
+    row = db.execute("SELECT * FROM traces WHERE id = ?", [trace_id]).fetchone()
+    if row is None:
+        return None
+    cols = [d[0] for d in db.execute("SELECT * FROM traces LIMIT 0").description]
+    trace = dict(zip(cols, row))
+    trace["tools"] = json.loads(trace["tools"]) if trace["tools"] else None
+    return trace
+
+
+def iter_trace_rows(db: Database, where: str = "1", params: list | None = None,
+                    batch: int = 500) -> Iterator[list[dict]]:
+    """Trace rows matching `where`, in id order, a batch at a time (keyset paging)."""
+    last = 0
+    params = params or []
+    while True:
+        cur = db.execute(f"SELECT * FROM traces WHERE id > ? AND ({where}) ORDER BY id LIMIT ?",
+                         [last, *params, batch])
+        cols = [d[0] for d in cur.description]
+        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        if not rows:
+            return
+        for r in rows:
+            r["tools"] = json.loads(r["tools"]) if r["tools"] else None
+        yield rows
+        last = rows[-1]["id"]
+
+
+def stats(db: Database) -> dict:
+    one = lambda sql: db.execute(sql).fetchone()[0]  # noqa: E731
+    return {
+        "traces": one("SELECT count(*) FROM traces"),
+        "messages": one("SELECT coalesce(sum(n_messages), 0) FROM traces"),
+        "assistant_turns": one("SELECT coalesce(sum(n_assistant), 0) FROM traces"),
+        "tool_calls": one("SELECT coalesce(sum(n_tool_calls), 0) FROM traces"),
+        "by_split": dict(db.execute("SELECT split, count(*) FROM traces GROUP BY split ORDER BY split")),
+        "by_origin": dict(db.execute("SELECT origin, count(*) FROM traces GROUP BY origin ORDER BY origin")),
+        "revisions": dict(db.execute("SELECT status, count(*) FROM revisions GROUP BY status ORDER BY status")),
+        "flags": dict(db.execute("SELECT severity, count(*) FROM flags GROUP BY severity ORDER BY severity")),
+        "excluded": one("SELECT count(*) FROM traces WHERE excluded"),
+        "tools": [r[0] for r in db.execute(
+            "SELECT name FROM tool_calls GROUP BY name ORDER BY count(*) DESC, name")],
+    }

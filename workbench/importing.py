@@ -1,0 +1,143 @@
+"""Importing files into the store: all or nothing, streaming, idempotent."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from db.tasks import current_task, register_tools, update_task
+from db.traces import NewTrace, TraceWriter
+from db.tx import now, write_tx
+from workbench.errors import InputError
+from workbench.formats import TASK_FORMATS, detect_format, iter_records, read_task
+from workbench.messages import MAX_MESSAGE_BYTES, canonical_json, content_hash
+
+SPLITS = ("train", "test", "unassigned")
+TRACE_SUFFIXES = (".jsonl", ".ndjson")
+TASK_NAMES = ("job_description.json", "task.txt")
+
+
+@dataclass
+class FileReport:
+    source: str
+    format: str
+    split: str | None = None
+    lines: int = 0
+    added: int = 0
+    duplicates: int = 0
+    tools_added: list[str] = field(default_factory=list)
+    task_updated: bool = False
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files to import: a folder contributes its trace files (*.jsonl) and task files, task
+    files first so traces can be checked against their tools."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = [f for f in sorted(p.rglob("*")) if f.is_file() and (
+                f.suffix.lower() in TRACE_SUFFIXES or f.name in TASK_NAMES)]
+            if not found:
+                raise InputError("folder holds no trace files (*.jsonl) or task files",
+                                 path=str(p))
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise InputError("no such file or folder", path=str(p))
+    return sorted(out, key=lambda f: (f.name not in TASK_NAMES, str(f)))
+
+
+def default_split(path: Path, requested: str | None) -> str:
+    """`--split` wins; otherwise files named test* hold the test split, the rest is unassigned."""
+    if requested:
+        return requested
+    return "test" if path.name.lower().startswith("test") else "unassigned"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def import_files(db: Database, paths: Iterable[str | Path], *, split: str | None = None,
+                 task: str | Path | None = None, origin: str = "imported",
+                 max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 progress: Callable[[str, int], None] | None = None) -> list[FileReport]:
+    """Import trace and task files in ONE transaction: the first error leaves the store as it
+    was and raises InputError naming the file, line and field."""
+    if split is not None and split not in SPLITS:
+        raise InputError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    files = expand_paths(paths)
+    if task is not None:
+        files.insert(0, Path(task))
+    reports: list[FileReport] = []
+    with write_tx(db):
+        for path in files:
+            fmt = detect_format(path)
+            if task is not None and path == Path(task) and fmt not in TASK_FORMATS:
+                raise InputError("--task must be a job_description.json or task.txt file",
+                                 path=str(path))
+            if fmt in TASK_FORMATS:
+                reports.append(_import_task(db, path, fmt))
+            else:
+                reports.append(_import_traces(db, path, fmt, default_split(path, split), origin,
+                                              max_message_bytes, progress))
+    return reports
+
+
+def _import_task(db: Database, path: Path, fmt: str) -> FileReport:
+    spec = read_task(path, fmt)
+    report = FileReport(source=str(path), format=fmt)
+    description = spec.description
+    if fmt == "task-text" and (current_task(db) or {}).get("description"):
+        description = None  # the prose copy never overrides a job description's exact text
+    report.task_updated = update_task(db, source=str(path), description=description,
+                                      rubric=spec.rubric, mutation_topics=spec.mutation_topics)
+    if spec.tools:
+        report.tools_added = [f"{n} v{v}" for n, v, new in register_tools(db, spec.tools, str(path))
+                              if new]
+    return report
+
+
+def _import_traces(db: Database, path: Path, fmt: str, split: str, origin: str,
+                   max_bytes: int, progress: Callable[[str, int], None] | None) -> FileReport:
+    source, abspath = str(path), os.path.abspath(path)
+    ts = now()
+    import_id = db.execute(
+        "INSERT INTO imports (source, path, format, split, sha256, lines, added, duplicates,"
+        " created_at) VALUES (?,?,?,?,?,0,0,0,?)",
+        [source, abspath, fmt, split, _sha256(path), ts]).lastrowid
+    writer = TraceWriter(db, import_id)
+    report = FileReport(source=source, format=fmt, split=split)
+    seen_tools: set[str] = set()
+    for rec in iter_records(path, fmt, max_bytes):
+        report.lines += 1
+        if rec.tools:
+            key = canonical_json(rec.tools)
+            if key not in seen_tools:
+                seen_tools.add(key)
+                report.tools_added += [f"{n} v{v}" for n, v, new in
+                                       register_tools(db, rec.tools, source) if new]
+        writer.add(NewTrace(messages=rec.messages, tools=rec.tools,
+                            content_hash=content_hash(rec.messages, rec.tools), source=source,
+                            path=abspath, line=rec.line, format=fmt, split=split, origin=origin))
+        if progress and report.lines % 1000 == 0:
+            progress(source, report.lines)
+    writer.flush()
+    report.added, report.duplicates = writer.added, writer.duplicates
+    db.execute("UPDATE imports SET lines = ?, added = ?, duplicates = ? WHERE id = ?",
+               [report.lines, report.added, report.duplicates, import_id])
+    return report
+
+
+def report_dict(r: FileReport) -> dict:
+    return asdict(r)
