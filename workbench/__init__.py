@@ -1,0 +1,1 @@
+"""workbench: turn tool-calling LLM agent traces into a fine-tuned small model."""
