@@ -1,0 +1,42 @@
+"""The `workbench` command: `workbench` alone opens the app; subcommands run headless."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from workbench.commands import register_all
+from workbench.commands.common import State
+
+DEFAULT_DB = "workbench.db"
+
+app = typer.Typer(
+    help="Curate tool-calling traces and turn them into a small fine-tuned model.",
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    db: Path = typer.Option(Path(DEFAULT_DB), "--db", envvar="WORKBENCH_DB",
+                            help="SQLite store to use (created if missing)."),
+) -> None:
+    """Without a command: open the workbench app on the store."""
+    ctx.obj = State(db_path=db)
+    if ctx.invoked_subcommand is None:
+        from workbench.app import make_app  # Textual loads only when the app opens
+
+        make_app(db_path=db).run()
+
+
+register_all(app)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()

@@ -1,0 +1,12 @@
+"""CLI commands, one module per concern; each has `register(app)`."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register_all(app: typer.Typer) -> None:
+    from workbench.commands import data, score
+
+    for module in (data, score):
+        module.register(app)

@@ -1,0 +1,59 @@
+"""What every command shares: the store it works on, output helpers, error reporting."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+from sqlite_utils import Database
+
+from workbench.errors import InputError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+@dataclass
+class State:
+    db_path: Path
+    _db: Database | None = None
+
+    def db(self) -> Database:
+        if self._db is None:
+            from db import open_db
+
+            self._db = open_db(self.db_path)
+        return self._db
+
+
+def state(ctx: typer.Context) -> State:
+    return ctx.find_root().obj
+
+
+def print_json(value: Any) -> None:
+    """Machine output: plain JSON on stdout, never through Rich (no markup, no wrapping)."""
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def fail(message: str, code: int = 1) -> None:
+    err_console.print(Text("error: ", style="bold red") + Text(message))
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn input errors into `error: FILE:LINE: ...` and exit code 1, never a traceback."""
+    try:
+        yield
+    except InputError as e:
+        fail(str(e))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))

@@ -1,0 +1,119 @@
+"""Data in and out: `import`, `export`, `stats`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from db.queries import TraceFilter
+from db.traces import stats as store_stats
+from workbench.commands.common import console, print_json, state, user_errors
+from workbench.messages import MAX_MESSAGE_BYTES
+
+
+def filter_options(
+    split: Optional[str] = typer.Option(None, help="train | test | unassigned"),
+    origin: Optional[str] = typer.Option(None, help="imported | synthetic"),
+    status: Optional[str] = typer.Option(None, help="label status: original | revised | proposed"),
+    tool: Optional[str] = typer.Option(None, help="traces calling this tool"),
+    check: Optional[str] = typer.Option(None, help="traces flagged by this check"),
+    flagged: Optional[bool] = typer.Option(None, "--flagged/--unflagged",
+                                           help="with / without error flags"),
+    excluded: Optional[bool] = typer.Option(None, "--excluded/--included",
+                                            help="excluded from training or not"),
+    search: Optional[str] = typer.Option(None, help="full-text search over messages and calls"),
+) -> TraceFilter:
+    return TraceFilter(split=split, origin=origin, status=status, tool=tool, check=check,
+                       flagged=flagged, excluded=excluded, text=search)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("import")
+    def import_cmd(
+        ctx: typer.Context,
+        paths: list[Path] = typer.Argument(..., help="trace files (.jsonl), task files or folders"),
+        split: Optional[str] = typer.Option(None, help="train | test | unassigned (default:"
+                                            " test for files named test*, else unassigned)"),
+        task: Optional[Path] = typer.Option(None, help="job_description.json or task.txt"),
+        max_message_bytes: int = typer.Option(MAX_MESSAGE_BYTES, help="reject larger messages"),
+        as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    ) -> None:
+        """Import traces (OpenAI chat, TFT traces, question/answer JSONL) and task files.
+
+        All files are imported in one transaction: any bad line aborts everything with
+        FILE:LINE and leaves the store unchanged. Traces already stored are not added again.
+        """
+        from workbench.importing import import_files, report_dict
+
+        db = state(ctx).db()
+        with user_errors():
+            reports = import_files(db, paths, split=split, task=task,
+                                   max_message_bytes=max_message_bytes)
+        if as_json:
+            print_json({"files": [report_dict(r) for r in reports], **store_stats(db)})
+            return
+        table = Table("file", "format", "split", "lines", "added", "duplicates", "notes")
+        for r in reports:
+            notes = []
+            if r.tools_added:
+                notes.append("tools: " + ", ".join(r.tools_added))
+            if r.task_updated:
+                notes.append("task updated")
+            table.add_row(Text(r.source), r.format, r.split or "", str(r.lines), str(r.added),
+                          str(r.duplicates), Text("; ".join(notes)))
+        console.print(table)
+        s = store_stats(db)
+        console.print(Text(f"store: {s['traces']} traces, {s['messages']} messages,"
+                           f" {s['assistant_turns']} assistant turns"))
+
+    @app.command("export")
+    def export_cmd(
+        ctx: typer.Context,
+        out: Path = typer.Argument(..., help="output JSONL file"),
+        fmt: str = typer.Option("openai", "--format", help="openai | pairs | hf"),
+        split: Optional[str] = typer.Option(None, help="train | test | unassigned"),
+        origin: Optional[str] = typer.Option(None, help="imported | synthetic"),
+        status: Optional[str] = typer.Option(None, help="original | revised | proposed"),
+        tool: Optional[str] = typer.Option(None, help="traces calling this tool"),
+        check: Optional[str] = typer.Option(None, help="traces flagged by this check"),
+        flagged: Optional[bool] = typer.Option(None, "--flagged/--unflagged",
+                                               help="with / without error flags"),
+        excluded: Optional[bool] = typer.Option(None, "--excluded/--included",
+                                                help="excluded from training or not"),
+        search: Optional[str] = typer.Option(None, help="full-text search"),
+        as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+    ) -> None:
+        """Export current labels (originals with accepted revisions applied)."""
+        from workbench.exporting import export
+
+        selection = filter_options(split, origin, status, tool, check, flagged, excluded, search)
+        with user_errors():
+            result = export(state(ctx).db(), out, fmt, selection)
+        if as_json:
+            print_json(result)
+        else:
+            console.print(Text(f"wrote {result['lines']} lines ({result['traces']} traces,"
+                               f" format {fmt}) to {out}"))
+
+    @app.command("stats")
+    def stats_cmd(
+        ctx: typer.Context,
+        as_json: bool = typer.Option(False, "--json", help="print as JSON"),
+    ) -> None:
+        """Counts of traces, messages, turns and calls, by split and origin."""
+        s = store_stats(state(ctx).db())
+        if as_json:
+            print_json(s)
+            return
+        table = Table("what", "count", show_header=False)
+        for key in ("traces", "messages", "assistant_turns", "tool_calls", "excluded"):
+            table.add_row(key.replace("_", " "), str(s[key]))
+        for group in ("by_split", "by_origin", "revisions", "flags"):
+            for k, v in s[group].items():
+                table.add_row(Text(f"{group.replace('by_', '').replace('_', ' ')}: {k}"), str(v))
+        table.add_row("tools called", Text(", ".join(s["tools"])))
+        console.print(table)
