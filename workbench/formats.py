@@ -48,9 +48,10 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
 def _loads(text: str, path: Path, line: int, field: str | None = None) -> Any:
     try:
         return json.loads(text)
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         what = "is not valid JSON" if field else "not valid JSON"
-        raise InputError(f"{what} ({e})", path=str(path), line=line, field=field) from None
+        raise InputError(f"{what} ({e.msg} at column {e.pos + 1})", path=str(path), line=line,
+                         field=field) from None
 
 
 def detect_format(path: Path) -> str:

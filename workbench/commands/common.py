@@ -44,7 +44,8 @@ def print_json(value: Any) -> None:
 
 
 def fail(message: str, code: int = 1) -> None:
-    err_console.print(Text("error: ", style="bold red") + Text(message))
+    # soft_wrap: FILE:LINE stays on one line, where editors and grep find it
+    err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
     raise typer.Exit(code)
 
 
