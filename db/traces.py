@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+
+import orjson
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,11 +17,11 @@ BATCH = 500
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return None if value is None else orjson.dumps(value).decode()
 
 
 def _canonical(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def search_text(messages: Iterable[dict]) -> str:
@@ -136,7 +138,7 @@ class TraceWriter:
 def row_to_message(row: tuple) -> dict:
     role, content, tool_calls, tool_call_id, name = row
     return {"role": role, "content": content,
-            "tool_calls": json.loads(tool_calls) if tool_calls else None,
+            "tool_calls": orjson.loads(tool_calls) if tool_calls else None,
             "tool_call_id": tool_call_id, "name": name}
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import re
+
+import orjson
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +49,8 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def _loads(text: str, path: Path, line: int, field: str | None = None) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as e:
         what = "is not valid JSON" if field else "not valid JSON"
         raise InputError(f"{what} ({e.msg} at column {e.pos + 1})", path=str(path), line=line,
                          field=field) from None
@@ -106,8 +108,8 @@ def _parse_tft(obj: dict, max_bytes: int) -> tuple[list[dict], list | None]:
     if not isinstance(ctx, str):
         raise FieldError("context", "must be a JSON string holding {\"messages\": [...]}")
     try:
-        inner = json.loads(ctx)
-    except ValueError as e:
+        inner = orjson.loads(ctx)
+    except orjson.JSONDecodeError as e:
         raise FieldError("context", f"is not valid JSON ({e})") from None
     if isinstance(inner, list):
         inner = {"messages": inner}

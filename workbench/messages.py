@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+
+import orjson
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,8 +30,8 @@ class FieldError(ValueError):
 
 
 def canonical_json(value: Any) -> str:
-    """Deterministic JSON used for hashing and storage of parsed arguments."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    """Deterministic JSON (sorted keys, compact, UTF-8) for hashing and stored arguments."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def parse_arguments(raw: Any, field: str) -> dict | str:
@@ -38,8 +40,8 @@ def parse_arguments(raw: Any, field: str) -> dict | str:
         return raw
     if isinstance(raw, str):
         try:
-            value = json.loads(raw)
-        except ValueError:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             return raw
         return value if isinstance(value, dict) else raw
     raise FieldError(field, f"must be a JSON string or object, not {_type_name(raw)}")
@@ -150,8 +152,8 @@ def is_json_list(text: str | None) -> bool:
 
 def content_hash(messages: list[dict], tools: list | None) -> str:
     """Identity of a trace: identical conversations (with identical tools) are one trace."""
-    payload = canonical_json({"messages": messages, "tools": tools})
-    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+    payload = orjson.dumps({"messages": messages, "tools": tools}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(payload).hexdigest()
 
 
 def call_to_answer(call: dict) -> str:

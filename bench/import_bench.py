@@ -1,0 +1,102 @@
+"""Import speed and memory: a generated corpus of real traces multiplied with varied text.
+
+    python bench/import_bench.py [DATA_DIR] [--traces 100000]
+
+DATA_DIR holds TFT-format traces (default: ../shared/tft-benchmark, else the copy in
+tests/data/tft). Each size is imported in a fresh process so peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.report import ROOT, default_data_dir, git_rev, write_section  # noqa: E402
+
+WORDS = "please maybe tonight tomorrow around near downtown quiet cheap fancy family outdoor".split()
+
+
+def make_corpus(data_dir: Path, out: Path, n: int, seed: int = 0) -> int:
+    """n traces: real conversations with words varied in each user turn (so none dedupe)."""
+    rng = random.Random(seed)
+    base = []
+    for f in sorted(data_dir.glob("scenario-*/traces.jsonl")):
+        base += [json.loads(json.loads(line)["context"]) for line in f.read_text().splitlines() if line.strip()]
+    messages = 0
+    with open(out, "w") as fh:
+        for i in range(n):
+            ctx = json.loads(json.dumps(base[i % len(base)]))
+            for m in ctx["messages"]:
+                if m["role"] == "user" and not m["content"].startswith("["):
+                    m["content"] += " " + " ".join(rng.choices(WORDS, k=3)) + f" #{i}"
+            messages += len(ctx["messages"])
+            fh.write(json.dumps({"context": json.dumps(ctx)}) + "\n")
+    return messages
+
+
+def import_once(corpus: str, db_path: str) -> None:
+    """Child process: import and print seconds and peak RSS as JSON."""
+    from db import open_db
+    from workbench.importing import import_files
+
+    db = open_db(db_path)
+    t0 = time.perf_counter()
+    import_files(db, [corpus])
+    elapsed = time.perf_counter() - t0
+    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": elapsed, "peak_mib": peak_mib}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data_dir", nargs="?", type=Path,
+                    default=default_data_dir() or ROOT / "tests" / "data" / "tft")
+    ap.add_argument("--traces", type=int, default=100_000)
+    ap.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md")
+    args = ap.parse_args()
+    sizes = [args.traces // 4, args.traces]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            corpus = Path(tmp) / f"corpus-{n}.jsonl"
+            messages = make_corpus(args.data_dir, corpus, n)
+            db_path = Path(tmp) / f"bench-{n}.db"
+            out = subprocess.run([sys.executable, __file__, "--child", str(corpus), str(db_path)],
+                                 capture_output=True, text=True, check=True, cwd=ROOT)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            row = {"traces": n, "messages": messages, "file_mib": corpus.stat().st_size / 2**20,
+                   "db_mib": db_path.stat().st_size / 2**20, **r,
+                   "messages_per_s": messages / r["seconds"]}
+            rows.append(row)
+            print(json.dumps(row))
+            corpus.unlink()
+            db_path.unlink()
+    body = ["| traces | messages | file MiB | seconds | messages/s | database MiB | peak RSS MiB |",
+            "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        body.append(f"| {r['traces']:,} | {r['messages']:,} | {r['file_mib']:.0f} | {r['seconds']:.1f} |"
+                    f" {r['messages_per_s']:,.0f} | {r['db_mib']:.0f} | {r['peak_mib']:.0f} |")
+    ratio = rows[1]["peak_mib"] / rows[0]["peak_mib"]
+    body.append("")
+    body.append(f"Goal: at least 50,000 messages/s, memory flat in corpus size. Peak memory at "
+                f"{sizes[1]:,} traces is {ratio:.2f}x that at {sizes[0]:,} (4x the data). "
+                f"Command: `python bench/import_bench.py` (commit {git_rev()}).")
+    if not args.no_write:
+        write_section("Import", "\n".join(body))
+    print("\n".join(body))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        import_once(sys.argv[2], sys.argv[3])
+    else:
+        main()
