@@ -26,6 +26,8 @@ def open_db(path: str | Path, *, migrate: bool = True) -> sqlite_utils.Database:
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: big imports stay out of the disk
+    conn.execute("PRAGMA temp_store = MEMORY")
     db = sqlite_utils.Database(conn)
     if migrate:
         MIGRATIONS.apply(db)

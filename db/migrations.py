@@ -96,8 +96,8 @@ def m001_initial(db: Database) -> None:
             tool_calls TEXT,               -- JSON list, arguments parsed where they parse
             tool_call_id TEXT,
             name TEXT,
-            PRIMARY KEY (trace_id, idx)
-        ) WITHOUT ROWID;
+            UNIQUE (trace_id, idx)
+        );
         CREATE TABLE tool_calls (
             trace_id INTEGER NOT NULL REFERENCES traces(id),
             message_idx INTEGER NOT NULL,
@@ -106,8 +106,8 @@ def m001_initial(db: Database) -> None:
             name TEXT NOT NULL,
             arguments TEXT,                -- canonical JSON object, NULL when unparseable
             arguments_raw TEXT,            -- the raw string when it did not parse as an object
-            PRIMARY KEY (trace_id, message_idx, idx)
-        ) WITHOUT ROWID;
+            UNIQUE (trace_id, message_idx, idx)
+        );
         CREATE INDEX tool_calls_name ON tool_calls(name, trace_id);
         CREATE TRIGGER messages_immutable_update BEFORE UPDATE ON messages
             BEGIN SELECT RAISE(ABORT, 'original messages are immutable; write a revision'); END;
