@@ -1,0 +1,72 @@
+"""Evaluation runs and their per-turn results."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlite_utils import Database
+
+from db.tx import now, write_tx
+
+RESULT_COLUMNS = ("staged_tool_call", "tool_call_equivalence", "function_match", "rouge_l")
+
+
+def create_run(db: Database, model_ref: str, *, model_id: int | None = None,
+               test_selection: Any = None, judge: str | None = None,
+               job_id: int | None = None) -> int:
+    with write_tx(db):
+        return db.execute(
+            "INSERT INTO eval_runs (model_id, model_ref, test_selection, judge, job_id, created_at)"
+            " VALUES (?,?,?,?,?,?)",
+            [model_id, model_ref, json.dumps(test_selection, ensure_ascii=False), judge, job_id,
+             now()]).lastrowid
+
+
+def add_results(db: Database, run_id: int, rows: list[dict]) -> None:
+    """rows: trace_id, message_idx, reference, prediction, the four metrics, judge?, details?"""
+    with write_tx(db):
+        db.conn.executemany(
+            "INSERT OR REPLACE INTO eval_results (run_id, trace_id, message_idx, reference,"
+            " prediction, staged_tool_call, tool_call_equivalence, function_match, rouge_l, judge,"
+            " details) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [(run_id, r["trace_id"], r["message_idx"], r["reference"], r["prediction"],
+              r["staged_tool_call"], r["tool_call_equivalence"], r["function_match"], r["rouge_l"],
+              r.get("judge"), json.dumps(r.get("details"), ensure_ascii=False))
+             for r in rows])
+
+
+def finish_run(db: Database, run_id: int, metrics: dict) -> None:
+    with write_tx(db):
+        db.execute("UPDATE eval_runs SET metrics = ? WHERE id = ?",
+                   [json.dumps(metrics, ensure_ascii=False), run_id])
+
+
+def done_turns(db: Database, run_id: int) -> set[tuple[int, int]]:
+    """Turns already evaluated in this run (a resumed run skips them)."""
+    return set(db.execute("SELECT trace_id, message_idx FROM eval_results WHERE run_id = ?",
+                          [run_id]).fetchall())
+
+
+def results(db: Database, run_id: int) -> list[dict]:
+    cur = db.execute("SELECT * FROM eval_results WHERE run_id = ? ORDER BY trace_id, message_idx",
+                     [run_id])
+    cols = [d[0] for d in cur.description]
+    out = []
+    for r in cur.fetchall():
+        row = dict(zip(cols, r))
+        row["details"] = json.loads(row["details"]) if row["details"] else None
+        out.append(row)
+    return out
+
+
+def runs(db: Database, limit: int = 20) -> list[dict]:
+    cur = db.execute("SELECT * FROM eval_runs ORDER BY id DESC LIMIT ?", [limit])
+    cols = [d[0] for d in cur.description]
+    out = []
+    for r in cur.fetchall():
+        row = dict(zip(cols, r))
+        row["metrics"] = json.loads(row["metrics"]) if row["metrics"] else None
+        row["test_selection"] = json.loads(row["test_selection"]) if row["test_selection"] else None
+        out.append(row)
+    return out
