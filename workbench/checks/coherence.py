@@ -30,6 +30,10 @@ from workbench.checks.base import (
 
 NAME = "coherence"
 K = 10
+# Thresholds on the retrieval fit (cosine similarity of the surrounding turns with those around
+# the K most similar messages). Set on scenario 1 (clean): ~1.5% of clean turns fall below.
+FIT_MIN = 0.02
+FIT_WITH_FOREIGN = 0.06
 STOP = set("""a an the and or but if of to in on at for with by from is are was were be been am
 i you he she it we they me my your our their this that these those there here what which who
 whom how when where why do does did have has had will would can could should shall may might
@@ -175,10 +179,10 @@ def turn_level(ctx: CheckContext) -> list[dict]:
     for u in turn_scores(ctx):
         fit = (u["prev_fit"] + u["next_fit"]) / 2
         reasons = []
-        if fit < 0.08:
+        if fit < FIT_MIN or (len(u["foreign"]) >= 2 and fit < FIT_WITH_FOREIGN):
             reasons.append(f"the turns around it do not look like those around similar messages"
                            f" (fit {fit:.2f})")
-        if len(u["foreign"]) >= 2:
+        if reasons and u["foreign"]:
             reasons.append("mentions things this conversation never did: "
                            + ", ".join(u["foreign"][:5]))
         if reasons:

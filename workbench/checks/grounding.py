@@ -131,6 +131,13 @@ def supported(value, context: str, context_norm: str) -> bool:
     toks = nv.split()
     ctx_toks = set(context_norm.split())
     # names written differently ("Mimi's Cafe" / "mimis cafe"): most of the tokens are there
+    if len(toks) >= 2:
+        initials = "".join(tok[0] for tok in toks)
+        if any(c.startswith(initials) and len(c) <= len(initials) + 1 for c in ctx_toks):
+            return True  # an abbreviation: "SF" or "SFO" for "San Francisco"
+        shortened = " ".join(toks[:-1]) + " " + toks[-1][:3]
+        if re.search(r"(?:^| )" + re.escape(shortened), context_norm):
+            return True  # a shortened name: "San Fran"
     hits = sum(1 for tok in toks if tok in ctx_toks or tok.rstrip("s") in ctx_toks)
     return len(toks) >= 2 and hits / len(toks) >= 0.67
 
@@ -183,13 +190,45 @@ def _service_calls(ctx: CheckContext, t: TraceView):
             parts.append(m["content"])
 
 
-def _echo_mismatches(args: dict, result: dict) -> list[str]:
+def echo_fidelity(ctx: CheckContext) -> dict[tuple[str, str], float]:
+    """Per (tool, argument): how often its result echoes the value it was called with. An
+    argument the service may change (a proposed other time) is not held to its echo."""
+    if "grounding.echo" in ctx.cache:
+        return ctx.cache["grounding.echo"]
+    same: Counter = Counter()
+    total: Counter = Counter()
+    for t in ctx.traces:
+        for i, m in enumerate(t.messages[:-1]):
+            nxt = t.messages[i + 1]
+            if nxt["role"] != "tool":
+                continue
+            for name, args in calls_of(m):
+                if not isinstance(args, dict):
+                    continue
+                bad = {k for k, _ in _echo_mismatches(args, nxt, None)}
+                for k in _echoed(args, nxt):
+                    total[(name, k)] += 1
+                    same[(name, k)] += k not in bad
+    out = {key: same[key] / n for key, n in total.items() if n >= 5}
+    ctx.cache["grounding.echo"] = out
+    return out
+
+
+def _echoed(args: dict, result: dict) -> list[str]:
+    recs = result_records(result)
+    return [k for k in args if recs and all(k in r for r in recs)]
+
+
+def _echo_mismatches(args: dict, result: dict, fidelity: dict | None,
+                     name: str = "") -> list[tuple[str, str]]:
     """Arguments the answering result echoes with a different value."""
     recs = result_records(result)
     if not recs:
         return []
     out = []
     for k, v in args.items():
+        if fidelity is not None and fidelity.get((name, k), 0.0) < 0.8:
+            continue
         if not isinstance(v, (str, int, float)):
             continue
         echoed = [r[k] for r in recs if k in r and isinstance(r[k], (str, int, float))]
@@ -197,7 +236,7 @@ def _echo_mismatches(args: dict, result: dict) -> list[str]:
             continue
         nv = norm(str(v))
         if not any(norm(str(e)) == nv for e in echoed):
-            out.append(f"{k}={v!r} but the result says {echoed[0]!r}")
+            out.append((k, f"{k}={v!r} but the result says {echoed[0]!r}"))
     return out
 
 
@@ -205,6 +244,7 @@ def run(ctx: CheckContext) -> list[dict]:
     if not ctx.tools:
         return []
     strict = argument_strictness(ctx)
+    fidelity = echo_fidelity(ctx)
     out = []
     for t in ctx.traces:
         for i, name, args, context, cnorm in _service_calls(ctx, t):
@@ -215,7 +255,7 @@ def run(ctx: CheckContext) -> list[dict]:
                 rate = strict.get((name, k), 0.0)
                 (missing_err if rate >= 0.85 else missing_warn).append(f"{k}={v!r}")
             nxt = t.messages[i + 1] if i + 1 < len(t.messages) else None
-            echo = _echo_mismatches(args, nxt) if nxt is not None and nxt["role"] == "tool" else []
+            echo = [d for _, d in _echo_mismatches(args, nxt, fidelity, name)] if nxt is not None and nxt["role"] == "tool" else []
             if missing_err or echo:
                 detail = []
                 if missing_err:
