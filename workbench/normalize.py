@@ -125,6 +125,9 @@ def map_call(ctx, model: dict, name: str, args: dict, echo: dict, service: bool)
     for tname, fn in tools.items():
         fields = list(_props(fn))
         cands = {k: _arg_candidates(k, v, echo, model, fields) for k, v in args.items()}
+        if len(fields) == 1 and len(args) == 1:  # one argument for one parameter: structure
+            k = next(iter(args))
+            cands[k] = [(3.0, fields[0], ["the only argument of a one-parameter tool"])]
         # greedy assignment, strongest first, one argument per field
         pairs = sorted(((c[0], k, c[1], c[2]) for k, cs in cands.items() for c in cs),
                        key=lambda x: -x[0])
