@@ -6,7 +6,7 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from workbench.commands import data, score
+    from workbench.commands import checks, data, score
 
-    for module in (data, score):
+    for module in (data, score, checks):
         module.register(app)

@@ -1,0 +1,193 @@
+"""Accuracy of `workbench check` / `normalize` against the TFT benchmark's ground truth.
+
+    python bench/checks_accuracy.py [DATA_DIR] [--no-write]
+
+Scenarios 2, 3 (Restaurants_1 half) and 5 are aligned with scenario 1 by their sequence of
+user utterances (tool results excluded), which no corruption touches. Writes a section to
+BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from db import open_db  # noqa: E402
+from db.revisions import current_messages_for  # noqa: E402
+from workbench.checks import run_checks  # noqa: E402
+from workbench.importing import import_files  # noqa: E402
+
+
+def default_dir() -> Path:
+    shared = ROOT.parent / "shared" / "tft-benchmark"
+    return shared if shared.exists() else ROOT / "tests" / "data" / "tft"
+
+
+def user_key(messages: list[dict]) -> tuple:
+    return tuple(m["content"] for m in messages if m["role"] == "user")
+
+
+def load(tmp: Path, data: Path, scenario: str):
+    db = open_db(tmp / f"{scenario}.db")
+    folder = next(data.glob(f"{scenario}-*"))
+    import_files(db, [folder / "traces.jsonl"],
+                 task=next(data.glob("scenario-1-*")) / "job_description.json")
+    return db
+
+
+def messages_by_trace(db) -> dict[int, dict]:
+    rows = db.execute("SELECT id, source, line FROM traces ORDER BY id").fetchall()
+    msgs = current_messages_for(db, [r[0] for r in rows])
+    return {r[0]: {"line": r[2], "messages": msgs[r[0]]} for r in rows}
+
+
+def suspects(report: dict, by_line: dict[int, int]) -> tuple[set, set]:
+    turns, traces = set(), set()
+    for f in report["flags"]:
+        if f["severity"] != "error":
+            continue
+        tid = by_line[f["line"]]
+        if f["message_index"] is None:
+            traces.add(tid)
+        else:
+            turns.add((tid, f["message_index"]))
+    return turns, traces
+
+
+def pr(pred: set, truth: set) -> tuple[float, float]:
+    tp = len(pred & truth)
+    return (tp / len(pred) if pred else 1.0), (tp / len(truth) if truth else 1.0)
+
+
+def main(argv: list[str]) -> dict:
+    args = [a for a in argv if not a.startswith("--")]
+    data = Path(args[0]) if args else default_dir()
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        db1 = load(tmp, data, "scenario-1")
+        rep1 = run_checks(db1)
+        s1 = messages_by_trace(db1)
+        s1_by_key = {user_key(v["messages"]): v["messages"] for v in s1.values()}
+        by_line1 = {v["line"]: t for t, v in s1.items()}
+        turns1, traces1 = suspects(rep1, by_line1)
+        n_turns1 = sum(1 for v in s1.values() for m in v["messages"] if m["role"] == "assistant")
+        results["s1_suspect_rate"] = len(turns1) / n_turns1
+        results["s1_excluded"] = len(traces1)
+
+        db2 = load(tmp, data, "scenario-2")
+        t0 = time.perf_counter()
+        rep2 = run_checks(db2)
+        results["s2_seconds"] = time.perf_counter() - t0
+        results["s2_timings"] = rep2["timings"]
+        s2 = messages_by_trace(db2)
+        by_line2 = {v["line"]: t for t, v in s2.items()}
+        corrupted = set()
+        for t, v in s2.items():
+            orig = s1_by_key[user_key(v["messages"])]
+            corrupted |= {(t, i) for i, (a, b) in enumerate(zip(orig, v["messages"]))
+                          if b["role"] == "assistant" and a != b}
+        turns2, _ = suspects(rep2, by_line2)
+        results["s2_precision"], results["s2_recall"] = pr(turns2, corrupted)
+        results["s2_corrupted"], results["s2_suspect"] = len(corrupted), len(turns2)
+        per_check: dict = {}
+        for f in rep2["flags"]:
+            if f["severity"] == "error" and f["message_index"] is not None:
+                key = (by_line2[f["line"]], f["message_index"])
+                c = per_check.setdefault(f["check"], [0, 0])
+                c[0] += 1
+                c[1] += key in corrupted
+        results["s2_per_check"] = {k: {"flags": a, "correct": b} for k, (a, b) in per_check.items()}
+
+        db5 = load(tmp, data, "scenario-5")
+        rep5 = run_checks(db5)
+        s5 = messages_by_trace(db5)
+        by_line5 = {v["line"]: t for t, v in s5.items()}
+        hotel = {t for t, v in s5.items() if user_key(v["messages"]) not in s1_by_key}
+        _, excluded = suspects(rep5, by_line5)
+        results["s5_precision"], results["s5_recall"] = pr(excluded, hotel)
+        results["s5_hotel"], results["s5_excluded"] = len(hotel), len(excluded)
+
+        try:
+            from workbench.normalize import normalize
+        except ImportError:
+            normalize = None
+        if normalize is not None:
+            db3 = load(tmp, data, "scenario-3")
+            nres = normalize(db3)
+            s3 = messages_by_trace(db3)
+            rep3 = run_checks(db3, names=["schema"])
+            schema_bad = {(by_line_t, f["message_index"]) for f in rep3["flags"]
+                          for by_line_t in [f["line"]] if f["severity"] == "error"}
+            same = total = r2_calls = r2_bad = 0
+            for t, v in s3.items():
+                orig = s1_by_key.get(user_key(v["messages"]))
+                for i, m in enumerate(v["messages"]):
+                    if m["role"] != "assistant":
+                        continue
+                    if orig is not None:
+                        total += 1
+                        same += orig[i]["tool_calls"] == m["tool_calls"] or (
+                            _calls(orig[i]) == _calls(m))
+                    else:
+                        r2_calls += 1
+                        r2_bad += (v["line"], i) in schema_bad
+            results["s3_r1_equal"] = same / total if total else 0.0
+            results["s3_r1_calls"] = total
+            results["s3_r2_calls"], results["s3_r2_invalid"] = r2_calls, r2_bad
+            results["s3_mapping"] = nres.get("mapping_summary")
+    return results
+
+
+def _calls(m: dict) -> list:
+    return [(c["function"]["name"], c["function"]["arguments"]) for c in m.get("tool_calls") or []]
+
+
+def write_section(r: dict) -> None:
+    date = subprocess.run(["date", "+%Y-%m-%d"], capture_output=True, text=True).stdout.strip()
+    lines = [
+        f"## Checks accuracy (bench/checks_accuracy.py, {date})", "",
+        f"Machine: 2-core x86-64 CPU ({platform.processor() or platform.machine()}),"
+        f" Python {platform.python_version()}.", "",
+        "| measure | value | target |", "|---|---|---|",
+        f"| S2 suspect turns vs corrupted turns: precision | {r['s2_precision']:.3f} | >= 0.95 |",
+        f"| S2 suspect turns vs corrupted turns: recall | {r['s2_recall']:.3f} | >= 0.85 |",
+        f"| S5 excluded traces vs hotel traces: precision | {r['s5_precision']:.3f} | >= 0.98 |",
+        f"| S5 excluded traces vs hotel traces: recall | {r['s5_recall']:.3f} | >= 0.98 |",
+        f"| S1 clean turns suspect | {100 * r['s1_suspect_rate']:.2f}% | < 2% |",
+        f"| S1 traces excluded | {r['s1_excluded']} | 0 |",
+    ]
+    if "s3_r1_equal" in r:
+        lines += [
+            f"| S3 Restaurants_1 calls equal to the S1 original after normalize |"
+            f" {100 * r['s3_r1_equal']:.1f}% | >= 98% |",
+            f"| S3 Restaurants_2 calls schema-invalid after normalize | {r['s3_r2_invalid']}"
+            f" of {r['s3_r2_calls']} | 0 |",
+        ]
+    lines += [f"| S2 all checks, seconds | {r['s2_seconds']:.2f} | < 10 |", "",
+              "S2 turn-level errors per check (flags / on corrupted turns): "
+              + ", ".join(f"{k} {v['flags']}/{v['correct']}" for k, v in
+                          sorted(r["s2_per_check"].items())) + ".", ""]
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    marker = "## Checks accuracy"
+    if marker in text:
+        head, _, tail = text.partition(marker)
+        rest = tail.split("\n## ", 1)
+        text = head + ("\n## " + rest[1] if len(rest) > 1 else "")
+    path.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    res = main(sys.argv[1:])
+    print(json.dumps(res, indent=2, default=str))
+    if "--no-write" not in sys.argv:
+        write_section(res)

@@ -1,0 +1,62 @@
+"""Flags: what a check found on a trace (message_idx NULL) or on one turn of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlite_utils import Database
+
+from db.tx import now, write_tx
+
+SEVERITIES = ("error", "warning")
+
+
+def replace_flags(db: Database, trace_ids: list[int], check_names: Iterable[str],
+                  flags: Iterable[dict], job_id: int | None = None) -> int:
+    """Replace the flags of `check_names` on `trace_ids` with `flags`, in one transaction.
+
+    Flags of other checks, and of traces not covered, are left as they are. Each flag is a
+    dict with trace_id, message_idx (or None), check, severity, detail. Returns how many
+    were written. The trace's `excluded` mark follows its trace-level errors.
+    """
+    names = list(check_names)
+    rows = []
+    for f in flags:
+        if f["severity"] not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, not {f['severity']!r}")
+        if f["check"] not in names:
+            raise ValueError(f"flag of check {f['check']!r} outside the checks run {names}")
+        rows.append((f["trace_id"], f["message_idx"], f["check"], f["severity"], f["detail"],
+                     job_id))
+    ts = now()
+    with write_tx(db):
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS _covered (id INTEGER PRIMARY KEY)")
+        db.execute("DELETE FROM _covered")
+        db.conn.executemany("INSERT OR IGNORE INTO _covered (id) VALUES (?)",
+                            [(t,) for t in trace_ids])
+        marks = ",".join("?" * len(names))
+        db.execute(f"DELETE FROM flags WHERE trace_id IN (SELECT id FROM _covered)"
+                   f" AND check_name IN ({marks})", names)
+        db.conn.executemany(
+            "INSERT INTO flags (trace_id, message_idx, check_name, severity, detail, job_id,"
+            " created_at) VALUES (?,?,?,?,?,?,?)", [(*r, ts) for r in rows])
+        db.execute("UPDATE traces SET excluded = (id IN (SELECT trace_id FROM flags"
+                   " WHERE message_idx IS NULL AND severity = 'error'))"
+                   " WHERE id IN (SELECT id FROM _covered)")
+        db.execute("DELETE FROM _covered")
+    return len(rows)
+
+
+def flags_for(db: Database, trace_ids: list[int] | None = None) -> list[dict]:
+    """Flags with the trace's source and line, ordered by trace, turn, check."""
+    sql = ("SELECT f.trace_id, t.source, t.line, f.message_idx, f.check_name, f.severity,"
+           " f.detail FROM flags f JOIN traces t ON t.id = f.trace_id")
+    params: list = []
+    if trace_ids is not None:
+        if not trace_ids:
+            return []
+        sql += f" WHERE f.trace_id IN ({','.join('?' * len(trace_ids))})"
+        params = list(trace_ids)
+    sql += " ORDER BY f.trace_id, coalesce(f.message_idx, -1), f.check_name, f.id"
+    keys = ("trace_id", "source", "line", "message_idx", "check", "severity", "detail")
+    return [dict(zip(keys, r)) for r in db.execute(sql, params).fetchall()]

@@ -1,0 +1,147 @@
+"""Checks on hand-made positive and negative cases, the flag store and the JSON contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from db import open_db
+from db.flags import flags_for, replace_flags
+from workbench.checks import coherence, duplicates, grounding, run_checks, schema, structure
+from workbench.checks.base import CheckContext, TraceView
+from workbench.cli import app
+from workbench.importing import import_files
+
+DATA = Path(__file__).parent / "data" / "tft"
+TOOLS = {t["function"]["name"]: t["function"] for t in json.loads(
+    (DATA / "scenario-1-baseline" / "job_description.json").read_text())["tools"]}
+
+
+def call(name, **args):
+    return {"role": "assistant", "content": None, "tool_call_id": None, "name": None,
+            "tool_calls": [{"id": "c", "type": "function",
+                            "function": {"name": name, "arguments": args}}]}
+
+
+def user(text):
+    return {"role": "user", "content": text, "tool_calls": None, "tool_call_id": None,
+            "name": None}
+
+
+def result(**rec):
+    return {"role": "tool", "content": json.dumps([rec]), "tool_calls": None,
+            "tool_call_id": "c", "name": None}
+
+
+def ctx_of(*traces):
+    return CheckContext([TraceView(i + 1, "t.jsonl", i + 1, m) for i, m in enumerate(traces)],
+                        TOOLS, message_tools={"respond_to_user"})
+
+
+GOOD = [user("Find Thai food in San Jose"), call("FindRestaurants", city="San Jose", cuisine="Thai"),
+        result(city="San Jose", cuisine="Thai", restaurant_name="Thai Basil"),
+        call("respond_to_user", message="Thai Basil is nice. Book it?"),
+        user("Yes, for two people this evening 4:45"),
+        call("ReserveRestaurant", restaurant_name="Thai Basil", city="San Jose", time="16:45",
+             party_size="2"),
+        result(city="San Jose", restaurant_name="Thai Basil", time="16:45", party_size="2"),
+        call("respond_to_user", message="Booked.")]
+
+
+def test_clean_trace_has_no_errors():
+    ctx = ctx_of(GOOD)
+    for check in (schema, structure, grounding, duplicates):
+        assert [f for f in check.run(ctx) if f["severity"] == "error"] == [], check.NAME
+
+
+def test_schema_violations():
+    bad = [user("x"), call("FindRestaurant", city="A"), user("y"),
+           call("FindRestaurants", city="A", colour="red"), user("z"),
+           call("ReserveRestaurant", restaurant_name="R", city="A", time="1", party_size="9")]
+    details = [f["detail"] for f in schema.run(ctx_of(bad))]
+    assert "unknown tool 'FindRestaurant'" in details[0]
+    assert "'cuisine' is missing" in details[1] and "unknown argument 'colour'" in details[1]
+    assert "party_size = '9' is not one of" in details[2]
+
+
+def test_structure_violations():
+    service_then_user = [user("Thai in San Jose"),
+                         call("FindRestaurants", city="San Jose", cuisine="Thai"), user("hm")]
+    message_then_result = [user("Thai in San Jose"), call("respond_to_user", message="ok"),
+                           result(city="San Jose")]
+    starts_wrong = [call("respond_to_user", message="hi"), user("hello"),
+                    call("respond_to_user", message="hi")]
+    flags = structure.run(ctx_of(service_then_user, message_then_result, starts_wrong))
+    by_trace = {f["trace_id"]: f for f in flags}
+    assert by_trace[1]["message_idx"] == 1 and "instead of its result" in by_trace[1]["detail"]
+    assert by_trace[2]["message_idx"] == 1 and "returns nothing" in by_trace[2]["detail"]
+    assert by_trace[3]["message_idx"] is None and "starts with" in by_trace[3]["detail"]
+
+
+def test_grounding_normalised_forms_and_unsupported_values():
+    assert grounding.supported("16:45", "one people this evening 4:45", "")
+    assert grounding.supported("2", "a table for two", "")
+    assert grounding.supported("San Francisco", "eat in SFO", "eat in sfo")
+    assert not grounding.supported("17:30", "at 4:45 pm", "")
+    other = [user("Find Thai food in San Jose"),
+             call("FindRestaurants", city="Berkeley", cuisine="Thai"),
+             result(city="San Jose", cuisine="Thai")]
+    ctx = ctx_of(*([GOOD] * 6), other)
+    errors = [f for f in grounding.run(ctx) if f["severity"] == "error"]
+    assert errors and {f["trace_id"] for f in errors} == {7}
+    assert "Berkeley" in errors[0]["detail"]
+
+
+def test_off_domain_trace_and_duplicates():
+    hotel = [user("Book a room"), call("ReserveRestaurant", hotel_name="W", check_in_date="x"),
+             result(hotel_name="W", check_in_date="x", has_wifi="True")]
+    ctx = ctx_of(GOOD, hotel, list(GOOD))
+    off = [f for f in coherence.trace_level(ctx)]
+    assert [f["trace_id"] for f in off] == [2] and f"{off[0]['message_idx']}" == "None"
+    dup = duplicates.run(ctx)
+    assert [(f["trace_id"], f["severity"]) for f in dup] == [(3, "error")]
+
+
+def _import(tmp_path, scenario="scenario-1-baseline"):
+    db = open_db(tmp_path / "x.db")
+    import_files(db, [DATA / scenario / "traces.jsonl"],
+                 task=DATA / "scenario-1-baseline" / "job_description.json")
+    return db
+
+
+def test_rerun_replaces_only_its_own_flags(tmp_path):
+    db = _import(tmp_path, "scenario-5-trace-mixing")
+    tid = db.execute("SELECT min(id) FROM traces").fetchone()[0]
+    replace_flags(db, [tid], ["human"], [{"trace_id": tid, "message_idx": None, "check": "human",
+                                          "severity": "warning", "detail": "keep me"}])
+    first = run_checks(db, names=["structure", "coherence"])
+    second = run_checks(db, names=["structure", "coherence"])
+    assert len(first["flags"]) == len(second["flags"]) > 0
+    assert any(f["check"] == "human" for f in flags_for(db, [tid]))
+    assert db.execute("SELECT count(*) FROM traces WHERE excluded").fetchone()[0] > 100
+
+
+def test_check_json_contract(tmp_path):
+    db = _import(tmp_path, "scenario-4-low-data")
+    res = CliRunner().invoke(app, ["--db", str(tmp_path / "x.db"), "check", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert set(out) == {"traces", "assistant_turns", "flags"}
+    assert out["traces"] == 5 and out["assistant_turns"] == 58
+    for f in out["flags"]:
+        assert set(f) == {"source", "line", "message_index", "check", "severity", "detail"}
+        assert f["severity"] in ("error", "warning")
+        assert f["message_index"] is None or isinstance(f["message_index"], int)
+    job = db.execute("SELECT kind, status FROM jobs ORDER BY id DESC").fetchone()
+    assert tuple(job) == ("check", "succeeded")
+
+
+def test_scenario1_suspect_rate_under_2_percent(tmp_path):
+    db = _import(tmp_path)
+    rep = run_checks(db)
+    suspect = {(f["line"], f["message_index"]) for f in rep["flags"]
+               if f["severity"] == "error" and f["message_index"] is not None}
+    assert len(suspect) / rep["assistant_turns"] < 0.02
+    assert not [f for f in rep["flags"] if f["severity"] == "error" and f["message_index"] is None]

@@ -1,0 +1,72 @@
+"""Normalisation on drifted examples: mapped as revisions, reversible, ambiguity flagged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from db import open_db
+from db.revisions import current_messages, history, undo
+from db.traces import original_messages
+from workbench.importing import import_files
+from workbench.normalize import normalize
+
+DATA = Path(__file__).parent / "data" / "tft"
+
+
+def _drifted(tmp_path, n=40):
+    """Scenario-1 traces with the tools and argument names renamed (a drift made here)."""
+    rename_tool = {"FindRestaurants": "lookup_places", "ReserveRestaurant": "book_seat",
+                   "respond_to_user": "say"}
+    rename_arg = {"city": "town", "cuisine": "food_kind", "restaurant_name": "venue",
+                  "party_size": "guests", "message": "text", "time": "slot", "date": "day"}
+    lines = (DATA / "scenario-1-baseline" / "traces.jsonl").read_text().splitlines()[:n]
+    out = []
+    for line in lines:
+        ctx = json.loads(json.loads(line)["context"])
+        for m in ctx["messages"]:
+            for c in m.get("tool_calls") or []:
+                fn = c["function"]
+                args = json.loads(fn["arguments"])
+                fn["name"] = rename_tool[fn["name"]]
+                fn["arguments"] = json.dumps({rename_arg.get(k, k): v for k, v in args.items()})
+        out.append(json.dumps({"context": json.dumps(ctx)}))
+    path = tmp_path / "drift.jsonl"
+    path.write_text("\n".join(out) + "\n")
+    db = open_db(tmp_path / "x.db")
+    import_files(db, [path], task=DATA / "scenario-1-baseline" / "job_description.json")
+    clean = [json.loads(json.loads(line)["context"])["messages"] for line in lines]
+    return db, clean
+
+
+def test_normalize_maps_drift_back_to_canonical(tmp_path):
+    db, clean = _drifted(tmp_path)
+    res = normalize(db)
+    assert res["revisions"] > 0
+    pairs = {(m["from"], m["to"]) for m in res["mapping_summary"]}
+    assert ("lookup_places", "FindRestaurants") in pairs and ("say", "respond_to_user") in pairs
+    equal = total = 0
+    for tid, orig in zip(range(1, len(clean) + 1), clean):
+        cur = current_messages(db, tid)
+        for a, b in zip(orig, cur):
+            if a["role"] == "assistant":
+                want = [(c["function"]["name"], json.loads(c["function"]["arguments"]))
+                        for c in a["tool_calls"]]
+                got = [(c["function"]["name"], c["function"]["arguments"])
+                       for c in b["tool_calls"]]
+                total += 1
+                equal += want == got
+    assert equal / total >= 0.98
+
+
+def test_revisions_carry_evidence_and_are_reversible(tmp_path):
+    db, _ = _drifted(tmp_path, n=20)
+    normalize(db)
+    tid, idx = db.execute("SELECT trace_id, message_idx FROM revisions WHERE status = 'accepted'"
+                          " ORDER BY id LIMIT 1").fetchone()
+    rev = history(db, tid, idx)[0]
+    assert rev["author_kind"] == "normaliser" and rev["evidence"][0]["to"]
+    before = original_messages(db, tid)[idx]
+    assert current_messages(db, tid)[idx] != before
+    undo(db, tid, idx, author_kind="human", author_name="t")
+    assert current_messages(db, tid)[idx]["tool_calls"] == before["tool_calls"]

@@ -1,0 +1,93 @@
+"""Deterministic, local checks over current labels. Each check module has `NAME` and
+`run(ctx) -> list[flag]`; `run_checks` runs them as a job and stores their flags."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from sqlite_utils import Database
+
+from db.flags import flags_for, replace_flags
+from db.queries import TraceFilter
+from db.revisions import current_messages_for
+from db.tasks import current_task, current_tools
+from db.traces import iter_trace_rows
+from workbench.checks import coherence, duplicates, grounding, schema, structure
+from workbench.checks.base import CheckContext, TraceView
+
+CHECKS = {m.NAME: m for m in (schema, structure, grounding, coherence, duplicates)}
+
+
+def load_context(db: Database, flt: TraceFilter | None = None,
+                 message_tools: Iterable[str] | None = None) -> CheckContext:
+    where, params = (flt or TraceFilter()).where()
+    traces: list[TraceView] = []
+    for rows in iter_trace_rows(db, where, params):
+        msgs = current_messages_for(db, [r["id"] for r in rows])
+        traces += [TraceView(r["id"], r["source"], r["line"], msgs[r["id"]]) for r in rows]
+    tools = {}
+    for tool in current_tools(db):
+        fn = tool.get("function") or tool
+        tools[fn["name"]] = fn
+    if message_tools is None:
+        row = db.execute("SELECT value FROM settings WHERE key = 'checks.message_tools'").fetchone()
+        message_tools = row[0].split() if row and row[0] else None
+    return CheckContext(traces=traces, tools=tools, task=current_task(db),
+                        message_tools=set(message_tools) if message_tools is not None else None)
+
+
+def compute_flags(ctx: CheckContext, names: Iterable[str] | None = None) -> tuple[list[dict], dict]:
+    flags, timings = [], {}
+    for name in names or CHECKS:
+        t0 = time.perf_counter()
+        flags += CHECKS[name].run(ctx)
+        timings[name] = round(time.perf_counter() - t0, 3)
+    return flags, timings
+
+
+def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str] | None = None,
+               job_ctx=None) -> dict:
+    """Run the checks on the selected traces, replace their flags, and return the report
+    `{"traces", "assistant_turns", "flags": [...], "timings"}`."""
+    names = list(names or CHECKS)
+    unknown = [n for n in names if n not in CHECKS]
+    if unknown:
+        raise ValueError(f"unknown check {', '.join(unknown)} (known: {', '.join(CHECKS)})")
+    ctx = load_context(db, flt)
+    flags, timings = compute_flags(ctx, names)
+    ids = [t.id for t in ctx.traces]
+    replace_flags(db, ids, names, flags, job_id=job_ctx.job_id if job_ctx else None)
+    stored = flags_for(db, ids) if ids else []
+    stored = [f for f in stored if f["check"] in names]
+    return {
+        "traces": len(ctx.traces),
+        "assistant_turns": sum(1 for t in ctx.traces for m in t.messages
+                               if m["role"] == "assistant"),
+        "flags": [{k: f[k] for k in ("source", "line", "message_index", "check", "severity",
+                                     "detail")} for f in
+                  ({**f, "message_index": f["message_idx"]} for f in stored)],
+        "timings": timings,
+    }
+
+
+def run_checks_job(db: Database, flt: TraceFilter | None = None,
+                   names: Iterable[str] | None = None) -> dict:
+    """`run_checks` as a job row (the CLI and the app run the same thing)."""
+    from dataclasses import asdict
+
+    from workbench.jobs import run_job
+
+    params = {"filter": asdict(flt) if flt else None, "checks": list(names or CHECKS)}
+    holder: dict = {}
+
+    def fn(jctx) -> dict:
+        report = run_checks(db, flt, names, job_ctx=jctx)
+        holder["report"] = report
+        return {"traces": report["traces"], "flags": len(report["flags"]),
+                "timings": report["timings"]}
+
+    job = run_job(db, "check", fn, params)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"check job {job['id']} {job['status']}: {job.get('error')}")
+    return holder["report"]

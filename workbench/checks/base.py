@@ -1,0 +1,100 @@
+"""What every check shares: the traces it looks at, the tools, the task, and text helpers."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+
+
+@dataclass
+class TraceView:
+    id: int
+    source: str
+    line: int
+    messages: list[dict]          # current labels, canonical form
+
+
+@dataclass
+class CheckContext:
+    traces: list[TraceView]
+    tools: dict[str, dict]        # name -> the function object {name, description, parameters}
+    task: dict | None = None
+    message_tools: set[str] | None = None   # configured message-only tools (else inferred)
+    cache: dict = field(default_factory=dict)
+
+    @cached_property
+    def inferred_message_tools(self) -> set[str]:
+        """Tools whose calls get no result: inferred from the data (a call followed by a user
+        utterance far more often than by a result), else from the schema and description."""
+        if self.message_tools is not None:
+            return set(self.message_tools)
+        followed: Counter = Counter()
+        total: Counter = Counter()
+        for t in self.traces:
+            msgs = t.messages
+            for i, m in enumerate(msgs):
+                for c in m.get("tool_calls") or ():
+                    name = c["function"]["name"]
+                    total[name] += 1
+                    if i + 1 < len(msgs) and msgs[i + 1]["role"] == "tool":
+                        followed[name] += 1
+        out = set()
+        names = set(total) | set(self.tools)
+        for name in names:
+            if total[name] >= 5:
+                if followed[name] / total[name] < 0.3:
+                    out.add(name)
+            elif name in self.tools and _looks_message_only(self.tools[name]):
+                out.add(name)
+        return out
+
+    def is_service(self, name: str) -> bool:
+        return name not in self.inferred_message_tools
+
+
+def _looks_message_only(fn: dict) -> bool:
+    desc = (fn.get("description") or "").lower()
+    props = (fn.get("parameters") or {}).get("properties") or {}
+    return "no return value" in desc or (len(props) == 1 and "message" in props)
+
+
+def calls_of(message: dict) -> list[tuple[str, dict | str]]:
+    return [(c["function"]["name"], c["function"]["arguments"])
+            for c in message.get("tool_calls") or ()]
+
+
+def flag(trace: TraceView, idx: int | None, check: str, severity: str, detail: str) -> dict:
+    return {"trace_id": trace.id, "message_idx": idx, "check": check, "severity": severity,
+            "detail": detail}
+
+
+def message_text(message: dict) -> str:
+    """What a message says to the other side: its content, or a message-only call's text."""
+    parts = [message.get("content") or ""]
+    for _, args in calls_of(message):
+        if isinstance(args, dict):
+            parts.extend(str(v) for v in args.values() if isinstance(v, str))
+    return " ".join(p for p in parts if p)
+
+
+def result_records(message: dict) -> list[dict]:
+    """A tool result's records (a JSON list of objects, or one object)."""
+    try:
+        value = json.loads(message.get("content") or "")
+    except ValueError:
+        return []
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, dict)]
+    return []
+
+
+WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall(text.lower())

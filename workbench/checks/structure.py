@@ -1,0 +1,60 @@
+"""Structure: the conversation has the shape the task implies.
+
+A service call is answered by its result; a message-only tool (no result) is followed by a user
+utterance; a result answers a call; the conversation starts with a user turn; roles alternate
+(user, assistant, [result, assistant]...).
+"""
+
+from __future__ import annotations
+
+from workbench.checks.base import CheckContext, calls_of, flag
+
+NAME = "structure"
+
+
+def run(ctx: CheckContext) -> list[dict]:
+    out = []
+    for t in ctx.traces:
+        msgs = t.messages
+        body = [(i, m) for i, m in enumerate(msgs) if m["role"] != "system"]
+        if not body:
+            out.append(flag(t, None, NAME, "error", "no messages besides the system prompt"))
+            continue
+        if body[0][1]["role"] != "user":
+            out.append(flag(t, None, NAME, "error",
+                            f"starts with a {body[0][1]['role']} message, not a user turn"))
+        order_breaks = []
+        for k, (i, m) in enumerate(body):
+            nxt = body[k + 1][1] if k + 1 < len(body) else None
+            prev = body[k - 1][1] if k else None
+            if m["role"] == "assistant":
+                calls = calls_of(m)
+                service = [n for n, _ in calls if ctx.is_service(n)]
+                if service:
+                    if nxt is None:
+                        out.append(flag(t, i, NAME, "warning",
+                                        f"{service[0]} is the last message: its result is missing"))
+                    elif nxt["role"] != "tool":
+                        out.append(flag(t, i, NAME, "error",
+                                        f"service call {service[0]} is followed by a {nxt['role']}"
+                                        " message instead of its result"))
+                elif calls and nxt is not None and nxt["role"] == "tool":
+                    out.append(flag(t, i, NAME, "error",
+                                    f"{calls[0][0]} returns nothing, yet a tool result follows it"))
+                if prev is not None and prev["role"] == "assistant":
+                    order_breaks.append(i)
+            elif m["role"] == "tool":
+                if prev is None or prev["role"] != "assistant" or not any(
+                        ctx.is_service(n) for n, _ in calls_of(prev)):
+                    if prev is None or prev["role"] != "assistant":
+                        order_breaks.append(i)
+                if nxt is not None and nxt["role"] != "assistant":
+                    order_breaks.append(i + 1)
+            elif m["role"] == "user" and prev is not None and prev["role"] in ("user", "tool"):
+                order_breaks.append(i)
+        if order_breaks:
+            out.append(flag(t, None, NAME, "error",
+                            f"role order broken at message{'s' if len(order_breaks) > 1 else ''} "
+                            + ", ".join(map(str, sorted(set(order_breaks))[:6]))
+                            + " (expected user, assistant, [result, assistant]...)"))
+    return out

@@ -1,0 +1,70 @@
+"""`check` and `normalize`."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from workbench.commands.common import console, print_json, state, user_errors
+from workbench.commands.data import filter_options
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("check")
+    def check_cmd(
+        ctx: typer.Context,
+        only: Optional[list[str]] = typer.Option(None, "--only", help="run only these checks"),
+        split: Optional[str] = typer.Option(None, help="train | test | unassigned"),
+        origin: Optional[str] = typer.Option(None, help="imported | synthetic"),
+        status: Optional[str] = typer.Option(None, help="original | revised | proposed"),
+        tool: Optional[str] = typer.Option(None, help="traces calling this tool"),
+        search: Optional[str] = typer.Option(None, help="full-text search"),
+        as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    ) -> None:
+        """Run the checks (schema, structure, grounding, coherence, duplicates) and store flags."""
+        from workbench.checks import run_checks_job
+
+        selection = filter_options(split, origin, status, tool, None, None, None, search)
+        with user_errors():
+            report = run_checks_job(state(ctx).db(), selection, only or None)
+        if as_json:
+            print_json({k: report[k] for k in ("traces", "assistant_turns", "flags")})
+            return
+        table = Table("source:line", "msg", "check", "severity", "detail")
+        for f in report["flags"][:200]:
+            table.add_row(Text(f"{f['source']}:{f['line']}"),
+                          "" if f["message_index"] is None else str(f["message_index"]),
+                          f["check"], f["severity"], Text(f["detail"]))
+        console.print(table)
+        errors = sum(f["severity"] == "error" for f in report["flags"])
+        console.print(Text(f"{report['traces']} traces, {report['assistant_turns']} assistant"
+                           f" turns, {len(report['flags'])} flags ({errors} errors)"))
+
+    @app.command("normalize")
+    def normalize_cmd(
+        ctx: typer.Context,
+        as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    ) -> None:
+        """Map non-canonical tool calls onto the canonical tools (revisions, reversible)."""
+        from workbench.jobs import run_job
+        from workbench.normalize import normalize
+
+        db = state(ctx).db()
+        with user_errors():
+            job = run_job(db, "normalize", lambda jctx: normalize(db), {})
+            if job["status"] != "succeeded":
+                raise ValueError(f"normalize failed: {job['error']}")
+        result = job["result"]
+        if as_json:
+            print_json(result)
+            return
+        table = Table("from", "to", "calls", "confidence", "arguments")
+        for m in result["mapping_summary"]:
+            table.add_row(Text(m["from"]), Text(m["to"]), str(m["calls"]), f"{m['confidence']:.2f}",
+                          Text(", ".join(f"{a}->{b}" for a, b in m["arguments"].items())))
+        console.print(table)
+        console.print(Text(f"{result['revisions']} revisions: {result['accepted']} accepted,"
+                           f" {result['proposed']} proposed for review"))

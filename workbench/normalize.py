@@ -1,0 +1,219 @@
+"""Schema normalisation: map calls whose tool or argument names are not canonical onto the
+canonical tools, as revisions (author kind "normaliser", evidence attached).
+
+The mapping is learned from the data, never from a list of names:
+- message-only vs service: whether the call is answered by a result (the corpus tells);
+- arguments: the value echoed under a canonical field in the call's own result; else the
+  argument name's mapping learned from such echoes across the corpus; else the overlap of its
+  values with the values each canonical argument takes; else the value's format;
+- tool: the canonical tool of the same kind whose parameters cover the mapped arguments best
+  (required ones first), name similarity breaking ties.
+A confident call is rewritten with an accepted revision; an ambiguous one gets a proposed
+revision and a warning flag for review.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter, defaultdict
+
+from sqlite_utils import Database
+
+from db.flags import replace_flags
+from db.queries import TraceFilter
+from db.revisions import add_revision
+from db.tx import write_tx
+from workbench.checks import load_context
+from workbench.checks.base import calls_of, result_records
+from workbench.checks.grounding import norm
+from workbench.checks.schema import validators
+
+NAME = "normalize"
+AUTHOR = "workbench-normalize"
+
+
+def _shape(v) -> str:
+    s = str(v).strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
+        return "date"
+    if re.fullmatch(r"\d{1,2}:\d{2}", s):
+        return "time"
+    if re.fullmatch(r"\d+", s):
+        return "int"
+    if s in ("True", "False", "true", "false"):
+        return "bool"
+    return "text"
+
+
+def _props(fn: dict) -> dict:
+    return (fn.get("parameters") or {}).get("properties") or {}
+
+
+def _required(fn: dict) -> list:
+    return (fn.get("parameters") or {}).get("required") or []
+
+
+def _sim(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio()
+
+
+def learn(ctx) -> dict:
+    vals = validators(ctx)
+    canon_fields = {p for fn in ctx.tools.values() for p in _props(fn)}
+    values: dict[str, Counter] = defaultdict(Counter)     # canonical arg -> values
+    shapes: dict[str, Counter] = defaultdict(Counter)
+    name_votes: dict[str, Counter] = defaultdict(Counter)  # drifted arg -> canonical args
+    drifted: list = []
+    for t in ctx.traces:
+        for i, m in enumerate(t.messages):
+            for j, (name, args) in enumerate(calls_of(m)):
+                if not isinstance(args, dict):
+                    continue
+                if name in vals and not list(vals[name].iter_errors(args)):
+                    for k, v in args.items():
+                        values[k][norm(str(v))] += 1
+                        shapes[k][_shape(v)] += 1
+                    continue
+                nxt = t.messages[i + 1] if i + 1 < len(t.messages) else None
+                echo = {}
+                if nxt is not None and nxt["role"] == "tool":
+                    recs = result_records(nxt)
+                    for k, v in args.items():
+                        keys = [f for f in canon_fields if recs and all(
+                            norm(str(r.get(f, "\0"))) == norm(str(v)) for r in recs[:1])]
+                        if len(keys) == 1:
+                            echo[k] = keys[0]
+                            name_votes[k][keys[0]] += 1
+                            values[keys[0]][norm(str(v))] += 1
+                            shapes[keys[0]][_shape(v)] += 1
+                drifted.append((t, i, j, name, args, echo))
+    return {"values": values, "shapes": shapes, "name_votes": name_votes, "drifted": drifted}
+
+
+def _arg_candidates(k: str, v, echo: dict, model: dict, fields: list[str]) -> list[tuple]:
+    """(score, canonical field, evidence) for one drifted argument, best first."""
+    out = []
+    nv = norm(str(v))
+    votes = model["name_votes"].get(k, Counter())
+    total = sum(votes.values())
+    for f in fields:
+        score, ev = 0.0, []
+        if echo.get(k) == f:
+            score += 3
+            ev.append("echoed in its result")
+        if total and votes[f]:
+            score += 2 * votes[f] / total
+            ev.append(f"name maps to {f} in {votes[f]}/{total} echoed calls")
+        vc = model["values"].get(f)
+        if vc and nv in vc:
+            score += 1
+            ev.append("value seen for this field")
+        sc = model["shapes"].get(f)
+        if sc and sum(sc.values()):
+            share = sc[_shape(v)] / sum(sc.values())
+            score += share
+        s = _sim(k, f)
+        score += 0.5 * s
+        out.append((round(score, 3), f, ev))
+    return sorted(out, key=lambda x: -x[0])
+
+
+def map_call(ctx, model: dict, name: str, args: dict, echo: dict, service: bool) -> dict:
+    tools = {n: fn for n, fn in ctx.tools.items() if ctx.is_service(n) == service}
+    best = None
+    for tname, fn in tools.items():
+        fields = list(_props(fn))
+        cands = {k: _arg_candidates(k, v, echo, model, fields) for k, v in args.items()}
+        if len(fields) == 1 and len(args) == 1:  # one argument for one parameter: structure
+            k = next(iter(args))
+            cands[k] = [(3.0, fields[0], ["the only argument of a one-parameter tool"])]
+        # greedy assignment, strongest first, one argument per field
+        pairs = sorted(((c[0], k, c[1], c[2]) for k, cs in cands.items() for c in cs),
+                       key=lambda x: -x[0])
+        used_k, used_f, mapping, evidence = set(), set(), {}, {}
+        for score, k, f, ev in pairs:
+            if k in used_k or f in used_f or score < 0.9:
+                continue
+            mapping[k], evidence[k] = f, {"field": f, "score": score, "why": ev}
+            used_k.add(k)
+            used_f.add(f)
+        missing = [r for r in _required(fn) if r not in used_f]
+        score = sum(e["score"] for e in evidence.values()) - 2 * len(missing) + 0.5 * _sim(
+            name, tname)
+        margin_ok = all(
+            len(cands[k]) < 2 or cands[k][0][0] - cands[k][1][0] >= 0.5 or echo.get(k)
+            for k in mapping)
+        cand = {"tool": tname, "mapping": mapping, "evidence": evidence, "missing": missing,
+                "dropped": sorted(set(args) - set(mapping)), "score": score,
+                "margin_ok": margin_ok}
+        if best is None or cand["score"] > best["score"]:
+            best, second = cand, best
+        elif "second" not in locals() or second is None or cand["score"] > second["score"]:
+            second = cand
+    if best is None:
+        return {}
+    second = locals().get("second")
+    best["confident"] = (not best["missing"] and best["margin_ok"] and (
+        second is None or best["score"] - second["score"] >= 1.0))
+    return best
+
+
+def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
+    ctx = load_context(db, flt)
+    if not ctx.tools:
+        raise ValueError("no canonical tools: import a task file with tools first")
+    model = learn(ctx)
+    mapping_counts: dict[tuple, Counter] = defaultdict(Counter)
+    confident_counts: Counter = Counter()
+    revisions = accepted = proposed = 0
+    warn_flags = []
+    pending = defaultdict(dict)  # (trace id, msg) -> {call j: new call}
+    by_id = {}
+    for t, i, j, name, args, echo in model["drifted"]:
+        m = map_call(ctx, model, name, args, echo, ctx.is_service(name))
+        if not m:
+            continue
+        new_args = {m["mapping"][k]: v for k, v in args.items() if k in m["mapping"]}
+        mapping_counts[(name, m["tool"])][tuple(sorted(m["mapping"].items()))] += 1
+        confident_counts[(name, m["tool"])] += m["confident"]
+        pending[(t.id, i)][j] = (m, new_args, name, args)
+        by_id[t.id] = t
+    with write_tx(db):
+        for (tid, i), per_call in pending.items():
+            t = by_id[tid]
+            msg = t.messages[i]
+            calls = [dict(c, function=dict(c["function"])) for c in msg["tool_calls"]]
+            confident = True
+            evidence = []
+            for j, (m, new_args, name, args) in per_call.items():
+                calls[j]["function"] = {"name": m["tool"], "arguments": new_args}
+                confident &= m["confident"]
+                evidence.append({"from": {"name": name, "arguments": args}, "to": m["tool"],
+                                 "arguments": m["evidence"], "dropped": m["dropped"],
+                                 "missing": m["missing"], "confident": m["confident"]})
+            status = "accepted" if confident else "proposed"
+            add_revision(db, t.id, i, tool_calls=calls, content=msg["content"],
+                         author_kind="normaliser", author_name=AUTHOR, status=status,
+                         reason="map onto the canonical tool schema", evidence=evidence)
+            revisions += 1
+            if confident:
+                accepted += 1
+            else:
+                proposed += 1
+                ev = evidence[0]
+                warn_flags.append({"trace_id": t.id, "message_idx": i, "check": NAME,
+                                   "severity": "warning",
+                                   "detail": f"ambiguous mapping of {ev['from']['name']} onto"
+                                   f" {ev['to']} (missing {ev['missing']}, dropped"
+                                   f" {ev['dropped']}): proposed for review"})
+        replace_flags(db, [t.id for t in ctx.traces], [NAME], warn_flags)
+    summary = []
+    for (src, dst), maps in sorted(mapping_counts.items(), key=lambda x: -sum(x[1].values())):
+        n = sum(maps.values())
+        top, top_n = maps.most_common(1)[0]
+        summary.append({"from": src, "to": dst, "calls": n,
+                        "confidence": round(confident_counts[(src, dst)] / n, 3),
+                        "arguments": dict(top), "argument_variants": len(maps)})
+    return {"revisions": revisions, "accepted": accepted, "proposed": proposed,
+            "mapping_summary": summary}
