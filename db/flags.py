@@ -17,7 +17,8 @@ def replace_flags(db: Database, trace_ids: list[int], check_names: Iterable[str]
 
     Flags of other checks, and of traces not covered, are left as they are. Each flag is a
     dict with trace_id, message_idx (or None), check, severity, detail. Returns how many
-    were written. The trace's `excluded` mark follows its trace-level errors.
+    were written. A trace-level error excludes its trace from training unless the analyst
+    decided otherwise (see `db.queries.EXCLUDED_SQL`).
     """
     names = list(check_names)
     rows = []
@@ -40,9 +41,6 @@ def replace_flags(db: Database, trace_ids: list[int], check_names: Iterable[str]
         db.conn.executemany(
             "INSERT INTO flags (trace_id, message_idx, check_name, severity, detail, job_id,"
             " created_at) VALUES (?,?,?,?,?,?,?)", [(*r, ts) for r in rows])
-        db.execute("UPDATE traces SET excluded = (id IN (SELECT trace_id FROM flags"
-                   " WHERE message_idx IS NULL AND severity = 'error'))"
-                   " WHERE id IN (SELECT id FROM _covered)")
         db.execute("DELETE FROM _covered")
     return len(rows)
 

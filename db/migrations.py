@@ -71,7 +71,7 @@ def m001_initial(db: Database) -> None:
             n_assistant INTEGER NOT NULL,
             n_tool_calls INTEGER NOT NULL,
             tools_used TEXT NOT NULL,      -- space-separated distinct called function names
-            excluded INTEGER NOT NULL DEFAULT 0,
+            excluded INTEGER,              -- the analyst's decision: 1 out, 0 in; NULL: flags decide
             import_id INTEGER REFERENCES imports(id),
             created_at TEXT NOT NULL
         );

@@ -7,6 +7,11 @@ from dataclasses import dataclass, fields
 
 LABEL_STATUSES = ("original", "revised", "proposed")
 
+# Excluded from training: the analyst's decision when there is one, else a trace-level error.
+# Checks never write the decision, so re-running them cannot undo what the analyst chose.
+EXCLUDED_SQL = ("coalesce(traces.excluded, traces.id IN (SELECT trace_id FROM flags"
+                " WHERE message_idx IS NULL AND severity = 'error'))")
+
 
 @dataclass
 class TraceFilter:
@@ -49,8 +54,7 @@ class TraceFilter:
             op = "IN" if self.flagged else "NOT IN"
             conds.append(f"traces.id {op} (SELECT trace_id FROM flags WHERE severity = 'error')")
         if self.excluded is not None:
-            conds.append("traces.excluded = ?")
-            params.append(1 if self.excluded else 0)
+            conds.append(EXCLUDED_SQL if self.excluded else f"NOT {EXCLUDED_SQL}")
         if self.has_revisions is not None:
             op = "IN" if self.has_revisions else "NOT IN"
             conds.append(f"traces.id {op} (SELECT trace_id FROM revisions)")

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from db.queries import EXCLUDED_SQL
 from db.tx import now
 
 BATCH = 500
@@ -200,7 +201,7 @@ def stats(db: Database) -> dict:
         "by_origin": dict(db.execute("SELECT origin, count(*) FROM traces GROUP BY origin ORDER BY origin")),
         "revisions": dict(db.execute("SELECT status, count(*) FROM revisions GROUP BY status ORDER BY status")),
         "flags": dict(db.execute("SELECT severity, count(*) FROM flags GROUP BY severity ORDER BY severity")),
-        "excluded": one("SELECT count(*) FROM traces WHERE excluded"),
+        "excluded": one(f"SELECT count(*) FROM traces WHERE {EXCLUDED_SQL}"),
         "tools": [r[0] for r in db.execute(
             "SELECT name FROM tool_calls GROUP BY name ORDER BY count(*) DESC, name")],
     }

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from db import open_db
 from db.flags import flags_for, replace_flags
+from db.queries import EXCLUDED_SQL
 from workbench.checks import coherence, duplicates, grounding, run_checks, schema, structure
 from workbench.checks.base import CheckContext, TraceView
 from workbench.cli import app
@@ -120,7 +121,21 @@ def test_rerun_replaces_only_its_own_flags(tmp_path):
     second = run_checks(db, names=["structure", "coherence"])
     assert len(first["flags"]) == len(second["flags"]) > 0
     assert any(f["check"] == "human" for f in flags_for(db, [tid]))
-    assert db.execute("SELECT count(*) FROM traces WHERE excluded").fetchone()[0] > 100
+    excluded = f"SELECT count(*) FROM traces WHERE {EXCLUDED_SQL}"
+    assert db.execute(excluded).fetchone()[0] > 100
+
+
+def test_rerun_never_overrides_the_analysts_exclusion_decision(tmp_path):
+    db = _import(tmp_path, "scenario-5-trace-mixing")
+    run_checks(db, names=["coherence"])
+    flagged = db.execute("SELECT min(trace_id) FROM flags WHERE message_idx IS NULL"
+                         " AND severity = 'error'").fetchone()[0]
+    clean = db.execute(f"SELECT min(id) FROM traces WHERE NOT {EXCLUDED_SQL}").fetchone()[0]
+    db.execute("UPDATE traces SET excluded = 0 WHERE id = ?", [flagged])  # keep it anyway
+    db.execute("UPDATE traces SET excluded = 1 WHERE id = ?", [clean])    # drop it anyway
+    run_checks(db, names=["coherence"])
+    out = {r[0] for r in db.execute(f"SELECT id FROM traces WHERE {EXCLUDED_SQL}")}
+    assert flagged not in out and clean in out
 
 
 def test_check_json_contract(tmp_path):
