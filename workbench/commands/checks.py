@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from workbench.commands.common import console, print_json, state, user_errors
-from workbench.commands.data import filter_options
+from workbench.commands.common import (Origin, Search, Split, Status, Tool, console,
+                                       filter_options, print_json, state, user_errors)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,17 +17,17 @@ def register(app: typer.Typer) -> None:
     def check_cmd(
         ctx: typer.Context,
         only: Optional[list[str]] = typer.Option(None, "--only", help="run only these checks"),
-        split: Optional[str] = typer.Option(None, help="train | test | unassigned"),
-        origin: Optional[str] = typer.Option(None, help="imported | synthetic"),
-        status: Optional[str] = typer.Option(None, help="original | revised | proposed"),
-        tool: Optional[str] = typer.Option(None, help="traces calling this tool"),
-        search: Optional[str] = typer.Option(None, help="full-text search"),
+        split: Split = None,
+        origin: Origin = None,
+        status: Status = None,
+        tool: Tool = None,
+        search: Search = None,
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     ) -> None:
         """Run the checks (schema, structure, grounding, coherence, duplicates) and store flags."""
         from workbench.checks import run_checks_job
 
-        selection = filter_options(split, origin, status, tool, None, None, None, search)
+        selection = filter_options(split, origin, status, tool, search=search)
         with user_errors():
             report = run_checks_job(state(ctx).db(), selection, only or None)
         if as_json:

@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.text import Text
 from sqlite_utils import Database
 
+from db.queries import TraceFilter
 from workbench.errors import InputError
 
 console = Console(highlight=False)
@@ -58,3 +59,24 @@ def user_errors() -> Iterator[None]:
         fail(str(e))
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
+
+
+# Trace selection options, shared by every command that takes `[filters]`.
+Split = Annotated[Optional[str], typer.Option(help="train | test | unassigned")]
+Origin = Annotated[Optional[str], typer.Option(help="imported | synthetic")]
+Status = Annotated[Optional[str], typer.Option(help="label status: original | revised | proposed")]
+Tool = Annotated[Optional[str], typer.Option(help="traces calling this tool")]
+Check = Annotated[Optional[str], typer.Option(help="traces flagged by this check")]
+Flagged = Annotated[Optional[bool], typer.Option("--flagged/--unflagged",
+                                                 help="with / without error flags")]
+Excluded = Annotated[Optional[bool], typer.Option("--excluded/--included",
+                                                  help="excluded from training or not")]
+Search = Annotated[Optional[str], typer.Option(help="full-text search over messages and calls")]
+
+
+def filter_options(split: str | None = None, origin: str | None = None,
+                   status: str | None = None, tool: str | None = None,
+                   check: str | None = None, flagged: bool | None = None,
+                   excluded: bool | None = None, search: str | None = None) -> TraceFilter:
+    return TraceFilter(split=split, origin=origin, status=status, tool=tool, check=check,
+                       flagged=flagged, excluded=excluded, text=search)

@@ -9,26 +9,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from db.queries import TraceFilter
 from db.traces import stats as store_stats
-from workbench.commands.common import console, print_json, state, user_errors
+from workbench.commands.common import (Check, Excluded, Flagged, Origin, Search, Split, Status,
+                                       Tool, console, filter_options, print_json, state,
+                                       user_errors)
 from workbench.messages import MAX_MESSAGE_BYTES
-
-
-def filter_options(
-    split: Optional[str] = typer.Option(None, help="train | test | unassigned"),
-    origin: Optional[str] = typer.Option(None, help="imported | synthetic"),
-    status: Optional[str] = typer.Option(None, help="label status: original | revised | proposed"),
-    tool: Optional[str] = typer.Option(None, help="traces calling this tool"),
-    check: Optional[str] = typer.Option(None, help="traces flagged by this check"),
-    flagged: Optional[bool] = typer.Option(None, "--flagged/--unflagged",
-                                           help="with / without error flags"),
-    excluded: Optional[bool] = typer.Option(None, "--excluded/--included",
-                                            help="excluded from training or not"),
-    search: Optional[str] = typer.Option(None, help="full-text search over messages and calls"),
-) -> TraceFilter:
-    return TraceFilter(split=split, origin=origin, status=status, tool=tool, check=check,
-                       flagged=flagged, excluded=excluded, text=search)
 
 
 def register(app: typer.Typer) -> None:
@@ -75,16 +60,14 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         out: Path = typer.Argument(..., help="output JSONL file"),
         fmt: str = typer.Option("openai", "--format", help="openai | pairs | hf"),
-        split: Optional[str] = typer.Option(None, help="train | test | unassigned"),
-        origin: Optional[str] = typer.Option(None, help="imported | synthetic"),
-        status: Optional[str] = typer.Option(None, help="original | revised | proposed"),
-        tool: Optional[str] = typer.Option(None, help="traces calling this tool"),
-        check: Optional[str] = typer.Option(None, help="traces flagged by this check"),
-        flagged: Optional[bool] = typer.Option(None, "--flagged/--unflagged",
-                                               help="with / without error flags"),
-        excluded: Optional[bool] = typer.Option(None, "--excluded/--included",
-                                                help="excluded from training or not"),
-        search: Optional[str] = typer.Option(None, help="full-text search"),
+        split: Split = None,
+        origin: Origin = None,
+        status: Status = None,
+        tool: Tool = None,
+        check: Check = None,
+        flagged: Flagged = None,
+        excluded: Excluded = None,
+        search: Search = None,
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
     ) -> None:
         """Export current labels (originals with accepted revisions applied)."""
