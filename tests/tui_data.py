@@ -63,5 +63,19 @@ def build_db(path: Path, markup: bool = False) -> Path:
     return path
 
 
-def test_config() -> Config:
+def app_config() -> Config:
     return Config(analyst="tester", theme="textual-dark", keys={})
+
+
+def screen_text(app) -> str:
+    """What the terminal shows now, as plain text (one line per row)."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor", record=True, legacy_windows=False, safe_box=False)
+    console.print(app.screen._compositor.render_update(
+        full=True, screen_stack=app._background_screens))
+    return console.export_text()

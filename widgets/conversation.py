@@ -60,12 +60,12 @@ class ConversationView(VerticalScroll):
     DEFAULT_CSS = "ConversationView { height: 1fr; }"
     BINDINGS = [("j,down", "next", "Next turn"), ("k,up", "previous", "Previous turn")]
 
-    def show(self, messages: list[dict], flags: dict[int, list[dict]],
+    async def show(self, messages: list[dict], flags: dict[int, list[dict]],
              status: dict[int, str], focus_idx: int | None = None) -> None:
-        self.remove_children()
+        await self.remove_children()
         turns = [TurnView(i, m, flags.get(i, []), status.get(i, "original"))
                  for i, m in enumerate(messages)]
-        self.mount_all(turns)
+        await self.mount_all(turns)
         target = focus_idx if focus_idx is not None else next(
             (i for i, m in enumerate(messages) if m["role"] == "assistant"), 0)
         if turns:

@@ -60,7 +60,13 @@ class JobList(Vertical):
             t.sort("id", key=lambda c: -int(c.plain))
         if self.selected is None and jobs:
             self.selected = jobs[0]["id"]
+            self._log_len = 0
+            self.query_one(RichLog).clear()
             self.post_message(self.Selected(self.selected))
+        if self.selected is not None and str(self.selected) in t.rows:
+            row = t.get_row_index(str(self.selected))
+            if t.cursor_row != row:
+                t.move_cursor(row=row)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()

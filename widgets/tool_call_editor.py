@@ -193,6 +193,17 @@ class ToolCallEditor(Vertical):
         finally:
             self._syncing = False
 
+    def _matches_raw(self, widget, value) -> bool:  # noqa: ANN001
+        """Whether a field already shows what the raw JSON holds (a change we made ourselves:
+        field events arrive after the sync, so the guard flag alone can't tell)."""
+        args = self._arguments()
+        if not isinstance(args, dict):
+            return False
+        name = getattr(widget, "arg_name", None)
+        if isinstance(widget, Select):
+            return (json.dumps(args[name]) if name in args else BLANK) == value
+        return (_show(args[name]) if name in args and args[name] is not None else "") == value
+
     def _validate(self) -> None:
         args = self._arguments()
         if isinstance(args, ValueError):
@@ -212,14 +223,15 @@ class ToolCallEditor(Vertical):
         if event.select.id == "tool":
             self.tool_name = "" if event.value == BLANK else str(event.value)
             await self._build_form()
-        elif not self._syncing:
+        elif not self._syncing and not self._matches_raw(event.select, event.value):
             self._form_to_raw()
         self._validate()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
         if event.input.id != "reason" and not self._syncing:
-            self._form_to_raw()
+            if not self._matches_raw(event.input, event.value):
+                self._form_to_raw()
             self._validate()
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:

@@ -11,7 +11,13 @@ LABEL_STYLE = {"original": "dim", "revised": "green", "proposed": "bold yellow"}
 COLUMNS = (("mark", " "), ("id", "id"), ("source", "source"), ("split", "split/origin"),
            ("turns", "turns"), ("tools", "tools used"), ("flags", "flags"),
            ("label", "label"), ("excluded", "excl"))
+WIDTHS = {"source": 28, "tools": 34, "split": 19}
 NEAR_END = 40  # rows before the end at which the next page is asked for
+
+
+def _tail(text: str, width: int) -> str:
+    """The end of a long path (the file name matters more than the folders)."""
+    return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
 class TraceTable(DataTable):
@@ -35,11 +41,11 @@ class TraceTable(DataTable):
 
     def on_mount(self) -> None:
         for key, label in COLUMNS:
-            self.add_column(label, key=key)
+            self.add_column(label, key=key, width=WIDTHS.get(key))
 
     def _cells(self, r: dict) -> tuple:
         return (Text("*" if r["id"] in self.marked else " ", style="bold"),
-                Text(str(r["id"]), justify="right"), Text(r["source"]),
+                Text(str(r["id"]), justify="right"), Text(_tail(r["source"], WIDTHS["source"])),
                 Text(f"{r['split']}/{r['origin']}"), Text(str(r["turns"]), justify="right"),
                 Text(r["tools_used"]),
                 Text(str(r["flags"]) if r["flags"] else "", style="bold red", justify="right"),

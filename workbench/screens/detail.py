@@ -97,7 +97,7 @@ class DetailScreen(Screen):
                 msg = "excluded from training" if kw["excluded"] else "included in training"
         self.post_message(Loaded("written", msg))
 
-    def on_loaded(self, event: Loaded) -> None:
+    async def on_loaded(self, event: Loaded) -> None:
         if event.kind == "view":
             self.view = v = event.data
             t = v["trace"]
@@ -108,7 +108,7 @@ class DetailScreen(Screen):
                 head.append("\n")
                 head.append_text(flag_details(v["flags"][-1]))
             self.query_one("#trace-head", Static).update(head)
-            self.query_one(ConversationView).show(v["current"], v["flags"], v["status"], self.turn)
+            await self.query_one(ConversationView).show(v["current"], v["flags"], v["status"], self.turn)
         elif event.kind == "written":
             self.app.notify(event.data, markup=False)
             self.load()

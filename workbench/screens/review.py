@@ -113,13 +113,13 @@ class ReviewScreen(Screen):
                 browse.drop_turn(db, tid, idx, name)
         self.post_message(Loaded("decided", (tid, idx, what)))
 
-    def on_loaded(self, event: Loaded) -> None:
+    async def on_loaded(self, event: Loaded) -> None:
         if event.kind == "queue":
             self.queue, self.pos = event.data, 0
             self._next()
         elif event.kind == "item":
             self.item = event.data
-            self._show_item()
+            await self._show_item()
         elif event.kind == "decided":
             tid, idx, what = event.data
             self.app.notify(f"trace {tid} turn {idx}: {what}", markup=False)
@@ -141,7 +141,7 @@ class ReviewScreen(Screen):
             return
         self.load(*self.queue[self.pos])
 
-    def _show_item(self) -> None:
+    async def _show_item(self) -> None:
         it = self.item
         total = len(self.queue) + self.decided
         self.query_one("#review-progress-text", Static).update(Text(
@@ -157,7 +157,7 @@ class ReviewScreen(Screen):
             parts += [Text("flags", style="bold underline"), flag_details(it["flags"])]
         self.query_one("#current", Static).update(Group(*parts))
         box = self.query_one("#candidates")
-        box.remove_children()
+        await box.remove_children()
         cards = []
         for n, r in enumerate(it["candidates"][:9], 1):
             head = Text.assemble((f"[{n}] ", "bold"), (f"{r['author_kind']}:", "dim"),
@@ -169,7 +169,7 @@ class ReviewScreen(Screen):
             cards.append(Static(Group(*body), classes="candidate"))
         if not cards:
             cards.append(Static(Text("no candidates: keep, edit or drop", style="dim")))
-        box.mount_all(cards)
+        await box.mount_all(cards)
 
     # -- actions ----------------------------------------------------------------------------
     def action_keep(self) -> None:

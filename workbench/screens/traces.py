@@ -50,7 +50,6 @@ class TracesScreen(Screen):
         self.last_key: tuple | None = None
         self.loading = False
         self.total: int | None = None
-        self._restoring = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -140,8 +139,7 @@ class TracesScreen(Screen):
             + [(Text(c), c) for c in choices["checks"]])
 
     def _restore(self, flt: TraceFilter) -> None:
-        self._restoring = True
-        self.filter = flt
+        self.filter = flt  # set first: the change events the widgets send then match it
         self.query_one("#search", Input).value = flt.text or ""
         values = {"split": flt.split, "origin": flt.origin, "status": flt.status, "tool": flt.tool,
                   "has_revisions": None if flt.has_revisions is None else ("yes" if flt.has_revisions else "no"),
@@ -151,10 +149,6 @@ class TracesScreen(Screen):
             sel = self.query_one(f"#f-{sid}", Select)
             if value is not None and value in sel._legal_values:
                 sel.value = value
-        self.call_after_refresh(self._end_restore)
-
-    def _end_restore(self) -> None:
-        self._restoring = False
 
     def _summary(self) -> None:
         table = self.query_one(TraceTable)
@@ -203,8 +197,6 @@ class TracesScreen(Screen):
                            text=text)
 
     def _filter_changed(self) -> None:
-        if self._restoring:
-            return
         flt = self._read_filter()
         if flt != self.filter:
             self.filter = flt
@@ -234,12 +226,10 @@ class TracesScreen(Screen):
         self.reload(save=False)
 
     def action_clear_filter(self) -> None:
-        self._restoring = True
+        self.filter = TraceFilter()
         self.query_one("#search", Input).value = ""
         for sel in self.query(Select):
             sel.clear()
-        self.call_after_refresh(self._end_restore)
-        self.filter = TraceFilter()
         self.reload()
 
     def action_clear_marks(self) -> None:
