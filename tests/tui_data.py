@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from db import open_db
@@ -48,7 +49,8 @@ def add_markup_trace(db) -> int:
 
 def build_db(path: Path, markup: bool = False) -> Path:
     db = open_db(path)
-    import_files(db, [str(ROOT / "sample_traces")])
+    with contextlib.chdir(ROOT):  # sources stay relative: the same in every checkout
+        import_files(db, ["sample_traces"])
     a1 = first_assistant(db, 1)
     add_flag(db, 1, a1, "wrong_tool", "error", "called respond_to_user before searching")
     add_flag(db, 3, None, "mixed_trace", "warning", "looks like another product")

@@ -11,7 +11,7 @@ LABEL_STYLE = {"original": "dim", "revised": "green", "proposed": "bold yellow"}
 COLUMNS = (("mark", " "), ("id", "id"), ("source", "source"), ("split", "split/origin"),
            ("turns", "turns"), ("tools", "tools used"), ("flags", "flags"),
            ("label", "label"), ("excluded", "excl"))
-WIDTHS = {"source": 28, "tools": 34, "split": 19}
+WIDTHS = {"source": 34, "tools": 20, "split": 19}
 NEAR_END = 40  # rows before the end at which the next page is asked for
 
 

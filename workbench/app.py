@@ -80,7 +80,7 @@ class WorkbenchApp(App):
             self.set_keymap(self.config.keys)
         if self.config.theme in self.available_themes:
             self.theme = self.config.theme
-        self.sub_title = str(self.db_path)
+        self.sub_title = self.db_path.name
 
     @contextmanager
     def store(self) -> Iterator[Database]:
