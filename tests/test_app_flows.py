@@ -251,3 +251,15 @@ async def test_keymap_theme_and_help(db_path):
         assert "traces.sort" in ids and "app.review" in ids
         await pilot.press("escape")
         await until(pilot, lambda: type(app.screen).__name__ == "TracesScreen")
+
+
+async def test_command_palette_runs_app_actions(db_path):
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app) == 45)
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: type(app.screen).__name__ == "CommandPalette")
+        await pilot.press(*"review queue")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(pilot, lambda: type(app.screen).__name__ == "ReviewScreen")
