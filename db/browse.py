@@ -55,6 +55,12 @@ def trace_page(db: Database, flt: TraceFilter, *, sort: str = "id", descending: 
     return [dict(zip(ROW_COLS, r)) for r in db.execute(sql, [*params, limit]).fetchall()]
 
 
+def rows_by_id(db: Database, ids: list[int]) -> list[dict]:
+    """Fresh rows for traces already on screen (after an edit, without losing the place)."""
+    sql = f"{ROW_SQL} WHERE traces.id IN (SELECT value FROM json_each(?))"
+    return [dict(zip(ROW_COLS, r)) for r in db.execute(sql, [json.dumps(ids)]).fetchall()]
+
+
 def page_key(row: dict, sort: str) -> tuple:
     return (row["id"],) if sort == "id" else (row["turns"], row["id"])
 

@@ -123,6 +123,18 @@ async def test_open_edit_validate_save_undo(db_path):
         assert orig["tool_calls"][0]["function"]["name"] == "respond_to_user"
         await pilot.press("escape")
         await until(pilot, lambda: type(app.screen).__name__ == "TracesScreen")
+        table = app.screen.query_one(TraceTable)  # the row shows the new label in place
+        await until(pilot, lambda: str(table.get_row("1")[7]) == "revised")
+
+
+async def test_typing_app_keys_in_search_stays_in_search(db_path):
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app) == 45)
+        await pilot.press("slash", *"qvb quiet")
+        await pilot.pause(0.3)
+        assert app.is_running and type(app.screen).__name__ == "TracesScreen"
+        assert app.screen.query_one("#search").value == "qvb quiet"
 
 
 async def test_accept_in_detail_and_bulk_reject(db_path):

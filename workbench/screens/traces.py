@@ -127,6 +127,10 @@ class TracesScreen(Screen):
             if event.generation == self.generation:
                 self.total = event.data
                 self._summary()
+        elif event.kind == "refresh":
+            table = self.query_one(TraceTable)
+            for r in event.data:
+                table.update_row(r)
         elif event.kind == "bulk":
             self.app.notify(event.data, markup=False)
             self.query_one(TraceTable).marked.clear()
@@ -178,8 +182,15 @@ class TracesScreen(Screen):
         self.app.push_screen(DetailScreen(event.trace_id))
 
     def on_screen_resume(self) -> None:
-        if self.generation:  # back from a detail: labels may have changed
-            self.reload(save=False)
+        if self.generation:  # back from another screen: labels may have changed, keep the place
+            table = self.query_one(TraceTable)
+            self.refresh_rows([int(k.value) for k in table.rows])
+
+    @work(thread=True, exit_on_error=False, group="traces-refresh")
+    def refresh_rows(self, ids: list[int]) -> None:
+        with self.app.store() as db:
+            rows = browse.rows_by_id(db, ids)
+        self.post_message(Loaded("refresh", rows))
 
     # -- filter bar -------------------------------------------------------------------------
     def _read_filter(self) -> TraceFilter:
