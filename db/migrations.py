@@ -215,3 +215,18 @@ def m001_initial(db: Database) -> None:
         CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
         """
     )
+
+
+@MIGRATIONS()
+def m002_browse_indexes(db: Database) -> None:
+    """Indexes the trace browser needs at 100k traces: paging sorted by turns, and full-text
+    matches mapped to traces without reading each matching row's text (FTS5 keeps the
+    UNINDEXED trace_id beside the text in its `search_content` shadow table; a covering index
+    makes rowid -> trace_id an index-only lookup)."""
+    _execute_script(
+        db,
+        """
+        CREATE INDEX traces_turns ON traces(n_assistant, id);
+        CREATE INDEX search_content_trace ON search_content(id, c1);
+        """
+    )

@@ -69,7 +69,11 @@ class TraceFilter:
             else:
                 conds.append("traces.id IN (SELECT trace_id FROM revisions WHERE status = 'proposed')")
         if self.text and self.text.strip():
-            conds.append("traces.id IN (SELECT trace_id FROM search WHERE search MATCH ?)")
+            # rowids from the FTS index, then trace ids through a covering index (migration
+            # m002): reading `trace_id` from `search` itself would load every matching text.
+            conds.append("traces.id IN (SELECT c1 FROM search_content INDEXED BY"
+                         " search_content_trace WHERE id IN"
+                         " (SELECT rowid FROM search WHERE search MATCH ?))")
             params.append(fts_query(self.text))
         return (" AND ".join(conds) or "1"), params
 

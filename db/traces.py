@@ -163,11 +163,15 @@ def messages_for(db: Database, trace_ids: list[int]) -> dict[int, list[dict]]:
 
 
 def get_trace(db: Database, trace_id: int) -> dict | None:
-    row = db.execute("SELECT * FROM traces WHERE id = ?", [trace_id]).fetchone()
+    """A trace row; `excluded` is the effective exclusion, `excluded_decision` the analyst's."""
+    cur = db.execute(f"SELECT traces.*, {EXCLUDED_SQL} AS _effective FROM traces WHERE id = ?",
+                     [trace_id])
+    row = cur.fetchone()
     if row is None:
         return None
-    cols = [d[0] for d in db.execute("SELECT * FROM traces LIMIT 0").description]
-    trace = dict(zip(cols, row))
+    trace = dict(zip([d[0] for d in cur.description], row))
+    trace["excluded_decision"] = trace["excluded"]
+    trace["excluded"] = bool(trace.pop("_effective"))
     trace["tools"] = json.loads(trace["tools"]) if trace["tools"] else None
     return trace
 

@@ -1,50 +1,133 @@
-"""The Textual app. `make_app()` is the one factory the CLI and the tests use."""
+"""The Textual app. `make_app()` is the one factory the CLI and the tests use.
+
+Database access happens only in thread workers (`@work(thread=True, exit_on_error=False)`),
+through `App.store()`: one connection, one lock, so worker threads never interleave
+transactions. Jobs run on their own connection. Worker failures land in one handler.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
-from textual.app import App, ComposeResult
+from rich.text import Text
+from sqlite_utils import Database
+from textual.app import App
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.worker import Worker, WorkerState
 
-from db import open_db
-from db.traces import iter_trace_rows, stats
-from textual.content import Content
+from db.connection import open_db
+from db.queries import TraceFilter
+from workbench.config import Config, load_config
 
-PAGE = 200
+
+class WorkbenchCommands(Provider):
+    """Command palette: every app action by name."""
+
+    def commands(self) -> list[tuple[str, object, str]]:
+        app: WorkbenchApp = self.app  # type: ignore[assignment]
+        out = [("Traces: clear filter", partial(app.screen_action, "traces", "clear_filter"),
+                "Show every trace"),
+               ("Traces: accept proposed revisions (marked or filtered)",
+                partial(app.screen_action, "traces", "bulk('accept')"), "Bulk accept"),
+               ("Traces: reject proposed revisions (marked or filtered)",
+                partial(app.screen_action, "traces", "bulk('reject')"), "Bulk reject"),
+               ("Traces: exclude from training (marked or filtered)",
+                partial(app.screen_action, "traces", "bulk('exclude')"), "Bulk exclude"),
+               ("Traces: include in training (marked or filtered)",
+                partial(app.screen_action, "traces", "bulk('include')"), "Bulk include"),
+               ("Traces: change sort", partial(app.screen_action, "traces", "sort"), "id/turns"),
+               ("Review queue", app.action_review, "Turns waiting for a decision"),
+               ("Jobs", app.action_jobs, "Jobs panel: progress, logs, cancel, start"),
+               ("Help: keys", app.action_help, "Keys of this screen")]
+        return out
+
+    async def discover(self) -> Hits:
+        for name, cb, help_text in self.commands():
+            yield DiscoveryHit(name, cb, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, cb, help_text in self.commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), cb, help=help_text)
 
 
 class WorkbenchApp(App):
-    """Trace browser (the minimal foundation screen; richer screens plug in later)."""
-
     TITLE = "workbench"
-    BINDINGS = [Binding("q", "quit", "Quit", id="quit")]
+    CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {WorkbenchCommands}
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("question_mark", "help", "Keys", id="app.help"),
+        Binding("v", "review", "Review", id="app.review"),
+        Binding("b", "jobs", "Jobs", id="app.jobs"),
+    ]
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, config: Config | None = None) -> None:
         super().__init__()
         self.db_path = Path(db_path)
+        self.config = config or load_config()
+        self.current_filter = TraceFilter()
+        self._db: Database | None = None
+        self._db_lock = threading.Lock()
+        if self.config.keys:
+            self.set_keymap(self.config.keys)
+        if self.config.theme in self.available_themes:
+            self.theme = self.config.theme
+        self.sub_title = self.db_path.name
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static(id="summary")
-        yield DataTable(id="traces", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+    @contextmanager
+    def store(self) -> Iterator[Database]:
+        """The app's connection, for worker threads only (one at a time)."""
+        with self._db_lock:
+            if self._db is None:
+                self._db = open_db(self.db_path)
+            yield self._db
 
     def on_mount(self) -> None:
-        self.db = open_db(self.db_path)
-        s = stats(self.db)
-        self.query_one("#summary", Static).update(Content(
-            f"{self.db_path}: {s['traces']} traces, {s['messages']} messages,"
-            f" {s['assistant_turns']} assistant turns"))
-        table = self.query_one("#traces", DataTable)
-        table.add_columns("id", "source", "line", "split", "origin", "turns", "tools used")
-        rows = next(iter_trace_rows(self.db, batch=PAGE), [])
-        for r in rows:
-            table.add_row(str(r["id"]), Content(r["source"]), str(r["line"]), r["split"],
-                          r["origin"], str(r["n_assistant"]), Content(r["tools_used"]),
-                          key=str(r["id"]))
+        from workbench.screens.traces import TracesScreen
+        self.push_screen(TracesScreen())
+
+    def on_unmount(self) -> None:
+        with self._db_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            err = event.worker.error
+            self.notify(Text(f"{type(err).__name__}: {err}").plain, title="error",
+                        severity="error", markup=False, timeout=8)
+
+    def screen_action(self, screen_id: str, action: str) -> None:
+        screen = self.screen
+        if screen.id != f"{screen_id}-screen":
+            self.notify(f"only on the {screen_id} screen", severity="warning")
+            return
+        self.call_later(screen.run_action, action)
+
+    def action_help(self) -> None:
+        from workbench.screens.help import HelpScreen
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    def action_review(self) -> None:
+        from workbench.screens.review import ReviewScreen
+        if not isinstance(self.screen, ReviewScreen):
+            self.push_screen(ReviewScreen(self.current_filter))
+
+    def action_jobs(self) -> None:
+        from workbench.screens.jobs import JobsScreen
+        if not isinstance(self.screen, JobsScreen):
+            self.push_screen(JobsScreen())
 
 
-def make_app(db_path: str | Path = "workbench.db") -> WorkbenchApp:
-    return WorkbenchApp(Path(db_path))
+def make_app(db_path: str | Path = "workbench.db", config: Config | None = None) -> WorkbenchApp:
+    return WorkbenchApp(Path(db_path), config)

@@ -1,0 +1,177 @@
+"""Queries behind the browsing UI: keyset pages of traces, bulk decisions on a filtered set,
+the review queue and small settings. Plain SQL over the store; no UI imports."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlite_utils import Database
+
+from db.queries import EXCLUDED_SQL, TraceFilter
+from db.tx import now, write_tx
+
+PAGE = 200
+SORTS = {  # sort key -> (SQL expression of the key, column name in the row)
+    "id": "traces.id",
+    "turns": "traces.n_assistant",
+}
+REVIEW_DROP = "review.drop"  # flag check name: the analyst dropped this turn from training
+
+ROW_SQL = (
+    f"SELECT traces.id, traces.source, traces.split, traces.origin, traces.n_assistant,"
+    f" traces.tools_used, {EXCLUDED_SQL} AS excluded,"
+    " (SELECT count(*) FROM flags WHERE flags.trace_id = traces.id) AS n_flags,"
+    " CASE WHEN EXISTS (SELECT 1 FROM revisions r WHERE r.trace_id = traces.id"
+    "                   AND r.status = 'proposed') THEN 'proposed'"
+    "      WHEN EXISTS (SELECT 1 FROM revisions r WHERE r.trace_id = traces.id"
+    "                   AND r.status = 'accepted') THEN 'revised'"
+    "      ELSE 'original' END AS label"
+    " FROM traces")
+ROW_COLS = ("id", "source", "split", "origin", "turns", "tools_used", "excluded", "flags",
+            "label")
+
+
+def trace_page(db: Database, flt: TraceFilter, *, sort: str = "id", descending: bool = False,
+               after: tuple | None = None, limit: int = PAGE) -> list[dict]:
+    """One page of trace rows matching `flt`, ordered by (sort key, id), strictly after the
+    key `after` (the `page_key` of the last row of the previous page): keyset paging, so a
+    page costs the same at row 100 000 as at row 0 and nothing is loaded that is not shown."""
+    if sort not in SORTS:
+        raise ValueError(f"sort must be one of {', '.join(SORTS)}")
+    where, params = flt.where()
+    key = SORTS[sort]
+    op, order = ("<", "DESC") if descending else (">", "ASC")
+    conds = [f"({where})"]
+    if after is not None:
+        if sort == "id":
+            conds.append(f"traces.id {op} ?")
+            params = [*params, after[-1]]
+        else:
+            conds.append(f"({key}, traces.id) {op} (?, ?)")
+            params = [*params, after[0], after[1]]
+    order_by = f"traces.id {order}" if sort == "id" else f"{key} {order}, traces.id {order}"
+    sql = f"{ROW_SQL} WHERE {' AND '.join(conds)} ORDER BY {order_by} LIMIT ?"
+    return [dict(zip(ROW_COLS, r)) for r in db.execute(sql, [*params, limit]).fetchall()]
+
+
+def rows_by_id(db: Database, ids: list[int]) -> list[dict]:
+    """Fresh rows for traces already on screen (after an edit, without losing the place)."""
+    sql = f"{ROW_SQL} WHERE traces.id IN (SELECT value FROM json_each(?))"
+    return [dict(zip(ROW_COLS, r)) for r in db.execute(sql, [json.dumps(ids)]).fetchall()]
+
+
+def page_key(row: dict, sort: str) -> tuple:
+    return (row["id"],) if sort == "id" else (row["turns"], row["id"])
+
+
+def count_traces(db: Database, flt: TraceFilter) -> int:
+    where, params = flt.where()
+    return db.execute(f"SELECT count(*) FROM traces WHERE {where}", params).fetchone()[0]
+
+
+def filter_choices(db: Database) -> dict[str, list[str]]:
+    """Values the filter bar offers: called tools and check names."""
+    return {
+        "tools": [r[0] for r in db.execute("SELECT DISTINCT name FROM tool_calls ORDER BY name")],
+        "checks": [r[0] for r in db.execute("SELECT DISTINCT check_name FROM flags ORDER BY 1")],
+    }
+
+
+def _scope(flt: TraceFilter, ids: list[int] | None) -> tuple[str, list]:
+    """SQL selecting trace ids: the given ids, else every trace matching the filter."""
+    if ids:
+        return "SELECT value FROM json_each(?)", [json.dumps(ids)]
+    where, params = flt.where()
+    return f"SELECT id FROM traces WHERE {where}", params
+
+
+def decide_proposed(db: Database, flt: TraceFilter, status: str, ids: list[int] | None = None) -> int:
+    """Accept or reject every proposed revision of the selected traces; returns how many."""
+    if status not in ("accepted", "rejected"):
+        raise ValueError("a decision is 'accepted' or 'rejected'")
+    scope, params = _scope(flt, ids)
+    with write_tx(db):
+        cur = db.execute(f"UPDATE revisions SET status = ?, decided_at = ? WHERE status ="
+                         f" 'proposed' AND trace_id IN ({scope})", [status, now(), *params])
+    return cur.rowcount
+
+
+def set_excluded(db: Database, flt: TraceFilter, excluded: bool, ids: list[int] | None = None) -> int:
+    """Exclude the selected traces from training (or include them again); returns how many."""
+    scope, params = _scope(flt, ids)
+    with write_tx(db):
+        cur = db.execute(f"UPDATE traces SET excluded = ? WHERE excluded IS NOT ? AND id IN ({scope})",
+                         [int(excluded), int(excluded), *params])
+    return cur.rowcount
+
+
+# -- one trace, everything the detail view shows -------------------------------------------
+
+def flags_of(db: Database, trace_id: int) -> list[dict]:
+    cur = db.execute("SELECT id, message_idx, check_name, severity, detail, created_at FROM flags"
+                     " WHERE trace_id = ? ORDER BY coalesce(message_idx, -1), id", [trace_id])
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+# -- review queue ---------------------------------------------------------------------------
+
+def review_queue(db: Database, flt: TraceFilter | None = None, limit: int = 10_000) -> list[tuple[int, int]]:
+    """Assistant turns waiting for a decision, in trace order: turns with a proposed revision,
+    and turns with an error flag that no human decided on since (a human revision written
+    after the flag, or a `review.drop` flag)."""
+    where, params = (flt or TraceFilter()).where()
+    sql = f"""
+    SELECT trace_id, message_idx FROM (
+        SELECT trace_id, message_idx FROM revisions WHERE status = 'proposed'
+        UNION
+        SELECT f.trace_id, f.message_idx FROM flags f
+        WHERE f.severity = 'error' AND f.message_idx IS NOT NULL AND f.check_name != ?
+          AND NOT EXISTS (SELECT 1 FROM revisions r WHERE r.trace_id = f.trace_id
+                          AND r.message_idx = f.message_idx AND r.author_kind = 'human'
+                          AND r.created_at >= f.created_at)
+    ) q
+    WHERE EXISTS (SELECT 1 FROM messages m WHERE m.trace_id = q.trace_id
+                  AND m.idx = q.message_idx AND m.role = 'assistant')
+      AND NOT EXISTS (SELECT 1 FROM flags d WHERE d.trace_id = q.trace_id
+                      AND d.message_idx = q.message_idx AND d.check_name = ?)
+      AND q.trace_id IN (SELECT id FROM traces WHERE {where})
+    ORDER BY trace_id, message_idx LIMIT ?"""
+    return [tuple(r) for r in db.execute(sql, [REVIEW_DROP, REVIEW_DROP, *params, limit])]
+
+
+def reject_open_proposals(db: Database, trace_id: int, message_idx: int) -> int:
+    with write_tx(db):
+        return db.execute("UPDATE revisions SET status = 'rejected', decided_at = ? WHERE"
+                          " trace_id = ? AND message_idx = ? AND status = 'proposed'",
+                          [now(), trace_id, message_idx]).rowcount
+
+
+def drop_turn(db: Database, trace_id: int, message_idx: int, author_name: str) -> None:
+    """Drop a turn from training: a `review.drop` error flag (export and training skip turns
+    that carry one) and its open proposals rejected. The original stays as it was."""
+    with write_tx(db):
+        db.execute("INSERT INTO flags (trace_id, message_idx, check_name, severity, detail,"
+                   " created_at) VALUES (?,?,?,?,?,?)",
+                   [trace_id, message_idx, REVIEW_DROP, "error",
+                    f"dropped from training by {author_name}", now()])
+        reject_open_proposals(db, trace_id, message_idx)
+
+
+# -- settings -------------------------------------------------------------------------------
+
+def get_setting(db: Database, key: str, default: Any = None) -> Any:
+    row = db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+    if row is None:
+        return default
+    try:
+        return json.loads(row[0])
+    except ValueError:
+        return default
+
+
+def set_setting(db: Database, key: str, value: Any) -> None:
+    with write_tx(db):
+        db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                   [key, json.dumps(value, ensure_ascii=False)])

@@ -1,0 +1,277 @@
+"""Pilot tests of the app's flows on a real SQLite store built from the sample traces."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+
+from db import open_db
+from db.browse import count_traces
+from db.queries import TraceFilter
+from db.revisions import current_messages, history
+from tests.tui_data import build_db, first_assistant, app_config
+from widgets.trace_table import TraceTable
+from workbench.app import make_app
+from workbench.config import Config
+from workbench.jobs import run_job
+
+SIZE = (120, 40)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    return build_db(tmp_path_factory.mktemp("flows") / "t.db")
+
+
+@pytest.fixture
+def db_path(template, tmp_path):
+    path = tmp_path / "t.db"
+    shutil.copy(template, path)
+    return path
+
+
+async def until(pilot, cond, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def rows(app) -> int:
+    return app.screen.query_one(TraceTable).row_count
+
+
+def read(path, fn):
+    db = open_db(path)
+    try:
+        return fn(db)
+    finally:
+        db.close()
+
+
+async def test_filter_search_sort_and_remembered_filter(db_path):
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app) == 45)
+        n_fts = read(db_path, lambda db: count_traces(db, TraceFilter(text="Fairfield")))
+        assert 0 < n_fts < 45
+        await pilot.press("slash", *"Fairfield", "enter")
+        await until(pilot, lambda: rows(app) == n_fts)
+        app.screen.query_one("#f-split").value = "test"
+        n_both = read(db_path, lambda db: count_traces(db, TraceFilter(text="Fairfield", split="test")))
+        await until(pilot, lambda: rows(app) == n_both)
+        assert app.current_filter == TraceFilter(text="Fairfield", split="test")
+        assert "traces" in str(app.screen.query_one("#summary").content)
+    app = make_app(db_path, app_config())  # the last filter comes back
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app) == n_both)
+        assert app.screen.query_one("#search").value == "Fairfield"
+        await pilot.press("c")
+        await until(pilot, lambda: rows(app) == 45)
+        await pilot.press("s")  # id descending
+        await until(pilot, lambda: app.screen.query_one(TraceTable).current_id == 45)
+        app.screen.query_one("#f-check").value = "wrong_tool"
+        await until(pilot, lambda: rows(app) == 1)
+
+
+async def test_open_edit_validate_save_undo(db_path):
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app) == 45)
+        await pilot.press("enter")
+        await until(pilot, lambda: type(app.screen).__name__ == "DetailScreen"
+                    and app.screen.turn is not None)
+        turn = first_assistant(open_db(db_path), 1)
+        assert app.screen.turn == turn
+        await pilot.press("e")
+        await until(pilot, lambda: type(app.screen).__name__ == "EditCallScreen")
+        await pilot.pause(0.2)
+        raw = app.screen.query_one("#raw")
+        save = app.screen.query_one("#save")
+        status = app.screen.query_one("#status")
+        assert not save.disabled and str(status.content) == "valid"
+        raw.text = '{"message": '
+        await pilot.pause(0.1)
+        assert save.disabled and "not JSON" in str(status.content)
+        raw.text = '{"message": 5}'
+        await pilot.pause(0.1)
+        assert save.disabled and "not of type 'string'" in str(status.content)
+        assert app.screen.query_one(".arg").value == "5"  # the form follows the JSON
+        app.screen.query_one("#tool").value = "FindRestaurants"
+        await pilot.pause(0.2)
+        labels = [str(w.content) for w in app.screen.query(".field Label")]
+        assert "city *" in labels and "cuisine *" in labels
+        raw.text = '{"city": "Fairfield", "cuisine": "Breakfast"}'
+        await pilot.pause(0.1)
+        assert not save.disabled
+        await pilot.click("#reason")
+        await pilot.press(*"search first")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: type(app.screen).__name__ == "DetailScreen")
+        await until(pilot, lambda: read(db_path, lambda db: len(history(db, 1, turn))) == 1)
+        rev = read(db_path, lambda db: history(db, 1, turn))[0]
+        assert (rev["author_kind"], rev["author_name"], rev["reason"]) == ("human", "tester", "search first")
+        assert rev["tool_calls"][0]["function"] == {"name": "FindRestaurants", "arguments": {
+            "city": "Fairfield", "cuisine": "Breakfast"}}
+        await until(pilot, lambda: app.screen.view and app.screen.view["current_rev"].get(turn))
+        await pilot.press("u")
+        await until(pilot, lambda: read(db_path, lambda db: len(history(db, 1, turn))) == 2)
+        orig = read(db_path, lambda db: current_messages(db, 1))[turn]
+        assert orig["tool_calls"][0]["function"]["name"] == "respond_to_user"
+        await pilot.press("escape")
+        await until(pilot, lambda: type(app.screen).__name__ == "TracesScreen")
+        table = app.screen.query_one(TraceTable)  # the row shows the new label in place
+        await until(pilot, lambda: str(table.get_row("1")[7]) == "revised")
+
+
+async def test_typing_app_keys_in_search_stays_in_search(db_path):
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app) == 45)
+        await pilot.press("slash", *"qvb quiet")
+        await pilot.pause(0.3)
+        assert app.is_running and type(app.screen).__name__ == "TracesScreen"
+        assert app.screen.query_one("#search").value == "qvb quiet"
+
+
+async def test_accept_in_detail_and_bulk_reject(db_path):
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app) == 45)
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: type(app.screen).__name__ == "DetailScreen"
+                    and app.screen.turn is not None)
+        await pilot.press("a")
+        turn = first_assistant(open_db(db_path), 2)
+        await until(pilot, lambda: read(db_path, lambda db: history(db, 2, turn))[0]["status"] == "accepted")
+        await pilot.press("escape")
+    # bulk reject on a filtered set
+    from db.revisions import add_revision
+    db = open_db(db_path)
+    rid = add_revision(db, 5, first_assistant(db, 5), tool_calls=None, content="hi",
+                       author_kind="committee", author_name="c", status="proposed")
+    db.close()
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app) == 45)
+        app.screen.query_one("#f-status").value = "proposed"
+        await until(pilot, lambda: rows(app) == 1)
+        await pilot.press("X")
+        await until(pilot, lambda: read(db_path, lambda db: db.execute(
+            "SELECT status FROM revisions WHERE id = ?", [rid]).fetchone()[0]) == "rejected")
+        await until(pilot, lambda: rows(app) == 0)
+        await pilot.press("c")
+        await until(pilot, lambda: rows(app) == 45)
+        await pilot.press("space", "space", "E")  # marks rows 1 and 2, excludes only those
+        await until(pilot, lambda: read(db_path, lambda db: count_traces(db, TraceFilter(excluded=True))) == 2)
+
+
+async def test_review_queue_decisions(db_path):
+    app = make_app(db_path, app_config())
+    t1, t2 = (read(db_path, lambda db: first_assistant(db, i)) for i in (1, 2))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app) == 45)
+        await pilot.press("v")
+        await until(pilot, lambda: type(app.screen).__name__ == "ReviewScreen"
+                    and app.screen.item is not None)
+        assert len(app.screen.queue) == 2 and app.screen.item["trace_id"] == 1
+        await pilot.press("s")  # skip: nothing written
+        await until(pilot, lambda: app.screen.item and app.screen.item["trace_id"] == 2)
+        assert len(app.screen.item["candidates"]) == 1
+        await pilot.press("1")
+        await until(pilot, lambda: app.screen.item is None)
+        assert read(db_path, lambda db: history(db, 2, t2))[0]["status"] == "accepted"
+        assert read(db_path, lambda db: history(db, 1, t1)) == []
+        await pilot.press("escape", "v")  # a fresh queue holds the skipped turn
+        await until(pilot, lambda: type(app.screen).__name__ == "ReviewScreen"
+                    and app.screen.item is not None)
+        assert app.screen.queue == [(1, t1)]
+        await pilot.press("k")
+        await until(pilot, lambda: app.screen.item is None)
+        rev = read(db_path, lambda db: history(db, 1, t1))[0]
+        assert rev["author_kind"] == "human" and rev["evidence"] == {"review": "keep"}
+        assert read(db_path, lambda db: __import__("db.browse").browse.review_queue(db)) == []
+
+
+async def test_review_drop(db_path):
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("v")
+        await until(pilot, lambda: type(app.screen).__name__ == "ReviewScreen"
+                    and app.screen.item is not None)
+        await pilot.press("d")
+        await until(pilot, lambda: app.screen.decided == 1)
+        assert read(db_path, lambda db: db.execute(
+            "SELECT count(*) FROM flags WHERE check_name = 'review.drop'").fetchone()[0]) == 1
+
+
+async def test_jobs_panel_shows_outside_jobs_and_runs_its_own(db_path):
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("b")
+        await until(pilot, lambda: type(app.screen).__name__ == "JobsScreen")
+        table = app.screen.query_one("#jobs-table")
+        release = threading.Event()
+
+        def outside(ctx):  # a job started by "the CLI" on its own connection
+            ctx.progress(1, 2, "half way")
+            ctx.log("outside [bold]log[/]")
+            release.wait(5)
+            return {"ok": True}
+
+        def cli():
+            db = open_db(db_path)
+            run_job(db, "cli-job", outside)
+            db.close()
+
+        th = threading.Thread(target=cli)
+        th.start()
+        await until(pilot, lambda: table.row_count == 1 and "running" in str(table.get_row_at(0)[2]))
+        await until(pilot, lambda: "outside [bold]log[/]" in
+                    "\n".join(s.text for s in app.screen.query_one("#job-log").lines))
+        release.set()
+        th.join()
+        await until(pilot, lambda: "succeeded" in str(table.get_row_at(0)[2]))
+        await pilot.press("n")  # start the registered recount job
+        await until(pilot, lambda: table.row_count == 2 and "succeeded" in str(table.get_row_at(0)[2]))
+        job = read(db_path, lambda db: __import__("db.jobs").jobs.get_job(db, 2))
+        assert job["kind"] == "recount" and job["result"]["traces"] == 45
+        # cancel: a queued job gets its cancel flag
+        jid = read(db_path, lambda db: __import__("db.jobs").jobs.create_job(db, "queued-job"))
+        await until(pilot, lambda: table.row_count == 3)
+        table.move_cursor(row=table.get_row_index(str(jid)))
+        await until(pilot, lambda: app.screen.query_one("#job-list").selected == jid)
+        await pilot.press("c")
+        await until(pilot, lambda: read(db_path, lambda db: db.execute(
+            "SELECT cancel_requested FROM jobs WHERE id = ?", [jid]).fetchone()[0]) == 1)
+
+
+async def test_keymap_theme_and_help(db_path):
+    app = make_app(db_path, Config(analyst="ada", theme="nord", keys={"traces.sort": "o"}))
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.theme == "nord"
+        await until(pilot, lambda: rows(app) == 45)
+        await pilot.press("o")
+        await until(pilot, lambda: app.screen.query_one(TraceTable).current_id == 45)
+        await pilot.press("question_mark")
+        await until(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
+        keys = app.screen.query_one("#help-keys")
+        ids = [str(keys.get_row_at(i)[2]) for i in range(keys.row_count)]
+        assert "traces.sort" in ids and "app.review" in ids
+        await pilot.press("escape")
+        await until(pilot, lambda: type(app.screen).__name__ == "TracesScreen")
+
+
+async def test_command_palette_runs_app_actions(db_path):
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app) == 45)
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: type(app.screen).__name__ == "CommandPalette")
+        await pilot.press(*"review queue")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(pilot, lambda: type(app.screen).__name__ == "ReviewScreen")

@@ -1,0 +1,83 @@
+"""A small store for the app tests: the sample traces, some flags and proposed revisions."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from db import open_db
+from db.revisions import add_revision
+from db.traces import NewTrace, TraceWriter
+from db.tx import now, write_tx
+from workbench.config import Config
+from workbench.importing import import_files
+from workbench.messages import content_hash
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKUP = "[bold]x[/] [@click=app.quit]y[/]"
+
+
+def first_assistant(db, trace_id: int) -> int:
+    return db.execute("SELECT min(idx) FROM messages WHERE trace_id = ? AND role = 'assistant'",
+                      [trace_id]).fetchone()[0]
+
+
+def add_flag(db, trace_id: int, idx: int | None, check: str, severity: str, detail: str) -> None:
+    with write_tx(db):
+        db.execute("INSERT INTO flags (trace_id, message_idx, check_name, severity, detail,"
+                   " created_at) VALUES (?,?,?,?,?,?)", [trace_id, idx, check, severity, detail, now()])
+
+
+def add_markup_trace(db) -> int:
+    """A trace whose every text (source, content, call name, arguments) is markup-like."""
+    msgs = [{"role": "user", "content": MARKUP, "tool_calls": None, "tool_call_id": None, "name": None},
+            {"role": "assistant", "content": None, "tool_call_id": None, "name": None,
+             "tool_calls": [{"id": "c1", "type": "function",
+                             "function": {"name": "respond_to_user", "arguments": {"message": MARKUP}}}]}]
+    with write_tx(db):
+        imp = db.execute("INSERT INTO imports (source, path, format, sha256, lines, added, duplicates,"
+                         " created_at) VALUES ('x','x','openai','0',1,1,0,?)", [now()]).lastrowid
+        w = TraceWriter(db, imp)
+        tid, _ = w.add(NewTrace(msgs, None, content_hash(msgs, None), MARKUP, MARKUP, 1, "openai"))
+        w.flush()
+    add_flag(db, tid, 1, "markup_check", "error", MARKUP)
+    add_revision(db, tid, 1, tool_calls=[{"id": "c1", "type": "function", "function": {
+        "name": "respond_to_user", "arguments": {"message": "proposed " + MARKUP}}}],
+        author_kind="committee", author_name=MARKUP, reason=MARKUP, status="proposed")
+    return tid
+
+
+def build_db(path: Path, markup: bool = False) -> Path:
+    db = open_db(path)
+    with contextlib.chdir(ROOT):  # sources stay relative: the same in every checkout
+        import_files(db, ["sample_traces"])
+    a1 = first_assistant(db, 1)
+    add_flag(db, 1, a1, "wrong_tool", "error", "called respond_to_user before searching")
+    add_flag(db, 3, None, "mixed_trace", "warning", "looks like another product")
+    a2 = first_assistant(db, 2)
+    add_revision(db, 2, a2, tool_calls=[{"id": "p1", "type": "function", "function": {
+        "name": "FindRestaurants", "arguments": {"city": "Fairfield", "cuisine": "Breakfast"}}}],
+        author_kind="committee", author_name="committee-3", reason="2 of 3 votes",
+        evidence={"votes": [1, 1, 0]}, status="proposed")
+    if markup:
+        add_markup_trace(db)
+    db.close()
+    return path
+
+
+def app_config() -> Config:
+    return Config(analyst="tester", theme="textual-dark", keys={})
+
+
+def screen_text(app) -> str:
+    """What the terminal shows now, as plain text (one line per row)."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor", record=True, legacy_windows=False, safe_box=False)
+    console.print(app.screen._compositor.render_update(
+        full=True, screen_stack=app._background_screens))
+    return console.export_text()

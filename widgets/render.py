@@ -1,0 +1,123 @@
+"""Renderables for untrusted trace text: Rich `Text`, JSON highlighting and diffs, no markup."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.json import JSON
+from rich.text import Text
+
+ROLE_STYLE = {"system": "bold magenta", "user": "bold cyan", "assistant": "bold green",
+              "tool": "bold yellow"}
+SEVERITY_STYLE = {"error": "bold white on red", "warning": "bold black on yellow"}
+
+
+def json_text(value: Any) -> Text:
+    """Pretty, highlighted JSON of a value (strings inside are data, never markup)."""
+    try:
+        return JSON.from_data(value, indent=2, ensure_ascii=False).text
+    except (TypeError, ValueError):
+        return Text(repr(value))
+
+
+def content_text(content: str | None) -> Text | RenderableType:
+    """Message content: JSON when it is JSON (tool results), else the plain text."""
+    if content is None:
+        return Text("(no content)", style="dim italic")
+    stripped = content.strip()
+    if stripped[:1] in ("{", "["):
+        try:
+            return json_text(json.loads(stripped))
+        except ValueError:
+            pass
+    return Text(content)
+
+
+def call_text(call: dict) -> RenderableType:
+    fn = call["function"]
+    head = Text.assemble(("call ", "dim"), (fn["name"], "bold"))
+    args = fn["arguments"]
+    if isinstance(args, str):
+        return Group(head, Text.assemble(("unparseable arguments: ", "bold red"), args))
+    return Group(head, json_text(args))
+
+
+def calls_text(calls: list | None, content: str | None = None) -> RenderableType:
+    parts: list[RenderableType] = []
+    if content:
+        parts.append(Text(content))
+    for c in calls or ():
+        parts.append(call_text(c))
+    if not parts:
+        parts.append(Text("(empty)", style="dim italic"))
+    return Group(*parts)
+
+
+def flag_badges(flags: list[dict]) -> Text:
+    out = Text()
+    for f in flags:
+        out.append(f" {f['check_name']} ", style=SEVERITY_STYLE.get(f["severity"], "reverse"))
+        out.append(" ")
+    return out
+
+
+def flag_details(flags: list[dict]) -> Text:
+    out = Text()
+    for f in flags:
+        out.append(f"{f['severity']} ", style="bold red" if f["severity"] == "error" else "yellow")
+        out.append(f["check_name"], style="bold")
+        out.append(": ")
+        out.append(f["detail"])
+        out.append("\n")
+    out.rstrip()
+    return out
+
+
+def label_lines(message: dict) -> list[str]:
+    """A turn's label as comparable lines: its text and its calls as pretty JSON."""
+    lines: list[str] = []
+    if message.get("content"):
+        lines.extend(message["content"].splitlines())
+    for c in message.get("tool_calls") or ():
+        fn = c["function"]
+        lines.extend(json.dumps({"name": fn["name"], "arguments": fn["arguments"]}, indent=2,
+                                ensure_ascii=False, sort_keys=True).splitlines())
+    return lines
+
+
+def diff_text(original: dict, current: dict) -> Text:
+    """Unified diff of a turn's original label and its current one."""
+    a, b = label_lines(original), label_lines(current)
+    if a == b:
+        return Text("current label = original", style="dim")
+    out = Text()
+    for line in difflib.unified_diff(a, b, "original", "current", lineterm="", n=2):
+        style = ("green" if line.startswith("+") else "red" if line.startswith("-")
+                 else "cyan" if line.startswith("@@") else "")
+        out.append(line + "\n", style=style)
+    out.rstrip()
+    return out
+
+
+def history_text(revisions: list[dict], current_id: int | None) -> RenderableType:
+    """Every revision of a turn with its author, reason, evidence and status."""
+    if not revisions:
+        return Text("no revisions: the original is the label", style="dim")
+    parts: list[RenderableType] = []
+    for r in revisions:
+        head = Text.assemble(
+            (f"#{r['id']} ", "bold"), (r["status"], {"accepted": "green", "rejected": "red",
+                                                     "proposed": "yellow"}[r["status"]]),
+            " by ", (f"{r['author_kind']}:", "dim"), r["author_name"],
+            ("  CURRENT" if r["id"] == current_id else "", "bold reverse"))
+        parts.append(head)
+        if r.get("reason"):
+            parts.append(Text.assemble(("  reason: ", "dim"), r["reason"]))
+        if r.get("evidence") is not None:
+            parts.append(Text("  evidence:", style="dim"))
+            parts.append(json_text(r["evidence"]))
+        parts.append(calls_text(r["tool_calls"], r["content"]))
+    return Group(*parts)

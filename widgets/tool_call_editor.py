@@ -1,0 +1,258 @@
+"""Edit one tool call with a form driven by the tool's JSON schema, validated as you type."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Button, Input, Label, Select, Static, TextArea
+
+BLANK = Select.NULL if hasattr(Select, "NULL") else Select.BLANK
+
+
+def tool_parameters(tool: dict) -> dict:
+    fn = tool.get("function", tool)
+    params = fn.get("parameters") or {"type": "object"}
+    return params if isinstance(params, dict) else {"type": "object"}
+
+
+def validate_arguments(schema: dict | None, args: Any) -> list[str]:
+    """Problems with `args` against a tool's parameter schema (empty: valid)."""
+    if not isinstance(args, dict):
+        return ["arguments must be a JSON object"]
+    if schema is None:
+        return []
+    try:
+        validator = jsonschema.validators.validator_for(schema)(schema)
+        return [(".".join(map(str, e.absolute_path)) + ": " if e.absolute_path else "") + e.message
+                for e in sorted(validator.iter_errors(args), key=lambda e: list(e.absolute_path))]
+    except jsonschema.SchemaError as e:
+        return [f"the tool schema is invalid: {e.message}"]
+
+
+def _coerce(kind: str | None, raw: str) -> Any:
+    if kind == "integer":
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    if kind == "number":
+        try:
+            return float(raw) if any(c in raw for c in ".eE") else int(raw)
+        except ValueError:
+            return raw
+    if kind in ("array", "object"):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+class ToolCallEditor(Vertical):
+    """`tools`: OpenAI function tools; `call`: {"name", "arguments"}. Posts Saved/Cancelled."""
+
+    DEFAULT_CSS = """
+    ToolCallEditor { height: 1fr; }
+    ToolCallEditor #form { height: auto; max-height: 50%; border: round $panel; }
+    ToolCallEditor .field { height: auto; }
+    ToolCallEditor .field Label { width: 24; padding: 1 1 0 0; }
+    ToolCallEditor .field Input, ToolCallEditor .field Select { width: 1fr; }
+    ToolCallEditor #raw { height: 1fr; min-height: 6; }
+    ToolCallEditor #status { height: auto; padding: 0 1; }
+    ToolCallEditor #status.invalid { color: $error; }
+    ToolCallEditor #status.valid { color: $success; }
+    ToolCallEditor #buttons { height: 3; }
+    """
+
+    class Saved(Message):
+        def __init__(self, call: dict, reason: str) -> None:
+            super().__init__()
+            self.call = call
+            self.reason = reason
+
+    class Cancelled(Message):
+        pass
+
+    def __init__(self, tools: list[dict], call: dict | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.tools = {(t.get("function", t)).get("name", ""): t for t in tools}
+        call = call or {"name": next(iter(self.tools), ""), "arguments": {}}
+        self.tool_name: str = call["name"]
+        args = call.get("arguments")
+        self.raw_text = (json.dumps(args, indent=2, ensure_ascii=False)
+                         if isinstance(args, dict) else str(args))
+        self._syncing = False
+        self.errors: list[str] = []
+
+    # -- composition ------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        names = list(self.tools)
+        if self.tool_name and self.tool_name not in self.tools:
+            names.append(self.tool_name)  # a call of an unknown tool stays editable as raw JSON
+        yield Select([(Text(n), n) for n in names], value=self.tool_name or BLANK,
+                     allow_blank=not self.tool_name, id="tool", prompt="tool")
+        yield VerticalScroll(id="form")
+        yield TextArea(self.raw_text, language="json", id="raw", soft_wrap=True)
+        yield Input(placeholder="reason for the change", id="reason")
+        yield Static(id="status")
+        with Horizontal(id="buttons"):
+            yield Button("Save", variant="primary", id="save")
+            yield Button("Cancel", id="cancel")
+
+    async def on_mount(self) -> None:
+        await self._build_form()
+        self._validate()
+
+    @property
+    def schema(self) -> dict | None:
+        tool = self.tools.get(self.tool_name)
+        return tool_parameters(tool) if tool else None
+
+    def _arguments(self) -> Any:
+        try:
+            return json.loads(self.query_one("#raw", TextArea).text)
+        except ValueError as e:
+            return e
+
+    async def _build_form(self) -> None:
+        form = self.query_one("#form", VerticalScroll)
+        await form.remove_children()
+        schema = self.schema or {}
+        props = schema.get("properties") or {}
+        required = set(schema.get("required") or ())
+        args = self._arguments()
+        args = args if isinstance(args, dict) else {}
+        rows = []
+        for name, prop in props.items():
+            prop = prop if isinstance(prop, dict) else {}
+            label = Text(name) + (Text(" *", style="bold red") if name in required else Text(""))
+            value = args.get(name)
+            if "enum" in prop or prop.get("type") == "boolean":
+                choices = prop.get("enum") or [True, False]
+                widget = Select([(Text(_show(c)), json.dumps(c)) for c in choices],
+                                value=json.dumps(value) if value in choices else BLANK,
+                                prompt="(unset)", classes="arg")
+            else:
+                widget = Input("" if value is None else _show(value), classes="arg",
+                               placeholder=Text(str(prop.get("description") or prop.get("type") or "")).plain)
+            widget.arg_name = name  # type: ignore[attr-defined]
+            widget.arg_type = prop.get("type")  # type: ignore[attr-defined]
+            widget.tooltip = Text(str(prop.get("description") or ""))
+            rows.append(Horizontal(Label(label), widget, classes="field"))
+        if not props:
+            rows.append(Static(Text("no declared arguments: edit the raw JSON", style="dim")))
+        await form.mount_all(rows)
+
+    # -- syncing form <-> raw JSON ----------------------------------------------------------
+    def _form_to_raw(self) -> None:
+        args = self._arguments()
+        args = dict(args) if isinstance(args, dict) else {}
+        for w in self.query(".arg"):
+            name = w.arg_name  # type: ignore[attr-defined]
+            if isinstance(w, Select):
+                if w.value == BLANK or w.value is None:
+                    args.pop(name, None)
+                else:
+                    args[name] = json.loads(w.value)
+            elif isinstance(w, Input):
+                if w.value == "":
+                    args.pop(name, None)
+                else:
+                    args[name] = _coerce(w.arg_type, w.value)  # type: ignore[attr-defined]
+        self._syncing = True
+        self.query_one("#raw", TextArea).text = json.dumps(args, indent=2, ensure_ascii=False)
+        self._syncing = False
+
+    def _raw_to_form(self) -> None:
+        args = self._arguments()
+        if not isinstance(args, dict):
+            return
+        self._syncing = True
+        try:
+            for w in self.query(".arg"):
+                value = args.get(w.arg_name)  # type: ignore[attr-defined]
+                if isinstance(w, Select):
+                    key = json.dumps(value) if value is not None else None
+                    target = key if key in w._legal_values else BLANK
+                    if w.value != target:
+                        w.value = target
+                elif isinstance(w, Input):
+                    text = "" if value is None else _show(value)
+                    if w.value != text:
+                        w.value = text
+        finally:
+            self._syncing = False
+
+    def _matches_raw(self, widget, value) -> bool:  # noqa: ANN001
+        """Whether a field already shows what the raw JSON holds (a change we made ourselves:
+        field events arrive after the sync, so the guard flag alone can't tell)."""
+        args = self._arguments()
+        if not isinstance(args, dict):
+            return False
+        name = getattr(widget, "arg_name", None)
+        if isinstance(widget, Select):
+            return (json.dumps(args[name]) if name in args else BLANK) == value
+        return (_show(args[name]) if name in args and args[name] is not None else "") == value
+
+    def _validate(self) -> None:
+        args = self._arguments()
+        if isinstance(args, ValueError):
+            self.errors = [f"not JSON: {args}"]
+        elif not self.tool_name:
+            self.errors = ["pick a tool"]
+        else:
+            self.errors = validate_arguments(self.schema, args)
+        status = self.query_one("#status", Static)
+        status.set_class(bool(self.errors), "invalid")
+        status.set_class(not self.errors, "valid")
+        status.update(Text("\n".join(self.errors)) if self.errors else Text("valid"))
+        self.query_one("#save", Button).disabled = bool(self.errors)
+
+    async def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.select.id == "tool":
+            self.tool_name = "" if event.value == BLANK else str(event.value)
+            await self._build_form()
+        elif not self._syncing and not self._matches_raw(event.select, event.value):
+            self._form_to_raw()
+        self._validate()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        if event.input.id != "reason" and not self._syncing:
+            if not self._matches_raw(event.input, event.value):
+                self._form_to_raw()
+            self._validate()
+
+    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        event.stop()
+        if not self._syncing:
+            self._raw_to_form()
+        self._validate()
+
+    # -- result -----------------------------------------------------------------------------
+    def current_call(self) -> dict:
+        return {"name": self.tool_name, "arguments": self._arguments()}
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "save":
+            self.save()
+        else:
+            self.post_message(self.Cancelled())
+
+    def save(self) -> None:
+        self._validate()
+        if not self.errors:
+            self.post_message(self.Saved(self.current_call(),
+                                         self.query_one("#reason", Input).value))

@@ -1,0 +1,91 @@
+"""The trace table: renders pages of trace rows it is given, asks for more near the end."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable
+
+LABEL_STYLE = {"original": "dim", "revised": "green", "proposed": "bold yellow"}
+COLUMNS = (("mark", " "), ("id", "id"), ("source", "source"), ("split", "split/origin"),
+           ("turns", "turns"), ("tools", "tools used"), ("flags", "flags"),
+           ("label", "label"), ("excluded", "excl"))
+WIDTHS = {"source": 34, "tools": 20, "split": 19}
+NEAR_END = 40  # rows before the end at which the next page is asked for
+
+
+def _tail(text: str, width: int) -> str:
+    """The end of a long path (the file name matters more than the folders)."""
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+class TraceTable(DataTable):
+    """Rows are dicts from `db.browse.trace_page`; row keys are trace ids."""
+
+    DEFAULT_CSS = "TraceTable { height: 1fr; }"
+    BINDINGS = [Binding("space", "toggle_mark", "Mark", id="traces.mark")]
+
+    class NeedMore(Message):
+        """The cursor is near the last loaded row."""
+
+    class Open(Message):
+        def __init__(self, trace_id: int) -> None:
+            super().__init__()
+            self.trace_id = trace_id
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.marked: set[int] = set()
+        self.exhausted = False
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key, width=WIDTHS.get(key))
+
+    def _cells(self, r: dict) -> tuple:
+        return (Text("*" if r["id"] in self.marked else " ", style="bold"),
+                Text(str(r["id"]), justify="right"), Text(_tail(r["source"], WIDTHS["source"])),
+                Text(f"{r['split']}/{r['origin']}"), Text(str(r["turns"]), justify="right"),
+                Text(r["tools_used"]),
+                Text(str(r["flags"]) if r["flags"] else "", style="bold red", justify="right"),
+                Text(r["label"], style=LABEL_STYLE.get(r["label"], "")),
+                Text("yes" if r["excluded"] else "", style="red"))
+
+    def show_rows(self, rows: list[dict], *, append: bool, exhausted: bool) -> None:
+        if not append:
+            self.clear()
+        self.exhausted = exhausted
+        for r in rows:
+            if str(r["id"]) in self.rows:
+                continue
+            self.add_row(*self._cells(r), key=str(r["id"]))
+
+    def update_row(self, r: dict) -> None:
+        key = str(r["id"])
+        if key in self.rows:
+            for (col, _), cell in zip(COLUMNS, self._cells(r)):
+                self.update_cell(key, col, cell)
+
+    @property
+    def current_id(self) -> int | None:
+        if not self.row_count:
+            return None
+        key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
+        return int(key.value)
+
+    def action_toggle_mark(self) -> None:
+        tid = self.current_id
+        if tid is None:
+            return
+        self.marked.symmetric_difference_update({tid})
+        self.update_cell(str(tid), "mark", Text("*" if tid in self.marked else " ", style="bold"))
+        self.action_cursor_down()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if not self.exhausted and self.row_count and event.cursor_row >= self.row_count - NEAR_END:
+            self.post_message(self.NeedMore())
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.post_message(self.Open(int(event.row_key.value)))

@@ -1,0 +1,177 @@
+"""One trace: the conversation, flags on their turns, each turn's label history and diff,
+and the relabelling actions (edit, accept, reject, undo, exclude)."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from db import browse, revisions
+from db.queries import TraceFilter
+from db.tasks import current_tools
+from db.traces import get_trace, original_messages
+from widgets.conversation import ConversationView, TurnView
+from widgets.render import diff_text, flag_details, history_text
+from workbench.screens.common import EditCallScreen, Loaded, replace_call
+
+
+def load_trace_view(db, trace_id: int) -> dict:
+    """Everything the detail screen shows about one trace (runs in a worker)."""
+    trace = get_trace(db, trace_id)
+    if trace is None:
+        raise ValueError(f"no trace {trace_id}")
+    originals = original_messages(db, trace_id)
+    current = revisions.current_messages(db, trace_id)
+    cur_revs = {i: r["id"] for (_, i), r in revisions.current_revisions(db, [trace_id]).items()}
+    flags: dict[int, list[dict]] = {}
+    for f in browse.flags_of(db, trace_id):
+        flags.setdefault(f["message_idx"] if f["message_idx"] is not None else -1, []).append(f)
+    hist = {i: revisions.history(db, trace_id, i)
+            for i, m in enumerate(originals) if m["role"] == "assistant"}
+    status = {}
+    for i, h in hist.items():
+        status[i] = ("proposed" if any(r["status"] == "proposed" for r in h)
+                     else "revised" if i in cur_revs else "original")
+    tools = trace["tools"] or current_tools(db)
+    return {"trace": trace, "originals": originals, "current": current, "current_rev": cur_revs,
+            "flags": flags, "history": hist, "status": status, "tools": tools}
+
+
+class DetailScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="detail.back"),
+        Binding("e", "edit", "Edit call", id="detail.edit"),
+        Binding("a", "decide('accepted')", "Accept proposed", id="detail.accept"),
+        Binding("r", "decide('rejected')", "Reject proposed", id="detail.reject"),
+        Binding("u", "undo", "Undo", id="detail.undo"),
+        Binding("x", "toggle_exclude", "Exclude/include", id="detail.exclude"),
+    ]
+
+    def __init__(self, trace_id: int) -> None:
+        super().__init__()
+        self.trace_id = trace_id
+        self.view: dict | None = None
+        self.turn: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="trace-head")
+        with Horizontal():
+            yield ConversationView(id="conversation")
+            with VerticalScroll(id="turn-panel"):
+                yield Static(id="turn-info")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    @work(thread=True, exit_on_error=False, group="detail")
+    def load(self) -> None:
+        with self.app.store() as db:
+            view = load_trace_view(db, self.trace_id)
+        self.post_message(Loaded("view", view))
+
+    @work(thread=True, exit_on_error=False, group="detail-write")
+    def write(self, what: str, **kw) -> None:
+        name = self.app.config.analyst
+        with self.app.store() as db:
+            if what == "revision":
+                revisions.add_revision(db, self.trace_id, kw["idx"], tool_calls=kw["calls"],
+                                       content=kw["content"], author_kind="human",
+                                       author_name=name, reason=kw["reason"] or "edited in the app")
+                msg = "revision saved"
+            elif what == "decide":
+                revisions.decide(db, kw["rev"], kw["status"])
+                msg = f"revision {kw['rev']} {kw['status']}"
+            elif what == "undo":
+                rid = revisions.undo(db, self.trace_id, kw["idx"], author_kind="human", author_name=name)
+                msg = "nothing to undo" if rid is None else "undone"
+            else:
+                browse.set_excluded(db, TraceFilter(), kw["excluded"], [self.trace_id])
+                msg = "excluded from training" if kw["excluded"] else "included in training"
+        self.post_message(Loaded("written", msg))
+
+    async def on_loaded(self, event: Loaded) -> None:
+        if event.kind == "view":
+            self.view = v = event.data
+            t = v["trace"]
+            head = Text.assemble((f"trace {t['id']} ", "bold"), t["source"], f":{t['line']}  ",
+                                 f"{t['split']}/{t['origin']}  {t['n_assistant']} turns",
+                                 ("  EXCLUDED" if t["excluded"] else "", "bold red"))
+            if -1 in v["flags"]:
+                head.append("\n")
+                head.append_text(flag_details(v["flags"][-1]))
+            self.query_one("#trace-head", Static).update(head)
+            await self.query_one(ConversationView).show(v["current"], v["flags"], v["status"], self.turn)
+        elif event.kind == "written":
+            self.app.notify(event.data, markup=False)
+            self.load()
+
+    def on_turn_view_focused(self, event: TurnView.Focused) -> None:
+        self.turn = event.idx
+        self._show_turn()
+
+    def _show_turn(self) -> None:
+        v, i = self.view, self.turn
+        if v is None or i is None:
+            return
+        parts = [Text(f"turn {i} ({v['originals'][i]['role']})", style="bold")]
+        if v["flags"].get(i):
+            parts += [Text("flags", style="bold underline"), flag_details(v["flags"][i])]
+        if v["originals"][i]["role"] == "assistant":
+            parts += [Text("diff original → current", style="bold underline"),
+                      diff_text(v["originals"][i], v["current"][i]),
+                      Text("history", style="bold underline"),
+                      Text("original", style="bold"),
+                      history_text(v["history"][i], v["current_rev"].get(i))]
+        self.query_one("#turn-info", Static).update(Group(*parts))
+
+    # -- actions ----------------------------------------------------------------------------
+    def _assistant_turn(self) -> int | None:
+        if self.view is None or self.turn is None:
+            return None
+        if self.view["originals"][self.turn]["role"] != "assistant":
+            self.app.notify("only assistant turns carry labels", severity="warning")
+            return None
+        return self.turn
+
+    def action_edit(self) -> None:
+        i = self._assistant_turn()
+        if i is None:
+            return
+        msg = self.view["current"][i]
+        calls = msg["tool_calls"] or []
+        call = ({"name": calls[0]["function"]["name"], "arguments": calls[0]["function"]["arguments"]}
+                if calls else None)
+
+        def saved(result: dict | None) -> None:
+            if result:
+                self.write("revision", idx=i, calls=replace_call(calls, 0, result["call"]),
+                           content=msg["content"], reason=result["reason"])
+        self.app.push_screen(EditCallScreen(self.view["tools"], call,
+                                            f"trace {self.trace_id} turn {i}"), saved)
+
+    def action_decide(self, status: str) -> None:
+        i = self._assistant_turn()
+        if i is None:
+            return
+        proposed = [r for r in self.view["history"][i] if r["status"] == "proposed"]
+        if not proposed:
+            self.app.notify("this turn has no proposed revision", severity="warning")
+            return
+        self.write("decide", rev=proposed[-1]["id"], status=status)
+
+    def action_undo(self) -> None:
+        i = self._assistant_turn()
+        if i is not None:
+            self.write("undo", idx=i)
+
+    def action_toggle_exclude(self) -> None:
+        if self.view is not None:
+            self.write("exclude", excluded=not self.view["trace"]["excluded"])

@@ -1,0 +1,100 @@
+"""The jobs panel: every job row (from this app or the CLI), progress, live log, cancel, start."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Select
+
+from db import jobs as store
+from db.connection import open_db
+from widgets.job_list import JobList
+from workbench.job_registry import available_jobs
+from workbench.jobs import run_job
+from workbench.screens.common import Loaded
+
+POLL_S = 1.0
+
+
+class JobsScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="jobs.back"),
+        Binding("n", "start", "Start job", id="jobs.start"),
+        Binding("c", "cancel", "Cancel job", id="jobs.cancel"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        specs = available_jobs()
+        with Horizontal(id="job-start"):
+            yield Select([(Text(f"{k}: {s.description}"), k) for k, s in specs.items()],
+                         value=next(iter(specs), Select.NULL), allow_blank=False, id="job-kind")
+            yield Button("Start", id="job-start-button", variant="primary")
+        yield JobList(id="job-list")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.poll()
+        self.set_interval(POLL_S, self.poll)
+
+    def poll(self) -> None:
+        self.refresh_jobs(self.query_one(JobList).selected)
+
+    @work(thread=True, exit_on_error=False, group="jobs-poll", exclusive=True)
+    def refresh_jobs(self, selected: int | None) -> None:
+        with self.app.store() as db:
+            jobs = store.list_jobs(db)
+            job = store.get_job(db, selected) if selected is not None else None
+        self.post_message(Loaded("jobs", (jobs, job)))
+
+    @work(thread=True, exit_on_error=False, group="jobs-run")
+    def start_job(self, kind: str) -> None:
+        """Run a registered job on its own connection (the UI's stays free for reads)."""
+        spec = available_jobs()[kind]
+        flt = self.app.current_filter
+        db = open_db(self.app.db_path)
+        try:
+            run_job(db, kind, lambda ctx: spec.fn(ctx, flt),
+                    params={"filter": {k: v for k, v in vars(flt).items() if v is not None}})
+        finally:
+            db.close()
+
+    @work(thread=True, exit_on_error=False, group="jobs-write")
+    def cancel(self, job_id: int) -> None:
+        with self.app.store() as db:
+            store.request_cancel(db, job_id)
+        self.post_message(Loaded("cancelled", job_id))
+
+    def on_loaded(self, event: Loaded) -> None:
+        jl = self.query_one(JobList)
+        if event.kind == "jobs":
+            jobs, job = event.data
+            jl.show_jobs(jobs)
+            if job is not None:
+                jl.show_job(job)
+        elif event.kind == "cancelled":
+            self.app.notify(f"cancel requested for job {event.data}", markup=False)
+            self.poll()
+
+    def on_job_list_selected(self, _: JobList.Selected) -> None:
+        self.poll()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "job-start-button":
+            self.action_start()
+
+    def action_start(self) -> None:
+        kind = self.query_one("#job-kind", Select).value
+        if kind != Select.NULL:
+            self.start_job(str(kind))
+            self.query_one(JobList).selected = None  # follow the newest job
+            self.set_timer(0.1, self.poll)
+
+    def action_cancel(self) -> None:
+        sel = self.query_one(JobList).selected
+        if sel is not None:
+            self.cancel(sel)

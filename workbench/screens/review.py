@@ -1,0 +1,205 @@
+"""The review queue: turns waiting for a decision, one after another.
+
+Decisions and what they write (nothing overwrites an original):
+- keep (k): the current label stays. Open proposals are rejected; when the turn carries an
+  error flag, an accepted human revision equal to the current label records the decision.
+- pick (1-9): accept that candidate (proposed revision); the other proposals are rejected.
+- edit (e): write a human revision from the editor; the open proposals are rejected.
+- drop (d): a `review.drop` error flag on the turn (export/training skip such turns) and the
+  open proposals rejected.
+- skip (s, n): next item, nothing written (it stays in the queue).
+"""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, ProgressBar, Static
+
+from db import browse, revisions
+from db.queries import TraceFilter
+from db.tasks import current_tools
+from db.traces import get_trace, original_messages
+from widgets.render import calls_text, content_text, flag_details
+from workbench.screens.common import EditCallScreen, Loaded, replace_call
+
+
+def load_item(db, trace_id: int, idx: int) -> dict:
+    current = revisions.current_messages(db, trace_id)
+    hist = revisions.history(db, trace_id, idx)
+    flags = [f for f in browse.flags_of(db, trace_id) if f["message_idx"] in (idx, None)]
+    context = next((m for m in reversed(current[:idx]) if m["role"] in ("user", "tool")), None)
+    trace = get_trace(db, trace_id)
+    return {"trace_id": trace_id, "idx": idx, "current": current[idx], "context": context,
+            "original": original_messages(db, trace_id)[idx],
+            "candidates": [r for r in hist if r["status"] == "proposed"], "flags": flags,
+            "tools": trace["tools"] or current_tools(db)}
+
+
+class ReviewScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="review.back"),
+        Binding("k", "keep", "Keep", id="review.keep"),
+        Binding("e", "edit", "Edit", id="review.edit"),
+        Binding("d", "drop", "Drop turn", id="review.drop"),
+        Binding("s,n", "skip", "Skip", id="review.skip"),
+        *[Binding(str(n), f"pick({n})", f"Pick {n}", id=f"review.pick{n}", show=n == 1)
+          for n in range(1, 10)],
+    ]
+
+    def __init__(self, flt: TraceFilter | None = None) -> None:
+        super().__init__()
+        self.filter = flt or TraceFilter()
+        self.queue: list[tuple[int, int]] = []
+        self.pos = 0
+        self.decided = 0
+        self.item: dict | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="review-progress-text")
+        yield ProgressBar(id="review-progress", show_eta=False)
+        yield Static(id="review-context")
+        with Horizontal(id="review-body"):
+            with VerticalScroll(id="review-current"):
+                yield Static(id="current")
+            yield VerticalScroll(id="candidates")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load_queue()
+
+    @work(thread=True, exit_on_error=False, group="review")
+    def load_queue(self) -> None:
+        with self.app.store() as db:
+            queue = browse.review_queue(db, self.filter)
+        self.post_message(Loaded("queue", queue))
+
+    @work(thread=True, exit_on_error=False, group="review")
+    def load(self, trace_id: int, idx: int) -> None:
+        with self.app.store() as db:
+            item = load_item(db, trace_id, idx)
+        self.post_message(Loaded("item", item))
+
+    @work(thread=True, exit_on_error=False, group="review-write")
+    def decide(self, item: dict, what: str, **kw) -> None:
+        name = self.app.config.analyst
+        tid, idx = item["trace_id"], item["idx"]
+        with self.app.store() as db:
+            if what == "keep":
+                browse.reject_open_proposals(db, tid, idx)
+                if any(f["severity"] == "error" for f in item["flags"]):
+                    cur = item["current"]
+                    revisions.add_revision(db, tid, idx, tool_calls=cur["tool_calls"],
+                                           content=cur["content"], author_kind="human",
+                                           author_name=name, reason="review: kept as is",
+                                           evidence={"review": "keep"})
+            elif what == "pick":
+                rev = kw["rev"]
+                revisions.decide(db, rev["id"], "accepted")
+                browse.reject_open_proposals(db, tid, idx)
+            elif what == "edit":
+                revisions.add_revision(db, tid, idx, tool_calls=kw["calls"],
+                                       content=item["current"]["content"], author_kind="human",
+                                       author_name=name, reason=kw["reason"] or "review: edited",
+                                       evidence={"review": "edit"})
+                browse.reject_open_proposals(db, tid, idx)
+            elif what == "drop":
+                browse.drop_turn(db, tid, idx, name)
+        self.post_message(Loaded("decided", (tid, idx, what)))
+
+    async def on_loaded(self, event: Loaded) -> None:
+        if event.kind == "queue":
+            self.queue, self.pos = event.data, 0
+            self._next()
+        elif event.kind == "item":
+            self.item = event.data
+            await self._show_item()
+        elif event.kind == "decided":
+            tid, idx, what = event.data
+            self.app.notify(f"trace {tid} turn {idx}: {what}", markup=False)
+            if (tid, idx) in self.queue:
+                self.queue.remove((tid, idx))
+                self.decided += 1
+            self._next()
+
+    def _next(self) -> None:
+        total = len(self.queue) + self.decided
+        self.query_one(ProgressBar).update(total=max(total, 1), progress=self.decided)
+        if not self.queue or self.pos >= len(self.queue):
+            self.item = None
+            self.query_one("#review-progress-text", Static).update(
+                Text(f"queue done: {self.decided} decided, {len(self.queue)} left (skipped)"))
+            self.query_one("#current", Static).update(Text("nothing left to review", style="dim"))
+            self.query_one("#candidates").remove_children()
+            self.query_one("#review-context", Static).update("")
+            return
+        self.load(*self.queue[self.pos])
+
+    async def _show_item(self) -> None:
+        it = self.item
+        total = len(self.queue) + self.decided
+        self.query_one("#review-progress-text", Static).update(Text(
+            f"item {self.pos + 1} of {len(self.queue)} left  ·  {self.decided} decided of {total}"
+            f"  ·  trace {it['trace_id']} turn {it['idx']}"))
+        ctx = it["context"]
+        self.query_one("#review-context", Static).update(
+            Group(Text(f"before ({ctx['role']}):", style="bold"), content_text(ctx["content"]))
+            if ctx else Text(""))
+        parts = [Text("current label", style="bold underline"),
+                 calls_text(it["current"]["tool_calls"], it["current"]["content"])]
+        if it["flags"]:
+            parts += [Text("flags", style="bold underline"), flag_details(it["flags"])]
+        self.query_one("#current", Static).update(Group(*parts))
+        box = self.query_one("#candidates")
+        await box.remove_children()
+        cards = []
+        for n, r in enumerate(it["candidates"][:9], 1):
+            head = Text.assemble((f"[{n}] ", "bold"), (f"{r['author_kind']}:", "dim"),
+                                 r["author_name"])
+            body = [head]
+            if r.get("reason"):
+                body.append(Text.assemble(("reason: ", "dim"), r["reason"]))
+            body.append(calls_text(r["tool_calls"], r["content"]))
+            cards.append(Static(Group(*body), classes="candidate"))
+        if not cards:
+            cards.append(Static(Text("no candidates: keep, edit or drop", style="dim")))
+        await box.mount_all(cards)
+
+    # -- actions ----------------------------------------------------------------------------
+    def action_keep(self) -> None:
+        if self.item:
+            self.decide(self.item, "keep")
+
+    def action_drop(self) -> None:
+        if self.item:
+            self.decide(self.item, "drop")
+
+    def action_skip(self) -> None:
+        if self.item:
+            self.pos += 1
+            self._next()
+
+    def action_pick(self, n: int) -> None:
+        if self.item and 0 < n <= len(self.item["candidates"]):
+            self.decide(self.item, "pick", rev=self.item["candidates"][n - 1])
+
+    def action_edit(self) -> None:
+        it = self.item
+        if not it:
+            return
+        calls = it["current"]["tool_calls"] or []
+        call = ({"name": calls[0]["function"]["name"], "arguments": calls[0]["function"]["arguments"]}
+                if calls else None)
+
+        def saved(result: dict | None) -> None:
+            if result:
+                self.decide(it, "edit", calls=replace_call(calls, 0, result["call"]),
+                            reason=result["reason"])
+        self.app.push_screen(EditCallScreen(it["tools"], call,
+                                            f"trace {it['trace_id']} turn {it['idx']}"), saved)

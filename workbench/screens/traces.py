@@ -1,0 +1,256 @@
+"""The traces screen: filter bar, keyset-paged table, sorting, marks and bulk actions."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Select, Static
+
+from db import browse
+from db.queries import TraceFilter
+from widgets.trace_table import TraceTable
+from workbench.screens.common import Loaded
+
+SORT_CYCLE = [("id", False), ("id", True), ("turns", True), ("turns", False)]
+SELECTS = {  # select id -> (prompt, fixed options)
+    "split": ("split", ["train", "test", "unassigned"]),
+    "origin": ("origin", ["imported", "synthetic"]),
+    "status": ("label", ["original", "revised", "proposed"]),
+    "has_revisions": ("revisions", ["yes", "no"]),
+    "excluded": ("excluded", ["yes", "no"]),
+    "tool": ("tool", []),
+    "check": ("check/flag", []),
+}
+ANY_ERROR, NO_ERROR = "\x00any error flag", "\x00no error flag"
+
+
+class TracesScreen(Screen):
+    BINDINGS = [
+        Binding("slash", "focus_search", "Search", id="traces.search"),
+        Binding("s", "sort", "Sort", id="traces.sort"),
+        Binding("A", "bulk('accept')", "Accept proposed", id="traces.accept"),
+        Binding("X", "bulk('reject')", "Reject proposed", id="traces.reject"),
+        Binding("E", "bulk('exclude')", "Exclude", id="traces.exclude"),
+        Binding("I", "bulk('include')", "Include", id="traces.include", show=False),
+        Binding("c", "clear_filter", "Clear filter", id="traces.clear"),
+        Binding("escape", "clear_marks", "Clear marks", id="traces.unmark", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="traces-screen")
+        self.filter = TraceFilter()
+        self.sort_index = 0
+        self.generation = 0
+        self.last_key: tuple | None = None
+        self.loading = False
+        self.total: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="search-bar"):
+            yield Input(placeholder="full-text search (words, \"phrases\", prefix*)", id="search")
+            yield Static(id="summary")
+        with Horizontal(id="filter-bar"):
+            for sid, (prompt, options) in SELECTS.items():
+                yield Select([(Text(o), o) for o in options], prompt=prompt, id=f"f-{sid}",
+                             classes="filter")
+        yield TraceTable(id="traces")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(TraceTable).focus()
+        self.load_initial()
+
+    @property
+    def sort(self) -> tuple[str, bool]:
+        return SORT_CYCLE[self.sort_index]
+
+    # -- workers: they only read/write the store and post messages --------------------------
+    @work(thread=True, exit_on_error=False, group="traces-init")
+    def load_initial(self) -> None:
+        with self.app.store() as db:
+            saved = browse.get_setting(db, "last_filter") or {}
+            choices = browse.filter_choices(db)
+        names = {f.name for f in dataclasses.fields(TraceFilter)}
+        flt = TraceFilter(**{k: v for k, v in saved.items() if k in names})
+        self.post_message(Loaded("init", (flt, choices)))
+
+    @work(thread=True, exit_on_error=False, group="traces-page")
+    def load_page(self, flt: TraceFilter, sort: tuple[str, bool], after: tuple | None,
+                  generation: int, save: bool) -> None:
+        with self.app.store() as db:
+            rows = browse.trace_page(db, flt, sort=sort[0], descending=sort[1], after=after)
+        self.post_message(Loaded("page", (rows, after is not None), generation))
+        if after is None:
+            with self.app.store() as db:
+                total = browse.count_traces(db, flt)
+                if save:
+                    browse.set_setting(db, "last_filter", {
+                        k: v for k, v in dataclasses.asdict(flt).items() if v is not None})
+            self.post_message(Loaded("count", total, generation))
+
+    @work(thread=True, exit_on_error=False, group="traces-bulk")
+    def run_bulk(self, what: str, flt: TraceFilter, ids: list[int] | None) -> None:
+        with self.app.store() as db:
+            if what in ("accept", "reject"):
+                n = browse.decide_proposed(db, flt, "accepted" if what == "accept" else "rejected", ids)
+                msg = f"{what}ed {n} proposed revisions"
+            else:
+                n = browse.set_excluded(db, flt, what == "exclude", ids)
+                msg = f"{what}d {n} traces"
+        self.post_message(Loaded("bulk", msg))
+
+    # -- messages ---------------------------------------------------------------------------
+    def on_loaded(self, event: Loaded) -> None:
+        if event.kind == "init":
+            flt, choices = event.data
+            self._set_choices(choices)
+            self._restore(flt)
+            self.reload(save=False)
+        elif event.kind == "page":
+            if event.generation != self.generation:
+                return
+            rows, append = event.data
+            self.loading = False
+            if rows:
+                self.last_key = browse.page_key(rows[-1], self.sort[0])
+            self.query_one(TraceTable).show_rows(rows, append=append,
+                                                 exhausted=len(rows) < browse.PAGE)
+            self._summary()
+        elif event.kind == "count":
+            if event.generation == self.generation:
+                self.total = event.data
+                self._summary()
+        elif event.kind == "refresh":
+            table = self.query_one(TraceTable)
+            for r in event.data:
+                table.update_row(r)
+        elif event.kind == "bulk":
+            self.app.notify(event.data, markup=False)
+            self.query_one(TraceTable).marked.clear()
+            self.reload(save=False)
+
+    def _set_choices(self, choices: dict) -> None:
+        self.query_one("#f-tool", Select).set_options([(Text(t), t) for t in choices["tools"]])
+        self.query_one("#f-check", Select).set_options(
+            [(Text("any error flag"), ANY_ERROR), (Text("no error flag"), NO_ERROR)]
+            + [(Text(c), c) for c in choices["checks"]])
+
+    def _restore(self, flt: TraceFilter) -> None:
+        self.filter = flt  # set first: the change events the widgets send then match it
+        self.query_one("#search", Input).value = flt.text or ""
+        values = {"split": flt.split, "origin": flt.origin, "status": flt.status, "tool": flt.tool,
+                  "has_revisions": None if flt.has_revisions is None else ("yes" if flt.has_revisions else "no"),
+                  "excluded": None if flt.excluded is None else ("yes" if flt.excluded else "no"),
+                  "check": flt.check or (None if flt.flagged is None else ANY_ERROR if flt.flagged else NO_ERROR)}
+        for sid, value in values.items():
+            sel = self.query_one(f"#f-{sid}", Select)
+            if value is not None and value in sel._legal_values:
+                sel.value = value
+
+    def _summary(self) -> None:
+        table = self.query_one(TraceTable)
+        sort, desc = self.sort
+        total = "…" if self.total is None else f"{self.total:,}"
+        text = Text(f"{total} traces  ·  {table.row_count:,} loaded  ·  sort {sort} "
+                    f"{'desc' if desc else 'asc'}")
+        if table.marked:
+            text.append(f"  ·  {len(table.marked)} marked", style="bold")
+        self.query_one("#summary", Static).update(text)
+
+    def reload(self, save: bool = True) -> None:
+        self.generation += 1
+        self.last_key = None
+        self.total = None
+        self.loading = True
+        self.app.current_filter = self.filter
+        self.load_page(self.filter, self.sort, None, self.generation, save)
+
+    def on_trace_table_need_more(self, _: TraceTable.NeedMore) -> None:
+        if not self.loading and self.last_key is not None:
+            self.loading = True
+            self.load_page(self.filter, self.sort, self.last_key, self.generation, False)
+
+    def on_trace_table_open(self, event: TraceTable.Open) -> None:
+        from workbench.screens.detail import DetailScreen
+        self.app.push_screen(DetailScreen(event.trace_id))
+
+    def on_screen_resume(self) -> None:
+        if self.generation:  # back from another screen: labels may have changed, keep the place
+            table = self.query_one(TraceTable)
+            self.refresh_rows([int(k.value) for k in table.rows])
+
+    @work(thread=True, exit_on_error=False, group="traces-refresh")
+    def refresh_rows(self, ids: list[int]) -> None:
+        with self.app.store() as db:
+            rows = browse.rows_by_id(db, ids)
+        self.post_message(Loaded("refresh", rows))
+
+    # -- filter bar -------------------------------------------------------------------------
+    def _read_filter(self) -> TraceFilter:
+        def val(sid: str):
+            v = self.query_one(f"#f-{sid}", Select).value
+            return None if v == Select.NULL else v
+        yes_no = lambda v: None if v is None else v == "yes"  # noqa: E731
+        check = val("check")
+        text = self.query_one("#search", Input).value.strip() or None
+        return TraceFilter(split=val("split"), origin=val("origin"), status=val("status"),
+                           tool=val("tool"), has_revisions=yes_no(val("has_revisions")),
+                           excluded=yes_no(val("excluded")),
+                           check=None if check in (None, ANY_ERROR, NO_ERROR) else check,
+                           flagged=True if check == ANY_ERROR else False if check == NO_ERROR else None,
+                           text=text)
+
+    def _filter_changed(self) -> None:
+        flt = self._read_filter()
+        if flt != self.filter:
+            self.filter = flt
+            self.reload()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.has_class("filter"):
+            self._filter_changed()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "search":
+            if getattr(self, "_debounce", None) is not None:
+                self._debounce.stop()
+            self._debounce = self.set_timer(0.15, self._filter_changed)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "search":
+            self._filter_changed()
+            self.query_one(TraceTable).focus()
+
+    # -- actions ----------------------------------------------------------------------------
+    def action_focus_search(self) -> None:
+        self.query_one("#search", Input).focus()
+
+    def action_sort(self) -> None:
+        self.sort_index = (self.sort_index + 1) % len(SORT_CYCLE)
+        self.reload(save=False)
+
+    def action_clear_filter(self) -> None:
+        self.filter = TraceFilter()
+        self.query_one("#search", Input).value = ""
+        for sel in self.query(Select):
+            sel.clear()
+        self.reload()
+
+    def action_clear_marks(self) -> None:
+        table = self.query_one(TraceTable)
+        table.marked.clear()
+        self.reload(save=False)
+
+    def action_bulk(self, what: str) -> None:
+        table = self.query_one(TraceTable)
+        ids = sorted(table.marked) or None
+        scope = f"{len(ids)} marked traces" if ids else f"all {self.total or 0:,} filtered traces"
+        self.app.notify(Text(f"{what}: {scope}…").plain, markup=False)
+        self.run_bulk(what, self.filter, ids)
