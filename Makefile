@@ -32,7 +32,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock $(LLAMA_WHEEL)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(LLAMA_WHEEL)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e . \
+		--config-settings editable_mode=compat  # a .pth to the checkout: new packages need no reinstall
 	touch $@
 
 $(DB): | setup
