@@ -145,3 +145,31 @@ def test_scenario1_suspect_rate_under_2_percent(tmp_path):
                if f["severity"] == "error" and f["message_index"] is not None}
     assert len(suspect) / rep["assistant_turns"] < 0.02
     assert not [f for f in rep["flags"] if f["severity"] == "error" and f["message_index"] is None]
+
+
+def _booking_trace(last_call: bool):
+    msgs = [user("Find me Thai food in Oakland"), call("FindRestaurants", cuisine="Thai",
+                                                         city="Oakland"),
+            result(restaurant_name="Kin Khao", city="Oakland"),
+            call("respond_to_user", message="Kin Khao is a Thai place in Oakland."),
+            user("Great, thanks, that is all.")]
+    if last_call:
+        msgs.append(call("FindRestaurants", cuisine="Thai", city="Oakland"))
+    else:
+        msgs.append(call("respond_to_user", message="Enjoy your meal."))
+    return msgs
+
+
+def test_structure_unanswered_last_call_is_error_where_calls_get_results():
+    ctx = ctx_of(*([_booking_trace(False)] * 5 + [_booking_trace(True)]))
+    flags = structure.run(ctx)
+    last = [f for f in flags if f["message_idx"] == 5]
+    assert [(f["trace_id"], f["severity"]) for f in last] == [(6, "error")]
+    assert "result is missing" in last[0]["detail"]
+
+
+def test_structure_unanswered_last_call_is_warning_where_calls_get_no_results():
+    trace = [user("Find me Thai food in Oakland"),
+             call("FindRestaurants", cuisine="Thai", city="Oakland")]
+    flags = structure.run(ctx_of(trace))
+    assert [f["severity"] for f in flags if f["message_idx"] == 1] == ["warning"]
