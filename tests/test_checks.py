@@ -173,3 +173,26 @@ def test_structure_unanswered_last_call_is_warning_where_calls_get_no_results():
              call("FindRestaurants", cuisine="Thai", city="Oakland")]
     flags = structure.run(ctx_of(trace))
     assert [f["severity"] for f in flags if f["message_idx"] == 1] == ["warning"]
+
+
+
+def test_coherence_flags_a_message_moved_in_and_spares_clean_turns(tmp_path):
+    db = open_db(tmp_path / "c.db")
+    import_files(db, [DATA / "scenario-1-baseline" / "traces.jsonl"],
+                 task=DATA / "scenario-1-baseline" / "job_description.json")
+    from workbench.checks import load_context
+
+    ctx = load_context(db)
+    clean_flags = coherence.turn_level(ctx)
+    turns = sum(1 for t in ctx.traces for m in t.messages if m["role"] == "assistant")
+    assert len(clean_flags) / turns < 0.03
+    # a closing reply moved in as the answer to the user's opening request
+    t = next(t for t in ctx.traces if t.messages[1]["tool_calls"][0]["function"]["name"]
+             == "respond_to_user")
+    idx = 1
+    t.messages[idx] = call("respond_to_user", message="Your table at Aster in Fairfield for 4"
+                           " people at 7:30 pm has been booked. Enjoy your meal!")
+    ctx.cache.clear()
+    moved = [f for f in coherence.turn_level(ctx)
+             if f["trace_id"] == t.id and f["message_idx"] == idx]
+    assert moved and "does not fit" in moved[0]["detail"]
