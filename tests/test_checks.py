@@ -160,3 +160,54 @@ def test_scenario1_suspect_rate_under_2_percent(tmp_path):
                if f["severity"] == "error" and f["message_index"] is not None}
     assert len(suspect) / rep["assistant_turns"] < 0.02
     assert not [f for f in rep["flags"] if f["severity"] == "error" and f["message_index"] is None]
+
+
+def _booking_trace(last_call: bool):
+    msgs = [user("Find me Thai food in Oakland"), call("FindRestaurants", cuisine="Thai",
+                                                         city="Oakland"),
+            result(restaurant_name="Kin Khao", city="Oakland"),
+            call("respond_to_user", message="Kin Khao is a Thai place in Oakland."),
+            user("Great, thanks, that is all.")]
+    if last_call:
+        msgs.append(call("FindRestaurants", cuisine="Thai", city="Oakland"))
+    else:
+        msgs.append(call("respond_to_user", message="Enjoy your meal."))
+    return msgs
+
+
+def test_structure_unanswered_last_call_is_error_where_calls_get_results():
+    ctx = ctx_of(*([_booking_trace(False)] * 5 + [_booking_trace(True)]))
+    flags = structure.run(ctx)
+    last = [f for f in flags if f["message_idx"] == 5]
+    assert [(f["trace_id"], f["severity"]) for f in last] == [(6, "error")]
+    assert "result is missing" in last[0]["detail"]
+
+
+def test_structure_unanswered_last_call_is_warning_where_calls_get_no_results():
+    trace = [user("Find me Thai food in Oakland"),
+             call("FindRestaurants", cuisine="Thai", city="Oakland")]
+    flags = structure.run(ctx_of(trace))
+    assert [f["severity"] for f in flags if f["message_idx"] == 1] == ["warning"]
+
+
+
+def test_coherence_flags_a_message_moved_in_and_spares_clean_turns(tmp_path):
+    db = open_db(tmp_path / "c.db")
+    import_files(db, [DATA / "scenario-1-baseline" / "traces.jsonl"],
+                 task=DATA / "scenario-1-baseline" / "job_description.json")
+    from workbench.checks import load_context
+
+    ctx = load_context(db)
+    clean_flags = coherence.turn_level(ctx)
+    turns = sum(1 for t in ctx.traces for m in t.messages if m["role"] == "assistant")
+    assert len(clean_flags) / turns < 0.03
+    # a closing reply moved in as the answer to the user's opening request
+    t = next(t for t in ctx.traces if t.messages[1]["tool_calls"][0]["function"]["name"]
+             == "respond_to_user")
+    idx = 1
+    t.messages[idx] = call("respond_to_user", message="Your table at Aster in Fairfield for 4"
+                           " people at 7:30 pm has been booked. Enjoy your meal!")
+    ctx.cache.clear()
+    moved = [f for f in coherence.turn_level(ctx)
+             if f["trace_id"] == t.id and f["message_idx"] == idx]
+    assert moved and "does not fit" in moved[0]["detail"]

@@ -70,3 +70,79 @@ def test_revisions_carry_evidence_and_are_reversible(tmp_path):
     assert current_messages(db, tid)[idx] != before
     undo(db, tid, idx, author_kind="human", author_name="t")
     assert current_messages(db, tid)[idx]["tool_calls"] == before["tool_calls"]
+
+
+def _with_extra_arg(tmp_path, echoed: bool, n=30):
+    """Drifted traces whose search calls carry a parameter no canonical tool has
+    (`has_terrace`), echoed by the result under its own name or not."""
+    lines = (DATA / "scenario-1-baseline" / "traces.jsonl").read_text().splitlines()[:n]
+    out = []
+    for line in lines:
+        ctx = json.loads(json.loads(line)["context"])
+        msgs = ctx["messages"]
+        for i, m in enumerate(msgs):
+            for c in m.get("tool_calls") or []:
+                fn = c["function"]
+                if fn["name"] != "FindRestaurants":
+                    continue
+                args = json.loads(fn["arguments"])
+                args = {"town": args["city"], "food_kind": args["cuisine"], "has_terrace": "True"}
+                fn["name"], fn["arguments"] = "lookup_places", json.dumps(args)
+                if echoed and i + 1 < len(msgs) and msgs[i + 1]["role"] in ("tool", "user"):
+                    try:
+                        recs = json.loads(msgs[i + 1]["content"])
+                    except ValueError:
+                        continue
+                    if isinstance(recs, list) and recs and isinstance(recs[0], dict):
+                        msgs[i + 1]["content"] = json.dumps(
+                            [dict(r, has_terrace="True") for r in recs])
+        out.append(json.dumps({"context": json.dumps(ctx)}))
+    path = tmp_path / "extra.jsonl"
+    path.write_text("\n".join(out) + "\n")
+    db = open_db(tmp_path / "e.db")
+    import_files(db, [path], task=DATA / "scenario-1-baseline" / "job_description.json")
+    return db
+
+
+def _search_revisions(db):
+    rows = db.execute("SELECT tool_calls, status, evidence FROM revisions").fetchall()
+    return [(json.loads(tc)[0]["function"], st, json.loads(ev)) for tc, st, ev in rows
+            if json.loads(tc)[0]["function"]["name"] == "FindRestaurants"]
+
+
+def test_argument_echoed_under_its_own_name_is_dropped_not_mapped(tmp_path):
+    db = _with_extra_arg(tmp_path, echoed=True)
+    normalize(db)
+    revs = _search_revisions(db)
+    assert revs
+    for fn, status, ev in revs:
+        assert status == "accepted"
+        assert set(fn["arguments"]) == {"city", "cuisine"}
+        why = ev[0]["arguments"]["has_terrace"]["why"][0]
+        assert "own name" in why and ev[0]["arguments"]["has_terrace"]["field"] is None
+
+
+def test_unechoed_unknown_argument_is_not_dropped_by_the_echo_rule(tmp_path):
+    db = _with_extra_arg(tmp_path, echoed=False)
+    normalize(db)
+    revs = _search_revisions(db)
+    assert revs
+    for fn, status, ev in revs:
+        why = ev[0]["arguments"].get("has_terrace", {}).get("why", [])
+        assert not any("own name" in w for w in why)  # the own-name rule needs the echo
+
+
+def test_enum_value_translated_from_user_phrasing():
+    from workbench.normalize import translate_value
+
+    enum = ["inexpensive", "moderate", "expensive"]
+    phrasing = {"price_range": [("inexpensive", {"something", "cheap"})] * 4
+                + [("moderate", {"a", "moderate", "place"})] * 10
+                + [("expensive", {"a", "fancy", "one"})] * 3}
+    model = {"phrasing": phrasing}
+    assert translate_value(model, "price_range", "cheap", enum)[0] == "inexpensive"
+    assert translate_value(model, "price_range", "ultra high-end", enum)[0] is None
+    # words users use for several values decide nothing
+    mixed = {"price_range": [("inexpensive", {"a", "cheap"})] * 4
+             + [("expensive", {"a", "cheap"})] * 4}
+    assert translate_value({"phrasing": mixed}, "price_range", "cheap", enum)[0] is None

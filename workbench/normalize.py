@@ -8,8 +8,15 @@ The mapping is learned from the data, never from a list of names:
   values with the values each canonical argument takes; else the value's format;
 - tool: the canonical tool of the same kind whose parameters cover the mapped arguments best
   (required ones first), name similarity breaking ties.
-A confident call is rewritten with an accepted revision; an ambiguous one gets a proposed
-revision and a warning flag for review.
+- an argument that its own result echoes under its own, non-canonical name is a parameter the
+  canonical tool does not have: unless its name or an echo ties it to a canonical parameter, it is
+  dropped (recorded in the evidence) rather than mapped onto a look-alike by its value's shape;
+- a value outside a canonical parameter's enum (a drifted vocabulary: "cheap" for
+  "inexpensive") is translated by how users phrase it: among the canonical calls (and calls whose
+  result echoes the field), the enum value whose conversations mention the drifted value's words
+  far more often than any other wins; otherwise the call stays ambiguous.
+A confident call (every argument decided, the result schema-valid) is rewritten with an accepted
+revision; an ambiguous one gets a proposed revision and a warning flag for review.
 """
 
 from __future__ import annotations
@@ -65,8 +72,12 @@ def learn(ctx) -> dict:
     shapes: dict[str, Counter] = defaultdict(Counter)
     name_votes: dict[str, Counter] = defaultdict(Counter)  # drifted arg -> canonical args
     drifted: list = []
+    phrasing: dict[str, list] = defaultdict(list)          # canonical arg -> [(value, words)]
     for t in ctx.traces:
+        said: set[str] = set()
         for i, m in enumerate(t.messages):
+            if m["role"] == "user":
+                said |= set(norm(m.get("content") or "").split())
             for j, (name, args) in enumerate(calls_of(m)):
                 if not isinstance(args, dict):
                     continue
@@ -74,12 +85,17 @@ def learn(ctx) -> dict:
                     for k, v in args.items():
                         values[k][norm(str(v))] += 1
                         shapes[k][_shape(v)] += 1
+                        phrasing[k].append((str(v), said))
                     continue
                 nxt = t.messages[i + 1] if i + 1 < len(t.messages) else None
-                echo = {}
+                echo, own = {}, set()
                 if nxt is not None and nxt["role"] == "tool":
                     recs = result_records(nxt)
+                    own = {k for k, v in args.items() if k not in canon_fields and recs and all(
+                        k in r and norm(str(r[k])) == norm(str(v)) for r in recs[:1])}
                     for k, v in args.items():
+                        if k in own:  # reported under its own name: no canonical echo
+                            continue
                         keys = [f for f in canon_fields if recs and all(
                             norm(str(r.get(f, "\0"))) == norm(str(v)) for r in recs[:1])]
                         if len(keys) == 1:
@@ -87,8 +103,33 @@ def learn(ctx) -> dict:
                             name_votes[k][keys[0]] += 1
                             values[keys[0]][norm(str(v))] += 1
                             shapes[keys[0]][_shape(v)] += 1
-                drifted.append((t, i, j, name, args, echo))
-    return {"values": values, "shapes": shapes, "name_votes": name_votes, "drifted": drifted}
+                            phrasing[keys[0]].append((str(v), said))
+                drifted.append((t, i, j, name, args, echo, own))
+    return {"values": values, "shapes": shapes, "name_votes": name_votes, "drifted": drifted,
+            "phrasing": phrasing}
+
+
+def translate_value(model: dict, field: str, value, enum: list) -> tuple[str | None, str]:
+    """The enum value a drifted value stands for, from how users phrase it (None: undecided)."""
+    toks = [w for w in norm(str(value)).split() if not w.isdigit()]
+    if not toks:
+        return None, "nothing to match"
+    per = Counter()
+    totals = Counter()
+    for v, said in model["phrasing"].get(field, ()):
+        if v not in enum:
+            continue
+        totals[v] += 1
+        per[v] += all(w in said for w in toks)
+    rates = sorted(((per[e] / totals[e], per[e], e) for e in enum if totals[e]), reverse=True)
+    if not rates or rates[0][1] < 3:
+        return None, f"too few canonical calls whose users say {value!r}"
+    best_rate, best_n, best = rates[0]
+    second = rates[1][0] if len(rates) > 1 else 0.0
+    if best_rate < 2 * second:
+        return None, f"users who say {value!r} get several values of {field}"
+    return best, (f"users who say {value!r} get {field}={best!r} in {best_n}/{totals[best]}"
+                  " canonical calls")
 
 
 def _arg_candidates(k: str, v, echo: dict, model: dict, fields: list[str]) -> list[tuple]:
@@ -119,12 +160,22 @@ def _arg_candidates(k: str, v, echo: dict, model: dict, fields: list[str]) -> li
     return sorted(out, key=lambda x: -x[0])
 
 
-def map_call(ctx, model: dict, name: str, args: dict, echo: dict, service: bool) -> dict:
+def _strong(ev: list[str]) -> bool:
+    return any(e.startswith(("echoed", "name maps")) for e in ev)
+
+
+def map_call(ctx, model: dict, name: str, args: dict, echo: dict, service: bool,
+             own: set | frozenset = frozenset()) -> dict:
     tools = {n: fn for n, fn in ctx.tools.items() if ctx.is_service(n) == service}
     best = None
     for tname, fn in tools.items():
         fields = list(_props(fn))
         cands = {k: _arg_candidates(k, v, echo, model, fields) for k, v in args.items()}
+        # echoed by its result under its own name and tied to no canonical field by name or
+        # echo: a parameter this tool lacks, not a look-alike of one
+        for k in own:
+            if k in cands and not any(_strong(c[2]) for c in cands[k]):
+                cands[k] = []
         if len(fields) == 1 and len(args) == 1:  # one argument for one parameter: structure
             k = next(iter(args))
             cands[k] = [(3.0, fields[0], ["the only argument of a one-parameter tool"])]
@@ -154,7 +205,26 @@ def map_call(ctx, model: dict, name: str, args: dict, echo: dict, service: bool)
     if best is None:
         return {}
     second = locals().get("second")
-    best["confident"] = (not best["missing"] and best["margin_ok"] and (
+    fn = ctx.tools[best["tool"]]
+    new_args = {best["mapping"][k]: v for k, v in args.items() if k in best["mapping"]}
+    values_ok = True
+    for k, f in best["mapping"].items():
+        enum = (_props(fn).get(f) or {}).get("enum")
+        if enum and args[k] not in enum:
+            value, why = translate_value(model, f, args[k], enum)
+            best["evidence"][k]["why"] = best["evidence"][k]["why"] + [why]
+            if value is None:
+                values_ok = False
+            else:
+                best["evidence"][k]["value"] = value
+                new_args[f] = value
+    for k in sorted(set(own) & set(best["dropped"])):
+        best["evidence"][k] = {"field": None, "score": 0.0,
+                               "why": ["its result echoes it under its own name, and no"
+                                       f" parameter of {best['tool']} matches it: dropped"]}
+    best["arguments"] = new_args
+    valid = not list(validators(ctx)[best["tool"]].iter_errors(new_args))
+    best["confident"] = (not best["missing"] and best["margin_ok"] and values_ok and valid and (
         second is None or best["score"] - second["score"] >= 1.0))
     return best
 
@@ -170,11 +240,11 @@ def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
     warn_flags = []
     pending = defaultdict(dict)  # (trace id, msg) -> {call j: new call}
     by_id = {}
-    for t, i, j, name, args, echo in model["drifted"]:
-        m = map_call(ctx, model, name, args, echo, ctx.is_service(name))
+    for t, i, j, name, args, echo, own in model["drifted"]:
+        m = map_call(ctx, model, name, args, echo, ctx.is_service(name), own)
         if not m:
             continue
-        new_args = {m["mapping"][k]: v for k, v in args.items() if k in m["mapping"]}
+        new_args = m["arguments"]
         mapping_counts[(name, m["tool"])][tuple(sorted(m["mapping"].items()))] += 1
         confident_counts[(name, m["tool"])] += m["confident"]
         pending[(t.id, i)][j] = (m, new_args, name, args)

@@ -174,20 +174,111 @@ def turn_scores(ctx: CheckContext) -> list[dict]:
     return units
 
 
+SWAP_QUANTILE = 0.5   # flag a message that fits no better than half the messages moved in
+
+
+def _fit_features(units: list[dict], text_of: np.ndarray, R, P, N, U, rtop, rw, utop, uw,
+                  ) -> np.ndarray:
+    """Features of message text_of[i] placed at unit i's position: how the turns around it
+    resemble those around its K most similar messages (before, after), how it resembles the
+    answers to the K user turns most like the one before it (mean, best), and the share of its
+    words found nowhere else in the conversation."""
+    rows = []
+    for i, u in enumerate(units):
+        j = text_of[i]
+        nb, w = rtop[j], rw[j]
+        prev_fit = float((w * (P[nb] @ P[i])).sum() / w.sum())
+        next_fit = float((w * (N[nb] @ N[i])).sum() / w.sum())
+        answers = R[utop[i]] @ R[j]
+        reply_fit = float((uw[i] * answers).sum() / uw[i].sum())
+        ws = [x for x in words(units[j]["text"]) if x not in STOP]
+        unsup = float(np.mean([x not in u["conv"] for x in ws])) if ws else 0.0
+        rows.append([prev_fit, next_fit, reply_fit, float(answers.max()), unsup])
+    return np.array(rows)
+
+
+def _logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 30):
+    mu, sd = X.mean(0), X.std(0) + 1e-9
+    Z = np.hstack([(X - mu) / sd, np.ones((len(X), 1))])
+    b = np.zeros(Z.shape[1])
+    for _ in range(steps):   # Newton steps
+        p = 1 / (1 + np.exp(-Z @ b))
+        grad = Z.T @ (p - y) + l2 * b
+        hess = (Z * (p * (1 - p))[:, None]).T @ Z + l2 * np.eye(len(b))
+        b -= np.linalg.solve(hess, grad)
+    return lambda X2: 1 / (1 + np.exp(-np.hstack([(X2 - mu) / sd, np.ones((len(X2), 1))]) @ b))
+
+
+def _knn(X: np.ndarray, trace_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    tops, weights = [], []
+    for start in range(0, len(X), 512):
+        block = slice(start, min(len(X), start + 512))
+        sim = X[block] @ X.T
+        sim[trace_of[block][:, None] == trace_of[None, :]] = -1
+        top = np.argpartition(-sim, K, axis=1)[:, :K]
+        tops.append(top)
+        weights.append(np.clip(np.take_along_axis(sim, top, 1), 0, None) + 1e-6)
+    return np.vstack(tops), np.vstack(weights)
+
+
+def swap_scores(ctx: CheckContext) -> list[dict]:
+    """Each message-only turn with `p_moved`: how much it looks like a message moved in from
+    another conversation. Learned on the corpus itself: every message is also placed at the
+    position of a message from another conversation, a logistic model learns to tell moved
+    from in-place messages, and the threshold is the score that SWAP_QUANTILE of the moved
+    messages reach, so it needs no labels and follows the corpus."""
+    units = turn_scores(ctx)
+    if not units:
+        return []
+    for u in units:
+        msgs = u["trace"].messages
+        i = u["idx"]
+        u["user_before"] = next((msgs[j]["content"] or "" for j in range(i - 1, -1, -1)
+                                 if msgs[j]["role"] == "user"), "<start>")
+        conv: set[str] = set()
+        for j, x in enumerate(msgs):
+            if j != i:
+                conv |= set(words(message_text(x) if x["role"] != "tool" else x["content"] or ""))
+        u["conv"] = conv
+    keys = ("text", "prev", "next", "user_before")
+    docs = [u[k] for k in keys for u in units]
+    df: Counter = Counter()
+    for d in docs:
+        df.update(set(words(d)))
+    n = len(docs)
+    vocab = {w: j for j, w in enumerate(w for w, c in df.items() if c >= 2)}
+    idf = {w: math.log((1 + n) / (1 + c)) + 1 for w, c in df.items()}
+    R, P, N, U = (_vectorize([u[k] for u in units], idf, vocab) for k in keys)
+    trace_of = np.array([u["trace"].id for u in units])
+    rtop, rw = _knn(R, trace_of)
+    utop, uw = _knn(U, trace_of)
+    m = len(units)
+    real = _fit_features(units, np.arange(m), R, P, N, U, rtop, rw, utop, uw)
+    perm = np.random.default_rng(0).permutation(m)
+    perm = np.where(trace_of[perm] == trace_of, np.roll(perm, 1), perm)
+    moved = _fit_features(units, perm, R, P, N, U, rtop, rw, utop, uw)
+    predict = _logistic(np.vstack([real, moved]), np.r_[np.zeros(m), np.ones(m)])
+    threshold = float(np.quantile(predict(moved), SWAP_QUANTILE))
+    for u, p, f in zip(units, predict(real), real):
+        u["p_moved"], u["threshold"] = float(p), threshold
+        u["reply_fit"] = float(f[2])
+    return units
+
+
 def turn_level(ctx: CheckContext) -> list[dict]:
     out = []
-    for u in turn_scores(ctx):
-        fit = (u["prev_fit"] + u["next_fit"]) / 2
-        reasons = []
-        if fit < FIT_MIN or (len(u["foreign"]) >= 2 and fit < FIT_WITH_FOREIGN):
-            reasons.append(f"the turns around it do not look like those around similar messages"
-                           f" (fit {fit:.2f})")
-        if reasons and u["foreign"]:
+    for u in swap_scores(ctx):
+        if u["p_moved"] < u["threshold"]:
+            continue
+        reasons = [f"it fits here no better than most messages moved in from other"
+                   f" conversations (score {u['p_moved']:.2f} >= {u['threshold']:.2f}; the"
+                   f" turns around it fit {(u['prev_fit'] + u['next_fit']) / 2:.2f}, it answers"
+                   f" the user turn before it {u['reply_fit']:.2f})"]
+        if u["foreign"]:
             reasons.append("mentions things this conversation never did: "
                            + ", ".join(u["foreign"][:5]))
-        if reasons:
-            out.append(flag(u["trace"], u["idx"], NAME, "error",
-                            "message does not fit this conversation: " + "; ".join(reasons)))
+        out.append(flag(u["trace"], u["idx"], NAME, "error",
+                        "message does not fit this conversation: " + "; ".join(reasons)))
     return out
 
 

@@ -3,6 +3,12 @@
 A service call is answered by its result; a message-only tool (no result) is followed by a user
 utterance; a result answers a call; the conversation starts with a user turn; roles alternate
 (user, assistant, [result, assistant]...).
+
+A service call that ends the conversation has no result. Where the corpus shows that service
+calls are answered (results follow a good share of the calls that are not last, even in a noisy
+corpus), such a call is an error: the conversation was complete, yet the call was never
+answered, so it is not what the assistant did there (typically a reply replaced by a call).
+Otherwise it is only a warning.
 """
 
 from __future__ import annotations
@@ -12,8 +18,21 @@ from workbench.checks.base import CheckContext, calls_of, flag
 NAME = "structure"
 
 
+def answered_rate(ctx: CheckContext) -> float:
+    """Share of service calls, not last in their conversation, that a result answers."""
+    answered = total = 0
+    for t in ctx.traces:
+        msgs = t.messages
+        for i, m in enumerate(msgs[:-1]):
+            if m["role"] == "assistant" and any(ctx.is_service(n) for n, _ in calls_of(m)):
+                total += 1
+                answered += msgs[i + 1]["role"] == "tool"
+    return answered / total if total >= 5 else 0.0
+
+
 def run(ctx: CheckContext) -> list[dict]:
     out = []
+    unanswered_last = "error" if answered_rate(ctx) >= 0.3 else "warning"
     for t in ctx.traces:
         msgs = t.messages
         body = [(i, m) for i, m in enumerate(msgs) if m["role"] != "system"]
@@ -32,8 +51,10 @@ def run(ctx: CheckContext) -> list[dict]:
                 service = [n for n, _ in calls if ctx.is_service(n)]
                 if service:
                     if nxt is None:
-                        out.append(flag(t, i, NAME, "warning",
-                                        f"{service[0]} is the last message: its result is missing"))
+                        out.append(flag(t, i, NAME, unanswered_last,
+                                        f"{service[0]} is the last message: its result is missing"
+                                        + (" (elsewhere in the corpus results answer calls)"
+                                           if unanswered_last == "error" else "")))
                     elif nxt["role"] != "tool":
                         out.append(flag(t, i, NAME, "error",
                                         f"service call {service[0]} is followed by a {nxt['role']}"
