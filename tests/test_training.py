@@ -190,3 +190,143 @@ def test_hf_tokenizer_from_gguf_matches_llama_cpp(gguf_tokenizer: Any) -> None:
     finally:
         llm.close()
     assert gguf_tokenizer(texts, add_special_tokens=False)["input_ids"] == expected
+
+
+# ---------------------------------------------------------------- loss, training, export
+
+def _tiny_cfg(out: Path, tiny_model_dir: Path, **kw: Any) -> Any:
+    from workbench.training.trainer import TrainConfig
+
+    base = dict(base_model=str(tiny_model_dir), output=str(out), max_steps=3, save_steps=2,
+                seqs_per_step=2, lr=1e-3, lora_r=4, gguf="none")
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.slow
+def test_loss_normalised_over_supervised_tokens(train_db: Any, tiny_model_dir: Path,
+                                                tmp_path: Path) -> None:
+    """Default (one sequence per conversation) and per-turn expansion give the same loss, through
+    the Trainer's own loss path, padded or padding-free (packed, per-sequence attention)."""
+    import torch
+
+    from workbench.hf_loading import load_model, load_tokenizer
+    from workbench.training.trainer import (
+        Hardware, add_lora, build_trainer, dataset_loss)
+
+    tok = load_tokenizer(tiny_model_dir)
+    enc = encode_all(tok, load_conversations(train_db, DataOptions()))
+    default = build_examples(enc, DataOptions())
+    per_turn = build_examples(enc, DataOptions(per_turn=True))
+    model = add_lora(load_model(tiny_model_dir), _tiny_cfg(tmp_path, tiny_model_dir))
+    with torch.no_grad():  # LoRA B starts at zero: give the adapter an effect
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    losses = {}
+    cases = [(False, "default", 1), (False, "per_turn", 1), (False, "per_turn", 4),
+             (True, "default", 3), (True, "per_turn", 9)]  # padded, and packed padding-free
+    trainers = {packed: build_trainer(model, tok, default, _tiny_cfg(tmp_path, tiny_model_dir),
+                                      Hardware("cpu", torch.float32, False, packed, "sdpa"))
+                for packed in (False, True)}
+    for packed, label, micro in cases:
+        examples = default if label == "default" else per_turn
+        losses[(packed, label, micro)] = dataset_loss(trainers[packed], examples, micro)
+    ref = losses[(False, "default", 1)]
+    assert 5 < ref < 20  # a random model: about ln(49152) = 10.8
+    for key, value in losses.items():
+        assert abs(value - ref) <= 1e-4, (key, value, ref)
+
+
+@pytest.mark.slow
+def test_train_merge_gguf_end_to_end(train_db: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from llama_cpp import Llama
+    from transformers import AutoTokenizer
+
+    from workbench.chat_template import CHAT_TEMPLATE
+    from workbench.jobs import run_job
+    from workbench.training.gguf import read_chat_template
+    from workbench.training.trainer import train
+
+    out = tmp_path / "run"
+    cfg = _tiny_cfg(out, tiny_model_dir, gguf="q8_0", name="tiny")
+    events: list = []
+    job = run_job(train_db, "train", lambda ctx: train(ctx.db, cfg, DataOptions(), ctx=ctx),
+                  {"test": True}, listeners=[lambda kind, value: events.append((kind, value))])
+    assert job["status"] == "succeeded", job["error"] or job["log"]
+    result = job["result"]
+    m = result["metrics"]
+    assert m["steps"] == 3 and m["tokens_seen"] > 0 and m["data_sequences"] == 6
+    assert any(k == "progress" and v[2] and "tok/s" in v[2] for k, v in events)
+    gguf = Path(result["gguf"])
+    assert gguf.exists() and read_chat_template(gguf) == CHAT_TEMPLATE
+    models = list_models(train_db)
+    assert [(r["kind"], r["name"]) for r in models] == [("merged", "tiny"), ("gguf", "tiny")]
+    assert models[1]["path"] == str(gguf) and models[1]["job_id"] == job["id"]
+    assert models[1]["metrics"]["steps"] == 3
+    assert models[1]["data_selection"]["plan"]["sequences"] == 6
+    # llama.cpp loads it and tokenizes like the HF tokenizer of the merged model
+    hf_tok = AutoTokenizer.from_pretrained(result["merged"])
+    texts = [render(_conversation(i)["messages"], TOOLS) for i in range(3)]
+    texts.append(render(_conversation(1)["messages"][:1], add_generation_prompt=True))
+    llm = Llama(model_path=str(gguf), n_ctx=1024, verbose=False)
+    try:
+        assert [llm.tokenize(t.encode(), add_bos=False, special=True) for t in texts] == \
+            hf_tok(texts, add_special_tokens=False)["input_ids"]
+        out_text = llm.create_completion(texts[-1], max_tokens=4, temperature=0)
+        assert "choices" in out_text
+    finally:
+        llm.close()
+
+
+@pytest.mark.slow
+def test_resume_after_kill(train_db: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A run killed after its step-2 checkpoint resumes there and ends with the same adapter as
+    an uninterrupted run."""
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from workbench.jobs import run_job
+    from workbench.training.trainer import train
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if state.global_step == 2:
+                raise KeyboardInterrupt("killed")
+
+    def run(out: Path, **kw: Any) -> dict:
+        cfg = _tiny_cfg(out, tiny_model_dir, max_steps=4, **kw)
+        return run_job(train_db, "train", lambda ctx: train(ctx.db, cfg, DataOptions(), ctx=ctx))
+
+    full = run(tmp_path / "full")
+    assert full["status"] == "succeeded", full["error"]
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", extra_callbacks=[Kill()])
+    again = run(tmp_path / "killed")  # without --resume: refuses to overwrite
+    assert again["status"] == "failed" and "--resume" in again["error"]
+    resumed = run(tmp_path / "killed", resume=True)
+    assert resumed["status"] == "succeeded", resumed["error"]
+    assert "resuming from" in resumed["log"] and resumed["result"]["metrics"]["steps"] == 4
+    a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-5, k
+
+
+@pytest.mark.slow
+def test_out_of_memory_is_a_clear_error(train_db: Any, tiny_model_dir: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from transformers import Trainer
+
+    from workbench.jobs import run_job
+    from workbench.training.trainer import train
+
+    def oom(*a: Any, **k: Any) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Trainer, "training_step", oom)
+    cfg = _tiny_cfg(tmp_path / "oom", tiny_model_dir)
+    job = run_job(train_db, "train", lambda ctx: train(ctx.db, cfg, DataOptions(), ctx=ctx))
+    assert job["status"] == "failed"
+    assert "out of memory" in job["error"] and "--max-length" in job["error"]

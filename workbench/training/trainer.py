@@ -340,6 +340,9 @@ def train(db: Database, cfg: TrainConfig, opts: DataOptions, ctx: Any = None) ->
         jctx.progress(0, None, f"loading {base.spec}")
     say(f"hardware: {hw.describe()}")
     model = load_model(base, dtype=hw.dtype, attn_implementation=hw.attn)
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # the LoRA initialisation is part of the run: reproducible
     model = add_lora(model, cfg)
     progress_cb = _progress_callback(jctx)
     trainer = build_trainer(model, tokenizer, examples, cfg, hw,
