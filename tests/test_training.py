@@ -243,20 +243,24 @@ def test_train_merge_gguf_end_to_end(train_db: Any, tiny_model_dir: Path, tmp_pa
     from transformers import AutoTokenizer
 
     from workbench.chat_template import CHAT_TEMPLATE
-    from workbench.jobs import run_job
     from workbench.training.gguf import read_chat_template
-    from workbench.training.trainer import train
 
     out = tmp_path / "run"
-    cfg = _tiny_cfg(out, tiny_model_dir, gguf="q8_0", name="tiny")
-    events: list = []
-    job = run_job(train_db, "train", lambda ctx: train(ctx.db, cfg, DataOptions(), ctx=ctx),
-                  {"test": True}, listeners=[lambda kind, value: events.append((kind, value))])
-    assert job["status"] == "succeeded", job["error"] or job["log"]
-    result = job["result"]
+    db_path = train_db.conn.execute("PRAGMA database_list").fetchone()[2]
+    r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tiny_model_dir),
+                            "--output", str(out), "--max-steps", "3", "--save-steps", "2",
+                            "--seqs-per-step", "2", "--lr", "1e-3", "--lora-r", "4",
+                            "--gguf", "q8_0", "--name", "tiny", "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    from db.jobs import get_job
+
+    job = get_job(train_db, result["job_id"])
+    assert job["status"] == "succeeded" and job["kind"] == "train"
+    assert "registered model tiny" in job["log"]
     m = result["metrics"]
     assert m["steps"] == 3 and m["tokens_seen"] > 0 and m["data_sequences"] == 6
-    assert any(k == "progress" and v[2] and "tok/s" in v[2] for k, v in events)
+    assert m["tokens_per_s"] > 0 and m["first_loss"] > 0
     gguf = Path(result["gguf"])
     assert gguf.exists() and read_chat_template(gguf) == CHAT_TEMPLATE
     models = list_models(train_db)

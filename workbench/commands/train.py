@@ -108,7 +108,7 @@ def _run_with_progress(db, cfg, opts, params, quiet: bool) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from workbench.jobs import run_job
-    from workbench.training.trainer import train
+    from workbench.training.trainer import train_job
 
     progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.fields[msg]}"),
                         TimeElapsedColumn(), console=err_console, disable=quiet, transient=False)
@@ -123,5 +123,4 @@ def _run_with_progress(db, cfg, opts, params, quiet: bool) -> dict:
             progress.console.print(Text(str(value)))
 
     with progress:
-        return run_job(db, "train", lambda jctx: train(jctx.db, cfg, opts, ctx=jctx), params,
-                       listeners=[listener])
+        return run_job(db, "train", train_job(cfg, opts), params, listeners=[listener])

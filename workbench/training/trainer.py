@@ -221,8 +221,13 @@ def build_trainer(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: 
         ddp_find_unused_parameters=False,
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Trainer(model=model, args=args, train_dataset=SequenceDataset(examples),
-                   data_collator=make_collator(hw, pad_id), callbacks=list(callbacks))
+    trainer = Trainer(model=model, args=args, train_dataset=SequenceDataset(examples),
+                      data_collator=make_collator(hw, pad_id), callbacks=list(callbacks))
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for cb in (PrinterCallback, ProgressCallback):  # stdout is for --json; progress is ours
+        trainer.remove_callback(cb)
+    return trainer
 
 
 def add_lora(model: Any, cfg: TrainConfig) -> Any:
@@ -294,6 +299,11 @@ def prepare(db: Database, base: BaseModel, opts: DataOptions, ctx: Any = None
     encoded = encode_all(tokenizer, conversations, progress)
     examples = build_examples(encoded, opts)
     return tokenizer, examples, plan(encoded, opts)
+
+
+def train_job(cfg: TrainConfig, opts: DataOptions) -> Any:
+    """The job function for ``run_job(db, "train", train_job(cfg, opts), params)`` (CLI, app)."""
+    return lambda ctx: train(ctx.db, cfg, opts, ctx=ctx)
 
 
 def train(db: Database, cfg: TrainConfig, opts: DataOptions, ctx: Any = None) -> dict:
