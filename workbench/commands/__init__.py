@@ -6,7 +6,7 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from workbench.commands import checks, data, score
+    from workbench.commands import checks, data, score, train
 
-    for module in (data, score, checks):
+    for module in (data, score, checks, train):
         module.register(app)

