@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from db.queries import TraceFilter
+from db.queries import EXCLUDED_SQL, TraceFilter
 from db.revisions import current_messages_for
 from db.tasks import current_task, current_tools
 from db.traces import iter_trace_rows
@@ -95,7 +95,7 @@ def load_conversations(db: Database, options: DataOptions) -> list[Conversation]
     if options.selection.split is None:
         where += " AND traces.split != 'test'"
     if options.selection.excluded is None:
-        where += " AND traces.excluded = 0"
+        where += f" AND NOT {EXCLUDED_SQL}"
     task = current_task(db)
     system = task["description"] if task and task.get("description") else None
     fallback_tools = current_tools(db) or None
