@@ -6,7 +6,7 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from workbench.commands import checks, data, score
+    from workbench.commands import checks, data, evaluate, score
 
-    for module in (data, score, checks):
+    for module in (data, score, checks, evaluate):
         module.register(app)
