@@ -385,7 +385,8 @@ def test_endpoint_against_real_llama_cpp_server(db, tiny_file: Path) -> None:
         assert streamed.text == "".join(pieces) and streamed.text
         job = evaluate(db, backend, selection_for(str(tiny_file)), max_tokens=8)
         assert job["status"] == "succeeded", job["error"]
-        assert job["result"]["metrics"]["n"] == 4 and job["result"]["metrics"]["errors"] == 0
+        errors = [r["details"]["error"] for r in eval_store.results(db, job["result"]["run_id"])]
+        assert job["result"]["metrics"]["n"] == 4 and errors == [None] * 4, errors
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -198,6 +198,14 @@ def calls_as_text(tool_calls: Sequence[Any], content: str | None = None) -> str:
     return "\n".join(blocks)
 
 
+def _for_endpoint(message: dict) -> dict:
+    """OpenAI form, with `content` always present: many server-side chat templates (llama.cpp
+    server's Jinja ones included) read `message.content` even on tool-call turns."""
+    out = to_openai(message)
+    out.setdefault("content", "")
+    return out
+
+
 class EndpointBackend:
     """Any OpenAI-compatible chat endpoint."""
 
@@ -213,7 +221,7 @@ class EndpointBackend:
         t0 = time.perf_counter()
         msgs, system = _system_and_messages(messages, system)
         payload = ([{"role": "system", "content": system}] if system is not None else []) + [
-            to_openai(m) for m in msgs]
+            _for_endpoint(m) for m in msgs]
         kwargs: dict[str, Any] = {
             "model": self.endpoint.model, "messages": payload,
             "temperature": self.endpoint.temperature,
