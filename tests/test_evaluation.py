@@ -105,6 +105,9 @@ class StubOpenAI:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 stub.requests.append(body)
                 message = stub.reply(body)
+                if body.get("stream"):
+                    self._stream(body, message)
+                    return
                 payload = {"id": "x", "object": "chat.completion", "created": 0,
                            "model": body["model"],
                            "choices": [{"index": 0, "message": {"role": "assistant", **message},
@@ -117,6 +120,27 @@ class StubOpenAI:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _stream(self, body: dict, message: dict) -> None:
+                """Server-sent events: content in two pieces, tool calls as one delta each."""
+                content = message.get("content") or ""
+                half = len(content) // 2
+                deltas = [{"content": c} for c in (content[:half], content[half:]) if c]
+                deltas += [{"tool_calls": [{"index": i, "id": c["id"], "type": "function",
+                                            "function": c["function"]}]}
+                           for i, c in enumerate(message.get("tool_calls") or [])]
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for i, delta in enumerate(deltas + [{}]):
+                    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0,
+                             "model": body["model"], "choices": [{
+                                 "index": 0, "delta": delta,
+                                 "finish_reason": "stop" if i == len(deltas) else None}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                self.close_connection = True
 
             def log_message(self, *args) -> None:
                 pass
@@ -230,6 +254,8 @@ def test_endpoint_backend_turns_tool_calls_into_text() -> None:
         assert done.calls == [{"name": "FindRestaurants", "arguments": {"city": "Oakland"}}]
         assert done.text.startswith("<tool_call>") and done.prompt_tokens == 7
         assert session.pending_calls()[0]["function"]["name"] == "FindRestaurants"
+        streamed = backend.complete(session.messages, tools, "be brief", on_token=print)
+        assert streamed.calls == done.calls  # tool-call deltas of a stream are assembled
         session.add_tool_result('[{"restaurant_name": "Nido"}]')
         assert session.messages[-1]["tool_call_id"] == "call_0"
         session.generate()
@@ -416,3 +442,32 @@ def test_backends_and_evaluation_do_not_import_textual() -> None:
                          cwd=Path(__file__).resolve().parent.parent,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_cli_chat_repl_and_replay_through_endpoint(db_path: Path, tiny_file: Path) -> None:
+    def reply(body):
+        last = body["messages"][-1]
+        if last["role"] == "tool":  # after a tool result: answer the user (with markup in it)
+            return {"content": f'{{"name": "respond_to_user", "arguments": {{"message":'
+                               f' "{MARKUP}"}}}}'}
+        return {"content": _oracle([m for m in body["messages"] if m["role"] != "system"])}
+
+    stub = StubOpenAI(reply)
+    try:
+        runner = CliRunner()
+        base = ["--db", str(db_path)]
+        assert runner.invoke(app, [*base, "import", str(tiny_file), "--split", "test"]).exit_code == 0
+        chat = runner.invoke(app, [*base, "chat", "--endpoint", f"{stub.url}#m"],
+                             input='Italian in Oakland\n[{"restaurant_name": "Nido"}]\n/quit\n')
+        assert chat.exit_code == 0, chat.output
+        assert "call FindRestaurants" in chat.stdout and MARKUP in chat.stdout
+        assert stub.requests[-1]["messages"][-1] == {
+            "role": "tool", "content": '[{"restaurant_name": "Nido"}]', "tool_call_id": "call_0"}
+        replay = runner.invoke(app, [*base, "chat", "--endpoint", f"{stub.url}#m", "--replay", "2"])
+        assert replay.exit_code == 0, replay.output
+        assert "staged score 1.00" in replay.stdout and "staged score 0.75" in replay.stdout
+        assert f"Thai in Fremont {MARKUP}" in replay.stdout
+        assert runner.invoke(app, [*base, "chat", "--endpoint", "x://y", "--replay", "99"]
+                             ).exit_code == 1
+    finally:
+        stub.close()
