@@ -90,7 +90,7 @@ class LlamaCppBackend:
         self.model_path = str(model_path)
         self.name = self.model_path
         self.llm = llama or Llama(model_path=self.model_path, n_ctx=n_ctx, n_threads=n_threads,
-                                  verbose=False)
+                                  n_threads_batch=n_threads, verbose=False)
         self.reuse_cache = reuse_cache
         meta = self.llm.metadata or {}
         self.add_bos = str(meta.get("tokenizer.ggml.add_bos_token", "false")).lower() == "true"
