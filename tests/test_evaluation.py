@@ -312,7 +312,9 @@ def test_cli_eval_json_against_endpoint(db_path: Path, tiny_file: Path) -> None:
 
 @pytest.fixture(scope="module")
 def smollm2():
-    backend = LlamaCppBackend(GGUF, n_ctx=2048, n_threads=2)
+    # one thread: llama.cpp workers spin-wait, and on a busy 2-core machine two threads measured
+    # up to 16x slower than one (see BENCHMARKS.md)
+    backend = LlamaCppBackend(GGUF, n_ctx=2048, n_threads=1)
     yield backend
     backend.close()
 
@@ -390,7 +392,7 @@ def test_endpoint_against_real_llama_cpp_server(db, tiny_file: Path) -> None:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", GGUF, "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--model_alias", "smollm2"],
+         "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1", "--model_alias", "smollm2"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     try:
         ep = Endpoint(name="local", base_url=f"http://127.0.0.1:{port}/v1", model="smollm2",
