@@ -70,3 +70,25 @@ def runs(db: Database, limit: int = 20) -> list[dict]:
         row["test_selection"] = json.loads(row["test_selection"]) if row["test_selection"] else None
         out.append(row)
     return out
+
+
+def _run_row(cur) -> dict | None:
+    row = cur.fetchone()
+    if row is None:
+        return None
+    run = dict(zip([d[0] for d in cur.description], row))
+    run["metrics"] = json.loads(run["metrics"]) if run["metrics"] else None
+    run["test_selection"] = json.loads(run["test_selection"]) if run["test_selection"] else None
+    return run
+
+
+def get_run(db: Database, run_id: int) -> dict | None:
+    return _run_row(db.execute("SELECT * FROM eval_runs WHERE id = ?", [run_id]))
+
+
+def previous_run(db: Database, run_id: int) -> dict | None:
+    """The newest finished run before `run_id` on the same test selection (any model)."""
+    return _run_row(db.execute(
+        "SELECT * FROM eval_runs WHERE id < ? AND metrics IS NOT NULL AND test_selection ="
+        " (SELECT test_selection FROM eval_runs WHERE id = ?) ORDER BY id DESC LIMIT 1",
+        [run_id, run_id]))

@@ -6,7 +6,7 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from workbench.commands import checks, data, score, train
+    from workbench.commands import checks, data, evaluate, score, train
 
-    for module in (data, score, checks, train):
+    for module in (data, checks, train, evaluate, score):
         module.register(app)

@@ -1,0 +1,240 @@
+"""`eval` (score a model turn by turn on the test split) and `chat` (REPL / trace replay).
+
+Model output and trace text are untrusted: everything they contain is printed through
+`rich.text.Text` (never parsed as markup), machine output through `print_json`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from workbench.commands.common import console, err_console, fail, print_json, state, user_errors
+
+METRIC_ROWS = ("staged_tool_call", "tool_call_equivalence", "function_match", "rouge_l",
+               "llm_as_a_judge")
+
+
+def _short(text: str | None, n: int = 160) -> Text:
+    text = (text or "").replace("\n", "⏎")
+    return Text(text if len(text) <= n else text[: n - 1] + "…")
+
+
+def print_report(rep: dict, out: Console = console) -> None:
+    m = rep["metrics"]
+    prev = (rep.get("previous") or {}).get("metrics") or {}
+    title = Text(f"run {rep['run_id']}: {m['n']} turns, model ") + Text(str(rep["model_ref"]))
+    table = Table("metric", "mean", "change", title=title)
+    for key in METRIC_ROWS:
+        if key in m:
+            change = f"{prev[key]:+.4f}" if key in prev else ""
+            table.add_row(key, f"{m[key]:.4f}", change)
+    out.print(table)
+    if rep.get("previous"):
+        out.print(Text(f"change against run {rep['previous']['run_id']} (")
+                  + Text(str(rep["previous"]["model_ref"])) + Text(") on the same selection"))
+    if m.get("prompt_tokens"):
+        out.print(Text(f"prompt tokens {m['prompt_tokens']}, evaluated {m['evaluated_tokens']}"
+                       f" (KV cache reused {m['cached_tokens']}), generated"
+                       f" {m['completion_tokens']}, {m['seconds']:.1f} s; errors {m['errors']},"
+                       f" malformed calls {m['malformed']}"))
+    conf = rep["confusion"]
+    cols = sorted({p for row in conf.values() for p in row})
+    ct = Table("reference \\ predicted", title="function confusion")
+    for c in cols:
+        ct.add_column(Text(c))
+    for ref, row in conf.items():
+        ct.add_row(Text(ref), *[str(row.get(c, "")) for c in cols])
+    out.print(ct)
+    wt = Table("trace", "turn", "staged", "rouge", "judge", "reference", "prediction",
+               title="worst turns")
+    for w in rep["worst"]:
+        wt.add_row(str(w["trace_id"]), str(w["message_idx"]), f"{w['staged_tool_call']:.2f}",
+                   f"{w['rouge_l']:.2f}", "" if w["judge"] is None else f"{w['judge']:.0f}",
+                   _short(w["reference"]), _short(w["prediction"]))
+    out.print(wt)
+
+
+def print_turn(ref: str | None, completion: Any, staged: float | None,
+               out: Console = console) -> None:
+    """One replayed/chatted turn: predicted call (or malformed text) vs reference."""
+    if completion.calls:
+        for c in completion.calls:
+            out.print(Text("  call ", style="bold cyan")
+                      + Text(f"{c['name']}({json.dumps(c['arguments'], ensure_ascii=False)})"))
+    elif completion.malformed:
+        out.print(Text("  malformed tool call: ", style="bold red") + Text(completion.text))
+    if completion.error:
+        out.print(Text("  error: ", style="bold red") + Text(completion.error))
+    if ref is not None:
+        out.print(Text("  reference ", style="bold green") + Text(ref))
+        out.print(Text(f"  staged score {staged:.2f}", style="bold"))
+
+
+def _stream_printer(out: Console):
+    def on_token(piece: str) -> None:
+        out.print(Text(piece), end="", soft_wrap=True)
+    return on_token
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_cmd(
+        ctx: typer.Context,
+        model: Optional[str] = typer.Option(None, "--model", help="GGUF file run in-process"),
+        endpoint: Optional[str] = typer.Option(None, "--endpoint",
+                                               help="configured endpoint name (or URL#MODEL)"),
+        test: Optional[str] = typer.Option(None, "--test", help="a trace file (imported into"
+                                           " the test split first) or a search query within it"),
+        judge: Optional[str] = typer.Option(None, "--judge", help="endpoint for llm_as_a_judge"),
+        max_tokens: int = typer.Option(256, help="tokens generated per turn at most"),
+        limit: Optional[int] = typer.Option(None, help="only the first N conversations"),
+        n_ctx: int = typer.Option(8192, help="llama.cpp context size"),
+        threads: int = typer.Option(2, help="llama.cpp threads"),
+        worst: int = typer.Option(10, help="worst turns to show"),
+        as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    ) -> None:
+        """Predict every test turn with a model, score it like the TFT benchmark and store the
+        run (metrics, confusion matrix, worst turns, change against the previous run)."""
+        from workbench.chat_backend import open_backend
+        from workbench.endpoints import get_endpoint
+        from workbench.evaluation import evaluate, report, selection_for, trace_ids
+
+        db = state(ctx).db()
+        with user_errors():
+            sel = selection_for(test, limit)
+            judge_ep = get_endpoint(judge) if judge else None
+            if sel.file is None and not trace_ids(db, sel):
+                fail("no test traces match (import some with --split test, or pass --test FILE)")
+            backend = open_backend(model, endpoint, n_ctx=n_ctx, n_threads=threads)
+
+        def listener(kind: str, value: Any) -> None:
+            if kind == "progress" and not as_json:
+                done, total, _ = value
+                err_console.print(Text(f"eval: {done}/{total} turns"), highlight=False)
+            elif kind == "log" and not as_json:
+                err_console.print(Text(str(value)))
+
+        try:
+            job = evaluate(db, backend, sel, max_tokens=max_tokens, judge_endpoint=judge_ep,
+                           listeners=[listener])
+        finally:
+            backend.close()
+        if job["status"] != "succeeded":
+            fail(f"evaluation job {job['id']} {job['status']}: {job.get('error') or ''}")
+        rep = report(db, job["result"]["run_id"], worst)
+        if as_json:
+            print_json(rep)
+        else:
+            print_report(rep)
+
+    @app.command("chat")
+    def chat_cmd(
+        ctx: typer.Context,
+        model: Optional[str] = typer.Option(None, "--model", help="GGUF file run in-process"),
+        endpoint: Optional[str] = typer.Option(None, "--endpoint", help="endpoint name"),
+        replay: Optional[int] = typer.Option(None, "--replay", help="trace id to replay turn by"
+                                             " turn: reference vs predicted call, staged score"),
+        max_tokens: int = typer.Option(256, help="tokens generated per reply at most"),
+        n_ctx: int = typer.Option(8192, help="llama.cpp context size"),
+        threads: int = typer.Option(2, help="llama.cpp threads"),
+        no_task: bool = typer.Option(False, "--no-task", help="no task system prompt / tools"),
+    ) -> None:
+        """Chat with a model (tools and task from the store), or replay a stored trace.
+
+        In the REPL: type a message; after a tool call type the tool's result (JSON) or press
+        Enter to skip; `/tool TEXT` adds a tool result, `/reset` starts over, `/quit` ends."""
+        from db.revisions import current_messages
+        from db.tasks import current_task, current_tools
+        from db.traces import get_trace
+        from workbench.chat_backend import ChatSession, open_backend
+
+        db = state(ctx).db()
+        tools = None if no_task else (current_tools(db) or None)
+        system = None if no_task else (current_task(db) or {}).get("description")
+        trace_msgs = None
+        if replay is not None:
+            trace = get_trace(db, replay)
+            if trace is None:
+                fail(f"no trace {replay}")
+            trace_msgs = current_messages(db, replay)
+            tools = None if no_task else (trace["tools"] or tools)
+        with user_errors():
+            backend = open_backend(model, endpoint, n_ctx=n_ctx, n_threads=threads)
+        if getattr(backend, "template_note", None):
+            err_console.print(Text(backend.template_note))
+        session = ChatSession(backend, tools=tools, system=system, max_tokens=max_tokens)
+        try:
+            if trace_msgs is not None:
+                replay_trace(session, trace_msgs)
+            else:
+                repl(session)
+        finally:
+            backend.close()
+
+
+def replay_trace(session: Any, messages: list[dict], out: Console = console) -> list[float]:
+    """Predict each assistant turn of a trace from its history, show it against the reference,
+    then continue with the reference (teacher forcing, like the evaluation)."""
+    from workbench.messages import turn_answer
+    from workbench.metrics import staged_tool_call
+
+    scores = []
+    for m in messages:
+        if m["role"] == "assistant":
+            out.print(Text("assistant (predicted)> ", style="bold magenta"), end="")
+            done = session.generate(_stream_printer(out), append=False)
+            out.print()
+            ref = turn_answer(m)
+            score = staged_tool_call(ref, done.text)
+            scores.append(score)
+            print_turn(ref, done, score, out)
+        else:
+            label = {"tool": "tool result", "user": "user", "system": "system"}[m["role"]]
+            out.print(Text(f"{label}> ", style="bold") + Text(m["content"] or ""))
+        session.add_message(m)
+    if scores:
+        out.print(Text(f"mean staged score {sum(scores) / len(scores):.3f} over {len(scores)}"
+                       " turns", style="bold"))
+    return scores
+
+
+def repl(session: Any, out: Console = console) -> None:
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            return
+        if line.strip() in ("/quit", "/exit"):
+            return
+        if line.strip() == "/reset":
+            session.messages.clear()
+            continue
+        if line.startswith("/tool "):
+            session.add_tool_result(line[6:])
+        else:
+            session.add_user(line)
+        _reply(session, out)
+
+
+def _reply(session: Any, out: Console) -> None:
+    while True:
+        out.print(Text("assistant> ", style="bold magenta"), end="")
+        done = session.generate(_stream_printer(out))
+        out.print()
+        print_turn(None, done, None, out)
+        calls = [c for c in done.calls if c["name"] != "respond_to_user"]
+        if not calls:
+            return
+        try:
+            result = input("tool result (JSON; Enter to skip)> ")
+        except EOFError:
+            return
+        if not result.strip():
+            return
+        session.add_tool_result(result)
