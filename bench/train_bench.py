@@ -56,7 +56,7 @@ def main() -> None:
     from transformers import set_seed
 
     from db import open_db
-    from workbench.hf_loading import default_base_model, load_model, load_tokenizer
+    from workbench.hf_loading import load_model, load_tokenizer
     from workbench.importing import import_files
     from workbench.training.data import (
         DataOptions, build_examples, encode_all, load_conversations, plan)

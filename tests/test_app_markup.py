@@ -4,7 +4,7 @@ in every view (table, conversation, flag and history panel, editor, review queue
 from __future__ import annotations
 
 from db import open_db
-from tests.tui_data import MARKUP, add_markup_trace, app_config, build_db, screen_text
+from tests.tui_data import MARKUP, add_markup_trace, app_config, screen_text
 from widgets.trace_table import TraceTable
 from workbench.app import make_app
 from workbench.jobs import run_job

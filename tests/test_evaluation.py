@@ -420,25 +420,8 @@ def test_endpoint_against_real_llama_cpp_server(db, tiny_file: Path) -> None:
         proc.wait(timeout=30)
 
 
-@pytest.mark.slow
-def test_hf_tokenizer_from_gguf_matches_llama_cpp() -> None:
-    """workbench.hf_gguf loads despite the metadata-less `gguf` package and keeps digits apart."""
-    from llama_cpp import Llama
-
-    from workbench.hf_gguf import load_tokenizer
-
-    texts = ["for  2 people", "at 19:30 on 2019-03-01", "<|im_start|>user\nhi<|im_end|>\n"]
-    tok = load_tokenizer(GGUF)
-    llm = Llama(model_path=GGUF, vocab_only=True, verbose=False)
-    try:
-        expected = [llm.tokenize(t.encode(), add_bos=False, special=True) for t in texts]
-    finally:
-        llm.close()
-    assert tok(texts, add_special_tokens=False)["input_ids"] == expected
-
-
 def test_backends_and_evaluation_do_not_import_textual() -> None:
-    code = ("import sys, workbench.chat_backend, workbench.evaluation, workbench.hf_gguf,"
+    code = ("import sys, workbench.chat_backend, workbench.evaluation, workbench.hf_loading,"
             " workbench.commands.evaluate; print('textual' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parent.parent,
