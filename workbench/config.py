@@ -40,15 +40,21 @@ class Config:
     path: Path | None = None
 
 
+def read_config_file(path: Path | None = None) -> dict:
+    """The config file as a dict ({} when there is none); a broken file is an InputError."""
+    path = path or config_path()
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise InputError(str(e), path=str(path)) from None
+
+
 def load_config(path: Path | None = None) -> Config:
     """Read the config file; a missing file gives the defaults, a broken one an InputError."""
     path = path or config_path()
-    if not path.exists():
-        return Config(path=path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise InputError(str(e), path=str(path)) from None
+    data = read_config_file(path)
     cfg = Config(path=path)
     if "analyst" in data:
         if not isinstance(data["analyst"], str) or not data["analyst"].strip():

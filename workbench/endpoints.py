@@ -11,30 +11,10 @@ Keys come from the environment only: they are never written to the store, logs o
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 
+from workbench.config import config_path, read_config_file
 from workbench.errors import InputError
-
-
-def config_path() -> Path:
-    env = os.environ.get("WORKBENCH_CONFIG")
-    if env:
-        return Path(env)
-    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "workbench" / "config.toml"
-
-
-def load_config(path: Path | None = None) -> dict:
-    """The parsed config file, or {} when there is none."""
-    path = path or config_path()
-    if not path.exists():
-        return {}
-    try:
-        return tomllib.loads(path.read_text("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"invalid config file ({e})", path=str(path)) from None
 
 
 @dataclass(frozen=True)
@@ -69,7 +49,7 @@ class Endpoint:
 
 
 def endpoints(config: dict | None = None) -> dict[str, Endpoint]:
-    config = load_config() if config is None else config
+    config = read_config_file() if config is None else config
     out = {}
     for name, spec in (config.get("endpoints") or {}).items():
         if not isinstance(spec, dict) or "base_url" not in spec or "model" not in spec:
