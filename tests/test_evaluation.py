@@ -98,12 +98,14 @@ class StubOpenAI:
     def __init__(self, reply) -> None:
         self.reply = reply  # request body -> message dict (content / tool_calls)
         self.requests: list[dict] = []
+        self.auth: list[str | None] = []
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 stub.requests.append(body)
+                stub.auth.append(self.headers.get("Authorization"))
                 message = stub.reply(body)
                 if body.get("stream"):
                     self._stream(body, message)
@@ -306,6 +308,31 @@ def test_cli_eval_json_against_endpoint(db_path: Path, tiny_file: Path) -> None:
         assert none.exit_code == 1 and "no test traces" in none.output
     finally:
         stub.close()
+
+
+def test_api_keys_are_used_but_never_stored(db_path: Path, tiny_file: Path, tmp_path: Path,
+                                            monkeypatch, judge_stub) -> None:
+    secret = "sk-test-SENTINEL-0123456789"
+    stub = StubOpenAI(lambda body: {"content": _oracle(
+        [m for m in body["messages"] if m["role"] != "system"])})
+    config = tmp_path / "config.toml"
+    config.write_text(f'[endpoints.model]\nbase_url = "{stub.url}"\nmodel = "m"\n'
+                      f'api_key_env = "WB_TEST_KEY"\n'
+                      f'[endpoints.judge]\nbase_url = "{judge_stub.url}"\nmodel = "j"\n'
+                      f'api_key_env = "WB_TEST_KEY"\n')
+    monkeypatch.setenv("WORKBENCH_CONFIG", str(config))
+    monkeypatch.setenv("WB_TEST_KEY", secret)
+    try:
+        result = CliRunner().invoke(app, ["--db", str(db_path), "eval", "--endpoint", "model",
+                                          "--judge", "judge", "--test", str(tiny_file), "--json"])
+        assert result.exit_code == 0, result.output
+    finally:
+        stub.close()
+    assert stub.auth and all(a == f"Bearer {secret}" for a in stub.auth + judge_stub.auth)
+    assert secret not in result.output
+    for f in tmp_path.iterdir():  # the database, its WAL and shared-memory files as they are
+        if f.name.startswith(db_path.name):
+            assert secret.encode() not in f.read_bytes(), f
 
 
 # ------------------------------------------------------------------ the real small GGUF
