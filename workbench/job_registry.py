@@ -1,14 +1,13 @@
 """Job functions the app can start. Each takes a JobContext and a TraceFilter and returns a
 JSON-able result; the same function runs headless from the CLI through `workbench.jobs.run_job`.
 
-Plug-in point: other modules register their jobs with `@register(...)`. `workbench check`
-(`workbench.checks.run_checks(db, flt)`) and schema normalisation are registered lazily by
-`_optional_jobs()` when their modules exist, so this module never depends on them.
+Plug-in point: other modules register their jobs with `@register(...)`. The heavy modules
+(checks, normalisation, training) are imported only when their job runs, so opening the app
+stays fast.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,20 +60,37 @@ def recount(ctx: JobContext, flt: TraceFilter) -> dict:
     return {"traces": done, "calls": dict(counts)}
 
 
-def _optional_jobs() -> None:
-    """Register jobs whose modules are written elsewhere, when they are present."""
-    try:
-        checks = importlib.import_module("workbench.checks")
-    except ImportError:
-        return
-    run_checks = getattr(checks, "run_checks", None)
-    if run_checks is not None and "check" not in REGISTRY:
-        def check(ctx: JobContext, flt: TraceFilter) -> Any:
-            ctx.log("running checks")
-            return run_checks(ctx.db, flt)
-        REGISTRY["check"] = JobSpec("check", "Run the checks (flags) over the filtered traces", check)
+@register("check", "Run the checks over the filtered traces and store their flags")
+def check(ctx: JobContext, flt: TraceFilter) -> dict:
+    from workbench.checks import run_checks
+
+    ctx.log("running checks")
+    report = run_checks(ctx.db, flt, job_ctx=ctx)
+    errors = sum(f["severity"] == "error" for f in report["flags"])
+    ctx.log(f"{len(report['flags'])} flags ({errors} errors) on {report['traces']} traces")
+    return {k: report[k] for k in ("traces", "assistant_turns")} | {
+        "flags": len(report["flags"]), "errors": errors}
+
+
+@register("normalize", "Map drifted tool and argument names onto the canonical tools")
+def normalize(ctx: JobContext, flt: TraceFilter) -> dict:
+    from workbench.normalize import normalize as run_normalize
+
+    result = run_normalize(ctx.db, flt)
+    ctx.log(f"{result['revisions']} revisions: {result['accepted']} accepted,"
+            f" {result['proposed']} proposed for review")
+    return result
+
+
+@register("train", "Train a LoRA on the filtered traces (default base model, q8_0 GGUF in runs/)")
+def train(ctx: JobContext, flt: TraceFilter) -> dict:
+    from workbench.training.data import DataOptions
+    from workbench.training.trainer import TrainConfig, train_job
+
+    output = f"runs/job-{ctx.job_id}"
+    ctx.log(f"training into {output}")
+    return train_job(TrainConfig(output=output), DataOptions(selection=flt))(ctx)
 
 
 def available_jobs() -> dict[str, JobSpec]:
-    _optional_jobs()
     return dict(REGISTRY)
