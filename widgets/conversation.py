@@ -60,16 +60,34 @@ class ConversationView(VerticalScroll):
     DEFAULT_CSS = "ConversationView { height: 1fr; }"
     BINDINGS = [("j,down", "next", "Next turn"), ("k,up", "previous", "Previous turn")]
 
+    FIRST = 40   # turns mounted before the view shows; the rest follow in batches
+    BATCH = 100
+
     async def show(self, messages: list[dict], flags: dict[int, list[dict]],
              status: dict[int, str], focus_idx: int | None = None) -> None:
+        """Mount the first turns at once and the rest in batches, so a trace of thousands of
+        messages opens as fast as a short one and the app keeps answering keys meanwhile."""
         await self.remove_children()
-        turns = [TurnView(i, m, flags.get(i, []), status.get(i, "original"))
-                 for i, m in enumerate(messages)]
-        await self.mount_all(turns)
+        self._pending = [(i, m) for i, m in enumerate(messages)]
+        self._flags, self._status = flags, status
         target = focus_idx if focus_idx is not None else next(
             (i for i, m in enumerate(messages) if m["role"] == "assistant"), 0)
-        if turns:
+        first = max(self.FIRST, target + 1)
+        await self._mount_next(first)
+        if messages:
             self.call_after_refresh(self.focus_turn, target)
+        if self._pending:
+            self.set_timer(0.01, self._mount_rest)
+
+    async def _mount_next(self, n: int) -> None:
+        batch, self._pending = self._pending[:n], self._pending[n:]
+        await self.mount_all([TurnView(i, m, self._flags.get(i, []),
+                                       self._status.get(i, "original")) for i, m in batch])
+
+    async def _mount_rest(self) -> None:
+        if self._pending:
+            await self._mount_next(self.BATCH)
+            self.set_timer(0.01, self._mount_rest)
 
     def focus_turn(self, idx: int) -> None:
         turns = list(self.query(TurnView))

@@ -13,6 +13,16 @@ from rich.text import Text
 ROLE_STYLE = {"system": "bold magenta", "user": "bold cyan", "assistant": "bold green",
               "tool": "bold yellow"}
 SEVERITY_STYLE = {"error": "bold white on red", "warning": "bold black on yellow"}
+MAX_SHOWN_CHARS = 20_000  # a 1 MiB log line is shown as its head, so a turn renders at once
+
+
+def capped(text: str) -> Text:
+    """Plain text, cut to its first MAX_SHOWN_CHARS characters with a note saying how much."""
+    if len(text) <= MAX_SHOWN_CHARS:
+        return Text(text)
+    out = Text(text[:MAX_SHOWN_CHARS])
+    out.append(f"\n… {len(text) - MAX_SHOWN_CHARS:,} more characters not shown", style="dim italic")
+    return out
 
 
 def json_text(value: Any) -> Text:
@@ -28,12 +38,12 @@ def content_text(content: str | None) -> Text | RenderableType:
     if content is None:
         return Text("(no content)", style="dim italic")
     stripped = content.strip()
-    if stripped[:1] in ("{", "["):
+    if stripped[:1] in ("{", "[") and len(stripped) <= MAX_SHOWN_CHARS:
         try:
             return json_text(json.loads(stripped))
         except ValueError:
             pass
-    return Text(content)
+    return capped(content)
 
 
 def call_text(call: dict) -> RenderableType:
@@ -41,14 +51,14 @@ def call_text(call: dict) -> RenderableType:
     head = Text.assemble(("call ", "dim"), (fn["name"], "bold"))
     args = fn["arguments"]
     if isinstance(args, str):
-        return Group(head, Text.assemble(("unparseable arguments: ", "bold red"), args))
+        return Group(head, Text.assemble(("unparseable arguments: ", "bold red"), capped(args)))
     return Group(head, json_text(args))
 
 
 def calls_text(calls: list | None, content: str | None = None) -> RenderableType:
     parts: list[RenderableType] = []
     if content:
-        parts.append(Text(content))
+        parts.append(capped(content))
     for c in calls or ():
         parts.append(call_text(c))
     if not parts:
