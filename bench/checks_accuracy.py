@@ -129,8 +129,6 @@ def main(argv: list[str]) -> dict:
         results["s1_suspect_rate"] = len(turns1) / n_turns1
         results["s1_excluded"] = len(traces1)
         unit_db = open_db(Path(opt(argv, "model-cache") or tmp / "model-cache.db"))
-        if use_model:
-            results["s1_model"] = with_model(db1, rep1, by_line1, n_model, unit_db, None)
 
         db2 = load(tmp, data, "scenario-2")
         t0 = time.perf_counter()
@@ -157,6 +155,9 @@ def main(argv: list[str]) -> dict:
         results["s2_per_check"] = {k: {"flags": a, "correct": b} for k, (a, b) in per_check.items()}
         if use_model:
             results["s2_model"] = with_model(db2, rep2, by_line2, n_model, unit_db, corrupted)
+            print(json.dumps(results["s2_model"]), file=sys.stderr, flush=True)
+            results["s1_model"] = with_model(db1, rep1, by_line1, n_model, unit_db, None)
+            print(json.dumps(results["s1_model"]), file=sys.stderr, flush=True)
 
         db5 = load(tmp, data, "scenario-5")
         rep5 = run_checks(db5)
@@ -242,10 +243,13 @@ def write_section(r: dict) -> None:
             f" {100 * m1['suspect_rate_with']:.2f}% | < 2% |", "",
             f"Model check flags on S2: {m2['model_flags']} ({m2['model_correct']} on corrupted"
             f" turns, {m2['model_new_correct']} of them not flagged by the other checks).",
-            f"Cost: {m2['cost_per_1000_turns_s']:.0f} s of model time per 1,000 assistant turns"
-            f" on S2 ({m2['tokens']} tokens evaluated incl. {m2['calibration_turns']} moved"
-            f" calibration messages; S1: {m1['cost_per_1000_turns_s']:.0f} s), 2 threads on this"
-            " shared 2-core machine.", ""]
+            f"Cost (S1 run: {m1['traces']} traces, {m1['turns']} assistant turns,"
+            f" {m1['calibration_turns']} moved calibration messages; scores computed in this run"
+            " unless --model-cache held them):"
+            f" {m1['cost_per_1000_turns_s']:.0f} s of model time per 1,000 assistant turns,"
+            f" {1000 * (m1['tokens'] or 0) / max(1, m1['turns']):.0f} tokens evaluated per 1,000"
+            f" turns ({(m1['tokens'] or 0) / max(1e-9, m1['model_seconds'] or 0):.0f} tokens/s;"
+            " 2 llama.cpp threads on a 2-core machine shared with other jobs).", ""]
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
     marker = "## Checks accuracy"

@@ -100,7 +100,7 @@ def _model_path():
 
 @pytest.mark.slow
 def test_real_model_finds_a_message_from_another_conversation_less_likely_here():
-    scorer = coherence_model.Scorer(_model_path())
+    scorer = coherence_model.Scorer(_model_path(), n_ctx=512)
     conv = [user("I want Thai food in San Jose"),
             call("FindRestaurants", city="San Jose", cuisine="Thai"),
             {"role": "tool", "content": json.dumps([{"restaurant_name": "Thai Basil",

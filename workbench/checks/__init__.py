@@ -67,6 +67,9 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
     job_id = job_ctx.job_id if job_ctx else None
     ctx.cache["units"] = (lambda kind, key: unit_result(udb, kind, key),
                           lambda kind, key, value: save_unit(udb, kind, key, value, job_id))
+    if job_ctx is not None:   # model scoring reports progress and stops when asked (scores kept)
+        ctx.cache["progress"] = lambda done, total: (
+            job_ctx.progress(done, total, "scoring turns with the model") and job_ctx.check_cancel())
     ctx.cache.update(options or {})
     flags, timings = compute_flags(ctx, names)
     ids = [t.id for t in ctx.traces]

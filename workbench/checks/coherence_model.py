@@ -113,14 +113,15 @@ def system_text(ctx: CheckContext) -> str | None:
 class Scorer:
     """Log-likelihoods of message tokens with llama.cpp (one pass per conversation)."""
 
-    def __init__(self, model_path: str, n_threads: int | None = None):
+    def __init__(self, model_path: str, n_threads: int | None = None, n_ctx: int = N_CTX):
         # OpenMP threads that spin while waiting halve the throughput when other processes share
         # the cores; must be set before llama.cpp's library loads
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from llama_cpp import Llama
 
         self.path = model_path
-        self.llm = Llama(model_path, n_ctx=N_CTX, n_threads=n_threads or min(2, os.cpu_count()
+        self.n_ctx = n_ctx
+        self.llm = Llama(model_path, n_ctx=n_ctx, n_threads=n_threads or min(2, os.cpu_count()
                                                                                 or 1),
                          n_batch=512, logits_all=True, verbose=False)
         self.tokens_evaluated = 0
@@ -175,10 +176,10 @@ class Scorer:
         if not order:
             return {}
         tokens += self.tok(full[pos:pos + len(IM_END)])
-        if len(tokens) > N_CTX:
-            keep = [k for k, (a, b) in enumerate(positions) if b < N_CTX]
+        if len(tokens) > self.n_ctx:
+            keep = [k for k, (a, b) in enumerate(positions) if b < self.n_ctx]
             positions, order = [positions[k] for k in keep], [order[k] for k in keep]
-            tokens = tokens[:N_CTX]
+            tokens = tokens[:self.n_ctx]
         sys_len = len(self.tok(full[:full.find("<|im_start|>", 1)])) if system else 0
         lps = self._logprobs(tokens, 0, positions, reuse=min(sys_len, prefix_len or 0))
         return {i: lp.tolist() for i, lp in zip(order, lps)}
