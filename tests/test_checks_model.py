@@ -121,3 +121,12 @@ def test_real_model_finds_a_message_from_another_conversation_less_likely_here()
         pmi[text] = coherence_model.features(lp, alone)[0]
     assert pmi[fits] > pmi[foreign] + 0.3
     assert scorer.tokens_evaluated > 0 and scorer.seconds > 0
+
+
+def test_check_command_offers_model_checks():
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    out = CliRunner().invoke(app, ["check", "--help"], terminal_width=200).output
+    assert "--model-checks" in out

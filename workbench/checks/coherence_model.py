@@ -308,7 +308,6 @@ def model_scores(ctx: CheckContext, model_path: str | None = None, scorer_factor
                 "model_seconds": store.seconds, "tokens": store.tokens, "turns": 0}
     # calibration: some traces scored again with some of their messages moved in from others
     rng = np.random.default_rng(0)
-    pos_of = {id(u): j for j, u in enumerate(units_list)}
     sample = [x for x in per_trace if x[3]]
     n_cal = min(len(sample), CALIBRATION_TRACES, max(MIN_CALIBRATION, len(sample) // 4))
     sample = [sample[j] for j in sorted(rng.permutation(len(sample))[:n_cal])]
@@ -328,7 +327,6 @@ def model_scores(ctx: CheckContext, model_path: str | None = None, scorer_factor
                 moved_rows.append({"lp_ctx": scores[k],
                                    "lp_0": store.alone(model_id, new[k]["content"]),
                                    "p_coh": u["p_moved_if_moved"]})
-    del pos_of
 
     def X(rs, key):
         return np.array([features(r["lp_ctx"], r["lp_0"]) + [_logit(r[key] if key in r else
