@@ -13,10 +13,15 @@ from db.queries import TraceFilter
 from db.revisions import current_messages_for
 from db.tasks import current_task, current_tools
 from db.traces import iter_trace_rows
-from workbench.checks import coherence, duplicates, grounding, schema, structure
+from db.jobs import save_unit, unit_result
+from workbench.checks import coherence, coherence_model, duplicates, grounding, schema, structure
 from workbench.checks.base import CheckContext, TraceView
 
-CHECKS = {m.NAME: m for m in (schema, structure, grounding, coherence, duplicates)}
+CHECKS = {m.NAME: m for m in (schema, structure, grounding, coherence, duplicates,
+                              coherence_model)}
+# what `workbench check` runs by default: fast, no model (coherence_model is opt-in)
+DEFAULT_CHECKS = [n for n in CHECKS if n != coherence_model.NAME]
+MODEL_CHECKS = [coherence_model.NAME]
 
 
 def load_context(db: Database, flt: TraceFilter | None = None,
@@ -39,7 +44,7 @@ def load_context(db: Database, flt: TraceFilter | None = None,
 
 def compute_flags(ctx: CheckContext, names: Iterable[str] | None = None) -> tuple[list[dict], dict]:
     flags, timings = [], {}
-    for name in names or CHECKS:
+    for name in names or DEFAULT_CHECKS:
         t0 = time.perf_counter()
         flags += CHECKS[name].run(ctx)
         timings[name] = round(time.perf_counter() - t0, 3)
@@ -47,14 +52,25 @@ def compute_flags(ctx: CheckContext, names: Iterable[str] | None = None) -> tupl
 
 
 def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str] | None = None,
-               job_ctx=None) -> dict:
+               job_ctx=None, unit_db: Database | None = None,
+               options: dict | None = None) -> dict:
     """Run the checks on the selected traces, replace their flags, and return the report
-    `{"traces", "assistant_turns", "flags": [...], "timings"}`."""
-    names = list(names or CHECKS)
+    `{"traces", "assistant_turns", "flags": [...], "timings"}`. Model scores are cached in
+    `job_units` of `unit_db` (default: `db`); `options` go to the checks' context cache
+    (e.g. `{"coherence_model.only": trace_ids}` scores only those traces with the model)."""
+    names = list(names or DEFAULT_CHECKS)
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
         raise ValueError(f"unknown check {', '.join(unknown)} (known: {', '.join(CHECKS)})")
     ctx = load_context(db, flt)
+    udb = unit_db if unit_db is not None else db
+    job_id = job_ctx.job_id if job_ctx else None
+    ctx.cache["units"] = (lambda kind, key: unit_result(udb, kind, key),
+                          lambda kind, key, value: save_unit(udb, kind, key, value, job_id))
+    if job_ctx is not None:   # model scoring reports progress and stops when asked (scores kept)
+        ctx.cache["progress"] = lambda done, total: (
+            job_ctx.progress(done, total, "scoring turns with the model") and job_ctx.check_cancel())
+    ctx.cache.update(options or {})
     flags, timings = compute_flags(ctx, names)
     ids = [t.id for t in ctx.traces]
     replace_flags(db, ids, names, flags, job_id=job_ctx.job_id if job_ctx else None)
@@ -68,6 +84,7 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
                                      "detail")} for f in
                   ({**f, "message_index": f["message_idx"]} for f in stored)],
         "timings": timings,
+        "model": ctx.cache.get("coherence_model.report"),
     }
 
 
@@ -78,7 +95,7 @@ def run_checks_job(db: Database, flt: TraceFilter | None = None,
 
     from workbench.jobs import run_job
 
-    params = {"filter": asdict(flt) if flt else None, "checks": list(names or CHECKS)}
+    params = {"filter": asdict(flt) if flt else None, "checks": list(names or DEFAULT_CHECKS)}
     holder: dict = {}
 
     def fn(jctx) -> dict:

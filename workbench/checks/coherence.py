@@ -227,6 +227,12 @@ def swap_scores(ctx: CheckContext) -> list[dict]:
     position of a message from another conversation, a logistic model learns to tell moved
     from in-place messages, and the threshold is the score that SWAP_QUANTILE of the moved
     messages reach, so it needs no labels and follows the corpus."""
+    if "coherence.swap" not in ctx.cache:
+        ctx.cache["coherence.swap"] = _swap_scores(ctx)
+    return ctx.cache["coherence.swap"]
+
+
+def _swap_scores(ctx: CheckContext) -> list[dict]:
     units = turn_scores(ctx)
     if not units:
         return []
@@ -258,9 +264,12 @@ def swap_scores(ctx: CheckContext) -> list[dict]:
     perm = np.where(trace_of[perm] == trace_of, np.roll(perm, 1), perm)
     moved = _fit_features(units, perm, R, P, N, U, rtop, rw, utop, uw)
     predict = _logistic(np.vstack([real, moved]), np.r_[np.zeros(m), np.ones(m)])
-    threshold = float(np.quantile(predict(moved), SWAP_QUANTILE))
-    for u, p, f in zip(units, predict(real), real):
+    p_moved = predict(moved)
+    threshold = float(np.quantile(p_moved, SWAP_QUANTILE))
+    for i, (u, p, f) in enumerate(zip(units, predict(real), real)):
         u["p_moved"], u["threshold"] = float(p), threshold
+        # what this turn would score holding unit perm[i]'s message (for other calibrations)
+        u["moved_from"], u["p_moved_if_moved"] = int(perm[i]), float(p_moved[i])
         u["reply_fit"] = float(f[2])
     return units
 

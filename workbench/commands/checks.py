@@ -17,6 +17,10 @@ def register(app: typer.Typer) -> None:
     def check_cmd(
         ctx: typer.Context,
         only: Optional[list[str]] = typer.Option(None, "--only", help="run only these checks"),
+        model_checks: bool = typer.Option(
+            False, "--model-checks", help="also run the model-based checks (coherence_model:"
+            " a small local model through llama.cpp; minutes per hundred traces on a CPU,"
+            " cached)"),
         split: Split = None,
         origin: Origin = None,
         status: Status = None,
@@ -24,12 +28,14 @@ def register(app: typer.Typer) -> None:
         search: Search = None,
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     ) -> None:
-        """Run the checks (schema, structure, grounding, coherence, duplicates) and store flags."""
-        from workbench.checks import run_checks_job
+        """Run the checks (schema, structure, grounding, coherence, duplicates) and store flags.
+        The model-based coherence_model check runs with --model-checks or --only."""
+        from workbench.checks import DEFAULT_CHECKS, MODEL_CHECKS, run_checks_job
 
         selection = filter_options(split, origin, status, tool, search=search)
+        names = list(only or DEFAULT_CHECKS) + (MODEL_CHECKS if model_checks and not only else [])
         with user_errors():
-            report = run_checks_job(state(ctx).db(), selection, only or None)
+            report = run_checks_job(state(ctx).db(), selection, names)
         if as_json:
             print_json({k: report[k] for k in ("traces", "assistant_turns", "flags")})
             return
