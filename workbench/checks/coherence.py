@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 
 import numpy as np
@@ -39,21 +38,6 @@ i you he she it we they me my your our their this that these those there here wh
 whom how when where why do does did have has had will would can could should shall may might
 not no yes ok okay so please thanks thank just also too very all any some one as up out about
 """.split())
-
-
-def _schema_words(ctx: CheckContext) -> set[str]:
-    out: set[str] = set()
-    texts = [(ctx.task or {}).get("description") or ""]
-    for name, fn in ctx.tools.items():
-        texts.append(re.sub(r"([a-z])([A-Z])", r"\1 \2", name).replace("_", " "))
-        texts.append(fn.get("description") or "")
-        for p, spec in ((fn.get("parameters") or {}).get("properties") or {}).items():
-            texts.append(p.replace("_", " "))
-            texts.append(spec.get("description") or "")
-            texts.extend(str(e) for e in spec.get("enum") or ())
-    for text in texts:
-        out.update(w for w in words(text) if w not in STOP and len(w) > 2)
-    return out
 
 
 def _known_fields(ctx: CheckContext) -> set[str]:
@@ -93,6 +77,17 @@ def trace_level(ctx: CheckContext) -> list[dict]:
                             "off-domain conversation: its calls and results use fields no tool"
                             f" of the task has ({', '.join(sample)})"))
     return out
+
+
+def _idf_vocab(docs: list[str]) -> tuple[dict[str, float], dict[str, int]]:
+    """Smoothed idf of every word and the vocabulary of words in at least two documents."""
+    df: Counter = Counter()
+    for d in docs:
+        df.update(set(words(d)))
+    n = len(docs)
+    vocab = {w: j for j, w in enumerate(w for w, c in df.items() if c >= 2)}
+    idf = {w: math.log((1 + n) / (1 + c)) + 1 for w, c in df.items()}
+    return idf, vocab
 
 
 def _vectorize(texts: list[str], idf: dict[str, float], vocab: dict[str, int]) -> np.ndarray:
@@ -138,13 +133,7 @@ def turn_scores(ctx: CheckContext) -> list[dict]:
                           "before": before, "pos": i / max(1, len(msgs) - 1)})
     if len(units) < 2 * K:
         return []
-    docs = [u["text"] for u in units] + [u["prev"] for u in units] + [u["next"] for u in units]
-    df: Counter = Counter()
-    for d in docs:
-        df.update(set(words(d)))
-    n = len(docs)
-    vocab = {w: j for j, w in enumerate(w for w, c in df.items() if c >= 2)}
-    idf = {w: math.log((1 + n) / (1 + c)) + 1 for w, c in df.items()}
+    idf, vocab = _idf_vocab([u[k] for k in ("text", "prev", "next") for u in units])
     R = _vectorize([u["text"] for u in units], idf, vocab)
     P = _vectorize([u["prev"] for u in units], idf, vocab)
     N = _vectorize([u["next"] for u in units], idf, vocab)
@@ -247,13 +236,7 @@ def _swap_scores(ctx: CheckContext) -> list[dict]:
                 conv |= set(words(message_text(x) if x["role"] != "tool" else x["content"] or ""))
         u["conv"] = conv
     keys = ("text", "prev", "next", "user_before")
-    docs = [u[k] for k in keys for u in units]
-    df: Counter = Counter()
-    for d in docs:
-        df.update(set(words(d)))
-    n = len(docs)
-    vocab = {w: j for j, w in enumerate(w for w, c in df.items() if c >= 2)}
-    idf = {w: math.log((1 + n) / (1 + c)) + 1 for w, c in df.items()}
+    idf, vocab = _idf_vocab([u[k] for k in keys for u in units])
     R, P, N, U = (_vectorize([u[k] for u in units], idf, vocab) for k in keys)
     trace_of = np.array([u["trace"].id for u in units])
     rtop, rw = _knn(R, trace_of)
