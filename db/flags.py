@@ -36,11 +36,17 @@ def replace_flags(db: Database, trace_ids: list[int], check_names: Iterable[str]
         db.conn.executemany("INSERT OR IGNORE INTO _covered (id) VALUES (?)",
                             [(t,) for t in trace_ids])
         marks = ",".join("?" * len(names))
+        # A flag found again keeps its first time, so a decision the analyst took after it
+        # (a human revision) still counts as later than the flag.
+        first_seen = {tuple(k): t for *k, t in db.execute(
+            f"SELECT trace_id, message_idx, check_name, severity, detail, created_at FROM flags"
+            f" WHERE trace_id IN (SELECT id FROM _covered) AND check_name IN ({marks})", names)}
         db.execute(f"DELETE FROM flags WHERE trace_id IN (SELECT id FROM _covered)"
                    f" AND check_name IN ({marks})", names)
         db.conn.executemany(
             "INSERT INTO flags (trace_id, message_idx, check_name, severity, detail, job_id,"
-            " created_at) VALUES (?,?,?,?,?,?,?)", [(*r, ts) for r in rows])
+            " created_at) VALUES (?,?,?,?,?,?,?)",
+            [(*r, first_seen.get(r[:5], ts)) for r in rows])
         db.execute("DELETE FROM _covered")
     return len(rows)
 
@@ -58,3 +64,25 @@ def flags_for(db: Database, trace_ids: list[int] | None = None) -> list[dict]:
     sql += " ORDER BY f.trace_id, coalesce(f.message_idx, -1), f.check_name, f.id"
     keys = ("trace_id", "source", "line", "message_idx", "check", "severity", "detail")
     return [dict(zip(keys, r)) for r in db.execute(sql, params).fetchall()]
+
+
+SUSPECT_SQL = """
+SELECT f.trace_id, f.message_idx FROM flags f
+WHERE f.severity = 'error' AND f.message_idx IS NOT NULL AND f.trace_id IN ({marks})
+  AND (f.check_name = 'review.drop' OR NOT EXISTS (
+       SELECT 1 FROM revisions r WHERE r.trace_id = f.trace_id AND r.message_idx = f.message_idx
+       AND r.author_kind = 'human' AND r.status = 'accepted' AND r.created_at >= f.created_at))
+"""
+
+
+def suspect_turns(db: Database, trace_ids: list[int]) -> dict[int, set[int]]:
+    """Suspect assistant turns per trace: those with an error flag that no analyst has decided
+    on since (an accepted human revision written after the flag). An analyst's `review.drop`
+    always counts: it is the decision."""
+    out: dict[int, set[int]] = {}
+    if not trace_ids:
+        return out
+    sql = SUSPECT_SQL.format(marks=",".join("?" * len(trace_ids)))
+    for tid, idx in db.execute(sql, trace_ids):
+        out.setdefault(tid, set()).add(idx)
+    return out

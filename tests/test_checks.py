@@ -211,3 +211,29 @@ def test_coherence_flags_a_message_moved_in_and_spares_clean_turns(tmp_path):
     moved = [f for f in coherence.turn_level(ctx)
              if f["trace_id"] == t.id and f["message_idx"] == idx]
     assert moved and "does not fit" in moved[0]["detail"]
+
+
+def test_analyst_decision_outlives_rerun_checks(tmp_path):
+    """A human revision after a flag ends the turn's suspicion, also after checks re-run
+    (a flag found again keeps its first time); an analyst's review.drop always counts."""
+    from db.flags import suspect_turns
+    from db.revisions import add_revision, current_messages
+
+    db = _import(tmp_path, "scenario-4-low-data")
+    tid = db.execute("SELECT min(id) FROM traces").fetchone()[0]
+    idx = db.execute("SELECT min(idx) FROM messages WHERE trace_id = ? AND role = 'assistant'",
+                     [tid]).fetchone()[0]
+    replace_flags(db, [tid], ["human"], [{"trace_id": tid, "message_idx": idx, "check": "human",
+                                          "severity": "error", "detail": "looks wrong"}])
+    assert idx in suspect_turns(db, [tid])[tid]
+    keep = current_messages(db, tid)[idx]
+    add_revision(db, tid, idx, tool_calls=keep["tool_calls"], content=keep["content"],
+                 author_kind="human", author_name="ana", reason="checked: correct")
+    assert idx not in suspect_turns(db, [tid]).get(tid, set())
+    replace_flags(db, [tid], ["human"], [{"trace_id": tid, "message_idx": idx, "check": "human",
+                                          "severity": "error", "detail": "looks wrong"}])
+    assert idx not in suspect_turns(db, [tid]).get(tid, set())  # the same flag, found again
+    replace_flags(db, [tid], ["review.drop"], [{"trace_id": tid, "message_idx": idx,
+                                                "check": "review.drop", "severity": "error",
+                                                "detail": "dropped"}])
+    assert idx in suspect_turns(db, [tid])[tid]

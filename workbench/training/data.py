@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from db.flags import suspect_turns
 from db.queries import EXCLUDED_SQL, TraceFilter
 from db.revisions import current_messages_for
 from db.tasks import current_task, current_tools
@@ -103,12 +104,7 @@ def load_conversations(db: Database, options: DataOptions) -> list[Conversation]
     for rows in iter_trace_rows(db, where, params):
         ids = [r["id"] for r in rows]
         msgs = current_messages_for(db, ids)
-        marks = ",".join("?" * len(ids))
-        suspect: dict[int, set[int]] = {}
-        for tid, idx in db.execute(
-            f"SELECT trace_id, message_idx FROM flags WHERE severity = 'error'"
-            f" AND message_idx IS NOT NULL AND trace_id IN ({marks})", ids):
-            suspect.setdefault(tid, set()).add(idx)
+        suspect = suspect_turns(db, ids)
         for r in rows:
             m = msgs[r["id"]]
             sys_prompt = None if (m and m[0]["role"] == "system") else system
