@@ -9,6 +9,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from db.queries import EXCLUDED_SQL, TraceFilter
+from db.rows import dicts
 from db.tx import now, write_tx
 
 PAGE = 200
@@ -111,8 +112,7 @@ def set_excluded(db: Database, flt: TraceFilter, excluded: bool, ids: list[int] 
 def flags_of(db: Database, trace_id: int) -> list[dict]:
     cur = db.execute("SELECT id, message_idx, check_name, severity, detail, created_at FROM flags"
                      " WHERE trace_id = ? ORDER BY coalesce(message_idx, -1), id", [trace_id])
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
+    return dicts(cur)
 
 
 # -- review queue ---------------------------------------------------------------------------

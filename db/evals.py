@@ -7,8 +7,10 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from db.rows import dicts, first
 from db.tx import now, write_tx
 
+RUN_JSON = ("metrics", "test_selection")
 RESULT_COLUMNS = ("staged_tool_call", "tool_call_equivalence", "function_match", "rouge_l")
 
 
@@ -51,35 +53,16 @@ def done_turns(db: Database, run_id: int) -> set[tuple[int, int]]:
 def results(db: Database, run_id: int) -> list[dict]:
     cur = db.execute("SELECT * FROM eval_results WHERE run_id = ? ORDER BY trace_id, message_idx",
                      [run_id])
-    cols = [d[0] for d in cur.description]
-    out = []
-    for r in cur.fetchall():
-        row = dict(zip(cols, r))
-        row["details"] = json.loads(row["details"]) if row["details"] else None
-        out.append(row)
-    return out
+    return dicts(cur, ("details",))
 
 
 def runs(db: Database, limit: int = 20) -> list[dict]:
     cur = db.execute("SELECT * FROM eval_runs ORDER BY id DESC LIMIT ?", [limit])
-    cols = [d[0] for d in cur.description]
-    out = []
-    for r in cur.fetchall():
-        row = dict(zip(cols, r))
-        row["metrics"] = json.loads(row["metrics"]) if row["metrics"] else None
-        row["test_selection"] = json.loads(row["test_selection"]) if row["test_selection"] else None
-        out.append(row)
-    return out
+    return dicts(cur, RUN_JSON)
 
 
 def _run_row(cur) -> dict | None:
-    row = cur.fetchone()
-    if row is None:
-        return None
-    run = dict(zip([d[0] for d in cur.description], row))
-    run["metrics"] = json.loads(run["metrics"]) if run["metrics"] else None
-    run["test_selection"] = json.loads(run["test_selection"]) if run["test_selection"] else None
-    return run
+    return first(cur, RUN_JSON)
 
 
 def get_run(db: Database, run_id: int) -> dict | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from db.rows import dicts, first
 from db.tx import now, write_tx
 
 ACTIVE = ("queued", "running")
@@ -64,21 +65,13 @@ def request_cancel(db: Database, job_id: int) -> None:
 
 
 def get_job(db: Database, job_id: int) -> dict | None:
-    cur = db.execute("SELECT * FROM jobs WHERE id = ?", [job_id])
-    row = cur.fetchone()
-    if row is None:
-        return None
-    job = dict(zip([d[0] for d in cur.description], row))
-    for key in ("params", "result"):
-        job[key] = json.loads(job[key]) if job[key] else None
-    return job
+    return first(db.execute("SELECT * FROM jobs WHERE id = ?", [job_id]), ("params", "result"))
 
 
 def list_jobs(db: Database, limit: int = 50) -> list[dict]:
     cur = db.execute("SELECT id, kind, status, done, total, message, error, created_at,"
                      " started_at, finished_at FROM jobs ORDER BY id DESC LIMIT ?", [limit])
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
+    return dicts(cur)
 
 
 def unit_result(db: Database, kind: str, key: str) -> Any | None:

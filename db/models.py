@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from db.rows import dicts
 from db.tx import now, write_tx
 
 KINDS = ("merged", "gguf", "adapter", "endpoint")
@@ -28,11 +29,4 @@ def register_model(db: Database, *, name: str, kind: str, path: str | None,
 
 def list_models(db: Database) -> list[dict]:
     cur = db.execute("SELECT * FROM models ORDER BY id")
-    cols = [d[0] for d in cur.description]
-    out = []
-    for row in cur.fetchall():
-        m = dict(zip(cols, row))
-        for key in ("data_selection", "config", "metrics"):
-            m[key] = json.loads(m[key]) if m[key] else None
-        out.append(m)
-    return out
+    return dicts(cur, ("data_selection", "config", "metrics"))

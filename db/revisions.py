@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from db.rows import dicts
 from db.traces import messages_for, original_messages, search_text
 from db.tx import now, write_tx
 
@@ -65,14 +66,7 @@ def history(db: Database, trace_id: int, message_idx: int) -> list[dict]:
     """Every revision of a turn, oldest first."""
     cur = db.execute("SELECT * FROM revisions WHERE trace_id = ? AND message_idx = ? ORDER BY id",
                      [trace_id, message_idx])
-    cols = [d[0] for d in cur.description]
-    out = []
-    for r in cur.fetchall():
-        rev = dict(zip(cols, r))
-        rev["tool_calls"] = json.loads(rev["tool_calls"]) if rev["tool_calls"] else None
-        rev["evidence"] = json.loads(rev["evidence"]) if rev["evidence"] else None
-        out.append(rev)
-    return out
+    return dicts(cur, ("tool_calls", "evidence"))
 
 
 def current_revisions(db: Database, trace_ids: list[int]) -> dict[tuple[int, int], dict]:

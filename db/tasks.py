@@ -7,6 +7,7 @@ import json
 
 from sqlite_utils import Database
 
+from db.rows import first
 from db.tx import now
 
 TASK_FIELDS = ("name", "description", "rubric", "mutation_topics")
@@ -14,12 +15,9 @@ TASK_FIELDS = ("name", "description", "rubric", "mutation_topics")
 
 def current_task(db: Database) -> dict | None:
     """The newest task row: each change to the task is a new row, so history stays."""
-    cur = db.execute("SELECT * FROM tasks ORDER BY id DESC LIMIT 1")
-    row = cur.fetchone()
-    if row is None:
-        return None
-    task = dict(zip([d[0] for d in cur.description], row))
-    task["mutation_topics"] = json.loads(task["mutation_topics"]) if task["mutation_topics"] else []
+    task = first(db.execute("SELECT * FROM tasks ORDER BY id DESC LIMIT 1"), ("mutation_topics",))
+    if task is not None:
+        task["mutation_topics"] = task["mutation_topics"] or []
     return task
 
 

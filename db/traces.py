@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
-import orjson
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlite_utils import Database
 
 from db.queries import EXCLUDED_SQL
+from db.rows import dicts, first
 from db.tx import now
 
 BATCH = 500
@@ -166,13 +165,10 @@ def get_trace(db: Database, trace_id: int) -> dict | None:
     """A trace row; `excluded` is the effective exclusion, `excluded_decision` the analyst's."""
     cur = db.execute(f"SELECT traces.*, {EXCLUDED_SQL} AS _effective FROM traces WHERE id = ?",
                      [trace_id])
-    row = cur.fetchone()
-    if row is None:
-        return None
-    trace = dict(zip([d[0] for d in cur.description], row))
-    trace["excluded_decision"] = trace["excluded"]
-    trace["excluded"] = bool(trace.pop("_effective"))
-    trace["tools"] = json.loads(trace["tools"]) if trace["tools"] else None
+    trace = first(cur, ("tools",))
+    if trace is not None:
+        trace["excluded_decision"] = trace["excluded"]
+        trace["excluded"] = bool(trace.pop("_effective"))
     return trace
 
 
@@ -184,12 +180,9 @@ def iter_trace_rows(db: Database, where: str = "1", params: list | None = None,
     while True:
         cur = db.execute(f"SELECT * FROM traces WHERE id > ? AND ({where}) ORDER BY id LIMIT ?",
                          [last, *params, batch])
-        cols = [d[0] for d in cur.description]
-        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        rows = dicts(cur, ("tools",))
         if not rows:
             return
-        for r in rows:
-            r["tools"] = json.loads(r["tools"]) if r["tools"] else None
         yield rows
         last = rows[-1]["id"]
 
