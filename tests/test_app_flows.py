@@ -11,7 +11,7 @@ from db import open_db
 from db.browse import count_traces
 from db.queries import TraceFilter
 from db.revisions import current_messages, history
-from tests.tui_data import build_db, first_assistant, app_config
+from tests.tui_data import app_config, build_db, first_assistant, until
 from widgets.trace_table import TraceTable
 from workbench.app import make_app
 from workbench.config import Config
@@ -30,14 +30,6 @@ def db_path(template, tmp_path):
     path = tmp_path / "t.db"
     shutil.copy(template, path)
     return path
-
-
-async def until(pilot, cond, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def rows(app) -> int:

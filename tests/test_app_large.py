@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from db import open_db
+from tests.tui_data import until
 from widgets.conversation import ConversationView, TurnView
 from widgets.render import MAX_SHOWN_CHARS, content_text
 from workbench.app import make_app
@@ -28,18 +29,11 @@ async def test_thousand_turn_trace_and_megabyte_message(tmp_path):
         from workbench.screens.detail import DetailScreen
 
         app.push_screen(DetailScreen(1))
-        for _ in range(50):
-            await pilot.pause(0.05)
-            if app.screen.query(TurnView):
-                break
+        await until(pilot, lambda: bool(app.screen.query(TurnView)), timeout=2.5)
         first = len(app.screen.query(TurnView))
         assert 0 < first < 1200  # the view is up before every turn is mounted
         view = app.screen.query_one(ConversationView)
-        for _ in range(400):
-            if len(view.query(TurnView)) == 1200:
-                break
-            await pilot.pause(0.05)
-        assert len(view.query(TurnView)) == 1200
+        await until(pilot, lambda: len(view.query(TurnView)) == 1200, timeout=20)
 
 
 def test_giant_text_is_capped_with_a_note():

@@ -4,20 +4,12 @@ in every view (table, conversation, flag and history panel, editor, review queue
 from __future__ import annotations
 
 from db import open_db
-from tests.tui_data import MARKUP, add_markup_trace, app_config, screen_text
+from tests.tui_data import MARKUP, add_markup_trace, app_config, screen_text, until
 from widgets.trace_table import TraceTable
 from workbench.app import make_app
 from workbench.jobs import run_job
 
 SIZE = (200, 50)
-
-
-async def until(pilot, cond, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 async def test_markup_is_shown_verbatim_everywhere(tmp_path):

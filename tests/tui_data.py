@@ -17,6 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 MARKUP = "[bold]x[/] [@click=app.quit]y[/]"
 
 
+async def until(pilot, cond, timeout: float = 5.0) -> None:
+    """Let the app run until `cond()` holds; fail after `timeout` seconds."""
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
 def first_assistant(db, trace_id: int) -> int:
     return db.execute("SELECT min(idx) FROM messages WHERE trace_id = ? AND role = 'assistant'",
                       [trace_id]).fetchone()[0]
