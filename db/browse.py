@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from db.flags import REVIEW_DROP, UNDECIDED_ERRORS_SQL
 from db.queries import EXCLUDED_SQL, TraceFilter
 from db.rows import dicts
 from db.tx import now, write_tx
@@ -17,7 +18,6 @@ SORTS = {  # sort key -> (SQL expression of the key, column name in the row)
     "id": "traces.id",
     "turns": "traces.n_assistant",
 }
-REVIEW_DROP = "review.drop"  # flag check name: the analyst dropped this turn from training
 
 ROW_SQL = (
     f"SELECT traces.id, traces.source, traces.split, traces.origin, traces.n_assistant,"
@@ -126,11 +126,7 @@ def review_queue(db: Database, flt: TraceFilter | None = None, limit: int = 10_0
     SELECT trace_id, message_idx FROM (
         SELECT trace_id, message_idx FROM revisions WHERE status = 'proposed'
         UNION
-        SELECT f.trace_id, f.message_idx FROM flags f
-        WHERE f.severity = 'error' AND f.message_idx IS NOT NULL AND f.check_name != ?
-          AND NOT EXISTS (SELECT 1 FROM revisions r WHERE r.trace_id = f.trace_id
-                          AND r.message_idx = f.message_idx AND r.author_kind = 'human'
-                          AND r.created_at >= f.created_at)
+        SELECT trace_id, message_idx FROM ({UNDECIDED_ERRORS_SQL}) WHERE check_name != ?
     ) q
     WHERE EXISTS (SELECT 1 FROM messages m WHERE m.trace_id = q.trace_id
                   AND m.idx = q.message_idx AND m.role = 'assistant')

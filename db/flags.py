@@ -66,12 +66,16 @@ def flags_for(db: Database, trace_ids: list[int] | None = None) -> list[dict]:
     return [dict(zip(keys, r)) for r in db.execute(sql, params).fetchall()]
 
 
-SUSPECT_SQL = """
-SELECT f.trace_id, f.message_idx FROM flags f
-WHERE f.severity = 'error' AND f.message_idx IS NOT NULL AND f.trace_id IN ({marks})
-  AND (f.check_name = 'review.drop' OR NOT EXISTS (
-       SELECT 1 FROM revisions r WHERE r.trace_id = f.trace_id AND r.message_idx = f.message_idx
-       AND r.author_kind = 'human' AND r.status = 'accepted' AND r.created_at >= f.created_at))
+REVIEW_DROP = "review.drop"  # flag check name: the analyst dropped this turn from training
+
+# Error flags on turns that no analyst has decided on since: no accepted human revision was
+# written after the flag. Shared by training (suspect turns) and the review queue.
+UNDECIDED_ERRORS_SQL = """
+SELECT f.trace_id, f.message_idx, f.check_name FROM flags f
+WHERE f.severity = 'error' AND f.message_idx IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM revisions r WHERE r.trace_id = f.trace_id
+                  AND r.message_idx = f.message_idx AND r.author_kind = 'human'
+                  AND r.status = 'accepted' AND r.created_at >= f.created_at)
 """
 
 
@@ -82,7 +86,11 @@ def suspect_turns(db: Database, trace_ids: list[int]) -> dict[int, set[int]]:
     out: dict[int, set[int]] = {}
     if not trace_ids:
         return out
-    sql = SUSPECT_SQL.format(marks=",".join("?" * len(trace_ids)))
-    for tid, idx in db.execute(sql, trace_ids):
+    marks = ",".join("?" * len(trace_ids))
+    sql = (f"SELECT trace_id, message_idx FROM flags WHERE check_name = '{REVIEW_DROP}'"
+           f" AND message_idx IS NOT NULL AND trace_id IN ({marks})"
+           f" UNION SELECT trace_id, message_idx FROM ({UNDECIDED_ERRORS_SQL})"
+           f" WHERE trace_id IN ({marks})")
+    for tid, idx in db.execute(sql, [*trace_ids, *trace_ids]):
         out.setdefault(tid, set()).add(idx)
     return out
