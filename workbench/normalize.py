@@ -106,11 +106,73 @@ def learn(ctx) -> dict:
                             phrasing[keys[0]].append((str(v), said))
                 drifted.append((t, i, j, name, args, echo, own))
     return {"values": values, "shapes": shapes, "name_votes": name_votes, "drifted": drifted,
-            "phrasing": phrasing}
+            "phrasing": phrasing, "crosswalk": record_crosswalk(ctx)}
+
+
+LINK_VALUES = 2         # records sharing this many specific values describe the same thing
+SPECIFIC_RECORDS = 20   # a value in at most this many distinct records is specific (a phone
+                        # number, an address), not a category (a city, a cuisine)
+
+
+def record_crosswalk(ctx) -> dict[str, Counter]:
+    """Values that different vocabularies give the same thing, from tool results: two result
+    records that share at least LINK_VALUES specific values (same phone number and address)
+    describe the same entity, so where one says price_range "pricey" and the other
+    "expensive", those two values are votes for each other. Returns normalised value ->
+    Counter of (field, value) seen for the same entities."""
+    records: dict[tuple, dict] = {}
+    for t in ctx.traces:
+        for m in t.messages:
+            if m["role"] == "tool":
+                for r in result_records(m):
+                    flat = {k: norm(str(v)) for k, v in r.items()
+                            if isinstance(v, (str, int, float)) and str(v).strip()}
+                    records.setdefault(tuple(sorted(flat.items())), flat)
+    recs = list(records.values())
+    holders: dict[str, list[int]] = defaultdict(list)
+    for n, r in enumerate(recs):
+        for v in set(r.values()):
+            if len(v) >= 4 and not v.replace(" ", "").isdigit():
+                holders[v].append(n)
+    shared: Counter = Counter()
+    for v, ns in holders.items():
+        if 2 <= len(ns) <= SPECIFIC_RECORDS:
+            for a in ns:
+                for b in ns:
+                    if a < b:
+                        shared[(a, b)] += 1
+    out: dict[str, Counter] = defaultdict(Counter)
+    for (a, b), n in shared.items():
+        if n < LINK_VALUES:
+            continue
+        ra, rb = recs[a], recs[b]
+        for k, va in ra.items():
+            vb = rb.get(k)
+            if vb is not None and vb != va:
+                out[va][(k, vb)] += 1
+                out[vb][(k, va)] += 1
+    return out
 
 
 def translate_value(model: dict, field: str, value, enum: list) -> tuple[str | None, str]:
-    """The enum value a drifted value stands for, from how users phrase it (None: undecided)."""
+    """The enum value a drifted value stands for (None: undecided): from records of the same
+    entities in both vocabularies, else from how users phrase it."""
+    walk = (model.get("crosswalk") or {}).get(norm(str(value)), Counter())
+    by_norm = {norm(e): e for e in enum}
+    votes = Counter()
+    for (k, v), n in walk.items():
+        if v in by_norm:
+            votes[by_norm[v]] += n
+    if votes:
+        (best, n), *rest = votes.most_common(2)
+        if n >= 2 and (not rest or n >= 2 * rest[0][1]):
+            return best, (f"the same entities are {best!r} where results use the canonical"
+                          f" vocabulary and {value!r} where they use the drifted one ({n} records)")
+    return _translate_by_phrasing(model, field, value, enum)
+
+
+def _translate_by_phrasing(model: dict, field: str, value, enum: list
+                           ) -> tuple[str | None, str]:
     toks = [w for w in norm(str(value)).split() if not w.isdigit()]
     if not toks:
         return None, "nothing to match"

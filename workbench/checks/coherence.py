@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 
 import numpy as np
@@ -28,11 +29,12 @@ from workbench.checks.base import (
 )
 
 NAME = "coherence"
-K = 10
-# Thresholds on the retrieval fit (cosine similarity of the surrounding turns with those around
-# the K most similar messages). Set on scenario 1 (clean): ~1.5% of clean turns fall below.
-FIT_MIN = 0.02
-FIT_WITH_FOREIGN = 0.06
+K = 10                 # neighbours in the retrieval view
+SWAP_QUANTILE = 0.3    # flag a message that fits no better than 70% of the messages moved in
+RIDGE_L2 = 3.0         # ridge penalty of the response models
+FOLDS = 5              # cross-fitting folds (by conversation)
+MAX_VOCAB = 2000       # words kept for the vectors (the most widespread)
+BOOLEAN = {"true", "false", "yes", "no"}
 STOP = set("""a an the and or but if of to in on at for with by from is are was were be been am
 i you he she it we they me my your our their this that these those there here what which who
 whom how when where why do does did have has had will would can could should shall may might
@@ -80,12 +82,14 @@ def trace_level(ctx: CheckContext) -> list[dict]:
 
 
 def _idf_vocab(docs: list[str]) -> tuple[dict[str, float], dict[str, int]]:
-    """Smoothed idf of every word and the vocabulary of words in at least two documents."""
+    """Smoothed idf of every word and the vocabulary: the MAX_VOCAB words found in the most
+    documents, among those in at least two."""
     df: Counter = Counter()
     for d in docs:
         df.update(set(words(d)))
     n = len(docs)
-    vocab = {w: j for j, w in enumerate(w for w, c in df.items() if c >= 2)}
+    common = [w for w, c in df.most_common(MAX_VOCAB) if c >= 2]
+    vocab = {w: j for j, w in enumerate(common)}
     idf = {w: math.log((1 + n) / (1 + c)) + 1 for w, c in df.items()}
     return idf, vocab
 
@@ -108,82 +112,166 @@ def _context_text(m: dict) -> str:
     return message_text(m)
 
 
-def turn_scores(ctx: CheckContext) -> list[dict]:
-    """One row per message-only assistant turn: trace, index, and its coherence features."""
+TOKEN = re.compile(r"[a-z0-9]+")
+CLOCK_TIME = re.compile(
+    r"\b\d{1,2}(?::\d{2})?\s*(?:a\.?m\.?|p\.?m\.?)(?![a-z])|\b\d{1,2}:\d{2}\b", re.I)
+MAX_SLOT_WORDS = 6
+
+
+def slot_lexicon(ctx: CheckContext) -> dict[tuple[str, ...], str]:
+    """Values the service tools are called with or return (a city, a restaurant's name, a
+    cuisine), as word tuples -> the argument or field that holds them most often. Replacing
+    them by their slot makes "a table at Aster in Fairfield" and "a table at Tanpopo in
+    Oakland" the same sentence, so messages are compared by what they do, not by the values
+    of one conversation."""
+    counts: dict[tuple[str, ...], Counter] = {}
+    for t in ctx.traces:
+        for m in t.messages:
+            pairs: list = []
+            for name, args in calls_of(m):
+                if ctx.is_service(name) and isinstance(args, dict):
+                    pairs += args.items()
+            if m["role"] == "tool":
+                for r in result_records(m):
+                    pairs += r.items()
+            for k, v in pairs:
+                if not isinstance(v, str):
+                    continue
+                toks = tuple(TOKEN.findall(v.lower()))[:MAX_SLOT_WORDS + 1]
+                if (not toks or len(toks) > MAX_SLOT_WORDS or len("".join(toks)) < 3
+                        or all(x.isdigit() for x in toks)
+                        or (len(toks) == 1 and (toks[0] in STOP or toks[0] in BOOLEAN))):
+                    continue
+                counts.setdefault(toks, Counter())[k] += 1
+    return {v: "slot" + re.sub(r"[^a-z0-9]", "", c.most_common(1)[0][0].lower())
+            for v, c in counts.items()}
+
+
+def delexicalise(text: str, lexicon: dict[tuple[str, ...], str]) -> str:
+    """The text with known values, clock times and numbers replaced by slot words (longest
+    match first)."""
+    toks = TOKEN.findall(CLOCK_TIME.sub(" slottime ", text).lower())
+    out, i = [], 0
+    while i < len(toks):
+        for n in range(min(MAX_SLOT_WORDS, len(toks) - i), 0, -1):
+            slot = lexicon.get(tuple(toks[i:i + n]))
+            if slot:
+                out.append(slot)
+                i += n
+                break
+        else:
+            out.append("slotnum" if toks[i].isdigit() else toks[i])
+            i += 1
+    return " ".join(out)
+
+
+def _units(ctx: CheckContext) -> list[dict]:
+    """Every message-only assistant turn with its surroundings: the turn before and after,
+    the user turn it answers, and the words of the rest of its conversation."""
     units = []
     for t in ctx.traces:
         msgs = t.messages
+        texts = [message_text(m) if m["role"] != "tool" else (m["content"] or "") for m in msgs]
+        msg_words = [set(words(x)) for x in texts]
+        in_messages: Counter = Counter()   # word -> how many messages of the trace hold it
+        for ws in msg_words:
+            in_messages.update(ws)
+        before: set[str] = set()
         for i, m in enumerate(msgs):
-            if m["role"] != "assistant":
-                continue
-            calls = calls_of(m)
-            if calls and any(ctx.is_service(n) for n, _ in calls):
-                continue
-            text = message_text(m)
-            if not text.strip():
-                continue
-            prev = next((msgs[j] for j in range(i - 1, -1, -1) if msgs[j]["role"] != "system"),
-                        None)
-            nxt = msgs[i + 1] if i + 1 < len(msgs) else None
-            before = " ".join(message_text(x) if x["role"] != "tool" else (x["content"] or "")
-                              for x in msgs[:i])
-            units.append({"trace": t, "idx": i, "text": text,
-                          "prev": _context_text(prev) if prev else "<start>",
-                          "next": _context_text(nxt) if nxt else "<end>",
-                          "before": before, "pos": i / max(1, len(msgs) - 1)})
-    if len(units) < 2 * K:
-        return []
-    idf, vocab = _idf_vocab([u[k] for k in ("text", "prev", "next") for u in units])
-    R = _vectorize([u["text"] for u in units], idf, vocab)
-    P = _vectorize([u["prev"] for u in units], idf, vocab)
-    N = _vectorize([u["next"] for u in units], idf, vocab)
-    trace_of = np.array([u["trace"].id for u in units])
-    resp_df = Counter()
-    for u in units:
-        resp_df.update(set(words(u["text"])))
-    for start in range(0, len(units), 512):
-        block = slice(start, min(len(units), start + 512))
-        sim = R[block] @ R.T
-        same = trace_of[block][:, None] == trace_of[None, :]
-        sim[same] = -1
-        top = np.argpartition(-sim, K, axis=1)[:, :K]
-        for row, i in enumerate(range(block.start, block.stop)):
-            nb = top[row]
-            w = np.clip(sim[row, nb], 0, None) + 1e-6
-            p_sim = P[nb] @ P[i]
-            n_sim = N[nb] @ N[i]
-            units[i]["neighbour_sim"] = float(w.mean())
-            units[i]["prev_fit"] = float((w * p_sim).sum() / w.sum())
-            units[i]["next_fit"] = float((w * n_sim).sum() / w.sum())
-    for u in units:
-        before = set(words(u["before"]))
-        specific = [w for w in words(u["text"]) if w not in STOP and len(w) > 2 and
-                    resp_df[w] <= max(3, 0.005 * len(units))]
-        u["foreign"] = sorted({w for w in specific if w not in before})
+            if m["role"] == "assistant" and texts[i].strip() and not any(
+                    ctx.is_service(n) for n, _ in calls_of(m)):
+                prev = next((msgs[j] for j in range(i - 1, -1, -1)
+                             if msgs[j]["role"] != "system"), None)
+                nxt = msgs[i + 1] if i + 1 < len(msgs) else None
+                units.append({
+                    "trace": t, "idx": i, "text": texts[i],
+                    "prev": _context_text(prev) if prev else "<start>",
+                    "next": _context_text(nxt) if nxt else "<end>",
+                    "user_before": next((msgs[j]["content"] or "" for j in range(i - 1, -1, -1)
+                                         if msgs[j]["role"] == "user"), "<start>"),
+                    # a word is elsewhere in the conversation if another message holds it
+                    "elsewhere": lambda w, own=msg_words[i], c=in_messages: c[w] > (w in own),
+                    "before": set(before)})
+            before |= msg_words[i]
     return units
 
 
-SWAP_QUANTILE = 0.5   # flag a message that fits no better than half the messages moved in
+def _knn(X: np.ndarray, trace_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The K rows most like each row, from other conversations, and their (clipped) weights."""
+    tops, weights = [], []
+    for start in range(0, len(X), 512):
+        block = slice(start, min(len(X), start + 512))
+        sim = X[block] @ X.T
+        sim[trace_of[block][:, None] == trace_of[None, :]] = -1
+        top = np.argpartition(-sim, K, axis=1)[:, :K]
+        tops.append(top)
+        weights.append(np.clip(np.take_along_axis(sim, top, 1), 0, None) + 1e-6)
+    return np.vstack(tops), np.vstack(weights)
 
 
-def _fit_features(units: list[dict], text_of: np.ndarray, R, P, N, U, rtop, rw, utop, uw,
-                  ) -> np.ndarray:
-    """Features of message text_of[i] placed at unit i's position: how the turns around it
-    resemble those around its K most similar messages (before, after), how it resembles the
-    answers to the K user turns most like the one before it (mean, best), and the share of its
-    words found nowhere else in the conversation."""
-    rows = []
-    for i, u in enumerate(units):
-        j = text_of[i]
-        nb, w = rtop[j], rw[j]
-        prev_fit = float((w * (P[nb] @ P[i])).sum() / w.sum())
-        next_fit = float((w * (N[nb] @ N[i])).sum() / w.sum())
-        answers = R[utop[i]] @ R[j]
-        reply_fit = float((uw[i] * answers).sum() / uw[i].sum())
-        ws = [x for x in words(units[j]["text"]) if x not in STOP]
-        unsup = float(np.mean([x not in u["conv"] for x in ws])) if ws else 0.0
-        rows.append([prev_fit, next_fit, reply_fit, float(answers.max()), unsup])
-    return np.array(rows)
+def _cross_fitted_ridge(X: np.ndarray, Y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Ridge predictions of Y from X, each row by a model fitted without its fold (its own
+    conversation is never in the model that judges it)."""
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    G, C = X64.T @ X64, X64.T @ Y64
+    reg = RIDGE_L2 * np.eye(X.shape[1])
+    out = np.zeros_like(Y64)
+    for f in np.unique(folds):
+        rows = folds == f
+        Xf = X64[rows]
+        W = np.linalg.solve(G - Xf.T @ Xf + reg, C - Xf.T @ Y64[rows])
+        out[rows] = Xf @ W
+    return out
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-9)
+
+
+class _Placement:
+    """How well each message fits each place. Two views, both learned from the corpus:
+    retrieval (the turns around the K most similar messages elsewhere should resemble the
+    turns around this one) and response models (ridge maps from a message to the turn after
+    and before it, and from a user turn to the reply; cross-fitted by conversation)."""
+
+    def __init__(self, units: list[dict], lexicon: dict):
+        self.units = units
+        keys = ("text", "prev", "next", "user_before")
+        docs = {k: [delexicalise(u[k], lexicon) for u in units] for k in keys}
+        idf, vocab = _idf_vocab([x for k in keys for x in docs[k]])
+        self.R, self.P, self.N, self.U = (_vectorize(docs[k], idf, vocab) for k in keys)
+        self.trace_of = np.array([u["trace"].id for u in units])
+        self.rtop, self.rw = _knn(self.R, self.trace_of)
+        self.utop, self.uw = _knn(self.U, self.trace_of)
+        folds = np.unique(self.trace_of, return_inverse=True)[1] % FOLDS
+        self.Nc, self.Pc = self.N - self.N.mean(0), self.P - self.P.mean(0)
+        self.Rc = self.R - self.R.mean(0)
+        both = _cross_fitted_ridge(self.R, np.hstack([self.Nc, self.Pc]), folds)
+        self.next_of, self.prev_of = both[:, :self.N.shape[1]], both[:, self.N.shape[1]:]
+        self.reply_to = _cross_fitted_ridge(self.U, self.Rc, folds)
+        self.text_words = [[x for x in words(u["text"]) if x not in STOP] for u in units]
+
+    def features(self, text_of: np.ndarray) -> np.ndarray:
+        """Row i: message text_of[i] placed at unit i's position."""
+        R, P, N = self.R, self.P, self.N
+        rows = []
+        for i, j in enumerate(text_of):
+            nb, w = self.rtop[j], self.rw[j]
+            prev_fit = float((w * (P[nb] @ P[i])).sum() / w.sum())
+            next_fit = float((w * (N[nb] @ N[i])).sum() / w.sum())
+            answers = R[self.utop[i]] @ R[j]
+            reply_fit = float((self.uw[i] * answers).sum() / self.uw[i].sum())
+            ws = self.text_words[j]
+            elsewhere = self.units[i]["elsewhere"]
+            unsup = float(np.mean([not elsewhere(x) for x in ws])) if ws else 0.0
+            rows.append([prev_fit, next_fit, reply_fit, float(answers.max()), unsup])
+        model = np.c_[_cos(self.next_of[text_of], self.Nc), _cos(self.prev_of[text_of], self.Pc),
+                      _cos(self.reply_to, self.Rc[text_of])]
+        return np.c_[np.array(rows), model]
+
+
+FEATURES = ("prev_fit", "next_fit", "reply_fit", "best_reply", "unsupported_words",
+            "next_model", "prev_model", "reply_model")
 
 
 def _logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 30):
@@ -198,18 +286,6 @@ def _logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 30):
     return lambda X2: 1 / (1 + np.exp(-np.hstack([(X2 - mu) / sd, np.ones((len(X2), 1))]) @ b))
 
 
-def _knn(X: np.ndarray, trace_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    tops, weights = [], []
-    for start in range(0, len(X), 512):
-        block = slice(start, min(len(X), start + 512))
-        sim = X[block] @ X.T
-        sim[trace_of[block][:, None] == trace_of[None, :]] = -1
-        top = np.argpartition(-sim, K, axis=1)[:, :K]
-        tops.append(top)
-        weights.append(np.clip(np.take_along_axis(sim, top, 1), 0, None) + 1e-6)
-    return np.vstack(tops), np.vstack(weights)
-
-
 def swap_scores(ctx: CheckContext) -> list[dict]:
     """Each message-only turn with `p_moved`: how much it looks like a message moved in from
     another conversation. Learned on the corpus itself: every message is also placed at the
@@ -222,38 +298,32 @@ def swap_scores(ctx: CheckContext) -> list[dict]:
 
 
 def _swap_scores(ctx: CheckContext) -> list[dict]:
-    units = turn_scores(ctx)
-    if not units:
+    units = _units(ctx)
+    if len(units) < 2 * K + 1 or len({u["trace"].id for u in units}) < FOLDS:
         return []
-    for u in units:
-        msgs = u["trace"].messages
-        i = u["idx"]
-        u["user_before"] = next((msgs[j]["content"] or "" for j in range(i - 1, -1, -1)
-                                 if msgs[j]["role"] == "user"), "<start>")
-        conv: set[str] = set()
-        for j, x in enumerate(msgs):
-            if j != i:
-                conv |= set(words(message_text(x) if x["role"] != "tool" else x["content"] or ""))
-        u["conv"] = conv
-    keys = ("text", "prev", "next", "user_before")
-    idf, vocab = _idf_vocab([u[k] for k in keys for u in units])
-    R, P, N, U = (_vectorize([u[k] for u in units], idf, vocab) for k in keys)
-    trace_of = np.array([u["trace"].id for u in units])
-    rtop, rw = _knn(R, trace_of)
-    utop, uw = _knn(U, trace_of)
+    place = _Placement(units, slot_lexicon(ctx))
     m = len(units)
-    real = _fit_features(units, np.arange(m), R, P, N, U, rtop, rw, utop, uw)
+    trace_of = place.trace_of
     perm = np.random.default_rng(0).permutation(m)
     perm = np.where(trace_of[perm] == trace_of, np.roll(perm, 1), perm)
-    moved = _fit_features(units, perm, R, P, N, U, rtop, rw, utop, uw)
+    real = place.features(np.arange(m))
+    moved = place.features(perm)
     predict = _logistic(np.vstack([real, moved]), np.r_[np.zeros(m), np.ones(m)])
     p_moved = predict(moved)
     threshold = float(np.quantile(p_moved, SWAP_QUANTILE))
+    resp_df: Counter = Counter()
+    for u in units:
+        resp_df.update(set(words(u["text"])))
+    rare = max(3, 0.005 * m)
     for i, (u, p, f) in enumerate(zip(units, predict(real), real)):
         u["p_moved"], u["threshold"] = float(p), threshold
+        u.update(zip(FEATURES, map(float, f)))
         # what this turn would score holding unit perm[i]'s message (for other calibrations)
         u["moved_from"], u["p_moved_if_moved"] = int(perm[i]), float(p_moved[i])
-        u["reply_fit"] = float(f[2])
+        specific = [w for w in words(u["text"]) if w not in STOP and len(w) > 2
+                    and resp_df[w] <= rare]
+        u["foreign"] = sorted({w for w in specific if w not in u["before"]
+                               and not u["elsewhere"](w)})
     return units
 
 
@@ -263,9 +333,10 @@ def turn_level(ctx: CheckContext) -> list[dict]:
         if u["p_moved"] < u["threshold"]:
             continue
         reasons = [f"it fits here no better than most messages moved in from other"
-                   f" conversations (score {u['p_moved']:.2f} >= {u['threshold']:.2f}; the"
-                   f" turns around it fit {(u['prev_fit'] + u['next_fit']) / 2:.2f}, it answers"
-                   f" the user turn before it {u['reply_fit']:.2f})"]
+                   f" conversations (score {u['p_moved']:.2f} >= {u['threshold']:.2f}); the turn"
+                   f" after it is like what follows such messages {u['next_model']:.2f}, the"
+                   f" user turn before it like what such messages answer {u['reply_model']:.2f}"
+                   " (cosine, 1 = alike)"]
         if u["foreign"]:
             reasons.append("mentions things this conversation never did: "
                            + ", ".join(u["foreign"][:5]))

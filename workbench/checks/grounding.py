@@ -39,6 +39,9 @@ TIME_RE = re.compile(r"\b(\d{1,2})(?:[:.h](\d{2}))?\s*(a\.?m\.?|p\.?m\.?|o'?cloc
 ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::\d{2})?\s*(am|pm)?$", re.I)
 INT = re.compile(r"^\d+$")
+DEFAULT_SHARE = 0.5    # a value this common for its argument is a default (see argument_defaults)
+STRICT_SHARE = 0.85    # an argument is held strictly if its values are found in the conversation
+# at least this share as often as those of the best-grounded argument (see argument_strictness)
 
 
 def norm(text: str) -> str:
@@ -147,21 +150,51 @@ def _record_text(rec: dict) -> str:
 
 
 def argument_strictness(ctx: CheckContext) -> dict[tuple[str, str], float]:
-    """Per (tool, argument): the share of its values found in the conversation before the call."""
+    """Per (tool, argument): the share of its values found in the conversation before the call,
+    over sound calls (see `_sound`)."""
     if "grounding.strictness" in ctx.cache:
         return ctx.cache["grounding.strictness"]
     hit: Counter = Counter()
     total: Counter = Counter()
+    values: dict[tuple[str, str], Counter] = {}
     for t in ctx.traces:
         for i, name, args, context, cnorm in _service_calls(ctx, t):
+            if not _sound(ctx, t, i, name, args):
+                continue
             for k, v in args.items():
                 if _skip(v):
                     continue
                 total[(name, k)] += 1
                 hit[(name, k)] += supported(v, context, cnorm)
+                values.setdefault((name, k), Counter())[norm(str(v))] += 1
     out = {key: hit[key] / n for key, n in total.items() if n >= 5}
+    defaults = {}
+    for key, c in values.items():
+        value, n = c.most_common(1)[0]
+        if total[key] >= 5 and n / total[key] >= DEFAULT_SHARE:
+            defaults[key] = value
     ctx.cache["grounding.strictness"] = out
+    ctx.cache["grounding.defaults"] = defaults
     return out
+
+
+def argument_defaults(ctx: CheckContext) -> dict[tuple[str, str], str]:
+    """Per (tool, argument): its usual value where one value is a large share of all (today's
+    date, a party of two). The assistant fills such a value without the user saying it, so an
+    unsupported default is only a warning."""
+    argument_strictness(ctx)
+    return ctx.cache["grounding.defaults"]
+
+
+def _sound(ctx: CheckContext, t: TraceView, i: int, name: str, args: dict) -> bool:
+    """A call otherwise in order: answered by a result, with only declared arguments and all
+    required ones. Strictness is learned from these alone, so that a corpus full of damaged
+    calls (placed where no call belongs, or sent to the wrong tool) does not teach that
+    arguments are often unsupported."""
+    params = ctx.tools[name].get("parameters") or {}
+    declared = set((params.get("properties") or {}).keys())
+    return (i + 1 < len(t.messages) and t.messages[i + 1]["role"] == "tool"
+            and set(args) <= declared and set(params.get("required") or ()) <= set(args))
 
 
 def _skip(v) -> bool:
@@ -244,6 +277,10 @@ def run(ctx: CheckContext) -> list[dict]:
     if not ctx.tools:
         return []
     strict = argument_strictness(ctx)
+    defaults = argument_defaults(ctx)
+    # relative to the best-grounded argument: damage elsewhere in a corpus (confirmations
+    # replaced, calls swapped) lowers every argument's share alike
+    bar = STRICT_SHARE * max(strict.values(), default=1.0)
     fidelity = echo_fidelity(ctx)
     out = []
     for t in ctx.traces:
@@ -253,7 +290,9 @@ def run(ctx: CheckContext) -> list[dict]:
                 if _skip(v) or supported(v, context, cnorm):
                     continue
                 rate = strict.get((name, k), 0.0)
-                (missing_err if rate >= 0.85 else missing_warn).append(f"{k}={v!r}")
+                usual = defaults.get((name, k)) == norm(str(v))
+                (missing_err if rate >= bar and not usual else missing_warn).append(
+                    f"{k}={v!r}" + (" (its usual value)" if usual else ""))
             nxt = t.messages[i + 1] if i + 1 < len(t.messages) else None
             echo = [d for _, d in _echo_mismatches(args, nxt, fidelity, name)] if nxt is not None and nxt["role"] == "tool" else []
             if missing_err or echo:
