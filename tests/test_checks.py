@@ -237,3 +237,91 @@ def test_analyst_decision_outlives_rerun_checks(tmp_path):
                                                 "check": "review.drop", "severity": "error",
                                                 "detail": "dropped"}])
     assert idx in suspect_turns(db, [tid])[tid]
+
+
+def _booking(city, name, time, date, said_date="today"):
+    return [user(f"Book {name} in {city} at {time} {said_date} for two"),
+            call("ReserveRestaurant", restaurant_name=name, city=city, time=time,
+                 party_size="2", date=date),
+            result(restaurant_name=name, city=city, time=time, party_size="2", date=date),
+            call("respond_to_user", message="Booked.")]
+
+
+def test_grounding_strictness_is_learned_from_sound_calls_and_defaults_warn():
+    good = [_booking(c, f"Cafe {c}", "18:00", "2019-03-01")
+            for c in ("Napa", "Oakland", "Berkeley", "Fremont", "Dublin", "Gilroy", "Alameda",
+                      "Albany", "Campbell", "Danville", "Hayward", "Milpitas")]
+    # calls placed where no call belongs (no result follows) with values from elsewhere: as many
+    # as the good ones, they would make every argument look loosely held if counted
+    damaged = [[user("Thanks, that is all"),
+                call("ReserveRestaurant", restaurant_name="Zuni", city="Palo Alto",
+                     time="12:00", party_size="4", date="2019-03-05"),
+                user("Bye")] for _ in range(12)]
+    swapped = _booking("Napa", "Cafe Napa", "18:00", "2019-03-01")
+    swapped[1] = call("ReserveRestaurant", restaurant_name="Zuni", city="Palo Alto",
+                      time="18:00", party_size="2", date="2019-03-01")
+    usual = _booking("Ukiah", "Cafe Ukiah", "18:00", "2019-03-01", said_date="")
+    ctx = ctx_of(*good, *damaged, swapped, usual)
+    strict = grounding.argument_strictness(ctx)
+    assert strict[("ReserveRestaurant", "city")] > 0.9
+    assert grounding.argument_defaults(ctx)[("ReserveRestaurant", "date")] == "2019 03 01"
+    flags = {f["trace_id"]: f for f in grounding.run(ctx) if f["message_idx"] == 1}
+    assert flags[25]["severity"] == "error" and "Palo Alto" in flags[25]["detail"]
+    # today's date, never said: the assistant's usual value, a warning and not an error
+    assert flags[26]["severity"] == "warning" and "usual value" in flags[26]["detail"]
+
+
+def test_slot_words_make_messages_of_different_conversations_alike():
+    ctx = ctx_of(GOOD)
+    lexicon = coherence.slot_lexicon(ctx)
+    assert lexicon[("thai", "basil")] == "slotrestaurantname"
+    assert lexicon[("san", "jose")] == "slotcity"
+    text = coherence.delexicalise("Thai Basil in San Jose at 4:45 pm for 2 people?", lexicon)
+    assert text == "slotrestaurantname in slotcity at slottime for slotnum people"
+    assert coherence.delexicalise("Any Thai place?", lexicon) == "any slotcuisine place"
+
+
+def test_coherence_finds_messages_from_another_domain(tmp_path):
+    """Assistant messages of hotel conversations (scenario 5's foreign traces), put in place of
+    restaurant messages: most are found, and clean turns stay clean."""
+    import random
+
+    from workbench.checks import load_context
+
+    db = open_db(tmp_path / "c.db")
+    import_files(db, [DATA / "scenario-1-baseline" / "traces.jsonl"],
+                 task=DATA / "scenario-1-baseline" / "job_description.json")
+    s1_users = set()
+    for line in (DATA / "scenario-1-baseline" / "traces.jsonl").read_text().splitlines():
+        msgs = json.loads(json.loads(line)["context"])["messages"]
+        s1_users.add(msgs[0]["content"])
+    hotel_texts = []
+    for line in (DATA / "scenario-5-trace-mixing" / "traces.jsonl").read_text().splitlines():
+        msgs = json.loads(json.loads(line)["context"])["messages"]
+        if not any(m["role"] == "user" and m["content"] in s1_users for m in msgs):
+            hotel_texts += [json.loads(c["function"]["arguments"])["message"]
+                            for m in msgs for c in m.get("tool_calls") or []
+                            if c["function"]["name"] == "respond_to_user"]
+    ctx = load_context(db)
+    rng = random.Random(0)
+    by_id = {t.id: t for t in ctx.traces}
+    places = [(t.id, i) for t in ctx.traces for i, m in enumerate(t.messages)
+              if m["role"] == "assistant" and m["tool_calls"][0]["function"]["name"]
+              == "respond_to_user"]
+    planted = rng.sample(places, 120)
+    for (tid, i), text in zip(planted, rng.sample(hotel_texts, 120)):
+        by_id[tid].messages[i] = call("respond_to_user", message=text)
+    flagged = {(f["trace_id"], f["message_idx"]) for f in coherence.turn_level(ctx)}
+    found = set(planted) & flagged
+    assert len(found) / len(planted) >= 0.75   # measured 0.82 (0.66 before response models)
+    clean_turns = sum(1 for t in ctx.traces for m in t.messages if m["role"] == "assistant")
+    assert len(flagged - found) / clean_turns < 0.02
+
+
+def test_coherence_stays_silent_on_a_corpus_too_small_to_learn_from(tmp_path):
+    from workbench.checks import load_context
+
+    db = _import(tmp_path, "scenario-4-low-data")   # 5 clean conversations
+    ctx = load_context(db)
+    assert len(ctx.traces) == 5
+    assert coherence.turn_level(ctx) == []

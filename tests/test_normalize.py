@@ -146,3 +146,40 @@ def test_enum_value_translated_from_user_phrasing():
     mixed = {"price_range": [("inexpensive", {"a", "cheap"})] * 4
              + [("expensive", {"a", "cheap"})] * 4}
     assert translate_value({"phrasing": mixed}, "price_range", "cheap", enum)[0] is None
+
+
+def test_enum_value_translated_through_records_of_the_same_entities():
+    """Results in two vocabularies describe the same restaurants (same phone and address):
+    their price_range values are a crosswalk, whatever users say."""
+    from workbench.checks.base import CheckContext, TraceView
+    from workbench.normalize import record_crosswalk, translate_value
+
+    def trace(tid, recs):
+        return TraceView(tid, "t.jsonl", tid, [
+            {"role": "user", "content": "find food"},
+            {"role": "tool", "content": json.dumps(recs)}])
+
+    places = [("Chez A", "650-111-0001", "1 Main Street"), ("Bistro B", "650-111-0002",
+                                                            "2 Oak Avenue"),
+              ("Cafe C", "650-111-0003", "3 Elm Road")]
+    canon = [{"restaurant_name": n, "phone_number": p, "street_address": a, "city": "Napa",
+              "price_range": "expensive"} for n, p, a in places]
+    drift = [{"restaurant_name": n, "phone_number": p, "address": a, "location": "Napa",
+              "price_range": "pricey"} for n, p, a in places]
+    # a single shared value (the city) links nothing: "moderate" here must not become "cheap"
+    other = [{"restaurant_name": "Diner D", "phone_number": "650-111-0004", "city": "Napa",
+              "price_range": "cheap"}, {"restaurant_name": "Grill E", "phone_number":
+                                        "650-111-0005", "city": "Napa",
+                                        "price_range": "moderate"}]
+    ctx = CheckContext([trace(1, canon), trace(2, drift), trace(3, other)], {})
+    walk = record_crosswalk(ctx)
+    enum = ["inexpensive", "moderate", "expensive", "very expensive"]
+    value, why = translate_value({"crosswalk": walk, "phrasing": {}}, "price_range", "pricey",
+                                 enum)
+    assert value == "expensive" and "3 records" in why
+    assert translate_value({"crosswalk": walk, "phrasing": {}}, "price_range", "cheap",
+                           enum)[0] is None
+    # one linked record is not enough evidence
+    one = CheckContext([trace(1, canon[:1]), trace(2, drift[:1])], {})
+    assert translate_value({"crosswalk": record_crosswalk(one), "phrasing": {}}, "price_range",
+                           "pricey", enum)[0] is None

@@ -3,12 +3,16 @@
 - Trace level: a conversation from another product. Its service calls carry arguments that no
   tool declares and its results carry fields that no tool knows, or (without calls) its words
   are foreign to the task description and the tool schemas.
-- Turn level: a message that does not fit its place. Every message-only turn (what the
-  assistant says) is compared with the corpus by retrieval: the answers most like it are found
-  in other conversations, and the messages around them (the user turn before, the user turn
-  after) should look like the messages around this one. A message pasted from another
-  conversation or another domain has neighbours whose surroundings do not match its own; its
-  specific words (names, numbers) are also missing from its conversation.
+- Turn level: a message that does not fit its place (pasted from another conversation or
+  another domain). Values the tools know (cities, names, times, numbers) are first replaced by
+  slot words, so messages compare by what they do. Each message-only turn is then placed in
+  two views learned from the corpus: retrieval (the turns around the most similar messages
+  elsewhere should look like the turns around this one) and response models (ridge maps,
+  cross-fitted by conversation, from a message to the turn after and before it and from a user
+  turn to its reply). A logistic model learns from the corpus itself which placements are
+  real: every message is also moved into another conversation, and a turn is flagged when it
+  fits no better than most moved messages. No labels and no word lists are involved: a
+  message from a domain the corpus' users never talk about fits no context, and is found so.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ SWAP_QUANTILE = 0.3    # flag a message that fits no better than 70% of the mess
 RIDGE_L2 = 3.0         # ridge penalty of the response models
 FOLDS = 5              # cross-fitting folds (by conversation)
 MAX_VOCAB = 2000       # words kept for the vectors (the most widespread)
+MIN_TRACES = 20        # fewer conversations are too few to learn what fits where
 BOOLEAN = {"true", "false", "yes", "no"}
 STOP = set("""a an the and or but if of to in on at for with by from is are was were be been am
 i you he she it we they me my your our their this that these those there here what which who
@@ -299,7 +304,7 @@ def swap_scores(ctx: CheckContext) -> list[dict]:
 
 def _swap_scores(ctx: CheckContext) -> list[dict]:
     units = _units(ctx)
-    if len(units) < 2 * K + 1 or len({u["trace"].id for u in units}) < FOLDS:
+    if len(units) < 2 * K + 1 or len({u["trace"].id for u in units}) < max(FOLDS, MIN_TRACES):
         return []
     place = _Placement(units, slot_lexicon(ctx))
     m = len(units)
