@@ -44,6 +44,16 @@ def finish_run(db: Database, run_id: int, metrics: dict) -> None:
                    [json.dumps(metrics, ensure_ascii=False), run_id])
 
 
+def unfinished_run(db: Database, model_ref: str, test_selection: Any,
+                   judge: str | None) -> dict | None:
+    """The newest run of this model on this test selection (same judge) that never finished:
+    the one a resumed evaluation continues."""
+    return _run_row(db.execute(
+        "SELECT * FROM eval_runs WHERE metrics IS NULL AND model_ref = ? AND test_selection = ?"
+        " AND judge IS ? ORDER BY id DESC LIMIT 1",
+        [model_ref, json.dumps(test_selection, ensure_ascii=False), judge]))
+
+
 def done_turns(db: Database, run_id: int) -> set[tuple[int, int]]:
     """Turns already evaluated in this run (a resumed run skips them)."""
     return set(db.execute("SELECT trace_id, message_idx FROM eval_results WHERE run_id = ?",

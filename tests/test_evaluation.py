@@ -222,6 +222,32 @@ def test_evaluate_stores_scores_confusion_and_delta(db, tiny_file: Path) -> None
     assert rep2["previous"]["metrics"]["staged_tool_call"] == pytest.approx(-0.875)
 
 
+def test_a_cancelled_run_resumes_where_it_stopped(db, tiny_file: Path) -> None:
+    """A run stopped after its first conversation is continued by `resume`: the same run, only
+    the conversation it had not scored is predicted, and the metrics cover both."""
+    from db.jobs import request_cancel
+
+    class CancelAfterFirst(ScriptedBackend):
+        def complete(self, messages, *a, **k):
+            if len(self.seen) == 1:   # the first conversation's last turn: stop the job
+                request_cancel(db, db.execute("SELECT max(id) FROM jobs").fetchone()[0])
+            return super().complete(messages, *a, **k)
+
+    first = CancelAfterFirst(_oracle)
+    job = evaluate(db, first, selection_for(str(tiny_file)))
+    assert job["status"] == "cancelled"
+    run_id = db.execute("SELECT max(id) FROM eval_runs").fetchone()[0]
+    assert len(eval_store.results(db, run_id)) == 2
+    again = ScriptedBackend(_oracle)
+    job2 = evaluate(db, again, selection_for(str(tiny_file)), resume=True)
+    assert job2["status"] == "succeeded" and job2["result"]["run_id"] == run_id
+    assert len(again.seen) == 2            # the second conversation's two turns only
+    assert report(db, run_id)["metrics"]["n"] == 4
+    # a finished run is never resumed: resuming again starts a new run
+    job3 = evaluate(db, ScriptedBackend(_oracle), selection_for(str(tiny_file)), resume=True)
+    assert job3["result"]["run_id"] != run_id
+
+
 def test_judge_through_scripted_endpoint_is_cached(db, tiny_file: Path, judge_stub) -> None:
     import_files(db, [DATA / "scenario-1-baseline" / "job_description.json"])
     ep = judge_stub.endpoint()

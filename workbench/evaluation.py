@@ -226,8 +226,11 @@ def run_pairs(backend: ChatBackend, pairs: Sequence[Pair], *, max_tokens: int,
 
 def evaluate(db: Database, backend: ChatBackend, sel: Selection | None = None, *,
              max_tokens: int = 256, judge_endpoint: Any = None, judge_client: Any = None,
-             listeners: list[Callable[[str, Any], None]] | None = None) -> dict:
-    """Run an evaluation as a job; returns the final job row (result: run id and metrics)."""
+             listeners: list[Callable[[str, Any], None]] | None = None,
+             resume: bool = False) -> dict:
+    """Run an evaluation as a job; returns the final job row (result: run id and metrics).
+    `resume` continues the newest unfinished run of the same model, test selection and judge
+    (cancelled, failed or killed): conversations it already scored are not predicted again."""
     sel = sel or Selection()
     imported = prepare_selection(db, sel)
     ids = trace_ids(db, sel)
@@ -235,8 +238,14 @@ def evaluate(db: Database, backend: ChatBackend, sel: Selection | None = None, *
               "judge": getattr(judge_endpoint, "name", None)}
 
     def job(ctx: JobContext) -> dict:
-        run_id = store.create_run(db, backend.name, test_selection=sel.key(),
-                                  judge=params["judge"], job_id=ctx.job_id)
+        earlier = (store.unfinished_run(db, backend.name, sel.key(), params["judge"])
+                   if resume else None)
+        if earlier is not None:
+            run_id = earlier["id"]
+            ctx.log(f"resuming evaluation run {run_id}")
+        else:
+            run_id = store.create_run(db, backend.name, test_selection=sel.key(),
+                                      judge=params["judge"], job_id=ctx.job_id)
         if imported:
             ctx.log(f"imported {imported['source']}: {imported['added']} new,"
                     f" {imported['duplicates']} already stored")
@@ -249,10 +258,14 @@ def evaluate(db: Database, backend: ChatBackend, sel: Selection | None = None, *
                           judge_client, ctx.job_id)
         conversations = list(expand_pairs(db, ids))
         total = sum(len(c) for c in conversations)
-        done = 0
-        if ctx.progress(0, total, f"{len(ids)} conversations, {total} turns"):
+        scored = store.done_turns(db, run_id)   # a conversation's rows are stored together
+        todo = [c for c in conversations
+                if not all((p.trace_id, p.message_idx) in scored for p in c)]
+        done = total - sum(len(c) for c in todo)
+        if ctx.progress(done, total, f"{len(ids)} conversations, {total} turns"
+                        + (f", {done} already scored" if done else "")):
             raise Cancelled()
-        for pairs in conversations:
+        for pairs in todo:
             rows = run_pairs(backend, pairs, max_tokens=max_tokens, judge=judge)
             store.add_results(db, run_id, rows)
             done += len(rows)

@@ -98,6 +98,9 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(2, help="llama.cpp threads"),
         worst: int = typer.Option(10, help="worst turns to show"),
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+        resume: bool = typer.Option(False, "--resume", help="continue the newest unfinished run"
+                                    " of this model on this test selection (after a cancel,"
+                                    " a failure or a kill)"),
     ) -> None:
         """Predict every test turn with a model, score it like the TFT benchmark and store the
         run (metrics, confusion matrix, worst turns, change against the previous run)."""
@@ -122,7 +125,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             job = evaluate(db, backend, sel, max_tokens=max_tokens, judge_endpoint=judge_ep,
-                           listeners=[listener])
+                           listeners=[listener], resume=resume)
         finally:
             backend.close()
         if job["status"] != "succeeded":
