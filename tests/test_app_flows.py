@@ -119,6 +119,56 @@ async def test_open_edit_validate_save_undo(db_path):
         await until(pilot, lambda: str(table.get_row("1")[7]) == "revised")
 
 
+def _two_call_trace(db) -> int:
+    """A trace whose assistant turn makes two parallel calls."""
+    from db.traces import NewTrace, TraceWriter
+    from db.tx import now, write_tx
+    from workbench.messages import content_hash
+
+    def call(cid, city):
+        return {"id": cid, "type": "function", "function": {
+            "name": "FindRestaurants", "arguments": {"city": city, "cuisine": "Thai"}}}
+    msgs = [{"role": "user", "content": "Thai in Napa or Ukiah", "tool_calls": None,
+             "tool_call_id": None, "name": None},
+            {"role": "assistant", "content": None, "tool_call_id": None, "name": None,
+             "tool_calls": [call("a", "Napa"), call("b", "Ukiah")]}]
+    with write_tx(db):
+        imp = db.execute("INSERT INTO imports (source, path, format, sha256, lines, added,"
+                         " duplicates, created_at) VALUES ('p','p','openai','1',1,1,0,?)",
+                         [now()]).lastrowid
+        w = TraceWriter(db, imp)
+        tid, _ = w.add(NewTrace(msgs, None, content_hash(msgs, None), "p", "p", 1, "openai"))
+        w.flush()
+    return tid
+
+
+async def test_edit_the_second_of_two_calls(db_path):
+    """A turn with several calls asks which one to edit; the others stay as they were."""
+    from workbench.screens.detail import DetailScreen
+
+    tid = read(db_path, _two_call_trace)
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app) == 46)
+        app.push_screen(DetailScreen(tid))
+        await until(pilot, lambda: type(app.screen).__name__ == "DetailScreen"
+                    and app.screen.turn == 1)
+        await pilot.press("e")
+        await until(pilot, lambda: type(app.screen).__name__ == "PickCallScreen")
+        assert "Ukiah" in str(app.screen.query_one("#calls").get_option_at_index(1).prompt)
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: type(app.screen).__name__ == "EditCallScreen")
+        assert "call 2 of 2" in str(app.screen.query_one("#editor").border_title)
+        await pilot.pause(0.2)
+        app.screen.query_one("#raw").text = '{"city": "Eureka", "cuisine": "Thai"}'
+        await pilot.pause(0.1)
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: read(db_path, lambda db: len(history(db, tid, 1))) == 1)
+        calls = read(db_path, lambda db: current_messages(db, tid))[1]["tool_calls"]
+        assert [(c["id"], c["function"]["arguments"]["city"]) for c in calls] == [
+            ("a", "Napa"), ("b", "Eureka")]
+
+
 async def test_typing_app_keys_in_search_stays_in_search(db_path):
     app = make_app(db_path, app_config())
     async with app.run_test(size=SIZE) as pilot:

@@ -1,13 +1,18 @@
-"""What the screens share: the modal tool-call editor and result messages."""
+"""What the screens share: the modal tool-call editor, the call picker and result messages."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
-from textual.app import ComposeResult
+from rich.text import Text
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import ModalScreen
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
 
 from widgets.tool_call_editor import ToolCallEditor
 
@@ -63,3 +68,61 @@ def replace_call(calls: list | None, index: int, new: dict) -> list:
     else:
         calls.append(call)
     return calls
+
+
+class PickCallScreen(ModalScreen[int | None]):
+    """Which of a turn's several calls to edit; dismisses with its index or None."""
+
+    DEFAULT_CSS = """
+    PickCallScreen { align: center middle; }
+    PickCallScreen OptionList { width: 80%; height: auto; max-height: 80%; border: round $panel; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="pick.cancel")]
+
+    def __init__(self, calls: list[dict], title: str) -> None:
+        super().__init__()
+        self.calls = calls
+        self.title_text = title
+
+    def compose(self) -> ComposeResult:
+        options = []
+        for n, c in enumerate(self.calls):
+            fn = c["function"]
+            args = fn["arguments"]
+            shown = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+            label = Text(f"{n + 1}. {fn['name']} ")   # untrusted text: never markup
+            label.append(shown[:200], style="dim")
+            options.append(Option(label, id=f"call-{n}"))
+        picker = OptionList(*options, id="calls")
+        picker.border_title = f"{self.title_text}: which call?"
+        yield picker
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option_index)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+def edit_turn_calls(app: App, tools: list[dict], calls: list | None, title: str,
+                    on_saved: Callable[[list, str], None]) -> None:
+    """Edit one call of a turn (asking which when it has several) and hand `on_saved` the turn's
+    calls with that one replaced, and the reason. A turn without calls gets its first."""
+    calls = list(calls or [])
+
+    def edit(index: int | None) -> None:
+        if index is None:
+            return
+        fn = calls[index]["function"] if index < len(calls) else None
+        call = {"name": fn["name"], "arguments": fn["arguments"]} if fn else None
+
+        def saved(result: dict | None) -> None:
+            if result:
+                on_saved(replace_call(calls, index, result["call"]), result["reason"])
+        suffix = f" call {index + 1} of {len(calls)}" if len(calls) > 1 else ""
+        app.push_screen(EditCallScreen(tools, call, title + suffix), saved)
+
+    if len(calls) > 1:
+        app.push_screen(PickCallScreen(calls, title), edit)
+    else:
+        edit(0)

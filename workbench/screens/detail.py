@@ -18,7 +18,7 @@ from db.tasks import current_tools
 from db.traces import get_trace, original_messages
 from widgets.conversation import ConversationView, TurnView
 from widgets.render import diff_text, flag_details, history_text
-from workbench.screens.common import EditCallScreen, Loaded, replace_call
+from workbench.screens.common import Loaded, edit_turn_calls
 
 
 def load_trace_view(db, trace_id: int) -> dict:
@@ -146,16 +146,10 @@ class DetailScreen(Screen):
         if i is None:
             return
         msg = self.view["current"][i]
-        calls = msg["tool_calls"] or []
-        call = ({"name": calls[0]["function"]["name"], "arguments": calls[0]["function"]["arguments"]}
-                if calls else None)
-
-        def saved(result: dict | None) -> None:
-            if result:
-                self.write("revision", idx=i, calls=replace_call(calls, 0, result["call"]),
-                           content=msg["content"], reason=result["reason"])
-        self.app.push_screen(EditCallScreen(self.view["tools"], call,
-                                            f"trace {self.trace_id} turn {i}"), saved)
+        edit_turn_calls(self.app, self.view["tools"], msg["tool_calls"],
+                        f"trace {self.trace_id} turn {i}",
+                        lambda calls, reason: self.write("revision", idx=i, calls=calls,
+                                                         content=msg["content"], reason=reason))
 
     def action_decide(self, status: str) -> None:
         i = self._assistant_turn()

@@ -26,7 +26,7 @@ from db.queries import TraceFilter
 from db.tasks import current_tools
 from db.traces import get_trace, original_messages
 from widgets.render import calls_text, content_text, flag_details
-from workbench.screens.common import EditCallScreen, Loaded, replace_call
+from workbench.screens.common import Loaded, edit_turn_calls
 
 
 def load_item(db, trace_id: int, idx: int) -> dict:
@@ -193,13 +193,6 @@ class ReviewScreen(Screen):
         it = self.item
         if not it:
             return
-        calls = it["current"]["tool_calls"] or []
-        call = ({"name": calls[0]["function"]["name"], "arguments": calls[0]["function"]["arguments"]}
-                if calls else None)
-
-        def saved(result: dict | None) -> None:
-            if result:
-                self.decide(it, "edit", calls=replace_call(calls, 0, result["call"]),
-                            reason=result["reason"])
-        self.app.push_screen(EditCallScreen(it["tools"], call,
-                                            f"trace {it['trace_id']} turn {it['idx']}"), saved)
+        edit_turn_calls(self.app, it["tools"], it["current"]["tool_calls"],
+                        f"trace {it['trace_id']} turn {it['idx']}",
+                        lambda calls, reason: self.decide(it, "edit", calls=calls, reason=reason))
