@@ -131,7 +131,7 @@ def _two_call_trace(db) -> int:
     msgs = [{"role": "user", "content": "Thai in Napa or Ukiah", "tool_calls": None,
              "tool_call_id": None, "name": None},
             {"role": "assistant", "content": None, "tool_call_id": None, "name": None,
-             "tool_calls": [call("a", "Napa"), call("b", "Ukiah")]}]
+             "tool_calls": [call("a", "Napa"), call("b", "Ukiah [bold]x[/]")]}]
     with write_tx(db):
         imp = db.execute("INSERT INTO imports (source, path, format, sha256, lines, added,"
                          " duplicates, created_at) VALUES ('p','p','openai','1',1,1,0,?)",
@@ -155,7 +155,8 @@ async def test_edit_the_second_of_two_calls(db_path):
                     and app.screen.turn == 1)
         await pilot.press("e")
         await until(pilot, lambda: type(app.screen).__name__ == "PickCallScreen")
-        assert "Ukiah" in str(app.screen.query_one("#calls").get_option_at_index(1).prompt)
+        prompt = app.screen.query_one("#calls").get_option_at_index(1).prompt
+        assert "Ukiah [bold]x[/]" in prompt.plain   # untrusted text shown as it is, not markup
         await pilot.press("down", "enter")
         await until(pilot, lambda: type(app.screen).__name__ == "EditCallScreen")
         assert "call 2 of 2" in str(app.screen.query_one("#editor").border_title)
