@@ -325,3 +325,25 @@ def test_coherence_stays_silent_on_a_corpus_too_small_to_learn_from(tmp_path):
     ctx = load_context(db)
     assert len(ctx.traces) == 5
     assert coherence.turn_level(ctx) == []
+
+
+def test_coherence_learns_a_large_corpus_in_groups(tmp_path, monkeypatch):
+    """Past CHUNK_TRACES conversations the corpus is learned from in interleaved groups (memory
+    and time stay bounded); every turn is still scored, and calibration indices stay valid."""
+    from workbench.checks import load_context
+
+    db = _import(tmp_path)
+    ctx = load_context(db)
+    monkeypatch.setattr(coherence, "CHUNK_TRACES", 120)   # 327 conversations: 3 groups
+    units = coherence.swap_scores(ctx)
+    message_turns = sum(1 for t in ctx.traces for m in t.messages if m["role"] == "assistant"
+                        and m["tool_calls"][0]["function"]["name"] == "respond_to_user")
+    assert len(units) == message_turns
+    position = {t.id: n for n, t in enumerate(ctx.traces)}
+    for u in units:
+        src = units[u["moved_from"]]
+        assert src["trace"].id != u["trace"].id
+        assert position[src["trace"].id] % 3 == position[u["trace"].id] % 3   # same group
+    assert len({u["threshold"] for u in units}) == 3
+    flagged = [u for u in units if u["p_moved"] >= u["threshold"]]
+    assert len(flagged) / message_turns < 0.03

@@ -39,6 +39,7 @@ RIDGE_L2 = 3.0         # ridge penalty of the response models
 FOLDS = 5              # cross-fitting folds (by conversation)
 MAX_VOCAB = 2000       # words kept for the vectors (the most widespread)
 MIN_TRACES = 20        # fewer conversations are too few to learn what fits where
+CHUNK_TRACES = 1000    # conversations learned from together (see _swap_scores)
 BOOLEAN = {"true", "false", "yes", "no"}
 STOP = set("""a an the and or but if of to in on at for with by from is are was were be been am
 i you he she it we they me my your our their this that these those there here what which who
@@ -170,11 +171,11 @@ def delexicalise(text: str, lexicon: dict[tuple[str, ...], str]) -> str:
     return " ".join(out)
 
 
-def _units(ctx: CheckContext) -> list[dict]:
+def _units(ctx: CheckContext, traces: list) -> list[dict]:
     """Every message-only assistant turn with its surroundings: the turn before and after,
     the user turn it answers, and the words of the rest of its conversation."""
     units = []
-    for t in ctx.traces:
+    for t in traces:
         msgs = t.messages
         texts = [message_text(m) if m["role"] != "tool" else (m["content"] or "") for m in msgs]
         msg_words = [set(words(x)) for x in texts]
@@ -216,16 +217,17 @@ def _knn(X: np.ndarray, trace_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _cross_fitted_ridge(X: np.ndarray, Y: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """Ridge predictions of Y from X, each row by a model fitted without its fold (its own
-    conversation is never in the model that judges it)."""
-    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
-    G, C = X64.T @ X64, X64.T @ Y64
+    conversation is never in the model that judges it). Solved in float64 on the small
+    (vocabulary-sized) matrices only."""
+    G, C = (X.T @ X).astype(np.float64), (X.T @ Y).astype(np.float64)
     reg = RIDGE_L2 * np.eye(X.shape[1])
-    out = np.zeros_like(Y64)
+    out = np.zeros(Y.shape, dtype=np.float32)
     for f in np.unique(folds):
         rows = folds == f
-        Xf = X64[rows]
-        W = np.linalg.solve(G - Xf.T @ Xf + reg, C - Xf.T @ Y64[rows])
-        out[rows] = Xf @ W
+        Xf = X[rows]
+        W = np.linalg.solve(G - (Xf.T @ Xf).astype(np.float64) + reg,
+                            C - (Xf.T @ Y[rows]).astype(np.float64))
+        out[rows] = Xf @ W.astype(np.float32)
     return out
 
 
@@ -303,10 +305,24 @@ def swap_scores(ctx: CheckContext) -> list[dict]:
 
 
 def _swap_scores(ctx: CheckContext) -> list[dict]:
-    units = _units(ctx)
+    """All turns' scores. A large corpus is learned from in groups of about CHUNK_TRACES
+    conversations (every n-th conversation, so each group is a sample of the whole): the cost
+    of retrieval grows with the square of a group's size, not of the corpus'."""
+    lexicon = slot_lexicon(ctx)
+    groups = max(1, math.ceil(len(ctx.traces) / CHUNK_TRACES))
+    out: list[dict] = []
+    for g in range(groups):
+        scored = _score_units(_units(ctx, ctx.traces[g::groups]), lexicon)
+        for u in scored:   # index into the list returned, whatever the group
+            u["moved_from"] += len(out)
+        out += scored
+    return out
+
+
+def _score_units(units: list[dict], lexicon: dict) -> list[dict]:
     if len(units) < 2 * K + 1 or len({u["trace"].id for u in units}) < max(FOLDS, MIN_TRACES):
         return []
-    place = _Placement(units, slot_lexicon(ctx))
+    place = _Placement(units, lexicon)
     m = len(units)
     trace_of = place.trace_of
     perm = np.random.default_rng(0).permutation(m)
