@@ -39,7 +39,7 @@ RIDGE_L2 = 3.0         # ridge penalty of the response models
 FOLDS = 5              # cross-fitting folds (by conversation)
 MAX_VOCAB = 2000       # words kept for the vectors (the most widespread)
 MIN_TRACES = 20        # fewer conversations are too few to learn what fits where
-CHUNK_TRACES = 1000    # conversations learned from together (see _swap_scores)
+CHUNK_TRACES = 500     # conversations learned from together (see _swap_scores)
 BOOLEAN = {"true", "false", "yes", "no"}
 STOP = set("""a an the and or but if of to in on at for with by from is are was were be been am
 i you he she it we they me my your our their this that these those there here what which who
