@@ -42,9 +42,14 @@ def load_context(db: Database, flt: TraceFilter | None = None,
                         message_tools=set(message_tools) if message_tools is not None else None)
 
 
-def compute_flags(ctx: CheckContext, names: Iterable[str] | None = None) -> tuple[list[dict], dict]:
+def compute_flags(ctx: CheckContext, names: Iterable[str] | None = None,
+                  on_check=None) -> tuple[list[dict], dict]:
+    """Run the checks in order; `on_check(done, total, name)` is told as each one starts."""
     flags, timings = [], {}
-    for name in names or DEFAULT_CHECKS:
+    names = list(names or DEFAULT_CHECKS)
+    for n, name in enumerate(names):
+        if on_check is not None:
+            on_check(n, len(names), name)
         t0 = time.perf_counter()
         flags += CHECKS[name].run(ctx)
         timings[name] = round(time.perf_counter() - t0, 3)
@@ -71,7 +76,13 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
         ctx.cache["progress"] = lambda done, total: (
             job_ctx.progress(done, total, "scoring turns with the model") and job_ctx.check_cancel())
     ctx.cache.update(options or {})
-    flags, timings = compute_flags(ctx, names)
+    def on_check(done: int, total: int, name: str) -> None:
+        # the jobs panel shows which check runs; a cancel stops before any flag is stored
+        if job_ctx is not None and job_ctx.progress(done, total,
+                                                    f"check {done + 1}/{total}: {name}"):
+            from workbench.jobs import Cancelled
+            raise Cancelled()
+    flags, timings = compute_flags(ctx, names, on_check)
     ids = [t.id for t in ctx.traces]
     replace_flags(db, ids, names, flags, job_id=job_ctx.job_id if job_ctx else None)
     stored = flags_for(db, ids) if ids else []
