@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from itertools import combinations
 from collections import Counter, defaultdict
 
 from sqlite_utils import Database
@@ -137,10 +138,7 @@ def record_crosswalk(ctx) -> dict[str, Counter]:
     shared: Counter = Counter()
     for v, ns in holders.items():
         if 2 <= len(ns) <= SPECIFIC_RECORDS:
-            for a in ns:
-                for b in ns:
-                    if a < b:
-                        shared[(a, b)] += 1
+            shared.update(combinations(ns, 2))   # ns ascending: pairs (a, b) with a < b
     out: dict[str, Counter] = defaultdict(Counter)
     for (a, b), n in shared.items():
         if n < LINK_VALUES:

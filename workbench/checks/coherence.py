@@ -281,16 +281,21 @@ FEATURES = ("prev_fit", "next_fit", "reply_fit", "best_reply", "unsupported_word
             "next_model", "prev_model", "reply_model")
 
 
-def _logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 30):
+def logistic(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, l2: float = 1e-2,
+             steps: int = 30):
+    """A (weighted) L2 logistic regression on standardised features, by Newton steps; returns
+    the predict function. Shared by the coherence checks' label-free calibrations."""
+    w = np.ones(len(y)) if w is None else w
     mu, sd = X.mean(0), X.std(0) + 1e-9
     Z = np.hstack([(X - mu) / sd, np.ones((len(X), 1))])
     b = np.zeros(Z.shape[1])
-    for _ in range(steps):   # Newton steps
-        p = 1 / (1 + np.exp(-Z @ b))
-        grad = Z.T @ (p - y) + l2 * b
-        hess = (Z * (p * (1 - p))[:, None]).T @ Z + l2 * np.eye(len(b))
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-np.clip(Z @ b, -30, 30)))
+        grad = Z.T @ (w * (p - y)) + l2 * b
+        hess = (Z * (w * p * (1 - p))[:, None]).T @ Z + l2 * np.eye(len(b))
         b -= np.linalg.solve(hess, grad)
-    return lambda X2: 1 / (1 + np.exp(-np.hstack([(X2 - mu) / sd, np.ones((len(X2), 1))]) @ b))
+    return lambda X2: 1 / (1 + np.exp(-np.clip(
+        np.hstack([(X2 - mu) / sd, np.ones((len(X2), 1))]) @ b, -30, 30)))
 
 
 def swap_scores(ctx: CheckContext) -> list[dict]:
@@ -329,7 +334,7 @@ def _score_units(units: list[dict], lexicon: dict) -> list[dict]:
     perm = np.where(trace_of[perm] == trace_of, np.roll(perm, 1), perm)
     real = place.features(np.arange(m))
     moved = place.features(perm)
-    predict = _logistic(np.vstack([real, moved]), np.r_[np.zeros(m), np.ones(m)])
+    predict = logistic(np.vstack([real, moved]), np.r_[np.zeros(m), np.ones(m)])
     p_moved = predict(moved)
     threshold = float(np.quantile(p_moved, SWAP_QUANTILE))
     resp_df: Counter = Counter()

@@ -251,19 +251,6 @@ class _Units:
         return hit["lp"] if isinstance(hit, dict) else hit
 
 
-def _weighted_logistic(X, y, w, l2=1e-2, steps=30):
-    mu, sd = X.mean(0), X.std(0) + 1e-9
-    Z = np.hstack([(X - mu) / sd, np.ones((len(X), 1))])
-    b = np.zeros(Z.shape[1])
-    for _ in range(steps):
-        p = 1 / (1 + np.exp(-np.clip(Z @ b, -30, 30)))
-        grad = Z.T @ (w * (p - y)) + l2 * b
-        hess = (Z * (w * p * (1 - p))[:, None]).T @ Z + l2 * np.eye(len(b))
-        b -= np.linalg.solve(hess, grad)
-    return lambda X2: 1 / (1 + np.exp(-np.clip(
-        np.hstack([(X2 - mu) / sd, np.ones((len(X2), 1))]) @ b, -30, 30)))
-
-
 def model_scores(ctx: CheckContext, model_path: str | None = None, scorer_factory=None,
                  progress=None) -> dict:
     """Score every message-only turn; returns {"units": [...], "threshold", "seconds",
@@ -335,7 +322,7 @@ def model_scores(ctx: CheckContext, model_path: str | None = None, scorer_factor
     Xr, Xm = X(rows, "p_moved"), X(moved_rows, "p_coh")
     y = np.r_[np.zeros(len(Xr)), np.ones(len(Xm))]
     w = np.r_[np.full(len(Xr), 0.5 / len(Xr)), np.full(len(Xm), 0.5 / len(Xm))] * len(y)
-    predict = _weighted_logistic(np.vstack([Xr, Xm]), y, w)
+    predict = coherence.logistic(np.vstack([Xr, Xm]), y, w)
     pm = predict(Xm)
     threshold = float(np.quantile(pm, MOVED_QUANTILE))
     for r, p, x in zip(rows, predict(Xr), Xr):

@@ -152,8 +152,20 @@ def _record_text(rec: dict) -> str:
 def argument_strictness(ctx: CheckContext) -> dict[tuple[str, str], float]:
     """Per (tool, argument): the share of its values found in the conversation before the call,
     over sound calls (see `_sound`)."""
-    if "grounding.strictness" in ctx.cache:
-        return ctx.cache["grounding.strictness"]
+    return _argument_stats(ctx)[0]
+
+
+def argument_defaults(ctx: CheckContext) -> dict[tuple[str, str], str]:
+    """Per (tool, argument): its usual value where one value is a large share of all (today's
+    date, a party of two). The assistant fills such a value without the user saying it, so an
+    unsupported default is only a warning."""
+    return _argument_stats(ctx)[1]
+
+
+def _argument_stats(ctx: CheckContext) -> tuple[dict, dict]:
+    """Strictness and usual values, from one pass over the sound calls (cached)."""
+    if "grounding.arguments" in ctx.cache:
+        return ctx.cache["grounding.arguments"]
     hit: Counter = Counter()
     total: Counter = Counter()
     values: dict[tuple[str, str], Counter] = {}
@@ -167,23 +179,14 @@ def argument_strictness(ctx: CheckContext) -> dict[tuple[str, str], float]:
                 total[(name, k)] += 1
                 hit[(name, k)] += supported(v, context, cnorm)
                 values.setdefault((name, k), Counter())[norm(str(v))] += 1
-    out = {key: hit[key] / n for key, n in total.items() if n >= 5}
+    strictness = {key: hit[key] / n for key, n in total.items() if n >= 5}
     defaults = {}
     for key, c in values.items():
         value, n = c.most_common(1)[0]
         if total[key] >= 5 and n / total[key] >= DEFAULT_SHARE:
             defaults[key] = value
-    ctx.cache["grounding.strictness"] = out
-    ctx.cache["grounding.defaults"] = defaults
-    return out
-
-
-def argument_defaults(ctx: CheckContext) -> dict[tuple[str, str], str]:
-    """Per (tool, argument): its usual value where one value is a large share of all (today's
-    date, a party of two). The assistant fills such a value without the user saying it, so an
-    unsupported default is only a warning."""
-    argument_strictness(ctx)
-    return ctx.cache["grounding.defaults"]
+    ctx.cache["grounding.arguments"] = strictness, defaults
+    return strictness, defaults
 
 
 def _sound(ctx: CheckContext, t: TraceView, i: int, name: str, args: dict) -> bool:
