@@ -24,12 +24,11 @@ from bench.import_bench import make_corpus  # noqa: E402
 from bench.report import ROOT, default_data_dir, git_rev, write_section  # noqa: E402
 
 
-def import_child(corpus: str, db_path: str) -> None:
+def import_child(corpus: str, db_path: str, task: str) -> None:
     from db import open_db
     from workbench.importing import import_files
 
-    db = open_db(db_path)
-    import_files(db, [corpus], task=Path(corpus).with_suffix(".task.json"))
+    import_files(open_db(db_path), [corpus], task=Path(task))
 
 
 def check_child(db_path: str) -> None:
@@ -59,9 +58,8 @@ def main() -> None:
         for n in (args.traces // 4, args.traces):
             corpus = Path(tmp) / f"corpus-{n}.jsonl"
             make_corpus(args.data_dir, corpus, n)
-            corpus.with_suffix(".task.json").write_text(task.read_text())
             db_path = Path(tmp) / f"checks-{n}.db"
-            for argv in (["--import", str(corpus), str(db_path)], ["--check", str(db_path)]):
+            for argv in (["--import", str(corpus), str(db_path), str(task)], ["--check", str(db_path)]):
                 out = subprocess.run([sys.executable, __file__, *argv], capture_output=True,
                                      text=True, check=True, cwd=ROOT)
             r = {"traces": n, **json.loads(out.stdout.strip().splitlines()[-1])}
@@ -86,8 +84,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--import":
-        import_child(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "--import":
+        import_child(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) == 3 and sys.argv[1] == "--check":
         check_child(sys.argv[2])
     else:
