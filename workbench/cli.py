@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -30,7 +31,10 @@ def _root(
     ctx.obj = State(db_path=db)
     if ctx.invoked_subcommand is None:
         from workbench.app import make_app  # Textual loads only when the app opens
+        from workbench.terminal_watch import watch_terminal
 
+        if sys.stdin.isatty():   # a closed terminal ends the app instead of leaving it spinning
+            watch_terminal(sys.stdin.fileno())
         make_app(db_path=db).run()
 
 
