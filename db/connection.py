@@ -31,4 +31,7 @@ def open_db(path: str | Path, *, migrate: bool = True) -> sqlite_utils.Database:
     db = sqlite_utils.Database(conn)
     if migrate:
         MIGRATIONS.apply(db)
+        from db.jobs import mark_dead_jobs
+
+        mark_dead_jobs(db)  # a job whose worker died is interrupted, never left running
     return db

@@ -54,6 +54,12 @@ def unfinished_run(db: Database, model_ref: str, test_selection: Any,
         [model_ref, json.dumps(test_selection, ensure_ascii=False), judge]))
 
 
+def run_of_job(db: Database, job_id: int) -> dict | None:
+    """The unfinished run a job started (what resuming that job continues)."""
+    return _run_row(db.execute("SELECT * FROM eval_runs WHERE job_id = ? AND metrics IS NULL"
+                               " ORDER BY id DESC LIMIT 1", [job_id]))
+
+
 def done_turns(db: Database, run_id: int) -> set[tuple[int, int]]:
     """Turns already evaluated in this run (a resumed run skips them)."""
     return set(db.execute("SELECT trace_id, message_idx FROM eval_results WHERE run_id = ?",
@@ -85,3 +91,16 @@ def previous_run(db: Database, run_id: int) -> dict | None:
         "SELECT * FROM eval_runs WHERE id < ? AND metrics IS NOT NULL AND test_selection ="
         " (SELECT test_selection FROM eval_runs WHERE id = ?) ORDER BY id DESC LIMIT 1",
         [run_id, run_id]))
+
+
+def runs_of_models(db: Database) -> dict[int, list[dict]]:
+    """Each registered model's evaluation runs (id, time, staged score), oldest first."""
+    out: dict[int, list[dict]] = {}
+    for run_id, model_id, created, metrics in db.execute(
+            "SELECT id, model_id, created_at, metrics FROM eval_runs WHERE model_id IS NOT NULL"
+            " ORDER BY id"):
+        m = json.loads(metrics) if metrics else {}
+        out.setdefault(model_id, []).append({"id": run_id, "created_at": created,
+                                             "finished": bool(metrics),
+                                             "staged_tool_call": m.get("staged_tool_call")})
+    return out

@@ -1,9 +1,12 @@
-"""Jobs as rows: any process (CLI or app) creates, advances and reads them the same way."""
+"""Jobs as rows: any process (CLI, app, detached worker) creates, advances and reads them the
+same way. A row holds what to run (kind, selection, params, folder) and how it went."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlite_utils import Database
@@ -12,32 +15,68 @@ from db.rows import dicts, first
 from db.tx import now, write_tx
 
 ACTIVE = ("queued", "running")
+FINAL = ("succeeded", "failed", "cancelled", "interrupted")
+STATUSES = (*ACTIVE, *FINAL)
 MAX_LOG_CHARS = 200_000  # the log keeps its tail; a runaway job can't bloat the store
+HEARTBEAT_S = 5.0        # a running worker touches its row this often
+STALE_S = 60.0           # ... and is taken for dead when it has not for this long
+JSON_COLUMNS = ("selection", "params", "result")
 
 
-def create_job(db: Database, kind: str, params: Any = None, total: int | None = None) -> int:
+def _dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def create_job(db: Database, kind: str, params: Any = None, selection: Any = None, *,
+               parent_id: int | None = None, cwd: str | None = None) -> int:
     with write_tx(db):
         return db.execute(
-            "INSERT INTO jobs (kind, status, params, total, created_at) VALUES (?,?,?,?,?)",
-            [kind, "queued", json.dumps(params, ensure_ascii=False, default=str), total, now()]
-        ).lastrowid
+            "INSERT INTO jobs (kind, status, selection, params, cwd, parent_id, created_at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            [kind, "queued", _dump(selection), _dump(params), cwd or os.getcwd(), parent_id,
+             now()]).lastrowid
 
 
-def start_job(db: Database, job_id: int) -> None:
+def start_job(db: Database, job_id: int, log_path: str | None = None) -> None:
+    """Claim the row for this process (a resumed job is claimed again)."""
     with write_tx(db):
         ts = now()
-        db.execute("UPDATE jobs SET status = 'running', started_at = ?, heartbeat_at = ?, pid = ?"
-                   " WHERE id = ?", [ts, ts, os.getpid(), job_id])
+        db.execute("UPDATE jobs SET status = 'running', started_at = coalesce(started_at, ?),"
+                   " heartbeat_at = ?, pid = ?, host = ?, log_path = coalesce(?, log_path),"
+                   " attempts = attempts + 1, finished_at = NULL, error = NULL,"
+                   " cancel_requested = 0 WHERE id = ?",
+                   [ts, ts, os.getpid(), socket.gethostname(), log_path, job_id])
+
+
+def requeue(db: Database, job_id: int) -> None:
+    """Make a stopped job runnable again (resume): its progress and log are kept."""
+    with write_tx(db):
+        db.execute("UPDATE jobs SET status = 'queued', pid = NULL, cancel_requested = 0"
+                   " WHERE id = ? AND status IN ('failed', 'cancelled', 'interrupted')", [job_id])
+
+
+def set_log_path(db: Database, job_id: int, log_path: str) -> None:
+    with write_tx(db):
+        db.execute("UPDATE jobs SET log_path = ? WHERE id = ?", [log_path, job_id])
 
 
 def progress(db: Database, job_id: int, done: int, total: int | None = None,
-             message: str | None = None) -> bool:
-    """Record progress; returns True when someone asked the job to stop."""
+             message: str | None = None) -> None:
     with write_tx(db):
         db.execute("UPDATE jobs SET done = ?, total = coalesce(?, total),"
                    " message = coalesce(?, message), heartbeat_at = ? WHERE id = ?",
                    [done, total, message, now(), job_id])
-        row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()
+
+
+def heartbeat(db: Database, job_id: int) -> None:
+    with write_tx(db):
+        db.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running'",
+                   [now(), job_id])
+
+
+def cancel_requested(db: Database, job_id: int) -> bool:
+    """One indexed column: cheap enough to ask at every progress report."""
+    row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()
     return bool(row and row[0])
 
 
@@ -49,28 +88,87 @@ def log(db: Database, job_id: int, line: str) -> None:
 
 def finish_job(db: Database, job_id: int, status: str, result: Any = None,
                error: str | None = None) -> None:
-    if status not in ("succeeded", "failed", "cancelled"):
+    if status not in FINAL:
         raise ValueError(f"not a final status: {status}")
     with write_tx(db):
+        if status == "succeeded":  # a finished job shows its whole bar, not its last report
+            db.execute("UPDATE jobs SET done = coalesce(total, done) WHERE id = ?", [job_id])
         db.execute("UPDATE jobs SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ?",
-                   [status, None if result is None else json.dumps(result, ensure_ascii=False,
-                                                                   default=str),
-                    error, now(), job_id])
+                   [status, _dump(result), error, now(), job_id])
 
 
-def request_cancel(db: Database, job_id: int) -> None:
+def request_cancel(db: Database, job_id: int) -> bool:
+    """Ask a job to stop; a queued job nobody runs yet is cancelled at once."""
     with write_tx(db):
-        db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status IN ('queued',"
-                   " 'running')", [job_id])
+        db.execute("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?"
+                   " AND status = 'queued' AND pid IS NULL", [now(), job_id])
+        cur = db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status IN"
+                         " ('queued', 'running')", [job_id])
+        return cur.rowcount > 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (dead, not yet reaped by its parent) counts as dead
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _age_s(ts: str | None) -> float:
+    if not ts:
+        return float("inf")
+    return (datetime.now(timezone.utc) - datetime.fromisoformat(ts)).total_seconds()
+
+
+def dead_jobs(db: Database, stale_s: float = STALE_S) -> list[int]:
+    """Running jobs whose worker is gone: its pid is dead on this host, or it stopped
+    beating its heart (any host)."""
+    host = socket.gethostname()
+    dead = []
+    for job_id, pid, job_host, beat in db.execute(
+            "SELECT id, pid, host, heartbeat_at FROM jobs WHERE status = 'running'"):
+        if (job_host == host and pid and not _alive(pid)) or _age_s(beat) > stale_s:
+            dead.append(job_id)
+    return dead
+
+
+def mark_dead_jobs(db: Database, stale_s: float = STALE_S) -> list[int]:
+    """Whoever opens the store calls this: a job never stays `running` after its process died."""
+    ids = dead_jobs(db, stale_s)
+    if ids:
+        with write_tx(db):
+            for job_id in ids:
+                db.execute("UPDATE jobs SET status = 'interrupted', finished_at = ?, error ="
+                           " coalesce(error, 'the worker process died (killed, or its machine"
+                           " stopped); resume it with `workbench jobs resume ' || id || '`')"
+                           " WHERE id = ? AND status = 'running'", [now(), job_id])
+    return ids
 
 
 def get_job(db: Database, job_id: int) -> dict | None:
-    return first(db.execute("SELECT * FROM jobs WHERE id = ?", [job_id]), ("params", "result"))
+    return first(db.execute("SELECT * FROM jobs WHERE id = ?", [job_id]), JSON_COLUMNS)
 
 
-def list_jobs(db: Database, limit: int = 50) -> list[dict]:
-    cur = db.execute("SELECT id, kind, status, done, total, message, error, created_at,"
-                     " started_at, finished_at FROM jobs ORDER BY id DESC LIMIT ?", [limit])
+def list_jobs(db: Database, limit: int = 50, status: str | None = None,
+              kind: str | None = None) -> list[dict]:
+    conds, args = [], []
+    if status:
+        conds.append("status = ?")
+        args.append(status)
+    if kind:
+        conds.append("kind = ?")
+        args.append(kind)
+    where = " AND ".join(conds) or "1"
+    cur = db.execute("SELECT id, kind, status, done, total, message, error, parent_id, pid,"
+                     " created_at, started_at, finished_at, heartbeat_at FROM jobs"
+                     f" WHERE {where} ORDER BY id DESC LIMIT ?", [*args, limit])
     return dicts(cur)
 
 

@@ -230,3 +230,53 @@ def m002_browse_indexes(db: Database) -> None:
         CREATE INDEX search_content_trace ON search_content(id, c1);
         """
     )
+
+
+@MIGRATIONS()
+def m003_jobs_runtime(db: Database) -> None:
+    """Jobs that outlive their process: the `interrupted` status (a worker that died), the
+    selection apart from the parameters, the worker's host, folder and log file, and a parent
+    (a pipeline's stages). SQLite can't change a CHECK constraint, so the table is rebuilt under
+    a new name and renamed back; deferred foreign keys let the rows that point at jobs wait for
+    the copy, and the other tables' `REFERENCES jobs` then name the new table."""
+    db.execute("PRAGMA defer_foreign_keys = ON")
+    _execute_script(
+        db,
+        """
+        CREATE TABLE jobs_m003 (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN
+                ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
+            selection TEXT,                -- JSON TraceFilter
+            params TEXT,                   -- JSON of the kind's Params
+            done INTEGER NOT NULL DEFAULT 0,
+            total INTEGER,
+            message TEXT,
+            log TEXT NOT NULL DEFAULT '',
+            result TEXT,                   -- JSON
+            error TEXT,
+            pid INTEGER,
+            host TEXT,
+            cwd TEXT,
+            log_path TEXT,
+            parent_id INTEGER REFERENCES jobs(id),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT,
+            heartbeat_at TEXT
+        );
+        INSERT INTO jobs_m003 (id, kind, status, params, done, total, message, log, result,
+                               error, pid, cancel_requested, created_at, started_at,
+                               finished_at, heartbeat_at)
+            SELECT id, kind, status, params, done, total, message, log, result, error, pid,
+                   cancel_requested, created_at, started_at, finished_at, heartbeat_at
+            FROM jobs;
+        DROP TABLE jobs;
+        ALTER TABLE jobs_m003 RENAME TO jobs;
+        CREATE INDEX jobs_status ON jobs(status, id);
+        CREATE INDEX jobs_kind ON jobs(kind, id);
+        """
+    )

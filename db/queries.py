@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, fields
 
 LABEL_STATUSES = ("original", "revised", "proposed")
+SPLITS = ("train", "test", "unassigned")
+ORIGINS = ("imported", "synthetic")
 
 # Excluded from training: the analyst's decision when there is one, else a trace-level error.
 # Checks never write the decision, so re-running them cannot undo what the analyst chose.
@@ -27,14 +29,48 @@ class TraceFilter:
     excluded: bool | None = None        # excluded from training
     text: str | None = None             # full-text search (words, "phrases", prefix*)
     source: str | None = None           # substring of the source file
+    trace_ids: list[int] | None = None  # exactly these traces
+    limit: int | None = None            # the first N matching traces (by id)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("split", SPLITS), ("origin", ORIGINS), ("status", LABEL_STATUSES)):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ValueError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
+        if self.limit is not None and self.limit < 0:
+            raise ValueError("--limit must be 0 or more")
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
 
+    def to_dict(self) -> dict:
+        """The fields that narrow the selection (what a job row stores)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> TraceFilter:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data or {}) - known
+        if unknown:
+            raise ValueError(f"unknown selection field {', '.join(sorted(unknown))}")
+        return cls(**(data or {}))
+
     def where(self) -> tuple[str, list]:
         """SQL condition over `traces` (aliased as the bare table) and its parameters."""
+        where, params = self._where()
+        if self.limit is None:
+            return where, params
+        return (f"traces.id IN (SELECT traces.id FROM traces WHERE {where}"
+                " ORDER BY traces.id LIMIT ?)"), [*params, self.limit]
+
+    def _where(self) -> tuple[str, list]:
         conds: list[str] = []
         params: list = []
+        if self.trace_ids is not None:
+            ids = [int(i) for i in self.trace_ids]
+            conds.append(f"traces.id IN ({','.join('?' * len(ids)) or 'NULL'})")
+            params += ids
         if self.split:
             conds.append("traces.split = ?")
             params.append(self.split)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import shutil
 import threading
 
@@ -278,18 +280,20 @@ async def test_jobs_panel_shows_outside_jobs_and_runs_its_own(db_path):
         release.set()
         th.join()
         await until(pilot, lambda: "succeeded" in str(table.get_row_at(0)[2]))
-        await pilot.press("n")  # start the registered recount job
-        await until(pilot, lambda: table.row_count == 2 and "succeeded" in str(table.get_row_at(0)[2]))
+        await pilot.press("n")  # start the registered recount job: in a detached worker
+        await until(pilot, lambda: table.row_count == 2 and "succeeded" in str(table.get_row_at(0)[2]),
+                    timeout=90)
         job = read(db_path, lambda db: __import__("db.jobs").jobs.get_job(db, 2))
         assert job["kind"] == "recount" and job["result"]["traces"] == 45
-        # cancel: a queued job gets its cancel flag
+        assert job["pid"] != os.getpid() and job["log_path"]  # not a thread of the app
+        # cancel: a queued job no worker has taken yet is cancelled at once
         jid = read(db_path, lambda db: __import__("db.jobs").jobs.create_job(db, "queued-job"))
         await until(pilot, lambda: table.row_count == 3)
         table.move_cursor(row=table.get_row_index(str(jid)))
         await until(pilot, lambda: app.screen.query_one("#job-list").selected == jid)
         await pilot.press("c")
         await until(pilot, lambda: read(db_path, lambda db: db.execute(
-            "SELECT cancel_requested FROM jobs WHERE id = ?", [jid]).fetchone()[0]) == 1)
+            "SELECT status FROM jobs WHERE id = ?", [jid]).fetchone()[0]) == "cancelled")
 
 
 async def test_keymap_theme_and_help(db_path):

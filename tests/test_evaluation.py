@@ -243,9 +243,11 @@ def test_a_cancelled_run_resumes_where_it_stopped(db, tiny_file: Path) -> None:
     assert job2["status"] == "succeeded" and job2["result"]["run_id"] == run_id
     assert len(again.seen) == 2            # the second conversation's two turns only
     assert report(db, run_id)["metrics"]["n"] == 4
-    # a finished run is never resumed: resuming again starts a new run
+    # a finished run is never resumed: with nothing to resume, --resume says so and fails
+    runs = db.execute("SELECT count(*) FROM eval_runs").fetchone()[0]
     job3 = evaluate(db, ScriptedBackend(_oracle), selection_for(str(tiny_file)), resume=True)
-    assert job3["result"]["run_id"] != run_id
+    assert job3["status"] == "failed" and "nothing to resume" in job3["error"]
+    assert db.execute("SELECT count(*) FROM eval_runs").fetchone()[0] == runs
 
 
 def test_judge_through_scripted_endpoint_is_cached(db, tiny_file: Path, judge_stub) -> None:

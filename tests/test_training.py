@@ -334,3 +334,53 @@ def test_out_of_memory_is_a_clear_error(train_db: Any, tiny_model_dir: Path, tmp
     job = run_job(train_db, "train", lambda ctx: train(ctx.db, cfg, DataOptions(), ctx=ctx))
     assert job["status"] == "failed"
     assert "out of memory" in job["error"] and "--max-length" in job["error"]
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_training_worker_then_jobs_resume(train_db: Any, tiny_model_dir: Path,
+                                                     tmp_path: Path) -> None:
+    """A detached `job run` worker killed with SIGKILL mid-training: the next open marks the job
+    interrupted, and `workbench jobs resume ID` ends it with the adapter of an uninterrupted
+    run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    from db.jobs import get_job
+    from workbench.jobs import execute, start_worker, submit
+
+    params = dict(base_model=str(tiny_model_dir), max_steps=30, save_steps=2, seqs_per_step=2,
+                  lr=1e-3, lora_r=4, gguf="none")
+    full = execute(train_db, submit(train_db, "train", {},
+                                    {**params, "output": str(tmp_path / "full")}))
+    assert full["status"] == "succeeded", full["error"]
+    db_path = train_db.conn.execute("PRAGMA database_list").fetchone()[2]
+    job_id = submit(train_db, "train", {}, {**params, "output": str(tmp_path / "killed")})
+    proc = start_worker(db_path, job_id)
+    ckpt = tmp_path / "killed" / "checkpoints" / "checkpoint-4"
+    deadline = time.monotonic() + 300
+    while not (ckpt / "trainer_state.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert get_job(train_db, job_id)["status"] == "running"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    reopened = open_db(db_path)
+    assert get_job(reopened, job_id)["status"] == "interrupted"
+    reopened.conn.close()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    r = subprocess.run([sys.executable, "-m", "workbench", "--db", db_path, "jobs", "resume",
+                        str(job_id), "--json"], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    row = get_job(train_db, job_id)
+    assert row["status"] == "succeeded" and row["attempts"] == 2
+    assert "resuming from" in row["log"] and row["result"]["metrics"]["steps"] == 30
+    a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-5, k

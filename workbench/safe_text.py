@@ -1,0 +1,25 @@
+"""Untrusted text made safe for a terminal: control characters shown, never sent.
+
+Trace text, model output and file names may hold escape sequences that retitle, clear or
+reprogram a terminal, and bidi or zero-width characters that hide what a line says. `visible`
+spells each of them out (`\\x1b`, `\\u202e`) and keeps newlines and tabs; JSON output stays exact
+and never goes through it."""
+
+from __future__ import annotations
+
+import re
+
+# C0 but \t and \n, DEL, C1; bidi embeddings/overrides/isolates; zero-width and BOM
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e"
+                     "\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+def _spell(match: re.Match) -> str:
+    ch = match.group()
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
+def visible(text: object) -> str:
+    """`text` with every control, bidi and zero-width character spelled out."""
+    s = "" if text is None else str(text)
+    return _UNSAFE.sub(_spell, s)
