@@ -134,7 +134,7 @@ def dead_jobs(db: Database, stale_s: float = STALE_S) -> list[int]:
     dead = []
     for job_id, pid, job_host, beat in db.execute(
             "SELECT id, pid, host, heartbeat_at FROM jobs WHERE status = 'running'"):
-        if (job_host == host and pid and not _alive(pid)) or _age_s(beat) > stale_s:
+        if (job_host in (host, None) and pid and not _alive(pid)) or _age_s(beat) > stale_s:
             dead.append(job_id)
     return dead
 

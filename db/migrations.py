@@ -232,14 +232,24 @@ def m002_browse_indexes(db: Database) -> None:
     )
 
 
+_JOB_CHILDREN = ("flags", "models", "eval_runs")
+
+
 @MIGRATIONS()
 def m003_jobs_runtime(db: Database) -> None:
     """Jobs that outlive their process: the `interrupted` status (a worker that died), the
     selection apart from the parameters, the worker's host, folder and log file, and a parent
     (a pipeline's stages). SQLite can't change a CHECK constraint, so the table is rebuilt under
-    a new name and renamed back; deferred foreign keys let the rows that point at jobs wait for
-    the copy, and the other tables' `REFERENCES jobs` then name the new table."""
-    db.execute("PRAGMA defer_foreign_keys = ON")
+    a new name and renamed back; the other tables' `REFERENCES jobs` then name the new table."""
+    # Dropping a table that rows point at would break their foreign keys (and foreign keys
+    # can't be switched off inside the migration's transaction): set those pointers aside.
+    for table in _JOB_CHILDREN:
+        db.execute(f"CREATE TABLE m003_keep_{table} AS SELECT rowid AS rid, job_id FROM {table}"
+                   " WHERE job_id IS NOT NULL")
+        db.execute(f"UPDATE {table} SET job_id = NULL WHERE job_id IS NOT NULL")
+    db.execute("CREATE TABLE m003_keep_units AS SELECT kind, key, job_id FROM job_units"
+               " WHERE job_id IS NOT NULL")
+    db.execute("UPDATE job_units SET job_id = NULL WHERE job_id IS NOT NULL")
     _execute_script(
         db,
         """
@@ -280,3 +290,12 @@ def m003_jobs_runtime(db: Database) -> None:
         CREATE INDEX jobs_kind ON jobs(kind, id);
         """
     )
+    for table in _JOB_CHILDREN:  # point the rows back at their (copied) jobs
+        db.execute(f"UPDATE {table} SET job_id = (SELECT job_id FROM m003_keep_{table} k"
+                   f" WHERE k.rid = {table}.rowid) WHERE rowid IN (SELECT rid FROM"
+                   f" m003_keep_{table})")
+        db.execute(f"DROP TABLE m003_keep_{table}")
+    db.execute("UPDATE job_units SET job_id = (SELECT k.job_id FROM m003_keep_units k WHERE"
+               " k.kind = job_units.kind AND k.key = job_units.key) WHERE (kind, key) IN"
+               " (SELECT kind, key FROM m003_keep_units)")
+    db.execute("DROP TABLE m003_keep_units")

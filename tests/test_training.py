@@ -194,6 +194,17 @@ def test_hf_tokenizer_from_gguf_matches_llama_cpp(gguf_tokenizer: Any) -> None:
 
 # ---------------------------------------------------------------- loss, training, export
 
+def _assert_same_adapter(a_dir: Path, b_dir: Path) -> None:
+    """Two runs ended with the same LoRA weights (the resume tolerance)."""
+    from safetensors.torch import load_file
+
+    a = load_file(a_dir / "adapter" / "adapter_model.safetensors")
+    b = load_file(b_dir / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-5, k
+
+
 def _tiny_cfg(out: Path, tiny_model_dir: Path, **kw: Any) -> Any:
     from workbench.training.trainer import TrainConfig
 
@@ -286,7 +297,6 @@ def test_train_merge_gguf_end_to_end(train_db: Any, tiny_model_dir: Path, tmp_pa
 def test_resume_after_kill(train_db: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
     """A run killed after its step-2 checkpoint resumes there and ends with the same adapter as
     an uninterrupted run."""
-    from safetensors.torch import load_file
     from transformers import TrainerCallback
 
     from workbench.jobs import run_job
@@ -310,11 +320,7 @@ def test_resume_after_kill(train_db: Any, tiny_model_dir: Path, tmp_path: Path) 
     resumed = run(tmp_path / "killed", resume=True)
     assert resumed["status"] == "succeeded", resumed["error"]
     assert "resuming from" in resumed["log"] and resumed["result"]["metrics"]["steps"] == 4
-    a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert (a[k] - b[k]).abs().max() < 1e-5, k
+    _assert_same_adapter(tmp_path / "full", tmp_path / "killed")
 
 
 @pytest.mark.slow
@@ -348,8 +354,6 @@ def test_kill_9_of_a_training_worker_then_jobs_resume(train_db: Any, tiny_model_
     import sys
     import time
 
-    from safetensors.torch import load_file
-
     from db.jobs import get_job
     from workbench.jobs import execute, start_worker, submit
 
@@ -379,8 +383,4 @@ def test_kill_9_of_a_training_worker_then_jobs_resume(train_db: Any, tiny_model_
     row = get_job(train_db, job_id)
     assert row["status"] == "succeeded" and row["attempts"] == 2
     assert "resuming from" in row["log"] and row["result"]["metrics"]["steps"] == 30
-    a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert (a[k] - b[k]).abs().max() < 1e-5, k
+    _assert_same_adapter(tmp_path / "full", tmp_path / "killed")
