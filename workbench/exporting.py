@@ -10,8 +10,12 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from sqlite_utils import Database
 
@@ -19,38 +23,85 @@ from db.queries import TraceFilter
 from db.revisions import current_messages_for
 from db.tasks import current_tools
 from db.traces import iter_trace_rows
+from workbench.errors import InputError
 from workbench.messages import per_turn_pairs, to_benchmark_question, to_openai, turn_answer
 
 FORMATS = ("openai", "pairs", "hf")
+STDOUT = "-"
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+
+
+def _refuse_unless_regular(path: Path, what: str) -> None:
+    """The export renames OUT.part over OUT: that would turn a device, pipe, link or folder into
+    a plain file, so only a regular file (or nothing) may be there."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    raise InputError(f"{what} exists and is not a regular file ({kind}); not replacing it"
+                     " (write to a new file, or '-' for standard output)", path=str(path))
 
 
 def export(db: Database, out: str | Path, fmt: str, flt: TraceFilter | None = None,
-           *, progress: Callable[[int], None] | None = None) -> dict:
-    """Write the selected traces with their current labels; returns counts."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+           *, progress: Callable[[int], None] | None = None,
+           stdout: TextIO | None = None) -> dict:
+    """Write the selected traces with their current labels; returns counts.
+
+    `out` is a file, replaced only once complete and only if it is a regular file (or does not
+    exist), or `-`: the lines go straight to standard output (`stdout`, default sys.stdout)."""
+    check_format(fmt)
     flt = flt or TraceFilter()
+    if str(out) == STDOUT:
+        fh = stdout if stdout is not None else sys.stdout
+        traces, lines = _write(db, fh, fmt, flt, progress)
+        fh.flush()
+        return {"traces": traces, "lines": lines, "format": fmt, "path": STDOUT}
+    out = Path(out)
+    tmp = Path(str(out) + ".part")
+    _refuse_unless_regular(out, "the output")
+    _refuse_unless_regular(tmp, "the temporary file")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            traces, lines = _write(db, fh, fmt, flt, progress)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _refuse_unless_regular(out, "the output")  # nothing took its place meanwhile
+    tmp.replace(out)  # a failed export never leaves a half-written file under the real name
+    return {"traces": traces, "lines": lines, "format": fmt, "path": str(out)}
+
+
+def _write(db: Database, fh: TextIO, fmt: str, flt: TraceFilter,
+           progress: Callable[[int], None] | None) -> tuple[int, int]:
     where, params = flt.where()
     fallback_tools = current_tools(db) or None
     traces = lines = 0
-    tmp = Path(str(out) + ".part")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for rows in iter_trace_rows(db, where, params):
-            msgs = current_messages_for(db, [r["id"] for r in rows])
-            for r in rows:
-                tools = r["tools"] or fallback_tools
-                meta = {"source": r["source"], "line": r["line"], "trace_id": r["id"],
-                        "split": r["split"], "origin": r["origin"]}
-                if tools and not r["tools"]:
-                    meta["tools"] = "task"  # re-import keeps these as the task's, not the trace's
-                for obj in _lines(fmt, msgs[r["id"]], tools, meta):
-                    fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
-                    lines += 1
-                traces += 1
-            if progress:
-                progress(traces)
-    tmp.replace(out)  # a failed export never leaves a half-written file under the real name
-    return {"traces": traces, "lines": lines, "format": fmt, "path": str(out)}
+    for rows in iter_trace_rows(db, where, params):
+        msgs = current_messages_for(db, [r["id"] for r in rows])
+        for r in rows:
+            tools = r["tools"] or fallback_tools
+            meta = {"source": r["source"], "line": r["line"], "trace_id": r["id"],
+                    "split": r["split"], "origin": r["origin"]}
+            if tools and not r["tools"]:
+                meta["tools"] = "task"  # re-import keeps these as the task's, not the trace's
+            for obj in _lines(fmt, msgs[r["id"]], tools, meta):
+                fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+                lines += 1
+            traces += 1
+        if progress:
+            progress(traces)
+    return traces, lines
 
 
 def _lines(fmt: str, messages: list[dict], tools: list | None, meta: dict):

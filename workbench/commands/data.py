@@ -60,20 +60,36 @@ def register(app: typer.Typer) -> None:
     def export_cmd(
         ctx: typer.Context,
         selection: TraceFilter,
-        out: Path = typer.Argument(..., help="output JSONL file"),
+        out: Path = typer.Argument(..., help="output JSONL file, or - for standard output"
+                                   " (the summary then goes to stderr)"),
         fmt: str = typer.Option("openai", "--format", help="openai | pairs | hf"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
     ) -> None:
-        """Export current labels (originals with accepted revisions applied)."""
-        from workbench.exporting import export
+        """Export current labels (originals with accepted revisions applied).
 
+        OUT is replaced only when the export is complete, and never when it is something other
+        than a regular file (a device, pipe, link or folder). With OUT `-` the lines go to
+        stdout and the summary (`--json` too) to stderr, so stdout is pure JSONL."""
+        import json
+        import sys
+
+        from workbench.commands.common import err_console
+        from workbench.exporting import STDOUT, check_format, export
+        from workbench.safe_text import visible
+
+        to_stdout = str(out) == STDOUT
         with user_errors():
-            result = export(state(ctx).db(), out, fmt, selection)
+            check_format(fmt)
+            result = export(state(ctx).db(), STDOUT if to_stdout else out, fmt, selection)
         if as_json:
-            print_json(result)
-        else:
-            console.print(Text(f"wrote {result['lines']} lines ({result['traces']} traces,"
-                               f" format {fmt}) to {out}"))
+            if to_stdout:
+                sys.stderr.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+            else:
+                print_json(result)
+            return
+        where = "standard output" if to_stdout else visible(out)
+        (err_console if to_stdout else console).print(Text(
+            f"wrote {result['lines']} lines ({result['traces']} traces, format {fmt}) to {where}"))
 
     @app.command("stats")
     def stats_cmd(
