@@ -25,6 +25,8 @@ from workbench.messages import MAX_MESSAGE_BYTES, FieldError, normalize_message,
 
 TRACE_FORMATS = ("openai", "tft", "qa")
 TASK_FORMATS = ("task-json", "task-text")
+SPLITS = ("train", "test", "unassigned")
+ORIGINS = ("imported", "synthetic")
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Record:
     line: int
     messages: list[dict]
     tools: list | None
+    meta: dict | None = None   # the line's `meta` object (our own export writes split, origin)
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -96,6 +99,8 @@ def _tools(value: Any, field: str) -> list | None:
 
 
 def _parse_openai(obj: dict, max_bytes: int) -> tuple[list[dict], list | None]:
+    if isinstance(obj.get("tools"), str):  # the `hf` export: tools as a JSON string
+        obj = {**obj, "tools": _json_field(obj, "tools")}
     tools = _tools(obj.get("tools"), "tools")
     meta = obj.get("meta")
     if isinstance(meta, dict) and meta.get("tools") == "task":
@@ -155,6 +160,17 @@ def _parse_qa(obj: dict, max_bytes: int) -> tuple[list[dict], list | None]:
     return msgs, _tools(obj.get("tools"), "tools")
 
 
+def meta_choice(meta: dict | None, key: str, allowed: tuple[str, ...]) -> str | None:
+    """`meta[key]` when the line has it (None otherwise); a value outside `allowed` raises
+    FieldError naming `meta.KEY`."""
+    if not meta or meta.get(key) is None:
+        return None
+    value = meta[key]
+    if value not in allowed:
+        raise FieldError(f"meta.{key}", f"must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
 PARSERS = {"openai": _parse_openai, "tft": _parse_tft, "qa": _parse_qa}
 
 
@@ -172,7 +188,8 @@ def iter_records(path: Path, fmt: str, max_bytes: int = MAX_MESSAGE_BYTES) -> It
         except FieldError as e:
             raise InputError(e.message, path=str(path), line=n, field=e.field) from None
         seen = True
-        yield Record(n, msgs, tools)
+        meta = obj.get("meta")
+        yield Record(n, msgs, tools, meta if isinstance(meta, dict) else None)
     if not seen:
         raise InputError("empty file: no traces to import", path=str(path))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,10 +15,9 @@ from db.tasks import current_task, register_tools, update_task
 from db.traces import NewTrace, TraceWriter
 from db.tx import now, write_tx
 from workbench.errors import InputError
-from workbench.formats import TASK_FORMATS, detect_format, iter_records, read_task
-from workbench.messages import MAX_MESSAGE_BYTES, canonical_json, content_hash
-
-SPLITS = ("train", "test", "unassigned")
+from workbench.formats import (ORIGINS, SPLITS, TASK_FORMATS, detect_format, iter_records,
+                               meta_choice, read_task)
+from workbench.messages import MAX_MESSAGE_BYTES, FieldError, canonical_json, content_hash
 TRACE_SUFFIXES = (".jsonl", ".ndjson")
 TASK_NAMES = ("job_description.json", "task.txt")
 
@@ -32,6 +32,7 @@ class FileReport:
     duplicates: int = 0
     tools_added: list[str] = field(default_factory=list)
     task_updated: bool = False
+    splits: dict[str, int] = field(default_factory=dict)   # traces read per split
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -69,13 +70,20 @@ def _sha256(path: Path) -> str:
 
 
 def import_files(db: Database, paths: Iterable[str | Path], *, split: str | None = None,
-                 task: str | Path | None = None, origin: str = "imported",
+                 task: str | Path | None = None, origin: str | None = None,
                  max_message_bytes: int = MAX_MESSAGE_BYTES,
                  progress: Callable[[str, int], None] | None = None) -> list[FileReport]:
     """Import trace and task files in ONE transaction: the first error leaves the store as it
-    was and raises InputError naming the file, line and field."""
+    was and raises InputError naming the file, line and field.
+
+    A line's `meta.split` / `meta.origin` (what our own export writes) is kept, so an exported
+    test trace comes back as test; an explicit `split` / `origin` wins over it. Lines without
+    meta get `split` (default: test for files named test*, else unassigned) and `origin`
+    (default imported)."""
     if split is not None and split not in SPLITS:
         raise InputError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if origin is not None and origin not in ORIGINS:
+        raise InputError(f"origin must be one of {', '.join(ORIGINS)}, not {origin!r}")
     files = expand_paths(paths)
     if task is not None:
         files.insert(0, Path(task))
@@ -89,7 +97,7 @@ def import_files(db: Database, paths: Iterable[str | Path], *, split: str | None
             if fmt in TASK_FORMATS:
                 reports.append(_import_task(db, path, fmt))
             else:
-                reports.append(_import_traces(db, path, fmt, default_split(path, split), origin,
+                reports.append(_import_traces(db, path, fmt, split, origin,
                                               max_message_bytes, progress))
     return reports
 
@@ -108,9 +116,11 @@ def _import_task(db: Database, path: Path, fmt: str) -> FileReport:
     return report
 
 
-def _import_traces(db: Database, path: Path, fmt: str, split: str, origin: str,
-                   max_bytes: int, progress: Callable[[str, int], None] | None) -> FileReport:
+def _import_traces(db: Database, path: Path, fmt: str, split_opt: str | None,
+                   origin_opt: str | None, max_bytes: int,
+                   progress: Callable[[str, int], None] | None) -> FileReport:
     source, abspath = str(path), os.path.abspath(path)
+    split = default_split(path, split_opt)
     ts = now()
     import_id = db.execute(
         "INSERT INTO imports (source, path, format, split, sha256, lines, added, duplicates,"
@@ -119,8 +129,19 @@ def _import_traces(db: Database, path: Path, fmt: str, split: str, origin: str,
     writer = TraceWriter(db, import_id)
     report = FileReport(source=source, format=fmt, split=split)
     seen_tools: set[str] = set()
+    splits: Counter = Counter()
+    from_meta = False
     for rec in iter_records(path, fmt, max_bytes):
         report.lines += 1
+        try:
+            meta_split = None if split_opt else meta_choice(rec.meta, "split", SPLITS)
+            meta_origin = None if origin_opt else meta_choice(rec.meta, "origin", ORIGINS)
+        except FieldError as e:
+            raise InputError(e.message, path=source, line=rec.line, field=e.field) from None
+        from_meta |= meta_split is not None
+        rec_split = meta_split or split
+        rec_origin = origin_opt or meta_origin or "imported"
+        splits[rec_split] += 1
         if rec.tools:
             key = canonical_json(rec.tools)
             if key not in seen_tools:
@@ -129,11 +150,15 @@ def _import_traces(db: Database, path: Path, fmt: str, split: str, origin: str,
                                        register_tools(db, rec.tools, source) if new]
         writer.add(NewTrace(messages=rec.messages, tools=rec.tools,
                             content_hash=content_hash(rec.messages, rec.tools), source=source,
-                            path=abspath, line=rec.line, format=fmt, split=split, origin=origin))
+                            path=abspath, line=rec.line, format=fmt, split=rec_split,
+                            origin=rec_origin))
         if progress and report.lines % 1000 == 0:
             progress(source, report.lines)
     writer.flush()
     report.added, report.duplicates = writer.added, writer.duplicates
+    report.splits = dict(sorted(splits.items()))
+    if from_meta:
+        report.split = "from meta: " + ", ".join(f"{k} {n}" for k, n in report.splits.items())
     db.execute("UPDATE imports SET lines = ?, added = ?, duplicates = ? WHERE id = ?",
                [report.lines, report.added, report.duplicates, import_id])
     return report
