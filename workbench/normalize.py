@@ -17,11 +17,17 @@ The mapping is learned from the data, never from a list of names:
   far more often than any other wins; otherwise the call stays ambiguous.
 A confident call (every argument decided, the result schema-valid) is rewritten with an accepted
 revision; an ambiguous one gets a proposed revision and a warning flag for review.
+
+Re-running is idempotent: the corpus it learns from is the originals with the newest accepted
+revision of any author but the normaliser applied (never its own earlier output, which would
+change the evidence), and a turn that already holds the same normaliser revision (proposed,
+accepted or rejected) gets no new one; a still-proposed one keeps its review flag.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from itertools import combinations
 from collections import Counter, defaultdict
@@ -32,8 +38,10 @@ from db.flags import replace_flags
 from db.queries import TraceFilter
 from db.revisions import add_revision
 from db.tx import write_tx
+from db.revisions import apply_labels
+from db.traces import messages_for
 from workbench.checks import load_context
-from workbench.checks.base import calls_of, result_records
+from workbench.checks.base import CheckContext, TraceView, calls_of, result_records
 from workbench.checks.grounding import norm
 from workbench.checks.schema import validators
 
@@ -289,14 +297,59 @@ def map_call(ctx, model: dict, name: str, args: dict, echo: dict, service: bool,
     return best
 
 
-def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
+def _revision_key(content, tool_calls) -> str:
+    return json.dumps([content, tool_calls or None], sort_keys=True, ensure_ascii=False)
+
+
+def _chunks(ids: list[int], size: int = 500):
+    for k in range(0, len(ids), size):
+        yield ids[k:k + size]
+
+
+def _learning_context(db: Database, flt: TraceFilter | None) -> CheckContext:
+    """The selected traces as the normaliser must see them: originals with the newest accepted
+    revision by anyone but the normaliser applied (human and committee labels count; the
+    normaliser's own earlier output does not, so a re-run learns the same mapping)."""
     ctx = load_context(db, flt)
+    ids = [t.id for t in ctx.traces]
+    labels: dict[int, dict[int, dict]] = defaultdict(dict)
+    originals: dict[int, list[dict]] = {}
+    for part in _chunks(ids):
+        originals.update(messages_for(db, part))
+        marks = ",".join("?" * len(part))
+        rows = db.execute(
+            f"SELECT trace_id, message_idx, content, tool_calls FROM revisions"
+            f" WHERE trace_id IN ({marks}) AND status = 'accepted' AND author_kind != 'normaliser'"
+            f" ORDER BY id", part).fetchall()
+        for tid, idx, content, tc in rows:   # ascending id: the newest wins
+            labels[tid][idx] = {"content": content,
+                                "tool_calls": json.loads(tc) if tc else None}
+    traces = [TraceView(t.id, t.source, t.line, apply_labels(originals[t.id], labels[t.id]))
+              for t in ctx.traces]
+    return CheckContext(traces=traces, tools=ctx.tools, task=ctx.task,
+                        message_tools=ctx.message_tools)
+
+
+def _own_revisions(db: Database, ids: list[int]) -> dict[tuple, dict[str, set]]:
+    """(trace, turn) -> {revision key: statuses} of the normaliser's earlier revisions."""
+    out: dict[tuple, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for part in _chunks(ids):
+        marks = ",".join("?" * len(part))
+        for tid, idx, content, tc, status in db.execute(
+                f"SELECT trace_id, message_idx, content, tool_calls, status FROM revisions"
+                f" WHERE trace_id IN ({marks}) AND author_kind = 'normaliser'", part):
+            out[(tid, idx)][_revision_key(content, json.loads(tc) if tc else None)].add(status)
+    return out
+
+
+def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
+    ctx = _learning_context(db, flt)
     if not ctx.tools:
         raise ValueError("no canonical tools: import a task file with tools first")
     model = learn(ctx)
     mapping_counts: dict[tuple, Counter] = defaultdict(Counter)
     confident_counts: Counter = Counter()
-    revisions = accepted = proposed = 0
+    revisions = accepted = proposed = unchanged = 0
     warn_flags = []
     pending = defaultdict(dict)  # (trace id, msg) -> {call j: new call}
     by_id = {}
@@ -310,6 +363,7 @@ def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
         pending[(t.id, i)][j] = (m, new_args, name, args)
         by_id[t.id] = t
     with write_tx(db):
+        earlier = _own_revisions(db, sorted(by_id))
         for (tid, i), per_call in pending.items():
             t = by_id[tid]
             msg = t.messages[i]
@@ -323,14 +377,22 @@ def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
                                  "arguments": m["evidence"], "dropped": m["dropped"],
                                  "missing": m["missing"], "confident": m["confident"]})
             status = "accepted" if confident else "proposed"
-            add_revision(db, t.id, i, tool_calls=calls, content=msg["content"],
-                         author_kind="normaliser", author_name=AUTHOR, status=status,
-                         reason="map onto the canonical tool schema", evidence=evidence)
-            revisions += 1
-            if confident:
-                accepted += 1
+            same = earlier.get((t.id, i), {}).get(_revision_key(msg["content"], calls))
+            if same:
+                # written by an earlier run: nothing new; a pending proposal keeps its flag
+                unchanged += 1
+                if same != {"proposed"}:
+                    continue
             else:
-                proposed += 1
+                add_revision(db, t.id, i, tool_calls=calls, content=msg["content"],
+                             author_kind="normaliser", author_name=AUTHOR, status=status,
+                             reason="map onto the canonical tool schema", evidence=evidence)
+                revisions += 1
+                if confident:
+                    accepted += 1
+                else:
+                    proposed += 1
+            if not confident or same:
                 ev = evidence[0]
                 warn_flags.append({"trace_id": t.id, "message_idx": i, "check": NAME,
                                    "severity": "warning",
@@ -346,4 +408,4 @@ def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
                         "confidence": round(confident_counts[(src, dst)] / n, 3),
                         "arguments": dict(top), "argument_variants": len(maps)})
     return {"revisions": revisions, "accepted": accepted, "proposed": proposed,
-            "mapping_summary": summary}
+            "unchanged": unchanged, "mapping_summary": summary}
