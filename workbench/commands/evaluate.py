@@ -126,6 +126,7 @@ def register(app: typer.Typer) -> None:
         from db.tasks import current_task, current_tools
         from db.traces import get_trace
         from workbench.chat_backend import ChatSession, open_backend
+        from workbench.chat_repl import repl
 
         db = state(ctx).db()
         tools = None if no_task else (current_tools(db) or None)
@@ -179,39 +180,3 @@ def replay_trace(session: Any, messages: list[dict], out: Console = console) -> 
         out.print(Text(f"mean staged score {sum(scores) / len(scores):.3f} over {len(scores)}"
                        " turns", style="bold"))
     return scores
-
-
-def repl(session: Any, out: Console = console) -> None:
-    while True:
-        try:
-            line = input("you> ")
-        except EOFError:
-            return
-        if line.strip() in ("/quit", "/exit"):
-            return
-        if line.strip() == "/reset":
-            session.messages.clear()
-            continue
-        if line.startswith("/tool "):
-            session.add_tool_result(line[6:])
-        else:
-            session.add_user(line)
-        _reply(session, out)
-
-
-def _reply(session: Any, out: Console) -> None:
-    while True:
-        out.print(Text("assistant> ", style="bold magenta"), end="")
-        done = session.generate(_stream_printer(out))
-        out.print()
-        print_turn(None, done, None, out)
-        calls = [c for c in done.calls if c["name"] != "respond_to_user"]
-        if not calls:
-            return
-        try:
-            result = input("tool result (JSON; Enter to skip)> ")
-        except EOFError:
-            return
-        if not result.strip():
-            return
-        session.add_tool_result(result)
