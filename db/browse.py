@@ -79,7 +79,7 @@ def filter_choices(db: Database) -> dict[str, list[str]]:
     }
 
 
-def _scope(flt: TraceFilter, ids: list[int] | None) -> tuple[str, list]:
+def trace_scope(flt: TraceFilter, ids: list[int] | None) -> tuple[str, list]:
     """SQL selecting trace ids: the given ids, else every trace matching the filter."""
     if ids:
         return "SELECT value FROM json_each(?)", [json.dumps(ids)]
@@ -87,20 +87,9 @@ def _scope(flt: TraceFilter, ids: list[int] | None) -> tuple[str, list]:
     return f"SELECT id FROM traces WHERE {where}", params
 
 
-def decide_proposed(db: Database, flt: TraceFilter, status: str, ids: list[int] | None = None) -> int:
-    """Accept or reject every proposed revision of the selected traces; returns how many."""
-    if status not in ("accepted", "rejected"):
-        raise ValueError("a decision is 'accepted' or 'rejected'")
-    scope, params = _scope(flt, ids)
-    with write_tx(db):
-        cur = db.execute(f"UPDATE revisions SET status = ?, decided_at = ? WHERE status ="
-                         f" 'proposed' AND trace_id IN ({scope})", [status, now(), *params])
-    return cur.rowcount
-
-
 def set_excluded(db: Database, flt: TraceFilter, excluded: bool, ids: list[int] | None = None) -> int:
     """Exclude the selected traces from training (or include them again); returns how many."""
-    scope, params = _scope(flt, ids)
+    scope, params = trace_scope(flt, ids)
     with write_tx(db):
         cur = db.execute(f"UPDATE traces SET excluded = ? WHERE excluded IS NOT ? AND id IN ({scope})",
                          [int(excluded), int(excluded), *params])

@@ -108,18 +108,34 @@ def current_messages_for(db: Database, trace_ids: list[int]) -> dict[int, list[d
     return {t: apply_labels(msgs, per_trace.get(t, {})) for t, msgs in originals.items()}
 
 
+def _label_stack(accepted: list[dict]) -> list[dict]:
+    """The accepted revisions still in effect, oldest first: an undo revision takes back the
+    one it supersedes (and is itself no step to return to)."""
+    stack: list[dict] = []
+    for r in accepted:
+        undone = (r.get("evidence") or {}).get("undone") if isinstance(r.get("evidence"), dict) \
+            else None
+        if undone is not None:
+            stack = [s for s in stack if s["id"] != undone]
+        else:
+            stack.append(r)
+    return stack
+
+
 def undo(db: Database, trace_id: int, message_idx: int, *, author_kind: str,
          author_name: str) -> int | None:
-    """Supersede the current revision with the label before it (the original if none).
+    """Go back one step: supersede the label in effect with the one before it (the original if
+    none). Undoing again goes back further, never forward (an undo is no step of its own).
 
-    Returns the new revision's id, or None when the turn has no accepted revision to undo.
+    Returns the new revision's id, or None when the turn has nothing left to undo.
     """
     accepted = [r for r in history(db, trace_id, message_idx) if r["status"] == "accepted"]
-    if not accepted:
+    stack = _label_stack(accepted)
+    if not stack:
         return None
-    last = accepted[-1]
-    if len(accepted) > 1:
-        prev = accepted[-2]
+    last = stack[-1]
+    if len(stack) > 1:
+        prev = stack[-2]
         content, calls = prev["content"], prev["tool_calls"]
     else:
         orig = original_messages(db, trace_id)[message_idx]

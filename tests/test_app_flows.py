@@ -237,7 +237,7 @@ async def test_review_queue_decisions(db_path):
         await pilot.press("k")
         await until(pilot, lambda: app.screen.item is None)
         rev = read(db_path, lambda db: history(db, 1, t1))[0]
-        assert rev["author_kind"] == "human" and rev["evidence"] == {"review": "keep"}
+        assert rev["author_kind"] == "human" and rev["evidence"] == {"decision": "keep"}
         assert read(db_path, lambda db: __import__("db.browse").browse.review_queue(db)) == []
 
 

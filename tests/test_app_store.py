@@ -8,11 +8,12 @@ import sys
 import pytest
 
 from db import open_db
-from db.browse import (count_traces, decide_proposed, drop_turn, get_setting, page_key,
+from db.browse import (count_traces, drop_turn, get_setting, page_key,
                        review_queue, set_excluded, set_setting, trace_page)
 from db.queries import TraceFilter
 from tests.tui_data import ROOT, build_db, first_assistant
 from workbench.config import load_config
+from workbench.decisions import bulk_decide
 from workbench.errors import InputError
 
 
@@ -64,7 +65,7 @@ def test_page_row_columns(db):
 
 
 def test_bulk_on_filter_and_on_ids(db):
-    assert decide_proposed(db, TraceFilter(status="proposed"), "accepted") == 1
+    assert bulk_decide(db, "accepted", "ada", selection=TraceFilter(status="proposed")).written == 1
     assert count_traces(db, TraceFilter(status="revised")) == 1
     assert set_excluded(db, TraceFilter(split="test"), True) == 5
     assert count_traces(db, TraceFilter(excluded=True)) == 5

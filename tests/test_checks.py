@@ -37,7 +37,8 @@ def result(**rec):
 
 
 def ctx_of(*traces):
-    return CheckContext([TraceView(i + 1, "t.jsonl", i + 1, m) for i, m in enumerate(traces)],
+    return CheckContext([TraceView(trace_id=i + 1, messages=m, tools=None, system=None,
+                                  source="t.jsonl", line=i + 1) for i, m in enumerate(traces)],
                         TOOLS, message_tools={"respond_to_user"})
 
 

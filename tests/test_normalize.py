@@ -155,9 +155,9 @@ def test_enum_value_translated_through_records_of_the_same_entities():
     from workbench.normalize import record_crosswalk, translate_value
 
     def trace(tid, recs):
-        return TraceView(tid, "t.jsonl", tid, [
-            {"role": "user", "content": "find food"},
-            {"role": "tool", "content": json.dumps(recs)}])
+        return TraceView(trace_id=tid, source="t.jsonl", line=tid, tools=None, system=None,
+                         messages=[{"role": "user", "content": "find food"},
+                                   {"role": "tool", "content": json.dumps(recs)}])
 
     places = [("Chez A", "650-111-0001", "1 Main Street"), ("Bistro B", "650-111-0002",
                                                             "2 Oak Avenue"),

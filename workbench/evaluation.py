@@ -29,9 +29,8 @@ from sqlite_utils import Database
 
 from db import evals as store
 from db.queries import TraceFilter
-from db.revisions import current_messages_for
-from db.tasks import current_task, current_tools
 from workbench.chat_backend import ChatBackend, Completion
+from workbench.conversation_view import conversations, task_context
 from workbench.jobs import JobContext, run_job
 from workbench.messages import per_turn_pairs, to_benchmark_question, turn_answer
 from workbench.metrics import METRICS, score_pair
@@ -107,21 +106,11 @@ def trace_ids(db: Database, sel: Selection) -> list[int]:
 
 def expand_pairs(db: Database, ids: Sequence[int]) -> Iterator[list[Pair]]:
     """Pairs of each trace, a conversation at a time, turns in order."""
-    task = current_task(db) or {}
-    system = task.get("description")
-    default_tools = current_tools(db) or None
     for start in range(0, len(ids), 200):
         chunk = list(ids[start:start + 200])
-        messages = current_messages_for(db, chunk)
-        marks = ",".join("?" * len(chunk))
-        tools_of = {tid: json.loads(t) if t else None for tid, t in db.execute(
-            f"SELECT id, tools FROM traces WHERE id IN ({marks})", chunk)}
-        for tid in chunk:
-            msgs = messages[tid]
-            sys_prompt = None if msgs and msgs[0]["role"] == "system" else system
-            tools = tools_of.get(tid) or default_tools
-            yield [Pair(tid, i, prompt, turn_answer(ref), ref, tools, sys_prompt)
-                   for i, prompt, ref in per_turn_pairs(msgs)]
+        for conv in conversations(db, TraceFilter(trace_ids=chunk)):
+            yield [Pair(conv.trace_id, i, prompt, turn_answer(ref), ref, conv.tools, conv.system)
+                   for i, prompt, ref in per_turn_pairs(conv.messages)]
 
 
 def call_label(text: str | None, completion: Completion | None = None) -> str:
@@ -281,7 +270,7 @@ def evaluation_body(backend: ChatBackend, sel: Selection, *, max_tokens: int = 2
             ctx.log(note)
         judge = None
         if judge_endpoint is not None:
-            judge = Judge(ctx, judge_endpoint, (current_task(db) or {}).get("rubric"),
+            judge = Judge(ctx, judge_endpoint, task_context(db).rubric,
                           judge_client)
         conversations = list(expand_pairs(db, ids))
         total = sum(len(c) for c in conversations)

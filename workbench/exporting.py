@@ -20,9 +20,7 @@ from typing import TextIO
 from sqlite_utils import Database
 
 from db.queries import TraceFilter
-from db.revisions import current_messages_for
-from db.tasks import current_tools
-from db.traces import iter_trace_rows
+from workbench.conversation_view import iter_conversations
 from workbench.errors import InputError
 from workbench.messages import per_turn_pairs, to_benchmark_question, to_openai, turn_answer
 
@@ -84,18 +82,14 @@ def export(db: Database, out: str | Path, fmt: str, flt: TraceFilter | None = No
 
 def _write(db: Database, fh: TextIO, fmt: str, flt: TraceFilter,
            progress: Callable[[int], None] | None) -> tuple[int, int]:
-    where, params = flt.where()
-    fallback_tools = current_tools(db) or None
     traces = lines = 0
-    for rows in iter_trace_rows(db, where, params):
-        msgs = current_messages_for(db, [r["id"] for r in rows])
-        for r in rows:
-            tools = r["tools"] or fallback_tools
-            meta = {"source": r["source"], "line": r["line"], "trace_id": r["id"],
-                    "split": r["split"], "origin": r["origin"]}
-            if tools and not r["tools"]:
+    for batch in iter_conversations(db, flt, batch=500):
+        for conv in batch:
+            meta = {"source": conv.source, "line": conv.line, "trace_id": conv.trace_id,
+                    "split": conv.split, "origin": conv.origin}
+            if conv.tools and not conv.own_tools:
                 meta["tools"] = "task"  # re-import keeps these as the task's, not the trace's
-            for obj in _lines(fmt, msgs[r["id"]], tools, meta):
+            for obj in _lines(fmt, conv.messages, conv.tools, meta):
                 fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
                 lines += 1
             traces += 1

@@ -31,6 +31,7 @@ import json
 import re
 from itertools import combinations
 from collections import Counter, defaultdict
+from dataclasses import replace
 
 from sqlite_utils import Database
 
@@ -41,7 +42,7 @@ from db.tx import write_tx
 from db.revisions import apply_labels
 from db.traces import messages_for
 from workbench.checks import load_context
-from workbench.checks.base import CheckContext, TraceView, calls_of, result_records
+from workbench.checks.base import CheckContext, calls_of, result_records
 from workbench.checks.grounding import norm
 from workbench.checks.schema import validators
 
@@ -324,7 +325,7 @@ def _learning_context(db: Database, flt: TraceFilter | None) -> CheckContext:
         for tid, idx, content, tc in rows:   # ascending id: the newest wins
             labels[tid][idx] = {"content": content,
                                 "tool_calls": json.loads(tc) if tc else None}
-    traces = [TraceView(t.id, t.source, t.line, apply_labels(originals[t.id], labels[t.id]))
+    traces = [replace(t, messages=apply_labels(originals[t.id], labels[t.id]))
               for t in ctx.traces]
     return CheckContext(traces=traces, tools=ctx.tools, task=ctx.task,
                         message_tools=ctx.message_tools)

@@ -10,12 +10,11 @@ from sqlite_utils import Database
 
 from db.flags import flags_for, replace_flags
 from db.queries import TraceFilter
-from db.revisions import current_messages_for
-from db.tasks import current_task, current_tools
-from db.traces import iter_trace_rows
+from db.tasks import current_task
 from db.jobs import save_unit, unit_result
 from workbench.checks import coherence, coherence_model, duplicates, grounding, schema, structure
-from workbench.checks.base import CheckContext, TraceView
+from workbench.checks.base import CheckContext
+from workbench.conversation_view import conversations, task_context
 
 CHECKS = {m.NAME: m for m in (schema, structure, grounding, coherence, duplicates,
                               coherence_model)}
@@ -26,13 +25,10 @@ MODEL_CHECKS = [coherence_model.NAME]
 
 def load_context(db: Database, flt: TraceFilter | None = None,
                  message_tools: Iterable[str] | None = None) -> CheckContext:
-    where, params = (flt or TraceFilter()).where()
-    traces: list[TraceView] = []
-    for rows in iter_trace_rows(db, where, params):
-        msgs = current_messages_for(db, [r["id"] for r in rows])
-        traces += [TraceView(r["id"], r["source"], r["line"], msgs[r["id"]]) for r in rows]
+    task = task_context(db)
+    traces = conversations(db, flt, task=task, batch=500)
     tools = {}
-    for tool in current_tools(db):
+    for tool in task.tools or ():
         fn = tool.get("function") or tool
         tools[fn["name"]] = fn
     if message_tools is None:

@@ -8,13 +8,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from workbench.conversation_view import Conversation
 
-@dataclass
-class TraceView:
-    id: int
-    source: str
-    line: int
-    messages: list[dict]          # current labels, canonical form
+
+# The checks see each trace through the one conversation view (current labels, canonical form).
+TraceView = Conversation
 
 
 @dataclass

@@ -6,7 +6,7 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from workbench.commands import checks, data, evaluate, jobs, score, train
+    from workbench.commands import checks, data, evaluate, jobs, labels, score, train
 
-    for module in (data, checks, train, evaluate, score, jobs):
+    for module in (data, checks, labels, train, evaluate, score, jobs):
         module.register(app)

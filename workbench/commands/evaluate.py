@@ -122,22 +122,21 @@ def register(app: typer.Typer) -> None:
 
         In the REPL: type a message; after a tool call type the tool's result (JSON) or press
         Enter to skip; `/tool TEXT` adds a tool result, `/reset` starts over, `/quit` ends."""
-        from db.revisions import current_messages
-        from db.tasks import current_task, current_tools
-        from db.traces import get_trace
         from workbench.chat_backend import ChatSession, open_backend
         from workbench.chat_repl import repl
+        from workbench.conversation_view import conversation, task_context
 
         db = state(ctx).db()
-        tools = None if no_task else (current_tools(db) or None)
-        system = None if no_task else (current_task(db) or {}).get("description")
+        task = task_context(db)
+        tools, system = (None, None) if no_task else (task.tools, task.description)
         trace_msgs = None
         if replay is not None:
-            trace = get_trace(db, replay)
-            if trace is None:
+            conv = conversation(db, replay, with_flags=False)
+            if conv is None:
                 fail(f"no trace {replay}")
-            trace_msgs = current_messages(db, replay)
-            tools = None if no_task else (trace["tools"] or tools)
+            trace_msgs = conv.messages
+            if not no_task:   # the trace as the model saw it in training and evaluation
+                tools, system = conv.tools, conv.system
         with user_errors():
             if model is not None:
                 from workbench.model_refs import resolve_model

@@ -1,30 +1,18 @@
-"""What the screens share: the modal tool-call editor, the call picker and result messages."""
+"""What the screens share: the modal tool-call editor and the call picker."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from widgets.tool_call_editor import ToolCallEditor
-
-
-class Loaded(Message):
-    """A worker's result: `kind` names it, `data` carries it, `generation` discards stale ones."""
-
-    def __init__(self, kind: str, data: Any, generation: int = 0) -> None:
-        super().__init__()
-        self.kind = kind
-        self.data = data
-        self.generation = generation
 
 
 class EditCallScreen(ModalScreen[dict | None]):

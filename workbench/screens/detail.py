@@ -3,6 +3,9 @@ and the relabelling actions (edit, accept, reject, undo, exclude)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from rich.console import Group
 from rich.text import Text
 from textual import work
@@ -13,21 +16,22 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from db import browse, revisions
-from db.queries import TraceFilter
-from db.tasks import current_tools
 from db.traces import get_trace, original_messages
 from widgets.conversation import ConversationView, TurnView
 from widgets.render import diff_text, flag_details, history_text
-from workbench.screens.common import Loaded, edit_turn_calls
+from workbench import decisions
+from workbench.conversation_view import conversation
+from workbench.screens.common import edit_turn_calls
+from workbench.screens.messages import DecisionMade, TraceLoaded
 
 
 def load_trace_view(db, trace_id: int) -> dict:
     """Everything the detail screen shows about one trace (runs in a worker)."""
     trace = get_trace(db, trace_id)
-    if trace is None:
+    conv = conversation(db, trace_id, with_flags=False)
+    if trace is None or conv is None:
         raise ValueError(f"no trace {trace_id}")
     originals = original_messages(db, trace_id)
-    current = revisions.current_messages(db, trace_id)
     cur_revs = {i: r["id"] for (_, i), r in revisions.current_revisions(db, [trace_id]).items()}
     flags: dict[int, list[dict]] = {}
     for f in browse.flags_of(db, trace_id):
@@ -38,9 +42,9 @@ def load_trace_view(db, trace_id: int) -> dict:
     for i, h in hist.items():
         status[i] = ("proposed" if any(r["status"] == "proposed" for r in h)
                      else "revised" if i in cur_revs else "original")
-    tools = trace["tools"] or current_tools(db)
-    return {"trace": trace, "originals": originals, "current": current, "current_rev": cur_revs,
-            "flags": flags, "history": hist, "status": status, "tools": tools}
+    return {"trace": trace, "originals": originals, "current": conv.messages,
+            "current_rev": cur_revs, "flags": flags, "history": hist, "status": status,
+            "tools": conv.tools or []}
 
 
 class DetailScreen(Screen):
@@ -75,43 +79,31 @@ class DetailScreen(Screen):
     def load(self) -> None:
         with self.app.store() as db:
             view = load_trace_view(db, self.trace_id)
-        self.post_message(Loaded("view", view))
+        self.post_message(TraceLoaded(view))
 
     @work(thread=True, exit_on_error=False, group="detail-write")
-    def write(self, what: str, **kw) -> None:
-        name = self.app.config.analyst
+    def write(self, decide: Callable[..., decisions.Outcome], *args: Any, **kw: Any) -> None:
+        """Take one decision (a function of `workbench.decisions`) on this trace."""
         with self.app.store() as db:
-            if what == "revision":
-                revisions.add_revision(db, self.trace_id, kw["idx"], tool_calls=kw["calls"],
-                                       content=kw["content"], author_kind="human",
-                                       author_name=name, reason=kw["reason"] or "edited in the app")
-                msg = "revision saved"
-            elif what == "decide":
-                revisions.decide(db, kw["rev"], kw["status"])
-                msg = f"revision {kw['rev']} {kw['status']}"
-            elif what == "undo":
-                rid = revisions.undo(db, self.trace_id, kw["idx"], author_kind="human", author_name=name)
-                msg = "nothing to undo" if rid is None else "undone"
-            else:
-                browse.set_excluded(db, TraceFilter(), kw["excluded"], [self.trace_id])
-                msg = "excluded from training" if kw["excluded"] else "included in training"
-        self.post_message(Loaded("written", msg))
+            outcome = decide(db, *args, self.app.config.analyst, **kw)
+        self.post_message(DecisionMade(outcome.message, self.trace_id, self.turn))
 
-    async def on_loaded(self, event: Loaded) -> None:
-        if event.kind == "view":
-            self.view = v = event.data
-            t = v["trace"]
-            head = Text.assemble((f"trace {t['id']} ", "bold"), t["source"], f":{t['line']}  ",
-                                 f"{t['split']}/{t['origin']}  {t['n_assistant']} turns",
-                                 ("  EXCLUDED" if t["excluded"] else "", "bold red"))
-            if -1 in v["flags"]:
-                head.append("\n")
-                head.append_text(flag_details(v["flags"][-1]))
-            self.query_one("#trace-head", Static).update(head)
-            await self.query_one(ConversationView).show(v["current"], v["flags"], v["status"], self.turn)
-        elif event.kind == "written":
-            self.app.notify(event.data, markup=False)
-            self.load()
+    async def on_trace_loaded(self, event: TraceLoaded) -> None:
+        self.view = v = event.view
+        t = v["trace"]
+        head = Text.assemble((f"trace {t['id']} ", "bold"), t["source"], f":{t['line']}  ",
+                             f"{t['split']}/{t['origin']}  {t['n_assistant']} turns",
+                             ("  EXCLUDED" if t["excluded"] else "", "bold red"))
+        if -1 in v["flags"]:
+            head.append("\n")
+            head.append_text(flag_details(v["flags"][-1]))
+        self.query_one("#trace-head", Static).update(head)
+        await self.query_one(ConversationView).show(v["current"], v["flags"], v["status"],
+                                                    self.turn)
+
+    def on_decision_made(self, event: DecisionMade) -> None:
+        self.app.notify(event.message, markup=False)
+        self.load()
 
     def on_turn_view_focused(self, event: TurnView.Focused) -> None:
         self.turn = event.idx
@@ -148,8 +140,9 @@ class DetailScreen(Screen):
         msg = self.view["current"][i]
         edit_turn_calls(self.app, self.view["tools"], msg["tool_calls"],
                         f"trace {self.trace_id} turn {i}",
-                        lambda calls, reason: self.write("revision", idx=i, calls=calls,
-                                                         content=msg["content"], reason=reason))
+                        lambda calls, reason: self.write(
+                            decisions.edit, self.trace_id, i, tool_calls=calls,
+                            content=msg["content"], reason=reason or "edited in the app"))
 
     def action_decide(self, status: str) -> None:
         i = self._assistant_turn()
@@ -159,13 +152,20 @@ class DetailScreen(Screen):
         if not proposed:
             self.app.notify("this turn has no proposed revision", severity="warning")
             return
-        self.write("decide", rev=proposed[-1]["id"], status=status)
+        if status == "accepted" and len(proposed) > 1:
+            self.app.notify(f"this turn has {len(proposed)} competing proposals: pick one in"
+                            " the review queue (v)", severity="warning")
+            return
+        self.write(decisions.accept if status == "accepted" else decisions.reject,
+                   proposed[-1]["id"])
 
     def action_undo(self) -> None:
         i = self._assistant_turn()
         if i is not None:
-            self.write("undo", idx=i)
+            self.write(decisions.undo, self.trace_id, i)
 
     def action_toggle_exclude(self) -> None:
         if self.view is not None:
-            self.write("exclude", excluded=not self.view["trace"]["excluded"])
+            excluded = not self.view["trace"]["excluded"]
+            self.write(lambda db, analyst: decisions.set_excluded(
+                db, excluded, analyst, ids=[self.trace_id]))

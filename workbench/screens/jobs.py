@@ -14,7 +14,7 @@ from db import jobs as store
 from widgets.job_list import JobList
 from workbench.job_specs import available_jobs
 from workbench.jobs import start_worker, submit
-from workbench.screens.common import Loaded
+from workbench.screens.messages import JobCancelRequested, JobsLoaded, JobStarted
 
 POLL_S = 1.0
 
@@ -48,7 +48,7 @@ class JobsScreen(Screen):
         with self.app.store() as db:
             jobs = store.list_jobs(db)
             job = store.get_job(db, selected) if selected is not None else None
-        self.post_message(Loaded("jobs", (jobs, job)))
+        self.post_message(JobsLoaded(jobs, job))
 
     @work(thread=True, exit_on_error=False, group="jobs-run")
     def start_job(self, kind: str) -> None:
@@ -58,27 +58,27 @@ class JobsScreen(Screen):
             job_id = submit(db, kind, self.app.current_filter, {})
             cwd = store.get_job(db, job_id)["cwd"]
         start_worker(self.app.db_path, job_id, cwd=cwd)
-        self.post_message(Loaded("started", job_id))
+        self.post_message(JobStarted(job_id))
 
     @work(thread=True, exit_on_error=False, group="jobs-write")
     def cancel(self, job_id: int) -> None:
         with self.app.store() as db:
             store.request_cancel(db, job_id)
-        self.post_message(Loaded("cancelled", job_id))
+        self.post_message(JobCancelRequested(job_id))
 
-    def on_loaded(self, event: Loaded) -> None:
+    def on_jobs_loaded(self, event: JobsLoaded) -> None:
         jl = self.query_one(JobList)
-        if event.kind == "jobs":
-            jobs, job = event.data
-            jl.show_jobs(jobs)
-            if job is not None:
-                jl.show_job(job)
-        elif event.kind == "started":
-            self.app.notify(f"job {event.data} started in a background worker", markup=False)
-            self.poll()
-        elif event.kind == "cancelled":
-            self.app.notify(f"cancel requested for job {event.data}", markup=False)
-            self.poll()
+        jl.show_jobs(event.jobs)
+        if event.job is not None:
+            jl.show_job(event.job)
+
+    def on_job_started(self, event: JobStarted) -> None:
+        self.app.notify(f"job {event.job_id} started in a background worker", markup=False)
+        self.poll()
+
+    def on_job_cancel_requested(self, event: JobCancelRequested) -> None:
+        self.app.notify(f"cancel requested for job {event.job_id}", markup=False)
+        self.poll()
 
     def on_job_list_selected(self, _: JobList.Selected) -> None:
         self.poll()

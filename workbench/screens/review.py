@@ -1,13 +1,7 @@
 """The review queue: turns waiting for a decision, one after another.
 
-Decisions and what they write (nothing overwrites an original):
-- keep (k): the current label stays. Open proposals are rejected; when the turn carries an
-  error flag, an accepted human revision equal to the current label records the decision.
-- pick (1-9): accept that candidate (proposed revision); the other proposals are rejected.
-- edit (e): write a human revision from the editor; the open proposals are rejected.
-- drop (d): a `review.drop` error flag on the turn (export/training skip such turns) and the
-  open proposals rejected.
-- skip (s, n): next item, nothing written (it stays in the queue).
+Keys: keep (k), pick a candidate (1-9), edit (e), drop (d), skip (s, n: nothing written, the
+turn stays in the queue). What each decision writes is defined once, in `workbench.decisions`.
 """
 
 from __future__ import annotations
@@ -21,24 +15,27 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static
 
-from db import browse, revisions
+from db import browse
 from db.queries import TraceFilter
-from db.tasks import current_tools
-from db.traces import get_trace, original_messages
+from db.traces import original_messages
 from widgets.render import calls_text, content_text, flag_details
-from workbench.screens.common import Loaded, edit_turn_calls
+from workbench import decisions
+from workbench.conversation_view import conversation
+from workbench.screens.common import edit_turn_calls
+from workbench.screens.messages import DecisionMade, QueueLoaded, ReviewItemLoaded
 
 
 def load_item(db, trace_id: int, idx: int) -> dict:
-    current = revisions.current_messages(db, trace_id)
-    hist = revisions.history(db, trace_id, idx)
+    conv = conversation(db, trace_id, with_flags=False)
+    if conv is None:
+        raise ValueError(f"no trace {trace_id}")
+    current = conv.messages
     flags = [f for f in browse.flags_of(db, trace_id) if f["message_idx"] in (idx, None)]
     context = next((m for m in reversed(current[:idx]) if m["role"] in ("user", "tool")), None)
-    trace = get_trace(db, trace_id)
     return {"trace_id": trace_id, "idx": idx, "current": current[idx], "context": context,
             "original": original_messages(db, trace_id)[idx],
-            "candidates": [r for r in hist if r["status"] == "proposed"], "flags": flags,
-            "tools": trace["tools"] or current_tools(db)}
+            "candidates": decisions.proposals(db, trace_id, idx), "flags": flags,
+            "tools": conv.tools or []}
 
 
 class ReviewScreen(Screen):
@@ -78,55 +75,45 @@ class ReviewScreen(Screen):
     def load_queue(self) -> None:
         with self.app.store() as db:
             queue = browse.review_queue(db, self.filter)
-        self.post_message(Loaded("queue", queue))
+        self.post_message(QueueLoaded(queue))
 
     @work(thread=True, exit_on_error=False, group="review")
     def load(self, trace_id: int, idx: int) -> None:
         with self.app.store() as db:
             item = load_item(db, trace_id, idx)
-        self.post_message(Loaded("item", item))
+        self.post_message(ReviewItemLoaded(item))
 
     @work(thread=True, exit_on_error=False, group="review-write")
     def decide(self, item: dict, what: str, **kw) -> None:
+        """One decision on the item's turn (`workbench.decisions` says what each writes)."""
         name = self.app.config.analyst
         tid, idx = item["trace_id"], item["idx"]
         with self.app.store() as db:
-            if what == "keep":
-                browse.reject_open_proposals(db, tid, idx)
-                if any(f["severity"] == "error" for f in item["flags"]):
-                    cur = item["current"]
-                    revisions.add_revision(db, tid, idx, tool_calls=cur["tool_calls"],
-                                           content=cur["content"], author_kind="human",
-                                           author_name=name, reason="review: kept as is",
-                                           evidence={"review": "keep"})
-            elif what == "pick":
-                rev = kw["rev"]
-                revisions.decide(db, rev["id"], "accepted")
-                browse.reject_open_proposals(db, tid, idx)
+            if what == "pick":
+                outcome = decisions.accept(db, kw["rev"]["id"], name)
             elif what == "edit":
-                revisions.add_revision(db, tid, idx, tool_calls=kw["calls"],
-                                       content=item["current"]["content"], author_kind="human",
-                                       author_name=name, reason=kw["reason"] or "review: edited",
-                                       evidence={"review": "edit"})
-                browse.reject_open_proposals(db, tid, idx)
-            elif what == "drop":
-                browse.drop_turn(db, tid, idx, name)
-        self.post_message(Loaded("decided", (tid, idx, what)))
+                outcome = decisions.edit(db, tid, idx, name, tool_calls=kw["calls"],
+                                         content=item["current"]["content"],
+                                         reason=kw["reason"] or "review: edited")
+            else:
+                outcome = getattr(decisions, what)(db, tid, idx, name)
+        self.post_message(DecisionMade(outcome.message, tid, idx))
 
-    async def on_loaded(self, event: Loaded) -> None:
-        if event.kind == "queue":
-            self.queue, self.pos = event.data, 0
-            self._next()
-        elif event.kind == "item":
-            self.item = event.data
-            await self._show_item()
-        elif event.kind == "decided":
-            tid, idx, what = event.data
-            self.app.notify(f"trace {tid} turn {idx}: {what}", markup=False)
-            if (tid, idx) in self.queue:
-                self.queue.remove((tid, idx))
-                self.decided += 1
-            self._next()
+    def on_queue_loaded(self, event: QueueLoaded) -> None:
+        self.queue, self.pos = event.queue, 0
+        self._next()
+
+    async def on_review_item_loaded(self, event: ReviewItemLoaded) -> None:
+        self.item = event.item
+        await self._show_item()
+
+    def on_decision_made(self, event: DecisionMade) -> None:
+        self.app.notify(event.message, markup=False)
+        turn = (event.trace_id, event.turn)
+        if turn in self.queue:
+            self.queue.remove(turn)
+            self.decided += 1
+        self._next()
 
     def _next(self) -> None:
         total = len(self.queue) + self.decided

@@ -15,7 +15,9 @@ from textual.widgets import Footer, Header, Input, Select, Static
 from db import browse
 from db.queries import TraceFilter
 from widgets.trace_table import TraceTable
-from workbench.screens.common import Loaded
+from workbench import decisions
+from workbench.screens.messages import (CountLoaded, DecisionMade, FilterRestored, PageLoaded,
+                                         RowsRefreshed)
 
 SORT_CYCLE = [("id", False), ("id", True), ("turns", True), ("turns", False)]
 SELECTS = {  # select id -> (prompt, fixed options)
@@ -79,62 +81,64 @@ class TracesScreen(Screen):
             choices = browse.filter_choices(db)
         names = {f.name for f in dataclasses.fields(TraceFilter)}
         flt = TraceFilter(**{k: v for k, v in saved.items() if k in names})
-        self.post_message(Loaded("init", (flt, choices)))
+        self.post_message(FilterRestored(flt, choices))
 
     @work(thread=True, exit_on_error=False, group="traces-page")
     def load_page(self, flt: TraceFilter, sort: tuple[str, bool], after: tuple | None,
                   generation: int, save: bool) -> None:
         with self.app.store() as db:
             rows = browse.trace_page(db, flt, sort=sort[0], descending=sort[1], after=after)
-        self.post_message(Loaded("page", (rows, after is not None), generation))
+        self.post_message(PageLoaded(rows, after is not None, generation))
         if after is None:
             with self.app.store() as db:
                 total = browse.count_traces(db, flt)
                 if save:
                     browse.set_setting(db, "last_filter", {
                         k: v for k, v in dataclasses.asdict(flt).items() if v is not None})
-            self.post_message(Loaded("count", total, generation))
+            self.post_message(CountLoaded(total, generation))
 
     @work(thread=True, exit_on_error=False, group="traces-bulk")
     def run_bulk(self, what: str, flt: TraceFilter, ids: list[int] | None) -> None:
+        analyst = self.app.config.analyst
         with self.app.store() as db:
             if what in ("accept", "reject"):
-                n = browse.decide_proposed(db, flt, "accepted" if what == "accept" else "rejected", ids)
-                msg = f"{what}ed {n} proposed revisions"
+                outcome = decisions.bulk_decide(db, "accepted" if what == "accept" else "rejected",
+                                                analyst, selection=flt, ids=ids)
             else:
-                n = browse.set_excluded(db, flt, what == "exclude", ids)
-                msg = f"{what}d {n} traces"
-        self.post_message(Loaded("bulk", msg))
+                outcome = decisions.set_excluded(db, what == "exclude", analyst, selection=flt,
+                                                 ids=ids)
+        self.post_message(DecisionMade(outcome.message, None, None))
 
     # -- messages ---------------------------------------------------------------------------
-    def on_loaded(self, event: Loaded) -> None:
-        if event.kind == "init":
-            flt, choices = event.data
-            self._set_choices(choices)
-            self._restore(flt)
-            self.reload(save=False)
-        elif event.kind == "page":
-            if event.generation != self.generation:
-                return
-            rows, append = event.data
-            self.loading = False
-            if rows:
-                self.last_key = browse.page_key(rows[-1], self.sort[0])
-            self.query_one(TraceTable).show_rows(rows, append=append,
-                                                 exhausted=len(rows) < browse.PAGE)
+    def on_filter_restored(self, event: FilterRestored) -> None:
+        self._set_choices(event.choices)
+        self._restore(event.filter)
+        self.reload(save=False)
+
+    def on_page_loaded(self, event: PageLoaded) -> None:
+        if event.generation != self.generation:
+            return
+        self.loading = False
+        if event.rows:
+            self.last_key = browse.page_key(event.rows[-1], self.sort[0])
+        self.query_one(TraceTable).show_rows(event.rows, append=event.append,
+                                             exhausted=len(event.rows) < browse.PAGE)
+        self._summary()
+
+    def on_count_loaded(self, event: CountLoaded) -> None:
+        if event.generation == self.generation:
+            self.total = event.total
             self._summary()
-        elif event.kind == "count":
-            if event.generation == self.generation:
-                self.total = event.data
-                self._summary()
-        elif event.kind == "refresh":
-            table = self.query_one(TraceTable)
-            for r in event.data:
-                table.update_row(r)
-        elif event.kind == "bulk":
-            self.app.notify(event.data, markup=False)
-            self.query_one(TraceTable).marked.clear()
-            self.reload(save=False)
+
+    def on_rows_refreshed(self, event: RowsRefreshed) -> None:
+        table = self.query_one(TraceTable)
+        for r in event.rows:
+            table.update_row(r)
+
+    def on_decision_made(self, event: DecisionMade) -> None:
+        self.app.notify(event.message, markup=False)
+        self.query_one(TraceTable).marked.clear()
+        self.reload(save=False)
 
     def _set_choices(self, choices: dict) -> None:
         self.query_one("#f-tool", Select).set_options([(Text(t), t) for t in choices["tools"]])
@@ -190,7 +194,7 @@ class TracesScreen(Screen):
     def refresh_rows(self, ids: list[int]) -> None:
         with self.app.store() as db:
             rows = browse.rows_by_id(db, ids)
-        self.post_message(Loaded("refresh", rows))
+        self.post_message(RowsRefreshed(rows))
 
     # -- filter bar -------------------------------------------------------------------------
     def _read_filter(self) -> TraceFilter:

@@ -22,12 +22,9 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from db.flags import suspect_turns
 from db.queries import EXCLUDED_SQL, TraceFilter
-from db.revisions import current_messages_for
-from db.tasks import current_task, current_tools
-from db.traces import iter_trace_rows
 from workbench.chat_template import IGNORE_INDEX, tokenize_with_labels
+from workbench.conversation_view import Conversation, conversations
 
 SUSPECT_MODES = ("mask", "drop", "train")
 
@@ -61,15 +58,6 @@ class DataOptions:
 
 
 @dataclass
-class Conversation:
-    trace_id: int
-    messages: list[dict]
-    tools: list | None
-    system: str | None
-    suspect: frozenset[int]        # message indices of suspect assistant turns
-
-
-@dataclass
 class Encoded:
     """A tokenized conversation: ids, and (message index, start, end) token span per turn."""
 
@@ -91,26 +79,14 @@ class Example:
 
 
 def load_conversations(db: Database, options: DataOptions) -> list[Conversation]:
-    """Current labels of the selected traces, with their tools, system prompt and suspect turns."""
-    where, params = options.selection.where()
+    """The selected conversations (the one view: current labels, tools, system prompt, suspect
+    turns), leaving out the test split and excluded traces unless the selection asks for them."""
+    where = []
     if options.selection.split is None:
-        where += " AND traces.split != 'test'"
+        where.append("traces.split != 'test'")
     if options.selection.excluded is None:
-        where += f" AND NOT {EXCLUDED_SQL}"
-    task = current_task(db)
-    system = task["description"] if task and task.get("description") else None
-    fallback_tools = current_tools(db) or None
-    out: list[Conversation] = []
-    for rows in iter_trace_rows(db, where, params):
-        ids = [r["id"] for r in rows]
-        msgs = current_messages_for(db, ids)
-        suspect = suspect_turns(db, ids)
-        for r in rows:
-            m = msgs[r["id"]]
-            sys_prompt = None if (m and m[0]["role"] == "system") else system
-            out.append(Conversation(r["id"], m, r["tools"] or fallback_tools, sys_prompt,
-                                    frozenset(suspect.get(r["id"], ()))))
-    return out
+        where.append(f"NOT {EXCLUDED_SQL}")
+    return conversations(db, options.selection, where=" AND ".join(where) or None, batch=500)
 
 
 def encode(tokenizer: Any, conv: Conversation) -> Encoded:

@@ -1,0 +1,174 @@
+"""`workbench label ...`: the analyst's decisions from the command line, with the same meaning
+as in the app (one module, `workbench.decisions`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+from rich.text import Text
+
+from db.queries import TraceFilter
+from workbench.commands.common import (console, fail, print_json, selection_options, state,
+                                       user_errors)
+from workbench.safe_text import visible
+
+
+def _analyst(name: str | None) -> str:
+    from workbench.config import load_config
+
+    return name or load_config().analyst
+
+
+def _report(outcome, as_json: bool) -> None:
+    if as_json:
+        print_json({"message": outcome.message, "written": outcome.written,
+                    "skipped": outcome.skipped, "revision_id": outcome.revision_id})
+    else:
+        console.print(Text(visible(outcome.message)))
+
+
+def _parse_calls(values: list[str]) -> list[dict]:
+    """`--call '{"name": ..., "arguments": {...}}'` (repeatable) -> a turn's tool calls."""
+    calls = []
+    for n, raw in enumerate(values, 1):
+        try:
+            obj = json.loads(raw)
+        except ValueError as e:
+            raise ValueError(f"--call {n}: not JSON ({e})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+            raise ValueError(f"--call {n}: must be an object with a string 'name'")
+        args = obj.get("arguments", obj.get("parameters", {}))
+        if not isinstance(args, dict):
+            raise ValueError(f"--call {n}: 'arguments' must be an object")
+        calls.append({"id": None, "type": "function",
+                      "function": {"name": obj["name"], "arguments": args}})
+    return calls
+
+
+def register(app: typer.Typer) -> None:
+    label = typer.Typer(help="Decide on labels: keep, accept, reject, edit, drop, undo,"
+                        " exclude (the same decisions as in the app).", no_args_is_help=True)
+    app.add_typer(label, name="label")
+    json_opt = typer.Option(False, "--json", help="machine-readable result")
+    analyst_opt = typer.Option(None, "--analyst", help="author name (default: the config's"
+                               " analyst, else the OS user)")
+
+    @label.command("show")
+    def show_cmd(ctx: typer.Context, trace_id: int, turn: int,
+                 as_json: bool = json_opt) -> None:
+        """A turn's current label and every revision of it (proposals first to decide on)."""
+        from db import revisions
+
+        db = state(ctx).db()
+        with user_errors():
+            msgs = revisions.current_messages(db, trace_id)
+            if not 0 <= turn < len(msgs):
+                raise ValueError(f"trace {trace_id} has no message {turn}")
+        hist = revisions.history(db, trace_id, turn)
+        if as_json:
+            print_json({"trace_id": trace_id, "turn": turn, "current": msgs[turn],
+                        "revisions": hist})
+            return
+        cur = msgs[turn]
+        console.print(Text(f"trace {trace_id} turn {turn} ({cur['role']})", style="bold"))
+        console.print(Text(visible(json.dumps(cur.get("tool_calls") or cur.get("content"),
+                                              ensure_ascii=False))))
+        for r in hist:
+            console.print(Text(visible(
+                f"  #{r['id']} {r['status']:<8} {r['author_kind']}:{r['author_name']}"
+                f"  {r.get('reason') or ''}  "
+                + json.dumps(r["tool_calls"], ensure_ascii=False))))
+
+    def turn_decision(name: str, doc: str):
+        def cmd(ctx: typer.Context, trace_id: int, turn: int,
+                analyst: Optional[str] = analyst_opt, as_json: bool = json_opt) -> None:
+            from workbench import decisions
+
+            with user_errors():
+                outcome = getattr(decisions, name)(state(ctx).db(), trace_id, turn,
+                                                   _analyst(analyst))
+            _report(outcome, as_json)
+        cmd.__doc__ = doc
+        label.command(name)(cmd)
+
+    turn_decision("keep", "Keep the current label: reject open proposals; on a flagged turn,"
+                  " record the decision (it ends the suspicion).")
+    turn_decision("drop", "Drop the turn from training (an error flag `review.drop`).")
+    turn_decision("undo", "Bring back the label before the current one (as a new revision).")
+
+    def revision_decision(name: str, doc: str):
+        def cmd(ctx: typer.Context, revision_id: int,
+                analyst: Optional[str] = analyst_opt, as_json: bool = json_opt) -> None:
+            from workbench import decisions
+
+            with user_errors():
+                outcome = getattr(decisions, name)(state(ctx).db(), revision_id,
+                                                   _analyst(analyst))
+            _report(outcome, as_json)
+        cmd.__doc__ = doc
+        label.command(name)(cmd)
+
+    revision_decision("accept", "Accept a proposed revision; the turn's competing proposals"
+                      " are rejected.")
+    revision_decision("reject", "Reject a proposed revision.")
+
+    @label.command("edit")
+    def edit_cmd(ctx: typer.Context, trace_id: int, turn: int,
+                 call: list[str] = typer.Option(..., "--call", help='a call as JSON: {"name":'
+                                                ' ..., "arguments": {...}} (repeat for several)'),
+                 reason: str = typer.Option("", help="why (kept with the revision)"),
+                 analyst: Optional[str] = analyst_opt, as_json: bool = json_opt) -> None:
+        """Write a new label for a turn (its text stays); open proposals are rejected."""
+        from db import revisions
+        from workbench import decisions
+
+        db = state(ctx).db()
+        with user_errors():
+            calls = _parse_calls(call)
+            msgs = revisions.current_messages(db, trace_id)
+            if not 0 <= turn < len(msgs):
+                raise ValueError(f"trace {trace_id} has no message {turn}")
+            outcome = decisions.edit(db, trace_id, turn, _analyst(analyst), tool_calls=calls,
+                                     content=msgs[turn]["content"], reason=reason)
+        _report(outcome, as_json)
+
+    def bulk(status: str, doc: str):
+        @selection_options
+        def cmd(ctx: typer.Context, *, selection: TraceFilter,
+                analyst: Optional[str] = analyst_opt, as_json: bool = json_opt) -> None:
+            from workbench import decisions
+
+            with user_errors():
+                outcome = decisions.bulk_decide(state(ctx).db(), status, _analyst(analyst),
+                                                selection=selection)
+            _report(outcome, as_json)
+        cmd.__doc__ = doc
+        return cmd
+
+    label.command("accept-all")(bulk("accepted", "Accept the open proposals of the selected"
+                                     " traces; turns with competing proposals are skipped and"
+                                     " counted."))
+    label.command("reject-all")(bulk("rejected", "Reject the open proposals of the selected"
+                                     " traces."))
+
+    def exclusion(excluded: bool, doc: str):
+        @selection_options
+        def cmd(ctx: typer.Context, *, selection: TraceFilter,
+                analyst: Optional[str] = analyst_opt, as_json: bool = json_opt) -> None:
+            from workbench import decisions
+
+            if selection.is_empty():
+                fail("say which traces (--trace-id, or any selection option); refusing to"
+                     " change every trace at once")
+            with user_errors():
+                outcome = decisions.set_excluded(state(ctx).db(), excluded, _analyst(analyst),
+                                                 selection=selection)
+            _report(outcome, as_json)
+        cmd.__doc__ = doc
+        return cmd
+
+    label.command("exclude")(exclusion(True, "Exclude the selected traces from training."))
+    label.command("include")(exclusion(False, "Include the selected traces in training (the"
+                                       " analyst's decision wins over the checks)."))

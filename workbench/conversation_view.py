@@ -1,0 +1,114 @@
+"""One view of a conversation: what every part of the workbench sees of a stored trace.
+
+Checks, normalisation, training, export, evaluation, chat and the screens all read traces
+through here, so they agree on the three things that are easy to get subtly different:
+
+* the messages are the *current labels* (originals with each turn's newest accepted revision);
+* the tools are the trace's own, else the task's current tool schemas;
+* the system prompt is what the model sees: the task description, unless the conversation
+  opens with its own system message (then none is added; two system prompts would be a bug).
+
+If one of them drifted in one place, training and evaluation prompts would disagree silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sqlite_utils import Database
+
+from db.flags import flags_for, suspect_turns
+from db.queries import EXCLUDED_SQL, TraceFilter
+from db.revisions import current_messages_for
+from db.tasks import current_task, current_tools
+from db.traces import iter_trace_rows
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a conversation inherits from the task: its description and tool schemas."""
+
+    description: str | None
+    tools: list[dict] | None
+    rubric: str | None = None
+
+    def system_for(self, messages: list[dict]) -> str | None:
+        """The system prompt the model sees for these messages (none if they bring one)."""
+        if messages and messages[0]["role"] == "system":
+            return None
+        return self.description
+
+
+def task_context(db: Database) -> TaskContext:
+    task = current_task(db) or {}
+    return TaskContext(description=task.get("description") or None,
+                       tools=current_tools(db) or None, rubric=task.get("rubric"))
+
+
+@dataclass
+class Conversation:
+    """A stored trace as every consumer sees it (see the module docstring)."""
+
+    trace_id: int
+    messages: list[dict]                 # current labels
+    tools: list[dict] | None             # its own, else the task's
+    system: str | None                   # the system prompt the model sees (None: in messages)
+    suspect: frozenset[int] = frozenset()  # assistant turns with an undecided error flag
+    source: str = ""
+    line: int = 0
+    split: str = "unassigned"
+    origin: str = "imported"
+    excluded: bool = False               # effective: the analyst's decision, else the checks'
+    own_tools: bool = False              # the tools came with the trace (not the task's)
+    flags: list[dict] = field(default_factory=list)   # only when asked for (`with_flags`)
+
+    @property
+    def id(self) -> int:
+        """The trace id (the checks' name for it)."""
+        return self.trace_id
+
+
+def iter_conversations(db: Database, selection: TraceFilter | None = None, *,
+                       where: str | None = None, params: list | None = None,
+                       with_flags: bool = False, batch: int = 200,
+                       task: TaskContext | None = None) -> Iterator[list[Conversation]]:
+    """The selected traces as conversations, in id order, a batch at a time (memory stays
+    bounded by the batch). `where`/`params` add an SQL condition over `traces`."""
+    cond, args = (selection or TraceFilter()).where()
+    if where:
+        cond, args = f"({cond}) AND ({where})", [*args, *(params or [])]
+    task = task or task_context(db)
+    sql_excluded = f"SELECT id FROM traces WHERE {EXCLUDED_SQL} AND id IN "
+    for rows in iter_trace_rows(db, cond, args, batch=batch):
+        ids = [r["id"] for r in rows]
+        marks = ",".join("?" * len(ids))
+        msgs = current_messages_for(db, ids)
+        suspect = suspect_turns(db, ids)
+        excluded = {r[0] for r in db.execute(f"{sql_excluded}({marks})", ids)}
+        flags: dict[int, list[dict]] = {}
+        if with_flags:
+            for f in flags_for(db, ids):
+                flags.setdefault(f["trace_id"], []).append(f)
+        out = []
+        for r in rows:
+            m = msgs[r["id"]]
+            out.append(Conversation(
+                trace_id=r["id"], messages=m, tools=r["tools"] or task.tools,
+                system=task.system_for(m), suspect=frozenset(suspect.get(r["id"], ())),
+                source=r["source"], line=r["line"], split=r["split"], origin=r["origin"],
+                excluded=r["id"] in excluded, own_tools=bool(r["tools"]),
+                flags=flags.get(r["id"], [])))
+        yield out
+
+
+def conversations(db: Database, selection: TraceFilter | None = None,
+                  **kw) -> list[Conversation]:
+    """All selected conversations in one list (for corpus-wide work such as the checks)."""
+    return [c for batch in iter_conversations(db, selection, **kw) for c in batch]
+
+
+def conversation(db: Database, trace_id: int, *, with_flags: bool = True) -> Conversation | None:
+    """One trace, with its flags (the screens, chat replay)."""
+    found = conversations(db, TraceFilter(trace_ids=[trace_id]), with_flags=with_flags)
+    return found[0] if found else None

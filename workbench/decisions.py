@@ -1,0 +1,159 @@
+"""One meaning of each analyst decision, for the detail view, the review queue, bulk actions
+and the CLI alike. Nothing here edits an original or deletes a revision.
+
+| decision | what it writes |
+|---|---|
+| keep | the current label stays; open proposals are rejected; on a turn with an error flag an accepted human revision equal to the current label records the decision (it ends the suspicion) |
+| accept (pick) | that proposal becomes the label; the turn's competing proposals are rejected |
+| reject | that proposal is rejected |
+| edit | a human revision with the new calls; open proposals are rejected |
+| drop | a `review.drop` error flag (training and export leave the turn out); open proposals rejected |
+| undo | the label before the current one comes back, as a new revision (the original if none) |
+| exclude / include | the analyst's decision on a whole trace (training leaves it out / takes it) |
+
+Accepting one proposal always rejects the others for that turn, so two proposals can never be
+accepted together with the newest silently winning. A bulk accept takes only turns with one
+open proposal and reports how many it skipped because they had several (they need a person to
+pick one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+
+from db import browse, revisions
+from db.browse import reject_open_proposals
+from db.queries import TraceFilter
+from db.tx import now, write_tx
+
+DECISIONS = ("keep", "accept", "reject", "edit", "drop", "undo", "exclude", "include")
+
+
+class DecisionError(ValueError):
+    """A decision that cannot be taken (no such proposal, nothing to undo, not a turn)."""
+
+
+@dataclass
+class Outcome:
+    """What a decision did, in words an analyst reads, and the counts behind them."""
+
+    message: str
+    written: int = 0
+    skipped: int = 0
+    revision_id: int | None = None
+
+
+def _turn_has_error(db: Database, trace_id: int, idx: int) -> bool:
+    return db.execute("SELECT 1 FROM flags WHERE trace_id = ? AND message_idx = ? AND"
+                      " severity = 'error' LIMIT 1", [trace_id, idx]).fetchone() is not None
+
+
+def _proposal(db: Database, revision_id: int) -> dict:
+    row = db.execute("SELECT trace_id, message_idx, status FROM revisions WHERE id = ?",
+                     [revision_id]).fetchone()
+    if row is None:
+        raise DecisionError(f"no revision {revision_id}")
+    if row[2] != "proposed":
+        raise DecisionError(f"revision {revision_id} is {row[2]}, not proposed")
+    return {"trace_id": row[0], "message_idx": row[1]}
+
+
+def proposals(db: Database, trace_id: int, idx: int) -> list[dict]:
+    """The turn's open proposals, oldest first."""
+    return [r for r in revisions.history(db, trace_id, idx) if r["status"] == "proposed"]
+
+
+def keep(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
+    with write_tx(db):
+        rejected = reject_open_proposals(db, trace_id, idx)
+        rid = None
+        if _turn_has_error(db, trace_id, idx):
+            current = revisions.current_messages(db, trace_id)[idx]
+            rid = revisions.add_revision(
+                db, trace_id, idx, tool_calls=current["tool_calls"], content=current["content"],
+                author_kind="human", author_name=analyst, reason="kept as is",
+                evidence={"decision": "keep"})
+    return Outcome(f"trace {trace_id} turn {idx}: kept"
+                   + (f", {rejected} proposal(s) rejected" if rejected else ""),
+                   written=int(rid is not None) + rejected, revision_id=rid)
+
+
+def accept(db: Database, revision_id: int, analyst: str) -> Outcome:
+    """Accept a proposal and reject the turn's competing ones, in one transaction."""
+    with write_tx(db):
+        turn = _proposal(db, revision_id)
+        revisions.decide(db, revision_id, "accepted")
+        rejected = reject_open_proposals(db, turn["trace_id"], turn["message_idx"])
+    return Outcome(f"revision {revision_id} accepted"
+                   + (f", {rejected} competing proposal(s) rejected" if rejected else ""),
+                   written=1 + rejected, revision_id=revision_id)
+
+
+def reject(db: Database, revision_id: int, analyst: str) -> Outcome:
+    with write_tx(db):
+        _proposal(db, revision_id)
+        revisions.decide(db, revision_id, "rejected")
+    return Outcome(f"revision {revision_id} rejected", written=1, revision_id=revision_id)
+
+
+def edit(db: Database, trace_id: int, idx: int, analyst: str, *, tool_calls: list | None,
+         content: str | None, reason: str = "") -> Outcome:
+    with write_tx(db):
+        rid = revisions.add_revision(db, trace_id, idx, tool_calls=tool_calls, content=content,
+                                     author_kind="human", author_name=analyst,
+                                     reason=reason or "edited", evidence={"decision": "edit"})
+        rejected = reject_open_proposals(db, trace_id, idx)
+    return Outcome(f"trace {trace_id} turn {idx}: revision {rid} saved"
+                   + (f", {rejected} proposal(s) rejected" if rejected else ""),
+                   written=1 + rejected, revision_id=rid)
+
+
+def drop(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
+    browse.drop_turn(db, trace_id, idx, analyst)
+    return Outcome(f"trace {trace_id} turn {idx}: dropped from training", written=1)
+
+
+def undo(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
+    rid = revisions.undo(db, trace_id, idx, author_kind="human", author_name=analyst)
+    if rid is None:
+        return Outcome(f"trace {trace_id} turn {idx}: nothing to undo")
+    return Outcome(f"trace {trace_id} turn {idx}: undone", written=1, revision_id=rid)
+
+
+def set_excluded(db: Database, excluded: bool, analyst: str, *,
+                 selection: TraceFilter | None = None, ids: list[int] | None = None) -> Outcome:
+    n = browse.set_excluded(db, selection or TraceFilter(), excluded, ids)
+    what = "excluded from" if excluded else "included in"
+    return Outcome(f"{n} trace(s) {what} training", written=n)
+
+
+def bulk_decide(db: Database, status: str, analyst: str, *,
+                selection: TraceFilter | None = None, ids: list[int] | None = None) -> Outcome:
+    """Accept (or reject) the open proposals of the selected traces. Accepting takes only
+    turns with exactly one open proposal: a turn with competing proposals is skipped and
+    counted, since picking one is the analyst's call."""
+    if status not in ("accepted", "rejected"):
+        raise DecisionError("a bulk decision is 'accepted' or 'rejected'")
+    scope, params = browse.trace_scope(selection or TraceFilter(), ids)
+    with write_tx(db):
+        turns = db.execute(
+            f"SELECT trace_id, message_idx, count(*) FROM revisions WHERE status = 'proposed'"
+            f" AND trace_id IN ({scope}) GROUP BY trace_id, message_idx", params).fetchall()
+        competing = [(t, i) for t, i, n in turns if n > 1]
+        ts = now()
+        written = 0
+        for t, i, n in turns:
+            if status == "accepted" and n > 1:
+                continue
+            written += db.execute(
+                "UPDATE revisions SET status = ?, decided_at = ? WHERE trace_id = ? AND"
+                " message_idx = ? AND status = 'proposed'", [status, ts, t, i]).rowcount
+    verb = "accepted" if status == "accepted" else "rejected"
+    msg = f"{written} proposal(s) {verb}"
+    skipped = len(competing) if status == "accepted" else 0
+    if skipped:
+        msg += (f"; {skipped} turn(s) skipped: they have competing proposals, pick one in"
+                " the review queue")
+    return Outcome(msg, written=written, skipped=skipped)

@@ -1,0 +1,116 @@
+"""What the screens' workers tell them: one message class per event.
+
+Workers only read or write the store and post one of these; the screen's `on_<name>` handler
+updates widgets on the UI thread. A class per event (not one generic message dispatched by a
+string) means a handler cannot receive data shaped for another event, and a misspelt event is
+an error at import, not a message silently ignored.
+"""
+
+from __future__ import annotations
+
+from textual.message import Message
+
+from db.queries import TraceFilter
+
+
+# -- traces screen -----------------------------------------------------------------------
+
+class FilterRestored(Message):
+    """The saved filter and the filter bar's choices (tools, checks)."""
+
+    def __init__(self, filter: TraceFilter, choices: dict) -> None:
+        super().__init__()
+        self.filter = filter
+        self.choices = choices
+
+
+class PageLoaded(Message):
+    """A page of trace rows; `generation` discards pages of an older filter or sort."""
+
+    def __init__(self, rows: list[dict], append: bool, generation: int) -> None:
+        super().__init__()
+        self.rows = rows
+        self.append = append
+        self.generation = generation
+
+
+class CountLoaded(Message):
+    """How many traces the filter selects (for the same `generation`)."""
+
+    def __init__(self, total: int, generation: int) -> None:
+        super().__init__()
+        self.total = total
+        self.generation = generation
+
+
+class RowsRefreshed(Message):
+    """Rows read again after another screen may have changed their labels."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        super().__init__()
+        self.rows = rows
+
+
+# -- decisions (detail, review, bulk) ----------------------------------------------------
+
+class DecisionMade(Message):
+    """An analyst's decision was written; `message` says what it did, in plain words."""
+
+    def __init__(self, message: str, trace_id: int | None, turn: int | None) -> None:
+        super().__init__()
+        self.message = message
+        self.trace_id = trace_id
+        self.turn = turn
+
+
+# -- detail and review -------------------------------------------------------------------
+
+class TraceLoaded(Message):
+    """Everything the detail screen shows of one trace."""
+
+    def __init__(self, view: dict) -> None:
+        super().__init__()
+        self.view = view
+
+
+class QueueLoaded(Message):
+    """The review queue: (trace id, turn) pairs waiting for a decision."""
+
+    def __init__(self, queue: list[tuple[int, int]]) -> None:
+        super().__init__()
+        self.queue = queue
+
+
+class ReviewItemLoaded(Message):
+    """One turn of the review queue with its context, flags and candidates."""
+
+    def __init__(self, item: dict) -> None:
+        super().__init__()
+        self.item = item
+
+
+# -- jobs --------------------------------------------------------------------------------
+
+class JobsLoaded(Message):
+    """Every job row, and the selected one with its log (None when none is selected)."""
+
+    def __init__(self, jobs: list[dict], job: dict | None) -> None:
+        super().__init__()
+        self.jobs = jobs
+        self.job = job
+
+
+class JobStarted(Message):
+    """A job was stored and its detached worker started."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__()
+        self.job_id = job_id
+
+
+class JobCancelRequested(Message):
+    """A cancel was requested for a job (its worker stops at its next check)."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__()
+        self.job_id = job_id
