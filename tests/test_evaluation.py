@@ -436,6 +436,28 @@ def test_eval_end_to_end_on_smollm2(db, tiny_file: Path, smollm2) -> None:
     assert sum(rep["confusion"]["FindRestaurants"].values()) == 2
 
 
+def test_cli_eval_model_by_name_records_the_model(db_path: Path, tiny_file: Path) -> None:
+    """`eval --model NAME` runs the registered model's newest GGUF and records its id, so
+    `workbench models` lists the run under that model; an unknown name is a clear error."""
+    from db import open_db
+    from db.models import register_model
+
+    db = open_db(db_path)
+    model_id = register_model(db, name="smol", kind="gguf", path=GGUF, base_model="smollm2")
+    db.conn.close()
+    runner = CliRunner()
+    base = ["--db", str(db_path), "eval", "--test", str(tiny_file), "--max-tokens", "8",
+            "--threads", "1", "--n-ctx", "2048"]
+    r = runner.invoke(app, [*base, "--model", "smol", "--json"])
+    assert r.exit_code == 0, r.output
+    run_id = json.loads(r.stdout)["run_id"]
+    models = json.loads(runner.invoke(app, ["--db", str(db_path), "models", "--json"]).stdout)
+    smol = next(m for m in models if m["id"] == model_id)
+    assert [run["id"] for run in smol["eval_runs"]] == [run_id]
+    r = runner.invoke(app, [*base, "--model", "nosuch"])
+    assert r.exit_code == 1 and "no model 'nosuch'" in r.output and "smol" in r.output
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

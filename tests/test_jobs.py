@@ -176,3 +176,66 @@ def test_jobs_commands_list_show_cancel_rerun(db_path):
     r = runner.invoke(app, ["--db", str(db_path), "export", "x.jsonl", "--split", "foo"])
     assert r.exit_code == 1 and "--split must be one of" in r.output
     db.conn.close()
+
+
+def test_closing_the_apps_terminal_leaves_its_job_running_to_the_end(db_path):
+    """The app on a real pty (its controlling terminal) starts a job from the jobs panel; the
+    terminal is closed while the job's worker is still starting: the app is hung up, the job
+    still ends `succeeded`, run by a worker that is not the app."""
+    import pty
+    import threading
+
+    db = open_db(db_path)
+    import_files(db, [S1 / "traces.jsonl"], task=S1 / "job_description.json")
+    pid, master = pty.fork()
+    if pid == 0:   # the child: a session leader whose controlling terminal is the pty
+        os.environ.update(PYTHONPATH=str(REPO), TERM="xterm-256color")
+        os.chdir(REPO)
+        os.execv(sys.executable, [sys.executable, "-m", "workbench", "--db", str(db_path)])
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    screen = bytearray()
+
+    def drain() -> None:   # the app blocks if nobody reads its terminal
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            screen.extend(chunk)
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        _wait_for(lambda: b"traces" in screen, timeout=60)
+        time.sleep(1.0)
+        os.write(master, b"b")            # the jobs panel
+        _wait_for(lambda: b"Start" in screen[-20000:], timeout=30)
+        time.sleep(0.5)
+        os.write(master, b"n")            # start the selected kind (the first: recount)
+        _wait_for(lambda: db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1, timeout=30)
+        job_id = db.execute("SELECT id FROM jobs").fetchone()[0]
+        os.close(master)                  # the terminal window closes
+        ended = None
+        for _ in range(100):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                ended = status
+                break
+            time.sleep(0.1)
+        assert ended is not None, "the app outlived its terminal"
+        _wait_for(lambda: get_job(db, job_id)["status"] not in ("queued", "running"), timeout=120)
+        row = get_job(db, job_id)
+        assert row["status"] == "succeeded", row
+        assert row["pid"] != pid and row["result"]["traces"] > 0
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        db.conn.close()
