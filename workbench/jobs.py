@@ -111,17 +111,26 @@ class JobContext:
 
         `inputs` must hold everything the result depends on (endpoint, model, parameters,
         prompt): its content hash is the key in `job_units`."""
-        key = content_key(inputs)
-        cached = store.unit_result(self.db, kind, key)
+        cached = self.cached_unit(kind, inputs)
         if cached is not None:
-            self.units_reused += 1
             return cached
         value = compute()
+        self.save_unit(kind, inputs, value)
+        return value
+
+    def cached_unit(self, kind: str, inputs: Any) -> Any | None:
+        """A unit's stored result, or None (for work that computes it asynchronously, then
+        calls `save_unit`)."""
+        cached = store.unit_result(self.db, kind, content_key(inputs))
+        if cached is not None:
+            self.units_reused += 1
+        return cached
+
+    def save_unit(self, kind: str, inputs: Any, value: Any) -> None:
         if value is None:
             raise ValueError(f"a {kind} unit must produce a value")
-        store.save_unit(self.db, kind, key, value, self.job_id)
+        store.save_unit(self.db, kind, content_key(inputs), value, self.job_id)
         self.units_computed += 1
-        return value
 
 
 def db_file(db: Database) -> str | None:
