@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from sqlite_utils import Database
+from ulid import ULID
 
 from db.flags import REVIEW_DROP, UNDECIDED_ERRORS_SQL
 from db.queries import EXCLUDED_SQL, TraceFilter
@@ -87,13 +88,60 @@ def trace_scope(flt: TraceFilter, ids: list[int] | None) -> tuple[str, list]:
     return f"SELECT id FROM traces WHERE {where}", params
 
 
-def set_excluded(db: Database, flt: TraceFilter, excluded: bool, ids: list[int] | None = None) -> int:
-    """Exclude the selected traces from training (or include them again); returns how many."""
+def set_excluded(db: Database, flt: TraceFilter, excluded: bool | None,
+                 ids: list[int] | None = None, *, author_name: str = "analyst",
+                 action: str | None = None, reason: str = "") -> int:
+    """Exclude the selected traces from training (or include them; None: leave it to the
+    checks again), recording each change in `exclusion_decisions` under one `action` id.
+    Returns how many traces changed."""
     scope, params = trace_scope(flt, ids)
+    value = None if excluded is None else int(excluded)
+    action = action or str(ULID())
     with write_tx(db):
-        cur = db.execute(f"UPDATE traces SET excluded = ? WHERE excluded IS NOT ? AND id IN ({scope})",
-                         [int(excluded), int(excluded), *params])
-    return cur.rowcount
+        changed = db.execute(f"SELECT id, excluded FROM traces WHERE excluded IS NOT ? AND id IN"
+                             f" ({scope})", [value, *params]).fetchall()
+        ts = now()
+        db.conn.executemany("INSERT INTO exclusion_decisions (trace_id, excluded, previous, action,"
+                       " author_name, reason, created_at) VALUES (?,?,?,?,?,?,?)",
+                       [(tid, value, prev, action, author_name, reason, ts)
+                        for tid, prev in changed])
+        db.conn.executemany("UPDATE traces SET excluded = ? WHERE id = ?",
+                       [(value, tid) for tid, _ in changed])
+    return len(changed)
+
+
+def last_exclusion_action(db: Database) -> str | None:
+    row = db.execute("SELECT action FROM exclusion_decisions ORDER BY id DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def undo_exclusion_action(db: Database, action: str, author_name: str) -> tuple[int, int]:
+    """Put back what an exclude / include action changed, as a new action; a trace decided on
+    again since is left as it is. Returns (restored, skipped)."""
+    with write_tx(db):
+        rows = db.execute("SELECT trace_id, excluded, previous FROM exclusion_decisions WHERE"
+                          " action = ?", [action]).fetchall()
+        if not rows:
+            raise ValueError(f"no exclusion action {action}")
+        now_values = dict(db.execute(
+            "SELECT id, excluded FROM traces WHERE id IN (SELECT trace_id FROM"
+            " exclusion_decisions WHERE action = ?)", [action]).fetchall())
+        later = {r[0] for r in db.execute(
+            "SELECT DISTINCT trace_id FROM exclusion_decisions WHERE action != ? AND id >"
+            " (SELECT max(id) FROM exclusion_decisions WHERE action = ?) AND trace_id IN"
+            " (SELECT trace_id FROM exclusion_decisions WHERE action = ?)",
+            [action, action, action])}
+        undo = str(ULID())
+        ts = now()
+        restore = [(tid, prev) for tid, value, prev in rows
+                   if tid not in later and now_values.get(tid) == value]
+        db.conn.executemany("INSERT INTO exclusion_decisions (trace_id, excluded, previous, action,"
+                       " author_name, reason, created_at) VALUES (?,?,?,?,?,?,?)",
+                       [(tid, prev, now_values[tid], undo, author_name, f"undo {action}", ts)
+                        for tid, prev in restore])
+        db.conn.executemany("UPDATE traces SET excluded = ? WHERE id = ?",
+                       [(prev, tid) for tid, prev in restore])
+    return len(restore), len(rows) - len(restore)
 
 
 # -- one trace, everything the detail view shows -------------------------------------------

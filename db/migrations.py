@@ -346,3 +346,27 @@ def m004_committee(db: Database) -> None:
         CREATE INDEX votes_of_turn ON votes(turn_id);
         """
     )
+
+
+@MIGRATIONS()
+def m005_exclusion_decisions(db: Database) -> None:
+    """The analyst's exclusion decisions as a history (like labels): every change of
+    `traces.excluded` is a row holding the value before it, grouped by the action that made it,
+    so any action can be undone without touching decisions made since."""
+    _execute_script(
+        db,
+        """
+        CREATE TABLE exclusion_decisions (
+            id INTEGER PRIMARY KEY,
+            trace_id INTEGER NOT NULL REFERENCES traces(id),
+            excluded INTEGER,              -- the decision: 1 out, 0 in, NULL: the checks decide
+            previous INTEGER,              -- traces.excluded before it
+            action TEXT NOT NULL,          -- one id per exclude / include / undo action
+            author_name TEXT NOT NULL,
+            reason TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX exclusion_decisions_trace ON exclusion_decisions(trace_id, id);
+        CREATE INDEX exclusion_decisions_action ON exclusion_decisions(action);
+        """
+    )

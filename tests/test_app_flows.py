@@ -322,3 +322,26 @@ async def test_command_palette_runs_app_actions(db_path):
         await pilot.pause(0.5)
         await pilot.press("enter")
         await until(pilot, lambda: type(app.screen).__name__ == "ReviewScreen")
+
+
+async def test_bulk_exclude_of_more_than_a_screenful_asks_first_and_undoes(db_path):
+    excluded = lambda: read(db_path, lambda db: count_traces(  # noqa: E731
+        db, TraceFilter(excluded=True)))
+    before = excluded()
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app) == 45)
+        await pilot.press("E")                          # 45 traces: more than a screenful
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen")
+        await pilot.press("n")
+        await until(pilot, lambda: type(app.screen).__name__ == "TracesScreen")
+        await pilot.pause(0.3)
+        assert excluded() == before                     # "no" changed nothing
+        await pilot.press("E")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen")
+        await pilot.press("y")
+        await until(pilot, lambda: excluded() == 45)
+        await pilot.press("U")                          # undo the whole action
+        await until(pilot, lambda: excluded() == before)
+        await pilot.press("space", "E")                 # one marked trace: no question
+        await until(pilot, lambda: excluded() == before + 1)

@@ -141,3 +141,25 @@ def test_label_cli_uses_the_same_decisions(tmp_path):
     assert db.execute("SELECT count(*) FROM traces WHERE excluded = 1").fetchone()[0] == 2
     assert db.execute("SELECT count(*) FROM traces").fetchone()[0] > 2
     db.conn.close()
+
+
+def test_exclusion_is_a_decision_with_undo_that_spares_later_decisions(db):
+    before = dict(db.execute("SELECT id, excluded FROM traces").fetchall())
+    db.execute("UPDATE traces SET excluded = 1 WHERE id = 3")      # an earlier decision
+    db.conn.commit()
+    bulk = decisions.set_excluded(db, True, "ada", selection=TraceFilter())
+    assert bulk.written == len(before) - 1 and bulk.action
+    later = decisions.set_excluded(db, False, "bo", ids=[4])        # decided again since
+    undo = decisions.undo_exclusion(db, "ada", bulk.action)
+    assert undo.written == len(before) - 2 and undo.skipped == 1
+    now = dict(db.execute("SELECT id, excluded FROM traces").fetchall())
+    assert now[3] == 1 and now[4] == 0                              # both decisions kept
+    assert all(now[t] is None for t in now if t not in (3, 4))     # the rest as before
+    # include everything, then undo the newest action: the per-trace decisions come back
+    inc = decisions.set_excluded(db, False, "ada", selection=TraceFilter())
+    assert decisions.undo_exclusion(db, "ada").written == inc.written
+    assert dict(db.execute("SELECT id, excluded FROM traces").fetchall()) == now
+    assert later.action != bulk.action
+    hist = db.execute("SELECT count(*) FROM exclusion_decisions WHERE trace_id = 4"
+                      ).fetchone()[0]
+    assert hist == 2   # the bulk exclude and bo's include; nothing else changed it

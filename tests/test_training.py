@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 from typing import Any
@@ -222,7 +224,7 @@ def test_loss_normalised_over_supervised_tokens(train_db: Any, tiny_model_dir: P
 
     from workbench.hf_loading import load_model, load_tokenizer
     from workbench.training.trainer import (
-        Hardware, add_lora, build_trainer, dataset_loss)
+        Hardware, SequenceDataset, add_lora, build_trainer, dataset_loss)
 
     tok = load_tokenizer(tiny_model_dir)
     enc = encode_all(tok, load_conversations(train_db, DataOptions()))
@@ -242,6 +244,14 @@ def test_loss_normalised_over_supervised_tokens(train_db: Any, tiny_model_dir: P
     for packed, label, micro in cases:
         examples = default if label == "default" else per_turn
         losses[(packed, label, micro)] = dataset_loss(trainers[packed], examples, micro)
+    # logits only at the supervised positions (the default) = the library's full-logits loss
+    full = dataclasses.replace(_tiny_cfg(tmp_path, tiny_model_dir), supervised_logits=False)
+    for packed in (False, True):
+        t = build_trainer(model, tok, default, full,
+                          Hardware("cpu", torch.float32, False, packed, "sdpa"))
+        assert "logits_to_keep" not in t.data_collator([SequenceDataset(default)[0]])
+        assert "logits_to_keep" in trainers[packed].data_collator([SequenceDataset(default)[0]])
+        losses[(packed, "full logits", 1)] = dataset_loss(t, default, 1)
     ref = losses[(False, "default", 1)]
     assert 5 < ref < 20  # a random model: about ln(49152) = 10.8
     for key, value in losses.items():

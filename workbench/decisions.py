@@ -9,7 +9,7 @@ and the CLI alike. Nothing here edits an original or deletes a revision.
 | edit | a human revision with the new calls; open proposals are rejected |
 | drop | a `review.drop` error flag (training and export leave the turn out); open proposals rejected |
 | undo | the label before the current one comes back, as a new revision (the original if none) |
-| exclude / include | the analyst's decision on a whole trace (training leaves it out / takes it) |
+| exclude / include | the analyst's decision on whole traces (training leaves them out / takes them), recorded as one action that `undo_exclusion` reverts |
 
 Accepting one proposal always rejects the others for that turn, so two proposals can never be
 accepted together with the newest silently winning. A bulk accept takes only turns with one
@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlite_utils import Database
+from ulid import ULID
 
 from db import browse, revisions
 from db.browse import reject_open_proposals
@@ -43,6 +44,7 @@ class Outcome:
     written: int = 0
     skipped: int = 0
     revision_id: int | None = None
+    action: str | None = None          # an exclusion action's id (for undo)
 
 
 def _turn_has_error(db: Database, trace_id: int, idx: int) -> bool:
@@ -124,9 +126,25 @@ def undo(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
 
 def set_excluded(db: Database, excluded: bool, analyst: str, *,
                  selection: TraceFilter | None = None, ids: list[int] | None = None) -> Outcome:
-    n = browse.set_excluded(db, selection or TraceFilter(), excluded, ids)
+    """Exclude (or include) whole traces; one action, undone as one (`undo_exclusion`)."""
+    action = str(ULID())
+    n = browse.set_excluded(db, selection or TraceFilter(), excluded, ids, author_name=analyst,
+                            action=action)
     what = "excluded from" if excluded else "included in"
-    return Outcome(f"{n} trace(s) {what} training", written=n)
+    return Outcome(f"{n} trace(s) {what} training", written=n, action=action if n else None)
+
+
+def undo_exclusion(db: Database, analyst: str, action: str | None = None) -> Outcome:
+    """Undo an exclude / include action (default: the newest). Traces decided on again since
+    keep that later decision."""
+    action = action or browse.last_exclusion_action(db)
+    if action is None:
+        return Outcome("no exclusion decision to undo")
+    restored, skipped = browse.undo_exclusion_action(db, action, analyst)
+    msg = f"undid action {action}: {restored} trace(s) restored"
+    if skipped:
+        msg += f", {skipped} left as decided since"
+    return Outcome(msg, written=restored, skipped=skipped)
 
 
 def bulk_decide(db: Database, status: str, analyst: str, *,

@@ -24,7 +24,8 @@ def _analyst(name: str | None) -> str:
 def _report(outcome, as_json: bool) -> None:
     if as_json:
         print_json({"message": outcome.message, "written": outcome.written,
-                    "skipped": outcome.skipped, "revision_id": outcome.revision_id})
+                    "skipped": outcome.skipped, "revision_id": outcome.revision_id,
+                    "action": outcome.action})
     else:
         console.print(Text(visible(outcome.message)))
 
@@ -170,5 +171,18 @@ def register(app: typer.Typer) -> None:
         return cmd
 
     label.command("exclude")(exclusion(True, "Exclude the selected traces from training."))
+
+    @label.command("undo-exclude")
+    def undo_exclude_cmd(ctx: typer.Context,
+                         action: Optional[str] = typer.Option(None, "--action", help="the"
+                                                              " action id (default: the newest)"),
+                         analyst: Optional[str] = analyst_opt,
+                         as_json: bool = json_opt) -> None:
+        """Undo an exclude / include action; traces decided on again since keep that decision."""
+        from workbench import decisions
+
+        with user_errors():
+            outcome = decisions.undo_exclusion(state(ctx).db(), _analyst(analyst), action)
+        _report(outcome, as_json)
     label.command("include")(exclusion(False, "Include the selected traces in training (the"
                                        " analyst's decision wins over the checks)."))

@@ -15,6 +15,30 @@ from textual.widgets.option_list import Option
 from widgets.tool_call_editor import ToolCallEditor
 
 
+class ConfirmScreen(ModalScreen[bool]):
+    """Ask before an action that changes many traces at once; dismisses with True or False."""
+
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Static { width: 70%; height: auto; border: round $warning; padding: 1 2;
+                             background: $surface; }
+    """
+    BINDINGS = [Binding("y", "answer(True)", "Yes", id="confirm.yes"),
+                Binding("n,escape", "answer(False)", "No", id="confirm.no")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        from textual.widgets import Static
+
+        yield Static(Text(self.question + "\n\ny: yes   n / esc: no"), id="confirm-question")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
 class EditCallScreen(ModalScreen[dict | None]):
     """Edit one call; dismisses with {"call", "reason"} or None."""
 

@@ -16,6 +16,7 @@ from db import browse
 from db.queries import TraceFilter
 from widgets.trace_table import TraceTable
 from workbench import decisions
+from workbench.screens.common import ConfirmScreen
 from workbench.screens.messages import (CountLoaded, DecisionMade, FilterRestored, PageLoaded,
                                          RowsRefreshed)
 
@@ -40,6 +41,8 @@ class TracesScreen(Screen):
         Binding("X", "bulk('reject')", "Reject proposed", id="traces.reject"),
         Binding("E", "bulk('exclude')", "Exclude", id="traces.exclude"),
         Binding("I", "bulk('include')", "Include", id="traces.include", show=False),
+        Binding("U", "undo_exclusion", "Undo exclude/include", id="traces.undo_exclusion",
+                show=False),
         Binding("c", "clear_filter", "Clear filter", id="traces.clear"),
         Binding("escape", "clear_marks", "Clear marks", id="traces.unmark", show=False),
     ]
@@ -107,6 +110,8 @@ class TracesScreen(Screen):
             else:
                 outcome = decisions.set_excluded(db, what == "exclude", analyst, selection=flt,
                                                  ids=ids)
+                if outcome.action:
+                    outcome.message += " (U undoes it)"
         self.post_message(DecisionMade(outcome.message, None, None))
 
     # -- messages ---------------------------------------------------------------------------
@@ -253,8 +258,31 @@ class TracesScreen(Screen):
         self.reload(save=False)
 
     def action_bulk(self, what: str) -> None:
+        """A bulk action on the marked traces, else on the whole filtered set; more traces
+        than a screenful shows are asked about first."""
         table = self.query_one(TraceTable)
         ids = sorted(table.marked) or None
-        scope = f"{len(ids)} marked traces" if ids else f"all {self.total or 0:,} filtered traces"
-        self.app.notify(Text(f"{what}: {scope}…").plain, markup=False)
-        self.run_bulk(what, self.filter, ids)
+        count = len(ids) if ids else (self.total or 0)
+        scope = f"{count:,} marked traces" if ids else f"all {count:,} filtered traces"
+        if count == 0:
+            self.app.notify("no traces to act on", severity="warning")
+            return
+
+        def go(yes: bool | None = True) -> None:
+            if yes:
+                self.app.notify(f"{what}: {scope}…", markup=False)
+                self.run_bulk(what, self.filter, ids)
+
+        if count > max(1, table.scrollable_content_region.height):
+            self.app.push_screen(ConfirmScreen(f"{what.capitalize()} {scope}?"), go)
+        else:
+            go()
+
+    def action_undo_exclusion(self) -> None:
+        self.run_undo_exclusion()
+
+    @work(thread=True, exit_on_error=False, group="traces-bulk")
+    def run_undo_exclusion(self) -> None:
+        with self.app.store() as db:
+            outcome = decisions.undo_exclusion(db, self.app.config.analyst)
+        self.post_message(DecisionMade(outcome.message, None, None))

@@ -65,6 +65,8 @@ class TrainConfig:
     seed: int = 0
     name: str | None = None
     resume: bool = False
+    supervised_logits: bool = True         # logits only where there is loss (False: every
+                                           # position, the library default; for the bench)
     extra_callbacks: list = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -136,13 +138,56 @@ class PadCollator:
         return batch
 
 
-def make_collator(hw: Hardware, pad_id: int) -> Any:
+def _next_token_labels(labels: Any) -> Any:
+    """labels[..., t + 1] at position t: what each position's logits are scored against."""
+    import torch
+
+    shift = torch.full_like(labels, IGNORE_INDEX)
+    shift[..., :-1] = labels[..., 1:]
+    return shift
+
+
+class SupervisedPositions:
+    """Wraps a collator: marks the positions whose next token carries loss (`logits_to_keep`,
+    a boolean mask the model uses to slice its hidden states), so the lm head projects only
+    those onto the vocabulary. The logits over a 49k vocabulary at every position, kept for the
+    backward pass, were most of training's memory; most positions (system prompt, tools, user
+    and tool turns) have no loss."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.inner(features)
+        batch["logits_to_keep"] = _next_token_labels(batch["labels"]) != IGNORE_INDEX
+        return batch
+
+
+def supervised_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+    """Cross-entropy summed over supervised tokens / their number in the whole accumulated batch
+    (the Trainer's `num_items_in_batch`): the causal-LM loss the model would compute from full
+    logits, from the kept positions only."""
+    import torch.nn.functional as F
+
+    shift = _next_token_labels(labels)
+    keep = shift != IGNORE_INDEX
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+    if logits.dim() == 3:            # a model that ignored `logits_to_keep`: all positions
+        logits = logits[keep]
+    loss = F.cross_entropy(logits.float(), shift[keep].to(logits.device), reduction="sum")
+    n = num_items_in_batch if num_items_in_batch is not None else max(1, int(keep.sum()))
+    return loss / n
+
+
+def make_collator(hw: Hardware, pad_id: int, supervised_only: bool = True) -> Any:
     if hw.packed:
         from transformers import DataCollatorWithFlattening
 
-        return DataCollatorWithFlattening(
+        inner = DataCollatorWithFlattening(
             return_flash_attn_kwargs=hw.attn == "flash_attention_2")
-    return PadCollator(pad_id)
+    else:
+        inner = PadCollator(pad_id)
+    return SupervisedPositions(inner) if supervised_only else inner
 
 
 def is_main_process() -> bool:
@@ -249,7 +294,9 @@ def build_trainer(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: 
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     trainer = Trainer(model=model, args=args, train_dataset=SequenceDataset(examples),
-                      data_collator=make_collator(hw, pad_id), callbacks=list(callbacks))
+                      data_collator=make_collator(hw, pad_id, cfg.supervised_logits),
+                      compute_loss_func=supervised_loss if cfg.supervised_logits else None,
+                      callbacks=list(callbacks))
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     for cb in (PrinterCallback, ProgressCallback):  # stdout is for --json; progress is ours
