@@ -98,6 +98,13 @@ def decide_proposed(db: Database, flt: TraceFilter, status: str, ids: list[int] 
     return cur.rowcount
 
 
+def traces_with_proposals(db: Database, flt: TraceFilter, ids: list[int] | None = None) -> list[int]:
+    """The selected traces that hold a proposed revision (what `decide_proposed` would touch)."""
+    scope, params = _scope(flt, ids)
+    return [r[0] for r in db.execute(f"SELECT DISTINCT trace_id FROM revisions WHERE status ="
+                                     f" 'proposed' AND trace_id IN ({scope}) ORDER BY 1", params)]
+
+
 def set_excluded(db: Database, flt: TraceFilter, excluded: bool, ids: list[int] | None = None) -> int:
     """Exclude the selected traces from training (or include them again); returns how many."""
     scope, params = _scope(flt, ids)

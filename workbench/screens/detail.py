@@ -95,6 +95,10 @@ class DetailScreen(Screen):
             else:
                 browse.set_excluded(db, TraceFilter(), kw["excluded"], [self.trace_id])
                 msg = "excluded from training" if kw["excluded"] else "included in training"
+            if what != "exclude" and kw.get("status") != "rejected":   # the label changed
+                from workbench.checks import recheck_traces
+
+                recheck_traces(db, [self.trace_id])
         self.post_message(Loaded("written", msg))
 
     async def on_loaded(self, event: Loaded) -> None:

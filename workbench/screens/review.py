@@ -111,6 +111,10 @@ class ReviewScreen(Screen):
                 browse.reject_open_proposals(db, tid, idx)
             elif what == "drop":
                 browse.drop_turn(db, tid, idx, name)
+            if what in ("pick", "edit"):   # the label changed: its flags are checked again
+                from workbench.checks import recheck_traces
+
+                recheck_traces(db, [tid])
         self.post_message(Loaded("decided", (tid, idx, what)))
 
     async def on_loaded(self, event: Loaded) -> None:

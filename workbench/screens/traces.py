@@ -99,8 +99,13 @@ class TracesScreen(Screen):
     def run_bulk(self, what: str, flt: TraceFilter, ids: list[int] | None) -> None:
         with self.app.store() as db:
             if what in ("accept", "reject"):
+                touched = browse.traces_with_proposals(db, flt, ids) if what == "accept" else []
                 n = browse.decide_proposed(db, flt, "accepted" if what == "accept" else "rejected", ids)
                 msg = f"{what}ed {n} proposed revisions"
+                if touched:   # accepted labels: their traces' flags are checked again
+                    from workbench.checks import recheck_traces
+
+                    recheck_traces(db, touched)
             else:
                 n = browse.set_excluded(db, flt, what == "exclude", ids)
                 msg = f"{what}d {n} traces"
