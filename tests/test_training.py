@@ -384,3 +384,34 @@ def test_kill_9_of_a_training_worker_then_jobs_resume(train_db: Any, tiny_model_
     assert row["status"] == "succeeded" and row["attempts"] == 2
     assert "resuming from" in row["log"] and row["result"]["metrics"]["steps"] == 30
     _assert_same_adapter(tmp_path / "full", tmp_path / "killed")
+
+
+@pytest.mark.slow
+def test_train_reports_progress_on_stderr_from_loading_to_merging(
+        train_db: Any, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`train` (with --json too: stdout keeps only the result) tells on stderr what it is doing,
+    from loading to merging, with step, loss, tokens/s and ETA; without a terminal as lines."""
+    from workbench.commands import jobs as job_cmds
+
+    monkeypatch.setattr(job_cmds, "LINE_EVERY_S", 0.0, raising=False)   # every report
+    db_path = train_db.conn.execute("PRAGMA database_list").fetchone()[2]
+    r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tiny_model_dir),
+                            "--output", str(tmp_path / "run"), "--max-steps", "3",
+                            "--seqs-per-step", "2", "--lora-r", "4", "--gguf", "none", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["metrics"]["steps"] == 3
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("train: ")]
+    text = "\n".join(lines)
+    order = [text.find(w) for w in ("train: loading the tokenizer", "train: tokenizing",
+                                    "train: loading /", "train: step 1/3", "train: merging")]
+    assert -1 not in order and order == sorted(order), text
+    step = [ln for ln in lines if ln.startswith("train: step 3/3")]
+    assert step and all(k in step[-1] for k in ("loss ", "tok/s", "ETA ")), text
+    assert any("micro-batch 1/2" in ln for ln in lines), text   # before the first step ends
+    assert not any(ln.startswith("metrics ") for ln in r.stderr.splitlines())
+    job = json.loads(r.stdout)["job_id"]
+    from db.jobs import get_job
+
+    log = get_job(train_db, job)["log"].splitlines()
+    metrics = [json.loads(ln[len("metrics "):]) for ln in log if ln.startswith("metrics ")]
+    assert [m["step"] for m in metrics] == [1, 2, 3] and metrics[0]["tokens_per_s"] > 0

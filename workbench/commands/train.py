@@ -52,7 +52,8 @@ def register(app: typer.Typer) -> None:
             with user_errors():
                 train(db, params.config(None), params.data(selection), ctx=None)
             return
-        row = run_request(ctx, job, quiet=as_json)
+        # progress goes to stderr with --json too: stdout holds only the result
+        row = run_request(ctx, job, quiet=as_json, progress_bar=True)
         result = row["result"]
         if as_json:
             print_json({"job_id": row["id"], **result})
