@@ -166,15 +166,57 @@ def test_masks_and_per_turn(train_db: Any, gguf_tokenizer: Any) -> None:
 
 @pytest.mark.slow
 def test_plan_json(train_db: Any, tiny_model_dir: Path) -> None:
+    """The plan counts what is left out of the loss and why, and times one micro-batch here
+    for an estimate of the run."""
     db_path = train_db.conn.execute("PRAGMA database_list").fetchone()[2]
+    replace_flags(train_db, [1], ["schema"], [{"trace_id": 1, "message_idx": 1,
+                                               "check": "schema", "severity": "error",
+                                               "detail": "bad"}])
     r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tiny_model_dir),
                             "--plan", "--json"])
     assert r.exit_code == 0, r.output
     p = json.loads(r.stdout)
-    assert set(p) == {"sequences", "tokens", "supervised_tokens", "per_turn"}
+    assert set(p) == {"conversations", "assistant_turns", "suspect_turns",
+                      "masked_suspect_turns", "dropped_conversations", "max_length",
+                      "turns_past_max_length", "prompt_tokens", "prompts_past_max_length",
+                      "sequences", "tokens", "supervised_tokens", "per_turn", "estimate"}
     assert set(p["per_turn"]) == {"sequences", "tokens", "supervised_tokens"}
-    assert p["sequences"] == 6 and p["per_turn"]["sequences"] == 18
+    assert p["sequences"] == 6 and p["per_turn"]["sequences"] == 17
     assert p["supervised_tokens"] == p["per_turn"]["supervised_tokens"] > 0
+    assert (p["conversations"], p["assistant_turns"], p["masked_suspect_turns"]) == (6, 18, 1)
+    assert p["turns_past_max_length"] == 0 and 50 < p["prompt_tokens"] < 400
+    e = p["estimate"]
+    assert e["steps"] == 1 and e["tokens"] == p["tokens"] and e["tokens_per_s"] > 0
+    assert e["measured"]["tokens"] > 0 and e["seconds"] >= 0 and e["suggest"] is None
+    # a --max-length below the system prompt and tools: said so, with the size to pass
+    short = p["prompt_tokens"] - 1
+    r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tiny_model_dir),
+                            "--plan", "--max-length", str(short)])
+    assert r.exit_code == 1
+    assert (f"the system prompt and tools alone are {p['prompt_tokens']} tokens" in r.output
+            and f"raise --max-length above {p['prompt_tokens']}" in r.output), r.output
+    # a --max-length that cuts some turns: counted, with the prompt size
+    r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tiny_model_dir),
+                            "--plan", "--max-length", str(p["prompt_tokens"] + 80)])
+    assert r.exit_code == 0, r.output
+    assert f"turns ending past --max-length {p['prompt_tokens'] + 80}: " in r.stdout
+    assert f"the system prompt and tools alone are {p['prompt_tokens']} tokens" in r.stdout
+    assert "1 masked" in r.stdout and "estimated time here: about" in r.stdout
+
+
+def test_estimate_suggests_a_faster_setting_for_a_long_run() -> None:
+    from workbench.training.estimate import estimate
+
+    plan_ = {"sequences": 40, "tokens": 85_000}
+    rate = {"tokens_per_s": 60.0, "load_s": 10.0, "tokens": 1024, "seconds": 17.0,
+            "device": "cpu"}
+    e = estimate(plan_, rate, epochs=1.0, seqs_per_step=8, max_steps=-1)
+    assert e["steps"] == 5 and e["seconds"] == round(85_000 / 60 + 10)
+    s = e["suggest"]   # 23.8 minutes: a setting of about 10 minutes
+    assert s["max_steps"] == 2 and s["sequences"] == 16 and 8 * 60 < s["seconds"] <= 10 * 60
+    assert estimate(plan_, rate, epochs=1.0, seqs_per_step=8, max_steps=2)["suggest"] is None
+    assert estimate(plan_, {**rate, "tokens_per_s": 600.0}, epochs=3.0, seqs_per_step=8,
+                    max_steps=-1)["steps"] == 15
 
 
 @pytest.mark.slow
