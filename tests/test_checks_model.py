@@ -130,3 +130,35 @@ def test_check_command_offers_model_checks():
 
     out = CliRunner().invoke(app, ["check", "--help"], terminal_width=200).output
     assert "--model-checks" in out
+
+
+def test_threads_default_to_the_usable_cores_less_one_and_reach_the_model_check(tmp_path):
+    """`check --only coherence_model` ran llama.cpp with 2 threads whatever the machine; the
+    default is now the usable cores less one (1 on a shared 2-core machine), and --threads
+    reaches the model check (its report says how many it used)."""
+    from typer.testing import CliRunner
+
+    from db.jobs import get_job
+    from workbench.checks.base import default_threads
+    from workbench.cli import app
+
+    cores = len(os.sched_getaffinity(0))
+    assert default_threads() == max(1, min(8, cores - 1))
+    src = tmp_path / "t.jsonl"
+    src.write_text("\n".join((DATA / "scenario-1-baseline" / "traces.jsonl").read_text()
+                             .splitlines()[:3]) + "\n")
+    db_path = tmp_path / "w.db"
+    runner = CliRunner()
+    assert runner.invoke(app, ["--db", str(db_path), "import", str(src)]).exit_code == 0
+    help_text = runner.invoke(app, ["check", "--help"], terminal_width=200).output
+    assert f"[default: {default_threads()}]" in help_text
+    used = {}
+    for args in ([], ["--threads", "3"]):
+        r = runner.invoke(app, ["--db", str(db_path), "check", "--only", "coherence_model",
+                                *args, "--json"])
+        assert r.exit_code == 0, r.output
+        db = open_db(db_path)
+        job = db.execute("SELECT max(id) FROM jobs").fetchone()[0]
+        used[tuple(args)] = get_job(db, job)["result"]["model"]["threads"]
+        db.conn.close()
+    assert used == {(): default_threads(), ("--threads", "3"): 3}

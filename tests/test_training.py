@@ -168,15 +168,57 @@ def test_masks_and_per_turn(train_db: Any, gguf_tokenizer: Any) -> None:
 
 @pytest.mark.slow
 def test_plan_json(train_db: Any, tiny_model_dir: Path) -> None:
+    """The plan counts what is left out of the loss and why, and times one micro-batch here
+    for an estimate of the run."""
     db_path = train_db.conn.execute("PRAGMA database_list").fetchone()[2]
+    replace_flags(train_db, [1], ["schema"], [{"trace_id": 1, "message_idx": 1,
+                                               "check": "schema", "severity": "error",
+                                               "detail": "bad"}])
     r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tiny_model_dir),
                             "--plan", "--json"])
     assert r.exit_code == 0, r.output
     p = json.loads(r.stdout)
-    assert set(p) == {"sequences", "tokens", "supervised_tokens", "per_turn"}
+    assert set(p) == {"conversations", "assistant_turns", "suspect_turns",
+                      "masked_suspect_turns", "dropped_conversations", "max_length",
+                      "turns_past_max_length", "prompt_tokens", "prompts_past_max_length",
+                      "sequences", "tokens", "supervised_tokens", "per_turn", "estimate"}
     assert set(p["per_turn"]) == {"sequences", "tokens", "supervised_tokens"}
-    assert p["sequences"] == 6 and p["per_turn"]["sequences"] == 18
+    assert p["sequences"] == 6 and p["per_turn"]["sequences"] == 17
     assert p["supervised_tokens"] == p["per_turn"]["supervised_tokens"] > 0
+    assert (p["conversations"], p["assistant_turns"], p["masked_suspect_turns"]) == (6, 18, 1)
+    assert p["turns_past_max_length"] == 0 and 50 < p["prompt_tokens"] < 400
+    e = p["estimate"]
+    assert e["steps"] == 1 and e["tokens"] == p["tokens"] and e["tokens_per_s"] > 0
+    assert e["measured"]["tokens"] > 0 and e["seconds"] >= 0 and e["suggest"] is None
+    # a --max-length below the system prompt and tools: said so, with the size to pass
+    short = p["prompt_tokens"] - 1
+    r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tiny_model_dir),
+                            "--plan", "--max-length", str(short)])
+    assert r.exit_code == 1
+    assert (f"the system prompt and tools alone are {p['prompt_tokens']} tokens" in r.output
+            and f"raise --max-length above {p['prompt_tokens']}" in r.output), r.output
+    # a --max-length that cuts some turns: counted, with the prompt size
+    r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tiny_model_dir),
+                            "--plan", "--max-length", str(p["prompt_tokens"] + 80)])
+    assert r.exit_code == 0, r.output
+    assert f"turns ending past --max-length {p['prompt_tokens'] + 80}: " in r.stdout
+    assert f"the system prompt and tools alone are {p['prompt_tokens']} tokens" in r.stdout
+    assert "1 masked" in r.stdout and "estimated time here: about" in r.stdout
+
+
+def test_estimate_suggests_a_faster_setting_for_a_long_run() -> None:
+    from workbench.training.estimate import estimate
+
+    plan_ = {"sequences": 40, "tokens": 85_000}
+    rate = {"tokens_per_s": 60.0, "load_s": 10.0, "tokens": 1024, "seconds": 17.0,
+            "device": "cpu"}
+    e = estimate(plan_, rate, epochs=1.0, seqs_per_step=8, max_steps=-1)
+    assert e["steps"] == 5 and e["seconds"] == round(85_000 / 60 + 10)
+    s = e["suggest"]   # 23.8 minutes: a setting of about 10 minutes
+    assert s["max_steps"] == 2 and s["sequences"] == 16 and 8 * 60 < s["seconds"] <= 10 * 60
+    assert estimate(plan_, rate, epochs=1.0, seqs_per_step=8, max_steps=2)["suggest"] is None
+    assert estimate(plan_, {**rate, "tokens_per_s": 600.0}, epochs=3.0, seqs_per_step=8,
+                    max_steps=-1)["steps"] == 15
 
 
 @pytest.mark.slow
@@ -394,3 +436,34 @@ def test_kill_9_of_a_training_worker_then_jobs_resume(train_db: Any, tiny_model_
     assert row["status"] == "succeeded" and row["attempts"] == 2
     assert "resuming from" in row["log"] and row["result"]["metrics"]["steps"] == 30
     _assert_same_adapter(tmp_path / "full", tmp_path / "killed")
+
+
+@pytest.mark.slow
+def test_train_reports_progress_on_stderr_from_loading_to_merging(
+        train_db: Any, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`train` (with --json too: stdout keeps only the result) tells on stderr what it is doing,
+    from loading to merging, with step, loss, tokens/s and ETA; without a terminal as lines."""
+    from workbench.commands import jobs as job_cmds
+
+    monkeypatch.setattr(job_cmds, "LINE_EVERY_S", 0.0, raising=False)   # every report
+    db_path = train_db.conn.execute("PRAGMA database_list").fetchone()[2]
+    r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tiny_model_dir),
+                            "--output", str(tmp_path / "run"), "--max-steps", "3",
+                            "--seqs-per-step", "2", "--lora-r", "4", "--gguf", "none", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["metrics"]["steps"] == 3
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("train: ")]
+    text = "\n".join(lines)
+    order = [text.find(w) for w in ("train: loading the tokenizer", "train: tokenizing",
+                                    "train: loading /", "train: step 1/3", "train: merging")]
+    assert -1 not in order and order == sorted(order), text
+    step = [ln for ln in lines if ln.startswith("train: step 3/3")]
+    assert step and all(k in step[-1] for k in ("loss ", "tok/s", "ETA ")), text
+    assert any("micro-batch 1/2" in ln for ln in lines), text   # before the first step ends
+    assert not any(ln.startswith("metrics ") for ln in r.stderr.splitlines())
+    job = json.loads(r.stdout)["job_id"]
+    from db.jobs import get_job
+
+    log = get_job(train_db, job)["log"].splitlines()
+    metrics = [json.loads(ln[len("metrics "):]) for ln in log if ln.startswith("metrics ")]
+    assert [m["step"] for m in metrics] == [1, 2, 3] and metrics[0]["tokens_per_s"] > 0

@@ -12,7 +12,9 @@ and the CLI alike. Nothing here edits an original or deletes a revision.
 | exclude / include | the analyst's decision on whole traces (training leaves them out / takes them), recorded as one action that `undo_exclusion` reverts |
 
 Accepting one proposal always rejects the others for that turn, so two proposals can never be
-accepted together with the newest silently winning. A bulk accept takes only turns with one
+accepted together with the newest silently winning. Whenever a label changes (accept, edit,
+undo) the trace's per-trace checks run again (`recheck_traces`), so no flag outlives the call
+it was about. A bulk accept takes only turns with one
 open proposal and reports how many it skipped because they had several (they need a person to
 pick one).
 """
@@ -30,6 +32,12 @@ from db.queries import TraceFilter
 from db.tx import now, write_tx
 
 DECISIONS = ("keep", "accept", "reject", "edit", "drop", "undo", "exclude", "include")
+
+
+def _recheck(db: Database, trace_ids) -> None:
+    from workbench.checks import recheck_traces
+
+    recheck_traces(db, trace_ids)
 
 
 class DecisionError(ValueError):
@@ -88,6 +96,7 @@ def accept(db: Database, revision_id: int, analyst: str) -> Outcome:
         turn = _proposal(db, revision_id)
         revisions.decide(db, revision_id, "accepted")
         rejected = reject_open_proposals(db, turn["trace_id"], turn["message_idx"])
+    _recheck(db, [turn["trace_id"]])
     return Outcome(f"revision {revision_id} accepted"
                    + (f", {rejected} competing proposal(s) rejected" if rejected else ""),
                    written=1 + rejected, revision_id=revision_id)
@@ -107,6 +116,7 @@ def edit(db: Database, trace_id: int, idx: int, analyst: str, *, tool_calls: lis
                                      author_kind="human", author_name=analyst,
                                      reason=reason or "edited", evidence={"decision": "edit"})
         rejected = reject_open_proposals(db, trace_id, idx)
+    _recheck(db, [trace_id])
     return Outcome(f"trace {trace_id} turn {idx}: revision {rid} saved"
                    + (f", {rejected} proposal(s) rejected" if rejected else ""),
                    written=1 + rejected, revision_id=rid)
@@ -121,6 +131,7 @@ def undo(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
     rid = revisions.undo(db, trace_id, idx, author_kind="human", author_name=analyst)
     if rid is None:
         return Outcome(f"trace {trace_id} turn {idx}: nothing to undo")
+    _recheck(db, [trace_id])
     return Outcome(f"trace {trace_id} turn {idx}: undone", written=1, revision_id=rid)
 
 
@@ -162,12 +173,16 @@ def bulk_decide(db: Database, status: str, analyst: str, *,
         competing = [(t, i) for t, i, n in turns if n > 1]
         ts = now()
         written = 0
+        changed = set()
         for t, i, n in turns:
             if status == "accepted" and n > 1:
                 continue
             written += db.execute(
                 "UPDATE revisions SET status = ?, decided_at = ? WHERE trace_id = ? AND"
                 " message_idx = ? AND status = 'proposed'", [status, ts, t, i]).rowcount
+            changed.add(t)
+    if status == "accepted":
+        _recheck(db, changed)
     verb = "accepted" if status == "accepted" else "rejected"
     msg = f"{written} proposal(s) {verb}"
     skipped = len(competing) if status == "accepted" else 0

@@ -131,13 +131,20 @@ def _names(value: Any) -> list[str]:
     return [n.strip() for item in items for n in str(item).split(",") if n.strip()]
 
 
+def _model_threads() -> int:
+    from workbench.checks.base import default_threads
+
+    return default_threads()
+
+
 @dataclass
 class CheckParams:
     only: list[str] = opt([], "run only these checks (default: every fast check)")
     model_checks: bool = opt(False, "also run the model-based checks (coherence_model: a small"
                              " local model through llama.cpp; minutes per hundred traces on a"
                              " CPU, cached)")
-    threads: int = opt(2, "llama.cpp threads for the model-based checks")
+    threads: int = opt(_model_threads(), "llama.cpp threads for the model-based checks"
+                       " (default: the usable cores less one, at most 8)")
 
     def __post_init__(self) -> None:
         self.only = _names(self.only)

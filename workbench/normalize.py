@@ -22,6 +22,9 @@ Re-running is idempotent: the corpus it learns from is the originals with the ne
 revision of any author but the normaliser applied (never its own earlier output, which would
 change the evidence), and a turn that already holds the same normaliser revision (proposed,
 accepted or rejected) gets no new one; a still-proposed one keeps its review flag.
+
+The traces it relabels are checked again (`recheck_traces`: schema, structure, grounding), so
+the flags of the drifted calls it rewrote go with them.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from db.revisions import add_revision
 from db.tx import write_tx
 from db.revisions import apply_labels
 from db.traces import messages_for
-from workbench.checks import load_context
+from workbench.checks import load_context, recheck_traces
 from workbench.checks.base import CheckContext, calls_of, result_records
 from workbench.checks.grounding import norm
 from workbench.checks.schema import validators
@@ -363,6 +366,7 @@ def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
         confident_counts[(name, m["tool"])] += m["confident"]
         pending[(t.id, i)][j] = (m, new_args, name, args)
         by_id[t.id] = t
+    relabelled: set[int] = set()   # traces whose current label changed in this run
     with write_tx(db):
         earlier = _own_revisions(db, sorted(by_id))
         for (tid, i), per_call in pending.items():
@@ -391,6 +395,7 @@ def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
                 revisions += 1
                 if confident:
                     accepted += 1
+                    relabelled.add(t.id)
                 else:
                     proposed += 1
             if not confident or same:
@@ -401,6 +406,8 @@ def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
                                    f" {ev['to']} (missing {ev['missing']}, dropped"
                                    f" {ev['dropped']}): proposed for review"})
         replace_flags(db, [t.id for t in ctx.traces], [NAME], warn_flags)
+        # the old schema errors of the calls just rewritten must not outlive them
+        rechecked = recheck_traces(db, relabelled)
     summary = []
     for (src, dst), maps in sorted(mapping_counts.items(), key=lambda x: -sum(x[1].values())):
         n = sum(maps.values())
@@ -409,4 +416,5 @@ def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
                         "confidence": round(confident_counts[(src, dst)] / n, 3),
                         "arguments": dict(top), "argument_variants": len(maps)})
     return {"revisions": revisions, "accepted": accepted, "proposed": proposed,
-            "unchanged": unchanged, "mapping_summary": summary}
+            "unchanged": unchanged, "rechecked": rechecked["traces"],
+            "mapping_summary": summary}

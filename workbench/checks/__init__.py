@@ -79,6 +79,7 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
     flags, timings = compute_flags(ctx, names, on_check)
     ids = [t.id for t in ctx.traces]
     replace_flags(db, ids, names, flags, job_id=job_ctx.job_id if job_ctx else None)
+    save_learned(db, ctx, [n for n in names if n in PER_TRACE_CHECKS])
     stored = flags_for(db, ids) if ids else []
     stored = [f for f in stored if f["check"] in names]
     return {
@@ -103,3 +104,12 @@ def stored_report(db: Database, selection: dict | TraceFilter | None,
     stored = [f for f in (flags_for(db, ids) if ids else []) if f["check"] in names]
     return [{k: f[k] for k in ("source", "line", "message_index", "check", "severity", "detail")}
             for f in ({**f, "message_index": f["message_idx"]} for f in stored)]
+
+
+# last: recheck builds on the checks (re-runs the per-trace ones when labels change)
+from workbench.checks.recheck import (  # noqa: E402, F401
+    PER_TRACE_CHECKS,
+    recheck_traces,
+    save_learned,
+)
+

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from workbench.conversation_view import Conversation
+
+
+def default_threads() -> int:
+    """llama.cpp threads when none are asked for: the cores this process may use, less one left
+    for the rest of a shared machine (1 on 2 cores, where two busy-waiting threads run many
+    times slower than one), at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores - 1))
 
 
 # The checks see each trace through the one conversation view (current labels, canonical form).

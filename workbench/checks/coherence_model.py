@@ -27,7 +27,8 @@ from functools import lru_cache
 import numpy as np
 
 from workbench.chat_template import IM_END, render_with_spans
-from workbench.checks.base import CheckContext, calls_of, flag, message_text, result_records
+from workbench.checks.base import (CheckContext, calls_of, default_threads, flag, message_text,
+                                   result_records)
 
 NAME = "coherence_model"
 MODEL_ENV = "WORKBENCH_CHECK_MODEL"
@@ -121,8 +122,7 @@ class Scorer:
 
         self.path = model_path
         self.n_ctx = n_ctx
-        self.llm = Llama(model_path, n_ctx=n_ctx, n_threads=n_threads or min(2, os.cpu_count()
-                                                                                or 1),
+        self.llm = Llama(model_path, n_ctx=n_ctx, n_threads=n_threads or default_threads(),
                          n_batch=512, logits_all=True, verbose=False)
         self.tokens_evaluated = 0
         self.seconds = 0.0
@@ -216,6 +216,10 @@ class _Units:
         self.seconds = 0.0     # model time of the scores used (cached ones: when computed)
         self.tokens = 0
 
+    def threads(self) -> int | None:
+        """llama.cpp threads of the model, once loaded (None: every score came from the cache)."""
+        return getattr(getattr(self.scorer, "llm", None), "n_threads", None)
+
     def _scorer(self) -> Scorer:
         if self.scorer is None:
             self.scorer = self.factory()
@@ -292,7 +296,8 @@ def model_scores(ctx: CheckContext, model_path: str | None = None, scorer_factor
             progress(n + 1, len(ctx.traces))
     if len(rows) < 20:
         return {"units": [], "threshold": None, "seconds": time.perf_counter() - t0,
-                "model_seconds": store.seconds, "tokens": store.tokens, "turns": 0}
+                "model_seconds": store.seconds, "tokens": store.tokens, "turns": 0,
+                "threads": store.threads()}
     # calibration: some traces scored again with some of their messages moved in from others
     rng = np.random.default_rng(0)
     sample = [x for x in per_trace if x[3]]
@@ -331,7 +336,7 @@ def model_scores(ctx: CheckContext, model_path: str | None = None, scorer_factor
             "threshold": threshold, "seconds": time.perf_counter() - t0,
             "model_seconds": store.seconds, "tokens": store.tokens,
             "turns": sum(1 for x in per_trace for m in x[0].messages if m["role"] == "assistant"),
-            "calibration_turns": len(moved_rows)}
+            "calibration_turns": len(moved_rows), "threads": store.threads()}
 
 
 def _logit(p: float) -> float:
@@ -341,9 +346,11 @@ def _logit(p: float) -> float:
 
 def run(ctx: CheckContext) -> list[dict]:
     res = model_scores(ctx, progress=ctx.cache.get("progress"))
-    ctx.cache["coherence_model.report"] = {k: res.get(k) for k in
-                                           ("threshold", "seconds", "model_seconds", "tokens",
-                                            "turns", "calibration_turns")}
+    ctx.cache["coherence_model.report"] = {
+        **{k: res.get(k) for k in ("threshold", "seconds", "model_seconds", "tokens", "turns",
+                                   "calibration_turns")},
+        "threads": res.get("threads") or ctx.cache.get("coherence_model.threads")
+        or default_threads()}
     out = []
     for r in res["units"]:
         if r["p"] < res["threshold"]:

@@ -19,7 +19,10 @@ NAME = "structure"
 
 
 def answered_rate(ctx: CheckContext) -> float:
-    """Share of service calls, not last in their conversation, that a result answers."""
+    """Share of service calls, not last in their conversation, that a result answers (cached;
+    a re-check of a few traces is given the corpus' rate, see `recheck_traces`)."""
+    if "structure.answered_rate" in ctx.cache:
+        return ctx.cache["structure.answered_rate"]
     answered = total = 0
     for t in ctx.traces:
         msgs = t.messages
@@ -27,7 +30,8 @@ def answered_rate(ctx: CheckContext) -> float:
             if m["role"] == "assistant" and any(ctx.is_service(n) for n, _ in calls_of(m)):
                 total += 1
                 answered += msgs[i + 1]["role"] == "tool"
-    return answered / total if total >= 5 else 0.0
+    ctx.cache["structure.answered_rate"] = answered / total if total >= 5 else 0.0
+    return ctx.cache["structure.answered_rate"]
 
 
 def run(ctx: CheckContext) -> list[dict]:

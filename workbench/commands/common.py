@@ -15,15 +15,36 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.text import Text
 from sqlite_utils import Database
 
 from db.queries import TraceFilter
 from workbench.errors import InputError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+UNBOUNDED_WIDTH = 100_000   # "no wrapping": reports written to a file or pipe
+
+
+class ReportConsole(Console):
+    """A console that wraps and cuts only on a terminal. Written to a file or a pipe (no tty),
+    Rich would lay reports out for the width of whatever terminal it finds, or 80 columns, and
+    cut file names and details; there it lays them out at their full width (an explicit
+    `COLUMNS` still wins)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dims = super().size
+        if self._width is None and not self.is_terminal and "COLUMNS" not in self._environ:
+            return ConsoleDimensions(UNBOUNDED_WIDTH, dims.height)
+        return dims
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+console = ReportConsole(highlight=False)
+err_console = ReportConsole(stderr=True, highlight=False)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from db.queries import TraceFilter
 from workbench.commands.common import (console, print_json, selection_options, state,
                                        user_errors)
 from workbench.messages import MAX_MESSAGE_BYTES
+from workbench.safe_text import visible
 
 
 def register(app: typer.Typer) -> None:
@@ -48,7 +49,7 @@ def register(app: typer.Typer) -> None:
                 notes.append("tools: " + ", ".join(r.tools_added))
             if r.task_updated:
                 notes.append("task updated")
-            table.add_row(Text(r.source), r.format, r.split or "", str(r.lines), str(r.added),
+            table.add_row(Text(visible(r.source)), r.format, r.split or "", str(r.lines), str(r.added),
                           str(r.duplicates), Text("; ".join(notes)))
         console.print(table)
         s = store_stats(db)
@@ -75,7 +76,6 @@ def register(app: typer.Typer) -> None:
 
         from workbench.commands.common import err_console
         from workbench.exporting import STDOUT, check_format, export
-        from workbench.safe_text import visible
 
         to_stdout = str(out) == STDOUT
         with user_errors():

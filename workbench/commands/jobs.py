@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn)
 from rich.table import Table
 from rich.text import Text
 
@@ -34,23 +36,45 @@ def _detached(ctx: typer.Context, job_id: int, as_json: bool, resume: bool = Fal
     raise typer.Exit(0)
 
 
-def run_foreground(ctx: typer.Context, job_id: int, *, quiet: bool, resume: bool = False) -> dict:
+LINE_EVERY_S = 15.0   # without a terminal: a progress line at most this often (per phase)
+
+
+def run_foreground(ctx: typer.Context, job_id: int, *, quiet: bool, resume: bool = False,
+                   progress_bar: bool | None = None) -> dict:
     """Run a stored job here with a progress bar and its log on stderr; returns the final row,
-    or exits non-zero (with the reason) when it did not succeed."""
+    or exits non-zero (with the reason) when it did not succeed. `quiet` (--json) keeps the log
+    off stderr and prints a failure as JSON; the bar shows unless `progress_bar` is False
+    (default: not quiet). When stderr is not a terminal (a file, a pipe), where a live bar
+    would show nothing until the end, progress is printed as lines: at each new phase and at
+    most every LINE_EVERY_S seconds within one."""
     from workbench.jobs import execute
 
     db = state(ctx).db()
     kind = store.get_job(db, job_id)["kind"]
-    progress = Progress(TextColumn(f"[bold]{kind}"), BarColumn(), TextColumn("{task.fields[msg]}"),
-                        TimeElapsedColumn(), console=err_console, disable=quiet,
+    show = not quiet if progress_bar is None else progress_bar
+    progress = Progress(TextColumn(f"[bold]{kind}"), BarColumn(),
+                        MofNCompleteColumn(), TextColumn("{task.fields[msg]}"),
+                        TimeElapsedColumn(), console=err_console, disable=not show,
                         transient=False)
     task = progress.add_task(kind, total=None, msg="starting")
+    lines = show and not err_console.is_terminal
+    last = {"at": 0.0, "phase": None}
+
+    def as_line(message: str) -> None:
+        phase = message.split(" ", 1)[0]
+        now = time.monotonic()
+        if phase == last["phase"] and now - last["at"] < LINE_EVERY_S:
+            return
+        last.update(at=now, phase=phase)
+        err_console.print(Text(f"{kind}: {visible(message)}"), soft_wrap=True)
 
     def listener(event: str, value: Any) -> None:
         if event == "progress":
             done, total, message = value
             progress.update(task, completed=done, total=total,
                             msg=Text(visible(message)) if message else "")
+            if lines and message:
+                as_line(message)
         elif event == "log" and not quiet and not str(value).startswith("metrics "):
             progress.console.print(Text(visible(str(value))))
 
@@ -64,7 +88,8 @@ def run_foreground(ctx: typer.Context, job_id: int, *, quiet: bool, resume: bool
     return row
 
 
-def run_request(ctx: typer.Context, job: JobRequest, *, quiet: bool) -> dict:
+def run_request(ctx: typer.Context, job: JobRequest, *, quiet: bool,
+                progress_bar: bool | None = None) -> dict:
     """Store the job and run it: here (default) or in a detached worker (`--detach`)."""
     from workbench.jobs import submit
 
@@ -73,7 +98,7 @@ def run_request(ctx: typer.Context, job: JobRequest, *, quiet: bool) -> dict:
         job_id = submit(db, job.kind, job.selection, job.params)
     if job.detach:
         _detached(ctx, job_id, quiet)
-    return run_foreground(ctx, job_id, quiet=quiet)
+    return run_foreground(ctx, job_id, quiet=quiet, progress_bar=progress_bar)
 
 
 def _bar(row: dict) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 from rich.text import Text
 
-from workbench.commands.common import JobRequest, console, print_json, state, user_errors
+from workbench.commands.common import (JobRequest, console, err_console, print_json, state,
+                                       user_errors)
 from workbench.commands.common import job_options
 from workbench.commands.jobs import run_request
 
@@ -27,6 +28,7 @@ def register(app: typer.Typer) -> None:
         """
         from workbench.hf_loading import resolve_base_model
         from workbench.job_specs import get_spec
+        from workbench.training.estimate import estimate, measure_rate
         from workbench.training.trainer import is_main_process, prepare, train
 
         db = state(ctx).db()
@@ -35,24 +37,25 @@ def register(app: typer.Typer) -> None:
         selection = spec.make_selection(job.selection)
         if plan:
             with user_errors():
-                _, _, data_plan = prepare(db, resolve_base_model(params.base_model),
-                                          params.data(selection))
+                base = resolve_base_model(params.base_model)
+                _, examples, data_plan = prepare(db, base, params.data(selection))
+            err_console.print(Text("timing one micro-batch to estimate the run (loading the"
+                                   " base model)..."))
+            rate = measure_rate(base, examples, params.lora_r)
+            data_plan["estimate"] = estimate(data_plan, rate, epochs=params.epochs,
+                                             seqs_per_step=params.seqs_per_step,
+                                             max_steps=params.max_steps)
             if as_json:
                 print_json(data_plan)
                 return
-            pt = data_plan["per_turn"]
-            console.print(Text(
-                f"one sequence per conversation: {data_plan['sequences']} sequences,"
-                f" {data_plan['tokens']:,} tokens, {data_plan['supervised_tokens']:,}"
-                f" supervised\nper-turn expansion: {pt['sequences']} sequences,"
-                f" {pt['tokens']:,} tokens, {pt['supervised_tokens']:,} supervised\n"
-                f"ratio: {pt['tokens'] / max(data_plan['tokens'], 1):.1f}x fewer tokens"))
+            console.print(Text(plan_text(data_plan, params.suspect)))
             return
         if not is_main_process():  # DDP ranks > 0 train alongside rank 0, write nothing
             with user_errors():
                 train(db, params.config(None), params.data(selection), ctx=None)
             return
-        row = run_request(ctx, job, quiet=as_json)
+        # progress goes to stderr with --json too: stdout holds only the result
+        row = run_request(ctx, job, quiet=as_json, progress_bar=True)
         result = row["result"]
         if as_json:
             print_json({"job_id": row["id"], **result})
@@ -62,3 +65,45 @@ def register(app: typer.Typer) -> None:
                            f"{m['last_loss']}, {m['tokens_per_s']} tok/s\n"
                            f"merged: {result['merged']}\nGGUF: {result['gguf']}\n"
                            f"registered as model {result['name']} {result['model_ids']}"))
+
+
+def plan_text(p: dict, suspect: str) -> str:
+    """`train --plan` for a person: the data, what is left out of the loss and why, the time."""
+    from workbench.training.estimate import fmt_duration
+
+    pt = p["per_turn"]
+    lines = [f"{p['conversations']} conversations, {p['assistant_turns']} assistant turns:"
+             f" {p['sequences']} sequences, {p['tokens']:,} tokens, {p['supervised_tokens']:,}"
+             " supervised (one sequence per conversation)"]
+    if suspect == "mask":
+        lines.append(f"suspect turns (error flags): {p['masked_suspect_turns']} masked (kept as"
+                     " context, no loss; --suspect train trains on them)")
+    elif suspect == "drop":
+        lines.append(f"suspect turns (error flags): {p['suspect_turns']}; their"
+                     f" {p['dropped_conversations']} conversations are left out (--suspect drop)")
+    else:
+        lines.append(f"suspect turns (error flags): {p['suspect_turns']}, trained on"
+                     " (--suspect train)")
+    past = (f"turns ending past --max-length {p['max_length']}: {p['turns_past_max_length']}"
+            " (no loss)")
+    if p["prompts_past_max_length"]:
+        past += (f"; the system prompt and tools alone are {p['prompt_tokens']:,} tokens, not less"
+                 f" than --max-length in {p['prompts_past_max_length']} conversations")
+    elif p["turns_past_max_length"]:
+        past += f"; the system prompt and tools alone are {p['prompt_tokens']:,} tokens"
+    lines.append(past)
+    lines.append(f"per-turn expansion (--per-turn): {pt['sequences']} sequences,"
+                 f" {pt['tokens']:,} tokens ({pt['tokens'] / max(p['tokens'], 1):.1f}x more),"
+                 f" the same {pt['supervised_tokens']:,} supervised")
+    e = p["estimate"]
+    m = e["measured"]
+    lines.append(f"estimated time here: about {fmt_duration(e['seconds'])} for {e['steps']} steps,"
+                 f" {e['tokens']:,} tokens at {e['tokens_per_s']:,.0f} tokens/s on {m['device']}"
+                 f" (one micro-batch of {m['tokens']:,} tokens timed; loading"
+                 f" {fmt_duration(m['load_s'])}; merging and GGUF not counted)")
+    if e["suggest"]:
+        s = e["suggest"]
+        lines.append(f"that is over 15 minutes: --max-steps {s['max_steps']} takes about"
+                     f" {fmt_duration(s['seconds'])} ({s['sequences']} sequences); or narrow the"
+                     " data (--limit N, filters), lower --max-length, or run it with --detach")
+    return "\n".join(lines)

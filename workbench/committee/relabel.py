@@ -261,6 +261,12 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
             await committee.close()
 
     asyncio.run(main())
+    revised = [t["trace_id"] for t in store.latest_turns(db, ctx.job_id)
+               if t["outcome"] == "revised"]
+    if revised:   # the flags of relabelled calls are checked again (none outlives its call)
+        from workbench.checks import recheck_traces
+
+        recheck_traces(db, revised)
     per_member = {m.name: {"calls": committee.calls[m.name],
                            "tokens_in": committee.tokens_in[m.name],
                            "tokens_out": committee.tokens_out[m.name],

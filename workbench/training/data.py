@@ -23,7 +23,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from db.queries import EXCLUDED_SQL, TraceFilter
-from workbench.chat_template import IGNORE_INDEX, tokenize_with_labels
+from workbench.chat_template import IGNORE_INDEX, render, tokenize_with_labels
 from workbench.conversation_view import Conversation, conversations
 
 SUSPECT_MODES = ("mask", "drop", "train")
@@ -65,6 +65,7 @@ class Encoded:
     input_ids: list[int]
     turns: list[tuple[int, int, int]]
     suspect: frozenset[int]
+    prompt_tokens: int = 0         # the system prompt and tools alone (before any message)
 
 
 @dataclass
@@ -107,7 +108,21 @@ def encode(tokenizer: Any, conv: Conversation) -> Encoded:
         raise ValueError(f"trace {conv.trace_id}: {len(assistant)} assistant turns but"
                          f" {len(runs)} target spans")
     turns = [(k, s, e) for k, (s, e) in zip(assistant, runs, strict=True)]
-    return Encoded(conv.trace_id, ids, turns, conv.suspect)
+    return Encoded(conv.trace_id, ids, turns, conv.suspect, _prompt_tokens(tokenizer, conv))
+
+
+_PROMPT_TOKENS: dict[tuple[int, str], int] = {}
+
+
+def _prompt_tokens(tokenizer: Any, conv: Conversation) -> int:
+    """Tokens of the system prompt and tools alone: every turn of the conversation ends past
+    them, so a --max-length below this leaves nothing to train on (cached per text)."""
+    own = conv.messages[:1] if conv.messages and conv.messages[0]["role"] == "system" else []
+    text = render(own, conv.tools, None if own else conv.system)
+    key = (id(tokenizer), text)
+    if key not in _PROMPT_TOKENS:
+        _PROMPT_TOKENS[key] = len(tokenizer([text], add_special_tokens=False)["input_ids"][0])
+    return _PROMPT_TOKENS[key]
 
 
 def examples_for(enc: Encoded, options: DataOptions) -> list[Example]:
@@ -144,11 +159,55 @@ def encode_all(tokenizer: Any, conversations: Sequence[Conversation],
 def build_examples(encoded: Sequence[Encoded], options: DataOptions) -> list[Example]:
     examples = [ex for enc in encoded for ex in examples_for(enc, options)]
     if not examples:
-        raise EmptySelectionError(
-            f"no training data: the selection gives {len(encoded)} conversations and no"
-            " supervised assistant turn (check --split/--origin/--status filters, --suspect,"
-            " --max-length; the test split and excluded traces are left out by default)")
+        raise EmptySelectionError(f"no training data: {why_empty(encoded, options)}")
     return examples
+
+
+def turn_counts(encoded: Sequence[Encoded], options: DataOptions) -> dict:
+    """What the options leave out of the loss, and why."""
+    turns = [(enc, k, end) for enc in encoded for k, _, end in enc.turns]
+    suspect = [(enc, k) for enc, k, _ in turns if k in enc.suspect]
+    prompt = [enc.prompt_tokens for enc in encoded]
+    return {
+        "conversations": len(encoded),
+        "assistant_turns": len(turns),
+        "suspect_turns": len(suspect),
+        "masked_suspect_turns": len(suspect) if options.suspect == "mask" else 0,
+        "dropped_conversations": (sum(1 for enc in encoded if enc.suspect)
+                                  if options.suspect == "drop" else 0),
+        "max_length": options.max_length,
+        "turns_past_max_length": sum(1 for _, _, end in turns if end > options.max_length),
+        "prompt_tokens": max(prompt, default=0),
+        "prompts_past_max_length": sum(1 for p in prompt if p >= options.max_length),
+    }
+
+
+def why_empty(encoded: Sequence[Encoded], options: DataOptions) -> str:
+    """Why a selection gives nothing to train on, in the words of the options to change."""
+    if not encoded:
+        return ("the selection gives no conversation (check --split/--origin/--status filters;"
+                " the test split and excluded traces are left out by default)")
+    c = turn_counts(encoded, options)
+    parts = [f"the selection gives {c['conversations']} conversations with"
+             f" {c['assistant_turns']} assistant turns and none is supervised"]
+    if c["prompts_past_max_length"]:
+        parts.append(f"the system prompt and tools alone are {c['prompt_tokens']:,} tokens, not"
+                     f" less than --max-length {options.max_length} in"
+                     f" {c['prompts_past_max_length']} conversations: raise --max-length above"
+                     f" {c['prompt_tokens']:,}")
+    elif c["turns_past_max_length"]:
+        parts.append(f"{c['turns_past_max_length']} turns end past --max-length"
+                     f" {options.max_length} (the system prompt and tools alone are"
+                     f" {c['prompt_tokens']:,} tokens)")
+    if c["masked_suspect_turns"]:
+        parts.append(f"{c['masked_suspect_turns']} suspect turns (error flags) are masked:"
+                     " --suspect train trains on them")
+    if c["dropped_conversations"]:
+        parts.append(f"{c['dropped_conversations']} conversations with suspect turns are"
+                     " dropped (--suspect drop)")
+    if not c["assistant_turns"]:
+        parts.append("the conversations have no assistant turn")
+    return "; ".join(parts)
 
 
 def summarize(examples: Sequence[Example]) -> dict:
@@ -157,11 +216,12 @@ def summarize(examples: Sequence[Example]) -> dict:
 
 
 def plan(encoded: Sequence[Encoded], options: DataOptions) -> dict:
-    """Sizes of one epoch, default and per-turn expansion, on the same selection."""
+    """Sizes of one epoch, default and per-turn expansion, on the same selection, and the turns
+    left out of the loss (suspect, past --max-length) with the prompt size that explains it."""
     from dataclasses import replace
 
     conv = summarize([ex for enc in encoded
                       for ex in examples_for(enc, replace(options, per_turn=False))])
     turn = summarize([ex for enc in encoded
                       for ex in examples_for(enc, replace(options, per_turn=True))])
-    return {**conv, "per_turn": turn}
+    return {**turn_counts(encoded, options), **conv, "per_turn": turn}

@@ -206,14 +206,18 @@ def _progress_callback(ctx: Any) -> Any:
     from workbench.jobs import JobStopped
 
     class JobProgress(TrainerCallback):
-        """Loss, tokens/s and ETA into the job row (and its listeners). A cancel or a signal
-        is honoured at the next micro-batch: training stops there and saves a checkpoint, so
-        a resume loses at most the step in progress."""
+        """Loss, tokens/s and ETA into the job row (and its listeners): at every micro-batch
+        (at most once a second), so the first sign comes after one sequence, not after a whole
+        optimizer step; each optimizer step also logs a `metrics {json}` line. A cancel or a
+        signal is honoured at the next micro-batch: training stops there and saves a
+        checkpoint, so a resume loses at most the step in progress."""
 
         def __init__(self) -> None:
             self.losses: list[tuple[int, float]] = []
             self.stopped: JobStopped | None = None
             self.tokens_per_s = 0.0
+            self.micro = 0              # micro-batches done in the optimizer step under way
+            self.told = 0.0             # when progress was last reported
 
         def _stop(self, control, why: JobStopped) -> None:
             self.stopped = why
@@ -225,15 +229,45 @@ def _progress_callback(ctx: Any) -> Any:
             if why is not None and self.stopped is None:
                 self._stop(control, why)
 
+        def _tell(self, args, state, control, force: bool = False) -> None:
+            """Report where training is: step, micro-batch, last loss, tokens/s, ETA."""
+            now = time.perf_counter()
+            if ctx is None or self.stopped is not None or (not force and now - self.told < 1.0):
+                return
+            self.told = now
+            accum = max(int(args.gradient_accumulation_steps), 1)
+            elapsed = now - self.t0
+            done = (state.global_step - self.step0) * accum + self.micro
+            left = (state.max_steps - state.global_step) * accum - self.micro
+            tokens = int(state.num_input_tokens_seen or 0) - self.tok0
+            self.tokens_per_s = tokens / elapsed if elapsed > 0 else 0.0
+            eta = left * elapsed / done if done else None
+            step = min(state.global_step + (self.micro > 0), state.max_steps)
+            parts = [f"step {step}/{state.max_steps}"]
+            if accum > 1 and self.micro:
+                parts.append(f"micro-batch {self.micro}/{accum}")
+            parts.append(f"loss {self.losses[-1][1]:.4f}" if self.losses else "loss -")
+            parts.append(f"{self.tokens_per_s:,.0f} tok/s")
+            parts.append(f"ETA {_fmt_eta(eta)}" if eta is not None else "ETA -")
+            try:
+                ctx.progress(state.global_step, state.max_steps, " · ".join(parts))
+            except JobStopped as why:
+                self._stop(control, why)
+
         def on_train_begin(self, args, state, control, **kw):
             self.t0 = time.perf_counter()
             self.step0 = state.global_step
             self.tok0 = int(state.num_input_tokens_seen or 0)
+            self._tell(args, state, control, force=True)
 
         def on_substep_end(self, args, state, control, **kw):
+            self.micro += 1
             self._poll(control)
+            first = state.global_step == self.step0 and self.micro == 1
+            self._tell(args, state, control, force=first)   # the first sign: one sequence in
 
         def on_step_end(self, args, state, control, **kw):
+            self.micro = 0
             self._poll(control)
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -241,23 +275,17 @@ def _progress_callback(ctx: Any) -> Any:
             if "loss" not in logs:
                 return
             self.losses.append((state.global_step, float(logs["loss"])))
-            elapsed = time.perf_counter() - self.t0
-            steps = max(state.global_step - self.step0, 1)
-            tokens = int(state.num_input_tokens_seen or 0) - self.tok0
-            self.tokens_per_s = tokens / elapsed if elapsed > 0 else 0.0
-            eta = (state.max_steps - state.global_step) * elapsed / steps
-            lr = logs.get("learning_rate")
-            msg = (f"step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}  "
-                   f"{self.tokens_per_s:,.0f} tok/s  ETA {_fmt_eta(eta)}")
+            self.micro = 0
+            self._tell(args, state, control, force=True)
             if ctx is None:
                 return
-            ctx.log(json.dumps({"step": state.global_step, "loss": float(logs["loss"]),
-                                "lr": lr, "tokens_per_s": round(self.tokens_per_s, 1),
-                                "eta_s": round(eta, 1)}))
-            try:
-                ctx.progress(state.global_step, state.max_steps, msg)
-            except JobStopped as why:
-                self._stop(control, why)
+            elapsed = time.perf_counter() - self.t0
+            steps = max(state.global_step - self.step0, 1)
+            eta = (state.max_steps - state.global_step) * elapsed / steps
+            ctx.log("metrics " + json.dumps({
+                "step": state.global_step, "loss": float(logs["loss"]),
+                "lr": logs.get("learning_rate"), "tokens_per_s": round(self.tokens_per_s, 1),
+                "eta_s": round(eta, 1)}))
 
     return JobProgress()
 
@@ -364,6 +392,8 @@ def prepare(db: Database, base: BaseModel, opts: DataOptions, ctx: Any = None
     conversations = load_conversations(db, opts)
     if not conversations:
         build_examples([], opts)  # raises EmptySelectionError with the explanation
+    if ctx is not None:
+        ctx.progress(0, None, f"loading the tokenizer ({len(conversations)} conversations)")
     tokenizer = load_tokenizer(base)
 
     def progress(n: int, total: int) -> None:

@@ -1,0 +1,137 @@
+"""Flags follow labels: when a label changes (normalize accepts a mapping, an analyst edits or
+accepts), the per-trace checks run again on that trace, so no error stays next to a call that
+no longer has it, and an error the new label brings is found."""
+
+from __future__ import annotations
+
+import json
+
+from db import open_db
+from db.flags import flags_for
+from db.revisions import add_revision, current_messages, decide
+from tests.conftest import S1
+from tests.test_normalize_idempotent import RENAME_ARG, RENAME_TOOL
+from workbench.checks import recheck_traces, run_checks
+from workbench.importing import import_files
+from workbench.normalize import normalize
+
+
+def _drifted(tmp_path, n=40, every=5):
+    """Scenario-1 traces with tools and arguments renamed; every `every`-th search call lacks
+    its city, so its mapping stays proposed (its label, and its errors, do not change)."""
+    out, searches = [], 0
+    for line in (S1 / "traces.jsonl").read_text().splitlines()[:n]:
+        ctx = json.loads(json.loads(line)["context"])
+        for m in ctx["messages"]:
+            for c in m.get("tool_calls") or []:
+                fn = c["function"]
+                args = {RENAME_ARG.get(k, k): v for k, v in json.loads(fn["arguments"]).items()}
+                if fn["name"] == "FindRestaurants":
+                    searches += 1
+                    if searches % every == 0:
+                        args.pop("town", None)
+                fn["name"] = RENAME_TOOL[fn["name"]]
+                fn["arguments"] = json.dumps(args)
+        out.append(json.dumps({"context": json.dumps(ctx)}))
+    path = tmp_path / "drift.jsonl"
+    path.write_text("\n".join(out) + "\n")
+    db = open_db(tmp_path / "x.db")
+    import_files(db, [path], task=S1 / "job_description.json")
+    return db
+
+
+def _turn_flags(db, check):
+    return {(f["trace_id"], f["message_idx"]) for f in flags_for(db) if f["check"] == check
+            and f["severity"] == "error" and f["message_idx"] is not None}
+
+
+def _by_status(db, status):
+    return {tuple(r) for r in db.execute("SELECT DISTINCT trace_id, message_idx FROM revisions"
+                                         " WHERE author_kind = 'normaliser' AND status = ?",
+                                         [status])}
+
+
+def test_normalize_clears_the_schema_errors_of_the_calls_it_rewrites(tmp_path):
+    db = _drifted(tmp_path)
+    run_checks(db)
+    before = _turn_flags(db, "schema")
+    assert len(before) > 100          # every drifted call: unknown tool
+    res = normalize(db)
+    accepted, proposed = _by_status(db, "accepted"), _by_status(db, "proposed")
+    assert accepted and proposed
+    after = _turn_flags(db, "schema")
+    assert not after & accepted                        # gone with the drifted calls
+    assert proposed <= after                           # still the label: still an error
+    assert res["rechecked"] == len({t for t, _ in accepted})
+    # what is left is exactly what a fresh schema check finds on the current labels
+    fresh = run_checks(db, names=["schema"])
+    assert {(f["source"], f["line"], f["message_index"]) for f in fresh["flags"]
+            if f["severity"] == "error"} == {
+        (f["source"], f["line"], f["message_idx"]) for f in flags_for(db)
+        if f["check"] == "schema" and f["severity"] == "error"}
+    db.conn.close()
+
+
+def test_an_edit_and_an_accepted_proposal_recheck_their_trace(tmp_path):
+    db = _drifted(tmp_path, n=30)
+    run_checks(db)
+    tid, idx = sorted(_turn_flags(db, "schema"))[0]
+    call = current_messages(db, tid)[idx]["tool_calls"][0]
+    fixed = {**call, "function": {"name": "respond_to_user",
+                                  "arguments": {"message": "Which city?"}}}
+    # a proposal changes no label: its flag stays
+    rev = add_revision(db, tid, idx, tool_calls=[fixed], author_kind="committee",
+                       author_name="c", status="proposed")
+    recheck_traces(db, [tid])
+    assert (tid, idx) in _turn_flags(db, "schema")
+    decide(db, rev, "accepted")
+    res = recheck_traces(db, [tid])
+    assert res == {"traces": 1, "checks": ["schema", "structure", "grounding"],
+                   "flags": res["flags"]}
+    assert (tid, idx) not in _turn_flags(db, "schema")
+    # an edit that brings an error gets its flag, naming the bad argument
+    bad = {**call, "function": {"name": "respond_to_user", "arguments": {"msg": "hi"}}}
+    add_revision(db, tid, idx, tool_calls=[bad], author_kind="human", author_name="ada")
+    recheck_traces(db, [tid])
+    detail = [f["detail"] for f in flags_for(db, [tid])
+              if f["check"] == "schema" and f["message_idx"] == idx]
+    assert len(detail) == 1 and "'msg'" in detail[0]
+    # other traces' flags are untouched
+    others = {f["trace_id"] for f in flags_for(db) if f["check"] == "schema"} - {tid}
+    assert others
+    db.conn.close()
+
+
+def test_recheck_uses_what_the_corpus_taught_not_the_one_trace(tmp_path):
+    """Structure learns from the corpus that results answer service calls, so a service call
+    left unanswered at the end is an error; one trace alone teaches nothing (fewer than five
+    calls) and would make it a warning. A re-check uses what the last run learned."""
+    db = _drifted(tmp_path, n=30)
+    normalize(db)
+    run_checks(db)
+    key = lambda: {(f["trace_id"], f["message_idx"], f["check"], f["severity"], f["detail"])  # noqa: E731
+                   for f in flags_for(db) if f["check"] in ("structure", "grounding")}
+    stored = key()
+    ids = sorted({t for t, *_ in stored})
+    assert ids
+    recheck_traces(db, ids[:3])
+    assert key() == stored                   # nothing changed: the same flags
+    tid = next(t for t in range(1, 31) if current_messages(db, t)[-1]["role"] == "assistant"
+               and (t, len(current_messages(db, t)) - 1) not in {(a, b) for a, b, *_ in stored})
+    last = len(current_messages(db, tid)) - 1
+    search = {"id": "s", "type": "function", "function": {
+        "name": "FindRestaurants", "arguments": {"city": "Fairfield", "cuisine": "Thai"}}}
+    add_revision(db, tid, last, tool_calls=[search], author_kind="human", author_name="ada")
+    recheck_traces(db, [tid])
+    found = [f for f in flags_for(db, [tid]) if f["check"] == "structure"
+             and f["message_idx"] == last]
+    assert [f["severity"] for f in found] == ["error"], found
+    assert "elsewhere in the corpus results answer calls" in found[0]["detail"]
+    db.conn.close()
+
+
+def test_nothing_is_rechecked_on_a_store_never_checked(tmp_path):
+    db = _drifted(tmp_path, n=10)
+    assert recheck_traces(db, [1, 2]) == {"traces": 0, "checks": [], "flags": 0}
+    assert flags_for(db) == []
+    db.conn.close()
