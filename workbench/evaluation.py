@@ -31,6 +31,7 @@ from db import evals as store
 from db.queries import TraceFilter
 from db.revisions import current_messages_for
 from db.tasks import current_task, current_tools
+from workbench import safe_json
 from workbench.chat_backend import ChatBackend, Completion
 from workbench.jobs import JobContext, run_job
 from workbench.messages import per_turn_pairs, to_benchmark_question, turn_answer
@@ -195,7 +196,7 @@ def parse_verdict(reply: str) -> float:
     """1.0 for good, 0.0 for bad or anything unclear (a judge must not reward noise)."""
     for obj in re.findall(r"\{.*?\}", reply, re.S):
         try:
-            value = json.loads(obj)
+            value = safe_json.loads(obj)
         except ValueError:
             continue
         if isinstance(value, dict):

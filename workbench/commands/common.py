@@ -21,6 +21,7 @@ from sqlite_utils import Database
 
 from db.queries import TraceFilter
 from workbench.errors import InputError
+from workbench.safe_text import visible, visible_json
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -44,13 +45,16 @@ def state(ctx: typer.Context) -> State:
 
 
 def print_json(value: Any) -> None:
-    """Machine output: plain JSON on stdout, never through Rich (no markup, no wrapping)."""
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n")
+    """Machine output: plain JSON on stdout, never through Rich (no markup, no wrapping).
+    Control, bidi and zero-width characters inside strings are written as JSON escapes
+    (`\\u001b`, `\\u202e`): the JSON reads back exactly, and a terminal is not steered by it."""
+    sys.stdout.write(visible_json(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+                     + "\n")
 
 
 def fail(message: str, code: int = 1) -> None:
     # soft_wrap: FILE:LINE stays on one line, where editors and grep find it
-    err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    err_console.print(Text("error: ", style="bold red") + Text(visible(message)), soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -14,6 +14,7 @@ from db.queries import TraceFilter
 from workbench.commands.common import (console, print_json, selection_options, state,
                                        user_errors)
 from workbench.messages import MAX_MESSAGE_BYTES
+from workbench.safe_text import visible, visible_json
 
 
 def register(app: typer.Typer) -> None:
@@ -48,8 +49,9 @@ def register(app: typer.Typer) -> None:
                 notes.append("tools: " + ", ".join(r.tools_added))
             if r.task_updated:
                 notes.append("task updated")
-            table.add_row(Text(r.source), r.format, r.split or "", str(r.lines), str(r.added),
-                          str(r.duplicates), Text("; ".join(notes)))
+            table.add_row(Text(visible(r.source)), r.format, Text(visible(r.split or "")),
+                          str(r.lines), str(r.added), str(r.duplicates),
+                          Text(visible("; ".join(notes))))
         console.print(table)
         s = store_stats(db)
         console.print(Text(f"store: {s['traces']} traces, {s['messages']} messages,"
@@ -75,7 +77,6 @@ def register(app: typer.Typer) -> None:
 
         from workbench.commands.common import err_console
         from workbench.exporting import STDOUT, check_format, export
-        from workbench.safe_text import visible
 
         to_stdout = str(out) == STDOUT
         with user_errors():
@@ -83,7 +84,8 @@ def register(app: typer.Typer) -> None:
             result = export(state(ctx).db(), STDOUT if to_stdout else out, fmt, selection)
         if as_json:
             if to_stdout:
-                sys.stderr.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+                sys.stderr.write(visible_json(json.dumps(result, ensure_ascii=False, indent=2))
+                                 + "\n")
             else:
                 print_json(result)
             return
@@ -106,6 +108,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(key.replace("_", " "), str(s[key]))
         for group in ("by_split", "by_origin", "revisions", "flags"):
             for k, v in s[group].items():
-                table.add_row(Text(f"{group.replace('by_', '').replace('_', ' ')}: {k}"), str(v))
-        table.add_row("tools called", Text(", ".join(s["tools"])))
+                table.add_row(Text(visible(f"{group.replace('by_', '').replace('_', ' ')}: {k}")),
+                              str(v))
+        table.add_row("tools called", Text(visible(", ".join(s["tools"]))))
         console.print(table)

@@ -17,7 +17,7 @@ from db.queries import TraceFilter
 from db.tasks import current_tools
 from db.traces import get_trace, original_messages
 from widgets.conversation import ConversationView, TurnView
-from widgets.render import diff_text, flag_details, history_text
+from widgets.render import diff_text, flag_details, history_text, plain
 from workbench.screens.common import Loaded, edit_turn_calls
 
 
@@ -101,7 +101,7 @@ class DetailScreen(Screen):
         if event.kind == "view":
             self.view = v = event.data
             t = v["trace"]
-            head = Text.assemble((f"trace {t['id']} ", "bold"), t["source"], f":{t['line']}  ",
+            head = Text.assemble((f"trace {t['id']} ", "bold"), plain(t["source"]), f":{t['line']}  ",
                                  f"{t['split']}/{t['origin']}  {t['n_assistant']} turns",
                                  ("  EXCLUDED" if t["excluded"] else "", "bold red"))
             if -1 in v["flags"]:

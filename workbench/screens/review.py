@@ -25,7 +25,7 @@ from db import browse, revisions
 from db.queries import TraceFilter
 from db.tasks import current_tools
 from db.traces import get_trace, original_messages
-from widgets.render import calls_text, content_text, flag_details
+from widgets.render import calls_text, content_text, flag_details, plain
 from workbench.screens.common import Loaded, edit_turn_calls
 
 
@@ -160,11 +160,11 @@ class ReviewScreen(Screen):
         await box.remove_children()
         cards = []
         for n, r in enumerate(it["candidates"][:9], 1):
-            head = Text.assemble((f"[{n}] ", "bold"), (f"{r['author_kind']}:", "dim"),
-                                 r["author_name"])
+            head = Text.assemble((f"[{n}] ", "bold"), plain(f"{r['author_kind']}:", "dim"),
+                                 plain(r["author_name"]))
             body = [head]
             if r.get("reason"):
-                body.append(Text.assemble(("reason: ", "dim"), r["reason"]))
+                body.append(Text.assemble(("reason: ", "dim"), plain(r["reason"])))
             body.append(calls_text(r["tool_calls"], r["content"]))
             cards.append(Static(Group(*body), classes="candidate"))
         if not cards:

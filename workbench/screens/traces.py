@@ -15,6 +15,7 @@ from textual.widgets import Footer, Header, Input, Select, Static
 from db import browse
 from db.queries import TraceFilter
 from widgets.trace_table import TraceTable
+from workbench.safe_text import visible
 from workbench.screens.common import Loaded
 
 SORT_CYCLE = [("id", False), ("id", True), ("turns", True), ("turns", False)]
@@ -137,10 +138,11 @@ class TracesScreen(Screen):
             self.reload(save=False)
 
     def _set_choices(self, choices: dict) -> None:
-        self.query_one("#f-tool", Select).set_options([(Text(t), t) for t in choices["tools"]])
+        self.query_one("#f-tool", Select).set_options([(Text(visible(t)), t)
+                                                       for t in choices["tools"]])
         self.query_one("#f-check", Select).set_options(
             [(Text("any error flag"), ANY_ERROR), (Text("no error flag"), NO_ERROR)]
-            + [(Text(c), c) for c in choices["checks"]])
+            + [(Text(visible(c)), c) for c in choices["checks"]])
 
     def _restore(self, flt: TraceFilter) -> None:
         self.filter = flt  # set first: the change events the widgets send then match it
