@@ -87,6 +87,8 @@ def import_files(db: Database, paths: Iterable[str | Path], *, split: str | None
         raise InputError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     if origin is not None and origin not in ORIGINS:
         raise InputError(f"origin must be one of {', '.join(ORIGINS)}, not {origin!r}")
+    if max_message_bytes < 1:
+        raise InputError(f"--max-message-bytes must be at least 1, not {max_message_bytes}")
     files = expand_paths(paths)
     if task is not None:
         files.insert(0, Path(task))

@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
         split: Optional[str] = typer.Option(None, help="train | test | unassigned (default:"
                                             " test for files named test*, else unassigned)"),
         task: Optional[Path] = typer.Option(None, help="job_description.json or task.txt"),
-        max_message_bytes: int = typer.Option(MAX_MESSAGE_BYTES, help="reject larger messages"),
+        max_message_bytes: int = typer.Option(MAX_MESSAGE_BYTES, help="reject larger messages;"
+                                              " a line (one trace) may be 16 times as long"),
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     ) -> None:
         """Import traces (OpenAI chat, TFT traces, question/answer JSONL) and task files.
