@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import orjson
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import Any
 from workbench import safe_json
 
 ROLES = ("system", "user", "assistant", "tool")
+_JSON_START = re.compile(r"\s*[\[{]")
 MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB of text per message; larger is almost surely a broken log
 
 
@@ -106,8 +108,8 @@ def normalize_message(raw: Any, field: str, max_bytes: int = MAX_MESSAGE_BYTES) 
     if role not in ROLES:
         raise FieldError(f"{field}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
     content = _text(raw.get("content"), f"{field}.content", max_bytes)
-    if content and content.lstrip()[:1] in ("[", "{"):   # a tool result (or any JSON text)
-        try:                                             # every later reader can parse
+    if content and _JSON_START.match(content):   # a tool result (or any JSON text) that
+        try:                                     # every later reader must be able to parse
             safe_json.check_depth(content)
         except safe_json.TooDeep as e:
             raise FieldError(f"{field}.content", str(e)) from None
