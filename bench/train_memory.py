@@ -31,7 +31,7 @@ db_path, ids, supervised, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3
 db = open_db(db_path)
 cfg = TrainConfig(output=out, max_steps=2, seqs_per_step=2, gguf="none", save_steps=1000,
                   supervised_logits=supervised)
-m = train(db, cfg, DataOptions(selection=TraceFilter(trace_ids=ids)))
+m = train(db, cfg, DataOptions(selection=TraceFilter(trace_ids=ids)))["metrics"]
 m["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print("RESULT " + json.dumps(m, default=str))
 """

@@ -148,28 +148,30 @@ def test_the_arbiter_is_called_only_on_disagreement(db):
 
 def test_invalid_and_garbage_replies_are_abstentions_with_their_reason(db):
     bad_schema = {"name": "FindRestaurants", "arguments": {"cuisine": "Thai"}}  # city missing
-    replies = iter([reply_with({"name": "no_such_tool", "arguments": {}}),
-                    reply_with(bad_schema), {"raw": "<html>nope</html>"},
-                    {"raw": json.dumps({"choices": "nope"})}, {"content": "I think Oakland"}])
-    lock = threading.Lock()
+    for t in (4, 5):
+        add_flag(db, t, first_assistant(db, t), "schema", "error", "planted")
+    firsts = {t: revisions.current_messages(db, t)[0]["content"] for t in range(1, 6)}
+    by_trace = {1: reply_with({"name": "no_such_tool", "arguments": {}}),
+                2: reply_with(bad_schema), 3: {"raw": "<html>nope</html>"},
+                4: {"raw": json.dumps({"choices": "nope"})}, 5: {"content": "I think Oakland"}}
 
     def script(body):
-        with lock:
-            return next(replies)
+        text = body["messages"][-1]["content"]
+        return next(by_trace[t] for t, first in firsts.items() if f"[0] user: {first}\n" in text)
 
     with ScriptedServer(script) as a, ScriptedServer(lambda b: reply_with(GOOD)) as b:
-        for _ in range(5):
-            row = relabel(db, f"{a.url}#m", f"{b.url}#m", selection={"trace_ids": [1]},
-                          turns="all")
-            assert row["status"] == "succeeded", row["error"]
-    reasons = [v["abstain_reason"] for v in store.votes_of(db, 1)
-               if v["member"].startswith(a.url)]
-    assert "unknown tool 'no_such_tool'" in reasons[0]
-    assert reasons[1].startswith("schema:") and "city" in reasons[1]
-    assert all(r for r in reasons[2:]), reasons
-    assert any("not JSON" in r or "invalid reply" in r for r in reasons[2:4])
-    # one valid vote of two is no majority: the turn went to review, nothing was relabelled
-    assert all(t["outcome"] == "review" for t in store.latest_turns(db))
+        row = relabel(db, f"{a.url}#m", f"{b.url}#m", selection={"trace_ids": [1, 2, 3, 4, 5]})
+        assert row["status"] == "succeeded", row["error"]
+        assert a.count == 5                      # an invalid reply is an answer: not retried
+    reason = {t: next(v["abstain_reason"] for v in store.votes_of(db, t)
+                      if v["member"].startswith(a.url)) for t in range(1, 6)}
+    assert "unknown tool 'no_such_tool'" in reason[1]
+    assert reason[2].startswith("schema:") and "city" in reason[2]
+    assert reason[3] == "the endpoint returned an invalid reply: <html>nope</html>"
+    assert reason[4].startswith("the endpoint returned an invalid reply: {")
+    assert "not JSON" in reason[5] and "I think Oakland" in reason[5]
+    # one valid vote of two is no majority: every turn went to review, nothing was relabelled
+    assert row["result"]["outcomes"]["review"] == 5 and row["result"]["outcomes"]["revised"] == 0
 
 
 def test_500_and_429_are_retried_and_a_failing_member_fails_only_its_turns(db, tmp_path,

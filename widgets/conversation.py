@@ -8,7 +8,7 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
-from widgets.render import ROLE_STYLE, calls_text, content_text, flag_badges
+from widgets.render import ROLE_STYLE, calls_text, content_text, flag_badges, plain
 
 
 class TurnView(Static, can_focus=True):
@@ -38,7 +38,7 @@ class TurnView(Static, can_focus=True):
         head = Text.assemble((f"{idx:>3} ", "dim"), (m["role"], ROLE_STYLE.get(m["role"], "")))
         if m.get("name"):
             head.append(" ")
-            head.append(m["name"], style="italic")
+            head.append_text(plain(m["name"], "italic"))
         if m["role"] == "assistant" and status != "original":
             head.append(f"  [{status}]", style="bold yellow" if status == "proposed" else "green")
         if flags:

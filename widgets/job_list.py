@@ -8,6 +8,8 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, ProgressBar, RichLog, Static
 
+from workbench.safe_text import visible
+
 STATUS_STYLE = {"queued": "dim", "running": "bold yellow", "succeeded": "green",
                 "failed": "bold red", "cancelled": "magenta"}
 
@@ -49,8 +51,10 @@ class JobList(Vertical):
         for j in jobs:
             key = str(j["id"])
             prog = f"{j['done']}/{j['total']}" if j["total"] else str(j["done"])
-            cells = (Text(key), Text(j["kind"]), Text(j["status"], style=STATUS_STYLE.get(j["status"], "")),
-                     Text(prog), Text(j["message"] or j["error"] or ""), Text(j["created_at"][:19]))
+            cells = (Text(key), Text(visible(j["kind"])),
+                     Text(visible(j["status"]), style=STATUS_STYLE.get(j["status"], "")),
+                     Text(prog), Text(visible(j["message"] or j["error"] or "")),
+                     Text(visible(j["created_at"][:19])))
             if key in t.rows:
                 for col, cell in zip(("id", "kind", "status", "progress", "message", "created"), cells):
                     t.update_cell(key, col, cell)
@@ -79,11 +83,11 @@ class JobList(Vertical):
     def show_job(self, job: dict) -> None:
         if job["id"] != self.selected:
             return
-        head = Text.assemble((f"job {job['id']} ", "bold"), job["kind"], " ",
-                             (job["status"], STATUS_STYLE.get(job["status"], "")))
+        head = Text.assemble((f"job {job['id']} ", "bold"), visible(job["kind"]), " ",
+                             (visible(job["status"]), STATUS_STYLE.get(job["status"], "")))
         if job.get("error"):
             head.append("  ")
-            head.append(job["error"], style="red")
+            head.append(visible(job["error"]), style="red")
         self.query_one("#job-head", Static).update(head)
         bar = self.query_one(ProgressBar)
         if job["total"]:
@@ -100,7 +104,7 @@ class JobList(Vertical):
         if new:
             rl = self.query_one(RichLog)
             for line in new.rstrip("\n").split("\n"):
-                rl.write(Text(line))
+                rl.write(Text(visible(line)))
             self._log_len = len(log)
 
     @property

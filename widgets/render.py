@@ -1,14 +1,20 @@
-"""Renderables for untrusted trace text: Rich `Text`, JSON highlighting and diffs, no markup."""
+"""Renderables for untrusted trace text: Rich `Text`, JSON highlighting and diffs, no markup.
+
+Every string from data goes through `workbench.safe_text.visible` (or, inside JSON, its JSON
+escapes): control, bidi and zero-width characters are shown spelled out, never sent to the
+terminal."""
 
 from __future__ import annotations
 
 import difflib
-import json
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.json import JSON
+from rich.highlighter import JSONHighlighter
 from rich.text import Text
+
+from workbench import safe_json
+from workbench.safe_text import dumps_visible, visible
 
 ROLE_STYLE = {"system": "bold magenta", "user": "bold cyan", "assistant": "bold green",
               "tool": "bold yellow"}
@@ -16,11 +22,16 @@ SEVERITY_STYLE = {"error": "bold white on red", "warning": "bold black on yellow
 MAX_SHOWN_CHARS = 20_000  # a 1 MiB log line is shown as its head, so a turn renders at once
 
 
+def plain(text: object, style: str = "") -> Text:
+    """Untrusted text as a `Text`: never markup, control characters spelled out."""
+    return Text(visible(text), style=style)
+
+
 def capped(text: str) -> Text:
     """Plain text, cut to its first MAX_SHOWN_CHARS characters with a note saying how much."""
     if len(text) <= MAX_SHOWN_CHARS:
-        return Text(text)
-    out = Text(text[:MAX_SHOWN_CHARS])
+        return plain(text)
+    out = plain(text[:MAX_SHOWN_CHARS])
     out.append(f"\n… {len(text) - MAX_SHOWN_CHARS:,} more characters not shown", style="dim italic")
     return out
 
@@ -28,9 +39,14 @@ def capped(text: str) -> Text:
 def json_text(value: Any) -> Text:
     """Pretty, highlighted JSON of a value (strings inside are data, never markup)."""
     try:
-        return JSON.from_data(value, indent=2, ensure_ascii=False).text
-    except (TypeError, ValueError):
-        return Text(repr(value))
+        text = JSONHighlighter()(Text(dumps_visible(value, indent=2)))
+    except (TypeError, ValueError, RecursionError):
+        try:
+            return plain(repr(value))
+        except RecursionError:
+            return Text("(a value nested too deeply to show)", style="dim italic")
+    text.no_wrap, text.overflow = True, None
+    return text
 
 
 def content_text(content: str | None) -> Text | RenderableType:
@@ -40,7 +56,7 @@ def content_text(content: str | None) -> Text | RenderableType:
     stripped = content.strip()
     if stripped[:1] in ("{", "[") and len(stripped) <= MAX_SHOWN_CHARS:
         try:
-            return json_text(json.loads(stripped))
+            return json_text(safe_json.loads(stripped))
         except ValueError:
             pass
     return capped(content)
@@ -48,7 +64,7 @@ def content_text(content: str | None) -> Text | RenderableType:
 
 def call_text(call: dict) -> RenderableType:
     fn = call["function"]
-    head = Text.assemble(("call ", "dim"), (fn["name"], "bold"))
+    head = Text.assemble(("call ", "dim"), plain(fn["name"], "bold"))
     args = fn["arguments"]
     if isinstance(args, str):
         return Group(head, Text.assemble(("unparseable arguments: ", "bold red"), capped(args)))
@@ -69,7 +85,8 @@ def calls_text(calls: list | None, content: str | None = None) -> RenderableType
 def flag_badges(flags: list[dict]) -> Text:
     out = Text()
     for f in flags:
-        out.append(f" {f['check_name']} ", style=SEVERITY_STYLE.get(f["severity"], "reverse"))
+        out.append(visible(f" {f['check_name']} "),
+                   style=SEVERITY_STYLE.get(f["severity"], "reverse"))
         out.append(" ")
     return out
 
@@ -77,10 +94,11 @@ def flag_badges(flags: list[dict]) -> Text:
 def flag_details(flags: list[dict]) -> Text:
     out = Text()
     for f in flags:
-        out.append(f"{f['severity']} ", style="bold red" if f["severity"] == "error" else "yellow")
-        out.append(f["check_name"], style="bold")
+        out.append(visible(f"{f['severity']} "),
+                   style="bold red" if f["severity"] == "error" else "yellow")
+        out.append(visible(f["check_name"]), style="bold")
         out.append(": ")
-        out.append(f["detail"])
+        out.append(visible(f["detail"]))
         out.append("\n")
     out.rstrip()
     return out
@@ -90,11 +108,11 @@ def label_lines(message: dict) -> list[str]:
     """A turn's label as comparable lines: its text and its calls as pretty JSON."""
     lines: list[str] = []
     if message.get("content"):
-        lines.extend(message["content"].splitlines())
+        lines.extend(visible(message["content"]).splitlines())
     for c in message.get("tool_calls") or ():
         fn = c["function"]
-        lines.extend(json.dumps({"name": fn["name"], "arguments": fn["arguments"]}, indent=2,
-                                ensure_ascii=False, sort_keys=True).splitlines())
+        lines.extend(dumps_visible({"name": fn["name"], "arguments": fn["arguments"]}, indent=2,
+                                   sort_keys=True).splitlines())
     return lines
 
 
@@ -121,11 +139,11 @@ def history_text(revisions: list[dict], current_id: int | None) -> RenderableTyp
         head = Text.assemble(
             (f"#{r['id']} ", "bold"), (r["status"], {"accepted": "green", "rejected": "red",
                                                      "proposed": "yellow"}[r["status"]]),
-            " by ", (f"{r['author_kind']}:", "dim"), r["author_name"],
+            " by ", plain(f"{r['author_kind']}:", "dim"), plain(r["author_name"]),
             ("  CURRENT" if r["id"] == current_id else "", "bold reverse"))
         parts.append(head)
         if r.get("reason"):
-            parts.append(Text.assemble(("  reason: ", "dim"), r["reason"]))
+            parts.append(Text.assemble(("  reason: ", "dim"), plain(r["reason"])))
         if r.get("evidence") is not None:
             parts.append(Text("  evidence:", style="dim"))
             parts.append(json_text(r["evidence"]))

@@ -1,4 +1,8 @@
-"""Edit one tool call with a form driven by the tool's JSON schema, validated as you type."""
+"""Edit one tool call with a form driven by the tool's JSON schema, validated as you type.
+
+Names, values and the raw JSON come from data: they are shown with control, bidi and zero-width
+characters spelled out (JSON escapes in the raw JSON, which parse back to the same value). A
+string field holding such characters is edited in the raw JSON only."""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static, TextArea
+
+from workbench import safe_json
+from workbench.safe_text import dumps_visible, visible
 
 BLANK = Select.NULL if hasattr(Select, "NULL") else Select.BLANK
 
@@ -48,14 +55,20 @@ def _coerce(kind: str | None, raw: str) -> Any:
             return raw
     if kind in ("array", "object"):
         try:
-            return json.loads(raw)
+            return safe_json.loads(raw)
         except ValueError:
             return raw
     return raw
 
 
 def _show(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    """A value as a field shows it: strings as they are, the rest as JSON, both made visible."""
+    return visible(value) if isinstance(value, str) else dumps_visible(value)
+
+
+def _hidden_chars(value: Any) -> bool:
+    """A string the field cannot show as it is (editing the shown text would change it)."""
+    return isinstance(value, str) and visible(value) != value
 
 
 class ToolCallEditor(Vertical):
@@ -89,8 +102,8 @@ class ToolCallEditor(Vertical):
         call = call or {"name": next(iter(self.tools), ""), "arguments": {}}
         self.tool_name: str = call["name"]
         args = call.get("arguments")
-        self.raw_text = (json.dumps(args, indent=2, ensure_ascii=False)
-                         if isinstance(args, dict) else str(args))
+        self.raw_text = (dumps_visible(args, indent=2) if isinstance(args, dict)
+                         else visible(args))
         self._syncing = False
         self.errors: list[str] = []
 
@@ -99,7 +112,7 @@ class ToolCallEditor(Vertical):
         names = list(self.tools)
         if self.tool_name and self.tool_name not in self.tools:
             names.append(self.tool_name)  # a call of an unknown tool stays editable as raw JSON
-        yield Select([(Text(n), n) for n in names], value=self.tool_name or BLANK,
+        yield Select([(Text(visible(n)), n) for n in names], value=self.tool_name or BLANK,
                      allow_blank=not self.tool_name, id="tool", prompt="tool")
         yield VerticalScroll(id="form")
         yield TextArea(self.raw_text, language="json", id="raw", soft_wrap=True)
@@ -120,7 +133,7 @@ class ToolCallEditor(Vertical):
 
     def _arguments(self) -> Any:
         try:
-            return json.loads(self.query_one("#raw", TextArea).text)
+            return safe_json.loads(self.query_one("#raw", TextArea).text)
         except ValueError as e:
             return e
 
@@ -135,7 +148,8 @@ class ToolCallEditor(Vertical):
         rows = []
         for name, prop in props.items():
             prop = prop if isinstance(prop, dict) else {}
-            label = Text(name) + (Text(" *", style="bold red") if name in required else Text(""))
+            label = Text(visible(name)) + (Text(" *", style="bold red") if name in required
+                                           else Text(""))
             value = args.get(name)
             if "enum" in prop or prop.get("type") == "boolean":
                 choices = prop.get("enum") or [True, False]
@@ -144,10 +158,12 @@ class ToolCallEditor(Vertical):
                                 prompt="(unset)", classes="arg")
             else:
                 widget = Input("" if value is None else _show(value), classes="arg",
-                               placeholder=Text(str(prop.get("description") or prop.get("type") or "")).plain)
+                               placeholder=visible(prop.get("description") or prop.get("type")
+                                                   or ""),
+                               disabled=_hidden_chars(value))
             widget.arg_name = name  # type: ignore[attr-defined]
             widget.arg_type = prop.get("type")  # type: ignore[attr-defined]
-            widget.tooltip = Text(str(prop.get("description") or ""))
+            widget.tooltip = Text(visible(prop.get("description") or ""))
             rows.append(Horizontal(Label(label), widget, classes="field"))
         if not props:
             rows.append(Static(Text("no declared arguments: edit the raw JSON", style="dim")))
@@ -165,12 +181,14 @@ class ToolCallEditor(Vertical):
                 else:
                     args[name] = json.loads(w.value)
             elif isinstance(w, Input):
+                if w.disabled:   # shows a string with hidden characters: the raw JSON holds it
+                    continue
                 if w.value == "":
                     args.pop(name, None)
                 else:
                     args[name] = _coerce(w.arg_type, w.value)  # type: ignore[attr-defined]
         self._syncing = True
-        self.query_one("#raw", TextArea).text = json.dumps(args, indent=2, ensure_ascii=False)
+        self.query_one("#raw", TextArea).text = dumps_visible(args, indent=2)
         self._syncing = False
 
     def _raw_to_form(self) -> None:
@@ -188,6 +206,7 @@ class ToolCallEditor(Vertical):
                         w.value = target
                 elif isinstance(w, Input):
                     text = "" if value is None else _show(value)
+                    w.disabled = _hidden_chars(value)
                     if w.value != text:
                         w.value = text
         finally:
@@ -215,7 +234,7 @@ class ToolCallEditor(Vertical):
         status = self.query_one("#status", Static)
         status.set_class(bool(self.errors), "invalid")
         status.set_class(not self.errors, "valid")
-        status.update(Text("\n".join(self.errors)) if self.errors else Text("valid"))
+        status.update(Text(visible("\n".join(self.errors))) if self.errors else Text("valid"))
         self.query_one("#save", Button).disabled = bool(self.errors)
 
     async def on_select_changed(self, event: Select.Changed) -> None:

@@ -7,6 +7,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
+from workbench.safe_text import visible
+
 LABEL_STYLE = {"original": "dim", "revised": "green", "proposed": "bold yellow"}
 COLUMNS = (("mark", " "), ("id", "id"), ("source", "source"), ("split", "split/origin"),
            ("turns", "turns"), ("tools", "tools used"), ("flags", "flags"),
@@ -17,6 +19,7 @@ NEAR_END = 40  # rows before the end at which the next page is asked for
 
 def _tail(text: str, width: int) -> str:
     """The end of a long path (the file name matters more than the folders)."""
+    text = visible(text)
     return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
@@ -47,7 +50,7 @@ class TraceTable(DataTable):
         return (Text("*" if r["id"] in self.marked else " ", style="bold"),
                 Text(str(r["id"]), justify="right"), Text(_tail(r["source"], WIDTHS["source"])),
                 Text(f"{r['split']}/{r['origin']}"), Text(str(r["turns"]), justify="right"),
-                Text(r["tools_used"]),
+                Text(visible(r["tools_used"])),
                 Text(str(r["flags"]) if r["flags"] else "", style="bold red", justify="right"),
                 Text(r["label"], style=LABEL_STYLE.get(r["label"], "")),
                 Text("yes" if r["excluded"] else "", style="red"))

@@ -23,6 +23,7 @@ from textual.worker import Worker, WorkerState
 from db.connection import open_db
 from db.queries import TraceFilter
 from workbench.config import Config, load_config
+from workbench.safe_text import visible
 
 
 class WorkbenchCommands(Provider):
@@ -80,7 +81,7 @@ class WorkbenchApp(App):
             self.set_keymap(self.config.keys)
         if self.config.theme in self.available_themes:
             self.theme = self.config.theme
-        self.sub_title = self.db_path.name
+        self.sub_title = visible(self.db_path.name)
 
     @contextmanager
     def store(self) -> Iterator[Database]:
@@ -99,6 +100,12 @@ class WorkbenchApp(App):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+    def notify(self, message: str, *, title: str = "", **kwargs) -> None:
+        """Every notification shows its text with control characters spelled out and never
+        as markup: messages and worker errors can quote data."""
+        kwargs["markup"] = False
+        super().notify(visible(message), title=visible(title), **kwargs)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:

@@ -23,12 +23,12 @@ the user or taken from a trace.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from workbench import safe_json
 from workbench.chat_template import IM_END, format_tool_call, render
 from workbench.messages import to_openai
 from workbench.toolcalls import ToolCall, parse_tool_calls
@@ -190,7 +190,7 @@ def calls_as_text(tool_calls: Sequence[Any], content: str | None = None) -> str:
         raw = fn["arguments"] if isinstance(fn, dict) else fn.arguments
         if isinstance(raw, str):
             try:
-                parsed = json.loads(raw) if raw.strip() else {}
+                parsed = safe_json.loads(raw) if raw.strip() else {}
                 raw = parsed if isinstance(parsed, dict) else raw
             except ValueError:
                 pass  # kept verbatim: the parser then reports the call as malformed

@@ -7,13 +7,31 @@ import sys
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
 from workbench.commands import register_all
-from workbench.commands.common import State
+from workbench.commands.common import State, report_failure
 
 DEFAULT_DB = "workbench.db"
 
+
+class _Commands(TyperGroup):
+    """Every command's failures end as one `error: ...` line on stderr and a non-zero exit
+    code; `--debug` lets the exception (and its traceback) through instead."""
+
+    def invoke(self, ctx: typer.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise   # typer's own: usage errors, exits with a code, Ctrl-C
+        except Exception as e:  # noqa: BLE001 - mapped to one line, or re-raised with --debug
+            if getattr(ctx.obj, "debug", False):
+                raise
+            report_failure(e, getattr(ctx.obj, "db_path", None))
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Curate tool-calling traces and turn them into a small fine-tuned model.",
     add_completion=False,
     rich_markup_mode=None,
@@ -26,9 +44,11 @@ def _root(
     ctx: typer.Context,
     db: Path = typer.Option(Path(DEFAULT_DB), "--db", envvar="WORKBENCH_DB",
                             help="SQLite store to use (created if missing)."),
+    debug: bool = typer.Option(False, "--debug", help="on a failure, show the traceback"
+                               " instead of one error line"),
 ) -> None:
     """Without a command: open the workbench app on the store."""
-    ctx.obj = State(db_path=db)
+    ctx.obj = State(db_path=db, debug=debug)
     if ctx.invoked_subcommand is None:
         from workbench.app import make_app  # Textual loads only when the app opens
         from workbench.terminal_watch import watch_terminal

@@ -29,6 +29,7 @@ from sqlite_utils import Database
 
 from db import evals as store
 from db.queries import TraceFilter
+from workbench import safe_json
 from workbench.chat_backend import ChatBackend, Completion
 from workbench.conversation_view import conversations, task_context
 from workbench.jobs import JobContext, run_job
@@ -184,7 +185,7 @@ def parse_verdict(reply: str) -> float:
     """1.0 for good, 0.0 for bad or anything unclear (a judge must not reward noise)."""
     for obj in re.findall(r"\{.*?\}", reply, re.S):
         try:
-            value = json.loads(obj)
+            value = safe_json.loads(obj)
         except ValueError:
             continue
         if isinstance(value, dict):

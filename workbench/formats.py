@@ -11,17 +11,20 @@
 
 from __future__ import annotations
 
-import json
+import os
 import re
+import stat
 
 import orjson
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from workbench import safe_json
 from workbench.errors import InputError
 from workbench.messages import MAX_MESSAGE_BYTES, FieldError, normalize_message, normalize_messages
+from workbench.safe_json import TooDeep
 
 TRACE_FORMATS = ("openai", "tft", "qa")
 TASK_FORMATS = ("task-json", "task-text")
@@ -37,10 +40,54 @@ class Record:
     meta: dict | None = None   # the line's `meta` object (our own export writes split, origin)
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Non-blank lines with 1-based numbers, decoded strictly as UTF-8, one at a time."""
-    with open(path, "rb") as fh:
-        for n, raw in enumerate(fh, 1):
+LINE_FACTOR = 16   # a line (one trace) may hold this many messages of the largest size
+
+
+def max_line_bytes(max_message_bytes: int = MAX_MESSAGE_BYTES) -> int:
+    """The longest line (and task file) read: LINE_FACTOR times the message limit."""
+    return max_message_bytes * LINE_FACTOR
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open a file for reading only when it is a regular file (after links): a FIFO would
+    block forever (while the import holds the write lock), a device never ends. The check is
+    made on the opened descriptor (opened non-blocking, so a FIFO does not wait for a writer),
+    so a file swapped after an earlier check is caught too."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror}", path=str(path)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError("not a regular file (pipes, devices and sockets are not read)",
+                             path=str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_capped(path: Path, max_bytes: int) -> bytes:
+    """A whole (task) file, refused when larger than `max_bytes`."""
+    with open_regular(path) as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InputError(f"file larger than {max_bytes} bytes", path=str(path))
+    return data
+
+
+def iter_lines(path: Path, max_bytes: int | None = None) -> Iterator[tuple[int, str]]:
+    """Non-blank lines with 1-based numbers, decoded strictly as UTF-8, one at a time. A line
+    longer than `max_bytes` (default: `max_line_bytes()`) is refused as it is read, so an
+    endless line never fills the memory."""
+    cap = max_line_bytes() if max_bytes is None else max_bytes
+    with open_regular(path) as fh:
+        n = 0
+        while raw := fh.readline(cap + 1):
+            n += 1
+            if len(raw) > cap and not raw.endswith(b"\n"):
+                raise InputError(f"line longer than {cap} bytes", path=str(path), line=n)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -52,27 +99,38 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def _loads(text: str, path: Path, line: int, field: str | None = None) -> Any:
     try:
-        return orjson.loads(text)
+        return safe_json.loads(text, fast=True)
+    except TooDeep as e:
+        raise InputError(str(e), path=str(path), line=line,
+                         field=field or safe_json.deep_path(text, e.limit)) from None
     except orjson.JSONDecodeError as e:
         what = "is not valid JSON" if field else "not valid JSON"
         raise InputError(f"{what} ({e.msg} at column {e.pos + 1})", path=str(path), line=line,
                          field=field) from None
 
 
-def detect_format(path: Path) -> str:
-    """Guess a file's format from its name and first record."""
+def _task_json(path: Path, max_bytes: int) -> Any:
+    try:
+        return safe_json.loads(read_capped(path, max_bytes).decode("utf-8"))
+    except TooDeep as e:
+        raise InputError(str(e), path=str(path)) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"not a valid JSON task file ({e})", path=str(path)) from None
+
+
+def detect_format(path: Path, max_line: int | None = None) -> str:
+    """Guess a file's format from its name and first record (reading no line longer than
+    `max_line` bytes)."""
+    max_line = max_line_bytes() if max_line is None else max_line
     if path.suffix.lower() in (".txt", ".md"):
         return "task-text"
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text("utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InputError(f"not a valid JSON task file ({e})", path=str(path)) from None
+        data = _task_json(path, max_line)
         if isinstance(data, dict) and ({"task_description", "tools"} & data.keys()):
             return "task-json"
         raise InputError("a .json file must be a task file with 'task_description' or 'tools'",
                          path=str(path))
-    first = next(iter_lines(path), None)
+    first = next(iter_lines(path, max_line), None)
     if first is None:
         raise InputError("empty file: no traces to import", path=str(path))
     n, text = first
@@ -113,7 +171,9 @@ def _parse_tft(obj: dict, max_bytes: int) -> tuple[list[dict], list | None]:
     if not isinstance(ctx, str):
         raise FieldError("context", "must be a JSON string holding {\"messages\": [...]}")
     try:
-        inner = orjson.loads(ctx)
+        inner = safe_json.loads(ctx, fast=True)
+    except TooDeep as e:
+        raise FieldError("context", str(e)) from None
     except orjson.JSONDecodeError as e:
         raise FieldError("context", f"is not valid JSON ({e})") from None
     if isinstance(inner, list):
@@ -129,7 +189,9 @@ def _json_field(obj: dict, key: str) -> Any:
     value = obj.get(key)
     if isinstance(value, str):
         try:
-            return json.loads(value)
+            return safe_json.loads(value)
+        except TooDeep as e:
+            raise FieldError(key, str(e)) from None
         except ValueError as e:
             raise FieldError(key, f"is not valid JSON ({e})") from None
     return value
@@ -178,7 +240,7 @@ def iter_records(path: Path, fmt: str, max_bytes: int = MAX_MESSAGE_BYTES) -> It
     """Parse a trace file line by line; the first bad line raises InputError."""
     parse = PARSERS[fmt]
     seen = False
-    for n, text in iter_lines(path):
+    for n, text in iter_lines(path, max_line_bytes(max_bytes)):
         obj = _loads(text, path, n)
         if not isinstance(obj, dict):
             raise InputError(f"expected a JSON object, got {type(obj).__name__}",
@@ -202,10 +264,13 @@ class TaskSpec:
     tools: list[dict] | None = None
 
 
-def read_task(path: Path, fmt: str) -> TaskSpec:
-    """Read a task file (job_description.json or task.txt)."""
+def read_task(path: Path, fmt: str, max_bytes: int | None = None) -> TaskSpec:
+    """Read a task file (job_description.json or task.txt), at most `max_bytes` long."""
+    max_bytes = max_line_bytes() if max_bytes is None else max_bytes
     if fmt == "task-json":
-        data = json.loads(path.read_text("utf-8"))
+        data = _task_json(path, max_bytes)
+        if not isinstance(data, dict):
+            raise InputError("a task file must hold a JSON object", path=str(path))
         for key in ("task_description", "llm_as_a_judge_instructions"):
             if key in data and not isinstance(data[key], str):
                 raise InputError("must be a string", path=str(path), field=key)
@@ -221,7 +286,7 @@ def read_task(path: Path, fmt: str) -> TaskSpec:
         return TaskSpec(description=data.get("task_description"),
                         rubric=data.get("llm_as_a_judge_instructions"), tools=tools)
     try:
-        text = path.read_text("utf-8")
+        text = read_capped(path, max_bytes).decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError(f"invalid UTF-8 at byte {e.start}", path=str(path)) from None
     return parse_task_text(text)

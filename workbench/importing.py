@@ -16,7 +16,7 @@ from db.traces import NewTrace, TraceWriter
 from db.tx import now, write_tx
 from workbench.errors import InputError
 from workbench.formats import (ORIGINS, SPLITS, TASK_FORMATS, detect_format, iter_records,
-                               meta_choice, read_task)
+                               max_line_bytes, meta_choice, open_regular, read_task)
 from workbench.messages import MAX_MESSAGE_BYTES, FieldError, canonical_json, content_hash
 TRACE_SUFFIXES = (".jsonl", ".ndjson")
 TASK_NAMES = ("job_description.json", "task.txt")
@@ -47,8 +47,11 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
                 raise InputError("folder holds no trace files (*.jsonl) or task files",
                                  path=str(p))
             out.extend(found)
-        elif p.exists():
+        elif p.is_file():
             out.append(p)
+        elif p.exists():   # a FIFO would block the import (holding the write lock) forever
+            raise InputError("not a regular file (pipes, devices and sockets are not read)",
+                             path=str(p))
         else:
             raise InputError("no such file or folder", path=str(p))
     return sorted(out, key=lambda f: (f.name not in TASK_NAMES, str(f)))
@@ -63,7 +66,7 @@ def default_split(path: Path, requested: str | None) -> str:
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -84,26 +87,28 @@ def import_files(db: Database, paths: Iterable[str | Path], *, split: str | None
         raise InputError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     if origin is not None and origin not in ORIGINS:
         raise InputError(f"origin must be one of {', '.join(ORIGINS)}, not {origin!r}")
+    if max_message_bytes < 1:
+        raise InputError(f"--max-message-bytes must be at least 1, not {max_message_bytes}")
     files = expand_paths(paths)
     if task is not None:
         files.insert(0, Path(task))
     reports: list[FileReport] = []
     with write_tx(db):
         for path in files:
-            fmt = detect_format(path)
+            fmt = detect_format(path, max_line_bytes(max_message_bytes))
             if task is not None and path == Path(task) and fmt not in TASK_FORMATS:
                 raise InputError("--task must be a job_description.json or task.txt file",
                                  path=str(path))
             if fmt in TASK_FORMATS:
-                reports.append(_import_task(db, path, fmt))
+                reports.append(_import_task(db, path, fmt, max_line_bytes(max_message_bytes)))
             else:
                 reports.append(_import_traces(db, path, fmt, split, origin,
                                               max_message_bytes, progress))
     return reports
 
 
-def _import_task(db: Database, path: Path, fmt: str) -> FileReport:
-    spec = read_task(path, fmt)
+def _import_task(db: Database, path: Path, fmt: str, max_bytes: int) -> FileReport:
+    spec = read_task(path, fmt, max_bytes)
     report = FileReport(source=str(path), format=fmt)
     description = spec.description
     if fmt == "task-text" and (current_task(db) or {}).get("description"):

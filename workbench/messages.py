@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import orjson
 from collections.abc import Iterator
 from typing import Any
 
+from workbench import safe_json
+
 ROLES = ("system", "user", "assistant", "tool")
+_JSON_START = re.compile(r"\s*[\[{]")
 MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB of text per message; larger is almost surely a broken log
 
 
@@ -35,12 +39,15 @@ def canonical_json(value: Any) -> str:
 
 
 def parse_arguments(raw: Any, field: str) -> dict | str:
-    """Arguments as given (JSON string or object) -> dict, or the raw string if unparseable."""
+    """Arguments as given (JSON string or object) -> dict, or the raw string if unparseable.
+    JSON nested deeper than `safe_json.MAX_JSON_DEPTH` is refused (FieldError)."""
     if isinstance(raw, dict):
         return raw
     if isinstance(raw, str):
         try:
-            value = orjson.loads(raw)
+            value = safe_json.loads(raw, fast=True)
+        except safe_json.TooDeep as e:
+            raise FieldError(field, str(e)) from None
         except orjson.JSONDecodeError:
             return raw
         return value if isinstance(value, dict) else raw
@@ -101,6 +108,11 @@ def normalize_message(raw: Any, field: str, max_bytes: int = MAX_MESSAGE_BYTES) 
     if role not in ROLES:
         raise FieldError(f"{field}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
     content = _text(raw.get("content"), f"{field}.content", max_bytes)
+    if content and _JSON_START.match(content):   # a tool result (or any JSON text) that
+        try:                                     # every later reader must be able to parse
+            safe_json.check_depth(content)
+        except safe_json.TooDeep as e:
+            raise FieldError(f"{field}.content", str(e)) from None
     calls = raw.get("tool_calls")
     if calls is not None:
         if not isinstance(calls, list):
@@ -145,7 +157,7 @@ def is_json_list(text: str | None) -> bool:
     if not text or not text.lstrip().startswith("["):
         return False
     try:
-        return isinstance(json.loads(text), list)
+        return isinstance(safe_json.loads(text), list)
     except ValueError:
         return False
 

@@ -20,11 +20,11 @@ Choices where the benchmark is silent, made so a score never rewards a malformed
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from workbench import safe_json
 from workbench.errors import InputError
 from workbench.toolcalls import ToolCall, parse_tool_calls
 
@@ -121,7 +121,7 @@ def read_predictions(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
             if not text.strip():
                 continue
             try:
-                row = json.loads(text)
+                row = safe_json.loads(text)
             except ValueError as exc:
                 raise InputError(f"invalid JSON: {exc}", path=str(path), line=lineno) from exc
             if not isinstance(row, dict):

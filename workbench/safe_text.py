@@ -23,3 +23,17 @@ def visible(text: object) -> str:
     """`text` with every control, bidi and zero-width character spelled out."""
     s = "" if text is None else str(text)
     return _UNSAFE.sub(_spell, s)
+
+
+def visible_json(text: str) -> str:
+    """JSON text with the same characters escaped as JSON escapes (`\\u001b`, `\\u202e`): the
+    text parses to exactly the same value, and a terminal shows it without obeying it.
+    (JSON's own structure is ASCII, so such characters can only sit inside strings.)"""
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def dumps_visible(value: object, **kwargs: object) -> str:
+    """`json.dumps(value, ensure_ascii=False, **kwargs)` safe to print (see `visible_json`)."""
+    import json
+
+    return visible_json(json.dumps(value, ensure_ascii=False, **kwargs))

@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any
 
+from workbench import safe_json
+
 ToolCall = dict[str, Any]  # {"name": str, "arguments": dict}
 
 _OPEN, _CLOSE = "<tool_call>", "</tool_call>"
@@ -53,12 +55,12 @@ def _calls_in(text: str) -> list[ToolCall]:
     """Calls in a payload: whole-text JSON first, then fenced JSON, then JSON found in prose."""
     text = text.strip()
     try:
-        return _as_calls(json.loads(text))
+        return _as_calls(safe_json.loads(text))
     except ValueError:
         pass
     for fenced in _FENCE.findall(text):
         try:
-            return _as_calls(json.loads(fenced.strip()))
+            return _as_calls(safe_json.loads(fenced.strip()))
         except ValueError:
             continue
     calls: list[ToolCall] = []
@@ -66,7 +68,7 @@ def _calls_in(text: str) -> list[ToolCall]:
     while (start := _next_json_start(text, pos)) != -1:
         try:
             value, end = _DECODER.raw_decode(text, start)
-        except ValueError:
+        except (ValueError, RecursionError):   # RecursionError: JSON nested beyond reason
             pos = start + 1  # not JSON here; a call may still start further on
             continue
         calls.extend(_as_calls(value))
@@ -103,7 +105,7 @@ def _as_call(value: Any) -> ToolCall | None:
             args = {}
         else:
             try:
-                args = json.loads(args)
+                args = safe_json.loads(args)
             except ValueError:
                 return None
     if not isinstance(args, dict):

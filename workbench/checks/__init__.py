@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 
@@ -13,7 +14,7 @@ from db.queries import TraceFilter
 from db.tasks import current_task
 from db.jobs import save_unit, unit_result
 from workbench.checks import coherence, coherence_model, duplicates, grounding, schema, structure
-from workbench.checks.base import CheckContext
+from workbench.checks.base import CheckContext, TraceView, flag
 from workbench.conversation_view import conversations, task_context
 
 CHECKS = {m.NAME: m for m in (schema, structure, grounding, coherence, duplicates,
@@ -43,13 +44,40 @@ def compute_flags(ctx: CheckContext, names: Iterable[str] | None = None,
     """Run the checks in order; `on_check(done, total, name)` is told as each one starts."""
     flags, timings = [], {}
     names = list(names or DEFAULT_CHECKS)
+    options = dict(ctx.cache)   # what the caller put there, before any check adds its statistics
     for n, name in enumerate(names):
         if on_check is not None:
             on_check(n, len(names), name)
         t0 = time.perf_counter()
-        flags += CHECKS[name].run(ctx)
+        try:
+            flags += CHECKS[name].run(ctx)
+        except Exception:  # noqa: BLE001 - one bad trace must not stop the checks of the rest
+            isolated = _without_failing_traces(ctx, name, options)
+            if isolated is None:
+                raise
+            flags += isolated
         timings[name] = round(time.perf_counter() - t0, 3)
     return flags, timings
+
+
+def _without_failing_traces(ctx: CheckContext, name: str, options: dict) -> list[dict] | None:
+    """Check `name` failed on the whole selection: find the traces it fails on (one at a time),
+    flag each of them as an error saying why, and run it again on the others. None when no
+    single trace fails: then the failure is the check's, not the data's."""
+    bad: list[tuple[TraceView, Exception]] = []
+    for t in ctx.traces:
+        try:
+            CHECKS[name].run(dataclasses.replace(ctx, traces=[t], cache=dict(options)))
+        except Exception as e:  # noqa: BLE001
+            bad.append((t, e))
+    if not bad:
+        return None
+    failed = {t.id for t, _ in bad}
+    rest = dataclasses.replace(ctx, traces=[t for t in ctx.traces if t.id not in failed],
+                               cache=dict(options))
+    out = CHECKS[name].run(rest) if rest.traces else []
+    return out + [flag(t, None, name, "error", f"the {name} check failed on this trace"
+                       f" ({type(e).__name__}: {str(e)[:200]})") for t, e in bad]
 
 
 def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str] | None = None,

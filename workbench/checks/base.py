@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from workbench import safe_json
 from workbench.conversation_view import Conversation
 
 
@@ -93,8 +93,8 @@ def message_text(message: dict) -> str:
 def result_records(message: dict) -> list[dict]:
     """A tool result's records (a JSON list of objects, or one object)."""
     try:
-        value = json.loads(message.get("content") or "")
-    except ValueError:
+        value = safe_json.loads(message.get("content") or "")
+    except ValueError:   # not JSON, or nested too deeply (the structure check flags that)
         return []
     if isinstance(value, dict):
         return [value]

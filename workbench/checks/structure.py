@@ -9,10 +9,14 @@ calls are answered (results follow a good share of the calls that are not last, 
 corpus), such a call is an error: the conversation was complete, yet the call was never
 answered, so it is not what the assistant did there (typically a reply replaced by a call).
 Otherwise it is only a warning.
+
+A tool result or arguments nested deeper than `safe_json.MAX_JSON_DEPTH` (a store filled
+before imports refused them) is an error: no check can read it.
 """
 
 from __future__ import annotations
 
+from workbench import safe_json
 from workbench.checks.base import CheckContext, calls_of, flag
 
 NAME = "structure"
@@ -34,11 +38,31 @@ def answered_rate(ctx: CheckContext) -> float:
     return ctx.cache["structure.answered_rate"]
 
 
+def too_deep(message: dict) -> str | None:
+    """What of a message nests deeper than the JSON depth limit, if anything."""
+    content = message.get("content") or ""
+    if content.lstrip()[:1] in ("[", "{"):
+        try:
+            safe_json.check_depth(content)
+        except safe_json.TooDeep:
+            return "the content"
+    for name, args in calls_of(message):
+        if isinstance(args, dict) and safe_json.value_depth(args) > safe_json.MAX_JSON_DEPTH:
+            return f"the arguments of {name}"
+    return None
+
+
 def run(ctx: CheckContext) -> list[dict]:
     out = []
     unanswered_last = "error" if answered_rate(ctx) >= 0.3 else "warning"
     for t in ctx.traces:
         msgs = t.messages
+        for i, m in enumerate(msgs):
+            what = too_deep(m)
+            if what:
+                out.append(flag(t, i, NAME, "error", f"JSON nested more than"
+                                f" {safe_json.MAX_JSON_DEPTH} levels deep in {what}: no check"
+                                " can read it"))
         body = [(i, m) for i, m in enumerate(msgs) if m["role"] != "system"]
         if not body:
             out.append(flag(t, None, NAME, "error", "no messages besides the system prompt"))

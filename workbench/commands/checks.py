@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
         for f in flags[:200]:
             table.add_row(Text(visible(f"{f['source']}:{f['line']}")),
                           "" if f["message_index"] is None else str(f["message_index"]),
-                          f["check"], f["severity"], Text(visible(f["detail"])))
+                          Text(visible(f["check"])), Text(visible(f["severity"])),
+                          Text(visible(f["detail"])))
         console.print(table)
         console.print(Text(f"{result['traces']} traces, {result['assistant_turns']} assistant"
                            f" turns, {result['flags']} flags ({result['errors']} errors)"))

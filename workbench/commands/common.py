@@ -21,6 +21,7 @@ from sqlite_utils import Database
 
 from db.queries import TraceFilter
 from workbench.errors import InputError
+from workbench.safe_text import visible, visible_json
 
 UNBOUNDED_WIDTH = 100_000   # "no wrapping": reports written to a file or pipe
 
@@ -50,6 +51,7 @@ err_console = ReportConsole(stderr=True, highlight=False)
 @dataclass
 class State:
     db_path: Path
+    debug: bool = False      # `--debug`: failures show their traceback
     _db: Database | None = None
 
     def db(self) -> Database:
@@ -65,14 +67,43 @@ def state(ctx: typer.Context) -> State:
 
 
 def print_json(value: Any) -> None:
-    """Machine output: plain JSON on stdout, never through Rich (no markup, no wrapping)."""
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n")
+    """Machine output: plain JSON on stdout, never through Rich (no markup, no wrapping).
+    Control, bidi and zero-width characters inside strings are written as JSON escapes
+    (`\\u001b`, `\\u202e`): the JSON reads back exactly, and a terminal is not steered by it."""
+    sys.stdout.write(visible_json(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+                     + "\n")
 
 
 def fail(message: str, code: int = 1) -> None:
     # soft_wrap: FILE:LINE stays on one line, where editors and grep find it
-    err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    err_console.print(Text("error: ", style="bold red") + Text(visible(message)), soft_wrap=True)
     raise typer.Exit(code)
+
+
+def failure_message(e: BaseException, db_path: Path | None = None) -> str:
+    """An expected failure in one line a user can act on (no traceback)."""
+    import sqlite3
+
+    store = f" {db_path}" if db_path is not None else ""
+    if isinstance(e, sqlite3.OperationalError) and any(
+            w in str(e) for w in ("locked", "busy")):
+        return (f"the store{store} is busy: another process held its write lock for too long"
+                f" ({e}); try again when it is done")
+    if isinstance(e, sqlite3.DatabaseError):
+        return f"the store{store} cannot be used: {e}"
+    if isinstance(e, RecursionError):
+        return ("input nested too deeply to process (RecursionError); data imported now is"
+                " limited to 100 levels of JSON")
+    if isinstance(e, MemoryError):
+        return "out of memory"
+    if isinstance(e, (InputError, ValueError, OSError)):
+        return str(e) or type(e).__name__
+    return f"{type(e).__name__}: {e} (an unexpected failure: --debug shows where it happened)"
+
+
+def report_failure(e: BaseException, db_path: Path | None = None) -> None:
+    """Print `error: ...` for `e` on stderr and exit 1."""
+    fail(failure_message(e, db_path))
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from db.queries import TraceFilter
 from workbench.commands.common import (console, print_json, selection_options, state,
                                        user_errors)
 from workbench.messages import MAX_MESSAGE_BYTES
-from workbench.safe_text import visible
+from workbench.safe_text import visible, visible_json
 
 
 def register(app: typer.Typer) -> None:
@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
         split: Optional[str] = typer.Option(None, help="train | test | unassigned (default:"
                                             " test for files named test*, else unassigned)"),
         task: Optional[Path] = typer.Option(None, help="job_description.json or task.txt"),
-        max_message_bytes: int = typer.Option(MAX_MESSAGE_BYTES, help="reject larger messages"),
+        max_message_bytes: int = typer.Option(MAX_MESSAGE_BYTES, help="reject larger messages;"
+                                              " a line (one trace) may be 16 times as long"),
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     ) -> None:
         """Import traces (OpenAI chat, TFT traces, question/answer JSONL) and task files.
@@ -49,8 +50,9 @@ def register(app: typer.Typer) -> None:
                 notes.append("tools: " + ", ".join(r.tools_added))
             if r.task_updated:
                 notes.append("task updated")
-            table.add_row(Text(visible(r.source)), r.format, r.split or "", str(r.lines), str(r.added),
-                          str(r.duplicates), Text("; ".join(notes)))
+            table.add_row(Text(visible(r.source)), r.format, Text(visible(r.split or "")),
+                          str(r.lines), str(r.added), str(r.duplicates),
+                          Text(visible("; ".join(notes))))
         console.print(table)
         s = store_stats(db)
         console.print(Text(f"store: {s['traces']} traces, {s['messages']} messages,"
@@ -83,7 +85,8 @@ def register(app: typer.Typer) -> None:
             result = export(state(ctx).db(), STDOUT if to_stdout else out, fmt, selection)
         if as_json:
             if to_stdout:
-                sys.stderr.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+                sys.stderr.write(visible_json(json.dumps(result, ensure_ascii=False, indent=2))
+                                 + "\n")
             else:
                 print_json(result)
             return
@@ -106,6 +109,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(key.replace("_", " "), str(s[key]))
         for group in ("by_split", "by_origin", "revisions", "flags"):
             for k, v in s[group].items():
-                table.add_row(Text(f"{group.replace('by_', '').replace('_', ' ')}: {k}"), str(v))
-        table.add_row("tools called", Text(", ".join(s["tools"])))
+                table.add_row(Text(visible(f"{group.replace('by_', '').replace('_', ' ')}: {k}")),
+                              str(v))
+        table.add_row("tools called", Text(visible(", ".join(s["tools"]))))
         console.print(table)

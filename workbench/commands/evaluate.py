@@ -17,20 +17,21 @@ from rich.text import Text
 from workbench.commands.common import (JobRequest, console, err_console, fail, job_options,
                                        print_json, state, user_errors)
 from workbench.commands.jobs import run_request
+from workbench.safe_text import visible
 
 METRIC_ROWS = ("staged_tool_call", "tool_call_equivalence", "function_match", "rouge_l",
                "llm_as_a_judge")
 
 
 def _short(text: str | None, n: int = 160) -> Text:
-    text = (text or "").replace("\n", "⏎")
+    text = visible((text or "").replace("\n", "⏎"))
     return Text(text if len(text) <= n else text[: n - 1] + "…")
 
 
 def print_report(rep: dict, out: Console = console) -> None:
     m = rep["metrics"]
     prev = (rep.get("previous") or {}).get("metrics") or {}
-    title = Text(f"run {rep['run_id']}: {m['n']} turns, model ") + Text(str(rep["model_ref"]))
+    title = Text(f"run {rep['run_id']}: {m['n']} turns, model ") + Text(visible(rep["model_ref"]))
     table = Table("metric", "mean", "change", title=title)
     for key in METRIC_ROWS:
         if key in m:
@@ -39,7 +40,7 @@ def print_report(rep: dict, out: Console = console) -> None:
     out.print(table)
     if rep.get("previous"):
         out.print(Text(f"change against run {rep['previous']['run_id']} (")
-                  + Text(str(rep["previous"]["model_ref"])) + Text(") on the same selection"))
+                  + Text(visible(rep["previous"]["model_ref"])) + Text(") on the same selection"))
     if m.get("prompt_tokens"):
         out.print(Text(f"prompt tokens {m['prompt_tokens']}, evaluated {m['evaluated_tokens']}"
                        f" (KV cache reused {m['cached_tokens']}), generated"
@@ -49,9 +50,9 @@ def print_report(rep: dict, out: Console = console) -> None:
     cols = sorted({p for row in conf.values() for p in row})
     ct = Table("reference \\ predicted", title="function confusion")
     for c in cols:
-        ct.add_column(Text(c))
+        ct.add_column(Text(visible(c)))
     for ref, row in conf.items():
-        ct.add_row(Text(ref), *[str(row.get(c, "")) for c in cols])
+        ct.add_row(Text(visible(ref)), *[str(row.get(c, "")) for c in cols])
     out.print(ct)
     wt = Table("trace", "turn", "staged", "rouge", "judge", "reference", "prediction",
                title="worst turns")
@@ -68,19 +69,20 @@ def print_turn(ref: str | None, completion: Any, staged: float | None,
     if completion.calls:
         for c in completion.calls:
             out.print(Text("  call ", style="bold cyan")
-                      + Text(f"{c['name']}({json.dumps(c['arguments'], ensure_ascii=False)})"))
+                      + Text(visible(f"{c['name']}("
+                                     f"{json.dumps(c['arguments'], ensure_ascii=False)})")))
     elif completion.malformed:
-        out.print(Text("  malformed tool call: ", style="bold red") + Text(completion.text))
+        out.print(Text("  malformed tool call: ", style="bold red") + Text(visible(completion.text)))
     if completion.error:
-        out.print(Text("  error: ", style="bold red") + Text(completion.error))
+        out.print(Text("  error: ", style="bold red") + Text(visible(completion.error)))
     if ref is not None:
-        out.print(Text("  reference ", style="bold green") + Text(ref))
+        out.print(Text("  reference ", style="bold green") + Text(visible(ref)))
         out.print(Text(f"  staged score {staged:.2f}", style="bold"))
 
 
 def _stream_printer(out: Console):
     def on_token(piece: str) -> None:
-        out.print(Text(piece), end="", soft_wrap=True)
+        out.print(Text(visible(piece)), end="", soft_wrap=True)
     return on_token
 
 
@@ -144,7 +146,7 @@ def register(app: typer.Typer) -> None:
                 model = resolve_model(db, model).path
             backend = open_backend(model, endpoint, n_ctx=n_ctx, n_threads=threads)
         if getattr(backend, "template_note", None):
-            err_console.print(Text(backend.template_note))
+            err_console.print(Text(visible(backend.template_note)))
         session = ChatSession(backend, tools=tools, system=system, max_tokens=max_tokens)
         try:
             if trace_msgs is not None:
@@ -173,7 +175,7 @@ def replay_trace(session: Any, messages: list[dict], out: Console = console) -> 
             print_turn(ref, done, score, out)
         else:
             label = {"tool": "tool result", "user": "user", "system": "system"}[m["role"]]
-            out.print(Text(f"{label}> ", style="bold") + Text(m["content"] or ""))
+            out.print(Text(f"{label}> ", style="bold") + Text(visible(m["content"] or "")))
         session.add_message(m)
     if scores:
         out.print(Text(f"mean staged score {sum(scores) / len(scores):.3f} over {len(scores)}"

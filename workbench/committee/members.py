@@ -162,14 +162,14 @@ class Member:
         else:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "answer", "schema": schema}}
-        resp = await self._client.chat.completions.create(**kwargs)
+        raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
         try:
-            choice = resp.choices[0]
-            message = choice.message
-        except (AttributeError, IndexError, TypeError, KeyError):
-            head = visible(str(resp)[:200])
-            return Answer(raw=str(resp)[:2000], abstain_reason="the endpoint returned an invalid"
-                          f" reply: {head}")
+            resp = raw.parse()
+            message = resp.choices[0].message
+        except (AttributeError, IndexError, TypeError, KeyError, ValueError):
+            text = raw.http_response.text
+            return Answer(raw=text[:2000], abstain_reason="the endpoint returned an invalid"
+                          f" reply: {visible(text[:200])}")
         usage = getattr(resp, "usage", None)
         answer = Answer(raw="", tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
                         tokens_out=getattr(usage, "completion_tokens", 0) or 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from rich.text import Text
@@ -13,6 +12,7 @@ from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from widgets.tool_call_editor import ToolCallEditor
+from workbench.safe_text import dumps_visible, visible
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -101,8 +101,8 @@ class PickCallScreen(ModalScreen[int | None]):
         for n, c in enumerate(self.calls):
             fn = c["function"]
             args = fn["arguments"]
-            shown = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
-            label = Text(f"{n + 1}. {fn['name']} ")   # untrusted text: never markup
+            shown = visible(args) if isinstance(args, str) else dumps_visible(args)
+            label = Text(f"{n + 1}. {visible(fn['name'])} ")   # untrusted text: never markup
             label.append(shown[:200], style="dim")
             options.append(Option(label, id=f"call-{n}"))
         picker = OptionList(*options, id="calls")

@@ -18,7 +18,7 @@ from textual.widgets import Footer, Header, Static
 from db import browse, revisions
 from db.traces import get_trace, original_messages
 from widgets.conversation import ConversationView, TurnView
-from widgets.render import diff_text, flag_details, history_text
+from widgets.render import diff_text, flag_details, history_text, plain
 from workbench import decisions
 from workbench.conversation_view import conversation
 from workbench.screens.common import edit_turn_calls
@@ -91,7 +91,7 @@ class DetailScreen(Screen):
     async def on_trace_loaded(self, event: TraceLoaded) -> None:
         self.view = v = event.view
         t = v["trace"]
-        head = Text.assemble((f"trace {t['id']} ", "bold"), t["source"], f":{t['line']}  ",
+        head = Text.assemble((f"trace {t['id']} ", "bold"), plain(t["source"]), f":{t['line']}  ",
                              f"{t['split']}/{t['origin']}  {t['n_assistant']} turns",
                              ("  EXCLUDED" if t["excluded"] else "", "bold red"))
         if -1 in v["flags"]:

@@ -18,7 +18,7 @@ from textual.widgets import Footer, Header, ProgressBar, Static
 from db import browse
 from db.queries import TraceFilter
 from db.traces import original_messages
-from widgets.render import calls_text, content_text, flag_details
+from widgets.render import calls_text, content_text, flag_details, plain
 from workbench import decisions
 from workbench.conversation_view import conversation
 from workbench.screens.common import edit_turn_calls
@@ -147,11 +147,11 @@ class ReviewScreen(Screen):
         await box.remove_children()
         cards = []
         for n, r in enumerate(it["candidates"][:9], 1):
-            head = Text.assemble((f"[{n}] ", "bold"), (f"{r['author_kind']}:", "dim"),
-                                 r["author_name"])
+            head = Text.assemble((f"[{n}] ", "bold"), plain(f"{r['author_kind']}:", "dim"),
+                                 plain(r["author_name"]))
             body = [head]
             if r.get("reason"):
-                body.append(Text.assemble(("reason: ", "dim"), r["reason"]))
+                body.append(Text.assemble(("reason: ", "dim"), plain(r["reason"])))
             body.append(calls_text(r["tool_calls"], r["content"]))
             cards.append(Static(Group(*body), classes="candidate"))
         if not cards:

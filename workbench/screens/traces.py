@@ -16,6 +16,7 @@ from db import browse
 from db.queries import TraceFilter
 from widgets.trace_table import TraceTable
 from workbench import decisions
+from workbench.safe_text import visible
 from workbench.screens.common import ConfirmScreen
 from workbench.screens.messages import (CountLoaded, DecisionMade, FilterRestored, PageLoaded,
                                          RowsRefreshed)
@@ -146,10 +147,11 @@ class TracesScreen(Screen):
         self.reload(save=False)
 
     def _set_choices(self, choices: dict) -> None:
-        self.query_one("#f-tool", Select).set_options([(Text(t), t) for t in choices["tools"]])
+        self.query_one("#f-tool", Select).set_options([(Text(visible(t)), t)
+                                                       for t in choices["tools"]])
         self.query_one("#f-check", Select).set_options(
             [(Text("any error flag"), ANY_ERROR), (Text("no error flag"), NO_ERROR)]
-            + [(Text(c), c) for c in choices["checks"]])
+            + [(Text(visible(c)), c) for c in choices["checks"]])
 
     def _restore(self, flt: TraceFilter) -> None:
         self.filter = flt  # set first: the change events the widgets send then match it
