@@ -113,18 +113,21 @@ def undo(db: Database, trace_id: int, message_idx: int, *, author_kind: str,
     """Supersede the current revision with the label before it (the original if none).
 
     Returns the new revision's id, or None when the turn has no accepted revision to undo.
+    The history is read inside the write transaction (BEGIN IMMEDIATE): two processes undoing the
+    same turn at once then undo one after the other, never both the same revision.
     """
-    accepted = [r for r in history(db, trace_id, message_idx) if r["status"] == "accepted"]
-    if not accepted:
-        return None
-    last = accepted[-1]
-    if len(accepted) > 1:
-        prev = accepted[-2]
-        content, calls = prev["content"], prev["tool_calls"]
-    else:
-        orig = original_messages(db, trace_id)[message_idx]
-        content, calls = orig["content"], orig["tool_calls"]
-    return add_revision(db, trace_id, message_idx, tool_calls=calls, content=content,
-                        author_kind=author_kind, author_name=author_name,
-                        reason=f"undo revision {last['id']}", supersedes=last["id"],
-                        evidence={"undone": last["id"]})
+    with write_tx(db):
+        accepted = [r for r in history(db, trace_id, message_idx) if r["status"] == "accepted"]
+        if not accepted:
+            return None
+        last = accepted[-1]
+        if len(accepted) > 1:
+            prev = accepted[-2]
+            content, calls = prev["content"], prev["tool_calls"]
+        else:
+            orig = original_messages(db, trace_id)[message_idx]
+            content, calls = orig["content"], orig["tool_calls"]
+        return add_revision(db, trace_id, message_idx, tool_calls=calls, content=content,
+                            author_kind=author_kind, author_name=author_name,
+                            reason=f"undo revision {last['id']}", supersedes=last["id"],
+                            evidence={"undone": last["id"]})
