@@ -299,3 +299,12 @@ def m003_jobs_runtime(db: Database) -> None:
                " k.kind = job_units.kind AND k.key = job_units.key) WHERE (kind, key) IN"
                " (SELECT kind, key FROM m003_keep_units)")
     db.execute("DROP TABLE m003_keep_units")
+
+
+@MIGRATIONS()
+def m004_eval_run_status(db: Database) -> None:
+    """An evaluation run ends `succeeded` or `failed` (most turns got no reply): a failed run is
+    never compared or listed as a model's score. NULL: not finished (resumable)."""
+    db.execute("ALTER TABLE eval_runs ADD COLUMN status TEXT"
+               " CHECK (status IN ('succeeded', 'failed'))")
+    db.execute("UPDATE eval_runs SET status = 'succeeded' WHERE metrics IS NOT NULL")

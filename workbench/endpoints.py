@@ -5,16 +5,27 @@
     model = "smollm2"
     api_key_env = "OPENAI_API_KEY"   # the NAME of the variable holding the key, never the key
 
-Keys come from the environment only: they are never written to the store, logs or exports.
+Keys come from the environment only: they are never written to the store, logs or exports,
+and a URL holding credentials (`user:pass@`, `?api-key=`) is refused for the same reason.
+Replies are awaited `timeout` seconds (default 60, what a local server needs for one turn) and
+a failed request is retried `retries` times (default 1): a dead server costs two minutes per
+turn at most, not six.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from urllib.parse import parse_qsl, urlsplit
 
 from workbench.config import config_path, read_config_file
 from workbench.errors import InputError
+from workbench.redaction import remember
+
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_RETRIES = 1
+# query parameters that carry credentials (Azure's api-key, signed URLs, tokens)
+_SECRET_PARAM = ("key", "token", "secret", "password", "passwd", "auth", "sig", "credential")
 
 
 @dataclass(frozen=True)
@@ -25,7 +36,16 @@ class Endpoint:
     api_key_env: str | None = None
     temperature: float = 0.0
     max_tokens: int = 512
-    timeout: float = 120.0
+    timeout: float = DEFAULT_TIMEOUT_S
+    retries: int = DEFAULT_RETRIES
+
+    def with_timeout(self, timeout: float | None) -> Endpoint:
+        """This endpoint with another reply timeout (`--timeout`); None keeps its own."""
+        if timeout is None:
+            return self
+        if timeout <= 0:
+            raise InputError(f"--timeout must be a positive number of seconds, not {timeout}")
+        return replace(self, timeout=float(timeout))
 
     def api_key(self) -> str:
         """The key from the environment ("none" for servers that need none, like llama.cpp)."""
@@ -34,6 +54,7 @@ class Endpoint:
             if not key:
                 raise InputError(f"endpoint {self.name!r} needs the environment variable"
                                  f" {self.api_key_env}")
+            remember(key)  # error text that echoes it is redacted (workbench.redaction)
             return key
         return "none"
 
@@ -41,7 +62,7 @@ class Endpoint:
         from openai import OpenAI
 
         return OpenAI(base_url=self.base_url, api_key=self.api_key(), timeout=self.timeout,
-                      max_retries=2)
+                      max_retries=self.retries)
 
     def public(self) -> dict:
         """What may be stored or shown: everything but the key."""
@@ -59,8 +80,11 @@ def endpoints(config: dict | None = None) -> dict[str, Endpoint]:
             raise InputError("put the key in an environment variable and name it in api_key_env;"
                              " keys are never read from files", path=str(config_path()),
                              field=f"endpoints.{name}.api_key")
-        known = {k: spec[k] for k in ("api_key_env", "temperature", "max_tokens", "timeout")
-                 if k in spec}
+        known = {k: spec[k] for k in ("api_key_env", "temperature", "max_tokens", "timeout",
+                                      "retries") if k in spec}
+        if url_credentials(str(spec["base_url"])):
+            raise InputError(f"holds {url_credentials(str(spec['base_url']))}: {_USE_KEY_ENV}",
+                             path=str(config_path()), field=f"endpoints.{name}.base_url")
         out[name] = Endpoint(name=name, base_url=spec["base_url"], model=spec["model"], **known)
     return out
 
@@ -68,6 +92,7 @@ def endpoints(config: dict | None = None) -> dict[str, Endpoint]:
 def get_endpoint(name: str, config: dict | None = None) -> Endpoint:
     """An endpoint by name; `URL#MODEL` also works for a one-off endpoint without a config."""
     if "://" in name:
+        check_url(name)
         url, _, model = name.partition("#")
         return Endpoint(name=name, base_url=url, model=model or "default")
     found = endpoints(config)
@@ -75,3 +100,29 @@ def get_endpoint(name: str, config: dict | None = None) -> Endpoint:
         raise InputError(f"unknown endpoint {name!r}; configured: {', '.join(found) or 'none'}"
                          f" (see {config_path()})")
     return found[name]
+
+
+_USE_KEY_ENV = ("credentials in a URL would be stored with the run and the job; put the key in"
+                " an environment variable and name it in a configured endpoint's api_key_env"
+                " (see README, Endpoints and models)")
+
+
+def url_credentials(url: str) -> str | None:
+    """What credentials `url` holds (user/password, a key-like query parameter), or None."""
+    try:
+        parts = urlsplit(url.partition("#")[0])
+    except ValueError:
+        return None
+    if parts.username is not None or parts.password is not None:
+        return "a user name or password (user:pass@)"
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if any(word in name.lower() for word in _SECRET_PARAM):
+            return f"a credential parameter ({name}=)"
+    return None
+
+
+def check_url(url: str) -> None:
+    """Refuse a one-off endpoint URL with credentials; the message never repeats the URL."""
+    found = url_credentials(url)
+    if found:
+        raise InputError(f"the endpoint URL holds {found}: {_USE_KEY_ENV}")

@@ -49,8 +49,11 @@ def print_json(value: Any) -> None:
 
 
 def fail(message: str, code: int = 1) -> None:
+    """`error: MESSAGE` on stderr, keys redacted, and exit `code`."""
+    from workbench.redaction import redact
+
     # soft_wrap: FILE:LINE stays on one line, where editors and grep find it
-    err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    err_console.print(Text("error: ", style="bold red") + Text(redact(message)), soft_wrap=True)
     raise typer.Exit(code)
 
 
