@@ -108,11 +108,12 @@ def prepare_selection(db: Database, sel: Selection) -> dict | None:
     the test split."""
     if sel.file is None:
         return None
-    from db.tx import write_tx
     from workbench.importing import import_files, report_dict
 
-    with write_tx(db):
-        (report,) = import_files(db, [sel.file], split="test")
+    moved: list[int] = []
+
+    def no_leak(db: Database, _reports: list) -> None:
+        """Inside the import's completing transaction: refusing here imports nothing."""
         overlap = db.execute(
             "SELECT DISTINCT s.line, t.id, t.split FROM trace_sources s JOIN traces t"
             " ON t.id = s.trace_id WHERE s.path = ? AND t.split != 'test' ORDER BY s.line",
@@ -125,20 +126,21 @@ def prepare_selection(db: Database, sel: Selection) -> dict | None:
                 f"{sel.file}: {len(overlap)} test traces are already stored in another split"
                 f" and would be trained on (a leak): {shown}{more}. Nothing was evaluated or"
                 " imported; pass --move-to-test to move them to the test split")
-        out = report_dict(report)
-        out["moved_to_test"] = sorted({tid for _, tid, _ in overlap})
-        if overlap:
-            ids = out["moved_to_test"]
-            db.execute(f"UPDATE traces SET split = 'test' WHERE id IN ({','.join('?' * len(ids))})",
-                       ids)
-    return out
+        moved.extend(sorted({tid for _, tid, _ in overlap}))
+        if moved:
+            db.execute(f"UPDATE traces SET split = 'test' WHERE id IN"
+                       f" ({','.join('?' * len(moved))})", moved)
+
+    (report,) = import_files(db, [sel.file], split="test", before_complete=no_leak)
+    return {**report_dict(report), "moved_to_test": moved}
 
 
 def trace_ids(db: Database, sel: Selection) -> list[int]:
     where, params = sel.filter.where()
     sql = f"SELECT id FROM traces WHERE {where}"
     if sel.file is not None:
-        sql += " AND id IN (SELECT trace_id FROM trace_sources WHERE path = ?)"
+        sql += (" AND id IN (SELECT trace_id FROM trace_sources WHERE path = ? AND import_id"
+                " NOT IN (SELECT id FROM imports WHERE status = 'pending'))")
         params = [*params, sel.file]
     sql += " ORDER BY id"
     if sel.limit is not None:
