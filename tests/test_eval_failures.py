@@ -129,6 +129,19 @@ def test_a_key_echoed_by_the_server_reaches_no_file_and_no_output(db_path, tiny_
             assert KEY.encode() not in f.read_bytes(), f
 
 
+def test_chat_shows_an_echoed_key_redacted_in_one_line(db_path, tiny_file, tmp_path, echo_401):
+    config = tmp_path / "config.toml"
+    config.write_text(f'[endpoints.model]\nbase_url = "{echo_401.url}"\nmodel = "m"\n'
+                      'api_key_env = "WB_ECHO_KEY"\n')
+    import_files(open_db(db_path), [tiny_file])
+    r = _cli(db_path, "chat", "--endpoint", "model", "--replay", "1",
+             env={"WORKBENCH_CONFIG": str(config), "WB_ECHO_KEY": KEY})
+    assert r.returncode == 1
+    assert "error: the model call failed: AuthenticationError" in r.stderr
+    assert "[redacted]" in r.stderr and "Traceback" not in r.stderr
+    assert KEY not in r.stdout + r.stderr
+
+
 # ------------------------------------------------------------------- 9: credentials in URLs
 
 @pytest.mark.parametrize("url", [

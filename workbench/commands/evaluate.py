@@ -171,6 +171,8 @@ def register(app: typer.Typer) -> None:
                 replay_trace(session, trace_msgs)
             else:
                 repl(session)
+        except Exception as e:  # noqa: BLE001 - one line (keys redacted), never a traceback
+            fail(f"the model call failed: {type(e).__name__}: {e}")
         finally:
             backend.close()
 
