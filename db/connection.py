@@ -31,7 +31,9 @@ def open_db(path: str | Path, *, migrate: bool = True) -> sqlite_utils.Database:
     db = sqlite_utils.Database(conn)
     if migrate:
         MIGRATIONS.apply(db)
+        from db.imports import discard_dead_imports
         from db.jobs import mark_dead_jobs
 
         mark_dead_jobs(db)  # a job whose worker died is interrupted, never left running
+        discard_dead_imports(db)  # a killed import's hidden rows are deleted
     return db

@@ -38,32 +38,39 @@ def add_results(db: Database, run_id: int, rows: list[dict]) -> None:
              for r in rows])
 
 
-def finish_run(db: Database, run_id: int, metrics: dict) -> None:
+def finish_run(db: Database, run_id: int, metrics: dict, status: str = "succeeded") -> None:
+    """Store a run's metrics; `failed` (most turns got no reply) keeps it out of comparisons."""
+    if status not in ("succeeded", "failed"):
+        raise ValueError(f"a run ends 'succeeded' or 'failed', not {status!r}")
     with write_tx(db):
-        db.execute("UPDATE eval_runs SET metrics = ? WHERE id = ?",
-                   [json.dumps(metrics, ensure_ascii=False), run_id])
+        db.execute("UPDATE eval_runs SET metrics = ?, status = ? WHERE id = ?",
+                   [json.dumps(metrics, ensure_ascii=False), status, run_id])
+
+
+_RESUMABLE = "(metrics IS NULL OR status = 'failed')"
 
 
 def unfinished_run(db: Database, model_ref: str, test_selection: Any,
                    judge: str | None) -> dict | None:
-    """The newest run of this model on this test selection (same judge) that never finished:
-    the one a resumed evaluation continues."""
+    """The newest run of this model on this test selection (same judge) that never finished
+    or failed: the one a resumed evaluation continues."""
     return _run_row(db.execute(
-        "SELECT * FROM eval_runs WHERE metrics IS NULL AND model_ref = ? AND test_selection = ?"
+        f"SELECT * FROM eval_runs WHERE {_RESUMABLE} AND model_ref = ? AND test_selection = ?"
         " AND judge IS ? ORDER BY id DESC LIMIT 1",
         [model_ref, json.dumps(test_selection, ensure_ascii=False), judge]))
 
 
 def run_of_job(db: Database, job_id: int) -> dict | None:
-    """The unfinished run a job started (what resuming that job continues)."""
-    return _run_row(db.execute("SELECT * FROM eval_runs WHERE job_id = ? AND metrics IS NULL"
+    """The unfinished or failed run a job started (what resuming that job continues)."""
+    return _run_row(db.execute(f"SELECT * FROM eval_runs WHERE job_id = ? AND {_RESUMABLE}"
                                " ORDER BY id DESC LIMIT 1", [job_id]))
 
 
 def done_turns(db: Database, run_id: int) -> set[tuple[int, int]]:
-    """Turns already evaluated in this run (a resumed run skips them)."""
-    return set(db.execute("SELECT trace_id, message_idx FROM eval_results WHERE run_id = ?",
-                          [run_id]).fetchall())
+    """Turns already answered in this run (a resumed run skips them; turns that got no reply
+    are asked again)."""
+    return set(db.execute("SELECT trace_id, message_idx FROM eval_results WHERE run_id = ?"
+                          " AND json_extract(details, '$.error') IS NULL", [run_id]).fetchall())
 
 
 def results(db: Database, run_id: int) -> list[dict]:
@@ -86,21 +93,26 @@ def get_run(db: Database, run_id: int) -> dict | None:
 
 
 def previous_run(db: Database, run_id: int) -> dict | None:
-    """The newest finished run before `run_id` on the same test selection (any model)."""
+    """The newest succeeded run before `run_id` on the same test selection (any model); a
+    failed run is never the baseline of a comparison."""
     return _run_row(db.execute(
-        "SELECT * FROM eval_runs WHERE id < ? AND metrics IS NOT NULL AND test_selection ="
+        "SELECT * FROM eval_runs WHERE id < ? AND status = 'succeeded' AND test_selection ="
         " (SELECT test_selection FROM eval_runs WHERE id = ?) ORDER BY id DESC LIMIT 1",
         [run_id, run_id]))
 
 
 def runs_of_models(db: Database) -> dict[int, list[dict]]:
-    """Each registered model's evaluation runs (id, time, staged score), oldest first."""
+    """Each registered model's evaluation runs (id, time, status, staged score), oldest first.
+    A failed run has no score: its turns mostly got no reply, so it says nothing of the model."""
     out: dict[int, list[dict]] = {}
-    for run_id, model_id, created, metrics in db.execute(
-            "SELECT id, model_id, created_at, metrics FROM eval_runs WHERE model_id IS NOT NULL"
-            " ORDER BY id"):
+    for run_id, model_id, created, metrics, status in db.execute(
+            "SELECT id, model_id, created_at, metrics, status FROM eval_runs"
+            " WHERE model_id IS NOT NULL ORDER BY id"):
         m = json.loads(metrics) if metrics else {}
-        out.setdefault(model_id, []).append({"id": run_id, "created_at": created,
-                                             "finished": bool(metrics),
-                                             "staged_tool_call": m.get("staged_tool_call")})
+        ok = status == "succeeded"
+        out.setdefault(model_id, []).append({
+            "id": run_id, "created_at": created, "finished": bool(metrics),
+            "status": status or "unfinished",
+            "staged_tool_call": m.get("staged_tool_call") if ok else None,
+            "errors": m.get("errors"), "turns": m.get("turns", m.get("n"))})
     return out

@@ -370,3 +370,31 @@ def m005_exclusion_decisions(db: Database) -> None:
         CREATE INDEX exclusion_decisions_action ON exclusion_decisions(action);
         """
     )
+
+
+@MIGRATIONS()
+def m006_eval_run_status(db: Database) -> None:
+    """An evaluation run ends `succeeded` or `failed` (most turns got no reply): a failed run is
+    never compared or listed as a model's score. NULL: not finished (resumable)."""
+    db.execute("ALTER TABLE eval_runs ADD COLUMN status TEXT"
+               " CHECK (status IN ('succeeded', 'failed'))")
+    db.execute("UPDATE eval_runs SET status = 'succeeded' WHERE metrics IS NOT NULL")
+
+
+@MIGRATIONS()
+def m007_pending_imports(db: Database) -> None:
+    """Imports commit in batches under a `pending` imports row whose traces no query shows
+    until it is `complete` (db.imports); pid, host and heartbeat tell a killed import, whose
+    rows are then deleted by trace (import_id) and search row (c1 = trace id)."""
+    _execute_script(
+        db,
+        """
+        ALTER TABLE imports ADD COLUMN status TEXT NOT NULL DEFAULT 'complete';
+        ALTER TABLE imports ADD COLUMN pid INTEGER;
+        ALTER TABLE imports ADD COLUMN host TEXT;
+        ALTER TABLE imports ADD COLUMN heartbeat_at TEXT;
+        CREATE INDEX imports_status ON imports(status);
+        CREATE INDEX traces_import ON traces(import_id);
+        CREATE INDEX search_content_c1 ON search_content(c1);
+        """
+    )

@@ -9,6 +9,11 @@ LABEL_STATUSES = ("original", "revised", "proposed")
 SPLITS = ("train", "test", "unassigned")
 ORIGINS = ("imported", "synthetic")
 
+# Traces of an import still running (or killed) are hidden from every query until the import
+# is marked complete (db.imports): a big import commits in batches, yet readers see all or none.
+VISIBLE_SQL = ("coalesce(traces.import_id, 0) NOT IN"
+               " (SELECT id FROM imports WHERE status = 'pending')")
+
 # Excluded from training: the analyst's decision when there is one, else a trace-level error.
 # Checks never write the decision, so re-running them cannot undo what the analyst chose.
 EXCLUDED_SQL = ("coalesce(traces.excluded, traces.id IN (SELECT trace_id FROM flags"
@@ -65,7 +70,7 @@ class TraceFilter:
                 " ORDER BY traces.id LIMIT ?)"), [*params, self.limit]
 
     def _where(self) -> tuple[str, list]:
-        conds: list[str] = []
+        conds: list[str] = [VISIBLE_SQL]
         params: list = []
         if self.trace_ids is not None:
             ids = [int(i) for i in self.trace_ids]

@@ -127,20 +127,23 @@ def undo(db: Database, trace_id: int, message_idx: int, *, author_kind: str,
     """Go back one step: supersede the label in effect with the one before it (the original if
     none). Undoing again goes back further, never forward (an undo is no step of its own).
 
-    Returns the new revision's id, or None when the turn has nothing left to undo.
+    Returns the new revision's id, or None when the turn has nothing left to undo. The history
+    is read inside the write transaction (BEGIN IMMEDIATE): two processes undoing the same turn
+    at once then undo one after the other, never both the same revision.
     """
-    accepted = [r for r in history(db, trace_id, message_idx) if r["status"] == "accepted"]
-    stack = _label_stack(accepted)
-    if not stack:
-        return None
-    last = stack[-1]
-    if len(stack) > 1:
-        prev = stack[-2]
-        content, calls = prev["content"], prev["tool_calls"]
-    else:
-        orig = original_messages(db, trace_id)[message_idx]
-        content, calls = orig["content"], orig["tool_calls"]
-    return add_revision(db, trace_id, message_idx, tool_calls=calls, content=content,
-                        author_kind=author_kind, author_name=author_name,
-                        reason=f"undo revision {last['id']}", supersedes=last["id"],
-                        evidence={"undone": last["id"]})
+    with write_tx(db):
+        accepted = [r for r in history(db, trace_id, message_idx) if r["status"] == "accepted"]
+        stack = _label_stack(accepted)
+        if not stack:
+            return None
+        last = stack[-1]
+        if len(stack) > 1:
+            prev = stack[-2]
+            content, calls = prev["content"], prev["tool_calls"]
+        else:
+            orig = original_messages(db, trace_id)[message_idx]
+            content, calls = orig["content"], orig["tool_calls"]
+        return add_revision(db, trace_id, message_idx, tool_calls=calls, content=content,
+                            author_kind=author_kind, author_name=author_name,
+                            reason=f"undo revision {last['id']}", supersedes=last["id"],
+                            evidence={"undone": last["id"]})

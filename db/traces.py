@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from sqlite_utils import Database
 
-from db.queries import EXCLUDED_SQL
+from db.queries import EXCLUDED_SQL, VISIBLE_SQL
 from db.rows import dicts, first
-from db.tx import now
+from db.tx import now, write_tx
 
 BATCH = 500
 
@@ -53,15 +53,19 @@ class NewTrace:
 
 
 class TraceWriter:
-    """Buffered insertion of traces inside the caller's write transaction.
+    """Buffered insertion of traces, a short write transaction per batch (a savepoint inside
+    the caller's transaction, if any). The traces stay hidden while their import is pending
+    (db.imports); each batch also beats the import's heartbeat.
 
     A trace whose content hash is already stored is not stored again; only its new provenance
     (file and line) is recorded, so re-importing a file adds nothing.
     """
 
-    def __init__(self, db: Database, import_id: int) -> None:
+    def __init__(self, db: Database, import_id: int,
+                 beat: Callable[[Database], None] | None = None) -> None:
         self.db = db
         self.import_id = import_id
+        self.beat = beat
         self.next_id = (db.execute("SELECT coalesce(max(id), 0) FROM traces").fetchone()[0]) + 1
         self.pending_hashes: dict[str, int] = {}
         self.traces: list[tuple] = []
@@ -119,6 +123,12 @@ class TraceWriter:
             self.flush()
 
     def flush(self) -> None:
+        with write_tx(self.db):
+            self._write()
+            if self.beat is not None:
+                self.beat(self.db)
+
+    def _write(self) -> None:
         ex = self.db.conn.executemany
         ex("INSERT INTO traces (id, source, line, format, origin, split, content_hash, tools,"
            " n_messages, n_assistant, n_tool_calls, tools_used, import_id, created_at)"
@@ -163,8 +173,8 @@ def messages_for(db: Database, trace_ids: list[int]) -> dict[int, list[dict]]:
 
 def get_trace(db: Database, trace_id: int) -> dict | None:
     """A trace row; `excluded` is the effective exclusion, `excluded_decision` the analyst's."""
-    cur = db.execute(f"SELECT traces.*, {EXCLUDED_SQL} AS _effective FROM traces WHERE id = ?",
-                     [trace_id])
+    cur = db.execute(f"SELECT traces.*, {EXCLUDED_SQL} AS _effective FROM traces WHERE id = ?"
+                     f" AND {VISIBLE_SQL}", [trace_id])
     trace = first(cur, ("tools",))
     if trace is not None:
         trace["excluded_decision"] = trace["excluded"]
@@ -188,17 +198,22 @@ def iter_trace_rows(db: Database, where: str = "1", params: list | None = None,
 
 
 def stats(db: Database) -> dict:
+    """Counts over the visible traces (a running import's traces are not counted yet)."""
     one = lambda sql: db.execute(sql).fetchone()[0]  # noqa: E731
+    visible = f"FROM traces WHERE {VISIBLE_SQL}"
+    pending_calls = (f"(NOT EXISTS (SELECT 1 FROM imports WHERE status = 'pending') OR trace_id"
+                     f" IN (SELECT id {visible}))")
     return {
-        "traces": one("SELECT count(*) FROM traces"),
-        "messages": one("SELECT coalesce(sum(n_messages), 0) FROM traces"),
-        "assistant_turns": one("SELECT coalesce(sum(n_assistant), 0) FROM traces"),
-        "tool_calls": one("SELECT coalesce(sum(n_tool_calls), 0) FROM traces"),
-        "by_split": dict(db.execute("SELECT split, count(*) FROM traces GROUP BY split ORDER BY split")),
-        "by_origin": dict(db.execute("SELECT origin, count(*) FROM traces GROUP BY origin ORDER BY origin")),
+        "traces": one(f"SELECT count(*) {visible}"),
+        "messages": one(f"SELECT coalesce(sum(n_messages), 0) {visible}"),
+        "assistant_turns": one(f"SELECT coalesce(sum(n_assistant), 0) {visible}"),
+        "tool_calls": one(f"SELECT coalesce(sum(n_tool_calls), 0) {visible}"),
+        "by_split": dict(db.execute(f"SELECT split, count(*) {visible} GROUP BY split ORDER BY split")),
+        "by_origin": dict(db.execute(f"SELECT origin, count(*) {visible} GROUP BY origin ORDER BY origin")),
         "revisions": dict(db.execute("SELECT status, count(*) FROM revisions GROUP BY status ORDER BY status")),
         "flags": dict(db.execute("SELECT severity, count(*) FROM flags GROUP BY severity ORDER BY severity")),
-        "excluded": one(f"SELECT count(*) FROM traces WHERE {EXCLUDED_SQL}"),
+        "excluded": one(f"SELECT count(*) {visible} AND {EXCLUDED_SQL}"),
         "tools": [r[0] for r in db.execute(
-            "SELECT name FROM tool_calls GROUP BY name ORDER BY count(*) DESC, name")],
+            f"SELECT name FROM tool_calls WHERE {pending_calls}"
+            " GROUP BY name ORDER BY count(*) DESC, name")],
     }

@@ -187,14 +187,15 @@ def test_500_and_429_are_retried_and_a_failing_member_fails_only_its_turns(db, t
                 {"status": 500, "body": "oops"} if n == 2 else reply_with(GOOD))
 
     down = lambda body: {"status": 503, "body": "down"}  # noqa: E731
+    config = tmp_path / "config.toml"
+    monkeypatch.setenv("WORKBENCH_CONFIG", str(config))
     with ScriptedServer(flaky) as a, ScriptedServer(lambda b: reply_with(GOOD)) as b:
-        row = relabel(db, f"{a.url}#m", f"{b.url}#m")
+        config.write_text(f'[endpoints.flaky]\nbase_url = "{a.url}"\nmodel = "m"\nretries = 2\n')
+        row = relabel(db, "flaky", f"{b.url}#m")
         assert row["result"]["outcomes"]["revised"] == 3 and a.count == 9
         with ScriptedServer(down) as c:
-            config = tmp_path / "config.toml"
             config.write_text(f'[endpoints.down]\nbase_url = "{c.url}"\nmodel = "m"\n'
                               f'retries = 1\n')
-            monkeypatch.setenv("WORKBENCH_CONFIG", str(config))
             for t in (4, 5):
                 add_flag(db, t, first_assistant(db, t), "schema", "error", "planted")
             row = relabel(db, "down", f"{b.url}#m", selection={"trace_ids": [4, 5]})
@@ -246,8 +247,8 @@ def test_an_analysts_label_is_never_overwritten(db):
 def test_the_key_is_used_but_never_stored_logged_or_exported(db_path, tmp_path, monkeypatch):
     secret = "sk-committee-SENTINEL-987654321"
 
-    def echo_401(body):
-        return {"status": 401, "body": json.dumps({"error": {"message": "bad key"}})}
+    def echo_401(body):   # a server that echoes the key in its error
+        return {"status": 401, "body": json.dumps({"error": {"message": f"bad key {secret}"}})}
 
     with ScriptedServer(lambda b: reply_with(GOOD)) as a, ScriptedServer(echo_401) as b:
         config = tmp_path / "config.toml"

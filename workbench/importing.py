@@ -1,4 +1,11 @@
-"""Importing files into the store: all or nothing, streaming, idempotent."""
+"""Importing files into the store: all or nothing, streaming, idempotent.
+
+All or nothing without holding the store: traces are written in short batch transactions under
+`pending` imports rows that no query shows, and one last short transaction registers the task
+and tool schemas and marks the import complete (db.imports). The app's edits and other jobs
+write in between; a failed import deletes what it wrote, a killed one is deleted by the next
+process that opens the store.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +18,10 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from db import imports as pending
 from db.tasks import current_task, register_tools, update_task
 from db.traces import NewTrace, TraceWriter
-from db.tx import now, write_tx
+from db.tx import write_tx
 from workbench.errors import InputError
 from workbench.formats import (ORIGINS, SPLITS, TASK_FORMATS, detect_format, iter_records,
                                max_line_bytes, meta_choice, open_regular, read_task)
@@ -75,9 +83,15 @@ def _sha256(path: Path) -> str:
 def import_files(db: Database, paths: Iterable[str | Path], *, split: str | None = None,
                  task: str | Path | None = None, origin: str | None = None,
                  max_message_bytes: int = MAX_MESSAGE_BYTES,
-                 progress: Callable[[str, int], None] | None = None) -> list[FileReport]:
-    """Import trace and task files in ONE transaction: the first error leaves the store as it
-    was and raises InputError naming the file, line and field.
+                 progress: Callable[[str, int], None] | None = None,
+                 notify: Callable[[str], None] | None = None,
+                 before_complete: Callable[[Database, list[FileReport]], None] | None = None,
+                 ) -> list[FileReport]:
+    """Import trace and task files all or nothing: the first error leaves the store as it was
+    and raises InputError naming the file, line and field. Traces are written in short batch
+    transactions that no query shows until the import completes (see the module doc);
+    `notify` hears a line when the import must wait for another one; `before_complete` runs
+    inside the completing transaction (raising there discards the import).
 
     A line's `meta.split` / `meta.origin` (what our own export writes) is kept, so an exported
     test trace comes back as test; an explicit `split` / `origin` wins over it. Lines without
@@ -92,46 +106,72 @@ def import_files(db: Database, paths: Iterable[str | Path], *, split: str | None
     files = expand_paths(paths)
     if task is not None:
         files.insert(0, Path(task))
-    reports: list[FileReport] = []
-    with write_tx(db):
-        for path in files:
-            fmt = detect_format(path, max_line_bytes(max_message_bytes))
-            if task is not None and path == Path(task) and fmt not in TASK_FORMATS:
-                raise InputError("--task must be a job_description.json or task.txt file",
-                                 path=str(path))
+    plan: list[tuple[Path, str]] = []
+    for path in files:
+        fmt = detect_format(path, max_line_bytes(max_message_bytes))
+        if task is not None and path == Path(task) and fmt not in TASK_FORMATS:
+            raise InputError("--task must be a job_description.json or task.txt file",
+                             path=str(path))
+        plan.append((path, fmt))
+    trace_files = [(p, f) for p, f in plan if f not in TASK_FORMATS]
+    import_ids = pending.start_import(db, [
+        {"source": str(p), "path": os.path.abspath(p), "format": f,
+         "split": default_split(p, split), "sha256": _sha256(p)} for p, f in trace_files],
+        notify=notify)
+    ids = dict(zip((str(p) for p, _ in trace_files), import_ids))
+    try:
+        reports: list[FileReport] = []
+        deferred: list[Callable[[], None]] = []   # task and tool rows: at completion
+        for path, fmt in plan:
             if fmt in TASK_FORMATS:
-                reports.append(_import_task(db, path, fmt, max_line_bytes(max_message_bytes)))
+                reports.append(_read_task(db, path, fmt, deferred,
+                                          max_line_bytes(max_message_bytes)))
             else:
-                reports.append(_import_traces(db, path, fmt, split, origin,
-                                              max_message_bytes, progress))
+                reports.append(_import_traces(db, path, fmt, split, origin, max_message_bytes,
+                                              progress, ids[str(path)], import_ids, deferred))
+        with write_tx(db):
+            for apply in deferred:
+                apply()
+            if before_complete is not None:
+                before_complete(db, reports)
+            pending.complete_import(db, {ids[r.source]: (r.lines, r.added, r.duplicates)
+                                         for r in reports if r.source in ids
+                                         and r.format not in TASK_FORMATS})
+    except BaseException:
+        if not db.conn.in_transaction:   # inside a caller's transaction its rollback undoes it
+            pending.discard_import(db, import_ids)
+        raise
     return reports
 
 
-def _import_task(db: Database, path: Path, fmt: str, max_bytes: int) -> FileReport:
+def _read_task(db: Database, path: Path, fmt: str, deferred: list[Callable[[], None]],
+               max_bytes: int) -> FileReport:
+    """Read (and validate) a task file now; store it with the import's completion."""
     spec = read_task(path, fmt, max_bytes)
     report = FileReport(source=str(path), format=fmt)
-    description = spec.description
-    if fmt == "task-text" and (current_task(db) or {}).get("description"):
-        description = None  # the prose copy never overrides a job description's exact text
-    report.task_updated = update_task(db, source=str(path), description=description,
-                                      rubric=spec.rubric, mutation_topics=spec.mutation_topics)
-    if spec.tools:
-        report.tools_added = [f"{n} v{v}" for n, v, new in register_tools(db, spec.tools, str(path))
-                              if new]
+
+    def apply() -> None:
+        description = spec.description
+        if fmt == "task-text" and (current_task(db) or {}).get("description"):
+            description = None  # the prose copy never overrides a job description's exact text
+        report.task_updated = update_task(db, source=str(path), description=description,
+                                          rubric=spec.rubric,
+                                          mutation_topics=spec.mutation_topics)
+        if spec.tools:
+            report.tools_added = [f"{n} v{v}" for n, v, new in
+                                  register_tools(db, spec.tools, str(path)) if new]
+
+    deferred.append(apply)
     return report
 
 
 def _import_traces(db: Database, path: Path, fmt: str, split_opt: str | None,
                    origin_opt: str | None, max_bytes: int,
-                   progress: Callable[[str, int], None] | None) -> FileReport:
+                   progress: Callable[[str, int], None] | None, import_id: int,
+                   all_ids: list[int], deferred: list[Callable[[], None]]) -> FileReport:
     source, abspath = str(path), os.path.abspath(path)
     split = default_split(path, split_opt)
-    ts = now()
-    import_id = db.execute(
-        "INSERT INTO imports (source, path, format, split, sha256, lines, added, duplicates,"
-        " created_at) VALUES (?,?,?,?,?,0,0,0,?)",
-        [source, abspath, fmt, split, _sha256(path), ts]).lastrowid
-    writer = TraceWriter(db, import_id)
+    writer = TraceWriter(db, import_id, beat=lambda d: pending.heartbeat(d, all_ids))
     report = FileReport(source=source, format=fmt, split=split)
     seen_tools: set[str] = set()
     splits: Counter = Counter()
@@ -151,8 +191,8 @@ def _import_traces(db: Database, path: Path, fmt: str, split_opt: str | None,
             key = canonical_json(rec.tools)
             if key not in seen_tools:
                 seen_tools.add(key)
-                report.tools_added += [f"{n} v{v}" for n, v, new in
-                                       register_tools(db, rec.tools, source) if new]
+                deferred.append(lambda tools=rec.tools: report.tools_added.extend(
+                    f"{n} v{v}" for n, v, new in register_tools(db, tools, source) if new))
         writer.add(NewTrace(messages=rec.messages, tools=rec.tools,
                             content_hash=content_hash(rec.messages, rec.tools), source=source,
                             path=abspath, line=rec.line, format=fmt, split=rec_split,
@@ -164,8 +204,6 @@ def _import_traces(db: Database, path: Path, fmt: str, split_opt: str | None,
     report.splits = dict(sorted(splits.items()))
     if from_meta:
         report.split = "from meta: " + ", ".join(f"{k} {n}" for k, n in report.splits.items())
-    db.execute("UPDATE imports SET lines = ?, added = ?, duplicates = ? WHERE id = ?",
-               [report.lines, report.added, report.duplicates, import_id])
     return report
 
 

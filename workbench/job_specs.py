@@ -229,6 +229,9 @@ class TrainParams:
                        " out the trace) | train", choices=["mask", "drop", "train"])
     name: str | None = opt(None, "model name (default: output folder name)")
     resume: bool = opt(False, "continue from the last checkpoint in the output folder")
+    checkpointing: str = opt("auto", "recompute activations in the backward pass instead of"
+                             " keeping them: less memory, more compute (auto: on for CPU)",
+                             choices=["auto", "on", "off"])
 
     def config(self, job_id: int | None, resume: bool = False) -> Any:
         from workbench.training.trainer import TrainConfig
@@ -237,7 +240,8 @@ class TrainParams:
                            output=self.output or f"runs/job-{job_id}", epochs=self.epochs,
                            lr=self.lr, lora_r=self.lora_r, seqs_per_step=self.seqs_per_step,
                            max_steps=self.max_steps, save_steps=self.save_steps, gguf=self.gguf,
-                           name=self.name, resume=self.resume or resume)
+                           name=self.name, resume=self.resume or resume,
+                           checkpointing=self.checkpointing)
 
     def data(self, selection: TraceFilter) -> Any:
         from workbench.training.data import DataOptions
@@ -267,19 +271,32 @@ register(JobSpec("train", "Train a LoRA on the selected traces, merge it, export
 @dataclass
 class EvalParams:
     model: str | None = opt(None, "registered model (name or id) or GGUF file run in-process")
-    endpoint: str | None = opt(None, "configured endpoint name (or URL#MODEL)")
+    endpoint: str | None = opt(None, "configured endpoint name (or URL#MODEL, without"
+                               " credentials)")
     test: str | None = opt(None, "a trace file (imported into the test split first) or a"
                            " search query within the test split")
     judge: str | None = opt(None, "endpoint for llm_as_a_judge")
     max_tokens: int = opt(256, "tokens generated per turn at most")
     n_ctx: int = opt(8192, "llama.cpp context size")
     threads: int = opt(2, "llama.cpp threads")
+    timeout: float | None = opt(None, "seconds to wait for each reply of the endpoint and the"
+                                " judge (default: the endpoint's `timeout`, else 60; one retry)")
+    move_to_test: bool = opt(False, "traces of the --test file already stored in another split"
+                             " (a leak) move to the test split instead of refusing")
     resume: bool = opt(False, "continue the newest unfinished run of this model on this test"
                        " selection (after a cancel, a failure or a kill)")
 
     def validate(self) -> None:
+        from workbench.endpoints import check_url
+
         if (self.model is None) == (self.endpoint is None):
             raise ValueError("give exactly one of --model (a name, id or GGUF) or --endpoint")
+        for ref in (self.endpoint, self.judge):
+            if ref and "://" in ref:
+                check_url(ref)   # before the job row stores it
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"--timeout must be a positive number of seconds, not"
+                             f" {self.timeout}")
 
 
 def run_eval(ctx: JobContext, selection: TraceFilter, params: EvalParams) -> dict:
@@ -289,10 +306,10 @@ def run_eval(ctx: JobContext, selection: TraceFilter, params: EvalParams) -> dic
     from workbench.model_refs import resolve_model
 
     ref = resolve_model(ctx.db, params.model) if params.model else None
-    sel = selection_for(params.test, selection)
-    judge = get_endpoint(params.judge) if params.judge else None
+    sel = selection_for(params.test, selection, move_to_test=params.move_to_test)
+    judge = get_endpoint(params.judge).with_timeout(params.timeout) if params.judge else None
     backend = open_backend(ref.path if ref else None, params.endpoint, n_ctx=params.n_ctx,
-                           n_threads=params.threads)
+                           n_threads=params.threads, timeout=params.timeout)
     try:
         return evaluation_body(backend, sel, max_tokens=params.max_tokens, judge_endpoint=judge,
                                resume=params.resume or ctx.resume,

@@ -7,6 +7,8 @@ a model call. :func:`run_job` runs a body under a row and ends the row on every 
 
 * the body returns: ``succeeded`` with its result;
 * it raises: ``failed`` with the message (the traceback goes to the log);
+* every log line, progress message and error is redacted first (:mod:`workbench.redaction`):
+  a server that echoes the API key in an error body does not put it in the store or a log;
 * a cancel request (``workbench jobs cancel``, the app) or Ctrl-C: ``cancelled``;
 * SIGTERM / SIGHUP: ``interrupted`` (resumable); kill -9: the next process that opens the store
   sees the dead pid or the stale heartbeat and marks the row ``interrupted``.
@@ -35,6 +37,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 
 from db import jobs as store
+from workbench.redaction import redact
 
 T = TypeVar("T")
 Listener = Callable[[str, Any], None]
@@ -74,12 +77,14 @@ class JobContext:
 
     def progress(self, done: int, total: int | None = None, message: str | None = None) -> None:
         """Record progress, tell the listeners, and raise `Cancelled` if asked to stop."""
+        message = None if message is None else redact(message)
         store.progress(self.db, self.job_id, done, total, message)
         for fn in self.listeners:
             fn("progress", (done, total, message))
         self.check_cancel()
 
     def log(self, line: str) -> None:
+        line = redact(line)
         store.log(self.db, self.job_id, line)
         for fn in self.listeners:
             fn("log", line)
@@ -213,10 +218,10 @@ def run_job(db: Database, kind: str, fn: Callable[[JobContext], Any], params: An
             result = fn(ctx)
         except JobStopped as e:
             ctx.log(f"{e.status}: {e}")
-            store.finish_job(db, job_id, e.status, error=str(e) or None)
+            store.finish_job(db, job_id, e.status, error=redact(e) or None)
         except Exception as e:  # noqa: BLE001 - a job's failure is data, shown to the analyst
-            store.log(db, job_id, traceback.format_exc())
-            store.finish_job(db, job_id, "failed", error=f"{type(e).__name__}: {e}")
+            store.log(db, job_id, redact(traceback.format_exc()))
+            store.finish_job(db, job_id, "failed", error=redact(f"{type(e).__name__}: {e}"))
         else:
             if ctx.units_computed or ctx.units_reused:
                 ctx.log(f"units: {ctx.units_computed} computed, {ctx.units_reused} reused")

@@ -75,8 +75,12 @@ def print_json(value: Any) -> None:
 
 
 def fail(message: str, code: int = 1) -> None:
+    """`error: MESSAGE` on stderr, keys redacted, and exit `code`."""
+    from workbench.redaction import redact
+
     # soft_wrap: FILE:LINE stays on one line, where editors and grep find it
-    err_console.print(Text("error: ", style="bold red") + Text(visible(message)), soft_wrap=True)
+    err_console.print(Text("error: ", style="bold red") + Text(visible(redact(message))),
+                      soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -84,8 +88,10 @@ def failure_message(e: BaseException, db_path: Path | None = None) -> str:
     """An expected failure in one line a user can act on (no traceback)."""
     import sqlite3
 
+    from db.tx import StoreBusy
+
     store = f" {db_path}" if db_path is not None else ""
-    if isinstance(e, sqlite3.OperationalError) and any(
+    if isinstance(e, StoreBusy) or isinstance(e, sqlite3.OperationalError) and any(
             w in str(e) for w in ("locked", "busy")):
         return (f"the store{store} is busy: another process held its write lock for too long"
                 f" ({e}); try again when it is done")

@@ -11,8 +11,8 @@ from rich.text import Text
 
 from db.traces import stats as store_stats
 from db.queries import TraceFilter
-from workbench.commands.common import (console, print_json, selection_options, state,
-                                       user_errors)
+from workbench.commands.common import (console, err_console, print_json, selection_options,
+                                       state, user_errors)
 from workbench.messages import MAX_MESSAGE_BYTES
 from workbench.safe_text import visible, visible_json
 
@@ -31,15 +31,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Import traces (OpenAI chat, TFT traces, question/answer JSONL) and task files.
 
-        All files are imported in one transaction: any bad line aborts everything with
-        FILE:LINE and leaves the store unchanged. Traces already stored are not added again.
+        All or nothing: any bad line aborts everything with FILE:LINE and leaves the store
+        unchanged. Traces are committed in batches that nothing shows until the import is
+        complete, so the app and other jobs can write meanwhile. Traces already stored are not
+        added again.
         """
         from workbench.importing import import_files, report_dict
 
         db = state(ctx).db()
         with user_errors():
             reports = import_files(db, paths, split=split, task=task,
-                                   max_message_bytes=max_message_bytes)
+                                   max_message_bytes=max_message_bytes,
+                                   notify=lambda line: err_console.print(Text(line)))
         if as_json:
             print_json({"files": [report_dict(r) for r in reports], **store_stats(db)})
             return

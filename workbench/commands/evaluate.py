@@ -28,10 +28,24 @@ def _short(text: str | None, n: int = 160) -> Text:
     return Text(text if len(text) <= n else text[: n - 1] + "…")
 
 
+def print_errors(rep: dict, out: Console = console) -> None:
+    """Turns without a reply and turns the judge failed on, before any score."""
+    m = rep["metrics"]
+    if m.get("errors"):
+        out.print(Text(f"{m['errors']} of {m.get('turns', m['n'])} turns got no reply (not"
+                       " scored): ", style="bold red") + Text(visible(rep.get("error_summary"))))
+    if m.get("unjudged"):
+        out.print(Text(f"{m['unjudged']} turns unjudged (the judge failed; not in"
+                       " llm_as_a_judge): ", style="bold yellow")
+                  + Text(visible(rep.get("unjudged_summary"))))
+
+
 def print_report(rep: dict, out: Console = console) -> None:
     m = rep["metrics"]
+    print_errors(rep, out)
     prev = (rep.get("previous") or {}).get("metrics") or {}
-    title = Text(f"run {rep['run_id']}: {m['n']} turns, model ") + Text(visible(rep["model_ref"]))
+    title = Text(f"run {rep['run_id']}: {m['n']} turns scored, model ") + Text(
+        visible(rep["model_ref"]))
     table = Table("metric", "mean", "change", title=title)
     for key in METRIC_ROWS:
         if key in m:
@@ -118,6 +132,9 @@ def register(app: typer.Typer) -> None:
         max_tokens: int = typer.Option(256, help="tokens generated per reply at most"),
         n_ctx: int = typer.Option(8192, help="llama.cpp context size"),
         threads: int = typer.Option(2, help="llama.cpp threads"),
+        timeout: Optional[float] = typer.Option(None, "--timeout", help="seconds to wait for"
+                                                " each endpoint reply (default: the endpoint's"
+                                                " `timeout`, else 60; one retry)"),
         no_task: bool = typer.Option(False, "--no-task", help="no task system prompt / tools"),
     ) -> None:
         """Chat with a model (tools and task from the store), or replay a stored trace.
@@ -144,7 +161,8 @@ def register(app: typer.Typer) -> None:
                 from workbench.model_refs import resolve_model
 
                 model = resolve_model(db, model).path
-            backend = open_backend(model, endpoint, n_ctx=n_ctx, n_threads=threads)
+            backend = open_backend(model, endpoint, n_ctx=n_ctx, n_threads=threads,
+                                   timeout=timeout)
         if getattr(backend, "template_note", None):
             err_console.print(Text(visible(backend.template_note)))
         session = ChatSession(backend, tools=tools, system=system, max_tokens=max_tokens)
@@ -153,6 +171,8 @@ def register(app: typer.Typer) -> None:
                 replay_trace(session, trace_msgs)
             else:
                 repl(session)
+        except Exception as e:  # noqa: BLE001 - one line (keys redacted), never a traceback
+            fail(f"the model call failed: {type(e).__name__}: {e}")
         finally:
             backend.close()
 

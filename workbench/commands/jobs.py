@@ -242,8 +242,10 @@ def register(app: typer.Typer) -> None:
         for m in models:
             metrics = m["metrics"] or {}
             plan = (m["data_selection"] or {}).get("plan") or {}
-            evals = ", ".join(f"#{r['id']} {r['staged_tool_call']:.3f}"
-                              for r in m["eval_runs"] if r.get("staged_tool_call") is not None)
+            evals = ", ".join(
+                f"#{r['id']} {r['staged_tool_call']:.3f}" if r.get("staged_tool_call") is not None
+                else f"#{r['id']} failed ({r['errors']}/{r['turns']} turns without a reply)"
+                for r in m["eval_runs"] if r["status"] in ("succeeded", "failed"))
             table.add_row(str(m["id"]), Text(visible(m["name"])), m["kind"],
                           Text(visible(m["base_model"] or "")), str(plan.get("sequences", "")),
                           str(metrics.get("last_loss", "")), Text(evals),

@@ -20,6 +20,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from workbench.endpoints import Endpoint
+from workbench.redaction import redact
 from workbench.safe_text import visible
 from workbench.toolcalls import parse_tool_calls
 
@@ -65,7 +66,7 @@ def _describe(exc: BaseException) -> str:
     status = _status(exc)
     text = f"HTTP {status}" if status else type(exc).__name__
     msg = str(getattr(exc, "message", "") or exc)
-    return visible(f"{text}: {msg}"[:300])
+    return visible(redact(f"{text}: {msg}"))[:300]
 
 
 def tool_validators(tools: list[dict] | None) -> dict[str, Draft202012Validator]:
@@ -167,7 +168,7 @@ class Member:
             resp = raw.parse()
             message = resp.choices[0].message
         except (AttributeError, IndexError, TypeError, KeyError, ValueError):
-            text = raw.http_response.text
+            text = redact(raw.http_response.text)
             return Answer(raw=text[:2000], abstain_reason="the endpoint returned an invalid"
                           f" reply: {visible(text[:200])}")
         usage = getattr(resp, "usage", None)

@@ -42,6 +42,7 @@ from workbench.training.data import (
 from workbench.training.gguf import OUTTYPES, convert_to_gguf
 
 GGUF_CHOICES = (*OUTTYPES, "none")
+CHECKPOINTING = ("auto", "on", "off")
 
 
 class TrainingError(RuntimeError):
@@ -65,6 +66,8 @@ class TrainConfig:
     seed: int = 0
     name: str | None = None
     resume: bool = False
+    checkpointing: str = "auto"            # activation checkpointing: on | off | auto (on
+                                           # for CPU: memory, not FLOPs, limits a laptop)
     supervised_logits: bool = True         # logits only where there is loss (False: every
                                            # position, the library default; for the bench)
     extra_callbacks: list = field(default_factory=list, repr=False)
@@ -74,6 +77,15 @@ class TrainConfig:
             raise ValueError(f"--gguf must be one of {', '.join(GGUF_CHOICES)}")
         if self.lora_r < 1 or self.seqs_per_step < 1 or self.epochs <= 0 or self.lr <= 0:
             raise ValueError("lora_r, seqs_per_step, epochs and lr must be positive")
+        if self.checkpointing not in CHECKPOINTING:
+            raise ValueError(f"--checkpointing must be one of {', '.join(CHECKPOINTING)}")
+
+    def uses_checkpointing(self, hw: Hardware) -> bool:
+        """Recompute each layer's activations in the backward pass instead of keeping them: on a
+        CPU the saved activations of a long conversation (tens of MB per layer and thousand
+        tokens) are most of the memory; a GPU has the memory and wants the speed."""
+        return self.checkpointing == "on" or (self.checkpointing == "auto"
+                                              and hw.device == "cpu")
 
     def describe(self) -> dict:
         d = asdict(self)
@@ -232,15 +244,15 @@ def _progress_callback(ctx: Any) -> Any:
         def _tell(self, args, state, control, force: bool = False) -> None:
             """Report where training is: step, micro-batch, last loss, tokens/s, ETA."""
             now = time.perf_counter()
+            elapsed = now - self.t0
+            tokens = int(state.num_input_tokens_seen or 0) - self.tok0
+            self.tokens_per_s = tokens / elapsed if elapsed > 0 else 0.0
             if ctx is None or self.stopped is not None or (not force and now - self.told < 1.0):
                 return
             self.told = now
             accum = max(int(args.gradient_accumulation_steps), 1)
-            elapsed = now - self.t0
             done = (state.global_step - self.step0) * accum + self.micro
             left = (state.max_steps - state.global_step) * accum - self.micro
-            tokens = int(state.num_input_tokens_seen or 0) - self.tok0
-            self.tokens_per_s = tokens / elapsed if elapsed > 0 else 0.0
             eta = left * elapsed / done if done else None
             step = min(state.global_step + (self.micro > 0), state.max_steps)
             parts = [f"step {step}/{state.max_steps}"]
@@ -319,6 +331,8 @@ def build_trainer(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: 
         seed=cfg.seed,
         data_seed=cfg.seed,
         ddp_find_unused_parameters=False,
+        gradient_checkpointing=cfg.uses_checkpointing(hw),
+        gradient_checkpointing_kwargs={"use_reentrant": False},
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     trainer = Trainer(model=model, args=args, train_dataset=SequenceDataset(examples),
@@ -485,7 +499,8 @@ def train(db: Database, cfg: TrainConfig, opts: DataOptions, ctx: Any = None) ->
         "epochs": round(float(trainer.state.epoch or 0), 4),
         "tokens_seen": tokens_seen,
         "runtime_s": round(runtime, 2),
-        "tokens_per_s": round(progress_cb.tokens_per_s, 1),
+        "tokens_per_s": (round((tokens_seen - progress_cb.tok0) / runtime, 1)   # this session's
+                         if runtime > 0 else 0.0),
         **{f"data_{k}": v for k, v in seqs.items()},
         "hardware": hw.describe(),
     }
