@@ -1,4 +1,5 @@
-"""`relabel` (the committee) and `agreement`: jobs and reports over the stored votes."""
+"""`relabel` (the committee), `agreement` and `relevance`: jobs and reports over the stored
+votes and verdicts."""
 
 from __future__ import annotations
 
@@ -66,6 +67,17 @@ def print_agreement(res: dict) -> None:
                        " abstentions left out"), style="dim")
 
 
+def print_relevance(result: dict) -> None:
+    console.print(Text(
+        f"{result['judged']} traces judged: {result['on_task']} on task, {result['off_task']}"
+        f" off task (flagged 'relevance', left out of training unless you include them);"
+        f" {result['failed']} failed"))
+    cost = "" if result["cost"] is None else f", cost {result['cost']:.4f}"
+    console.print(Text(f"{result['calls']} calls, {result['tokens']['in']} tokens in,"
+                       f" {result['tokens']['out']} out{cost}; {result['units']['reused']}"
+                       " verdicts reused from earlier runs"))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("agreement")
     def agreement_cmd(
@@ -108,3 +120,19 @@ def register(app: typer.Typer) -> None:
             print_json(result)
         else:
             print_relabel(result)
+
+    @app.command("relevance")
+    @job_options("relevance")
+    def relevance_cmd(
+        ctx: typer.Context,
+        job: JobRequest,
+        as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    ) -> None:
+        """A judge decides whether each selected trace is on the task; an off-task trace gets
+        a 'relevance' error flag (with the judge's reason) and leaves training unless you
+        include it. Verdicts are cached: a re-run asks again only where a request failed."""
+        result = run_request(ctx, job, quiet=as_json)["result"]
+        if as_json:
+            print_json(result)
+        else:
+            print_relevance(result)
