@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -135,3 +136,29 @@ def test_cli_relevance(db_path, db):
         assert res["off_task"] == 1 and res["calls"] == 0 and s.count == 1
     r = CliRunner().invoke(app, ["--db", str(db_path), "relevance"])
     assert r.exit_code == 1 and "--judge" in r.output
+
+
+def test_requests_run_concurrently_up_to_the_endpoints_limit(db, tmp_path, monkeypatch):
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0}
+
+    def slow(body):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.3)
+        with lock:
+            state["now"] -= 1
+        return verdict(True, "fine")
+
+    with ScriptedServer(slow) as s:
+        config = tmp_path / "config.toml"
+        config.write_text(f'[endpoints.j]\nbase_url = "{s.url}"\nmodel = "m"\n'
+                          f'max_concurrency = 3\n')
+        monkeypatch.setenv("WORKBENCH_CONFIG", str(config))
+        t0 = time.monotonic()
+        row = judge(db, "j", list(range(1, 10)))
+        elapsed = time.monotonic() - t0
+    assert row["result"]["on_task"] == 9 and s.count == 9
+    assert state["most"] == 3
+    assert elapsed < 9 * 0.3 * 0.6          # three at a time: about a third of one by one

@@ -76,28 +76,28 @@ def run_relevance(ctx: JobContext, selection: TraceFilter, judge: Endpoint) -> d
             ctx.log(f"trace {conv.trace_id}: {judge.name}: {why}")
         return verdict
 
-    async def judge_batch(batch: list[Conversation]) -> list[dict | None]:
-        member = Member(judge)       # its semaphore bounds the requests in flight
+    async def main() -> None:
+        member = Member(judge)       # one for the job: its semaphore bounds requests in flight
+        done = 0
         try:
-            return list(await asyncio.gather(*(judge_one(member, c) for c in batch)))
+            for batch in iter_conversations(db, selection, task=task):
+                ctx.check_cancel()
+                verdicts = await asyncio.gather(*(judge_one(member, c) for c in batch))
+                judged = [(c, v) for c, v in zip(batch, verdicts) if v is not None]
+                flags = [{"trace_id": c.trace_id, "message_idx": None, "check": CHECK,
+                          "severity": "error",
+                          "detail": visible(f"off-task ({judge.name}): {v['reason']}")[:500]}
+                         for c, v in judged if not v["on_task"]]
+                replace_flags(db, [c.trace_id for c, _ in judged], [CHECK], flags, ctx.job_id)
+                counts["off_task"] += len(flags)
+                counts["on_task"] += len(judged) - len(flags)
+                done += len(batch)
+                ctx.progress(done, total, f"{done}/{total} traces: {counts['on_task']} on"
+                             f" task, {counts['off_task']} off task, {counts['failed']} failed")
         finally:
             await member.close()
 
-    done = 0
-    for batch in iter_conversations(db, selection, task=task):
-        ctx.check_cancel()
-        verdicts = asyncio.run(judge_batch(batch))
-        judged = [(c, v) for c, v in zip(batch, verdicts) if v is not None]
-        flags = [{"trace_id": c.trace_id, "message_idx": None, "check": CHECK,
-                  "severity": "error",
-                  "detail": visible(f"off-task ({judge.name}): {v['reason']}")[:500]}
-                 for c, v in judged if not v["on_task"]]
-        replace_flags(db, [c.trace_id for c, _ in judged], [CHECK], flags, ctx.job_id)
-        counts["off_task"] += len(flags)
-        counts["on_task"] += len(judged) - len(flags)
-        done += len(batch)
-        ctx.progress(done, total, f"{done}/{total} traces: {counts['on_task']} on task,"
-                     f" {counts['off_task']} off task, {counts['failed']} failed")
+    asyncio.run(main())
     result = {"judged": counts["on_task"] + counts["off_task"], "on_task": counts["on_task"],
               "off_task": counts["off_task"], "failed": counts["failed"],
               "calls": counts["calls"],
