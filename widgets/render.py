@@ -9,8 +9,10 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.highlighter import JSONHighlighter
+from rich.table import Table
 from rich.text import Text
 
 from workbench import safe_json
@@ -149,3 +151,53 @@ def history_text(revisions: list[dict], current_id: int | None) -> RenderableTyp
             parts.append(json_text(r["evidence"]))
         parts.append(calls_text(r["tool_calls"], r["content"]))
     return Group(*parts)
+
+
+def vote_call_text(call: dict) -> Text:
+    """One voted call on one line: name(arguments as compact JSON), control characters shown."""
+    args = call.get("arguments")
+    shown = visible(args) if isinstance(args, str) else dumps_visible(args, sort_keys=True)
+    return Text.assemble((visible(call.get("name")), "bold"), "(", shown, ")")
+
+
+def votes_text(votes: list[dict]) -> RenderableType:
+    """A turn's committee votes side by side, a table per run (newest first): member, role,
+    the call or the abstention reason (with the head of the raw reply), latency, tokens and
+    cost. Everything untrusted is plain Text with its control characters spelled out."""
+    if not votes:
+        return Text("no committee votes", style="dim")
+    runs: dict[Any, list[dict]] = {}
+    for v in votes:
+        runs.setdefault(v.get("turn_id"), []).append(v)
+    tables: list[RenderableType] = []
+    for run in sorted(runs.values(), key=lambda r: r[0].get("id") or 0, reverse=True):
+        first = run[0]
+        title = Text(f"job {first.get('job_id') or '-'}  {str(first.get('created_at') or '')[:19]}",
+                     style="dim")
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, expand=True,
+                      show_edge=False, pad_edge=False)
+        for head, kw in (("member", {"ratio": 2}), ("role", {}), ("vote", {"ratio": 5}),
+                         ("latency", {"justify": "right"}), ("tokens", {"justify": "right"})):
+            table.add_column(Text(head), overflow="fold", **kw)
+        for v in run:
+            if v.get("call"):
+                vote = vote_call_text(v["call"])
+            else:
+                vote = Text.assemble(("abstained: ", "bold yellow"),
+                                     visible(v.get("abstain_reason") or "no reason"))
+                if v.get("raw"):
+                    raw = str(v["raw"])
+                    vote.append(f"\nreply: {visible(raw[:200])}" + ("…" if len(raw) > 200
+                                                                     else ""), style="dim")
+            latency = v.get("latency_s")
+            tokens = (f"{v.get('tokens_in') or 0}/{v.get('tokens_out') or 0}"
+                      if v.get("tokens_in") is not None else "")
+            if v.get("cost") is not None:
+                tokens += f"\n${v['cost']:.4f}"
+            table.add_row(Text(visible(v.get("member"))),
+                          Text(str(v.get("role") or "member"),
+                               style="bold" if v.get("role") == "arbiter" else ""),
+                          vote, Text("" if latency is None else f"{latency:.2f}s"),
+                          Text(tokens))
+        tables.append(table)
+    return Group(*tables)

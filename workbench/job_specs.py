@@ -364,3 +364,29 @@ def run_relabel(ctx: JobContext, selection: TraceFilter, params: RelabelParams) 
 
 register(JobSpec("relabel", "Relabel doubtful turns by a committee of LLMs (votes kept;"
                  " disagreements go to review)", RelabelParams, run_relabel, resumable=True))
+
+
+# --------------------------------------------------------------------------------- relevance
+
+@dataclass
+class RelevanceParams:
+    judge: str | None = opt(None, "the judge: an endpoint name from the config, URL#MODEL, local"
+                            " or local:MODEL")
+
+    def validate(self) -> None:
+        if not (self.judge or "").strip():
+            raise ValueError("--judge names the endpoint that judges (e.g. --judge A)")
+
+
+def run_relevance(ctx: JobContext, selection: TraceFilter, params: RelevanceParams) -> dict:
+    from workbench.committee.relevance import run_relevance as body
+    from workbench.endpoints import get_endpoint
+
+    judge = get_endpoint(params.judge, db=ctx.db)
+    ctx.log(f"judge: {params.judge}")
+    return body(ctx, selection, judge)
+
+
+register(JobSpec("relevance", "Judge whether each selected trace is on the task (off-task"
+                 " traces get a trace-level error flag and leave training)", RelevanceParams,
+                 run_relevance, resumable=True))

@@ -34,6 +34,7 @@ from db.browse import get_setting
 from db.flags import REVIEW_DROP, suspect_turns
 from db.queries import TraceFilter, fts_query
 from db.revisions import add_revision, current_revisions
+from workbench.committee.agreement import agreement
 from workbench.committee.members import EndpointFailed, Member, tool_validators, validate_call
 from workbench.committee.prompt import call_schema, member_messages
 from workbench.committee.voting import agreed, candidates, label_call, same_call
@@ -283,7 +284,8 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
         "tokens_in": sum(committee.tokens_in.values()),
         "tokens_out": sum(committee.tokens_out.values()),
         "cost": round(sum(committee.cost.values()), 6) if committee.cost else None,
-        "units": {"computed": ctx.units_computed, "reused": ctx.units_reused}}
+        "units": {"computed": ctx.units_computed, "reused": ctx.units_reused},
+        "agreement": agreement(db, ctx.job_id)}
     ctx.log(f"{total} turns voted: " + ", ".join(f"{k} {v}" for k, v in
                                                  result["outcomes"].items() if v))
     return result

@@ -16,9 +16,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from db import browse, revisions
+from db.committee import votes_of
 from db.traces import get_trace, original_messages
 from widgets.conversation import ConversationView, TurnView
-from widgets.render import diff_text, flag_details, history_text, plain
+from widgets.render import diff_text, flag_details, history_text, plain, votes_text
 from workbench import decisions
 from workbench.conversation_view import conversation
 from workbench.screens.common import edit_turn_calls
@@ -42,9 +43,12 @@ def load_trace_view(db, trace_id: int) -> dict:
     for i, h in hist.items():
         status[i] = ("proposed" if any(r["status"] == "proposed" for r in h)
                      else "revised" if i in cur_revs else "original")
+    votes: dict[int, list[dict]] = {}
+    for vote in votes_of(db, trace_id):
+        votes.setdefault(vote["message_idx"], []).append(vote)
     return {"trace": trace, "originals": originals, "current": conv.messages,
             "current_rev": cur_revs, "flags": flags, "history": hist, "status": status,
-            "tools": conv.tools or []}
+            "tools": conv.tools or [], "votes": votes}
 
 
 class DetailScreen(Screen):
@@ -118,8 +122,11 @@ class DetailScreen(Screen):
             parts += [Text("flags", style="bold underline"), flag_details(v["flags"][i])]
         if v["originals"][i]["role"] == "assistant":
             parts += [Text("diff original → current", style="bold underline"),
-                      diff_text(v["originals"][i], v["current"][i]),
-                      Text("history", style="bold underline"),
+                      diff_text(v["originals"][i], v["current"][i])]
+            if v["votes"].get(i):
+                parts += [Text("committee votes", style="bold underline"),
+                          votes_text(v["votes"][i])]
+            parts += [Text("history", style="bold underline"),
                       Text("original", style="bold"),
                       history_text(v["history"][i], v["current_rev"].get(i))]
         self.query_one("#turn-info", Static).update(Group(*parts))

@@ -16,9 +16,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static
 
 from db import browse
+from db.committee import votes_of
 from db.queries import TraceFilter
 from db.traces import original_messages
-from widgets.render import calls_text, content_text, flag_details, plain
+from widgets.render import calls_text, content_text, flag_details, plain, votes_text
 from workbench import decisions
 from workbench.conversation_view import conversation
 from workbench.screens.common import edit_turn_calls
@@ -35,7 +36,7 @@ def load_item(db, trace_id: int, idx: int) -> dict:
     return {"trace_id": trace_id, "idx": idx, "current": current[idx], "context": context,
             "original": original_messages(db, trace_id)[idx],
             "candidates": decisions.proposals(db, trace_id, idx), "flags": flags,
-            "tools": conv.tools or []}
+            "tools": conv.tools or [], "votes": votes_of(db, trace_id, idx)}
 
 
 class ReviewScreen(Screen):
@@ -142,6 +143,8 @@ class ReviewScreen(Screen):
                  calls_text(it["current"]["tool_calls"], it["current"]["content"])]
         if it["flags"]:
             parts += [Text("flags", style="bold underline"), flag_details(it["flags"])]
+        if it["votes"]:
+            parts += [Text("committee votes", style="bold underline"), votes_text(it["votes"])]
         self.query_one("#current", Static).update(Group(*parts))
         box = self.query_one("#candidates")
         await box.remove_children()

@@ -1,0 +1,109 @@
+"""The relevance judge: is each trace on the assistant's task? (`workbench relevance`)
+
+One request per trace to one endpoint (the task description, the tools' names, the whole
+conversation; a JSON verdict `{"on_task": bool, "reason": str}`). Replies are cached as job
+units keyed by the endpoint's identity, the messages and the schema, so a re-run or a resumed
+run never pays twice. Verdicts become trace-level flags of the check `relevance`: an off-task
+trace gets an error (the judge's reason in the detail), which excludes it from training unless
+the analyst included it (`traces.excluded` = 0 wins over flags); an on-task verdict clears an
+earlier one. A trace whose request failed, or whose reply is no verdict, keeps the flags it had,
+and is logged and counted; the job goes on with the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from db.flags import replace_flags
+from db.queries import TraceFilter
+from workbench.committee.members import EndpointFailed, Member
+from workbench.committee.prompt import RELEVANCE_SCHEMA, relevance_messages
+from workbench.conversation_view import Conversation, iter_conversations, task_context
+from workbench.endpoints import Endpoint
+from workbench.jobs import JobContext
+from workbench.safe_text import visible
+
+CHECK = "relevance"
+UNIT = "committee.relevance"
+_VALIDATOR = Draft202012Validator(RELEVANCE_SCHEMA)
+
+
+def verdict_of(answer: dict) -> tuple[dict | None, str | None]:
+    """(verdict, None) for a reply that is one, else (None, why not)."""
+    if answer["abstain_reason"]:
+        return None, answer["abstain_reason"]
+    errors = sorted(_VALIDATOR.iter_errors(answer["value"]), key=lambda e: list(e.path))
+    if errors:
+        return None, visible(f"not a verdict: {errors[0].message}")[:200]
+    return answer["value"], None
+
+
+def run_relevance(ctx: JobContext, selection: TraceFilter, judge: Endpoint) -> dict[str, Any]:
+    """The job body: judge every selected trace, batch by batch, and store the verdicts."""
+    db = ctx.db
+    task = task_context(db)
+    where, args = selection.where()
+    total = db.execute(f"SELECT count(*) FROM traces WHERE {where}", args).fetchone()[0]
+    ctx.progress(0, total, f"{total} traces to judge")
+    counts: Counter[str] = Counter()
+    spent = {"tokens_in": 0, "tokens_out": 0, "cost": 0.0}
+
+    async def judge_one(member: Member, conv: Conversation) -> dict | None:
+        messages = relevance_messages(conv, task.description)
+        inputs = {"endpoint": judge.identity(), "messages": messages,
+                  "schema": RELEVANCE_SCHEMA}
+        answer = ctx.cached_unit(UNIT, inputs)
+        if answer is None:
+            try:
+                got = await member.ask(messages, RELEVANCE_SCHEMA, None, parse="json")
+            except EndpointFailed as e:
+                counts["failed"] += 1
+                ctx.log(f"trace {conv.trace_id}: {e}")
+                return None
+            answer = got.as_dict()
+            ctx.save_unit(UNIT, inputs, answer)
+            counts["calls"] += 1
+            spent["tokens_in"] += got.tokens_in
+            spent["tokens_out"] += got.tokens_out
+            spent["cost"] += judge.cost(got.tokens_in, got.tokens_out) or 0.0
+        verdict, why = verdict_of(answer)
+        if verdict is None:
+            counts["failed"] += 1
+            ctx.log(f"trace {conv.trace_id}: {judge.name}: {why}")
+        return verdict
+
+    async def main() -> None:
+        member = Member(judge)       # one for the job: its semaphore bounds requests in flight
+        done = 0
+        try:
+            for batch in iter_conversations(db, selection, task=task):
+                ctx.check_cancel()
+                verdicts = await asyncio.gather(*(judge_one(member, c) for c in batch))
+                judged = [(c, v) for c, v in zip(batch, verdicts) if v is not None]
+                flags = [{"trace_id": c.trace_id, "message_idx": None, "check": CHECK,
+                          "severity": "error",
+                          "detail": visible(f"off-task ({judge.name}): {v['reason']}")[:500]}
+                         for c, v in judged if not v["on_task"]]
+                replace_flags(db, [c.trace_id for c, _ in judged], [CHECK], flags, ctx.job_id)
+                counts["off_task"] += len(flags)
+                counts["on_task"] += len(judged) - len(flags)
+                done += len(batch)
+                ctx.progress(done, total, f"{done}/{total} traces: {counts['on_task']} on"
+                             f" task, {counts['off_task']} off task, {counts['failed']} failed")
+        finally:
+            await member.close()
+
+    asyncio.run(main())
+    result = {"judged": counts["on_task"] + counts["off_task"], "on_task": counts["on_task"],
+              "off_task": counts["off_task"], "failed": counts["failed"],
+              "calls": counts["calls"],
+              "tokens": {"in": spent["tokens_in"], "out": spent["tokens_out"]},
+              "cost": round(spent["cost"], 6) if judge.cost(0, 0) is not None else None,
+              "units": {"computed": ctx.units_computed, "reused": ctx.units_reused}}
+    ctx.log(f"{result['judged']} traces judged: {result['on_task']} on task,"
+            f" {result['off_task']} off task; {result['failed']} failed")
+    return result
