@@ -83,3 +83,21 @@ def test_every_consumer_sees_the_same_conversation(tmp_path):
     assert one.messages == view[3].messages and [f["check"] for f in one.flags] == ["schema"]
     assert conversation(db, 10**6) is None
     db.conn.close()
+
+
+def test_message_tools_come_from_settings_then_the_data_then_the_schemas(tmp_path):
+    from db.browse import set_setting
+    from workbench.checks import run_checks
+    from workbench.conversation_view import task_context
+
+    db = _store(tmp_path)
+    schema_only = task_context(db).message_tools       # nothing learned yet: the schemas
+    assert schema_only == {"respond_to_user"}            # its one parameter is a message
+    run_checks(db, names=["structure"])                  # learned from the data
+    assert task_context(db).message_tools == {"respond_to_user"}
+    set_setting(db, "checks.learned", {"structure": {"message_tools": ["own_tool"]}})
+    assert task_context(db).message_tools == {"own_tool"}
+    db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES"
+               " ('checks.message_tools', 'a b')")
+    assert task_context(db).message_tools == {"a", "b"}  # configured wins
+    db.conn.close()

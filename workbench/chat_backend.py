@@ -349,6 +349,13 @@ class ChatSession:
     system: str | None = None
     max_tokens: int = 256
     messages: list[dict] = field(default_factory=list)
+    message_tools: frozenset[str] = frozenset()   # tools that speak to the user: no result
+
+    def awaits_result(self, calls: list[dict]) -> list[dict]:
+        """The calls (as `{name, arguments}` or message tool calls) that wait for a result."""
+        def name(c: dict) -> str:
+            return (c.get("function") or c)["name"]
+        return [c for c in calls if name(c) not in self.message_tools]
 
     def add_user(self, text: str) -> None:
         self.messages.append({"role": "user", "content": text, "tool_calls": None,

@@ -29,7 +29,6 @@ COMMANDS = (("/tool TEXT", "send TEXT as the result of the model's pending tool 
             ("/quit", "end the chat (also /exit or Ctrl-D)"),
             ("/help", "show these commands"))
 KNOWN = ", ".join(c for c, _ in COMMANDS)
-MESSAGE_TOOLS = ("respond_to_user",)   # calls that speak to the user and get no result
 PROMPTS = {"user": "you> ", "tool": "tool result (JSON; Enter to skip)> "}
 
 
@@ -50,8 +49,9 @@ def _info(out: Console, message: str) -> None:
 
 
 def pending_tool_calls(session: Any) -> list[dict]:
-    """The model's last turn's calls that wait for a result (message-only tools excluded)."""
-    return [c for c in session.pending_calls() if c["function"]["name"] not in MESSAGE_TOOLS]
+    """The model's last turn's calls that wait for a result (message-only tools excluded: the
+    store's, learned from the data or configured, see `task_context`)."""
+    return session.awaits_result(session.pending_calls())
 
 
 def prompt_text(session: Any) -> str:
@@ -152,7 +152,7 @@ def _reply(session: Any, out: Console) -> None:
         done = session.generate(_stream_printer(out))
         out.print()
         _print_completion(out, done)
-        if not [c for c in done.calls if c["name"] not in MESSAGE_TOOLS]:
+        if not session.awaits_result(done.calls):
             return
         result = _read(PROMPTS["tool"])
         if result is None or not result.strip():

@@ -25,13 +25,23 @@ from db.tasks import current_task, current_tools
 from db.traces import iter_trace_rows
 
 
+def looks_message_only(fn: dict) -> bool:
+    """A tool that speaks to the user and gets no result, judged from its schema alone (when the
+    data cannot tell): it says it returns nothing, or its one parameter is a message."""
+    desc = (fn.get("description") or "").lower()
+    props = (fn.get("parameters") or {}).get("properties") or {}
+    return "no return value" in desc or (len(props) == 1 and "message" in props)
+
+
 @dataclass(frozen=True)
 class TaskContext:
-    """What a conversation inherits from the task: its description and tool schemas."""
+    """What a conversation inherits from the task: its description and tool schemas, and which
+    tools are message-only (they speak to the user; no result comes back)."""
 
     description: str | None
     tools: list[dict] | None
     rubric: str | None = None
+    message_tools: frozenset[str] = frozenset()
 
     def system_for(self, messages: list[dict]) -> str | None:
         """The system prompt the model sees for these messages (none if they bring one)."""
@@ -40,10 +50,26 @@ class TaskContext:
         return self.description
 
 
+def _message_tools(db: Database, tools: list[dict]) -> frozenset[str]:
+    """Configured (`checks.message_tools`), else what the last check run learned from the data
+    (`checks.learned`), else judged from the schemas."""
+    from db.browse import get_setting
+
+    row = db.execute("SELECT value FROM settings WHERE key = 'checks.message_tools'").fetchone()
+    if row and row[0]:
+        return frozenset(row[0].split())
+    learned = (get_setting(db, "checks.learned", None) or {}).get("structure") or {}
+    if "message_tools" in learned:
+        return frozenset(learned["message_tools"])
+    return frozenset(fn["name"] for t in tools for fn in [t.get("function") or t]
+                     if looks_message_only(fn))
+
+
 def task_context(db: Database) -> TaskContext:
     task = current_task(db) or {}
-    return TaskContext(description=task.get("description") or None,
-                       tools=current_tools(db) or None, rubric=task.get("rubric"))
+    tools = current_tools(db) or []
+    return TaskContext(description=task.get("description") or None, tools=tools or None,
+                       rubric=task.get("rubric"), message_tools=_message_tools(db, tools))
 
 
 @dataclass

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from workbench import safe_json
-from workbench.conversation_view import Conversation
+from workbench.conversation_view import Conversation, looks_message_only
 
 
 def default_threads() -> int:
@@ -57,18 +57,12 @@ class CheckContext:
             if total[name] >= 5:
                 if followed[name] / total[name] < 0.3:
                     out.add(name)
-            elif name in self.tools and _looks_message_only(self.tools[name]):
+            elif name in self.tools and looks_message_only(self.tools[name]):
                 out.add(name)
         return out
 
     def is_service(self, name: str) -> bool:
         return name not in self.inferred_message_tools
-
-
-def _looks_message_only(fn: dict) -> bool:
-    desc = (fn.get("description") or "").lower()
-    props = (fn.get("parameters") or {}).get("properties") or {}
-    return "no return value" in desc or (len(props) == 1 and "message" in props)
 
 
 def calls_of(message: dict) -> list[tuple[str, dict | str]]:

@@ -165,7 +165,8 @@ def register(app: typer.Typer) -> None:
                                    timeout=timeout)
         if getattr(backend, "template_note", None):
             err_console.print(Text(visible(backend.template_note)))
-        session = ChatSession(backend, tools=tools, system=system, max_tokens=max_tokens)
+        session = ChatSession(backend, tools=tools, system=system, max_tokens=max_tokens,
+                              message_tools=task.message_tools)
         try:
             if trace_msgs is not None:
                 replay_trace(session, trace_msgs)
