@@ -5,6 +5,7 @@
 - `{"status": N, "body": str}`: an HTTP error with that body;
 - `{"raw": str}`: a 200 whose body is exactly that text (garbage replies);
 - with `"delay": seconds` beside any of them: answered that much later (timeouts, throughput).
+A request with `"stream": true` gets the same answer as server-sent events.
 Every request body and Authorization header is recorded.
 """
 
@@ -46,6 +47,8 @@ class ScriptedServer:
                                "application/json")
                 elif "raw" in answer:
                     self._send(200, answer["raw"].encode(), "application/json")
+                elif body.get("stream"):
+                    self._stream(body, answer)
                 else:
                     message = {k: v for k, v in answer.items() if k in ("content", "tool_calls")}
                     message.setdefault("content", None)
@@ -57,6 +60,23 @@ class ScriptedServer:
                                          "completion_tokens": answer.get("completion_tokens", 20),
                                          "total_tokens": 120}}
                     self._send(200, json.dumps(payload).encode(), "application/json")
+
+            def _stream(self, body: dict, answer: dict) -> None:
+                """Server-sent events: the content in two pieces, each tool call as one delta."""
+                content = answer.get("content") or ""
+                half = len(content) // 2
+                deltas = [{"content": c} for c in (content[:half], content[half:]) if c]
+                deltas += [{"tool_calls": [{"index": i, "id": c["id"], "type": "function",
+                                            "function": c["function"]}]}
+                           for i, c in enumerate(answer.get("tool_calls") or [])]
+                events = b""
+                for i, delta in enumerate(deltas + [{}]):
+                    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0,
+                             "model": body.get("model", "m"), "choices": [{
+                                 "index": 0, "delta": delta,
+                                 "finish_reason": "stop" if i == len(deltas) else None}]}
+                    events += f"data: {json.dumps(chunk)}\n\n".encode()
+                self._send(200, events + b"data: [DONE]\n\n", "text/event-stream")
 
             def _send(self, status: int, data: bytes, ctype: str) -> None:
                 try:

@@ -44,6 +44,7 @@ class WorkbenchCommands(Provider):
                ("Traces: change sort", partial(app.screen_action, "traces", "sort"), "id/turns"),
                ("Review queue", app.action_review, "Turns waiting for a decision"),
                ("Jobs", app.action_jobs, "Jobs panel: progress, logs, cancel, start"),
+               ("Chat with a model", app.action_chat, "Chat tester: the task's tools, calls as cards"),
                ("Help: keys", app.action_help, "Keys of this screen")]
         return out
 
@@ -68,6 +69,7 @@ class WorkbenchApp(App):
         Binding("question_mark", "help", "Keys", id="app.help"),
         Binding("v", "review", "Review", id="app.review"),
         Binding("b", "jobs", "Jobs", id="app.jobs"),
+        Binding("m", "chat", "Chat", id="app.chat"),
     ]
 
     def __init__(self, db_path: Path, config: Config | None = None) -> None:
@@ -134,6 +136,11 @@ class WorkbenchApp(App):
         from workbench.screens.jobs import JobsScreen
         if not isinstance(self.screen, JobsScreen):
             self.push_screen(JobsScreen())
+
+    def action_chat(self) -> None:
+        from workbench.screens.chat import ChatScreen
+        if not isinstance(self.screen, ChatScreen):
+            self.push_screen(ChatScreen())
 
 
 def make_app(db_path: str | Path = "workbench.db", config: Config | None = None) -> WorkbenchApp:

@@ -59,6 +59,7 @@ class DetailScreen(Screen):
         Binding("r", "decide('rejected')", "Reject proposed", id="detail.reject"),
         Binding("u", "undo", "Undo", id="detail.undo"),
         Binding("x", "toggle_exclude", "Exclude/include", id="detail.exclude"),
+        Binding("p", "replay", "Replay with a model", id="detail.replay"),
     ]
 
     def __init__(self, trace_id: int) -> None:
@@ -176,3 +177,8 @@ class DetailScreen(Screen):
             excluded = not self.view["trace"]["excluded"]
             self.write(lambda db, analyst: decisions.set_excluded(
                 db, excluded, analyst, ids=[self.trace_id]))
+
+    def action_replay(self) -> None:
+        from workbench.screens.chat import ReplayScreen
+
+        self.app.push_screen(ReplayScreen(self.trace_id))

@@ -114,3 +114,63 @@ class JobCancelRequested(Message):
     def __init__(self, job_id: int) -> None:
         super().__init__()
         self.job_id = job_id
+
+
+# -- chat tester and replay ----------------------------------------------------------------
+
+class ModelsListed(Message):
+    """What one can chat with: (label, reference) pairs."""
+
+    def __init__(self, choices: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.choices = choices
+
+
+class SessionOpened(Message):
+    """A chat session with the chosen model is open."""
+
+    def __init__(self, session: object, label: str) -> None:
+        super().__init__()
+        self.session = session
+        self.label = label
+
+
+class TokenStreamed(Message):
+    """A piece of the reply as the model streams it."""
+
+    def __init__(self, piece: str) -> None:
+        super().__init__()
+        self.piece = piece
+
+
+class ReplyDone(Message):
+    """A finished reply with, for each call, why it does not fit the schemas (or None)."""
+
+    def __init__(self, completion: object, problems: list[str | None]) -> None:
+        super().__init__()
+        self.completion = completion
+        self.problems = problems
+
+
+class ResultFound(Message):
+    """A stored tool result for the pending call (None: none found)."""
+
+    def __init__(self, text: str | None) -> None:
+        super().__init__()
+        self.text = text
+
+
+class TraceOpened(Message):
+    """The trace to replay (None: there is no such trace)."""
+
+    def __init__(self, conversation: object) -> None:
+        super().__init__()
+        self.conversation = conversation
+
+
+class TurnReplayed(Message):
+    """One replayed turn: reference, prediction, staged score, differing fields."""
+
+    def __init__(self, turn: object) -> None:
+        super().__init__()
+        self.turn = turn

@@ -1,0 +1,136 @@
+"""What the app's chat tester and replay need from the store and the models (no Textual here).
+
+A model to talk to is a registered model (name or id: its newest GGUF), a GGUF path, a
+configured endpoint, `URL#MODEL` or the built-in `local`; the conversation gets the task's
+system prompt, tools and message-only tools from the one conversation view, so it sees what
+training and evaluation saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlite_utils import Database
+
+from workbench import safe_json
+from workbench.chat_backend import ChatSession, Completion
+from workbench.committee.members import tool_validators, validate_call
+from workbench.conversation_view import Conversation, task_context
+from workbench.messages import turn_answer
+from workbench.metrics import staged_tool_call
+from workbench.toolcalls import parse_tool_call
+
+
+def model_choices(db: Database) -> list[tuple[str, str]]:
+    """(label, reference) of everything one can chat with: registered GGUFs (newest first),
+    configured endpoints, and the built-in local model."""
+    from db.models import list_models
+    from workbench.endpoints import endpoints
+
+    out = [(f"model {m['name']} (#{m['id']})", str(m["id"]))
+           for m in reversed(list_models(db)) if m["kind"] == "gguf"]
+    try:
+        out += [(f"endpoint {name} ({ep.model})", f"endpoint:{name}")
+                for name, ep in endpoints().items()]
+    except ValueError:
+        pass   # a broken config file: the CLI says why; the app still offers the rest
+    out.append(("local (SmolLM2-135M, in-process)", "endpoint:local"))
+    return out
+
+
+def open_session(db: Database, ref: str, *, n_threads: int = 1, max_tokens: int = 256,
+                 timeout: float | None = None, with_task: bool = True) -> ChatSession:
+    """A chat session with the model `ref` (see `model_choices`; a GGUF path works too)."""
+    from workbench.chat_backend import EndpointBackend, LlamaCppBackend, open_backend
+
+    if ref.startswith("endpoint:"):
+        from workbench.endpoints import get_endpoint
+
+        ep = get_endpoint(ref.partition(":")[2], db=db)
+        backend = (LlamaCppBackend(ep.gguf, n_ctx=8192, n_threads=n_threads) if ep.is_local
+                   else EndpointBackend(ep.with_timeout(timeout)))
+    else:
+        from workbench.model_refs import resolve_model
+
+        backend = open_backend(resolve_model(db, ref).path, None, n_threads=n_threads)
+    task = task_context(db)
+    return ChatSession(backend, tools=task.tools if with_task else None,
+                       system=task.description if with_task else None, max_tokens=max_tokens,
+                       message_tools=task.message_tools)
+
+
+def call_problems(calls: list[dict], tools: list[dict] | None) -> list[str | None]:
+    """For each call of a reply, why it does not fit the tool schemas (None: it does)."""
+    validators = tool_validators(tools)
+    return [validate_call(c, validators)[1] for c in calls]
+
+
+def similar_result(db: Database, call: dict) -> str | None:
+    """A stored tool result that answered a call to the same tool with the most argument values
+    in common (a result that found something before an empty one): a realistic reply to type
+    back to the model."""
+    name = call.get("name")
+    args = call.get("arguments") or {}
+    best, best_score = None, (-1, False)
+    for tid, idx, raw in db.execute(
+            "SELECT tc.trace_id, tc.message_idx, tc.arguments FROM tool_calls tc"
+            " WHERE tc.name = ? ORDER BY tc.trace_id DESC LIMIT 2000", [name]):
+        try:
+            stored = safe_json.loads(raw) if isinstance(raw, str) else (raw or {})
+        except ValueError:
+            continue
+        score = sum(1 for k, v in args.items()
+                    if isinstance(stored, dict) and str(stored.get(k, "")).lower()
+                    == str(v).lower())
+        if score < best_score[0]:
+            continue
+        row = db.execute("SELECT content FROM messages WHERE trace_id = ? AND idx = ? AND"
+                         " role = 'tool'", [tid, idx + 1]).fetchone()
+        if row is None:
+            continue
+        found = (score, bool(safe_json.loads(row[0])) if _is_json(row[0]) else bool(row[0]))
+        if found > best_score:
+            best, best_score = row[0], found
+    return best
+
+
+def _is_json(text: str | None) -> bool:
+    try:
+        safe_json.loads(text or "")
+        return True
+    except ValueError:
+        return False
+
+
+@dataclass
+class ReplayTurn:
+    """One assistant turn of a replayed trace: the reference against the model's prediction."""
+
+    index: int
+    reference: str                 # the reference answer (a call as JSON, or text)
+    predicted: str
+    score: float                   # staged_tool_call
+    differing: list[str]           # argument names whose values differ (or "function")
+    completion: Completion | None = None
+
+
+def differing_fields(reference: str, predicted: str) -> list[str]:
+    ref, pred = parse_tool_call(reference), parse_tool_call(predicted)
+    if ref is None or pred is None:
+        return [] if ref is pred else ["call"]
+    if ref["name"] != pred["name"]:
+        return ["function"]
+    a, b = ref["arguments"] or {}, pred["arguments"] or {}
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def replay_turn(session: ChatSession, conv: Conversation, index: int,
+                on_token: Any = None) -> ReplayTurn:
+    """Predict assistant turn `index` of `conv` from the reference history before it (teacher
+    forcing, as the evaluation does)."""
+    session.messages[:] = conv.messages[:index]
+    done = session.generate(on_token, append=False)
+    reference = turn_answer(conv.messages[index])
+    return ReplayTurn(index, reference, done.text, staged_tool_call(reference, done.text),
+                      differing_fields(reference, done.text), done)
