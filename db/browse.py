@@ -15,23 +15,28 @@ from db.rows import dicts
 from db.tx import now, write_tx
 
 PAGE = 200
-SORTS = {  # sort key -> (SQL expression of the key, column name in the row)
+ERRORS_SQL = ("(SELECT count(*) FROM flags WHERE flags.trace_id = traces.id AND"
+              " flags.severity = 'error')")
+SORTS = {  # sort key -> SQL expression of the key
     "id": "traces.id",
     "turns": "traces.n_assistant",
+    "errors": ERRORS_SQL,
 }
+SORT_COLUMN = {"id": "id", "turns": "turns", "errors": "errors"}   # the row field holding it
 
 ROW_SQL = (
-    f"SELECT traces.id, traces.source, traces.split, traces.origin, traces.n_assistant,"
-    f" traces.tools_used, {EXCLUDED_SQL} AS excluded,"
+    f"SELECT traces.id, traces.source, traces.line, traces.split, traces.origin,"
+    f" traces.n_assistant, traces.tools_used, {EXCLUDED_SQL} AS excluded,"
     " (SELECT count(*) FROM flags WHERE flags.trace_id = traces.id) AS n_flags,"
+    f" {ERRORS_SQL} AS n_errors,"
     " CASE WHEN EXISTS (SELECT 1 FROM revisions r WHERE r.trace_id = traces.id"
     "                   AND r.status = 'proposed') THEN 'proposed'"
     "      WHEN EXISTS (SELECT 1 FROM revisions r WHERE r.trace_id = traces.id"
     "                   AND r.status = 'accepted') THEN 'revised'"
     "      ELSE 'original' END AS label"
     " FROM traces")
-ROW_COLS = ("id", "source", "split", "origin", "turns", "tools_used", "excluded", "flags",
-            "label")
+ROW_COLS = ("id", "source", "line", "split", "origin", "turns", "tools_used", "excluded",
+            "flags", "errors", "label")
 
 
 def trace_page(db: Database, flt: TraceFilter, *, sort: str = "id", descending: bool = False,
@@ -64,7 +69,7 @@ def rows_by_id(db: Database, ids: list[int]) -> list[dict]:
 
 
 def page_key(row: dict, sort: str) -> tuple:
-    return (row["id"],) if sort == "id" else (row["turns"], row["id"])
+    return (row["id"],) if sort == "id" else (row[SORT_COLUMN[sort]], row["id"])
 
 
 def count_traces(db: Database, flt: TraceFilter) -> int:

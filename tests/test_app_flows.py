@@ -223,6 +223,15 @@ async def test_review_queue_decisions(db_path):
         await until(pilot, lambda: type(app.screen).__name__ == "ReviewScreen"
                     and app.screen.item is not None)
         assert len(app.screen.queue) == 2 and app.screen.item["trace_id"] == 1
+        # the turn with what led to it and what followed (a flag is judged in context)
+        around = [i for i, _ in app.screen.item["around"]]
+        assert t1 in around and around[-1] > t1 and around[0] == max(0, t1 - 4)
+        from tests.tui_data import screen_text
+        shown = screen_text(app)
+        msgs = read(db_path, lambda db: __import__("db.revisions", fromlist=["x"])
+                    .current_messages(db, 1))
+        assert f"▶ {t1:>3} assistant" in shown
+        assert (msgs[t1 + 1]["content"] or "")[:30] in shown     # the message after the turn
         await pilot.press("s")  # skip: nothing written
         await until(pilot, lambda: app.screen.item and app.screen.item["trace_id"] == 2)
         assert len(app.screen.item["candidates"]) == 1
@@ -345,3 +354,24 @@ async def test_bulk_exclude_of_more_than_a_screenful_asks_first_and_undoes(db_pa
         await until(pilot, lambda: excluded() == before)
         await pilot.press("space", "E")                 # one marked trace: no question
         await until(pilot, lambda: excluded() == before + 1)
+
+
+async def test_the_traces_screen_fits_100_columns(db_path):
+    from tests.tui_data import screen_text
+
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: rows(app) == 45)
+        await pilot.pause(0.3)
+        lines = screen_text(app).splitlines()
+        header = next(line for line in lines if "file:line" in line)
+        for column in ("id", "file:line", "split", "turns", "tools used", "flags", "label", "excl"):
+            assert column in header, (column, header)
+        assert any("test.jsonl:1 " in line and "1E" in line for line in lines)
+        filters = next(i for i, line in enumerate(lines) if "split" in line and "▼" in line)
+        assert "▼" not in lines[filters + 1]          # no filter label wraps onto a second row
+        for label in ("split", "origin", "label", "revised", "excl.", "tool", "flag"):
+            assert label in lines[filters], label
+        await pilot.press("s", "s")                       # id desc, then errors first
+        await until(pilot, lambda: app.screen.query_one(TraceTable).current_id == 1
+                    and "errors" in str(app.screen.query_one("#summary").content))

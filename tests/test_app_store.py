@@ -43,7 +43,8 @@ def test_import_hygiene():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("sort,desc", [("id", False), ("id", True), ("turns", False), ("turns", True)])
+@pytest.mark.parametrize("sort,desc", [("id", False), ("id", True), ("turns", False), ("turns", True),
+                                       ("errors", True), ("errors", False)])
 def test_keyset_pages_cover_everything_once_in_order(db, sort, desc):
     flt = TraceFilter()
     seen, after = [], None
@@ -62,6 +63,20 @@ def test_page_row_columns(db):
     rows = {r["id"]: r for r in trace_page(db, TraceFilter())}
     assert rows[1]["flags"] == 1 and rows[2]["label"] == "proposed" and rows[4]["label"] == "original"
     assert rows[3]["flags"] == 1 and rows[1]["split"] == "test"
+    assert (rows[1]["errors"], rows[3]["errors"]) == (1, 0)   # an error; a warning
+    assert rows[1]["source"].endswith("test.jsonl") and rows[1]["line"] == 1
+
+
+def test_errors_first_sort_and_the_cells_an_analyst_scans(db):
+    from widgets.trace_table import flags_cell, source_cell
+
+    first = trace_page(db, TraceFilter(), sort="errors", descending=True)[0]
+    assert first["id"] == 1 and first["errors"] == 1          # the one trace with an error
+    assert source_cell("/very/long/folder/name/of/the/logs/traces.jsonl", 1234) \
+        == "traces.jsonl:1234"
+    assert flags_cell({"flags": 3, "errors": 2}).plain == "2E 1W"
+    assert flags_cell({"flags": 1, "errors": 0}).plain == "1W"
+    assert flags_cell({"flags": 0, "errors": 0}).plain == ""
 
 
 def test_bulk_on_filter_and_on_ids(db):

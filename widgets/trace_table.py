@@ -10,10 +10,10 @@ from textual.widgets import DataTable
 from workbench.safe_text import visible
 
 LABEL_STYLE = {"original": "dim", "revised": "green", "proposed": "bold yellow"}
-COLUMNS = (("mark", " "), ("id", "id"), ("source", "source"), ("split", "split/origin"),
+COLUMNS = (("mark", " "), ("id", "id"), ("source", "file:line"), ("split", "split"),
            ("turns", "turns"), ("tools", "tools used"), ("flags", "flags"),
            ("label", "label"), ("excluded", "excl"))
-WIDTHS = {"source": 34, "tools": 20, "split": 19}
+WIDTHS = {"source": 22, "tools": 16, "split": 16, "flags": 7, "label": 8, "excluded": 4}
 NEAR_END = 40  # rows before the end at which the next page is asked for
 
 
@@ -21,6 +21,23 @@ def _tail(text: str, width: int) -> str:
     """The end of a long path (the file name matters more than the folders)."""
     text = visible(text)
     return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+def source_cell(source: str, line: int) -> str:
+    """`file.jsonl:LINE`: the file name and the line, which is what finds the trace again."""
+    name = source.replace("\\", "/").rsplit("/", 1)[-1]
+    return _tail(f"{name}:{line}", WIDTHS["source"])
+
+
+def flags_cell(r: dict) -> Text:
+    """Error and warning counts, errors first and red: `2E 1W`."""
+    errors, warnings = r["errors"], r["flags"] - r["errors"]
+    out = Text(justify="right")
+    if errors:
+        out.append(f"{errors}E", style="bold red")
+    if warnings:
+        out.append((" " if errors else "") + f"{warnings}W", style="yellow")
+    return out
 
 
 class TraceTable(DataTable):
@@ -45,13 +62,30 @@ class TraceTable(DataTable):
     def on_mount(self) -> None:
         for key, label in COLUMNS:
             self.add_column(label, key=key, width=WIDTHS.get(key))
+        self._fit_tools()
+
+    def on_resize(self) -> None:
+        self._fit_tools()
+
+    def _fit_tools(self) -> None:
+        """The tools column takes what the others leave (the table fits 100 columns)."""
+        if "tools" not in self.columns or not self.size.width:
+            return
+        others = sum(c.get_render_width(self) for k, c in self.columns.items()
+                     if k.value != "tools")
+        width = max(12, self.size.width - others - 2 * self.cell_padding - 2)
+        column = self.columns[next(k for k in self.columns if k.value == "tools")]
+        if column.width != width:
+            column.width = width
+            column.auto_width = False
+            self.refresh()
 
     def _cells(self, r: dict) -> tuple:
         return (Text("*" if r["id"] in self.marked else " ", style="bold"),
-                Text(str(r["id"]), justify="right"), Text(_tail(r["source"], WIDTHS["source"])),
-                Text(f"{r['split']}/{r['origin']}"), Text(str(r["turns"]), justify="right"),
-                Text(visible(r["tools_used"])),
-                Text(str(r["flags"]) if r["flags"] else "", style="bold red", justify="right"),
+                Text(str(r["id"]), justify="right"), Text(source_cell(r["source"], r["line"])),
+                Text(r["split"] + ("·synth" if r["origin"] == "synthetic" else "")),
+                Text(str(r["turns"]), justify="right"),
+                Text(visible(r["tools_used"])), flags_cell(r),
                 Text(r["label"], style=LABEL_STYLE.get(r["label"], "")),
                 Text("yes" if r["excluded"] else "", style="red"))
 

@@ -357,7 +357,9 @@ def run(ctx: CheckContext) -> list[dict]:
             continue
         f = r["feats"]
         out.append(flag(r["trace"], r["idx"], NAME, "error",
-                        "message does not fit this conversation (language model): it is"
-                        f" {f[0]:+.2f} nats/token more likely here than alone (moved-message"
-                        f" score {r['p']:.2f} >= {res['threshold']:.2f})"))
+                        "this message may not belong here: a small language model finds it"
+                        " hardly more likely after this conversation than on its own"
+                        f" ({f[0]:+.2f} nats per token), as messages moved in from other"
+                        f" conversations are (score {r['p']:.2f}, cut-off"
+                        f" {res['threshold']:.2f})"))
     return out

@@ -26,14 +26,18 @@ from workbench.screens.common import edit_turn_calls
 from workbench.screens.messages import DecisionMade, QueueLoaded, ReviewItemLoaded
 
 
+AROUND_BEFORE, AROUND_AFTER = 4, 2   # messages shown around the turn: enough to judge a flag
+
+
 def load_item(db, trace_id: int, idx: int) -> dict:
     conv = conversation(db, trace_id, with_flags=False)
     if conv is None:
         raise ValueError(f"no trace {trace_id}")
     current = conv.messages
     flags = [f for f in browse.flags_of(db, trace_id) if f["message_idx"] in (idx, None)]
-    context = next((m for m in reversed(current[:idx]) if m["role"] in ("user", "tool")), None)
-    return {"trace_id": trace_id, "idx": idx, "current": current[idx], "context": context,
+    around = [(i, current[i]) for i in range(max(0, idx - AROUND_BEFORE),
+                                             min(len(current), idx + AROUND_AFTER + 1))]
+    return {"trace_id": trace_id, "idx": idx, "current": current[idx], "around": around,
             "original": original_messages(db, trace_id)[idx],
             "candidates": decisions.proposals(db, trace_id, idx), "flags": flags,
             "tools": conv.tools or [], "votes": votes_of(db, trace_id, idx)}
@@ -135,10 +139,18 @@ class ReviewScreen(Screen):
         self.query_one("#review-progress-text", Static).update(Text(
             f"item {self.pos + 1} of {len(self.queue)} left  ·  {self.decided} decided of {total}"
             f"  ·  trace {it['trace_id']} turn {it['idx']}"))
-        ctx = it["context"]
-        self.query_one("#review-context", Static).update(
-            Group(Text(f"before ({ctx['role']}):", style="bold"), content_text(ctx["content"]))
-            if ctx else Text(""))
+        lines = []
+        for i, m in it["around"]:   # the turn with what led to it and what followed
+            here = i == it["idx"]
+            label = Text(f"{'▶' if here else ' '} {i:>3} {m['role']:<9} ",
+                         style="bold reverse" if here else "bold")
+            body = (calls_text(m["tool_calls"], m["content"]) if m["role"] == "assistant"
+                    else content_text(m["content"]))
+            lines.append(Group(label, body) if here else Text.assemble(
+                label, plain((m["content"] or "").replace("\n", " ")[:200])
+                if m["role"] != "assistant" or not m["tool_calls"]
+                else plain(", ".join(c["function"]["name"] for c in m["tool_calls"]))))
+        self.query_one("#review-context", Static).update(Group(*lines))
         parts = [Text("current label", style="bold underline"),
                  calls_text(it["current"]["tool_calls"], it["current"]["content"])]
         if it["flags"]:

@@ -21,15 +21,15 @@ from workbench.screens.common import ConfirmScreen
 from workbench.screens.messages import (CountLoaded, DecisionMade, FilterRestored, PageLoaded,
                                          RowsRefreshed)
 
-SORT_CYCLE = [("id", False), ("id", True), ("turns", True), ("turns", False)]
+SORT_CYCLE = [("id", False), ("id", True), ("errors", True), ("turns", True), ("turns", False)]
 SELECTS = {  # select id -> (prompt, fixed options)
     "split": ("split", ["train", "test", "unassigned"]),
     "origin": ("origin", ["imported", "synthetic"]),
     "status": ("label", ["original", "revised", "proposed"]),
-    "has_revisions": ("revisions", ["yes", "no"]),
-    "excluded": ("excluded", ["yes", "no"]),
+    "has_revisions": ("revised", ["yes", "no"]),    # short prompts: no wrapping at 100 columns
+    "excluded": ("excl.", ["yes", "no"]),
     "tool": ("tool", []),
-    "check": ("check/flag", []),
+    "check": ("flag", []),
 }
 ANY_ERROR, NO_ERROR = "\x00any error flag", "\x00no error flag"
 
