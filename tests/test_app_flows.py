@@ -83,6 +83,12 @@ async def test_open_edit_validate_save_undo(db_path):
         await pilot.press("e")
         await until(pilot, lambda: type(app.screen).__name__ == "EditCallScreen")
         await pilot.pause(0.2)
+        from tests.tui_data import screen_text
+        footer = screen_text(app).splitlines()[-1]
+        assert "Save" in footer and "Cancel" in footer and "Edit call" not in footer
+        app.screen.query_one("#tool").focus()
+        await pilot.press("tab")                    # from the picker straight to a field
+        assert app.focused.has_class("arg"), app.focused
         raw = app.screen.query_one("#raw")
         save = app.screen.query_one("#save")
         status = app.screen.query_one("#status")

@@ -114,7 +114,7 @@ class ToolCallEditor(Vertical):
             names.append(self.tool_name)  # a call of an unknown tool stays editable as raw JSON
         yield Select([(Text(visible(n)), n) for n in names], value=self.tool_name or BLANK,
                      allow_blank=not self.tool_name, id="tool", prompt="tool")
-        yield VerticalScroll(id="form")
+        yield VerticalScroll(id="form", can_focus=False)   # Tab goes from the picker to a field
         yield TextArea(self.raw_text, language="json", id="raw", soft_wrap=True)
         yield Input(placeholder="reason for the change", id="reason")
         yield Static(id="status")

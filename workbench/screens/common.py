@@ -52,9 +52,12 @@ class EditCallScreen(ModalScreen[dict | None]):
         self.title_text = title
 
     def compose(self) -> ComposeResult:
+        from textual.widgets import Footer
+
         editor = ToolCallEditor(self.tools, self.call, id="editor")
         editor.border_title = self.title_text
         yield editor
+        yield Footer()   # the editor's own keys (ctrl+s, esc), not the screen's behind it
 
     def on_tool_call_editor_saved(self, event: ToolCallEditor.Saved) -> None:
         self.dismiss({"call": event.call, "reason": event.reason})
