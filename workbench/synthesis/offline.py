@@ -1,0 +1,237 @@
+"""Offline synthesis: a seed becomes a template whose slots are the values that flow through
+the tools, and the slots are re-filled consistently across the whole conversation.
+
+A slot is a value of a service call's arguments or of its result's records (not a flag field,
+see `corpus.learn`). Each service call of the seed borrows a *donor*: a call of the same tool
+elsewhere in the corpus with the result that answered it, so a restaurant arrives with its own
+city, phone and address taken together. The seed's values map onto the donor's (arguments onto
+arguments, the i-th record onto the i-th record); a value the donor does not give comes from
+the values the same argument takes elsewhere (same form: "18:30" for "12:30"). One mapping is
+then applied everywhere: the user's words, the calls, the results and the assistant's replies,
+free text included.
+
+What the user never said literally before the call (a cuisine the assistant inferred from "Oriental", a date
+from "the 13th") is *pinned*: it stays, and donors that agree on it are preferred, so the text
+and the calls cannot drift apart. A candidate that still mentions part of a replaced value (a
+restaurant's short name) is marked `stale_mention` and never stored.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import random
+import re
+
+from workbench.checks.base import calls_of, result_records
+from workbench.conversation_view import Conversation
+from workbench.synthesis.corpus import Donor, Knowledge, dumps_records, shape, value_text
+
+
+def _word_re(values: list[str]) -> re.Pattern | None:
+    if not values:
+        return None
+    alts = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+    return re.compile(rf"(?<![\w])(?:{alts})(?![\w])", re.I)
+
+
+def _mentioned(value: str, text: str) -> bool:
+    return re.search(rf"(?<![\w]){re.escape(value)}(?![\w])", text, re.I) is not None
+
+
+def _said_before(messages: list[dict], upto: int) -> str:
+    """What the user said before message `upto`, and earlier results' values: where a call's
+    value can come from. (The assistant's own words are derived: "for 2" after "for two".)"""
+    parts = []
+    for m in messages[:upto]:
+        if m["role"] == "tool":
+            recs = result_records(m)
+            parts += ([str(v) for r in recs for v in r.values()] if recs
+                      else [m["content"] or ""])
+        elif m["role"] == "user":
+            parts.append(m.get("content") or "")
+    return "\n".join(parts)
+
+
+def service_positions(conv: Conversation, know: Knowledge) -> list[tuple[int, str, dict, list[dict]]]:
+    """(message index, tool, arguments, result records) of each service call."""
+    out = []
+    msgs = conv.messages
+    for i, m in enumerate(msgs):
+        for name, args in calls_of(m):
+            if know.is_service(name) and isinstance(args, dict):
+                recs = (result_records(msgs[i + 1]) if i + 1 < len(msgs)
+                        and msgs[i + 1]["role"] == "tool" else [])
+                out.append((i, name, args, recs))
+    return out
+
+
+class Refill:
+    """One candidate's value mapping, built call by call."""
+
+    def __init__(self, seed: Conversation, know: Knowledge, rng: random.Random) -> None:
+        self.seed, self.know, self.rng = seed, know, rng
+        self.sub: dict[str, str] = {}          # old value (lower) -> new value
+        self.old: dict[str, str] = {}          # old value (lower) -> as written
+        self.new_used: set[str] = set()
+        self.pinned: set[str] = set()
+        self.seed_values: set[str] = set()
+        self.donors: list[int] = []
+
+    def _slot_values(self, key: str, value) -> str | None:
+        return value_text(value) if self.know.is_slot(key, value) else None
+
+    def plan(self) -> None:
+        positions = service_positions(self.seed, self.know)
+        for i, _, args, recs in positions:
+            said = _said_before(self.seed.messages, i)
+            for k, v in args.items():
+                s = self._slot_values(k, v)
+                if s:
+                    self.seed_values.add(s.lower())
+                    if not _mentioned(s, said):
+                        self.pinned.add(s.lower())
+            for r in recs:
+                self.seed_values |= {s.lower() for k, v in r.items()
+                                     if (s := self._slot_values(k, v))}
+        for i, name, args, recs in positions:
+            donor = self._donor(name, args, recs)
+            if donor is not None:
+                self.donors.append(donor.trace_id)
+                for k, v in args.items():
+                    if k in donor.args:
+                        self._map(k, v, donor.args[k])
+                for rec, drec in zip(recs, donor.records):
+                    for k, v in rec.items():
+                        if k in drec:
+                            self._map(k, v, drec[k])
+            for k, v in args.items():      # what the donor did not give: another value
+                s = self._slot_values(k, v)
+                if s and s.lower() not in self.sub and s.lower() not in self.pinned:
+                    pool = [p for p in self.know.pools.get((name, k), ())
+                            if shape(p) == shape(s) and p.lower() != s.lower()]
+                    if pool:
+                        self._map(k, v, self.rng.choice(pool))
+
+    def _map(self, key: str, old, new) -> None:
+        s, n = self._slot_values(key, old), value_text(new)
+        if not s or not n or s.lower() in self.pinned or s.lower() in self.sub:
+            return
+        if n.lower() != s.lower() and (n.lower() in self.new_used
+                                       or n.lower() in self.seed_values):
+            return   # two old values must not become one (nor one the seed already has)
+        self.sub[s.lower()] = n
+        self.old[s.lower()] = s
+        self.new_used.add(n.lower())
+
+    def _donor(self, name: str, args: dict, recs: list[dict]) -> Donor | None:
+        """A donor of the same tool with enough records; preferred: not the seed's own call,
+        then agreeing most on the pinned arguments and on the values already mapped."""
+        found = [d for d in self.know.donors.get(name, ()) if len(d.records) >= len(recs)
+                 and (bool(d.records) == bool(recs))]
+        if not found:
+            return None
+
+        def score(d: Donor) -> tuple[bool, int]:
+            agree = 0
+            for k, v in args.items():
+                s = value_text(v)
+                if s is None or k not in d.args:
+                    continue
+                want = s if s.lower() in self.pinned else self.sub.get(s.lower())
+                if want is not None and str(d.args[k]).lower() == want.lower():
+                    agree += 1
+            own = d.trace_id == self.seed.trace_id and d.args == args
+            return not own, agree
+        best = max(score(d) for d in found)
+        return self.rng.choice([d for d in found if score(d) == best])
+
+    # ---------------------------------------------------------------------------- applying
+
+    def text(self, s: str | None) -> str | None:
+        if not s or not self.sub:
+            return s
+        pat = _word_re([self.old[k] for k in self.sub])
+
+        def repl(m: re.Match) -> str:
+            new = self.sub[m.group(0).lower()]
+            return new.lower() if m.group(0).islower() and not m.group(0).isdigit() else new
+        return pat.sub(repl, s)
+
+    def value(self, v):
+        s = value_text(v)
+        if s is None or s.lower() not in self.sub:
+            return v
+        return self.sub[s.lower()]
+
+    def apply(self) -> list[dict]:
+        out = []
+        for m in self.seed.messages:
+            m = copy.deepcopy(m)
+            if m["role"] == "tool":
+                recs = result_records(m)
+                if recs:
+                    m["content"] = dumps_records([{k: self.value(v) for k, v in r.items()}
+                                                  for r in recs], m["content"])
+                else:
+                    m["content"] = self.text(m["content"])
+            else:
+                m["content"] = self.text(m["content"])
+            for c in m.get("tool_calls") or ():
+                fn = c["function"]
+                args = fn["arguments"]
+                if not isinstance(args, dict):
+                    continue
+                if self.know.is_service(fn["name"]):
+                    fn["arguments"] = {k: self.value(v) for k, v in args.items()}
+                else:
+                    fn["arguments"] = {k: self.text(v) if isinstance(v, str) else v
+                                       for k, v in args.items()}
+            out.append(m)
+        return out
+
+    def stale(self, messages: list[dict]) -> list[str]:
+        """Parts of replaced values still mentioned (a name's first words)."""
+        text = json.dumps(messages, ensure_ascii=False)
+        new_text = " ".join(self.sub.values()).lower()
+        out = []
+        for low, new in self.sub.items():
+            words = self.old[low].split()
+            if len(words) < 2 or new.lower() == low:
+                continue
+            head = " ".join(words[:2])
+            if head.lower() not in new_text and _mentioned(head, text):
+                out.append(head)
+        return out
+
+
+def refill(seed: Conversation, know: Knowledge, rng: random.Random) -> dict:
+    """One candidate from `seed`: `{"messages", "mapping", "donors", "problems"}`."""
+    r = Refill(seed, know, rng)
+    r.plan()
+    messages = r.apply()
+    problems = [{"reason": "stale_mention", "detail": f"still mentions {h!r} of a replaced"
+                 " value"} for h in r.stale(messages)]
+    if not r.sub:
+        problems.append({"reason": "no_slots", "detail": "no value to re-fill"})
+    return {"messages": messages, "mapping": {r.old[k]: v for k, v in r.sub.items()},
+            "donors": sorted(set(r.donors)), "problems": problems}
+
+
+def cut_points(conv: Conversation, know: Knowledge, lo: int, hi: int) -> list[int]:
+    """Where a seed can end early: after an assistant turn that only talks to the user (the
+    user speaks next), at `lo`..`hi` messages. A service call is never cut from its result."""
+    out = []
+    for i, m in enumerate(conv.messages):
+        n = i + 1
+        if m["role"] != "assistant" or not lo <= n <= hi or n >= len(conv.messages):
+            continue
+        if all(not know.is_service(name) for name, _ in calls_of(m)):
+            out.append(n)
+    return out
+
+
+def shortened(conv: Conversation, n: int) -> Conversation:
+    return dataclasses.replace(conv, messages=conv.messages[:n],
+                               suspect=frozenset(i for i in conv.suspect if i < n))
