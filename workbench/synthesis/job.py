@@ -69,6 +69,16 @@ class State:
                 self.rejected[c.reasons[0]["reason"]] += 1
 
 
+def _up_to_target(batch: list[Candidate], wanted: int) -> list[Candidate]:
+    """The batch up to the candidate that reaches the target (the rest was never needed)."""
+    n = 0
+    for i, c in enumerate(batch):
+        n += c.accepted
+        if n >= wanted:
+            return batch[:i + 1]
+    return batch
+
+
 def _offline(ctx: JobContext, state: State, seeds: list[Conversation], know, validator,
              params) -> None:
     done_before = state.candidates
@@ -102,6 +112,7 @@ def _offline(ctx: JobContext, state: State, seeds: list[Conversation], know, val
             batch.append(cand)
         ctx.progress(state.reached, state.target, state.line(f"validating {len(batch)}"))
         validator.validate(batch)
+        batch = _up_to_target(batch, state.target - state.reached)
         store_batch(ctx.db, ctx.job_id, batch)
         state.take(batch)
         ctx.progress(state.reached, state.target, state.line())
@@ -158,7 +169,8 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
                                                      / params.per_request)))
                 replies = await asyncio.gather(*(ask(i) for i in range(k, k + n)))
                 k += n
-                batch = []
+                batch: list[Candidate] = []
+                batch_keys: set[str] = set()
                 for i, reply in sorted(replies, key=lambda r: r[0]):
                     if reply is None:
                         continue
@@ -170,11 +182,15 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
                                          raw=raw)
                         if why:
                             cand.reject("format", why)
-                        if cand.key not in seen:
-                            seen.add(cand.key)
-                            batch.append(cand)
+                        if cand.key in seen:      # decided by an earlier run of the job
+                            continue
+                        if cand.key in batch_keys:
+                            cand.reject("duplicate", "the same as another candidate")
+                        batch_keys.add(cand.key)
+                        batch.append(cand)
                 validator.validate(batch)
                 store_batch(ctx.db, ctx.job_id, batch)
+                seen.update(batch_keys)
                 state.take(batch)
                 ctx.progress(state.reached, state.target, state.line(f"{k} requests"))
         finally:

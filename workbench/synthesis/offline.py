@@ -127,21 +127,18 @@ class Refill:
 
     def _donor(self, name: str, args: dict, recs: list[dict]) -> Donor | None:
         """A donor of the same tool with enough records; preferred: not the seed's own call,
-        then agreeing most on the pinned arguments and on the values already mapped."""
+        then agreeing most on the pinned arguments (a search for what the user implied finds
+        records of that kind). Values mapped already stay as they are, so a later call may
+        borrow from another donor: its time and party size vary the conversation further."""
         found = [d for d in self.know.donors.get(name, ()) if len(d.records) >= len(recs)
                  and (bool(d.records) == bool(recs))]
         if not found:
             return None
 
         def score(d: Donor) -> tuple[bool, int]:
-            agree = 0
-            for k, v in args.items():
-                s = value_text(v)
-                if s is None or k not in d.args:
-                    continue
-                want = s if s.lower() in self.pinned else self.sub.get(s.lower())
-                if want is not None and str(d.args[k]).lower() == want.lower():
-                    agree += 1
+            agree = sum(1 for k, v in args.items() if (s := value_text(v)) is not None
+                        and s.lower() in self.pinned and k in d.args
+                        and str(d.args[k]).lower() == s.lower())
             own = d.trace_id == self.seed.trace_id and d.args == args
             return not own, agree
         best = max(score(d) for d in found)
