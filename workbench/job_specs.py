@@ -369,9 +369,8 @@ class SynthParams:
     checks: list[str] = opt(["schema", "structure", "grounding", "coherence"],
                             "checks a candidate must pass (no error flag)")
     max_chars: int = opt(20000, "longest candidate accepted (characters of its JSON)")
-    similarity: float = opt(0.9, "near-duplicate at this word-shingle Jaccard similarity or"
-                            " more (of a stored conversation, a test conversation or another"
-                            " candidate)")
+    similarity: float = opt(0.9, "near-duplicate at this word-shingle overlap or more (with a"
+                            " stored conversation, a test conversation or another candidate)")
     random_seed: int = opt(0, "seed of the random choices (same store, same result)")
 
     def __post_init__(self) -> None:

@@ -3,9 +3,10 @@ the tools, and the slots are re-filled consistently across the whole conversatio
 
 A slot is a value of a service call's arguments or of its result's records (not a flag field,
 see `corpus.learn`). Each service call of the seed borrows a *donor*: a call of the same tool
-elsewhere in the corpus with the result that answered it, so a restaurant arrives with its own
-city, phone and address taken together. The seed's values map onto the donor's (arguments onto
-arguments, the i-th record onto the i-th record); a value the donor does not give comes from
+elsewhere in the corpus (or its own, when it returned several records) with the result that
+answered it, so a restaurant arrives with its own city, phone and address taken together. The
+seed's values map onto the donor's (arguments onto arguments, each record onto one of the
+donor's, drawn in random order); a value the donor does not give comes from
 the values the same argument takes elsewhere (same form: "18:30" for "12:30"). One mapping is
 then applied everywhere: the user's words, the calls, the results and the assistant's replies,
 free text included.
@@ -102,7 +103,9 @@ class Refill:
                 for k, v in args.items():
                     if k in donor.args:
                         self._map(k, v, donor.args[k])
-                for rec, drec in zip(recs, donor.records):
+                # the records in another order: which of them the conversation is about
+                drecs = self.rng.sample(donor.records, len(recs)) if recs else []
+                for rec, drec in zip(recs, drecs):
                     for k, v in rec.items():
                         if k in drec:
                             self._map(k, v, drec[k])
@@ -126,23 +129,27 @@ class Refill:
         self.new_used.add(n.lower())
 
     def _donor(self, name: str, args: dict, recs: list[dict]) -> Donor | None:
-        """A donor of the same tool with enough records; preferred: not the seed's own call,
-        then agreeing most on the pinned arguments (a search for what the user implied finds
-        records of that kind). Values mapped already stay as they are, so a later call may
-        borrow from another donor: its time and party size vary the conversation further."""
+        """A donor of the same tool with enough records, drawn at random; more likely the more
+        it agrees on the pinned arguments (a search for what the user implied finds records of
+        that kind). The seed's own call is a donor too when it returned several records (the
+        conversation then picks another of them), else only when there is no other. Values
+        mapped already stay as they are, so a later call may borrow from another donor: its
+        time and party size vary the conversation further."""
         found = [d for d in self.know.donors.get(name, ()) if len(d.records) >= len(recs)
                  and (bool(d.records) == bool(recs))]
         if not found:
             return None
 
-        def score(d: Donor) -> tuple[bool, int]:
+        def weight(d: Donor) -> int:
             agree = sum(1 for k, v in args.items() if (s := value_text(v)) is not None
                         and s.lower() in self.pinned and k in d.args
                         and str(d.args[k]).lower() == s.lower())
             own = d.trace_id == self.seed.trace_id and d.args == args
-            return not own, agree
-        best = max(score(d) for d in found)
-        return self.rng.choice([d for d in found if score(d) == best])
+            return 0 if own and len(d.records) < 2 else 1 + 2 * agree
+        weights = [weight(d) for d in found]
+        if not any(weights):
+            return found[0]
+        return self.rng.choices(found, weights)[0]
 
     # ---------------------------------------------------------------------------- applying
 

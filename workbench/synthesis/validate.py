@@ -16,8 +16,11 @@ A candidate is rejected, with every reason found, when:
 * `coherence`: an error flag of the coherence check run over the corpus and the candidates
   (off-domain content; its turn-level part needs 20 conversations, below that it stays silent).
 
-Near-duplicates: Jaccard similarity of word 3-shingles of the normalised text (message text,
-call names and argument values) at or above `similarity` (default 0.9).
+Near-duplicates: the overlap of the word 3-shingles of the normalised text (message text, call
+names and argument values), |A & B| / min(|A|, |B|), at or above `similarity` (default 0.9).
+Overlap rather than Jaccard: a candidate that is most of a known conversation (a prefix of a
+seed, or of a test conversation, whose turns training or evaluation already has) or that
+contains one whole is as much a copy as an identical one.
 """
 
 from __future__ import annotations
@@ -91,15 +94,14 @@ def shingles(messages: list[dict], k: int = 3) -> frozenset[int]:
     return frozenset(hash(" ".join(words[i:i + k])) for i in range(len(words) - k + 1))
 
 
-def jaccard(a: frozenset, b: frozenset) -> float:
+def overlap(a: frozenset, b: frozenset) -> float:
     if not a or not b:
         return 0.0
-    inter = len(a & b)
-    return inter / (len(a) + len(b) - inter)
+    return len(a & b) / min(len(a), len(b))
 
 
 class ShingleIndex:
-    """Conversations' shingle sets, searched for the most similar one (an inverted index, so
+    """Conversations' shingle sets, searched for the most overlapping one (an inverted index, so
     a candidate is compared only with conversations that share a shingle)."""
 
     def __init__(self) -> None:
@@ -121,7 +123,7 @@ class ShingleIndex:
                 counts[n] = counts.get(n, 0) + 1
         best, name = 0.0, None
         for n, inter in counts.items():
-            sim = inter / (len(s) + len(self.sets[n]) - inter)
+            sim = inter / min(len(s), len(self.sets[n]))
             if sim > best:
                 best, name = sim, self.names[n]
         return best, name
