@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
 from db import open_db  # noqa: E402
+from db import synthesis as records  # noqa: E402
 from db.queries import TraceFilter  # noqa: E402
 from workbench.conversation_view import conversations  # noqa: E402
 from workbench.importing import import_files  # noqa: E402
@@ -75,7 +76,10 @@ def run_job(db, params: dict) -> tuple[dict, float]:
     row = execute(db, submit(db, "synth", {}, params))
     if row["status"] != "succeeded":
         raise SystemExit(f"synth failed: {row['error']}")
-    return row["result"], time.perf_counter() - t0
+    res = row["result"]
+    res["why"] = [r["reasons"][0]["detail"][:160] for r in records.rows(db, row["id"],
+                                                                         "rejected")[:3]]
+    return res, time.perf_counter() - t0
 
 
 def summary(name: str, res: dict, secs: float, leak: dict) -> dict:
@@ -89,7 +93,8 @@ def summary(name: str, res: dict, secs: float, leak: dict) -> dict:
                     t.get("bucket_share")) for t in rep["per_topic"]],
         "arguments": [(a["argument"], a["seed_distinct"], a["distinct"], a["new_values"])
                       for a in rep["per_argument"]],
-        "leaks": leak, "requests": res.get("requests"),
+        "leaks": leak, "requests": res.get("requests"), "tokens_out": res.get("tokens_out"),
+        "why": res["why"],
     }
 
 
@@ -110,6 +115,9 @@ def coverage(r: dict) -> str:
         out.append(f"- {topic}: {n}, {share} %, {target} %, {share - target:+.1f}")
     out.append("distinct argument values (seeds -> synthetic, new):")
     out.append("; ".join(f"{a} {s} -> {d} ({n} new)" for a, s, d, n in r["arguments"]))
+    if r["method"] == "teacher":
+        out.append(f"{r['requests']} requests, {r['tokens_out']} tokens generated; first"
+                   " rejections: " + " | ".join(f"`{w}`" for w in r["why"]))
     lk = r["leaks"]
     out.append(f"test leaks stored: {lk['identical_to_test']} identical, highest shingle overlap"
                f" with a test conversation {lk['max_test_similarity']} (rejected at 0.9)")

@@ -213,6 +213,11 @@ def test_offline_job_stores_validated_synthetic_traces_linked_to_seeds(db):
     assert {t["tool"] for t in rep["per_tool"]} >= {"FindRestaurants", "ReserveRestaurant"}
     city = next(a for a in rep["per_argument"] if a["argument"] == "FindRestaurants.city")
     assert city["distinct"] >= 2
+    # synthetic traces are no seeds of more (unless the selection asks for them), and a second
+    # job accepts nothing that is a near-copy of the first one's
+    again = execute(db, submit(db, "synth", {}, {"offline": True, "target": 3}))
+    assert again["result"]["seeds"] == len(ENTITIES)
+    assert again["result"]["accepted"] == 3
 
 
 def test_cli_synth_offline_json_and_bad_options(store):
@@ -366,3 +371,36 @@ def test_a_stopped_teacher_job_resumes_without_repeating_a_request(db, store, tm
     assert row["result"]["accepted"] == 6
     assert len(records.rows(db, job_id, "accepted")) == 6
     assert get_job(db, job_id)["status"] == "succeeded"
+
+
+def test_topics_file_length_buckets_and_a_seed_query(db, tmp_path):
+    """Topics from a file: a length no seed has is reached by cutting a longer seed after an
+    assistant reply; --seeds narrows the seeds by a full-text query."""
+    topics = tmp_path / "topics.txt"
+    topics.write_text("# my topics\n- short: aim for 4-5 messages\n- full: 10-10 messages\n")
+    # the hand-made seeds share one reply template, so a 4-message prefix re-filled is most of
+    # another seed's prefix (a near-duplicate, rightly): only exact copies count here
+    row = execute(db, submit(db, "synth", {}, {"offline": True, "target": 4, "similarity": 1.0,
+                                               "topics": str(topics), "seeds": "Fremont"}))
+    assert row["status"] == "succeeded", row["error"]
+    res = row["result"]
+    assert res["seeds"] == 1
+    fremont = db.execute("SELECT trace_id FROM search WHERE search MATCH 'Fremont' AND"
+                         " message_idx IS NULL").fetchone()[0]
+    acc = records.rows(db, row["id"], "accepted")
+    assert {tuple(r["seeds"]) for r in acc} == {(fremont,)}
+    by_topic = {t["topic"]: t for t in res["report"]["per_topic"]}
+    assert by_topic["short: aim for 4-5 messages"]["reached"] == 2
+    assert by_topic["full: 10-10 messages"]["reached"] == 2
+    for r in acc:
+        msgs = current_messages(db, r["trace_id"])
+        if r["topic"].startswith("short"):
+            assert len(msgs) == 4 and msgs[-1]["tool_calls"][0]["function"]["name"] == \
+                "respond_to_user"
+        else:
+            assert len(msgs) == 10
+    bad = tmp_path / "empty.txt"
+    bad.write_text("\n# nothing\n")
+    row = execute(db, submit(db, "synth", {}, {"offline": True, "target": 1,
+                                               "topics": str(bad)}))
+    assert row["status"] == "failed" and "no topics" in row["error"]

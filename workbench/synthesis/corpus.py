@@ -64,7 +64,11 @@ def n_messages(messages: list[dict]) -> int:
 def select_seeds(db: Database, selection: TraceFilter, query: str | None,
                  include_suspect: bool) -> tuple[list[Conversation], dict]:
     """Seeds: current labels of the selected traces outside the test split, not excluded,
-    without suspect turns unless asked. Returns the seeds and how many were left out, by why."""
+    without suspect turns unless asked, imported ones unless the selection names an origin
+    (synthetic conversations are no seeds of more by default). Returns the seeds and how many
+    were left out, by why."""
+    if selection.origin is None:
+        selection = replace(selection, origin="imported")
     if query:
         selection = replace(selection, text=f"{selection.text} {query}" if selection.text
                             else query)
