@@ -87,7 +87,7 @@ def summary(name: str, res: dict, secs: float, leak: dict) -> dict:
     return {
         "store": name, "method": res["method"], "seeds": res["seeds"],
         "seeds_left_out": res["seeds_left_out"], "accepted": res["accepted"],
-        "target": res["target"], "candidates": res["candidates"],
+        "target": res["target"], "candidates": res["candidates"], "repeats": res["repeats"],
         "acceptance": res["acceptance_rate"], "rejected": res["rejected"], "seconds": round(secs, 1),
         "topics": [(t["topic"].split(":")[0], t["reached"], t["share"], t["target_share"],
                     t.get("bucket_share")) for t in rep["per_topic"]],
@@ -99,12 +99,12 @@ def summary(name: str, res: dict, secs: float, leak: dict) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| store | method | seeds | accepted / target | candidates | acceptance | rejected"
-           " (by first reason) | time |", "|---|---|---|---|---|---|---|---|"]
+    out = ["| store | method | seeds | accepted / target | candidates (repeats skipped) |"
+           " acceptance | rejected (by first reason) | time |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rej = ", ".join(f"{k} {v}" for k, v in r["rejected"].items()) or "none"
         out.append(f"| {r['store']} | {r['method']} | {r['seeds']} | {r['accepted']} /"
-                   f" {r['target']} | {r['candidates']} | {r['acceptance']:.0%} | {rej} |"
+                   f" {r['target']} | {r['candidates']} ({r['repeats']}) | {r['acceptance']:.0%} | {rej} |"
                    f" {r['seconds']} s |")
     return "\n".join(out)
 

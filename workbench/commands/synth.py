@@ -15,7 +15,8 @@ def print_synth(result: dict) -> None:
     console.print(Text(
         f"{result['method']}: {result['accepted']}/{result['target']} accepted of"
         f" {result['candidates']} candidates (acceptance {result['acceptance_rate']:.0%}) from"
-        f" {result['seeds']} seeds; test leaks stored: {result['test_leaks_stored']}"))
+        f" {result['seeds']} seeds; test leaks stored: {result['test_leaks_stored']}"
+        + (f"; {result['repeats']} repeated draws skipped" if result.get("repeats") else "")))
     if result["rejected"]:
         console.print(Text("rejected: " + ", ".join(f"{k} {v}" for k, v in
                                                     result["rejected"].items())))

@@ -33,6 +33,7 @@ from workbench.synthesis.store import store_batch
 from workbench.synthesis.validate import Candidate, Validator, shingles
 
 BATCH = 20
+SPLICE_SHARE = 0.5   # offline candidates that join two seeds (where their structure allows)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class State:
     topics: list[Topic]
     accepted: Counter
     candidates: int = 0
+    repeats: int = 0                       # offline draws identical to an earlier candidate
     rejected: Counter = dataclasses.field(default_factory=Counter)
 
     @property
@@ -79,8 +81,19 @@ def _up_to_target(batch: list[Candidate], wanted: int) -> list[Candidate]:
     return batch
 
 
+def _fit(made: dict | None, topic: Topic, know, rng: random.Random) -> dict | None:
+    """A spliced candidate within the topic's length (cut after an assistant reply), or None."""
+    if made is None or topic.lo is None or topic.fits(n_messages(made["messages"])):
+        return made
+    conv = Conversation(trace_id=0, messages=made["messages"], tools=None, system=None)
+    cuts = offline.cut_points(conv, know, topic.lo, topic.hi)
+    if not cuts:
+        return None
+    return {**made, "messages": made["messages"][:rng.choice(cuts)]}
+
+
 def _offline(ctx: JobContext, state: State, seeds: list[Conversation], know, validator,
-             params) -> None:
+             params, seen: set[str]) -> None:
     done_before = state.candidates
     rng = random.Random(f"{params.random_seed}:{done_before}")
     budget = params.max_candidates or 10 * state.target
@@ -92,24 +105,39 @@ def _offline(ctx: JobContext, state: State, seeds: list[Conversation], know, val
                             if (cuts := offline.cut_points(s, know, t.lo, t.hi))]
     usable = [t for t in state.topics if fits[t.text]] or state.topics
     uses: Counter = Counter()
-    while state.reached < state.target and state.candidates < budget:
+    made_keys = set(seen)
+    attempts = state.candidates
+    while state.reached < state.target and attempts < budget:
         batch = []
         planned: Counter = Counter(state.accepted)
-        for _ in range(min(BATCH, budget - state.candidates)):
+        while len(batch) < BATCH and attempts < budget:
+            attempts += 1
             topic = State(state.target, state.topics, planned).next_topic(usable)
             pool = fits[topic.text] or [(s, None) for s in seeds]
             low = min(uses[s.trace_id] for s, _ in pool)
             seed, cuts = rng.choice([p for p in pool if uses[p[0].trace_id] == low])
             uses[seed.trace_id] += 1
             planned[topic.text] += 1
-            if cuts:
-                seed = offline.shortened(seed, rng.choice(cuts))
-            made = offline.refill(seed, know, rng)
-            cand = Candidate(messages=made["messages"], seeds=[seed.trace_id], topic=topic.text,
+            made, used = None, [seed.trace_id]
+            if len(seeds) > 1 and rng.random() < SPLICE_SHARE:
+                head = rng.choice([s for s in seeds if s.trace_id != seed.trace_id])
+                made = _fit(offline.splice(head, seed, know, rng), topic, know, rng)
+                used = [head.trace_id, seed.trace_id]
+            if made is None:
+                used = [seed.trace_id]
+                made = offline.refill(offline.shortened(seed, rng.choice(cuts)) if cuts
+                                      else seed, know, rng)
+            cand = Candidate(messages=made["messages"], seeds=used, topic=topic.text,
                              method="offline", tools=seed.tools if seed.own_tools else None)
+            if cand.key in made_keys:   # made before: a repeat, not a new candidate
+                state.repeats += 1   # (still counted as planned: the next topic's turn)
+                continue
+            made_keys.add(cand.key)
             for p in made["problems"]:
                 cand.reject(p["reason"], p["detail"])
             batch.append(cand)
+        if not batch:
+            continue
         ctx.progress(state.reached, state.target, state.line(f"validating {len(batch)}"))
         validator.validate(batch)
         batch = _up_to_target(batch, state.target - state.reached)
@@ -230,7 +258,8 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: Any) -> dict:
     ctx.progress(state.reached, params.target, state.line("starting"))
     extra: dict = {}
     if params.offline:
-        _offline(ctx, state, seeds, know, validator, params)
+        _offline(ctx, state, seeds, know, validator, params,
+                 {r["candidate_key"] for r in prior})
     else:
         extra = _teacher(ctx, state, seeds, validator, params,
                          {r["candidate_key"] for r in prior})
@@ -240,6 +269,7 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: Any) -> dict:
                           [s.messages for s in seeds], topics, params.target, know)
     result = {"method": "offline" if params.offline else "teacher", "seeds": len(seeds),
               "seeds_left_out": skipped, "candidates": state.candidates,
+              "repeats": state.repeats,
               "accepted": state.reached, "target": params.target,
               "acceptance_rate": round(state.rate(), 3),
               "rejected": dict(state.rejected.most_common()),

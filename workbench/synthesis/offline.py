@@ -15,6 +15,9 @@ What the user never said literally before the call (a cuisine the assistant infe
 from "the 13th") is *pinned*: it stays, and donors that agree on it are preferred, so the text
 and the calls cannot drift apart. A candidate that still mentions part of a replaced value (a
 restaurant's short name) is marked `stale_mention` and never stored.
+
+Seeds combine where the structure allows (`splice`): one seed's opening up to its first search,
+another's search and everything after it, re-filled onto the first one's call and records.
 """
 
 from __future__ import annotations
@@ -71,8 +74,10 @@ def service_positions(conv: Conversation, know: Knowledge) -> list[tuple[int, st
 class Refill:
     """One candidate's value mapping, built call by call."""
 
-    def __init__(self, seed: Conversation, know: Knowledge, rng: random.Random) -> None:
+    def __init__(self, seed: Conversation, know: Knowledge, rng: random.Random,
+                 forced: dict[int, Donor] | None = None) -> None:
         self.seed, self.know, self.rng = seed, know, rng
+        self.forced = forced or {}             # message index -> the donor it must take
         self.sub: dict[str, str] = {}          # old value (lower) -> new value
         self.old: dict[str, str] = {}          # old value (lower) -> as written
         self.new_used: set[str] = set()
@@ -97,18 +102,20 @@ class Refill:
                 self.seed_values |= {s.lower() for k, v in r.items()
                                      if (s := self._slot_values(k, v))}
         for i, name, args, recs in positions:
-            donor = self._donor(name, args, recs)
+            forced = self.forced.get(i)
+            donor = forced or self._donor(name, args, recs)
             if donor is not None:
                 self.donors.append(donor.trace_id)
                 for k, v in args.items():
                     if k in donor.args:
-                        self._map(k, v, donor.args[k])
+                        self._map(k, v, donor.args[k], force=forced is not None)
                 # the records in another order: which of them the conversation is about
-                drecs = self.rng.sample(donor.records, len(recs)) if recs else []
+                drecs = (donor.records if forced else
+                         self.rng.sample(donor.records, len(recs)) if recs else [])
                 for rec, drec in zip(recs, drecs):
                     for k, v in rec.items():
                         if k in drec:
-                            self._map(k, v, drec[k])
+                            self._map(k, v, drec[k], force=forced is not None)
             for k, v in args.items():      # what the donor did not give: another value
                 s = self._slot_values(k, v)
                 if s and s.lower() not in self.sub and s.lower() not in self.pinned:
@@ -117,9 +124,11 @@ class Refill:
                     if pool:
                         self._map(k, v, self.rng.choice(pool))
 
-    def _map(self, key: str, old, new) -> None:
+    def _map(self, key: str, old, new, force: bool = False) -> None:
+        """old -> new everywhere, unless old is pinned (`force`: a splice, where the words
+        before the call are another seed's and the call must follow them)."""
         s, n = self._slot_values(key, old), value_text(new)
-        if not s or not n or s.lower() in self.pinned or s.lower() in self.sub:
+        if not s or not n or (s.lower() in self.pinned and not force) or s.lower() in self.sub:
             return
         if n.lower() != s.lower() and (n.lower() in self.new_used
                                        or n.lower() in self.seed_values):
@@ -210,9 +219,10 @@ class Refill:
         return out
 
 
-def refill(seed: Conversation, know: Knowledge, rng: random.Random) -> dict:
+def refill(seed: Conversation, know: Knowledge, rng: random.Random,
+           forced: dict[int, Donor] | None = None) -> dict:
     """One candidate from `seed`: `{"messages", "mapping", "donors", "problems"}`."""
-    r = Refill(seed, know, rng)
+    r = Refill(seed, know, rng, forced)
     r.plan()
     messages = r.apply()
     problems = [{"reason": "stale_mention", "detail": f"still mentions {h!r} of a replaced"
@@ -221,6 +231,29 @@ def refill(seed: Conversation, know: Knowledge, rng: random.Random) -> dict:
         problems.append({"reason": "no_slots", "detail": "no value to re-fill"})
     return {"messages": messages, "mapping": {r.old[k]: v for k, v in r.sub.items()},
             "donors": sorted(set(r.donors)), "problems": problems}
+
+
+def _first_answered(conv: Conversation, know: Knowledge) -> tuple[int, str, dict, list] | None:
+    for i, name, args, recs in service_positions(conv, know):
+        if recs:
+            return i, name, args, recs
+    return None
+
+
+def splice(head: Conversation, tail: Conversation, know: Knowledge,
+           rng: random.Random) -> dict | None:
+    """`head`'s conversation up to its first answered service call, then `tail`'s from its
+    first call of the same tool on: where the structure allows it (same tool, the head's
+    result has as many records as the tail's shows). The tail's call, result and everything
+    after are re-filled onto the head's call and records (forced: the user asked for those),
+    the rest as in `refill`. None when the two do not join."""
+    h, t = _first_answered(head, know), _first_answered(tail, know)
+    if h is None or t is None or h[1] != t[1] or len(h[3]) < len(t[3]):
+        return None
+    joined = dataclasses.replace(
+        tail, messages=[*head.messages[:h[0]], *tail.messages[t[0]:]],
+        suspect=frozenset(i - t[0] + h[0] for i in tail.suspect if i >= t[0]))
+    return refill(joined, know, rng, {h[0]: Donor(head.trace_id, h[2], h[3][:len(t[3])])})
 
 
 def cut_points(conv: Conversation, know: Knowledge, lo: int, hi: int) -> list[int]:
