@@ -169,6 +169,30 @@ def test_offline_refills_slots_consistently_across_user_calls_results_and_replie
         assert strip(made["messages"][0]["content"]) == strip(seed.messages[0]["content"])
 
 
+def test_splice_joins_one_seeds_opening_to_anothers_rest_consistently(db):
+    from workbench.synthesis.offline import splice
+
+    seeds = conversations(db, TraceFilter(split="unassigned"))
+    know = learn(seeds, seeds[0].tools)
+    head = next(s for s in seeds if "Luigi" in json.dumps(s.messages))
+    tail = next(s for s in seeds if "Bangkok" in json.dumps(s.messages))
+    made = splice(head, tail, know, random.Random(0))
+    assert not made["problems"]
+    msgs = made["messages"]
+    assert msgs[0] == head.messages[0]                         # the head's opening
+    assert msgs[3]["tool_calls"][0]["function"]["arguments"]["message"].startswith(
+        "Luigi Trattoria in Oakland serves Italian food")      # the tail's reply, re-filled
+    assert msgs[4]["content"].startswith("Reserve Luigi Trattoria for")   # the tail's words
+    assert msgs[1]["tool_calls"][0]["function"]["arguments"] == {"city": "Oakland",
+                                                                 "cuisine": "Italian"}
+    reserve = msgs[5]["tool_calls"][0]["function"]["arguments"]
+    assert reserve["restaurant_name"] == "Luigi Trattoria" and reserve["city"] == "Oakland"
+    everything = json.dumps(msgs)
+    for old in ENTITIES[1][:5]:                                # nothing of the tail's entity
+        assert old not in everything, old
+    assert "1 Main Street" in msgs[7]["tool_calls"][0]["function"]["arguments"]["message"]
+
+
 def test_a_value_the_user_never_said_is_pinned(db):
     """The assistant inferred the cuisine ("Oriental" -> Asian): the call keeps it, because the
     text cannot follow a change."""
