@@ -212,19 +212,31 @@ def test_a_value_the_user_never_said_is_pinned(db):
     assert made["messages"][1]["tool_calls"][0]["function"]["arguments"]["city"] != "Oakland"
 
 
-def test_offline_job_stores_validated_synthetic_traces_linked_to_seeds(db):
-    row = execute(db, submit(db, "synth", {}, {"offline": True, "target": 5}))
+def test_offline_job_stores_validated_synthetic_traces_linked_to_seeds(db, tmp_path):
+    # the task's four length buckets: the 10-message seeds fit one, which gets its share only
+    row = execute(db, submit(db, "synth", {}, {"offline": True, "target": 8}))
+    assert row["status"] == "succeeded", row["error"]
+    per_topic = {t["topic"].split(":")[0]: t["reached"] for t in
+                 row["result"]["report"]["per_topic"]}
+    assert per_topic == {"short conversation": 2, "short-medium conversation": 0,
+                         "medium conversation": 0, "long conversation": 0}
+    assert "target not reached: 2/8" in get_job(db, row["id"])["log"]
+    topics = tmp_path / "topics.txt"
+    topics.write_text("a conversation like the seeds\n")
+    row = execute(db, submit(db, "synth", {}, {"offline": True, "target": 5,
+                                               "topics": str(topics)}))
     assert row["status"] == "succeeded", row["error"]
     res = row["result"]
     assert res["accepted"] == 5 and res["test_leaks_stored"] == 0
     assert sum(res["rejected"].values()) + 5 == res["candidates"]
     acc = records.rows(db, row["id"], "accepted")
     assert len(acc) == 5
+    acc += records.rows(db, row["id"] - 1, "accepted")
     for r in acc:
         t = db.execute("SELECT origin, split FROM traces WHERE id = ?", [r["trace_id"]]).fetchone()
         assert tuple(t) == ("synthetic", "train")
         assert r["method"] == "offline" and r["seeds"] and r["topic"]
-        assert records.origin_of(db, r["trace_id"])["job_id"] == row["id"]
+        assert records.origin_of(db, r["trace_id"])["job_id"] == r["job_id"]
     # the filters see them like any trace
     syn = conversations(db, TraceFilter(origin="synthetic"))
     assert {c.trace_id for c in syn} == {r["trace_id"] for r in acc}
@@ -233,20 +245,23 @@ def test_offline_job_stores_validated_synthetic_traces_linked_to_seeds(db):
     assert len(hashes) == len(set(hashes))
     # the report: per topic, tool and argument
     rep = res["report"]
-    assert sum(t["reached"] for t in rep["per_topic"]) == 5
+    assert rep["per_topic"][0]["reached"] == 5
     assert {t["tool"] for t in rep["per_tool"]} >= {"FindRestaurants", "ReserveRestaurant"}
     city = next(a for a in rep["per_argument"] if a["argument"] == "FindRestaurants.city")
     assert city["distinct"] >= 2
     # synthetic traces are no seeds of more (unless the selection asks for them), and a second
     # job accepts nothing that is a near-copy of the first one's
-    again = execute(db, submit(db, "synth", {}, {"offline": True, "target": 3}))
+    again = execute(db, submit(db, "synth", {}, {"offline": True, "target": 3,
+                                                 "topics": str(topics)}))
     assert again["result"]["seeds"] == len(ENTITIES)
     assert again["result"]["accepted"] == 3
 
 
-def test_cli_synth_offline_json_and_bad_options(store):
+def test_cli_synth_offline_json_and_bad_options(store, tmp_path):
+    topics = tmp_path / "topics.txt"
+    topics.write_text("a conversation like the seeds\n")
     r = CliRunner().invoke(app, ["--db", str(store), "synth", "--offline", "--target", "3",
-                                 "--json"])
+                                 "--topics", str(topics), "--json"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert res["accepted"] == 3 and res["method"] == "offline"

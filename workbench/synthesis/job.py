@@ -5,7 +5,9 @@ what it decided and a resumed one goes on from there: the offline method counts 
 already accepted; the teacher's replies are job units, so a resumed job replays them from the
 store and pays only for requests never answered. Topics are served by deficit: each candidate
 goes to the topic furthest below its share of the target (offline: a seed of the topic's
-length, else a longer one cut after an assistant reply that falls in the topic's range).
+length, or a longer one cut after an assistant reply that falls in the topic's range), and
+offline no topic gets more than its share: a topic the seeds cannot fill stays short, and so
+does the total, rather than another topic making up for it.
 """
 
 from __future__ import annotations
@@ -71,14 +73,20 @@ class State:
                 self.rejected[c.reasons[0]["reason"]] += 1
 
 
-def _up_to_target(batch: list[Candidate], wanted: int) -> list[Candidate]:
-    """The batch up to the candidate that reaches the target (the rest was never needed)."""
-    n = 0
-    for i, c in enumerate(batch):
-        n += c.accepted
-        if n >= wanted:
-            return batch[:i + 1]
-    return batch
+def _within_shares(batch: list[Candidate], state: State, cap: int) -> list[Candidate]:
+    """The batch without what was not needed: accepted candidates of a topic that has its
+    share already, and everything after the one that reaches the target."""
+    counts, total, out = Counter(state.accepted), state.reached, []
+    for c in batch:
+        if total >= state.target:
+            break
+        if c.accepted:
+            if counts[c.topic] >= cap:
+                continue
+            counts[c.topic] += 1
+            total += 1
+        out.append(c)
+    return out
 
 
 def _fit(made: dict | None, topic: Topic, know, rng: random.Random) -> dict | None:
@@ -97,22 +105,24 @@ def _offline(ctx: JobContext, state: State, seeds: list[Conversation], know, val
     done_before = state.candidates
     rng = random.Random(f"{params.random_seed}:{done_before}")
     budget = params.max_candidates or 10 * state.target
-    fits = {t.text: [(s, None) for s in seeds if t.fits(n_messages(s.messages))]
-            for t in state.topics}
-    for t in state.topics:   # no seed of that length: longer ones cut at a turn boundary
-        if t.lo is not None and not fits[t.text]:
-            fits[t.text] = [(s, cuts) for s in seeds
-                            if (cuts := offline.cut_points(s, know, t.lo, t.hi))]
+    fits: dict[str, list] = {}
+    for t in state.topics:   # seeds of the topic's length, and longer ones cut to it
+        fits[t.text] = [(s, None) for s in seeds if t.fits(n_messages(s.messages))]
+        if t.lo is not None:
+            fits[t.text] += [(s, cuts) for s in seeds if n_messages(s.messages) > t.hi
+                             and (cuts := offline.cut_points(s, know, t.lo, t.hi))]
     usable = [t for t in state.topics if fits[t.text]] or state.topics
     uses: Counter = Counter()
     made_keys = set(seen)
+    cap = math.ceil(state.target / len(state.topics))   # no topic beyond its share
     attempts = state.candidates
     while state.reached < state.target and attempts < budget:
         batch = []
         planned: Counter = Counter(state.accepted)
         while len(batch) < BATCH and attempts < budget:
             attempts += 1
-            topic = State(state.target, state.topics, planned).next_topic(usable)
+            open_topics = [t for t in usable if planned[t.text] < cap] or usable
+            topic = State(state.target, state.topics, planned).next_topic(open_topics)
             pool = fits[topic.text] or [(s, None) for s in seeds]
             low = min(uses[s.trace_id] for s, _ in pool)
             seed, cuts = rng.choice([p for p in pool if uses[p[0].trace_id] == low])
@@ -140,7 +150,7 @@ def _offline(ctx: JobContext, state: State, seeds: list[Conversation], know, val
             continue
         ctx.progress(state.reached, state.target, state.line(f"validating {len(batch)}"))
         validator.validate(batch)
-        batch = _up_to_target(batch, state.target - state.reached)
+        batch = _within_shares(batch, state, cap)
         store_batch(ctx.db, ctx.job_id, batch)
         state.take(batch)
         ctx.progress(state.reached, state.target, state.line())
