@@ -30,25 +30,29 @@ the calls (a reservation confirms the restaurant that was found, in its city), a
 messages use them. Every argument value must come from what the user said or from an earlier \
 result. Do not copy the examples: use other people, places, names, times and wordings."""
 
-MESSAGE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "role": {"type": "string", "enum": ["user", "assistant", "tool"]},
-        "content": {"type": ["string", "null"]},
-        "tool_calls": {"type": "array", "items": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"},
-                "type": {"type": "string", "enum": ["function"]},
-                "function": {"type": "object", "properties": {
-                    "name": {"type": "string"},
-                    "arguments": {"type": "string"}},
-                    "required": ["name", "arguments"]}},
-            "required": ["id", "type", "function"]}},
-        "tool_call_id": {"type": "string"},
-    },
-    "required": ["role"],
-}
+_CALL = {"type": "object", "properties": {
+    "id": {"type": "string"},
+    "type": {"type": "string", "enum": ["function"]},
+    "function": {"type": "object", "properties": {
+        "name": {"type": "string"},
+        "arguments": {"type": "object"}},       # an object: no JSON escaped in a string
+        "required": ["name", "arguments"]}},
+    "required": ["id", "type", "function"]}
+
+# one message per role: a user speaks, an assistant makes one call, a tool answers it
+MESSAGE_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "object", "properties": {"role": {"const": "user"},
+                                      "content": {"type": "string"}},
+     "required": ["role", "content"]},
+    {"type": "object", "properties": {"role": {"const": "assistant"},
+                                      "tool_calls": {"type": "array", "items": _CALL,
+                                                     "minItems": 1, "maxItems": 1}},
+     "required": ["role", "tool_calls"]},
+    {"type": "object", "properties": {"role": {"const": "tool"},
+                                      "tool_call_id": {"type": "string"},
+                                      "content": {"type": "string"}},
+     "required": ["role", "tool_call_id", "content"]},
+]}
 
 
 def reply_schema(k: int) -> dict:
