@@ -19,7 +19,7 @@ from sqlite_utils import Database
 from db.queries import TraceFilter
 from db.tasks import current_task
 from workbench.checks.base import CheckContext, calls_of, result_records
-from workbench.conversation_view import Conversation, conversations, task_context
+from workbench.conversation_view import Conversation, conversations
 from workbench.errors import InputError
 
 RANGE = re.compile(r"(\d+)\s*(?:-|–|to)\s*(\d+)\s*(?:turns|messages)", re.I)
