@@ -193,6 +193,30 @@ def test_splice_joins_one_seeds_opening_to_anothers_rest_consistently(db):
     assert "1 Main Street" in msgs[7]["tool_calls"][0]["function"]["arguments"]["message"]
 
 
+def test_free_text_before_a_value_enters_is_left_alone(db):
+    """"hit number 2" comes before the user asks for 2 people: it is not the party size."""
+    from workbench.conversation_view import Conversation
+    from workbench.messages import normalize_messages
+
+    msgs = conversation(ENTITIES[0])                        # party of 2, said at message 4
+    msgs[3] = say(3, "Luigi Trattoria in Oakland is hit number 2. Shall I book it?")
+    seeds = conversations(db, TraceFilter(split="unassigned"))
+    own = next(s.trace_id for s in seeds if "Luigi" in json.dumps(s.messages))
+    conv = Conversation(trace_id=own, messages=normalize_messages(msgs), tools=None, system=None)
+    know = learn(seeds, seeds[0].tools)
+    for n in range(5):
+        made = refill(conv, know, random.Random(n))
+        party = made["messages"][5]["tool_calls"][0]["function"]["arguments"]["party_size"]
+        if party == "2":
+            continue
+        assert "hit number 2." in made["messages"][3]["tool_calls"][0]["function"][
+            "arguments"]["message"]
+        assert f"for {party} people" in made["messages"][4]["content"]
+        break
+    else:
+        pytest.fail("the party size was never re-filled")
+
+
 def test_a_value_the_user_never_said_is_pinned(db):
     """The assistant inferred the cuisine ("Oriental" -> Asian): the call keeps it, because the
     text cannot follow a change."""

@@ -162,15 +162,37 @@ class Refill:
 
     # ---------------------------------------------------------------------------- applying
 
-    def text(self, s: str | None) -> str | None:
-        if not s or not self.sub:
+    def text(self, s: str | None, keys: list[str] | None = None) -> str | None:
+        keys = list(self.sub) if keys is None else keys
+        if not s or not keys:
             return s
-        pat = _word_re([self.old[k] for k in self.sub])
+        pat = _word_re([self.old[k] for k in keys])
 
         def repl(m: re.Match) -> str:
             new = self.sub[m.group(0).lower()]
             return new.lower() if m.group(0).islower() and not m.group(0).isdigit() else new
         return pat.sub(repl, s)
+
+    def introduced(self) -> dict[str, int]:
+        """Where each replaced value enters the conversation: the first user message that says
+        it, or the first call or result that carries it. Free text before that cannot mean it
+        ("the number 1 hit" before "a table for 1"), so it is left alone."""
+        out: dict[str, int] = {}
+        for i, m in enumerate(self.seed.messages):
+            found: set[str] = set()
+            if m["role"] == "user":
+                found = {k for k in self.sub if _mentioned(self.old[k], m["content"] or "")}
+            elif m["role"] == "tool":
+                recs = result_records(m)
+                vals = ({str(v).lower() for r in recs for v in r.values()} if recs else set())
+                found = {k for k in self.sub if k in vals
+                         or (not recs and _mentioned(self.old[k], m["content"] or ""))}
+            for name, args in calls_of(m):
+                if self.know.is_service(name) and isinstance(args, dict):
+                    found |= {str(v).lower() for v in args.values()} & set(self.sub)
+            for k in found:
+                out.setdefault(k, i)
+        return out
 
     def value(self, v):
         s = value_text(v)
@@ -180,17 +202,19 @@ class Refill:
 
     def apply(self) -> list[dict]:
         out = []
-        for m in self.seed.messages:
+        since = self.introduced()
+        for i, m in enumerate(self.seed.messages):
             m = copy.deepcopy(m)
+            keys = [k for k in self.sub if since.get(k, len(self.seed.messages)) <= i]
             if m["role"] == "tool":
                 recs = result_records(m)
                 if recs:
                     m["content"] = dumps_records([{k: self.value(v) for k, v in r.items()}
                                                   for r in recs], m["content"])
                 else:
-                    m["content"] = self.text(m["content"])
+                    m["content"] = self.text(m["content"], keys)
             else:
-                m["content"] = self.text(m["content"])
+                m["content"] = self.text(m["content"], keys)
             for c in m.get("tool_calls") or ():
                 fn = c["function"]
                 args = fn["arguments"]
@@ -199,7 +223,7 @@ class Refill:
                 if self.know.is_service(fn["name"]):
                     fn["arguments"] = {k: self.value(v) for k, v in args.items()}
                 else:
-                    fn["arguments"] = {k: self.text(v) if isinstance(v, str) else v
+                    fn["arguments"] = {k: self.text(v, keys) if isinstance(v, str) else v
                                        for k, v in args.items()}
             out.append(m)
         return out
