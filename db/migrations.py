@@ -398,3 +398,32 @@ def m007_pending_imports(db: Database) -> None:
         CREATE INDEX search_content_c1 ON search_content(c1);
         """
     )
+
+
+@MIGRATIONS()
+def m008_synthesis(db: Database) -> None:
+    """Synthesis: every candidate conversation a synthesis job made, accepted (linked to the
+    synthetic trace it became) or rejected (kept with its messages and reasons for the analyst),
+    with its seeds, topic, method and teacher. Nothing unvalidated becomes a trace."""
+    _execute_script(
+        db,
+        """
+        CREATE TABLE synthesis (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER REFERENCES jobs(id),
+            trace_id INTEGER REFERENCES traces(id),   -- the synthetic trace; NULL: rejected
+            status TEXT NOT NULL CHECK (status IN ('accepted', 'rejected')),
+            method TEXT NOT NULL CHECK (method IN ('offline', 'teacher')),
+            teacher TEXT,                  -- endpoint name and model; NULL offline
+            topic TEXT,
+            seeds TEXT NOT NULL,           -- JSON list of seed trace ids
+            reasons TEXT,                  -- JSON list of {"reason", "detail"}; NULL: accepted
+            messages TEXT,                 -- JSON of a rejected candidate (accepted: the trace)
+            candidate_key TEXT NOT NULL,   -- content hash of the candidate
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX synthesis_job ON synthesis(job_id, id);
+        CREATE INDEX synthesis_trace ON synthesis(trace_id);
+        CREATE INDEX synthesis_key ON synthesis(candidate_key, job_id);
+        """
+    )

@@ -390,3 +390,60 @@ def run_relevance(ctx: JobContext, selection: TraceFilter, params: RelevancePara
 register(JobSpec("relevance", "Judge whether each selected trace is on the task (off-task"
                  " traces get a trace-level error flag and leave training)", RelevanceParams,
                  run_relevance, resumable=True))
+
+
+# ------------------------------------------------------------------------------------- synth
+
+@dataclass
+class SynthParams:
+    target: int = opt(100, "accepted conversations wanted")
+    offline: bool = opt(False, "re-fill the seeds' tool values from the corpus; no model")
+    teacher: str | None = opt(None, "endpoint that writes new conversations (a configured name,"
+                              " URL#MODEL, local or local:MODEL)")
+    seeds: str | None = opt(None, "full-text query choosing the seeds within the selection")
+    topics: str | None = opt(None, "file of topics, one a line (default: the task's mutation"
+                             " topics)")
+    per_request: int = opt(2, "conversations asked of the teacher per request")
+    examples: int = opt(2, "seed conversations shown per request (1 to 3)")
+    max_tokens: int = opt(4096, "tokens a teacher reply may take")
+    max_requests: int = opt(0, "teacher requests at most (default: 4 x target / per-request)")
+    max_candidates: int = opt(0, "offline draws at most, repeats of an earlier candidate"
+                              " included (default: 10 x target)")
+    include_suspect: bool = opt(False, "also take traces with suspect turns as seeds")
+    checks: list[str] = opt(["schema", "structure", "grounding", "coherence"],
+                            "checks a candidate must pass (no error flag)")
+    max_chars: int = opt(20000, "longest candidate accepted (characters of its JSON)")
+    similarity: float = opt(0.9, "near-duplicate at this word-shingle overlap or more (with a"
+                            " stored conversation, a test conversation or another candidate)")
+    random_seed: int = opt(0, "seed of the random choices (same store, same result)")
+
+    def __post_init__(self) -> None:
+        self.checks = _names(self.checks)
+
+    def validate(self) -> None:
+        from workbench.checks import CHECKS
+
+        if self.offline == (self.teacher is not None):
+            raise ValueError("give exactly one of --offline or --teacher NAME")
+        if self.target < 1:
+            raise ValueError("--target must be at least 1")
+        if not 1 <= self.per_request <= 20:
+            raise ValueError("--per-request must be between 1 and 20")
+        if not 1 <= self.examples <= 3:
+            raise ValueError("--examples must be 1, 2 or 3")
+        if not 0.0 < self.similarity <= 1.0:
+            raise ValueError("--similarity must be in (0, 1]")
+        unknown = [n for n in self.checks if n not in CHECKS]
+        if unknown:
+            raise ValueError(f"unknown check {', '.join(unknown)} (known: {', '.join(CHECKS)})")
+
+
+def run_synth(ctx: JobContext, selection: TraceFilter, params: SynthParams) -> dict:
+    from workbench.synthesis.job import run_synth as body
+
+    return body(ctx, selection, params)
+
+
+register(JobSpec("synth", "Synthesise new conversations from clean seeds (offline or by a"
+                 " teacher LLM), validated by the checks before they are stored", SynthParams,
+                 run_synth, resumable=True))

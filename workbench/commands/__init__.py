@@ -7,7 +7,7 @@ import typer
 
 def register_all(app: typer.Typer) -> None:
     from workbench.commands import (checks, committee, data, evaluate, jobs, labels, score,
-                                    train)
+                                    synth, train)
 
-    for module in (data, checks, labels, committee, train, evaluate, score, jobs):
+    for module in (data, checks, labels, committee, synth, train, evaluate, score, jobs):
         module.register(app)

@@ -1,0 +1,294 @@
+"""The `synth` job: seeds -> candidates (offline or a teacher) -> validation -> the store.
+
+Batches of candidates are judged and stored one transaction at a time, so a stopped job keeps
+what it decided and a resumed one goes on from there: the offline method counts what the job
+already accepted; the teacher's replies are job units, so a resumed job replays them from the
+store and pays only for requests never answered. Topics are served by deficit: each candidate
+goes to the topic furthest below its share of the target (offline: a seed of the topic's
+length, or a longer one cut after an assistant reply that falls in the topic's range), and
+offline no topic gets more than its share: a topic the seeds cannot fill stays short, and so
+does the total, rather than another topic making up for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from db import synthesis as record_store
+from db.queries import TraceFilter
+from db.revisions import current_messages_for
+from db.tasks import current_task
+from workbench.conversation_view import Conversation, conversations, task_context
+from workbench.errors import InputError
+from workbench.jobs import JobContext
+from workbench.synthesis import offline, teacher
+from workbench.synthesis.corpus import (Topic, learn, load_topics, n_messages, select_seeds,
+                                        tool_functions)
+from workbench.synthesis.report import distribution
+from workbench.synthesis.store import store_batch
+from workbench.synthesis.validate import Candidate, Validator, shingles
+
+BATCH = 20
+SPLICE_SHARE = 0.5   # offline candidates that join two seeds (where their structure allows)
+
+
+@dataclass
+class State:
+    """Where the job stands: accepted per topic, candidates judged, rejections by reason."""
+
+    target: int
+    topics: list[Topic]
+    accepted: Counter
+    candidates: int = 0
+    repeats: int = 0                       # offline draws identical to an earlier candidate
+    rejected: Counter = dataclasses.field(default_factory=Counter)
+
+    @property
+    def reached(self) -> int:
+        return sum(self.accepted.values())
+
+    def rate(self) -> float:
+        return self.reached / self.candidates if self.candidates else 0.0
+
+    def next_topic(self, usable: list[Topic]) -> Topic:
+        share = self.target / len(self.topics)
+        return max(usable, key=lambda t: (share - self.accepted[t.text], -self.topics.index(t)))
+
+    def line(self, extra: str = "") -> str:
+        return (f"{self.reached}/{self.target} accepted of {self.candidates} candidates"
+                f" (acceptance {self.rate():.0%})" + (f" · {extra}" if extra else ""))
+
+    def take(self, cands: list[Candidate]) -> None:
+        for c in cands:
+            self.candidates += 1
+            if c.accepted:
+                self.accepted[c.topic] += 1
+            else:
+                self.rejected[c.reasons[0]["reason"]] += 1
+
+
+def _within_shares(batch: list[Candidate], state: State, cap: int) -> list[Candidate]:
+    """The batch without what was not needed: accepted candidates of a topic that has its
+    share already, and everything after the one that reaches the target."""
+    counts, total, out = Counter(state.accepted), state.reached, []
+    for c in batch:
+        if total >= state.target:
+            break
+        if c.accepted:
+            if counts[c.topic] >= cap:
+                continue
+            counts[c.topic] += 1
+            total += 1
+        out.append(c)
+    return out
+
+
+def _fit(made: dict | None, topic: Topic, know, rng: random.Random) -> dict | None:
+    """A spliced candidate within the topic's length (cut after an assistant reply), or None."""
+    if made is None or topic.lo is None or topic.fits(n_messages(made["messages"])):
+        return made
+    conv = Conversation(trace_id=0, messages=made["messages"], tools=None, system=None)
+    cuts = offline.cut_points(conv, know, topic.lo, topic.hi)
+    if not cuts:
+        return None
+    return {**made, "messages": made["messages"][:rng.choice(cuts)]}
+
+
+def _offline(ctx: JobContext, state: State, seeds: list[Conversation], know, validator,
+             params, seen: set[str]) -> None:
+    done_before = state.candidates
+    rng = random.Random(f"{params.random_seed}:{done_before}")
+    budget = params.max_candidates or 10 * state.target
+    fits: dict[str, list] = {}
+    for t in state.topics:   # seeds of the topic's length, and longer ones cut to it
+        fits[t.text] = [(s, None) for s in seeds if t.fits(n_messages(s.messages))]
+        if t.lo is not None:
+            fits[t.text] += [(s, cuts) for s in seeds if n_messages(s.messages) > t.hi
+                             and (cuts := offline.cut_points(s, know, t.lo, t.hi))]
+    usable = [t for t in state.topics if fits[t.text]] or state.topics
+    uses: Counter = Counter()
+    made_keys = set(seen)
+    cap = math.ceil(state.target / len(state.topics))   # no topic beyond its share
+    attempts = state.candidates
+    while state.reached < state.target and attempts < budget:
+        batch = []
+        planned: Counter = Counter(state.accepted)
+        while len(batch) < BATCH and attempts < budget:
+            attempts += 1
+            open_topics = [t for t in usable if planned[t.text] < cap] or usable
+            topic = State(state.target, state.topics, planned).next_topic(open_topics)
+            pool = fits[topic.text] or [(s, None) for s in seeds]
+            low = min(uses[s.trace_id] for s, _ in pool)
+            seed, cuts = rng.choice([p for p in pool if uses[p[0].trace_id] == low])
+            uses[seed.trace_id] += 1
+            planned[topic.text] += 1
+            made, used = None, [seed.trace_id]
+            if len(seeds) > 1 and rng.random() < SPLICE_SHARE:
+                head = rng.choice([s for s in seeds if s.trace_id != seed.trace_id])
+                made = _fit(offline.splice(head, seed, know, rng), topic, know, rng)
+                used = [head.trace_id, seed.trace_id]
+            if made is None:
+                used = [seed.trace_id]
+                made = offline.refill(offline.shortened(seed, rng.choice(cuts)) if cuts
+                                      else seed, know, rng)
+            cand = Candidate(messages=made["messages"], seeds=used, topic=topic.text,
+                             method="offline", tools=seed.tools if seed.own_tools else None)
+            if cand.key in made_keys:   # made before: a repeat, not a new candidate
+                state.repeats += 1   # (still counted as planned: the next topic's turn)
+                continue
+            made_keys.add(cand.key)
+            for p in made["problems"]:
+                cand.reject(p["reason"], p["detail"])
+            batch.append(cand)
+        if not batch:
+            continue
+        ctx.progress(state.reached, state.target, state.line(f"validating {len(batch)}"))
+        validator.validate(batch)
+        batch = _within_shares(batch, state, cap)
+        store_batch(ctx.db, ctx.job_id, batch)
+        state.take(batch)
+        ctx.progress(state.reached, state.target, state.line())
+
+
+def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator, params,
+             seen: set[str]) -> dict:
+    from workbench.committee.members import EndpointFailed, Member
+    from workbench.endpoints import get_endpoint
+
+    ep = get_endpoint(params.teacher, db=ctx.db)
+    ep = dataclasses.replace(ep, max_tokens=params.max_tokens)
+    task = task_context(ctx.db)
+    tools = task.tools or seeds[0].tools
+    schema = teacher.reply_schema(params.per_request)
+    label = f"{ep.name} ({ep.model})"
+    stats = {"requests": 0, "replies_reused": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0}
+    budget = params.max_requests or 4 * math.ceil(state.target / params.per_request)
+    member = Member(ep)
+
+    def plan(k: int) -> tuple[Topic, list[Conversation], list[dict]]:
+        rng = random.Random(f"{params.random_seed}:request:{k}")
+        topic = state.topics[k % len(state.topics)]
+        chosen = teacher.choose_seeds(seeds, topic, rng, params.examples)
+        return topic, chosen, teacher.request_messages(task.description, tools, chosen, topic,
+                                                       params.per_request)
+
+    async def ask(k: int) -> tuple[int, dict | None]:
+        topic, chosen, messages = plan(k)
+        inputs = {"endpoint": ep.identity(), "messages": messages, "schema": schema}
+        reply = ctx.cached_unit(teacher.UNIT, inputs)
+        if reply is not None:
+            stats["replies_reused"] += 1
+        else:
+            try:
+                got = await member.ask(messages, schema, None, parse="json")
+            except EndpointFailed as e:
+                stats["failed"] += 1
+                ctx.log(f"request {k}: {e}")
+                return k, None
+            reply = got.as_dict()
+            ctx.save_unit(teacher.UNIT, inputs, reply)
+            stats["requests"] += 1
+            stats["tokens_in"] += got.tokens_in
+            stats["tokens_out"] += got.tokens_out
+        ctx.progress(state.reached, state.target, state.line(f"request {k + 1}"))
+        return k, reply
+
+    async def main() -> None:
+        k = 0
+        try:
+            while state.reached < state.target and k < budget:
+                n = min(budget - k, max(1, math.ceil((state.target - state.reached)
+                                                     / params.per_request)))
+                replies = await asyncio.gather(*(ask(i) for i in range(k, k + n)))
+                k += n
+                batch: list[Candidate] = []
+                batch_keys: set[str] = set()
+                for i, reply in sorted(replies, key=lambda r: r[0]):
+                    if reply is None:
+                        continue
+                    topic, chosen, _ = plan(i)
+                    for messages, raw, why in teacher.parse_reply(reply["value"], reply["raw"],
+                                                                  reply["abstain_reason"]):
+                        cand = Candidate(messages=messages, seeds=[s.trace_id for s in chosen],
+                                         topic=topic.text, method="teacher", teacher=label,
+                                         raw=raw)
+                        if why:
+                            cand.reject("format", why)
+                        if cand.key in seen:      # decided by an earlier run of the job
+                            continue
+                        if cand.key in batch_keys:
+                            cand.reject("duplicate", "the same as another candidate")
+                        batch_keys.add(cand.key)
+                        batch.append(cand)
+                validator.validate(batch)
+                store_batch(ctx.db, ctx.job_id, batch)
+                seen.update(batch_keys)
+                state.take(batch)
+                ctx.progress(state.reached, state.target, state.line(f"{k} requests"))
+        finally:
+            await member.close()
+
+    asyncio.run(main())
+    return {**stats, "teacher": label, "cost": ep.cost(stats["tokens_in"], stats["tokens_out"])}
+
+
+def run_synth(ctx: JobContext, selection: TraceFilter, params: Any) -> dict:
+    db = ctx.db
+    seeds, skipped = select_seeds(db, selection, params.seeds, params.include_suspect)
+    if not seeds:
+        raise InputError("no seeds: the selection has no trace outside the test split without"
+                         f" suspect turns (left out: {skipped})")
+    topics = load_topics(db, params.topics)
+    mine = ("id NOT IN (SELECT trace_id FROM synthesis WHERE job_id = ? AND trace_id IS NOT"
+            " NULL)")
+    corpus = conversations(db, where=f"split != 'test' AND {mine}", params=[ctx.job_id])
+    test = conversations(db, TraceFilter(split="test"))
+    tools = task_context(db).tools or seeds[0].tools
+    know = learn(corpus, tools)
+    prior = record_store.rows(db, ctx.job_id)
+    prior_ids = [r["trace_id"] for r in prior if r["status"] == "accepted"]
+    prior_msgs = current_messages_for(db, prior_ids) if prior_ids else {}
+    validator = Validator(corpus, test, tool_functions(tools), current_task(db),
+                          checks=tuple(params.checks), max_chars=params.max_chars,
+                          similarity=params.similarity, accepted=list(prior_msgs.values()))
+    state = State(params.target, topics, Counter(r["topic"] for r in prior
+                                                  if r["status"] == "accepted"),
+                  candidates=len(prior),
+                  rejected=Counter(r["reasons"][0]["reason"] for r in prior
+                                   if r["status"] == "rejected" and r["reasons"]))
+    ctx.log(f"{len(seeds)} seeds ({', '.join(f'{v} {k}' for k, v in skipped.items() if v)}"
+            f" left out); {len(topics)} topics; {len(corpus)} conversations known,"
+            f" {len(test)} test conversations guarded")
+    ctx.progress(state.reached, params.target, state.line("starting"))
+    extra: dict = {}
+    if params.offline:
+        _offline(ctx, state, seeds, know, validator, params,
+                 {r["candidate_key"] for r in prior})
+    else:
+        extra = _teacher(ctx, state, seeds, validator, params,
+                         {r["candidate_key"] for r in prior})
+    rows = record_store.rows(db, ctx.job_id, "accepted")
+    msgs = current_messages_for(db, [r["trace_id"] for r in rows]) if rows else {}
+    report = distribution([(r["topic"], msgs[r["trace_id"]]) for r in rows],
+                          [s.messages for s in seeds], topics, params.target, know)
+    result = {"method": "offline" if params.offline else "teacher", "seeds": len(seeds),
+              "seeds_left_out": skipped, "candidates": state.candidates,
+              "repeats": state.repeats,
+              "accepted": state.reached, "target": params.target,
+              "acceptance_rate": round(state.rate(), 3),
+              "rejected": dict(state.rejected.most_common()),
+              "test_leaks_stored": sum(
+                  validator.test.nearest(shingles(m))[0] >= params.similarity
+                  for m in msgs.values()), "report": report, **extra}
+    ctx.log(state.line() + "; rejected: " + (", ".join(
+        f"{k} {v}" for k, v in state.rejected.most_common()) or "none"))
+    if state.reached < params.target:
+        ctx.log(f"target not reached: {state.reached}/{params.target} (raise --max-candidates"
+                " / --max-requests, or give more seeds)")
+    return result

@@ -1,0 +1,109 @@
+"""Teacher synthesis: a teacher LLM writes new conversations from seeds, one topic a request.
+
+Each request gives the teacher the task description, the tool schemas, one to three seed
+conversations (current labels, in the OpenAI message format) and one mutation topic, and asks
+for `per_request` new conversations with tool results invented consistently with the calls.
+The reply is constrained by a JSON schema of a conversation list where the endpoint supports
+structured output (`response_format` json_schema, or llama.cpp's schema grammar); replies are
+cached as job units (no request is paid twice), and parsed into candidates, which a reply that
+is no conversation becomes too (rejected: `format`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from workbench.conversation_view import Conversation
+from workbench.messages import FieldError, normalize_messages, to_openai
+from workbench.synthesis.corpus import Topic, n_messages
+
+UNIT = "synthesis.teacher"
+
+INSTRUCTIONS = """You write training data for a small tool-calling assistant. You are given \
+the assistant's task, its tools (JSON schemas), example conversations and a topic. Write new, \
+realistic conversations in the same OpenAI message format as the examples: user messages, \
+assistant messages that call exactly one tool each, and a "tool" message with the result right \
+after every call of a tool that returns results. Invent the tool results so that they agree with \
+the calls (a reservation confirms the restaurant that was found, in its city), and let later \
+messages use them. Every argument value must come from what the user said or from an earlier \
+result. Do not copy the examples: use other people, places, names, times and wordings."""
+
+_CALL = {"type": "object", "properties": {
+    "id": {"type": "string"},
+    "type": {"type": "string", "enum": ["function"]},
+    "function": {"type": "object", "properties": {
+        "name": {"type": "string"},
+        "arguments": {"type": "object"}},       # an object: no JSON escaped in a string
+        "required": ["name", "arguments"]}},
+    "required": ["id", "type", "function"]}
+
+# one message per role: a user speaks, an assistant makes one call, a tool answers it
+MESSAGE_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "object", "properties": {"role": {"const": "user"},
+                                      "content": {"type": "string"}},
+     "required": ["role", "content"]},
+    {"type": "object", "properties": {"role": {"const": "assistant"},
+                                      "tool_calls": {"type": "array", "items": _CALL,
+                                                     "minItems": 1, "maxItems": 1}},
+     "required": ["role", "tool_calls"]},
+    {"type": "object", "properties": {"role": {"const": "tool"},
+                                      "tool_call_id": {"type": "string"},
+                                      "content": {"type": "string"}},
+     "required": ["role", "tool_call_id", "content"]},
+]}
+
+
+def reply_schema(k: int) -> dict:
+    """The JSON schema of a reply: {"conversations": [{"messages": [...]}, ...]}."""
+    return {"type": "object", "properties": {"conversations": {
+        "type": "array", "minItems": 1, "maxItems": max(1, k),
+        "items": {"type": "object", "properties": {
+            "messages": {"type": "array", "minItems": 2, "items": MESSAGE_SCHEMA}},
+            "required": ["messages"]}}},
+        "required": ["conversations"]}
+
+
+def choose_seeds(seeds: list[Conversation], topic: Topic, rng: random.Random,
+                 at_most: int = 3) -> list[Conversation]:
+    """One to three seeds, those that fit the topic's length first."""
+    fitting = [s for s in seeds if topic.fits(n_messages(s.messages))]
+    rest = [s for s in seeds if s not in fitting]
+    rng.shuffle(fitting)
+    rng.shuffle(rest)
+    return (fitting + rest)[:max(1, min(at_most, len(seeds)))]
+
+
+def request_messages(task: str | None, tools: list[dict] | None, seeds: list[Conversation],
+                     topic: Topic, k: int) -> list[dict]:
+    fns = [t.get("function") or t for t in tools or []]
+    examples = "\n\n".join(
+        f"Example {n + 1}:\n" + json.dumps({"messages": [to_openai(m) for m in s.messages]},
+                                             ensure_ascii=False)
+        for n, s in enumerate(seeds))
+    user = (f"The assistant's task:\n{(task or '(no description)').strip()}\n\n"
+            f"Tools:\n{json.dumps(fns, ensure_ascii=False)}\n\n{examples}\n\n"
+            f"Topic: {topic.text}\n\nWrite {k} new conversation{'s' if k > 1 else ''} on this"
+            ' topic. Answer with JSON: {"conversations": [{"messages": [...]}, ...]}.')
+    return [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": user}]
+
+
+def parse_reply(value: Any, raw: str, reason: str | None) -> list[tuple[list[dict] | None,
+                                                                      Any, str | None]]:
+    """A reply as (messages, raw, why it is not a conversation) per conversation in it."""
+    if reason is not None or value is None:
+        return [(None, raw[:20000], reason or "no reply")]
+    convs = value.get("conversations") if isinstance(value, dict) else value
+    if isinstance(value, dict) and convs is None and "messages" in value:
+        convs = [value]
+    if not isinstance(convs, list) or not convs:
+        return [(None, value, "no conversations in the reply")]
+    out = []
+    for n, conv in enumerate(convs):
+        msgs = conv.get("messages") if isinstance(conv, dict) else conv
+        try:
+            out.append((normalize_messages(msgs, f"conversations[{n}].messages"), None, None))
+        except FieldError as e:
+            out.append((None, conv, f"{e.field}: {e.message}"))
+    return out
