@@ -64,7 +64,7 @@ from db.revisions import current_messages_for  # noqa: E402
 from tests.scripted_openai import ScriptedServer, doubtful_turn, tool_call_reply  # noqa: E402
 from workbench.committee.members import tool_validators, validate_call  # noqa: E402
 from workbench.committee.prompt import render_conversation  # noqa: E402
-from workbench.committee.voting import label_call, same_call  # noqa: E402
+from workbench.committee.voting import agreed, candidates, label_call, same_call  # noqa: E402
 from workbench.conversation_view import iter_conversations  # noqa: E402
 from workbench.jobs import execute, submit  # noqa: E402
 
@@ -256,6 +256,21 @@ def predict(case: Case) -> dict:
             "calls": out["calls"]}
 
 
+def replay(case: Case, truth: Truth, key: tuple[int, int]) -> dict | None:
+    """The label voting gives a turn from the same draws, computed here without the committee
+    (the committee's own result must equal it on every turn)."""
+    orig, label = truth.original[key], truth.label[key]
+    votes = [{"call": case.member_call(k, key, orig)} for k in range(case.members)]
+    decision = agreed(votes, case.members, "majority")
+    if decision is None and case.arbiter_p is not None:
+        cands = candidates(votes)
+        if not any(same_call(label, c) for c in cands):
+            cands.append(label)
+        pick = case.arbiter_call(key, orig, cands)
+        decision = pick if any(same_call(pick, c) for c in cands) else None
+    return label if decision is None else decision
+
+
 def evaluate(db, truth: Truth, job_id: int, turns: set) -> dict:
     """Outcomes on the given turns, split into corrupted and clean ones."""
     decided = {(t["trace_id"], t["message_idx"]): t for t in cstore.latest_turns(db, job_id)}
@@ -274,6 +289,7 @@ def evaluate(db, truth: Truth, job_id: int, turns: set) -> dict:
         for cnt in (c, t):
             cnt["n"] += 1
             cnt["restored"] += same_call(label, original)
+            cnt["function"] += (label or {}).get("name") == (original or {}).get("name")
             cnt["changed"] += not same_call(label, truth.label[key])
             cnt["calls"] += sum(v["raw"] is not None for v in row["votes"])
             cnt["abstained"] += sum(v["call"] is None for v in row["votes"])
@@ -292,6 +308,7 @@ def measures(group: dict) -> dict:
     n = group.get("n", 0)
     wrong = group.get("wrong", 0) + group.get("review", 0)
     return {"n": n, "restore": share(group.get("restored", 0), n),
+            "function": share(group.get("function", 0), n),
             "changed": share(group.get("changed", 0), n),
             "review": share(group.get("review", 0), n),
             "wrong": share(group.get("wrong", 0), n),
@@ -334,6 +351,10 @@ def run_sim(truth: Truth, tmp: Path, case: Case, turns_mode: str) -> dict:
             raise SystemExit(f"relabel {case.name}: {row['status']}: {row['error']}")
         requests = sum(s.count for s in servers) + (arb.count if arb else 0)
         suspect = evaluate(db, truth, row["id"], truth.suspect)
+        voted = {(t["trace_id"], t["message_idx"]) for t in cstore.latest_turns(db, row["id"])}
+        final = current_messages_for(db, sorted({t for t, _ in voted}))
+        differ = sum(not same_call(label_call(final[t][i]), replay(case, truth, (t, i)))
+                     for t, i in voted)
         every = evaluate(db, truth, row["id"], set(truth.kind)) if turns_mode == "all" else None
     finally:
         db.conn.close()
@@ -342,11 +363,13 @@ def run_sim(truth: Truth, tmp: Path, case: Case, turns_mode: str) -> dict:
     res = {"case": case.name, "members": case.members, "p": case.p, "arbiter_p": case.arbiter_p,
            "rho": case.rho, "seconds": wall, "voted": row["result"]["voted"],
            "requests": requests, "calls_per_turn_job": row["result"]["calls_per_turn"],
+           "differ_from_replay": differ,
            "predicted": predict(case),
            "suspect": {g: measures(v) for g, v in suspect["groups"].items()}}
     if every:
         res["all"] = {g: measures(v) for g, v in every["groups"].items()}
-    log(case.name, json.dumps({k: res[k] for k in ("seconds", "voted", "requests")}),
+    log(case.name, json.dumps({k: res[k] for k in ("seconds", "voted", "requests",
+                                                   "differ_from_replay")}),
         json.dumps(res["suspect"]))
     return res
 
@@ -399,11 +422,19 @@ class ServerProcess:
         return int(out.strip() or 0)
 
 
-def run_throughput(truth: Truth, tmp: Path, n_turns: int, delay: float, conc: int) -> dict:
+def run_throughput(truth: Truth, tmp: Path, n_turns: int, delay: float, conc: int,
+                   runs: int) -> dict:
+    """`runs` runs (the 2 cores are shared: their median is the figure, every run is shown)."""
+    out = [throughput_once(truth, tmp, n_turns, delay, conc) for _ in range(runs)]
+    mid = sorted(out, key=lambda r: r["ratio"])[len(out) // 2]
+    return {**mid, "runs": out}
+
+
+def throughput_once(truth: Truth, tmp: Path, n_turns: int, delay: float, conc: int) -> dict:
     """Two members that always agree, each server answering after `delay`, each endpoint with
     max_concurrency `conc`: a turn needs one request at each, in parallel, so the ideal is
     conc / delay turns per second."""
-    db_path = copy_store(truth, tmp / "throughput.db")
+    db_path = copy_store(truth, tmp / f"throughput-{len(os.listdir(tmp))}.db")
     servers = [ServerProcess(delay), ServerProcess(delay)]
     config = tmp / "throughput.toml"
     config.write_text("".join(
@@ -623,7 +654,8 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--local-turns", type=int, default=30,
                     help="suspect turns for the real local members (0: skip)")
     ap.add_argument("--local-members", default="local")
-    ap.add_argument("--throughput-turns", type=int, default=600)
+    ap.add_argument("--throughput-turns", type=int, default=400)
+    ap.add_argument("--throughput-runs", type=int, default=3)
     ap.add_argument("--delay", type=float, default=0.2)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--resume-turns", type=int, default=60)
@@ -649,7 +681,8 @@ def main(argv: list[str]) -> dict:
                                       args.sim_turns) for c in CASES]
         if "throughput" in parts:
             results["throughput"] = run_throughput(truth, tmp, args.throughput_turns,
-                                                   args.delay, args.concurrency)
+                                                   args.delay, args.concurrency,
+                                                   args.throughput_runs)
         if "resume" in parts:
             results["resume"] = run_resume(truth, tmp, args.resume_turns)
         if "local" in parts and args.local_turns > 0:
@@ -676,10 +709,10 @@ def sim_lines(r: dict, scope: str) -> list[str]:
         pc = share(pr["c_review"], pr["c_review"] + pr["c_wrong"])
         pk = share(pr["k_review"], pr["k_review"] + pr["damage"])
         calls = share(c["calls"] * c["n"] + k["calls"] * k["n"], c["n"] + k["n"])
+        who = f"{s['case']}: p {s['p']}" + (f", arbiter p {s['arbiter_p']}" if s["arbiter_p"]
+                                             else "")
         lines.append(
-            f"| {s['case']} (p {s['p']}" + (f", arbiter {s['arbiter_p']}" if s["arbiter_p"]
-                                            else "") + ")"
-            f" | {c['n']} | {pct(c['restore'])} / {pct(pr['restore'])}"
+            f"| {who} | {c['n']} | {pct(c['restore'])} / {pct(pr['restore'])}"
             f" (+-{100 * se(pr['restore'], c['n']):.1f}) | {k['n']}"
             f" | {pct(k['changed'])} / {pct(pr['damage'])} (+-{100 * se(pr['damage'], k['n']):.1f})"
             f" | {pct(c['wrong_to_review'], 0)} / {pct(pc, 0)}; {pct(k['wrong_to_review'], 0)} /"
@@ -731,6 +764,11 @@ def write_section(r: dict) -> None:
             lines += ["The same runs on every assistant turn (the committee voted on all"
                       f" {st['turns']} turns; more clean turns, smaller error bars):", "",
                       *sim_lines(r, "all"), ""]
+        lines += ["Turns where the committee's result differs from the voting rule applied"
+                  " offline to the same draws: " + ", ".join(
+                      f"{s['differ_from_replay']} of {s['voted']}" for s in r["sim"])
+                  + " (one per case). The gaps to the prediction are therefore the draws"
+                  " themselves (sampling), not the committee.", ""]
         for scope in ("suspect", "all"):
             gaps = [(abs(x), abs(x) / e if e else 0.0) for s in r["sim"] if scope in s
                     for x, e in ((s[scope]["corrupted"]["restore"] - s["predicted"]["restore"],
@@ -749,15 +787,18 @@ def write_section(r: dict) -> None:
             f"Two members that always agree, each server answering after {t['delay']} s (in its"
             f" own process), max_concurrency {t['max_concurrency']} per endpoint, on the"
             f" {t['turns']} suspect turns of the first {t['traces']} traces ({t['requests']}"
-            f" requests). Ideal: {t['ideal_turns_per_s']:.0f} turns/s (concurrency / delay).", "",
-            "| measure | turns/s | share of ideal |", "|---|---:|---:|",
-            f"| whole job, {t['seconds']:.1f} s (start-up included: the first turn was decided"
-            f" after {t['first_turn_s']:.1f} s) | {t['turns_per_s']:.1f} | {pct(t['ratio'])} |",
-            f"| steady state (first to last decided turn) | {t['steady_turns_per_s']:.1f} |"
-            f" {pct(t['steady_ratio'])} |", "",
-            f"Goal >= 90%. The job used {t['cpu_ms_per_turn']:.1f} ms of CPU per turn; load"
-            f" average {t['load_avg']:.1f} when it started (the 2 cores are shared with other"
-            " work).", ""]
+            f" requests). Ideal: {t['ideal_turns_per_s']:.0f} turns/s (concurrency / delay)."
+            f" {len(t['runs'])} runs, the median (by the whole job's share) first.", "",
+            "| run | whole job: s | first turn decided after s | turns/s | share of ideal |"
+            " steady state (first to last decided turn): turns/s | share of ideal | CPU ms per"
+            " turn | load average at start |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, x in [("median", t), *((f"{k}", x) for k, x in enumerate(t["runs"], 1))]:
+            lines.append(f"| {name} | {x['seconds']:.1f} | {x['first_turn_s']:.2f} |"
+                         f" {x['turns_per_s']:.1f} | {pct(x['ratio'])} |"
+                         f" {x['steady_turns_per_s']:.1f} | {pct(x['steady_ratio'])} |"
+                         f" {x['cpu_ms_per_turn']:.1f} | {x['load_avg']:.1f} |")
+        lines += ["", "Goal >= 90%. The 2 cores are shared with other work; the load average"
+                  " says how much of it ran beside the job.", ""]
     if "resume" in r:
         k = r["resume"]
         lines += [
@@ -789,23 +830,31 @@ def write_section(r: dict) -> None:
             f" {loc['calls']} calls ({loc['seconds'] / max(1, loc['calls']):.1f} s per call),"
             f" {loc['tokens_in']} tokens in, {loc['tokens_out']} out. Outcomes: "
             + ", ".join(f"{k} {v}" for k, v in loc["outcomes"].items() if v) + ".", "",
-            "| turns | n | restored to the original | label changed | wrong decisions sent to"
-            " review |", "|---|---:|---:|---:|---:|"]
+            "| turns | n | restored to the original (function and arguments) | function of the"
+            " original | label changed | wrong decisions sent to review |",
+            "|---|---:|---:|---:|---:|---:|"]
         for name in (*TYPES, "clean"):
             m = loc["types"].get(name)
             if m:
                 lines.append(f"| {name} | {m['n']} | {pct(m['restore'] if name != 'clean' else None)}"
-                             f" | {pct(m['changed'])} | {pct(m['wrong_to_review'])} |")
+                             f" | {pct(m['function'])} | {pct(m['changed'])}"
+                             f" | {pct(m['wrong_to_review'])} |")
         if c:
-            lines.append(f"| all corrupted | {c['n']} | {pct(c['restore'])} | {pct(c['changed'])}"
-                         f" | {pct(c['wrong_to_review'])} |")
+            lines.append(f"| all corrupted | {c['n']} | {pct(c['restore'])} | {pct(c['function'])}"
+                         f" | {pct(c['changed'])} | {pct(c['wrong_to_review'])} |")
         if kl:
-            lines.append(f"| all clean (goal: < 3% changed) | {kl['n']} | - |"
-                         f" {pct(kl['changed'])} | {pct(kl['wrong_to_review'])} |")
+            lines.append(f"| all clean (goal: < 3% changed) | {kl['n']} | - | {pct(kl['function'])}"
+                         f" | {pct(kl['changed'])} | {pct(kl['wrong_to_review'])} |")
+        missing = [name for name in TYPES if name not in loc["types"]]
+        if missing:
+            lines += ["", "No turn of this subset is of type " + ", ".join(missing)
+                      + "; a larger `--local-turns` covers more."]
         lines += ["", "Abstentions: " + (", ".join(f"{k} {v}" for k, v in
                                                   loc["abstain_reasons"].items()) or "none")
-                  + ". The student member (a model from `workbench train`) is not measured: no"
-                  " trained model on this machine, and training one on 2 cores takes hours.",
+                  + ". The student member (a model from `workbench train`) is not measured: there"
+                  " is no trained model on this machine, and one epoch over a scenario (about"
+                  " 700,000 tokens) takes about an hour at the 179 tokens/s measured under"
+                  " Training.",
                   ""]
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
