@@ -30,6 +30,7 @@ class ScriptedServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True   # TCP_NODELAY: a reply is not held back 40 ms
 
             def do_POST(self) -> None:  # noqa: N802
                 try:

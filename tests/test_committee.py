@@ -402,3 +402,80 @@ def test_real_members_llama_cpp_server_and_in_process(db, llama_server, tmp_path
     local = next(v for v in votes if v["member"] == "local")
     assert local["call"] is not None or "schema" in local["abstain_reason"]
     assert sum(row["result"]["outcomes"].values()) == 1
+
+
+def test_a_resumed_run_asks_what_the_first_run_asked_and_decides_each_turn_once(db_path):
+    """Three suspect turns of one trace: the first revised, the second sent to review, the
+    third answered by one member only when the worker is killed. The resumed run shows the
+    members the conversation as the first run did (its own revision taken out), so the stored
+    reply is reused and only the missing one is asked; decided turns are not voted again."""
+    db = open_db(db_path)
+    tid = next(t for (t,) in db.execute("SELECT id FROM traces ORDER BY id")
+               if sum(m["role"] == "assistant" for m in revisions.current_messages(db, t)) >= 3)
+    first, second, third = [i for i, m in enumerate(revisions.current_messages(db, tid))
+                            if m["role"] == "assistant"][:3]
+    for i in (first, second, third):
+        add_flag(db, tid, i, "schema", "error", "planted")
+    hold = threading.Event()
+    killed = threading.Event()
+    b_bodies: dict[int, list[str]] = {}
+    lock = threading.Lock()
+
+    def member_b(body):
+        turn = doubtful_turn(body)
+        with lock:
+            b_bodies.setdefault(turn, []).append(json.dumps(body["messages"], sort_keys=True))
+        if turn == first:
+            return reply_with(GOOD)
+        if turn == second:
+            return reply_with(OTHER)
+        if not killed.is_set():
+            hold.wait(60)
+            return {"status": 500, "body": "dropped"}     # the worker is gone by now
+        return reply_with(GOOD)
+
+    with ScriptedServer(lambda body: reply_with(GOOD)) as a, ScriptedServer(member_b) as b:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(db_path),
+                                 "relabel", "--committee", f"{a.url}#m,{b.url}#m",
+                                 "--trace-id", str(tid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            units = db.execute("SELECT count(*) FROM job_units WHERE kind = 'committee.vote'"
+                               ).fetchone()[0]
+            decided = db.execute("SELECT count(*) FROM committee_turns").fetchone()[0]
+            if units == 5 and decided == 2:
+                break
+            time.sleep(0.05)
+        assert (units, decided) == (5, 2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed.set()
+        hold.set()
+        asked_a = a.count
+        job_id = db.execute("SELECT max(id) FROM jobs").fetchone()[0]
+        db.conn.close()
+        db = open_db(db_path)
+        r = CliRunner().invoke(app, ["--db", str(db_path), "jobs", "resume", str(job_id)])
+        assert r.exit_code == 0, r.output
+        assert a.count == asked_a == 3               # its three replies were all stored
+    assert len(b_bodies[third]) == 2 and b_bodies[third][0] == b_bodies[third][1]
+    assert len(b_bodies[first]) == len(b_bodies[second]) == 1
+    row = get_job(db, job_id)
+    assert row["status"] == "succeeded", row["error"]
+    assert row["result"]["units"]["reused"] == 1 and row["result"]["voted"] == 1
+    turns = db.execute("SELECT message_idx, outcome FROM committee_turns WHERE job_id = ?"
+                       " ORDER BY message_idx", [job_id]).fetchall()
+    assert turns == [(first, "revised"), (second, "review"), (third, "revised")]
+    proposed = [r for r in revisions.history(db, tid, second) if r["status"] == "proposed"]
+    assert len(proposed) == len({json.dumps(r["tool_calls"][0]["function"]["arguments"],
+                                            sort_keys=True) for r in proposed})
+    assert label_of_turn(db, tid, third) == GOOD
+    db.conn.close()
+
+
+def label_of_turn(db, tid: int, idx: int) -> dict:
+    fn = revisions.current_messages(db, tid)[idx]["tool_calls"][0]["function"]
+    return {"name": fn["name"], "arguments": fn["arguments"]}

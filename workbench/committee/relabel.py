@@ -22,6 +22,7 @@ Every vote is stored (db.committee) with its raw reply, latency, tokens and cost
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from db.browse import get_setting
 from db.flags import REVIEW_DROP, suspect_turns
 from db.queries import TraceFilter, fts_query
 from db.revisions import add_revision, current_revisions
+from db.traces import original_messages
 from workbench.committee.agreement import agreement
 from workbench.committee.members import EndpointFailed, Member, tool_validators, validate_call
 from workbench.committee.prompt import call_schema, member_messages
@@ -99,6 +101,34 @@ def plan_turns(db: Database, selection: TraceFilter, turns: str) -> Plan:
                     continue
                 (plan.human if (c.trace_id, i) in human else plan.turns).append((c, i))
     return plan
+
+
+def _earlier_run(db: Database, job_id: int) -> tuple[set[tuple[int, int]], set[int]]:
+    """What an earlier run of this job (killed, cancelled) recorded: its turns, and the
+    revisions it wrote."""
+    rows = db.execute("SELECT trace_id, message_idx, revision_id FROM committee_turns"
+                      " WHERE job_id = ?", [job_id]).fetchall()
+    return {(t, i) for t, i, _ in rows}, {r for _, _, r in rows if r is not None}
+
+
+def _as_first_seen(db: Database, convs: list[Conversation], own: set[int]) -> None:
+    """Take the job's own revisions out of the conversations, so that a resumed run shows the
+    members what the first run showed them: same prompts, so its stored replies are reused."""
+    if not own:
+        return
+    revs = current_revisions(db, [c.trace_id for c in convs])
+    for conv in convs:
+        for i, m in enumerate(conv.messages):
+            rev = revs.get((conv.trace_id, i))
+            if rev is None or rev["id"] not in own:
+                continue
+            before = db.execute(
+                "SELECT content, tool_calls FROM revisions WHERE trace_id = ? AND message_idx = ?"
+                " AND status = 'accepted' AND id < ? ORDER BY id DESC LIMIT 1",
+                [conv.trace_id, i, rev["id"]]).fetchone()
+            conv.messages[i] = (original_messages(db, conv.trace_id)[i] if before is None else
+                                {**m, "content": before[0],
+                                 "tool_calls": json.loads(before[1]) if before[1] else None})
 
 
 class Committee:
@@ -228,6 +258,11 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
     """The job body: plan, vote turn by turn (bounded by each endpoint's concurrency), store."""
     db = ctx.db
     plan = plan_turns(db, selection, turns)
+    done, own = _earlier_run(db, ctx.job_id)     # a resumed job: each turn is decided once
+    if done:
+        plan.turns = [(c, i) for c, i in plan.turns if (c.trace_id, i) not in done]
+        plan.human = [(c, i) for c, i in plan.human if (c.trace_id, i) not in done]
+        _as_first_seen(db, list({id(c): c for c, _ in plan.turns}.values()), own)
     for conv, i in plan.human:
         store.record_turn(db, ctx.job_id, conv.trace_id, i, [], "human",
                           detail="the analyst's label is kept")
@@ -276,7 +311,7 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
                   for m in [*committee.members, *([committee.arbiter] if committee.arbiter
                                                   else [])]}
     result: dict[str, Any] = {
-        "turns": total + len(plan.human), "voted": total,
+        "turns": total + len(plan.human), "voted": total, "decided_earlier": len(done),
         "outcomes": {k: outcomes.get(k, 0) for k in store.OUTCOMES},
         "calls": sum(committee.calls.values()),
         "calls_per_turn": round(sum(committee.calls.values()) / total, 3) if total else 0.0,
