@@ -91,8 +91,8 @@ def test_message_tools_come_from_settings_then_the_data_then_the_schemas(tmp_pat
     from workbench.conversation_view import task_context
 
     db = _store(tmp_path)
-    schema_only = task_context(db).message_tools       # nothing learned yet: the schemas
-    assert schema_only == {"respond_to_user"}            # its one parameter is a message
+    from_data = task_context(db).message_tools          # nothing learned yet: the stored calls
+    assert from_data == {"respond_to_user"}              # never answered by a result
     run_checks(db, names=["structure"])                  # learned from the data
     assert task_context(db).message_tools == {"respond_to_user"}
     set_setting(db, "checks.learned", {"structure": {"message_tools": ["own_tool"]}})

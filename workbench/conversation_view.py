@@ -52,7 +52,8 @@ class TaskContext:
 
 def _message_tools(db: Database, tools: list[dict]) -> frozenset[str]:
     """Configured (`checks.message_tools`), else what the last check run learned from the data
-    (`checks.learned`), else judged from the schemas."""
+    (`checks.learned`), else read from the stored calls and, where they are too few, the
+    schemas."""
     from db.browse import get_setting
 
     row = db.execute("SELECT value FROM settings WHERE key = 'checks.message_tools'").fetchone()
@@ -61,8 +62,22 @@ def _message_tools(db: Database, tools: list[dict]) -> frozenset[str]:
     learned = (get_setting(db, "checks.learned", None) or {}).get("structure") or {}
     if "message_tools" in learned:
         return frozenset(learned["message_tools"])
-    return frozenset(fn["name"] for t in tools for fn in [t.get("function") or t]
-                     if looks_message_only(fn))
+    # no check has run: what the stored calls show (a call followed by a user turn, not by a
+    # result), the schemas where the data is too thin
+    schemas = {fn["name"]: fn for t in tools for fn in [t.get("function") or t]}
+    out = set()
+    for name, calls, answered in db.execute(
+            "SELECT tc.name, count(*), sum(EXISTS (SELECT 1 FROM messages m WHERE"
+            " m.trace_id = tc.trace_id AND m.idx = tc.message_idx + 1 AND m.role = 'tool'))"
+            " FROM tool_calls tc GROUP BY tc.name"):
+        if calls >= 5 or name not in schemas:
+            if answered < 0.3 * calls:
+                out.add(name)
+        elif looks_message_only(schemas[name]):
+            out.add(name)
+    out |= {n for n, fn in schemas.items() if looks_message_only(fn)
+            and not db.execute("SELECT 1 FROM tool_calls WHERE name = ? LIMIT 1", [n]).fetchone()}
+    return frozenset(out)
 
 
 def task_context(db: Database) -> TaskContext:
