@@ -381,3 +381,21 @@ async def test_the_traces_screen_fits_100_columns(db_path):
         await pilot.press("s", "s")                       # id desc, then errors first
         await until(pilot, lambda: app.screen.query_one(TraceTable).current_id == 1
                     and "errors" in str(app.screen.query_one("#summary").content))
+
+
+async def test_typing_a_search_slowly_keeps_every_key_and_enter_opens_nothing(db_path):
+    """The table reloads under the box as one types (debounced); the box keeps the focus
+    through it, so no key goes to the table and Enter applies the search."""
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app) == 45)
+        await pilot.press("slash")
+        for ch in "Fairfield":
+            await pilot.press(ch)
+            await pilot.pause(0.25)            # past the debounce: a reload per key
+        assert app.screen.query_one("#search").value == "Fairfield"
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert type(app.screen).__name__ == "TracesScreen"
+        n = read(db_path, lambda db: count_traces(db, TraceFilter(text="Fairfield")))
+        await until(pilot, lambda: rows(app) == n)

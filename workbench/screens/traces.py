@@ -14,6 +14,7 @@ from textual.widgets import Footer, Header, Input, Select, Static
 
 from db import browse
 from db.queries import TraceFilter
+from widgets.search_input import SearchInput
 from widgets.trace_table import TraceTable
 from workbench import decisions
 from workbench.safe_text import visible
@@ -60,7 +61,8 @@ class TracesScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="search-bar"):
-            yield Input(placeholder="full-text search (words, \"phrases\", prefix*)", id="search")
+            yield SearchInput(placeholder="full-text search (words, \"phrases\", prefix*)",
+                              id="search")
             yield Static(id="summary")
         with Horizontal(id="filter-bar"):
             for sid, (prompt, options) in SELECTS.items():
