@@ -31,3 +31,18 @@ def test_summary_and_eta():
     assert s["best_loss"] == 1.9 and s["eta_s"] == 30.0 and s["steps"] == 3
     assert fmt_eta(None) == "-" and fmt_eta(59) == "59s" and fmt_eta(61) == "1m01s"
     assert fmt_eta(3725) == "1h02m"
+
+
+def test_the_app_helpers_do_not_import_textual():
+    """The form fields, the results' data and the curve parser stay usable without the app."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = ("import sys, workbench.job_forms, workbench.eval_results,"
+            " workbench.training.metrics_log; print('textual' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.stdout.strip() == "False", out.stderr
