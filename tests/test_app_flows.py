@@ -295,7 +295,10 @@ async def test_jobs_panel_shows_outside_jobs_and_runs_its_own(db_path):
         release.set()
         th.join()
         await until(pilot, lambda: "succeeded" in str(table.get_row_at(0)[2]))
-        await pilot.press("n")  # start the registered recount job: in a detached worker
+        await pilot.press("n")  # the recount job's form (no parameters): start it
+        await until(pilot, lambda: type(app.screen).__name__ == "JobFormScreen")
+        await pilot.press("ctrl+s")  # stored, and run in a detached worker
+        await until(pilot, lambda: type(app.screen).__name__ == "JobsScreen")
         await until(pilot, lambda: table.row_count == 2 and "succeeded" in str(table.get_row_at(0)[2]),
                     timeout=90)
         job = read(db_path, lambda db: __import__("db.jobs").jobs.get_job(db, 2))

@@ -43,3 +43,27 @@ def test_review_screen(snap_compare, db_path):
         await pilot.press("s")
         await settle(pilot)
     assert snap_compare(make_app(db_path, app_config()), terminal_size=SIZE, run_before=run)
+
+
+@pytest.fixture(scope="module")
+def results_db(tmp_path_factory):
+    from db import open_db
+    from tests.tui_data import add_eval_runs
+
+    path = build_db(tmp_path_factory.mktemp("snap-results") / "snap.db")
+    db = open_db(path)
+    add_eval_runs(db)
+    db.close()
+    return path
+
+
+def test_results_screen(snap_compare, results_db):
+    async def run(pilot):
+        await settle(pilot)
+        await pilot.press("R")
+        await settle(pilot)
+        await pilot.press("down")               # run 2: compared with run 1
+        await settle(pilot)
+        pilot.app.screen.query_one("#run-tabs").active = "tab-compare"
+        await settle(pilot)
+    assert snap_compare(make_app(results_db, app_config()), terminal_size=SIZE, run_before=run)

@@ -216,7 +216,10 @@ def test_closing_the_apps_terminal_leaves_its_job_running_to_the_end(db_path):
         os.write(master, b"b")            # the jobs panel
         _wait_for(lambda: b"Start" in screen[-20000:], timeout=30)
         time.sleep(0.5)
-        os.write(master, b"n")            # start the selected kind (the first: recount)
+        os.write(master, b"n")            # the selected kind's form (the first: recount)
+        _wait_for(lambda: b"Start job: recount" in screen[-40000:], timeout=30)
+        time.sleep(0.5)
+        os.write(master, b"\x13")         # ctrl+s: start it
         _wait_for(lambda: db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1, timeout=30)
         job_id = db.execute("SELECT id FROM jobs").fetchone()[0]
         os.close(master)                  # the terminal window closes

@@ -90,3 +90,43 @@ def screen_text(app) -> str:
     console.print(app.screen._compositor.render_update(
         full=True, screen_stack=app._background_screens))
     return console.export_text()
+
+
+def add_eval_runs(db, model_name: str = "smollm2-ft", prediction_text: str = "") -> tuple[int, int]:
+    """Two finished evaluation runs on the same three turns: a baseline, then a registered
+    model's run that is better on one turn, worse on another and the same on the third.
+    `prediction_text` goes into the run's worse prediction (untrusted model output)."""
+    from db.evals import add_results, create_run, finish_run
+    from db.models import register_model
+    from workbench.evaluation import run_metrics
+
+    turns = [(t, first_assistant(db, t)) for t in (1, 2, 3)]
+    ref = '{"name": "FindRestaurants", "arguments": {"city": "Fairfield"}}'
+
+    def rows(scores: list[float], preds: list[str]) -> list[dict]:
+        out = []
+        for (tid, idx), s, p in zip(turns, scores, preds):
+            out.append({"trace_id": tid, "message_idx": idx, "reference": ref, "prediction": p,
+                        "staged_tool_call": s, "tool_call_equivalence": float(s == 1.0),
+                        "function_match": float(s >= 0.5), "rouge_l": s / 2,
+                        "details": {"reference_function": "FindRestaurants",
+                                    "predicted_function": "FindRestaurants" if s >= 0.5
+                                    else "respond_to_user"}})
+        return out
+
+    good = ref
+    other = '{"name": "respond_to_user", "arguments": {"message": "hi"}}'
+    close = '{"name": "FindRestaurants", "arguments": {"city": "Paris"}}'
+    worse = ('{"name": "FindRestaurants", "arguments": {"town": "' + prediction_text + '"}}')
+    sel = {"split": "test"}
+    base = create_run(db, "base.gguf", test_selection=sel)
+    r = rows([1.0, 0.25, 0.75], [good, other, close])
+    add_results(db, base, r)
+    finish_run(db, base, run_metrics(r))
+    model = register_model(db, name=model_name, kind="gguf", path="model.gguf",
+                           base_model="SmolLM2")
+    run = create_run(db, model_name, model_id=model, test_selection=sel)
+    r = rows([0.5, 1.0, 0.75], [worse, good, close])
+    add_results(db, run, r)
+    finish_run(db, run, run_metrics(r))
+    return base, run

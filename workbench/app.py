@@ -8,7 +8,7 @@ transactions. Jobs run on their own connection. Worker failures land in one hand
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -45,7 +45,16 @@ class WorkbenchCommands(Provider):
                ("Review queue", app.action_review, "Turns waiting for a decision"),
                ("Jobs", app.action_jobs, "Jobs panel: progress, logs, cancel, start"),
                ("Chat with a model", app.action_chat, "Chat tester: the task's tools, calls as cards"),
+               ("Training view", app.action_training,
+                "Loss curve, learning rate, tokens/s and ETA of the newest train job"),
+               ("Evaluation results", app.action_results,
+                "Runs per model, confusion matrix, per-tool scores, worst turns, comparison"),
                ("Help: keys", app.action_help, "Keys of this screen")]
+        from workbench.job_specs import available_jobs
+
+        for kind, spec in available_jobs().items():
+            out.append((f"Start job: {kind}", partial(app.start_job_form, kind),
+                        spec.description))
         return out
 
     async def discover(self) -> Hits:
@@ -70,6 +79,7 @@ class WorkbenchApp(App):
         Binding("v", "review", "Review", id="app.review"),
         Binding("b", "jobs", "Jobs", id="app.jobs"),
         Binding("m", "chat", "Chat", id="app.chat"),
+        Binding("R", "results", "Results", id="app.results"),
     ]
 
     def __init__(self, db_path: Path, config: Config | None = None) -> None:
@@ -141,6 +151,32 @@ class WorkbenchApp(App):
         from workbench.screens.chat import ChatScreen
         if not isinstance(self.screen, ChatScreen):
             self.push_screen(ChatScreen())
+
+
+    def start_job_form(self, kind: str, done: Callable[[int | None], None] | None = None) -> None:
+        """The form of a job kind on the current filter; `done` gets the new job's id (None
+        when cancelled). Without `done` (the command palette) the jobs panel opens on it."""
+        from workbench.screens.job_form import JobFormScreen
+
+        def started(job_id: int | None) -> None:
+            if done is not None:
+                done(job_id)
+            elif job_id is not None:
+                self.notify(f"job {job_id} started in a background worker")
+                self.action_jobs()
+        self.push_screen(JobFormScreen(kind, self.current_filter), started)
+
+    def action_training(self, job_id: int | None = None) -> None:
+        """The training view of a train job (default: the newest one)."""
+        from workbench.screens.training import TrainingScreen
+
+        self.push_screen(TrainingScreen(job_id))
+
+    def action_results(self) -> None:
+        from workbench.screens.results import ResultsScreen
+
+        if not isinstance(self.screen, ResultsScreen):
+            self.push_screen(ResultsScreen())
 
 
 def make_app(db_path: str | Path = "workbench.db", config: Config | None = None) -> WorkbenchApp:

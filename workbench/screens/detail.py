@@ -62,11 +62,13 @@ class DetailScreen(Screen):
         Binding("p", "replay", "Replay with a model", id="detail.replay"),
     ]
 
-    def __init__(self, trace_id: int) -> None:
+    def __init__(self, trace_id: int, turn: int | None = None) -> None:
+        """`turn`: the message to open at (the evaluation results' worst turns), else the
+        first assistant turn."""
         super().__init__()
         self.trace_id = trace_id
         self.view: dict | None = None
-        self.turn: int | None = None
+        self.turn: int | None = turn
 
     def compose(self) -> ComposeResult:
         yield Header()

@@ -1,4 +1,5 @@
-"""The jobs panel: every job row (from this app or the CLI), progress, live log, cancel, start."""
+"""The jobs panel: every job row (from this app or the CLI), progress, live log, cancel, start
+(through the job form), and the training view of a train job."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from textual.widgets import Button, Footer, Header, Select
 from db import jobs as store
 from widgets.job_list import JobList
 from workbench.job_specs import available_jobs
-from workbench.jobs import start_worker, submit
-from workbench.screens.messages import JobCancelRequested, JobsLoaded, JobStarted
+from workbench.screens.messages import JobCancelRequested, JobsLoaded
 
 POLL_S = 1.0
 
@@ -24,6 +24,7 @@ class JobsScreen(Screen):
         Binding("escape", "app.pop_screen", "Back", id="jobs.back"),
         Binding("n", "start", "Start job", id="jobs.start"),
         Binding("c", "cancel", "Cancel job", id="jobs.cancel"),
+        Binding("t", "training", "Training view", id="jobs.training"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -50,16 +51,6 @@ class JobsScreen(Screen):
             job = store.get_job(db, selected) if selected is not None else None
         self.post_message(JobsLoaded(jobs, job))
 
-    @work(thread=True, exit_on_error=False, group="jobs-run")
-    def start_job(self, kind: str) -> None:
-        """Store the job on the current selection and start a detached worker for it: the job
-        goes on when the app (or its terminal) closes, and this panel follows its row."""
-        with self.app.store() as db:
-            job_id = submit(db, kind, self.app.current_filter, {})
-            cwd = store.get_job(db, job_id)["cwd"]
-        start_worker(self.app.db_path, job_id, cwd=cwd)
-        self.post_message(JobStarted(job_id))
-
     @work(thread=True, exit_on_error=False, group="jobs-write")
     def cancel(self, job_id: int) -> None:
         with self.app.store() as db:
@@ -72,8 +63,13 @@ class JobsScreen(Screen):
         if event.job is not None:
             jl.show_job(event.job)
 
-    def on_job_started(self, event: JobStarted) -> None:
-        self.app.notify(f"job {event.job_id} started in a background worker", markup=False)
+    def job_started(self, job_id: int | None) -> None:
+        """The job form stored a job and started its detached worker (None: cancelled); the
+        job goes on when the app closes, and this panel follows its row."""
+        if job_id is None:
+            return
+        self.app.notify(f"job {job_id} started in a background worker", markup=False)
+        self.query_one(JobList).selected = None  # follow the newest job
         self.poll()
 
     def on_job_cancel_requested(self, event: JobCancelRequested) -> None:
@@ -88,11 +84,14 @@ class JobsScreen(Screen):
             self.action_start()
 
     def action_start(self) -> None:
+        """The selected kind's form (parameters and selection), on the current filter."""
         kind = self.query_one("#job-kind", Select).value
         if kind != Select.NULL:
-            self.start_job(str(kind))
-            self.query_one(JobList).selected = None  # follow the newest job
-            self.set_timer(0.1, self.poll)
+            self.app.start_job_form(str(kind), self.job_started)
+
+    def action_training(self) -> None:
+        sel = self.query_one(JobList).selected
+        self.app.action_training(sel)
 
     def action_cancel(self) -> None:
         sel = self.query_one(JobList).selected

@@ -174,3 +174,42 @@ class TurnReplayed(Message):
     def __init__(self, turn: object) -> None:
         super().__init__()
         self.turn = turn
+
+
+class JobFormRejected(Message):
+    """The job form's values were refused by the job's own checks; nothing was stored."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error
+
+
+# -- training view -----------------------------------------------------------------------
+
+class TrainingLoaded(Message):
+    """A train job's row and the metrics points parsed from its stored log."""
+
+    def __init__(self, job: dict | None, points: list[dict]) -> None:
+        super().__init__()
+        self.job = job
+        self.points = points
+
+
+# -- evaluation results ------------------------------------------------------------------
+
+class RunsLoaded(Message):
+    """Every evaluation run with its model's name and metrics."""
+
+    def __init__(self, runs: list[dict]) -> None:
+        super().__init__()
+        self.runs = runs
+
+
+class RunReportLoaded(Message):
+    """One run's report (confusion matrix, per-tool scores, worst turns) and its comparison
+    with a baseline run (None when there is none)."""
+
+    def __init__(self, report: dict, comparison: dict | None) -> None:
+        super().__init__()
+        self.report = report
+        self.comparison = comparison
