@@ -6,8 +6,8 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from workbench.commands import (checks, committee, data, evaluate, jobs, labels, score,
-                                    train)
+    from workbench.commands import (checks, committee, data, evaluate, jobs, labels, pipeline,
+                                    score, train)
 
-    for module in (data, checks, labels, committee, train, evaluate, score, jobs):
+    for module in (data, checks, labels, committee, train, evaluate, score, jobs, pipeline):
         module.register(app)
