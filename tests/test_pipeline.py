@@ -252,7 +252,7 @@ def test_init_then_run_the_whole_loop_with_a_direct_baseline(
     text = text.replace("[train]", f'[train]\nbase_model = "{tiny_model_dir}"\nlora_r = 4', 1)
     text = text.replace("# [eval.selection]", "[eval.selection]").replace("# limit = 2",
                                                                             "limit = 1")
-    text = text.replace("threads = 1\n", "threads = 1\nmax_tokens = 8\n")
+    text = text.replace("\nthreads = 1\n", "\nthreads = 1\nmax_tokens = 8\n")
     (work / "pipe.toml").write_text(text)
     r = cli(db_path, "pipeline", "run", "pipe.toml", "--baseline", "direct", "--json")
     assert r.exit_code == 0, r.output

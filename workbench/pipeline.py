@@ -318,8 +318,9 @@ def init_text(db: Database, target: Path) -> str:
     desc = (task.get("description") or "").strip().splitlines()
     out = [
         "# A workbench pipeline: `workbench pipeline run pipeline.toml` runs the stages below in",
-        f"# this order ({', '.join(STAGES)}), each as a job under one pipeline job, and writes",
-        "# a report (runs/pipeline-ID/report.md). A stage runs when its table is here.",
+        "# this order, each as a job under one pipeline job, and writes a report",
+        "# (runs/pipeline-ID/report.md). A stage runs when its table is here:",
+        f"# {', '.join(STAGES)}.",
         "# Each table takes its command's options under their own names (`workbench train",
         "# --max-steps 2` is max_steps = 2; see `workbench COMMAND --help`) and an optional",
         "# [STAGE.selection] table of the selection options: split, origin, status, tool, check,",
