@@ -684,7 +684,8 @@ def _train_summary(row: dict | None) -> dict | None:
     return {"job_id": row["id"], "model": r.get("name"), "model_ids": r.get("model_ids"),
             "gguf": r.get("gguf"), "steps": m.get("steps"), "first_loss": m.get("first_loss"),
             "last_loss": m.get("last_loss"), "tokens_per_s": m.get("tokens_per_s"),
-            "runtime_s": m.get("runtime_s"), "sequences": m.get("data_sequences")}
+            "runtime_s": m.get("runtime_s"), "sequences": m.get("data_sequences"),
+            "tokens_seen": m.get("tokens_seen")}
 
 
 def build_report(db: Database, run_id: int, cfg: PipelineConfig, folder: Path) -> dict:
@@ -761,7 +762,8 @@ def report_markdown(rep: dict) -> str:
     t = rep["training"]
     if t:
         out += ["", "## Training", "", f"Model `{_md(t['model'])}` (job {t['job_id']}):"
-                f" {_num(t['steps'])} steps on {_num(t['sequences'])} sequences, loss"
+                f" {_num(t['steps'])} steps, {_num(t['tokens_seen'])} tokens trained (data:"
+                f" {_num(t['sequences'])} sequences), loss"
                 f" {_num(t['first_loss'])} -> {_num(t['last_loss'])},"
                 f" {_num(t['tokens_per_s'], '{:.1f}')} tokens/s,"
                 f" {_num(t['runtime_s'], '{:.1f}')} s."]
@@ -796,7 +798,8 @@ def report_markdown(rep: dict) -> str:
         out += ["", "## Direct baseline", "", b["definition"]]
         if bt:
             out += ["", f"Model `{_md(bt['model'])}` (job {bt['job_id']}): {_num(bt['steps'])}"
-                    f" steps on {_num(bt['sequences'])} sequences, loss {_num(bt['first_loss'])}"
+                    f" steps, {_num(bt['tokens_seen'])} tokens trained (data: {_num(bt['sequences'])}"
+                    f" sequences), loss {_num(bt['first_loss'])}"
                     f" -> {_num(bt['last_loss'])}, {_num(bt['tokens_per_s'], '{:.1f}')}"
                     " tokens/s."]
     return "\n".join(out) + "\n"
