@@ -427,3 +427,35 @@ def m008_synthesis(db: Database) -> None:
         CREATE INDEX synthesis_key ON synthesis(candidate_key, job_id);
         """
     )
+
+
+@MIGRATIONS()
+def m009_pipeline_runs(db: Database) -> None:
+    """`workbench pipeline run`: each run (a `pipeline` job) with the fingerprint of the store's
+    data it found and left, and each of its stages with the content hash of its inputs and the
+    job that ran it, so a re-run skips unchanged stages and resumes a stopped one. (m009: main's
+    m008 is the synthesis migration.)"""
+    _execute_script(
+        db,
+        """
+        CREATE TABLE pipeline_runs (
+            job_id INTEGER PRIMARY KEY REFERENCES jobs(id),   -- the `pipeline` job
+            file TEXT NOT NULL,            -- the pipeline file, resolved
+            data_key TEXT,                 -- what the stages' fingerprints hash of the data
+            state TEXT,                    -- JSON: the data's fingerprint after the last stage
+            created_at TEXT NOT NULL,
+            updated_at TEXT
+        );
+        CREATE TABLE pipeline_stages (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES jobs(id),      -- the `pipeline` job
+            stage TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,     -- content hash of the stage's inputs
+            job_id INTEGER REFERENCES jobs(id),               -- the job that ran it (or ran it before)
+            action TEXT NOT NULL,          -- ran | forced | skipped | resumed | unavailable
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX pipeline_stages_fp ON pipeline_stages(stage, fingerprint, id);
+        CREATE INDEX pipeline_stages_run ON pipeline_stages(run_id, id);
+        """
+    )

@@ -37,6 +37,7 @@ class JobSpec:
     run: Callable[[JobContext, TraceFilter, Any], Any]
     resumable: bool = False                       # picks up where a stopped run ended
     selection_defaults: dict = field(default_factory=dict)
+    in_app: bool = True                           # offered in the app's jobs panel
 
     def make_params(self, data: Any = None) -> Any:
         if isinstance(data, self.Params):
@@ -90,7 +91,8 @@ def get_spec(kind: str) -> JobSpec:
 
 
 def available_jobs() -> dict[str, JobSpec]:
-    return dict(REGISTRY)
+    """The kinds the app offers to start on a selection (not the pipeline's own)."""
+    return {k: s for k, s in REGISTRY.items() if s.in_app}
 
 
 # ------------------------------------------------------------------------------------ recount
@@ -447,3 +449,50 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: SynthParams) -> d
 register(JobSpec("synth", "Synthesise new conversations from clean seeds (offline or by a"
                  " teacher LLM), validated by the checks before they are stored", SynthParams,
                  run_synth, resumable=True))
+
+
+# ---------------------------------------------------------------------------------- pipeline
+
+@dataclass
+class PipelineParams:
+    file: str | None = opt(None, "the pipeline file (TOML): a table per stage")
+    from_stage: str | None = opt(None, "run this stage and the ones after it even if their"
+                                 " inputs did not change")
+    baseline: str | None = opt(None, "direct: also train the same way on the raw traces and"
+                               " evaluate that model on the same test selection",
+                               choices=["direct"])
+
+    def validate(self) -> None:
+        from workbench.pipeline import load_pipeline
+
+        if not self.file:
+            raise ValueError("give the pipeline file (workbench pipeline init writes one)")
+        load_pipeline(self.file, from_stage=self.from_stage, baseline=self.baseline)
+
+
+def run_pipeline(ctx: JobContext, selection: TraceFilter, params: PipelineParams) -> dict:
+    from workbench.pipeline import run_pipeline as body
+
+    return body(ctx, params)
+
+
+register(JobSpec("pipeline", "Run the stages of a pipeline file as child jobs (unchanged"
+                 " stages are skipped, stopped ones resumed) and write its report",
+                 PipelineParams, run_pipeline, resumable=True, in_app=False))
+
+
+@dataclass
+class DirectTrainParams(TrainParams):
+    raw_store: str | None = opt(None, "the copy of the store holding the raw traces (made on"
+                                " the first run: default OUTPUT/raw.db)")
+
+
+def run_direct_train(ctx: JobContext, selection: TraceFilter, params: DirectTrainParams) -> dict:
+    from workbench.pipeline import run_direct_train as body
+
+    return body(ctx, selection, params)
+
+
+register(JobSpec("train-direct", "Train like `train` on the raw traces (originals, nothing"
+                 " excluded, suspect turns trained on): a pipeline's --baseline direct",
+                 DirectTrainParams, run_direct_train, resumable=True, in_app=False))
