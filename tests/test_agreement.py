@@ -3,7 +3,6 @@ every figure on the votes of a relabel run against scripted servers with known a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 
@@ -12,11 +11,10 @@ from typer.testing import CliRunner
 
 from db import open_db, revisions
 from tests.scripted_openai import ScriptedServer, tool_call_reply
-from tests.tui_data import ROOT, add_flag, first_assistant
+from tests.tui_data import first_assistant, sample_store
 from workbench import decisions
 from workbench.cli import app
 from workbench.committee.agreement import agreement, cohen, fleiss
-from workbench.importing import import_files
 from workbench.jobs import execute, submit
 
 G = {"name": "FindRestaurants", "arguments": {"city": "Oakland", "cuisine": "Italian"}}
@@ -59,14 +57,7 @@ def test_kappa_is_undefined_with_one_category_or_no_turn():
 
 @pytest.fixture
 def db_path(tmp_path):
-    path = tmp_path / "a.db"
-    db = open_db(path)
-    with contextlib.chdir(ROOT):
-        import_files(db, ["sample_traces"])
-    for t in SCRIPT:
-        add_flag(db, t, first_assistant(db, t), "schema", "error", "planted")
-    db.conn.close()
-    return path
+    return sample_store(tmp_path / "a.db", tuple(SCRIPT))
 
 
 def member(db, which: int):

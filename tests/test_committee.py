@@ -4,7 +4,6 @@ resume, keys), and a real llama.cpp server with the SmolLM2 GGUF."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -12,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -23,10 +21,9 @@ from db.browse import review_queue, set_setting
 from db.flags import suspect_turns
 from db.jobs import get_job
 from tests.scripted_openai import ScriptedServer, doubtful_turn, tool_call_reply
-from tests.tui_data import ROOT, add_flag, first_assistant
+from tests.tui_data import ROOT, add_flag, first_assistant, sample_store
 from workbench.cli import app
 from workbench.committee.voting import agreed, call_key
-from workbench.importing import import_files
 from workbench.jobs import execute, submit
 
 GOOD = {"name": "FindRestaurants", "arguments": {"city": "Oakland", "cuisine": "Italian"}}
@@ -39,15 +36,8 @@ def reply_with(call: dict, **extra) -> dict:
 
 
 @pytest.fixture
-def db_path(tmp_path) -> Path:
-    path = tmp_path / "c.db"
-    db = open_db(path)
-    with contextlib.chdir(ROOT):
-        import_files(db, ["sample_traces"])
-    for t in SUSPECT:
-        add_flag(db, t, first_assistant(db, t), "schema", "error", "planted")
-    db.conn.close()
-    return path
+def db_path(tmp_path):
+    return sample_store(tmp_path / "c.db", SUSPECT)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ on-task, off-task, garbage and 500 replies, caching, and the analyst's include w
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -16,10 +15,9 @@ from db.flags import flags_for
 from db.jobs import get_job
 from db.traces import get_trace
 from tests.scripted_openai import ScriptedServer
-from tests.tui_data import ROOT
+from tests.tui_data import sample_store
 from workbench import decisions
 from workbench.cli import app
-from workbench.importing import import_files
 from workbench.jobs import execute, submit
 
 REASON = "about the [bold]weather[/] \x1b[2J"
@@ -31,12 +29,7 @@ def verdict(on_task: bool, reason: str) -> dict:
 
 @pytest.fixture
 def db_path(tmp_path):
-    path = tmp_path / "r.db"
-    db = open_db(path)
-    with contextlib.chdir(ROOT):
-        import_files(db, ["sample_traces"])
-    db.conn.close()
-    return path
+    return sample_store(tmp_path / "r.db", ())
 
 
 @pytest.fixture

@@ -130,3 +130,16 @@ def add_eval_runs(db, model_name: str = "smollm2-ft", prediction_text: str = "")
     add_results(db, run, r)
     finish_run(db, run, run_metrics(r))
     return base, run
+
+
+def sample_store(path: Path, suspect: tuple[int, ...] = ()) -> Path:
+    """The sample traces in a new store, with a planted schema error on the first assistant
+    turn of each trace in `suspect` (what the committee, relevance and agreement tests start
+    from)."""
+    db = open_db(path)
+    with contextlib.chdir(ROOT):
+        import_files(db, ["sample_traces"])
+    for t in suspect:
+        add_flag(db, t, first_assistant(db, t), "schema", "error", "planted")
+    db.close()
+    return path
