@@ -29,6 +29,12 @@ ROW_SQL = (
     f" traces.n_assistant, traces.tools_used, {EXCLUDED_SQL} AS excluded,"
     " (SELECT count(*) FROM flags WHERE flags.trace_id = traces.id) AS n_flags,"
     f" {ERRORS_SQL} AS n_errors,"
+    " (SELECT substr(m.content, 1, 160) FROM messages m WHERE m.trace_id = traces.id"
+    "  AND m.role = 'user' ORDER BY m.idx LIMIT 1) AS first_user,"
+    " (SELECT avg(r.staged_tool_call) FROM eval_results r WHERE r.trace_id = traces.id"
+    "  AND r.run_id = (SELECT max(r2.run_id) FROM eval_results r2 JOIN eval_runs e"
+    "   ON e.id = r2.run_id WHERE r2.trace_id = traces.id AND e.status = 'succeeded'))"
+    " AS score,"
     " CASE WHEN EXISTS (SELECT 1 FROM revisions r WHERE r.trace_id = traces.id"
     "                   AND r.status = 'proposed') THEN 'proposed'"
     "      WHEN EXISTS (SELECT 1 FROM revisions r WHERE r.trace_id = traces.id"
@@ -36,7 +42,7 @@ ROW_SQL = (
     "      ELSE 'original' END AS label"
     " FROM traces")
 ROW_COLS = ("id", "source", "line", "split", "origin", "turns", "tools_used", "excluded",
-            "flags", "errors", "label")
+            "flags", "errors", "first_user", "score", "label")
 
 
 def trace_page(db: Database, flt: TraceFilter, *, sort: str = "id", descending: bool = False,

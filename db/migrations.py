@@ -459,3 +459,10 @@ def m009_pipeline_runs(db: Database) -> None:
         CREATE INDEX pipeline_stages_run ON pipeline_stages(run_id, id);
         """
     )
+
+
+@MIGRATIONS()
+def m010_eval_results_by_trace(db: Database) -> None:
+    """The traces table shows each test trace's score in the newest finished evaluation: an
+    index from trace to its results."""
+    db.execute("CREATE INDEX eval_results_trace ON eval_results(trace_id, run_id)")

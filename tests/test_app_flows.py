@@ -124,7 +124,7 @@ async def test_open_edit_validate_save_undo(db_path):
         await pilot.press("escape")
         await until(pilot, lambda: type(app.screen).__name__ == "TracesScreen")
         table = app.screen.query_one(TraceTable)  # the row shows the new label in place
-        await until(pilot, lambda: str(table.get_row("1")[7]) == "revised")
+        await until(pilot, lambda: str(table.get_cell("1", "label")) == "revised")
 
 
 def _two_call_trace(db) -> int:
@@ -374,7 +374,8 @@ async def test_the_traces_screen_fits_100_columns(db_path):
         await pilot.pause(0.3)
         lines = screen_text(app).splitlines()
         header = next(line for line in lines if "file:line" in line)
-        for column in ("id", "file:line", "split", "turns", "tools used", "flags", "label", "excl"):
+        for column in ("id", "file:line", "split", "turns", "flags", "label", "excl", "score",
+                       "first user"):
             assert column in header, (column, header)
         assert any("test.jsonl:1 " in line and "1E" in line for line in lines)
         filters = next(i for i, line in enumerate(lines) if "split" in line and "▼" in line)

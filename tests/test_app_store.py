@@ -115,3 +115,25 @@ def test_config_file(tmp_path, monkeypatch):
         load_config()
     monkeypatch.setenv("WORKBENCH_CONFIG", str(tmp_path / "missing.toml"))
     assert load_config().theme == "textual-dark"
+
+
+def test_rows_carry_the_first_user_message_and_the_newest_finished_score(db):
+    from widgets.trace_table import TraceTable
+
+    rows = {r["id"]: r for r in trace_page(db, TraceFilter())}
+    assert rows[1]["first_user"] == "I need a reservation to a restaurant."
+    assert rows[1]["score"] is None
+    for status, scores in (("succeeded", (1.0, 0.5)), ("failed", (0.0, 0.0)), (None, (0.0,))):
+        run_id = db.execute("INSERT INTO eval_runs (model_ref, created_at, status) VALUES"
+                            " ('m', 'now', ?)", [status]).lastrowid
+        for i, score in enumerate(scores):
+            db.execute("INSERT INTO eval_results (run_id, trace_id, message_idx, reference,"
+                       " prediction, staged_tool_call, tool_call_equivalence, function_match,"
+                       " rouge_l) VALUES (?, 1, ?, '', '', ?, 0, 0, 0)", [run_id, i, score])
+    db.conn.commit()
+    rows = {r["id"]: r for r in trace_page(db, TraceFilter())}
+    assert rows[1]["score"] == 0.75            # the newest run that finished (not a failed one)
+    table = TraceTable()
+    table.highlight = ["reservation"]
+    cell = table._message_cell(rows[1]["first_user"])
+    assert [cell.plain[s.start:s.end] for s in cell.spans] == ["reservation"]

@@ -11,9 +11,12 @@ from workbench.safe_text import visible
 
 LABEL_STYLE = {"original": "dim", "revised": "green", "proposed": "bold yellow"}
 COLUMNS = (("mark", " "), ("id", "id"), ("source", "file:line"), ("split", "split"),
-           ("turns", "turns"), ("tools", "tools used"), ("flags", "flags"),
-           ("label", "label"), ("excluded", "excl"))
-WIDTHS = {"source": 22, "tools": 16, "split": 16, "flags": 7, "label": 8, "excluded": 4}
+           ("turns", "turns"), ("flags", "flags"), ("label", "label"), ("excluded", "excl"),
+           ("score", "score"), ("message", "first user message"))
+# The tools a trace calls are a filter (and in the detail view), not a column: at 100 columns
+# the first user message says more about a trace than its tool names.
+WIDTHS = {"source": 18, "split": 10, "flags": 6, "label": 8, "excluded": 4, "score": 5,
+          "message": 20}
 NEAR_END = 40  # rows before the end at which the next page is asked for
 
 
@@ -58,6 +61,7 @@ class TraceTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.marked: set[int] = set()
         self.exhausted = False
+        self.highlight: list[str] = []   # search words highlighted in the message column
 
     def on_mount(self) -> None:
         for key, label in COLUMNS:
@@ -68,13 +72,13 @@ class TraceTable(DataTable):
         self._fit_tools()
 
     def _fit_tools(self) -> None:
-        """The tools column takes what the others leave (the table fits 100 columns)."""
-        if "tools" not in self.columns or not self.size.width:
+        """The message column takes what the others leave (the table fits 100 columns)."""
+        if not self.columns or not self.size.width:
             return
         others = sum(c.get_render_width(self) for k, c in self.columns.items()
-                     if k.value != "tools")
+                     if k.value != "message")
         width = max(12, self.size.width - others - 2 * self.cell_padding - 2)
-        column = self.columns[next(k for k in self.columns if k.value == "tools")]
+        column = self.columns[next(k for k in self.columns if k.value == "message")]
         if column.width != width:
             column.width = width
             column.auto_width = False
@@ -84,10 +88,19 @@ class TraceTable(DataTable):
         return (Text("*" if r["id"] in self.marked else " ", style="bold"),
                 Text(str(r["id"]), justify="right"), Text(source_cell(r["source"], r["line"])),
                 Text(r["split"] + ("·synth" if r["origin"] == "synthetic" else "")),
-                Text(str(r["turns"]), justify="right"),
-                Text(visible(r["tools_used"])), flags_cell(r),
+                Text(str(r["turns"]), justify="right"), flags_cell(r),
                 Text(r["label"], style=LABEL_STYLE.get(r["label"], "")),
-                Text("yes" if r["excluded"] else "", style="red"))
+                Text("yes" if r["excluded"] else "", style="red"),
+                Text("" if r["score"] is None else f"{r['score']:.2f}", justify="right",
+                     style="green" if (r["score"] or 0) >= 0.99 else "yellow"),
+                self._message_cell(r["first_user"]))
+
+    def _message_cell(self, text: str | None) -> Text:
+        """The first user message on one line, the search's words highlighted."""
+        cell = Text(visible((text or "").replace("\n", " ")))
+        for word in self.highlight:
+            cell.highlight_words([word], style="bold reverse", case_sensitive=False)
+        return cell
 
     def show_rows(self, rows: list[dict], *, append: bool, exhausted: bool) -> None:
         if not append:

@@ -32,6 +32,13 @@ SELECTS = {  # select id -> (prompt, fixed options)
     "tool": ("tool", []),
     "check": ("flag", []),
 }
+def search_words(text: str | None) -> list[str]:
+    """The words of a search to highlight (quotes and prefix stars dropped)."""
+    import re
+
+    return [w.rstrip("*") for w in re.findall(r"[^\s\"]+", text or "") if w.rstrip("*")]
+
+
 ANY_ERROR, NO_ERROR = "\x00any error flag", "\x00no error flag"
 
 
@@ -127,6 +134,7 @@ class TracesScreen(Screen):
         if event.generation != self.generation:
             return
         self.loading = False
+        self.query_one(TraceTable).highlight = search_words(self.filter.text)
         if event.rows:
             self.last_key = browse.page_key(event.rows[-1], self.sort[0])
         self.query_one(TraceTable).show_rows(event.rows, append=event.append,
