@@ -62,3 +62,9 @@ def origin_of(db: Database, trace_id: int) -> dict | None:
     found = dicts(db.execute("SELECT * FROM synthesis WHERE trace_id = ? ORDER BY id LIMIT 1",
                              [trace_id]), ("seeds",))
     return found[0] if found else None
+
+
+def recent(db: Database, limit: int = 2000) -> list[dict]:
+    """The newest candidates of every synthesis job (the app's synthesis view)."""
+    return dicts(db.execute("SELECT * FROM synthesis ORDER BY id DESC LIMIT ?", [limit]),
+                 ("seeds", "reasons", "messages"))

@@ -45,6 +45,8 @@ class WorkbenchCommands(Provider):
                ("Review queue", app.action_review, "Turns waiting for a decision"),
                ("Jobs", app.action_jobs, "Jobs panel: progress, logs, cancel, start"),
                ("Chat with a model", app.action_chat, "Chat tester: the task's tools, calls as cards"),
+               ("Synthesis candidates", app.action_synthesis,
+                "Accepted and rejected synthetic conversations, their seeds and reasons"),
                ("Training view", app.action_training,
                 "Loss curve, learning rate, tokens/s and ETA of the newest train job"),
                ("Evaluation results", app.action_results,
@@ -80,6 +82,7 @@ class WorkbenchApp(App):
         Binding("b", "jobs", "Jobs", id="app.jobs"),
         Binding("m", "chat", "Chat", id="app.chat"),
         Binding("R", "results", "Results", id="app.results"),
+        Binding("Y", "synthesis", "Synthesis", id="app.synthesis", show=False),
     ]
 
     def __init__(self, db_path: Path, config: Config | None = None) -> None:
@@ -146,6 +149,11 @@ class WorkbenchApp(App):
         from workbench.screens.jobs import JobsScreen
         if not isinstance(self.screen, JobsScreen):
             self.push_screen(JobsScreen())
+
+    def action_synthesis(self) -> None:
+        from workbench.screens.synthesis import SynthesisScreen
+        if not isinstance(self.screen, SynthesisScreen):
+            self.push_screen(SynthesisScreen())
 
     def action_chat(self) -> None:
         from workbench.screens.chat import ChatScreen

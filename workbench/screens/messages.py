@@ -213,3 +213,11 @@ class RunReportLoaded(Message):
         super().__init__()
         self.report = report
         self.comparison = comparison
+
+
+class CandidatesLoaded(Message):
+    """Synthesis candidates, newest first (accepted and rejected, with reasons and seeds)."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        super().__init__()
+        self.rows = rows

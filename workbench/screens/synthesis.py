@@ -1,0 +1,97 @@
+"""Synthesis candidates: every conversation a synthesis job made, accepted or rejected, with
+its seeds, topic, method and the reasons it was turned down. `enter` on an accepted one opens
+the synthetic trace; a rejected one shows its messages below (plain text, never markup)."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from widgets.render import calls_text, content_text, plain
+from workbench.screens.messages import CandidatesLoaded
+
+
+class SynthesisScreen(Screen):
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="synthesis.back")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="synthesis-summary")
+        yield DataTable(id="candidates-table", cursor_type="row", zebra_stripes=True)
+        yield Static(id="candidate-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, label in (("id", "id"), ("job", "job"), ("status", "status"),
+                           ("method", "method"), ("topic", "topic"), ("seeds", "seeds"),
+                           ("why", "why rejected / trace")):
+            table.add_column(label, key=key)
+        self.load()
+
+    @work(thread=True, exit_on_error=False, group="synthesis")
+    def load(self) -> None:
+        from db.synthesis import recent
+
+        with self.app.store() as db:
+            rows = recent(db)
+        self.post_message(CandidatesLoaded(rows))
+
+    def on_candidates_loaded(self, event: CandidatesLoaded) -> None:
+        self.rows = event.rows
+        table = self.query_one(DataTable)
+        table.clear()
+        accepted = sum(r["status"] == "accepted" for r in self.rows)
+        self.query_one("#synthesis-summary", Static).update(Text(
+            f"{len(self.rows)} candidates: {accepted} accepted, {len(self.rows) - accepted}"
+            " rejected (enter on an accepted one opens its trace)"))
+        for r in self.rows:
+            why = (f"trace {r['trace_id']}" if r["status"] == "accepted" else
+                   "; ".join(x.get("reason", "") for x in r["reasons"] or []))
+            table.add_row(str(r["id"]), str(r["job_id"] or ""),
+                          Text(r["status"], style="green" if r["status"] == "accepted"
+                               else "red"),
+                          r["method"] + (f" ({r['teacher']})" if r["teacher"] else ""),
+                          plain(r["topic"] or ""), plain(", ".join(map(str, r["seeds"] or []))),
+                          plain(why), key=str(r["id"]))
+        if self.rows:
+            self._show(self.rows[0])
+
+    def _row(self, key: str) -> dict | None:
+        return next((r for r in self.rows if str(r["id"]) == key), None)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        row = self._row(event.row_key.value) if event.row_key else None
+        if row is not None:
+            self._show(row)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        row = self._row(event.row_key.value)
+        if row is not None and row["trace_id"] is not None:
+            from workbench.screens.detail import DetailScreen
+
+            self.app.push_screen(DetailScreen(row["trace_id"]))
+
+    def _show(self, r: dict) -> None:
+        parts: list = []
+        for reason in r["reasons"] or []:
+            parts.append(Text.assemble(("✗ ", "bold red"), plain(reason.get("reason", ""),
+                                                                "bold"),
+                                       " ", plain(reason.get("detail", ""))))
+        for m in (r["messages"] or [])[:40]:
+            role = Text(f"{m.get('role', '?')}: ", style="bold")
+            body = (calls_text(m.get("tool_calls"), m.get("content"))
+                    if m.get("role") == "assistant" else content_text(m.get("content") or ""))
+            parts.append(Group(role, body))
+        if r["status"] == "accepted":
+            parts.append(Text(f"stored as trace {r['trace_id']}; enter opens it", style="dim"))
+        self.query_one("#candidate-detail", Static).update(Group(*parts))
