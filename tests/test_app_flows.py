@@ -403,3 +403,20 @@ async def test_typing_a_search_slowly_keeps_every_key_and_enter_opens_nothing(db
         assert type(app.screen).__name__ == "TracesScreen"
         n = read(db_path, lambda db: count_traces(db, TraceFilter(text="Fairfield")))
         await until(pilot, lambda: rows(app) == n)
+
+
+async def test_bulk_committee_and_job_on_the_marked_traces(db_path):
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: rows(app) == 45)
+        await pilot.press("space", "space", "C")        # mark traces 1 and 2, send to committee
+        await until(pilot, lambda: type(app.screen).__name__ == "JobFormScreen")
+        assert app.screen.kind == "relabel"
+        assert app.screen.selection.trace_ids == [1, 2]
+        await pilot.press("escape")
+        await until(pilot, lambda: type(app.screen).__name__ == "TracesScreen")
+        await pilot.press("J")                          # which job? then its form
+        await until(pilot, lambda: type(app.screen).__name__ == "PickScreen")
+        await pilot.press("enter")                      # the first kind
+        await until(pilot, lambda: type(app.screen).__name__ == "JobFormScreen")
+        assert app.screen.selection.trace_ids == [1, 2]

@@ -161,9 +161,10 @@ class WorkbenchApp(App):
             self.push_screen(ChatScreen())
 
 
-    def start_job_form(self, kind: str, done: Callable[[int | None], None] | None = None) -> None:
-        """The form of a job kind on the current filter; `done` gets the new job's id (None
-        when cancelled). Without `done` (the command palette) the jobs panel opens on it."""
+    def start_job_form(self, kind: str, done: Callable[[int | None], None] | None = None,
+                       selection: TraceFilter | None = None) -> None:
+        """The form of a job kind on `selection` (default: the current filter); `done` gets the
+        new job's id (None when cancelled). Without `done` the jobs panel opens on it."""
         from workbench.screens.job_form import JobFormScreen
 
         def started(job_id: int | None) -> None:
@@ -172,7 +173,7 @@ class WorkbenchApp(App):
             elif job_id is not None:
                 self.notify(f"job {job_id} started in a background worker")
                 self.action_jobs()
-        self.push_screen(JobFormScreen(kind, self.current_filter), started)
+        self.push_screen(JobFormScreen(kind, selection or self.current_filter), started)
 
     def action_training(self, job_id: int | None = None) -> None:
         """The training view of a train job (default: the newest one)."""

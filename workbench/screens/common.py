@@ -85,6 +85,32 @@ def replace_call(calls: list | None, index: int, new: dict) -> list:
     return calls
 
 
+class PickScreen(ModalScreen[int | None]):
+    """Pick one of several lines (plain text); dismisses with its index or None."""
+
+    DEFAULT_CSS = """
+    PickScreen { align: center middle; }
+    PickScreen OptionList { width: 80%; height: auto; max-height: 80%; border: round $panel; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="pick.cancel")]
+
+    def __init__(self, lines: list[str], title: str) -> None:
+        super().__init__()
+        self.lines = lines
+        self.title_text = title
+
+    def compose(self) -> ComposeResult:
+        picker = OptionList(*[Option(Text(line)) for line in self.lines], id="pick")
+        picker.border_title = self.title_text
+        yield picker
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option_index)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 class PickCallScreen(ModalScreen[int | None]):
     """Which of a turn's several calls to edit; dismisses with its index or None."""
 

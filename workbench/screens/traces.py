@@ -52,6 +52,9 @@ class TracesScreen(Screen):
         Binding("I", "bulk('include')", "Include", id="traces.include", show=False),
         Binding("U", "undo_exclusion", "Undo exclude/include", id="traces.undo_exclusion",
                 show=False),
+        Binding("C", "bulk_job('relabel')", "Send to committee", id="traces.committee",
+                show=False),
+        Binding("J", "bulk_job", "Job on these", id="traces.job", show=False),
         Binding("c", "clear_filter", "Clear filter", id="traces.clear"),
         Binding("escape", "clear_marks", "Clear marks", id="traces.unmark", show=False),
     ]
@@ -298,3 +301,24 @@ class TracesScreen(Screen):
         with self.app.store() as db:
             outcome = decisions.undo_exclusion(db, self.app.config.analyst)
         self.post_message(DecisionMade(outcome.message, None, None))
+
+    def _bulk_selection(self) -> TraceFilter:
+        """The marked traces, else the filtered set."""
+        marked = sorted(self.query_one(TraceTable).marked)
+        return TraceFilter(trace_ids=marked) if marked else self.filter
+
+    def action_bulk_job(self, kind: str | None = None) -> None:
+        """A job's form on the marked traces (else the filtered set): `C` sends them to the
+        committee (relabel), `J` asks which job first."""
+        selection = self._bulk_selection()
+        if kind is not None:
+            self.app.start_job_form(kind, selection=selection)
+            return
+        from workbench.job_specs import available_jobs
+        from workbench.screens.common import PickScreen
+
+        kinds = list(available_jobs())
+        self.app.push_screen(PickScreen([f"{k}: {s.description}" for k, s in
+                                         available_jobs().items()], "which job?"),
+                             lambda n: None if n is None else self.app.start_job_form(
+                                 kinds[n], selection=selection))
