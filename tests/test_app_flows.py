@@ -420,3 +420,27 @@ async def test_bulk_committee_and_job_on_the_marked_traces(db_path):
         await pilot.press("enter")                      # the first kind
         await until(pilot, lambda: type(app.screen).__name__ == "JobFormScreen")
         assert app.screen.selection.trace_ids == [1, 2]
+
+
+async def test_jobs_panel_resumes_a_stopped_job_in_a_worker(db_path):
+    from db.jobs import finish_job, get_job, start_job
+    from workbench.jobs import submit
+
+    db = open_db(db_path)
+    jid = submit(db, "eval", {"split": "test"}, {"endpoint": "http://127.0.0.1:9/v1#m",
+                                                 "timeout": 1})
+    start_job(db, jid)
+    finish_job(db, jid, "interrupted", error="killed")
+    db.close()
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("b")
+        await until(pilot, lambda: type(app.screen).__name__ == "JobsScreen")
+        table = app.screen.query_one("#jobs-table")
+        await until(pilot, lambda: table.row_count == 1)
+        table.move_cursor(row=0)
+        await until(pilot, lambda: app.screen.query_one("#job-list").selected == jid)
+        await pilot.press("r")
+        await until(pilot, lambda: read(db_path, lambda db: get_job(db, jid))["attempts"] == 2
+                    and read(db_path, lambda db: get_job(db, jid))["status"] not in
+                    ("queued", "running"), timeout=90)

@@ -14,7 +14,8 @@ from textual.widgets import Button, Footer, Header, Select
 from db import jobs as store
 from widgets.job_list import JobList
 from workbench.job_specs import available_jobs
-from workbench.screens.messages import JobCancelRequested, JobsLoaded
+from workbench.jobs import start_worker
+from workbench.screens.messages import JobCancelRequested, JobsLoaded, JobStarted
 
 POLL_S = 1.0
 
@@ -25,6 +26,7 @@ class JobsScreen(Screen):
         Binding("n", "start", "Start job", id="jobs.start"),
         Binding("c", "cancel", "Cancel job", id="jobs.cancel"),
         Binding("t", "training", "Training view", id="jobs.training"),
+        Binding("r", "resume", "Resume", id="jobs.resume"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -97,3 +99,23 @@ class JobsScreen(Screen):
         sel = self.query_one(JobList).selected
         if sel is not None:
             self.cancel(sel)
+
+    def action_resume(self) -> None:
+        sel = self.query_one(JobList).selected
+        if sel is not None:
+            self.resume(sel)
+
+    @work(thread=True, exit_on_error=False, group="jobs-write")
+    def resume(self, job_id: int) -> None:
+        """Make a stopped job runnable again and start its detached worker on it (train from its
+        checkpoint, eval from its scored turns, the committee from its stored votes)."""
+        from workbench.jobs import resume as make_resumable
+
+        with self.app.store() as db:
+            row = make_resumable(db, job_id)   # a job that cannot resume says why (notified)
+        start_worker(self.app.db_path, job_id, resume=True, cwd=row["cwd"])
+        self.post_message(JobStarted(job_id))
+
+    def on_job_started(self, event: JobStarted) -> None:
+        self.app.notify(f"job {event.job_id} resumed in a background worker", markup=False)
+        self.poll()
