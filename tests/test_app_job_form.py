@@ -63,6 +63,11 @@ def test_form_fields_follow_the_params_types():
 async def test_form_validates_then_starts_a_job(db_path):
     app = make_app(db_path, app_config())
     async with app.run_test(size=SIZE) as pilot:
+        from widgets.trace_table import TraceTable
+
+        # the traces screen sets the app's filter when it has loaded: set ours after that
+        await until(pilot, lambda: app.screen.query(TraceTable)
+                    and app.screen.query_one(TraceTable).row_count == 45)
         app.current_filter = TraceFilter(split="train")
         await pilot.press("b")
         await until(pilot, lambda: type(app.screen).__name__ == "JobsScreen")

@@ -277,7 +277,10 @@ class TracesScreen(Screen):
         than a screenful shows are asked about first."""
         table = self.query_one(TraceTable)
         ids = sorted(table.marked) or None
-        count = len(ids) if ids else (self.total or 0)
+        if ids:
+            count = len(ids)
+        else:   # the count may still be on its way: the rows loaded are a lower bound
+            count = self.total if self.total is not None else table.row_count
         scope = f"{count:,} marked traces" if ids else f"all {count:,} filtered traces"
         if count == 0:
             self.app.notify("no traces to act on", severity="warning")
