@@ -163,7 +163,7 @@ async def test_edit_the_second_of_two_calls(db_path):
                     and app.screen.turn == 1)
         await pilot.press("e")
         await until(pilot, lambda: type(app.screen).__name__ == "PickCallScreen")
-        prompt = app.screen.query_one("#calls").get_option_at_index(1).prompt
+        prompt = app.screen.query_one("#pick").get_option_at_index(1).prompt
         assert "Ukiah [bold]x[/]" in prompt.plain   # untrusted text shown as it is, not markup
         await pilot.press("down", "enter")
         await until(pilot, lambda: type(app.screen).__name__ == "EditCallScreen")

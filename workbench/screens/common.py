@@ -86,7 +86,8 @@ def replace_call(calls: list | None, index: int, new: dict) -> list:
 
 
 class PickScreen(ModalScreen[int | None]):
-    """Pick one of several lines (plain text); dismisses with its index or None."""
+    """Pick one of several lines; dismisses with its index or None. A line given as `str` is
+    shown as plain text (never markup); a `Text` as it is."""
 
     DEFAULT_CSS = """
     PickScreen { align: center middle; }
@@ -94,13 +95,14 @@ class PickScreen(ModalScreen[int | None]):
     """
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="pick.cancel")]
 
-    def __init__(self, lines: list[str], title: str) -> None:
+    def __init__(self, lines: list[str | Text], title: str) -> None:
         super().__init__()
         self.lines = lines
         self.title_text = title
 
     def compose(self) -> ComposeResult:
-        picker = OptionList(*[Option(Text(line)) for line in self.lines], id="pick")
+        picker = OptionList(*[Option(line if isinstance(line, Text) else Text(visible(line)))
+                              for line in self.lines], id="pick")
         picker.border_title = self.title_text
         yield picker
 
@@ -111,38 +113,20 @@ class PickScreen(ModalScreen[int | None]):
         self.dismiss(None)
 
 
-class PickCallScreen(ModalScreen[int | None]):
-    """Which of a turn's several calls to edit; dismisses with its index or None."""
-
-    DEFAULT_CSS = """
-    PickCallScreen { align: center middle; }
-    PickCallScreen OptionList { width: 80%; height: auto; max-height: 80%; border: round $panel; }
-    """
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="pick.cancel")]
+class PickCallScreen(PickScreen):
+    """Which of a turn's several calls to edit: each call's name and arguments (untrusted text:
+    never markup, control characters spelled out)."""
 
     def __init__(self, calls: list[dict], title: str) -> None:
-        super().__init__()
-        self.calls = calls
-        self.title_text = title
-
-    def compose(self) -> ComposeResult:
-        options = []
-        for n, c in enumerate(self.calls):
+        lines = []
+        for n, c in enumerate(calls):
             fn = c["function"]
             args = fn["arguments"]
             shown = visible(args) if isinstance(args, str) else dumps_visible(args)
-            label = Text(f"{n + 1}. {visible(fn['name'])} ")   # untrusted text: never markup
+            label = Text(f"{n + 1}. {visible(fn['name'])} ")
             label.append(shown[:200], style="dim")
-            options.append(Option(label, id=f"call-{n}"))
-        picker = OptionList(*options, id="calls")
-        picker.border_title = f"{self.title_text}: which call?"
-        yield picker
-
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option_index)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+            lines.append(label)
+        super().__init__(lines, f"{title}: which call?")
 
 
 def edit_turn_calls(app: App, tools: list[dict], calls: list | None, title: str,
