@@ -19,7 +19,9 @@ def _schema_errors(path, tid):
         db.close()
 
 
-async def test_saving_a_fixed_call_removes_its_schema_error(tmp_path):
+def _checked_store_with_a_bad_call(tmp_path):
+    """A checked store whose trace 1 first call carries an undeclared argument (a schema error);
+    returns the path, the open store, the turn and the call as it was."""
     path = build_db(tmp_path / "t.db")
     db = open_db(path)
     turn = first_assistant(db, 1)
@@ -28,6 +30,11 @@ async def test_saving_a_fixed_call_removes_its_schema_error(tmp_path):
                                 "arguments": {**call["function"]["arguments"], "mood": "x"}}}
     add_revision(db, 1, turn, tool_calls=[bad], author_kind="committee", author_name="c")
     run_checks(db)
+    return path, db, turn, call
+
+
+async def test_saving_a_fixed_call_removes_its_schema_error(tmp_path):
+    path, db, turn, call = _checked_store_with_a_bad_call(tmp_path)
     db.close()
     assert [i for i, d in _schema_errors(path, 1) if "'mood'" in d] == [turn]
     app = make_app(path, app_config())
@@ -51,14 +58,7 @@ async def test_saving_a_fixed_call_removes_its_schema_error(tmp_path):
 
 
 async def test_bulk_accepting_a_fix_removes_its_schema_error(tmp_path):
-    path = build_db(tmp_path / "t.db")
-    db = open_db(path)
-    turn = first_assistant(db, 1)
-    call = current_messages(db, 1)[turn]["tool_calls"][0]
-    bad = {**call, "function": {"name": call["function"]["name"],
-                                "arguments": {**call["function"]["arguments"], "mood": "x"}}}
-    add_revision(db, 1, turn, tool_calls=[bad], author_kind="committee", author_name="c")
-    run_checks(db)
+    path, db, turn, call = _checked_store_with_a_bad_call(tmp_path)
     add_revision(db, 1, turn, tool_calls=[call], author_kind="committee", author_name="c",
                  status="proposed")
     db.close()

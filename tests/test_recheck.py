@@ -4,40 +4,12 @@ no longer has it, and an error the new label brings is found."""
 
 from __future__ import annotations
 
-import json
 
-from db import open_db
 from db.flags import flags_for
 from db.revisions import add_revision, current_messages, decide
-from tests.conftest import S1
-from tests.test_normalize_idempotent import RENAME_ARG, RENAME_TOOL
+from tests.test_normalize_idempotent import _drifted_with_gaps as _drifted
 from workbench.checks import recheck_traces, run_checks
-from workbench.importing import import_files
 from workbench.normalize import normalize
-
-
-def _drifted(tmp_path, n=40, every=5):
-    """Scenario-1 traces with tools and arguments renamed; every `every`-th search call lacks
-    its city, so its mapping stays proposed (its label, and its errors, do not change)."""
-    out, searches = [], 0
-    for line in (S1 / "traces.jsonl").read_text().splitlines()[:n]:
-        ctx = json.loads(json.loads(line)["context"])
-        for m in ctx["messages"]:
-            for c in m.get("tool_calls") or []:
-                fn = c["function"]
-                args = {RENAME_ARG.get(k, k): v for k, v in json.loads(fn["arguments"]).items()}
-                if fn["name"] == "FindRestaurants":
-                    searches += 1
-                    if searches % every == 0:
-                        args.pop("town", None)
-                fn["name"] = RENAME_TOOL[fn["name"]]
-                fn["arguments"] = json.dumps(args)
-        out.append(json.dumps({"context": json.dumps(ctx)}))
-    path = tmp_path / "drift.jsonl"
-    path.write_text("\n".join(out) + "\n")
-    db = open_db(tmp_path / "x.db")
-    import_files(db, [path], task=S1 / "job_description.json")
-    return db
 
 
 def _turn_flags(db, check):
