@@ -70,9 +70,21 @@ def calls_of(message: dict) -> list[tuple[str, dict | str]]:
             for c in message.get("tool_calls") or ()]
 
 
-def flag(trace: TraceView, idx: int | None, check: str, severity: str, detail: str) -> dict:
+EVIDENCE_SOURCES = ("schema", "task", "corpus")
+
+
+def evidence_item(source: str, text: str) -> dict:
+    """One reason for a flag, and where it comes from: the tool schemas, the task description,
+    or what was learned from the corpus. An analyst trusts the first two more than the last."""
+    if source not in EVIDENCE_SOURCES:
+        raise ValueError(f"evidence source must be one of {EVIDENCE_SOURCES}, not {source!r}")
+    return {"source": source, "text": text}
+
+
+def flag(trace: TraceView, idx: int | None, check: str, severity: str, detail: str,
+         evidence: list[dict] | None = None) -> dict:
     return {"trace_id": trace.id, "message_idx": idx, "check": check, "severity": severity,
-            "detail": detail}
+            "detail": detail, "evidence": list(evidence or [])}
 
 
 def message_text(message: dict) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 from workbench.checks.base import (
     CheckContext,
     calls_of,
+    evidence_item,
     flag,
     message_text,
     result_records,
@@ -35,6 +36,10 @@ from workbench.checks.base import (
 NAME = "coherence"
 K = 10                 # neighbours in the retrieval view
 SWAP_QUANTILE = 0.3    # flag a message that fits no better than 70% of the messages moved in
+SWAP_QUANTILE_SMALL = 0.5   # ... in a corpus of a few conversations (see swap_quantile)
+SMALL_CORPUS = 200     # conversations from which SWAP_QUANTILE holds
+UNCOVERED_MIN = 3      # a reply with this many words that neither the task nor the on-task corpus
+UNCOVERED_SHARE = 0.3  # uses, making this share of its content words, is from elsewhere
 RIDGE_L2 = 3.0         # ridge penalty of the response models
 FOLDS = 5              # cross-fitting folds (by conversation)
 MAX_VOCAB = 2000       # words kept for the vectors (the most widespread)
@@ -55,36 +60,175 @@ def _known_fields(ctx: CheckContext) -> set[str]:
     return out
 
 
+def _declared(ctx: CheckContext, name: str) -> set[str]:
+    fn = ctx.tools.get(name) or {}
+    return set(((fn.get("parameters") or {}).get("properties") or {}).keys())
+
+
+def _service_args(ctx: CheckContext, t) -> list[tuple[str, str]]:
+    """(tool, argument name) of every service call of the trace."""
+    return [(n, k) for m in t.messages for n, a in calls_of(m)
+            if ctx.is_service(n) and isinstance(a, dict) for k in a]
+
+
+def _answered_results(ctx: CheckContext, t) -> list[tuple[str, dict, dict]]:
+    """(tool, arguments, result record) of each service call that a result answers."""
+    out = []
+    for i, m in enumerate(t.messages[1:], 1):
+        if m["role"] == "tool":
+            for n, a in calls_of(t.messages[i - 1]):
+                if ctx.is_service(n) and isinstance(a, dict):
+                    out += [(n, a, r) for r in result_records(m)]
+    return out
+
+
+def result_fields(ctx: CheckContext) -> tuple[set[str], int]:
+    """The result fields of the task and how many traces they were learned from. The schema
+    first: a result field is known when results of calls that use only the arguments their
+    tool declares carry it, in traces whose service calls keep to the schema (the on-task
+    core). Foreign traces, however many, teach nothing here, because their calls use
+    arguments the task's tools do not declare (cached)."""
+    if "coherence.result_fields" in ctx.cache:
+        return ctx.cache["coherence.result_fields"]
+    seen: Counter = Counter()   # field -> core traces whose sound results carry it
+    core = 0
+    for t in ctx.traces:
+        args = _service_args(ctx, t)
+        if not args or sum(k not in _declared(ctx, n) for n, k in args) / len(args) > 0.2:
+            continue
+        fields = {k for n, a, r in _answered_results(ctx, t) if a and set(a) <= _declared(ctx, n)
+                  for k in r}
+        core += bool(fields)
+        seen.update(fields)
+    need = max(2, 0.05 * core)
+    ctx.cache["coherence.result_fields"] = (_known_fields(ctx) | {
+        k for k, n in seen.items() if n >= need}, core)
+    return ctx.cache["coherence.result_fields"]
+
+
 def trace_level(ctx: CheckContext) -> list[dict]:
+    return list(off_domain_traces(ctx).values())
+
+
+def _trace_level(ctx: CheckContext) -> list[dict]:
+    """Conversations from another product: most of what their service calls send and their
+    results return is not the task's. Arguments are held to the tool called (the schema);
+    result fields to those the on-task core of the corpus returns (see `result_fields`)."""
     if not ctx.tools:
         return []
-    known = _known_fields(ctx)
-    # result fields seen with schema-valid calls are part of the domain too
-    result_known: Counter = Counter()
-    for t in ctx.traces:
-        for i, m in enumerate(t.messages):
-            if m["role"] == "tool" and i and any(
-                    isinstance(a, dict) and a and set(a) <= known
-                    for _, a in calls_of(t.messages[i - 1])):
-                for r in result_records(m):
-                    result_known.update(r.keys())
-    n_traces = max(1, len(ctx.traces))
-    result_fields = known | {k for k, n in result_known.items() if n >= 3 or n / n_traces > 0.01}
+    fields_known, core = result_fields(ctx)
     out = []
     for t in ctx.traces:
-        arg_names = [k for m in t.messages for n, a in calls_of(m)
-                     if ctx.is_service(n) and isinstance(a, dict) for k in a]
+        args = _service_args(ctx, t)
         fields = [k for m in t.messages if m["role"] == "tool" for r in result_records(m)
                   for k in r]
-        foreign_args = [k for k in arg_names if k not in known]
-        foreign_fields = [k for k in fields if k not in result_fields]
-        evidence = len(arg_names) + len(fields)
-        if evidence and (len(foreign_args) + len(foreign_fields)) / evidence > 0.5:
-            sample = sorted(set(foreign_args + foreign_fields))[:5]
-            out.append(flag(t, None, NAME, "error",
-                            "off-domain conversation: its calls and results use fields no tool"
-                            f" of the task has ({', '.join(sample)})"))
+        foreign_args = [(n, k) for n, k in args if k not in _declared(ctx, n)]
+        foreign_fields = [k for k in fields if k not in fields_known]
+        evidence = len(args) + len(fields)
+        if not evidence or (len(foreign_args) + len(foreign_fields)) / evidence <= 0.5:
+            continue
+        why = []
+        by_tool: dict[str, list[str]] = {}
+        for n, k in foreign_args:
+            if k not in by_tool.setdefault(n, []):
+                by_tool[n].append(k)
+        for n, ks in sorted(by_tool.items()):
+            why.append(evidence_item("schema", f"{n} does not declare argument"
+                                     f"{'s' if len(ks) > 1 else ''} {', '.join(ks[:5])}"
+                                     f" ({len([1 for x, _ in foreign_args if x == n])} of the"
+                                     f" {len([1 for x, _ in args if x == n])} arguments"
+                                     f" its calls here send)"))
+        if foreign_fields:
+            uniq = sorted(set(foreign_fields))
+            why.append(evidence_item("corpus", f"results carry fields that no tool declares and"
+                                     f" no result of the {core} on-task conversations has:"
+                                     f" {', '.join(uniq[:5])}"
+                                     f" ({len(foreign_fields)} of {len(fields)} fields)"))
+        sample = sorted({k for _, k in foreign_args} | set(foreign_fields))[:5]
+        out.append(flag(t, None, NAME, "error",
+                        "off-domain conversation: its calls and results use fields no tool"
+                        f" of the task has ({', '.join(sample)})", why))
     return out
+
+
+CONTENT_WORD = re.compile(r"[a-z]+")
+COMMON_REPLY_SHARE = 0.1   # a word in the replies of this share of the on-task conversations is
+# part of how the assistant speaks (greetings, confirmations), not news from elsewhere
+
+
+def content_words(text: str) -> list[str]:
+    """Words that carry content: letters only, not a stop word, three letters or more."""
+    return [w for w in CONTENT_WORD.findall(text.lower()) if w not in STOP and len(w) > 2]
+
+
+def _stem(w: str) -> str:
+    return w[:-1] if len(w) > 3 and w.endswith("s") else w
+
+
+def task_words(ctx: CheckContext) -> set[str]:
+    """What the task is about, from its description and the tool schemas (names split at
+    capitals and underscores, descriptions, parameter names, enum values)."""
+    parts = [((ctx.task or {}).get("description") or "")]
+    for name, fn in ctx.tools.items():
+        parts += [re.sub(r"(?<=[a-z])(?=[A-Z])|_", " ", name), fn.get("description") or ""]
+        for pname, prop in ((fn.get("parameters") or {}).get("properties") or {}).items():
+            parts += [pname.replace("_", " "), str(prop.get("description") or ""),
+                      " ".join(map(str, prop.get("enum") or ()))]
+    return {_stem(w) for w in content_words(" ".join(parts))}
+
+
+def off_domain_traces(ctx: CheckContext) -> dict[int, dict]:
+    """trace id -> its off-domain flag (cached; see `trace_level`)."""
+    if "coherence.off_domain" not in ctx.cache:
+        ctx.cache["coherence.off_domain"] = {f["trace_id"]: f for f in _trace_level(ctx)}
+    return ctx.cache["coherence.off_domain"]
+
+
+def _context_words(t) -> set[str]:
+    """Words of what the user said and the results returned in one conversation (what
+    the assistant's replies are about; corruption of replies does not touch them)."""
+    return {_stem(w) for m in t.messages if m["role"] in ("user", "tool")
+            for w in content_words(m.get("content") or "")}
+
+
+def corpus_words(ctx: CheckContext) -> tuple[set[str], int]:
+    """Words the on-task conversations use: said by users or returned by results in at least
+    two of them, or found in the replies of COMMON_REPLY_SHARE of them. Learned from the
+    conversations the schema does not call off-domain only, so a corpus carrying much
+    foreign traffic does not teach its words (cached). Returns the words and how many
+    conversations they were learned from."""
+    if "coherence.corpus_words" in ctx.cache:
+        return ctx.cache["coherence.corpus_words"]
+    off = off_domain_traces(ctx)
+    said: Counter = Counter()
+    replied: Counter = Counter()
+    n = 0
+    for t in ctx.traces:
+        if t.id in off:
+            continue
+        n += 1
+        said.update(_context_words(t))
+        replied.update({_stem(w) for m in t.messages if m["role"] == "assistant"
+                        and not any(ctx.is_service(c) for c, _ in calls_of(m))
+                        for w in content_words(message_text(m))})
+    need = max(2, COMMON_REPLY_SHARE * n)
+    out = {w for w, c in said.items() if c >= 2} | {w for w, c in replied.items() if c >= need}
+    ctx.cache["coherence.corpus_words"] = out, n
+    return out, n
+
+
+def uncovered_words(ctx: CheckContext, u: dict) -> tuple[list[str], int]:
+    """The content words of a reply that neither the task (description, schemas), nor its own
+    conversation's user turns and results, nor the on-task corpus use; and how many content
+    words it has."""
+    if "coherence.task_words" not in ctx.cache:
+        ctx.cache["coherence.task_words"] = task_words(ctx)
+    known = ctx.cache["coherence.task_words"] | corpus_words(ctx)[0]
+    key = ("coherence.context_words", u["trace"].id)
+    if key not in ctx.cache:
+        ctx.cache[key] = _context_words(u["trace"])
+    ws = content_words(u["text"])
+    return [w for w in ws if _stem(w) not in known and _stem(w) not in ctx.cache[key]], len(ws)
 
 
 def _idf_vocab(docs: list[str]) -> tuple[dict[str, float], dict[str, int]]:
@@ -324,6 +468,15 @@ def _swap_scores(ctx: CheckContext) -> list[dict]:
     return out
 
 
+def swap_quantile(n_traces: int) -> float:
+    """The share of moved messages that must fit worse than a flagged one. A small corpus
+    teaches a noisier placement model, whose low scores are less telling: its threshold rises
+    from SWAP_QUANTILE (at SMALL_CORPUS conversations and more) to SWAP_QUANTILE_SMALL (at a
+    handful), so its flags stay as precise."""
+    short = max(0.0, 1 - n_traces / SMALL_CORPUS)
+    return SWAP_QUANTILE + (SWAP_QUANTILE_SMALL - SWAP_QUANTILE) * short
+
+
 def _score_units(units: list[dict], lexicon: dict) -> list[dict]:
     if len(units) < 2 * K + 1 or len({u["trace"].id for u in units}) < max(FOLDS, MIN_TRACES):
         return []
@@ -336,7 +489,7 @@ def _score_units(units: list[dict], lexicon: dict) -> list[dict]:
     moved = place.features(perm)
     predict = logistic(np.vstack([real, moved]), np.r_[np.zeros(m), np.ones(m)])
     p_moved = predict(moved)
-    threshold = float(np.quantile(p_moved, SWAP_QUANTILE))
+    threshold = float(np.quantile(p_moved, swap_quantile(len(set(trace_of.tolist())))))
     resp_df: Counter = Counter()
     for u in units:
         resp_df.update(set(words(u["text"])))
@@ -354,20 +507,48 @@ def _score_units(units: list[dict], lexicon: dict) -> list[dict]:
 
 
 def turn_level(ctx: CheckContext) -> list[dict]:
+    """Replies that do not fit their place (the corpus' placement model), or that talk of
+    what neither the task nor the on-task corpus ever does (the task's words first). Turns of
+    an off-domain conversation are left to its trace flag."""
     out = []
+    off = off_domain_traces(ctx)
+    _, n_core = corpus_words(ctx)
     for u in swap_scores(ctx):
-        if u["p_moved"] < u["threshold"]:
+        if u["trace"].id in off:
             continue
-        reasons = [f"it fits here no better than most messages moved in from other"
-                   f" conversations (score {u['p_moved']:.2f} >= {u['threshold']:.2f}); the turn"
-                   f" after it is like what follows such messages {u['next_model']:.2f}, the"
-                   f" user turn before it like what such messages answer {u['reply_model']:.2f}"
-                   " (cosine, 1 = alike)"]
-        if u["foreign"]:
+        uncovered, n_words = uncovered_words(ctx, u)
+        moved = u["p_moved"] >= u["threshold"]
+        foreign = len(uncovered) >= UNCOVERED_MIN and len(uncovered) >= UNCOVERED_SHARE * n_words
+        if not (moved or foreign):
+            continue
+        reasons, why = [], []
+        if moved:
+            reasons.append(f"it fits here no better than most messages moved in from other"
+                           f" conversations (score {u['p_moved']:.2f} >= {u['threshold']:.2f});"
+                           f" the turn after it is like what follows such messages"
+                           f" {u['next_model']:.2f}, the user turn before it like what such"
+                           f" messages answer {u['reply_model']:.2f} (cosine, 1 = alike)")
+            why.append(evidence_item(
+                "corpus", f"placed here, it scores {u['p_moved']:.2f} on a model learned from"
+                f" {len({x['trace'].id for x in swap_scores(ctx)})} conversations of this corpus;"
+                f" messages moved between conversations score {u['threshold']:.2f} or more"
+                " most of the time"))
+        if foreign:
+            reasons.append("it talks of what neither the task nor this corpus does: "
+                           + ", ".join(uncovered[:5]))
+            why.append(evidence_item(
+                "task", f"{len(uncovered)} of its {n_words} content words"
+                f" ({', '.join(uncovered[:5])}) are in neither the task description, the tool"
+                f" schemas, this conversation's user turns and results, nor the {n_core}"
+                " on-task conversations of the corpus"))
+        elif u["foreign"]:
             reasons.append("mentions things this conversation never did: "
                            + ", ".join(u["foreign"][:5]))
+            why.append(evidence_item("corpus", "words no other message of this conversation"
+                                     " has and few replies of the corpus use: "
+                                     + ", ".join(u["foreign"][:5])))
         out.append(flag(u["trace"], u["idx"], NAME, "error",
-                        "message does not fit this conversation: " + "; ".join(reasons)))
+                        "message does not fit this conversation: " + "; ".join(reasons), why))
     return out
 
 

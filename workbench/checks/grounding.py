@@ -171,8 +171,9 @@ def _argument_stats(ctx: CheckContext) -> tuple[dict, dict]:
     values: dict[tuple[str, str], Counter] = {}
     for t in ctx.traces:
         for i, name, args, context, cnorm in _service_calls(ctx, t):
-            if not _sound(ctx, t, i, name, args):
-                continue
+            if not _sound(ctx, t, i, name, args) or _echo_mismatches(
+                    args, t.messages[i + 1], None):
+                continue   # a call its own result contradicts is no model of a sound call
             for k, v in args.items():
                 if _skip(v):
                     continue
@@ -228,23 +229,25 @@ def _service_calls(ctx: CheckContext, t: TraceView):
 
 def echo_fidelity(ctx: CheckContext) -> dict[tuple[str, str], float]:
     """Per (tool, argument): how often its result echoes the value it was called with. An
-    argument the service may change (a proposed other time) is not held to its echo."""
+    argument the service may change (a proposed other time) is not held to its echo. Learned
+    from values the conversation supports only: a call whose arguments were pasted from
+    another conversation disagrees with its result because it is damaged, and in a small or
+    very noisy corpus such calls would otherwise teach that results often disagree."""
     if "grounding.echo" in ctx.cache:
         return ctx.cache["grounding.echo"]
     same: Counter = Counter()
     total: Counter = Counter()
     for t in ctx.traces:
-        for i, m in enumerate(t.messages[:-1]):
-            nxt = t.messages[i + 1]
-            if nxt["role"] != "tool":
+        for i, name, args, context, cnorm in _service_calls(ctx, t):
+            nxt = t.messages[i + 1] if i + 1 < len(t.messages) else None
+            if nxt is None or nxt["role"] != "tool":
                 continue
-            for name, args in calls_of(m):
-                if not isinstance(args, dict):
+            bad = {k for k, _ in _echo_mismatches(args, nxt, None)}
+            for k in _echoed(args, nxt):
+                if _skip(args[k]) or not supported(args[k], context, cnorm):
                     continue
-                bad = {k for k, _ in _echo_mismatches(args, nxt, None)}
-                for k in _echoed(args, nxt):
-                    total[(name, k)] += 1
-                    same[(name, k)] += k not in bad
+                total[(name, k)] += 1
+                same[(name, k)] += k not in bad
     out = {key: same[key] / n for key, n in total.items() if n >= 5}
     ctx.cache["grounding.echo"] = out
     return out
