@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from sqlite_utils import Database
@@ -16,7 +17,8 @@ def replace_flags(db: Database, trace_ids: list[int], check_names: Iterable[str]
     """Replace the flags of `check_names` on `trace_ids` with `flags`, in one transaction.
 
     Flags of other checks, and of traces not covered, are left as they are. Each flag is a
-    dict with trace_id, message_idx (or None), check, severity, detail. Returns how many
+    dict with trace_id, message_idx (or None), check, severity, detail, and optionally
+    evidence (a list of {source, text}: why it was raised). Returns how many
     were written. A trace-level error excludes its trace from training unless the analyst
     decided otherwise (see `db.queries.EXCLUDED_SQL`).
     """
@@ -27,8 +29,9 @@ def replace_flags(db: Database, trace_ids: list[int], check_names: Iterable[str]
             raise ValueError(f"severity must be one of {SEVERITIES}, not {f['severity']!r}")
         if f["check"] not in names:
             raise ValueError(f"flag of check {f['check']!r} outside the checks run {names}")
+        evidence = f.get("evidence")
         rows.append((f["trace_id"], f["message_idx"], f["check"], f["severity"], f["detail"],
-                     job_id))
+                     job_id, json.dumps(evidence, ensure_ascii=False) if evidence else None))
     ts = now()
     with write_tx(db):
         db.execute("CREATE TEMP TABLE IF NOT EXISTS _covered (id INTEGER PRIMARY KEY)")
@@ -45,7 +48,7 @@ def replace_flags(db: Database, trace_ids: list[int], check_names: Iterable[str]
                    f" AND check_name IN ({marks})", names)
         db.conn.executemany(
             "INSERT INTO flags (trace_id, message_idx, check_name, severity, detail, job_id,"
-            " created_at) VALUES (?,?,?,?,?,?,?)",
+            " evidence, created_at) VALUES (?,?,?,?,?,?,?,?)",
             [(*r, first_seen.get(r[:5], ts)) for r in rows])
         db.execute("DELETE FROM _covered")
     return len(rows)
@@ -54,7 +57,7 @@ def replace_flags(db: Database, trace_ids: list[int], check_names: Iterable[str]
 def flags_for(db: Database, trace_ids: list[int] | None = None) -> list[dict]:
     """Flags with the trace's source and line, ordered by trace, turn, check."""
     sql = ("SELECT f.trace_id, t.source, t.line, f.message_idx, f.check_name, f.severity,"
-           " f.detail FROM flags f JOIN traces t ON t.id = f.trace_id")
+           " f.detail, f.evidence FROM flags f JOIN traces t ON t.id = f.trace_id")
     params: list = []
     if trace_ids is not None:
         if not trace_ids:
@@ -62,8 +65,21 @@ def flags_for(db: Database, trace_ids: list[int] | None = None) -> list[dict]:
         sql += f" WHERE f.trace_id IN ({','.join('?' * len(trace_ids))})"
         params = list(trace_ids)
     sql += " ORDER BY f.trace_id, coalesce(f.message_idx, -1), f.check_name, f.id"
-    keys = ("trace_id", "source", "line", "message_idx", "check", "severity", "detail")
-    return [dict(zip(keys, r)) for r in db.execute(sql, params).fetchall()]
+    keys = ("trace_id", "source", "line", "message_idx", "check", "severity", "detail",
+            "evidence")
+    return [{**dict(zip(keys, r)), "evidence": evidence_of(r[7])}
+            for r in db.execute(sql, params).fetchall()]
+
+
+def evidence_of(value: str | None) -> list[dict]:
+    """A flag's stored evidence as a list of {source, text} (empty when none was stored)."""
+    if not value:
+        return []
+    try:
+        items = json.loads(value)
+    except ValueError:
+        return []
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
 
 
 REVIEW_DROP = "review.drop"  # flag check name: the analyst dropped this turn from training

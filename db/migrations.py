@@ -466,3 +466,10 @@ def m010_eval_results_by_trace(db: Database) -> None:
     """The traces table shows each test trace's score in the newest finished evaluation: an
     index from trace to its results."""
     db.execute("CREATE INDEX eval_results_trace ON eval_results(trace_id, run_id)")
+
+
+@MIGRATIONS()
+def m011_flag_evidence(db: Database) -> None:
+    """Each flag says why: a JSON list of {source: schema | task | corpus, text}, so an analyst
+    can trust or dismiss it. NULL on flags stored before (their detail says what it can)."""
+    db.execute("ALTER TABLE flags ADD COLUMN evidence TEXT")

@@ -102,6 +102,10 @@ def flag_details(flags: list[dict]) -> Text:
         out.append(": ")
         out.append(visible(f["detail"]))
         out.append("\n")
+        for e in f.get("evidence") or ():
+            out.append(f"  why ({visible(str(e.get('source', '?')))}): ", style="dim")
+            out.append(visible(str(e.get("text", ""))))
+            out.append("\n")
     out.rstrip()
     return out
 

@@ -115,7 +115,7 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
         "assistant_turns": sum(1 for t in ctx.traces for m in t.messages
                                if m["role"] == "assistant"),
         "flags": [{k: f[k] for k in ("source", "line", "message_index", "check", "severity",
-                                     "detail")} for f in
+                                     "detail", "evidence")} for f in
                   ({**f, "message_index": f["message_idx"]} for f in stored)],
         "timings": timings,
         "model": ctx.cache.get("coherence_model.report"),
@@ -130,7 +130,8 @@ def stored_report(db: Database, selection: dict | TraceFilter | None,
     ids = [r[0] for r in db.execute(f"SELECT id FROM traces WHERE {where}", params)]
     names = set(names)
     stored = [f for f in (flags_for(db, ids) if ids else []) if f["check"] in names]
-    return [{k: f[k] for k in ("source", "line", "message_index", "check", "severity", "detail")}
+    return [{k: f[k] for k in ("source", "line", "message_index", "check", "severity", "detail",
+                               "evidence")}
             for f in ({**f, "message_index": f["message_idx"]} for f in stored)]
 
 

@@ -17,11 +17,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
 
 import numpy as np
+from nltk.stem.porter import PorterStemmer
 
 from workbench.checks.base import (
     CheckContext,
@@ -151,6 +153,7 @@ def _trace_level(ctx: CheckContext) -> list[dict]:
     return out
 
 
+_PORTER = PorterStemmer()
 CONTENT_WORD = re.compile(r"[a-z]+")
 COMMON_REPLY_SHARE = 0.1   # a word in the replies of this share of the on-task conversations is
 # part of how the assistant speaks (greetings, confirmations), not news from elsewhere
@@ -161,8 +164,10 @@ def content_words(text: str) -> list[str]:
     return [w for w in CONTENT_WORD.findall(text.lower()) if w not in STOP and len(w) > 2]
 
 
+@functools.lru_cache(maxsize=65536)
 def _stem(w: str) -> str:
-    return w[:-1] if len(w) > 3 and w.endswith("s") else w
+    """Porter stem (nltk, which rouge-score already brings): "reserving" is "reservation"'s."""
+    return _PORTER.stem(w)
 
 
 def task_words(ctx: CheckContext) -> set[str]:

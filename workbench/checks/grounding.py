@@ -15,7 +15,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from workbench.checks.base import CheckContext, TraceView, calls_of, flag, result_records
+from workbench.checks.base import (
+    CheckContext,
+    TraceView,
+    calls_of,
+    evidence_item,
+    flag,
+    result_records,
+)
 
 NAME = "grounding"
 
@@ -291,16 +298,29 @@ def run(ctx: CheckContext) -> list[dict]:
     out = []
     for t in ctx.traces:
         for i, name, args, context, cnorm in _service_calls(ctx, t):
-            missing_err, missing_warn = [], []
+            missing_err, missing_warn, why = [], [], []
             for k, v in args.items():
                 if _skip(v) or supported(v, context, cnorm):
                     continue
                 rate = strict.get((name, k), 0.0)
                 usual = defaults.get((name, k)) == norm(str(v))
-                (missing_err if rate >= bar and not usual else missing_warn).append(
+                held = rate >= bar and not usual
+                (missing_err if held else missing_warn).append(
                     f"{k}={v!r}" + (" (its usual value)" if usual else ""))
+                why.append(evidence_item("corpus", f"{name}.{k}: {100 * rate:.0f}% of its values"
+                                         " in sound calls of this corpus are found in the"
+                                         " conversation before the call"
+                                         + (f"; {v!r} is its usual value" if usual else "")
+                                         + ("" if held else f" (held strictly from"
+                                            f" {100 * bar:.0f}%)")))
             nxt = t.messages[i + 1] if i + 1 < len(t.messages) else None
-            echo = [d for _, d in _echo_mismatches(args, nxt, fidelity, name)] if nxt is not None and nxt["role"] == "tool" else []
+            echo_pairs = _echo_mismatches(args, nxt, fidelity, name) if (
+                nxt is not None and nxt["role"] == "tool") else []
+            echo = [d for _, d in echo_pairs]
+            why += [evidence_item("corpus", f"{name}.{k}: results echo the value it was called"
+                                  f" with in {100 * fidelity.get((name, k), 0):.0f}% of the calls"
+                                  " of this corpus whose value the conversation supports")
+                    for k, _ in echo_pairs]
             if missing_err or echo:
                 detail = []
                 if missing_err:
@@ -308,8 +328,9 @@ def run(ctx: CheckContext) -> list[dict]:
                                   + ", ".join(missing_err))
                 if echo:
                     detail.append("disagrees with its result: " + "; ".join(echo))
-                out.append(flag(t, i, NAME, "error", f"{name}: " + "; ".join(detail)))
+                out.append(flag(t, i, NAME, "error", f"{name}: " + "; ".join(detail), why))
             elif missing_warn:
                 out.append(flag(t, i, NAME, "warning", f"{name}: possibly unsupported (the"
-                                " assistant may have inferred it): " + ", ".join(missing_warn)))
+                                " assistant may have inferred it): " + ", ".join(missing_warn),
+                                why))
     return out

@@ -7,7 +7,7 @@ import copy
 
 from jsonschema import Draft202012Validator
 
-from workbench.checks.base import CheckContext, calls_of, flag
+from workbench.checks.base import CheckContext, calls_of, evidence_item, flag
 
 NAME = "schema"
 
@@ -49,7 +49,9 @@ def run(ctx: CheckContext) -> list[dict]:
             for name, args in calls_of(m):
                 if name not in vals:
                     out.append(flag(t, i, NAME, "error", f"unknown tool {name!r}"
-                                    f" (known: {', '.join(sorted(vals))})"))
+                                    f" (known: {', '.join(sorted(vals))})",
+                                    [evidence_item("schema", f"the task's tools are"
+                                                   f" {', '.join(sorted(vals))}")]))
                     continue
                 if not isinstance(args, dict):
                     out.append(flag(t, i, NAME, "error",
@@ -58,5 +60,7 @@ def run(ctx: CheckContext) -> list[dict]:
                 errors = sorted(vals[name].iter_errors(args), key=lambda e: list(e.absolute_path))
                 if errors:
                     out.append(flag(t, i, NAME, "error",
-                                    f"{name}: " + "; ".join(describe(e) for e in errors[:4])))
+                                    f"{name}: " + "; ".join(describe(e) for e in errors[:4]),
+                                    [evidence_item("schema", f"the parameters of {name}: "
+                                                   + describe(e)) for e in errors[:4]]))
     return out

@@ -17,7 +17,7 @@ before imports refused them) is an error: no check can read it.
 from __future__ import annotations
 
 from workbench import safe_json
-from workbench.checks.base import CheckContext, calls_of, flag
+from workbench.checks.base import CheckContext, calls_of, evidence_item, flag
 
 NAME = "structure"
 
@@ -50,6 +50,19 @@ def too_deep(message: dict) -> str | None:
         if isinstance(args, dict) and safe_json.value_depth(args) > safe_json.MAX_JSON_DEPTH:
             return f"the arguments of {name}"
     return None
+
+
+def _service_evidence(ctx: CheckContext, name: str) -> dict:
+    return evidence_item("corpus", f"{name} is a service tool: results answer"
+                         f" {100 * answered_rate(ctx):.0f}% of service calls in this corpus")
+
+
+def _message_evidence(ctx: CheckContext, name: str) -> dict:
+    if ctx.message_tools is not None:
+        return evidence_item("task", f"{name} is configured as a message-only tool")
+    return evidence_item("corpus", f"{name} is message-only: a user turn, not a result, follows"
+                         " most of its calls in this corpus (or its schema says it returns"
+                         " nothing)")
 
 
 def run(ctx: CheckContext) -> list[dict]:
@@ -86,10 +99,12 @@ def run(ctx: CheckContext) -> list[dict]:
                     elif nxt["role"] != "tool":
                         out.append(flag(t, i, NAME, "error",
                                         f"service call {service[0]} is followed by a {nxt['role']}"
-                                        " message instead of its result"))
+                                        " message instead of its result",
+                                        [_service_evidence(ctx, service[0])]))
                 elif calls and nxt is not None and nxt["role"] == "tool":
                     out.append(flag(t, i, NAME, "error",
-                                    f"{calls[0][0]} returns nothing, yet a tool result follows it"))
+                                    f"{calls[0][0]} returns nothing, yet a tool result follows it",
+                                    [_message_evidence(ctx, calls[0][0])]))
                 if prev is not None and prev["role"] == "assistant":
                     order_breaks.append(i)
             elif m["role"] == "tool":

@@ -35,7 +35,10 @@ def register(app: typer.Typer) -> None:
             table.add_row(Text(visible(f"{f['source']}:{f['line']}")),
                           "" if f["message_index"] is None else str(f["message_index"]),
                           Text(visible(f["check"])), Text(visible(f["severity"])),
-                          Text(visible(f["detail"])))
+                          Text(visible(f["detail"]) + "".join(
+                              f"\nwhy ({visible(str(e.get('source')))}):"
+                              f" {visible(str(e.get('text')))}"
+                              for e in f.get("evidence") or ())))
         console.print(table)
         console.print(Text(f"{result['traces']} traces, {result['assistant_turns']} assistant"
                            f" turns, {result['flags']} flags ({result['errors']} errors)"))
