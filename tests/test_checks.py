@@ -147,8 +147,12 @@ def test_check_json_contract(tmp_path):
     assert set(out) == {"traces", "assistant_turns", "flags"}
     assert out["traces"] == 5 and out["assistant_turns"] == 58
     for f in out["flags"]:
-        assert set(f) == {"source", "line", "message_index", "check", "severity", "detail"}
+        assert set(f) == {"source", "line", "message_index", "check", "severity", "detail",
+                          "evidence"}
         assert f["severity"] in ("error", "warning")
+        # why: each reason says where it comes from (#15)
+        assert all(set(e) == {"source", "text"} and e["source"] in ("schema", "task", "corpus")
+                   for e in f["evidence"])
         assert f["message_index"] is None or isinstance(f["message_index"], int)
     job = db.execute("SELECT kind, status FROM jobs ORDER BY id DESC").fetchone()
     assert tuple(job) == ("check", "succeeded")

@@ -100,7 +100,7 @@ def test_check_json_reports_evidence(tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["--db", str(db_path), "check", "--json"])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output[r.output.index("{"):])
+    out = json.loads(r.stdout)
     off = [f for f in out["flags"] if f["check"] == "coherence" and f["message_index"] is None]
     assert off and all(any(e["source"] == "schema" for e in f["evidence"]) for f in off)
 
