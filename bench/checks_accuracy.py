@@ -269,6 +269,15 @@ def write_section(r: dict) -> None:
             lines.append(f"| small noisy, seed {x['seed']} | {x['traces']} | {x['corrupted']}"
                          f" corrupted turns | {x['suspect']} suspect | {x['precision']:.3f} |"
                          f" {x['recall']:.3f} | >= 0.95 / >= 0.85 |")
+        sizes = sorted({x["traces"] for x in r["heldout_small"]})
+        for n in [*sizes, None]:   # pooled over the seeds of one size, then over all
+            xs = [x for x in r["heldout_small"] if n is None or x["traces"] == n]
+            ok, flagged, truth = (sum(x[k] for x in xs) for k in ("correct", "suspect",
+                                                                   "corrupted"))
+            lines.append(f"| **small noisy, {'all sizes' if n is None else f'{n} conversations'}"
+                         f" pooled ({len(xs)} sets)** | | {truth} | {flagged} |"
+                         f" **{ok / max(1, flagged):.3f}** | **{ok / max(1, truth):.3f}** |"
+                         " >= 0.95 / >= 0.85 |")
         for x in r["heldout_mix"]:
             lines.append(f"| mix {100 * x['share']:.0f}% foreign, seed {x['seed']} |"
                          f" {x['traces']} | {x['foreign']} foreign traces | {x['excluded']}"

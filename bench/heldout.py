@@ -188,16 +188,19 @@ def foreign_reply(rng: random.Random, domain: str | None = None) -> str:
     return _fill(rng, rng.choice(d["assistant"]), d["values"])
 
 
-def foreign_trace(rng: random.Random, domain: str, rename: bool = True) -> list[dict]:
+def foreign_trace(rng: random.Random, domain: str, rename: bool = True,
+                  calls: bool = True) -> list[dict]:
     """A conversation of another service domain: user asks, assistant asks back, searches,
     reports, acts on it, says goodbye. With `rename`, its two service tools carry the task's
-    tool names (arguments kept)."""
+    tool names (arguments kept); without `calls`, it is talk only (no service call)."""
     d = DOMAINS[domain]
     vals = {k: rng.choice(v) for k, v in d["values"].items()}
     f = lambda tpl: tpl.format(**vals)  # noqa: E731
     names = {d["search"][0]: TASK_SERVICE_TOOLS[0], d["action"][0]: TASK_SERVICE_TOOLS[1]}
 
     def service(tool: tuple[str, list[str]]) -> list[dict]:
+        if not calls:
+            return []
         args = {k: vals[k] for k in tool[1]}
         rec = {**args, **{k: rng.choice(v) for k, v in d["result"].items()}}
         return [_call(rng, names[tool[0]] if rename else tool[0], args),
@@ -288,7 +291,8 @@ def mix(s1: list[list[dict]], seed: int, share: float, on_task: int = 40
     return [t for t, _ in tagged], {i for i, (_, f) in enumerate(tagged) if f}
 
 
-SMALL_SETS = ((30, 101), (45, 102), (60, 103))   # (conversations, seed)
+SMALL_SETS = ((30, 101), (30, 104), (30, 107), (45, 102), (45, 105), (45, 108),
+              (60, 103), (60, 106), (60, 109))   # (conversations, seed)
 MIX_SHARES = ((0.3, 201), (0.45, 202), (0.6, 203))   # (foreign share, seed)
 
 
@@ -321,6 +325,7 @@ def measure_small(folder: Path, data: Path, n: int, seed: int) -> dict:
             if f["severity"] == "error" and f["message_index"] is not None}
     p, r = _pr(pred, truth)
     return {"traces": n, "seed": seed, "corrupted": len(truth), "suspect": len(pred),
+            "correct": len(pred & truth),
             "precision": p, "recall": r,
             "excluded": len({index[f["line"]] for f in rep["flags"]
                              if f["severity"] == "error" and f["message_index"] is None}),

@@ -22,12 +22,16 @@ from workbench.importing import import_files
 TASK = S1 / "job_description.json"
 
 
-def test_small_noisy_corpus_meets_the_suspect_turn_targets(tmp_path):
-    r = measure_small(tmp_path, DATA, 45, 102)
-    assert r["corrupted"] > 100
-    assert r["precision"] >= 0.95, r
-    assert r["recall"] >= 0.85, r
-    assert r["excluded"] == 0, r
+def test_small_noisy_corpora_meet_the_suspect_turn_targets(tmp_path):
+    """Pooled over three corpora of 30, 45 and 60 conversations (one corpus of 30 varies by a
+    few points from seed to seed; BENCHMARKS.md has each set)."""
+    rs = [measure_small(tmp_path, DATA, n, seed) for n, seed in ((30, 101), (45, 102),
+                                                                (60, 103))]
+    ok, flagged, truth = (sum(r[k] for r in rs) for k in ("correct", "suspect", "corrupted"))
+    assert truth > 400
+    assert ok / flagged >= 0.95, rs
+    assert ok / truth >= 0.85, rs
+    assert all(r["excluded"] == 0 for r in rs), rs   # damaged calls are not another domain
 
 
 def test_mix_with_almost_half_foreign_traces_excludes_them_all(tmp_path):
@@ -129,3 +133,25 @@ async def test_detail_view_shows_the_evidence_of_a_flag(tmp_path):
         text = " ".join(screen_text(app).split())
         assert "why (schema):" in text, text
         assert " ".join(why.split())[:60] in text, (why, text)
+
+
+def test_conversation_without_calls_is_judged_by_the_task_words(tmp_path):
+    """Foreign conversations that make no service call (nothing for the schema to judge) are
+    off-domain by their words, even when they are a third of the corpus; on-task ones are not."""
+    import random
+
+    from bench.heldout import DOMAIN_NAMES, foreign_trace
+
+    own = read_traces(S1 / "traces.jsonl")[:40]
+    rng = random.Random(5)
+    talk = [foreign_trace(rng, DOMAIN_NAMES[k % len(DOMAIN_NAMES)], calls=False)
+            for k in range(20)]
+    path = write_traces(tmp_path / "t.jsonl", own + talk)
+    db = open_db(tmp_path / "t.db")
+    import_files(db, [path], task=TASK)
+    run_checks(db)
+    off = {f["line"]: f for f in flags_for(db) if f["check"] == "coherence"
+           and f["message_idx"] is None}
+    assert set(off) == set(range(41, 61))
+    assert all(f["evidence"][0]["source"] == "task" for f in off.values())
+    db.close()

@@ -42,6 +42,8 @@ SWAP_QUANTILE_SMALL = 0.5   # ... in a corpus of a few conversations (see swap_q
 SMALL_CORPUS = 200     # conversations from which SWAP_QUANTILE holds
 UNCOVERED_MIN = 3      # a reply with this many words that neither the task nor the on-task corpus
 UNCOVERED_SHARE = 0.4  # uses, making this share of its content words, is from elsewhere
+CONTENT_MIN_WORDS = 8   # a conversation without service calls is judged by its words if it
+CONTENT_FOREIGN_SHARE = 0.5   # has this many, and is off-domain when this share is foreign
 RIDGE_L2 = 3.0         # ridge penalty of the response models
 FOLDS = 5              # cross-fitting folds (by conversation)
 MAX_VOCAB = 2000       # words kept for the vectors (the most widespread)
@@ -190,10 +192,46 @@ def task_words(ctx: CheckContext) -> set[str]:
 
 
 def off_domain_traces(ctx: CheckContext) -> dict[int, dict]:
-    """trace id -> its off-domain flag (cached; see `trace_level`)."""
+    """trace id -> its off-domain flag (cached; see `trace_level`): by the schema first, then,
+    for conversations without service calls, by their words."""
     if "coherence.off_domain" not in ctx.cache:
-        ctx.cache["coherence.off_domain"] = {f["trace_id"]: f for f in _trace_level(ctx)}
+        ctx.cache["coherence.off_domain"] = {**_off_by_schema(ctx), **{
+            f["trace_id"]: f for f in _content_level(ctx)}}
     return ctx.cache["coherence.off_domain"]
+
+
+def _off_by_schema(ctx: CheckContext) -> dict[int, dict]:
+    if "coherence.off_schema" not in ctx.cache:
+        ctx.cache["coherence.off_schema"] = {f["trace_id"]: f for f in _trace_level(ctx)}
+    return ctx.cache["coherence.off_schema"]
+
+
+def _content_level(ctx: CheckContext) -> list[dict]:
+    """Conversations without any service call whose words are mostly foreign to the task: not
+    in its description or tool schemas, nor used by the on-task core of the corpus (which
+    conversations like them, however many, are not part of; see `corpus_words`)."""
+    known = task_words(ctx) | corpus_words(ctx)[0]
+    _, n_core = corpus_words(ctx)
+    out = []
+    for t in ctx.traces:
+        if _service_args(ctx, t) or any(m["role"] == "tool" for m in t.messages):
+            continue
+        ws = [w for m in t.messages if m["role"] in ("user", "assistant")
+              for w in content_words(message_text(m) if m["role"] == "assistant"
+                                     else m.get("content") or "")]
+        foreign = [w for w in ws if _stem(w) not in known]
+        if len(ws) < CONTENT_MIN_WORDS or len(foreign) < CONTENT_FOREIGN_SHARE * len(ws):
+            continue
+        sample = [w for w, _ in Counter(foreign).most_common(6)]
+        out.append(flag(t, None, NAME, "error",
+                        "off-domain conversation: most of its words are foreign to the task"
+                        f" ({', '.join(sample)})",
+                        [evidence_item("task", f"{len(foreign)} of its {len(ws)} content words"
+                                       f" ({', '.join(sample)}) are in neither the task"
+                                       " description, the tool schemas, nor the"
+                                       f" {n_core} on-task conversations of the corpus; it"
+                                       " makes no service call")]))
+    return out
 
 
 def _context_words(t) -> set[str]:
@@ -206,30 +244,33 @@ def _context_words(t) -> set[str]:
 def corpus_words(ctx: CheckContext) -> tuple[set[str], int]:
     """Words the on-task conversations use: values their sound service calls send or get back,
     words said by users or returned by results in at least two of them, or found in the
-    replies of COMMON_REPLY_SHARE of them. Learned from the
-    conversations the schema does not call off-domain only, so a corpus carrying much
-    foreign traffic does not teach its words (cached). Returns the words and how many
+    replies of as many of them as COMMON_REPLY_SHARE of the whole corpus (replies are where
+    damage lands: a word must be common to count). Learned from the core only: conversations with a
+    service call that keeps to its tool's schema and is answered, and that the schema does not
+    call off-domain; so a corpus carrying much foreign traffic does not teach its words
+    (cached). Returns the words and how many
     conversations they were learned from."""
     if "coherence.corpus_words" in ctx.cache:
         return ctx.cache["coherence.corpus_words"]
-    off = off_domain_traces(ctx)
+    off = _off_by_schema(ctx)
     said: Counter = Counter()
     replied: Counter = Counter()
     values: set[str] = set()   # what the task's tools are called with or return
     n = 0
     for t in ctx.traces:
-        if t.id in off:
-            continue
+        sound = [(name, args, rec) for name, args, rec in _answered_results(ctx, t)
+                 if args and set(args) <= _declared(ctx, name)]
+        if t.id in off or not sound:
+            continue   # the core: conversations whose service calls keep to the schema
         n += 1
         said.update(_context_words(t))
-        for name, args, rec in _answered_results(ctx, t):
-            if args and set(args) <= _declared(ctx, name):
-                values.update(_stem(w) for v in [*args.values(), *rec.values()]
-                              if isinstance(v, str) for w in content_words(v))
+        values.update(_stem(w) for _, args, rec in sound
+                      for v in [*args.values(), *rec.values()]
+                      if isinstance(v, str) for w in content_words(v))
         replied.update({_stem(w) for m in t.messages if m["role"] == "assistant"
                         and not any(ctx.is_service(c) for c, _ in calls_of(m))
                         for w in content_words(message_text(m))})
-    need = max(2, COMMON_REPLY_SHARE * n)
+    need = max(2, COMMON_REPLY_SHARE * len(ctx.traces))
     out = values | {w for w, c in said.items() if c >= 2} | {
         w for w, c in replied.items() if c >= need}
     ctx.cache["coherence.corpus_words"] = out, n
