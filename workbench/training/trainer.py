@@ -40,6 +40,7 @@ from workbench.training.data import (
     summarize,
 )
 from workbench.training.gguf import OUTTYPES, convert_to_gguf
+from workbench.training.memory import return_freed_buffers
 
 GGUF_CHOICES = (*OUTTYPES, "none")
 CHECKPOINTING = ("auto", "on", "off")
@@ -70,6 +71,8 @@ class TrainConfig:
                                            # for CPU: memory, not FLOPs, limits a laptop)
     supervised_logits: bool = True         # logits only where there is loss (False: every
                                            # position, the library default; for the bench)
+    return_freed_memory: bool = True       # large buffers unmapped when freed (glibc), else
+                                           # the heap keeps them (the default; for the bench)
     extra_callbacks: list = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -464,6 +467,8 @@ def train(db: Database, cfg: TrainConfig, opts: DataOptions, ctx: Any = None) ->
                                           "data": opts.describe()}, indent=2, default=str))
 
     hw = detect_hardware()
+    if cfg.return_freed_memory:
+        return_freed_buffers()
     if jctx is not None:
         jctx.progress(0, None, f"loading {base.spec}")
     say(f"hardware: {hw.describe()}")
