@@ -98,6 +98,14 @@ def scenario_dirs(data: Path) -> dict[int, Path]:
     return out
 
 
+def task_files(scen: Path) -> list[Path]:
+    """The scenario's job_description.json and task.txt, else scenario 1's (the benchmark's
+    are the same file in every scenario; tests/data/tft keeps only scenario 1's)."""
+    s1 = scenario_dirs(scen.parent)[1]
+    return [scen / n if (scen / n).is_file() else s1 / n
+            for n in ("job_description.json", "task.txt")]
+
+
 # ------------------------------------------------------------------------------ pipeline file
 
 def toml_str(value: str) -> str:
@@ -107,7 +115,7 @@ def toml_str(value: str) -> str:
 def pipeline_toml(sc: int, scen: Path, traces: Path, test: Path, cfg: argparse.Namespace) -> str:
     """The curated pipeline of one scenario. The curation stages work on the imported traces
     (split unassigned), never on the test split the models are scored on."""
-    paths = [str(traces), str(scen / "job_description.json"), str(scen / "task.txt"), str(test)]
+    paths = [str(traces), *map(str, task_files(scen)), str(test)]
     out = ["[import]", f"paths = [{', '.join(toml_str(p) for p in paths)}]", "",
            "[check]", "[check.selection]", 'split = "unassigned"', "",
            "[normalize]", "[normalize.selection]", 'split = "unassigned"', ""]
@@ -251,13 +259,13 @@ def run_base(run_dir: Path, data: Path, test_lines: list[int], cfg: argparse.Nam
     folder.mkdir(parents=True, exist_ok=True)
     if not gguf.endswith(".gguf"):
         return {"model": gguf, "skipped": "the base model is not a GGUF: not evaluated here"}
-    s1 = scenario_dirs(data)[1]
     test = folder / "test.jsonl"
     write_subset(data / "test.jsonl", test, test_lines)
     db = folder / "base.db"
     t0 = time.perf_counter()
-    rc, _ = workbench(["--db", str(db), "import", str(s1 / "job_description.json"),
-                       str(s1 / "task.txt"), str(test)], folder, folder / "workbench.log")
+    task = task_files(scenario_dirs(data)[1])
+    rc, _ = workbench(["--db", str(db), "import", *map(str, task), str(test)], folder,
+                      folder / "workbench.log")
     if rc != 0:
         return {"model": gguf, "error": f"import failed ({rc}): see {folder / 'workbench.log'}"}
     rc, out = workbench(["--db", str(db), "eval", "--model", gguf, "--threads",
