@@ -30,6 +30,10 @@ had finished and resumes a stopped training from its checkpoint.
 The relabel stage with local members is off by default: the SmolLM2 local member restored 0 of
 31 corrupted turns in the committee bench (BENCHMARKS.md, Committee), at about 8 s a call.
 
+Defaults, sized for 2 shared CPU cores (about 12 minutes a scenario at 54 training tokens/s,
+up to 30 under heavy load): 24 traces, 3 test conversations, 4 steps of 1 conversation, max
+length 3072 tokens, lr 1e-3, synthesis target 19, llama.cpp on 1 thread.
+
 `--full` runs the benchmark's sizes, for a GPU: every trace, all 34 test conversations, training
 by epochs (`--epochs`, default 3; no step limit), 8 sequences a step, max length 4096, synthesis
 target 2000 (config.yaml's generation_target).
@@ -65,11 +69,16 @@ SHORT = {"staged_tool_call": "staged", "function_match": "function",
 GOALS = {1: ("within", 0.02), 2: ("at_least", 0.05), 3: ("at_least", 0.05),
          4: ("at_least", 0.10), 5: ("at_least", 0.05)}
 SYNTH_SCENARIOS = {4}
-MINI = {"traces": 24, "test_conversations": 6, "max_steps": 12, "seqs_per_step": 2,
-        "max_length": 2048, "synth_target": 19, "epochs": 1.0, "threads": 1}
+# Sized on 2 shared cores (smoke runs, load 4-8: training 11-22 tokens/s, about 60 s of model
+# loading, merging and GGUF export per training, evaluation 5-7 s a turn): one scenario is about
+# 12 minutes at the 54 tokens/s the README measured under load 2.5-4.5, and up to 30 under load 8.
+# Four steps of one conversation barely move a LoRA at 2e-4, hence the higher default rate (the
+# same for both models; not tuned).
+MINI = {"traces": 24, "test_conversations": 3, "max_steps": 4, "seqs_per_step": 1,
+        "max_length": 3072, "synth_target": 19, "epochs": 1.0, "threads": 1, "lr": 1e-3}
 FULL = {"traces": 0, "test_conversations": 34, "max_steps": -1, "seqs_per_step": 8,
         "max_length": 4096, "synth_target": 2000, "epochs": 3.0,
-        "threads": min(8, os.cpu_count() or 1)}
+        "threads": min(8, os.cpu_count() or 1), "lr": 2e-4}
 
 
 def log(*parts: object) -> None:
@@ -303,8 +312,9 @@ def run_scenario(sc: int, scen: Path, run_dir: Path, data: Path, test_lines: lis
                  "load_end": round(os.getloadavg()[0], 1), "goal": goal_of(sc),
                  "folder": str(folder)}
     if rc != 0:
-        tail = (folder / "pipeline.log").read_text(encoding="utf-8").splitlines()[-3:]
-        res["error"] = f"pipeline exited {rc}: " + " | ".join(tail)
+        lines_ = (folder / "pipeline.log").read_text(encoding="utf-8").splitlines()
+        errors = [x for x in lines_ if x.startswith("error:")] or lines_[-1:]
+        res["error"] = f"pipeline exited {rc}: {errors[-1] if errors else ''}"
         return res
     rep = json.loads(out)
     res["data"] = rep["data"]
@@ -451,7 +461,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=float, help="passes over the data when no step limit")
     ap.add_argument("--seqs-per-step", type=int)
     ap.add_argument("--max-length", type=int)
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--lr", type=float, help="peak learning rate (mini 1e-3, --full 2e-4)")
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--synth-target", type=int, help="offline synthesis on scenario 4")
     ap.add_argument("--threads", type=int, help="llama.cpp threads for the evaluations")
@@ -487,8 +497,11 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.resume:
         run_dir = cfg.resume.resolve()
         results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-        if results["config"] != config:
+        other = {k: v for k, v in results["config"].items() if k != "scenarios"}
+        if other != {k: v for k, v in config.items() if k != "scenarios"}:
             raise SystemExit(f"{run_dir}: ran with other options: {results['config']}")
+        results["config"]["scenarios"] = sorted({*results["config"]["scenarios"],
+                                                 *cfg.scenarios})
         results["scenarios"] = [r for r in results["scenarios"] if "error" not in r]
     else:
         run_dir = ROOT / "bench" / "out" / "tft_mini" / time.strftime("run-%Y%m%d-%H%M%S")
