@@ -419,6 +419,12 @@ def report(results: dict) -> str:
                   f" {ss.get('train', 0):.0f} s, {ss.get('direct-eval', 0):.0f} +"
                   f" {ss.get('eval', 0):.0f} s)"]
         out.append("| " + " | ".join(cells) + " |")
+    reused = [f"scenario {r['scenario']}: " + ", ".join(f"{k} {v}" for k, v in r["stages"].items()
+                                                       if v != "ran")
+              for r in results["scenarios"] if any(v != "ran" for v in r.get("stages", {}).values())]
+    if reused:
+        out += ["", "Continued with `--resume` (wall times are of the last attempt): "
+                + "; ".join(reused) + "."]
     loads = [f"{r['load_start']}-{r['load_end']}" for r in results["scenarios"]]
     if loads:
         out += ["", "Load average (start-end of each scenario): " + ", ".join(loads)
