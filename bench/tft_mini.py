@@ -72,8 +72,9 @@ SYNTH_SCENARIOS = {4}
 # Sized on 2 shared cores (smoke runs, load 4-8: training 11-22 tokens/s, about 60 s of model
 # loading, merging and GGUF export per training, evaluation 5-7 s a turn): one scenario is about
 # 12 minutes at the 54 tokens/s the README measured under load 2.5-4.5, and up to 30 under load 8.
-# Four steps of one conversation barely move a LoRA at 2e-4, hence the higher default rate (the
-# same for both models; not tuned).
+# Four steps of one conversation (three updates: the trainer's warmup gives the first step
+# learning rate 0) barely move a LoRA at 2e-4, hence the higher default rate (the same for both
+# models; not tuned).
 MINI = {"traces": 24, "test_conversations": 3, "max_steps": 4, "seqs_per_step": 1,
         "max_length": 3072, "synth_target": 19, "epochs": 1.0, "threads": 1, "lr": 1e-3}
 FULL = {"traces": 0, "test_conversations": 34, "max_steps": -1, "seqs_per_step": 8,
@@ -361,8 +362,11 @@ def report(results: dict) -> str:
         f" LoRA r {c['lora_r']}, "
         + (f"{c['max_steps']} steps" if c["max_steps"] > 0 else f"{c['epochs']:g} epochs")
         + f" of {c['seqs_per_step']} conversations, lr {c['lr']:g}, max length"
-        f" {c['max_length']} tokens, q8_0 GGUF; evaluation: llama.cpp, {c['threads']}"
-        " thread(s), greedy, 256 tokens a turn.",
+        f" {c['max_length']} tokens, q8_0 GGUF"
+        + ("" if c["max_steps"] <= 0 else
+           f" (the trainer's warmup, 3% of the steps rounded up, gives the first step learning"
+           f" rate 0: {c['max_steps']} steps make {c['max_steps'] - 1} updates)")
+        + f"; evaluation: llama.cpp, {c['threads']} thread(s), greedy, 256 tokens a turn.",
         "",
         "Curated: `workbench pipeline run` with check and normalize on the imported traces"
         + (", relabel with the local member" if c["committee"] else "")
