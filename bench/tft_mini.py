@@ -30,12 +30,13 @@ had finished and resumes a stopped training from its checkpoint.
 The relabel stage with local members is off by default: the SmolLM2 local member restored 0 of
 31 corrupted turns in the committee bench (BENCHMARKS.md, Committee), at about 8 s a call.
 
-Defaults, sized for 2 shared CPU cores (about 12 minutes a scenario at 54 training tokens/s,
-up to 30 under heavy load): 24 traces, 3 test conversations, 4 steps of 1 conversation, max
+Defaults, sized for 2 shared CPU cores (estimated from the smoke runs, not run at these sizes:
+about 12 minutes a scenario at the README's 54 training tokens/s, up to 30 under a load of 8): 24 traces, 3 test conversations, 4 steps of 1 conversation, max
 length 3072 tokens, lr 1e-3, synthesis target 19, llama.cpp on 1 thread.
 
 `--full` runs the benchmark's sizes, for a GPU: every trace, all 34 test conversations, training
-by epochs (`--epochs`, default 3; no step limit), 8 sequences a step, max length 4096, synthesis
+by epochs (`--epochs`, default 3, our choice: the benchmark's data does not give its epochs;
+no step limit), 8 sequences a step, max length 4096, synthesis
 target 2000 (config.yaml's generation_target).
 """
 
