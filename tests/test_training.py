@@ -503,3 +503,25 @@ def test_freed_activation_buffers_go_back_to_the_system() -> None:
     allocated = sum((2 + i % 5) for i in range(120))      # MiB
     assert freed["fixed"] >= 0.9 * allocated, freed
     assert freed["default"] < 0.5 * allocated, freed
+
+
+@pytest.mark.parametrize("max_steps,warmup", [(1, 0), (4, 0), (40, 1), (100, 3)])
+def test_the_first_optimizer_step_learns(train_db: Any, tiny_model_dir: Path, tmp_path: Path,
+                                         max_steps: int, warmup: int) -> None:
+    """Warm-up is the ratio of the steps rounded down: a short run's first step has a learning
+    rate (it had 0, rounded up to one warm-up step, so `--max-steps 1` trained nothing)."""
+    import torch
+
+    from workbench.hf_loading import load_model, load_tokenizer
+    from workbench.training.trainer import Hardware, add_lora, build_trainer
+
+    tok = load_tokenizer(tiny_model_dir)
+    examples = build_examples(encode_all(tok, load_conversations(train_db, DataOptions())),
+                              DataOptions())
+    cfg = dataclasses.replace(_tiny_cfg(tmp_path, tiny_model_dir), max_steps=max_steps)
+    trainer = build_trainer(add_lora(load_model(tiny_model_dir), cfg), tok, examples, cfg,
+                            Hardware("cpu", torch.float32, False, False, "sdpa"))
+    assert trainer.args.warmup_steps == warmup
+    trainer.create_optimizer_and_scheduler(num_training_steps=max_steps)
+    first_lr = trainer.lr_scheduler.get_last_lr()[0]
+    assert first_lr > 0 if warmup == 0 else first_lr == 0

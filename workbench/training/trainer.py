@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -305,6 +306,15 @@ def _progress_callback(ctx: Any) -> Any:
     return JobProgress()
 
 
+def warmup_steps(cfg: TrainConfig, n_sequences: int) -> int:
+    """Warm-up steps: the ratio of the run's optimizer steps, rounded down. A ratio handed to the
+    Trainer is rounded up, so a short run's first step had learning rate 0 (4 steps made 3
+    updates; `--max-steps 1` changed nothing)."""
+    steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(
+        math.ceil(n_sequences / cfg.seqs_per_step) * cfg.epochs)
+    return int(cfg.warmup_ratio * steps)
+
+
 def build_trainer(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: TrainConfig,
                   hw: Hardware, callbacks: Sequence[Any] = ()) -> Any:
     from transformers import Trainer, TrainingArguments
@@ -318,7 +328,7 @@ def build_trainer(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: 
         max_steps=cfg.max_steps,
         learning_rate=cfg.lr,
         lr_scheduler_type="cosine",
-        warmup_steps=cfg.warmup_ratio,
+        warmup_steps=warmup_steps(cfg, len(examples)),
         weight_decay=0.0,
         logging_steps=1,
         save_strategy="steps",
