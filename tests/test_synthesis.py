@@ -237,14 +237,16 @@ def test_a_value_the_user_never_said_is_pinned(db):
 
 
 def test_offline_job_stores_validated_synthetic_traces_linked_to_seeds(db, tmp_path):
-    # the task's four length buckets: the 10-message seeds fit one, which gets its share only
+    # the task's four length buckets: the 10-message seeds fit the short one; a seed's search
+    # exchange (4) or whole booking (8) followed by another seed reach 14 and 18 messages; no
+    # shape reaches 21-29, and no bucket takes more than its share
     row = execute(db, submit(db, "synth", {}, {"offline": True, "target": 8}))
     assert row["status"] == "succeeded", row["error"]
     per_topic = {t["topic"].split(":")[0]: t["reached"] for t in
                  row["result"]["report"]["per_topic"]}
-    assert per_topic == {"short conversation": 2, "short-medium conversation": 0,
-                         "medium conversation": 0, "long conversation": 0}
-    assert "target not reached: 2/8" in get_job(db, row["id"])["log"]
+    assert per_topic == {"short conversation": 2, "short-medium conversation": 2,
+                         "medium conversation": 2, "long conversation": 0}
+    assert "target not reached: 6/8" in get_job(db, row["id"])["log"]
     topics = tmp_path / "topics.txt"
     topics.write_text("a conversation like the seeds\n")
     row = execute(db, submit(db, "synth", {}, {"offline": True, "target": 5,
@@ -256,6 +258,7 @@ def test_offline_job_stores_validated_synthetic_traces_linked_to_seeds(db, tmp_p
     acc = records.rows(db, row["id"], "accepted")
     assert len(acc) == 5
     acc += records.rows(db, row["id"] - 1, "accepted")
+    assert len(acc) == 11
     for r in acc:
         t = db.execute("SELECT origin, split FROM traces WHERE id = ?", [r["trace_id"]]).fetchone()
         assert tuple(t) == ("synthetic", "train")
