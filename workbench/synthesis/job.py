@@ -4,10 +4,12 @@ Batches of candidates are judged and stored one transaction at a time, so a stop
 what it decided and a resumed one goes on from there: the offline method counts what the job
 already accepted; the teacher's replies are job units, so a resumed job replays them from the
 store and pays only for requests never answered. Topics are served by deficit: each candidate
-goes to the topic furthest below its share of the target (offline: a seed of the topic's
-length, or a longer one cut after an assistant reply that falls in the topic's range), and
-offline no topic gets more than its share: a topic the seeds cannot fill stays short, and so
-does the total, rather than another topic making up for it.
+goes to the topic furthest below its share of the target (offline: a `Shape` of the topic's
+length: a seed, a seed's prefix ending on a complete exchange with a closing learned from the
+seeds' endings, or such a prefix followed by another whole seed; a longer seed cut after any
+assistant reply only when those run out), and offline no topic gets more than its share: a
+topic the seeds cannot fill stays short, and so does the total, rather than another topic
+making up for it.
 """
 
 from __future__ import annotations

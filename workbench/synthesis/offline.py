@@ -18,6 +18,11 @@ restaurant's short name) is marked `stale_mention` and never stored.
 
 Seeds combine where the structure allows (`splice`): one seed's opening up to its first search,
 another's search and everything after it, re-filled onto the first one's call and records.
+Shorter conversations end a seed after a complete exchange (the assistant's reply to a service
+result) with a closing learned from how the seeds end (`closings`); longer ones follow such a
+prefix with another whole seed (`joined`). What a call asks rather than what its entity is
+(`Knowledge.request_fields`: a reservation's time, date, party size) takes any value of its
+argument, not the donor's.
 """
 
 from __future__ import annotations
