@@ -237,14 +237,16 @@ def test_a_value_the_user_never_said_is_pinned(db):
 
 
 def test_offline_job_stores_validated_synthetic_traces_linked_to_seeds(db, tmp_path):
-    # the task's four length buckets: the 10-message seeds fit one, which gets its share only
+    # the task's four length buckets: the 10-message seeds fit the short one; a seed's search
+    # exchange (4) or whole booking (8) followed by another seed reach 14 and 18 messages; no
+    # shape reaches 21-29, and no bucket takes more than its share
     row = execute(db, submit(db, "synth", {}, {"offline": True, "target": 8}))
     assert row["status"] == "succeeded", row["error"]
     per_topic = {t["topic"].split(":")[0]: t["reached"] for t in
                  row["result"]["report"]["per_topic"]}
-    assert per_topic == {"short conversation": 2, "short-medium conversation": 0,
-                         "medium conversation": 0, "long conversation": 0}
-    assert "target not reached: 2/8" in get_job(db, row["id"])["log"]
+    assert per_topic == {"short conversation": 2, "short-medium conversation": 2,
+                         "medium conversation": 2, "long conversation": 0}
+    assert "target not reached: 6/8" in get_job(db, row["id"])["log"]
     topics = tmp_path / "topics.txt"
     topics.write_text("a conversation like the seeds\n")
     row = execute(db, submit(db, "synth", {}, {"offline": True, "target": 5,
@@ -256,6 +258,7 @@ def test_offline_job_stores_validated_synthetic_traces_linked_to_seeds(db, tmp_p
     acc = records.rows(db, row["id"], "accepted")
     assert len(acc) == 5
     acc += records.rows(db, row["id"] - 1, "accepted")
+    assert len(acc) == 11
     for r in acc:
         t = db.execute("SELECT origin, split FROM traces WHERE id = ?", [r["trace_id"]]).fetchone()
         assert tuple(t) == ("synthetic", "train")
@@ -467,3 +470,78 @@ def test_topics_file_length_buckets_and_a_seed_query(db, tmp_path):
     row = execute(db, submit(db, "synth", {}, {"offline": True, "target": 1,
                                                "topics": str(bad)}))
     assert row["status"] == "failed" and "no topics" in row["error"]
+
+
+# ------------------------------------------- length buckets no seed fits, request arguments
+
+def test_a_short_bucket_no_seed_fits_is_filled_with_complete_prefixes(db, tmp_path):
+    """Every seed has 10 messages; the 6-7 message bucket is reached by a seed's search
+    exchange (ending on the assistant's reply to the result) and a closing learned from the
+    seeds' endings, validated like any candidate, each bucket within 5 points of its share."""
+    topics = tmp_path / "topics.txt"
+    topics.write_text("- brief: 6-7 messages\n- full: 10-10 messages\n")
+    row = execute(db, submit(db, "synth", {}, {"offline": True, "target": 8,
+                                               "topics": str(topics)}))
+    assert row["status"] == "succeeded", row["error"]
+    res = row["result"]
+    assert res["accepted"] == 8 and res["test_leaks_stored"] == 0
+    for t in res["report"]["per_topic"]:
+        assert abs(t["bucket_share"] - t["target_share"]) <= 5, t
+    briefs = [r for r in records.rows(db, row["id"], "accepted") if r["topic"].startswith("brief")]
+    assert len(briefs) == 4
+    for r in briefs:
+        msgs = current_messages(db, r["trace_id"])
+        assert len(msgs) == 6
+        # the exchange is complete: the search, its result, the assistant's reply to it
+        assert msgs[1]["tool_calls"][0]["function"]["name"] == "FindRestaurants"
+        assert msgs[2]["role"] == "tool"
+        assert msgs[3]["tool_calls"][0]["function"]["name"] == "respond_to_user"
+        # then a seed's closing exchange as it was (it holds no value the tools know)
+        assert msgs[4]["content"] in {w[2] for w in WORDINGS}
+        assert msgs[5]["tool_calls"][0]["function"]["arguments"] == {"message": "Enjoy your meal!"}
+    assert db.execute("SELECT count(*) FROM traces WHERE origin = 'synthetic'").fetchone()[0] == 8
+
+
+def test_closings_and_complete_points_are_learned_from_the_seeds(db):
+    from workbench.synthesis.offline import closings, complete_points
+
+    seeds = conversations(db, TraceFilter(split="unassigned"))
+    know = learn(seeds, seeds[0].tools)
+    # after the reply to the search's result and after the reply to the booking's
+    assert complete_points(seeds[0], know) == [4, 8]
+    ends = closings(seeds, know)
+    assert sorted(m[0]["content"] for _, m in ends) == sorted(w[2] for w in WORDINGS)
+    assert all(len(m) == 2 for _, m in ends)
+    # an ending that carries a value the tools know is no closing
+    msgs = conversation(ENTITIES[0])
+    msgs[8]["content"] = "Thanks, see you in Oakland."
+    from workbench.conversation_view import Conversation
+    from workbench.messages import normalize_messages
+    conv = Conversation(trace_id=1, messages=normalize_messages(msgs), tools=None, system=None)
+    assert closings([conv], know) == []
+
+
+def test_request_arguments_take_any_value_of_the_argument_consistently(db):
+    """A reservation's time and party size are what the user asks, not the restaurant's: each
+    is re-filled from the values its argument takes anywhere (the schema's enum included),
+    not as the borrowed reservation's pair, and the same everywhere in the conversation."""
+    seeds = conversations(db, TraceFilter(split="unassigned"))
+    know = learn(seeds, seeds[0].tools)
+    assert know.request_fields == {"ReserveRestaurant": {"time", "date", "party_size"},
+                                   "FindRestaurants": set()}
+    seen_pairs = {(e[5], e[6]) for e in ENTITIES}
+    new_pairs = set()
+    for n in range(30):
+        for seed in seeds:
+            made = refill(seed, know, random.Random(n))
+            msgs = made["messages"]
+            call = msgs[5]["tool_calls"][0]["function"]["arguments"]
+            result = json.loads(msgs[6]["content"])[0]
+            party, time, name = call["party_size"], call["time"], call["restaurant_name"]
+            assert result["party_size"] == party and result["time"] == time
+            assert result["restaurant_name"] == name
+            assert f"{party}" in msgs[4]["content"] and time in msgs[4]["content"]
+            assert time in msgs[7]["tool_calls"][0]["function"]["arguments"]["message"]
+            new_pairs.add((time, party))
+    # times and party sizes that no booking had together
+    assert len(new_pairs - seen_pairs) >= 5

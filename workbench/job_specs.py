@@ -409,8 +409,9 @@ class SynthParams:
     examples: int = opt(2, "seed conversations shown per request (1 to 3)")
     max_tokens: int = opt(4096, "tokens a teacher reply may take")
     max_requests: int = opt(0, "teacher requests at most (default: 4 x target / per-request)")
-    max_candidates: int = opt(0, "offline draws at most, repeats of an earlier candidate"
-                              " included (default: 10 x target)")
+    max_candidates: int = opt(0, "offline candidates judged at most (default: 10 x target);"
+                              " draws, repeats of an earlier candidate included, at most 5 x"
+                              " that")
     include_suspect: bool = opt(False, "also take traces with suspect turns as seeds")
     checks: list[str] = opt(["schema", "structure", "grounding", "coherence"],
                             "checks a candidate must pass (no error flag)")

@@ -120,6 +120,7 @@ class Knowledge:
     donors: dict[str, list[Donor]] = field(default_factory=dict)
     pools: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     flag_fields: set[str] = field(default_factory=set)
+    request_fields: dict[str, set[str]] = field(default_factory=dict)
 
     def is_service(self, name: str) -> bool:
         return name not in self.message_tools
@@ -133,6 +134,7 @@ def learn(corpus: list[Conversation], tools: list[dict] | None) -> Knowledge:
     ctx = CheckContext(traces=corpus, tools=fns)
     know = Knowledge(tools=fns, message_tools=set(ctx.inferred_message_tools))
     values: dict[str, set[str]] = defaultdict(set)
+    result_fields: dict[str, set[str]] = defaultdict(set)
     pools: dict[tuple[str, str], dict[str, None]] = defaultdict(dict)
     for name, fn in fns.items():
         for k, spec in ((fn.get("parameters") or {}).get("properties") or {}).items():
@@ -155,6 +157,7 @@ def learn(corpus: list[Conversation], tools: list[dict] | None) -> Knowledge:
                 if i in c.suspect or i + 1 >= len(msgs) or msgs[i + 1]["role"] != "tool":
                     continue
                 recs = result_records(msgs[i + 1])
+                result_fields[name] |= {k for r in recs for k in r}
                 for r in recs:
                     for k, v in r.items():
                         if value_text(v):
@@ -164,6 +167,14 @@ def learn(corpus: list[Conversation], tools: list[dict] | None) -> Knowledge:
     know.flag_fields |= {k for k, vs in values.items() if len(vs) <= 2 and any(
         o != k and vs <= ws for o, ws in values.items())}
     know.pools = {key: list(v) for key, v in pools.items()}
+    # what a call asks rather than what the entity is: an argument that no other tool's results
+    # carry (a reservation's time, date and party size; a restaurant's city and name are in
+    # the search results too)
+    for name in result_fields:
+        others = set().union(*(f for o, f in result_fields.items() if o != name))
+        params = (fns.get(name, {}).get("parameters") or {}).get("properties") or {}
+        if others:
+            know.request_fields[name] = {k for k in params if k not in others}
     return know
 
 

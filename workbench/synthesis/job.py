@@ -4,10 +4,12 @@ Batches of candidates are judged and stored one transaction at a time, so a stop
 what it decided and a resumed one goes on from there: the offline method counts what the job
 already accepted; the teacher's replies are job units, so a resumed job replays them from the
 store and pays only for requests never answered. Topics are served by deficit: each candidate
-goes to the topic furthest below its share of the target (offline: a seed of the topic's
-length, or a longer one cut after an assistant reply that falls in the topic's range), and
-offline no topic gets more than its share: a topic the seeds cannot fill stays short, and so
-does the total, rather than another topic making up for it.
+goes to the topic furthest below its share of the target (offline: a `Shape` of the topic's
+length: a seed, a seed's prefix ending on a complete exchange with a closing learned from the
+seeds' endings, or such a prefix followed by another whole seed; a longer seed cut after any
+assistant reply only when those run out), and offline no topic gets more than its share: a
+topic the seeds cannot fill stays short, and so does the total, rather than another topic
+making up for it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from workbench.synthesis.validate import Candidate, Validator, shingles
 
 BATCH = 20
 SPLICE_SHARE = 0.5   # offline candidates that join two seeds (where their structure allows)
+DRAWS_PER_CANDIDATE = 5   # offline draws (repeats included) per candidate of the budget
 
 
 @dataclass
@@ -89,11 +92,103 @@ def _within_shares(batch: list[Candidate], state: State, cap: int) -> list[Candi
     return out
 
 
-def _fit(made: dict | None, topic: Topic, know, rng: random.Random) -> dict | None:
-    """A spliced candidate within the topic's length (cut after an assistant reply), or None."""
+@dataclass
+class Shape:
+    """One way to make a candidate of a topic from a seed: the seed whole; its first `n`
+    messages and a closing learned from the seeds' endings (`offline.closed`); or, as a
+    fallback (tier 1) when no complete shape gives the topic enough, the seed cut after any
+    assistant reply at one of `cuts`. The shapes of one seed and tier for one topic share
+    `family`, which counts draws since the last accepted candidate (repeats and rejections)
+    and repeats since the last new candidate: at `EXHAUSTED` or `REPEATED` they are drawn no
+    more (another closing does not make a near-copy new)."""
+
+    seed: Conversation
+    tier: int = 0
+    n: int | None = None
+    closing: tuple[int, list[dict]] | None = None
+    cuts: list[int] | None = None
+    then: Conversation | None = None     # a whole seed after the first `n` messages
+    draws: int = 0
+    family: Counter = dataclasses.field(default_factory=Counter)
+
+    @property
+    def exhausted(self) -> bool:
+        return (self.family["fruitless"] >= EXHAUSTED
+                or self.family["repeats"] >= REPEATED)
+
+    def conversation(self, rng: random.Random) -> Conversation:
+        if self.then is not None:
+            return offline.joined(self.seed, self.n, self.then)
+        if self.closing is not None:
+            return offline.closed(self.seed, self.n, self.closing[1])
+        if self.cuts:
+            return offline.shortened(self.seed, rng.choice(self.cuts))
+        return self.seed
+
+    def seeds(self) -> list[int]:
+        extra = (self.then.trace_id if self.then is not None
+                 else self.closing[0] if self.closing else None)
+        return [self.seed.trace_id] + ([extra] if extra not in (None, self.seed.trace_id)
+                                       else [])
+
+
+EXHAUSTED = 30   # draws of a shape family without an accepted candidate
+REPEATED = 10   # draws of a shape family that only repeat earlier candidates
+
+
+def shapes_for(topic: Topic, seeds: list[Conversation], know,
+               ends: list[tuple[int, list[dict]]]) -> list[Shape]:
+    """The shapes that give a conversation of the topic's length: seeds of that length,
+    complete prefixes with a closing, and complete prefixes followed by another whole seed
+    (tier 0); plain cuts of longer seeds (tier 1)."""
+    if topic.lo is None:
+        return [Shape(s) for s in seeds]
+    out = []
+    for s in seeds:
+        family = Counter()
+        if topic.fits(n_messages(s.messages)):
+            out.append(Shape(s, family=family))
+        for n in offline.complete_points(s, know):
+            head = n_messages(s.messages[:n])
+            out += [Shape(s, 0, n, end, family=family) for end in ends
+                    if topic.fits(head + n_messages(end[1]))]
+            out += [Shape(s, 0, n, then=t, family=family) for t in seeds
+                    if t.trace_id != s.trace_id and t.messages[0]["role"] == "user"
+                    and topic.fits(head + n_messages(t.messages))]
+        if n_messages(s.messages) > topic.hi and (cuts := offline.cut_points(s, know, topic.lo,
+                                                                              topic.hi)):
+            out.append(Shape(s, 1, cuts=cuts))
+    return out
+
+
+def _pick(shapes: list[Shape], rng: random.Random) -> Shape:
+    """The next shape: of the best tier that is not exhausted (of all, when every one is),
+    the least drawn seed's least drawn shape (so a seed with few variations does not take
+    every draw)."""
+    live = [s for s in shapes if not s.exhausted] or shapes
+    tier = min(s.tier for s in live)
+    live = [s for s in live if s.tier == tier]
+    per_seed = Counter()
+    for s in live:
+        per_seed[s.seed.trace_id] += s.draws
+    low = min(per_seed.values())
+    live = [s for s in live if per_seed[s.seed.trace_id] == low]
+    fewest = min(s.draws for s in live)
+    return rng.choice([s for s in live if s.draws == fewest])
+
+
+def _fit(made: dict | None, topic: Topic, know, rng: random.Random,
+         ends: list[tuple[int, list[dict]]]) -> dict | None:
+    """A spliced candidate within the topic's length: ended after a complete exchange with a
+    closing where one fits, else cut after an assistant reply; None when neither fits."""
     if made is None or topic.lo is None or topic.fits(n_messages(made["messages"])):
         return made
     conv = Conversation(trace_id=0, messages=made["messages"], tools=None, system=None)
+    done = [(n, end) for n in offline.complete_points(conv, know) for end in ends
+            if topic.fits(n_messages(conv.messages[:n]) + n_messages(end[1]))]
+    if done:
+        n, end = rng.choice(done)
+        return {**made, "messages": offline.closed(conv, n, end[1]).messages}
     cuts = offline.cut_points(conv, know, topic.lo, topic.hi)
     if not cuts:
         return None
@@ -105,51 +200,66 @@ def _offline(ctx: JobContext, state: State, seeds: list[Conversation], know, val
     done_before = state.candidates
     rng = random.Random(f"{params.random_seed}:{done_before}")
     budget = params.max_candidates or 10 * state.target
-    fits: dict[str, list] = {}
-    for t in state.topics:   # seeds of the topic's length, and longer ones cut to it
-        fits[t.text] = [(s, None) for s in seeds if t.fits(n_messages(s.messages))]
-        if t.lo is not None:
-            fits[t.text] += [(s, cuts) for s in seeds if n_messages(s.messages) > t.hi
-                             and (cuts := offline.cut_points(s, know, t.lo, t.hi))]
-    usable = [t for t in state.topics if fits[t.text]] or state.topics
-    uses: Counter = Counter()
+    ends = offline.closings(seeds, know)
+    shapes = {t.text: shapes_for(t, seeds, know, ends) for t in state.topics}
+    usable = [t for t in state.topics if shapes[t.text]]
+    if not usable:   # no topic's length is reachable: every topic from the whole seeds
+        usable = list(state.topics)
+        shapes = {t.text: [Shape(s) for s in seeds] for t in state.topics}
     made_keys = set(seen)
     cap = math.ceil(state.target / len(state.topics))   # no topic beyond its share
-    attempts = state.candidates
-    while state.reached < state.target and attempts < budget:
+    # the budget is of candidates judged; a draw that repeats one costs no validation, so
+    # draws are bounded apart (a seed set with little variety stops there)
+    attempts, draws = state.candidates, DRAWS_PER_CANDIDATE * budget
+    while state.reached < state.target and state.candidates < budget and attempts < draws:
         batch = []
         planned: Counter = Counter(state.accepted)
-        while len(batch) < BATCH and attempts < budget:
+        source: dict[int, Shape] = {}
+        live = usable
+        while (len(batch) < BATCH and attempts < draws
+               and state.candidates + len(batch) < budget):
+            live = [t for t in usable if state.accepted[t.text] < cap]
+            if not live:
+                break
+            # topics whose shapes are all exhausted come last (drawn again only then)
+            live = [t for t in live if any(not s.exhausted for s in shapes[t.text])] or live
             attempts += 1
-            open_topics = [t for t in usable if planned[t.text] < cap] or usable
+            open_topics = [t for t in live if planned[t.text] < cap] or live
             topic = State(state.target, state.topics, planned).next_topic(open_topics)
-            pool = fits[topic.text] or [(s, None) for s in seeds]
-            low = min(uses[s.trace_id] for s, _ in pool)
-            seed, cuts = rng.choice([p for p in pool if uses[p[0].trace_id] == low])
-            uses[seed.trace_id] += 1
+            shape = _pick(shapes[topic.text], rng)
+            shape.draws += 1
+            seed = shape.seed
             planned[topic.text] += 1
-            made, used = None, [seed.trace_id]
+            made, used = None, shape.seeds()
             if len(seeds) > 1 and rng.random() < SPLICE_SHARE:
                 head = rng.choice([s for s in seeds if s.trace_id != seed.trace_id])
-                made = _fit(offline.splice(head, seed, know, rng), topic, know, rng)
+                made = _fit(offline.splice(head, seed, know, rng), topic, know, rng, ends)
                 used = [head.trace_id, seed.trace_id]
             if made is None:
-                used = [seed.trace_id]
-                made = offline.refill(offline.shortened(seed, rng.choice(cuts)) if cuts
-                                      else seed, know, rng)
+                used = shape.seeds()
+                made = offline.refill(shape.conversation(rng), know, rng)
             cand = Candidate(messages=made["messages"], seeds=used, topic=topic.text,
                              method="offline", tools=seed.tools if seed.own_tools else None)
             if cand.key in made_keys:   # made before: a repeat, not a new candidate
                 state.repeats += 1   # (still counted as planned: the next topic's turn)
+                shape.family["fruitless"] += 1
+                shape.family["repeats"] += 1
                 continue
+            shape.family["repeats"] = 0
             made_keys.add(cand.key)
             for p in made["problems"]:
                 cand.reject(p["reason"], p["detail"])
+            source[id(cand)] = shape
             batch.append(cand)
         if not batch:
+            if not live:   # every topic has its share
+                break
             continue
         ctx.progress(state.reached, state.target, state.line(f"validating {len(batch)}"))
         validator.validate(batch)
+        for c in batch:
+            shape = source[id(c)]
+            shape.family["fruitless"] = 0 if c.accepted else shape.family["fruitless"] + 1
         batch = _within_shares(batch, state, cap)
         store_batch(ctx.db, ctx.job_id, batch)
         state.take(batch)

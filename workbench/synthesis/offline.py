@@ -18,6 +18,11 @@ restaurant's short name) is marked `stale_mention` and never stored.
 
 Seeds combine where the structure allows (`splice`): one seed's opening up to its first search,
 another's search and everything after it, re-filled onto the first one's call and records.
+Shorter conversations end a seed after a complete exchange (the assistant's reply to a service
+result) with a closing learned from how the seeds end (`closings`); longer ones follow such a
+prefix with another whole seed (`joined`). What a call asks rather than what its entity is
+(`Knowledge.request_fields`: a reservation's time, date, party size) takes any value of its
+argument, not the donor's.
 """
 
 from __future__ import annotations
@@ -104,23 +109,28 @@ class Refill:
         for i, name, args, recs in positions:
             forced = self.forced.get(i)
             donor = forced or self._donor(name, args, recs)
+            # what the call asks (a time, a party size) is the user's, not the donor's: it
+            # comes from the values the argument takes anywhere (unless spliced: forced)
+            asked = set() if forced else self.know.request_fields.get(name, set())
             if donor is not None:
                 self.donors.append(donor.trace_id)
                 for k, v in args.items():
-                    if k in donor.args:
+                    if k in donor.args and k not in asked:
                         self._map(k, v, donor.args[k], force=forced is not None)
                 # the records in another order: which of them the conversation is about
                 drecs = (donor.records if forced else
                          self.rng.sample(donor.records, len(recs)) if recs else [])
                 for rec, drec in zip(recs, drecs):
                     for k, v in rec.items():
-                        if k in drec:
+                        if k in drec and k not in asked:
                             self._map(k, v, drec[k], force=forced is not None)
             for k, v in args.items():      # what the donor did not give: another value
                 s = self._slot_values(k, v)
                 if s and s.lower() not in self.sub and s.lower() not in self.pinned:
                     pool = [p for p in self.know.pools.get((name, k), ())
-                            if shape(p) == shape(s) and p.lower() != s.lower()]
+                            if shape(p) == shape(s) and p.lower() != s.lower()
+                            and p.lower() not in self.new_used
+                            and p.lower() not in self.seed_values]
                     if pool:
                         self._map(k, v, self.rng.choice(pool))
 
@@ -296,3 +306,81 @@ def cut_points(conv: Conversation, know: Knowledge, lo: int, hi: int) -> list[in
 def shortened(conv: Conversation, n: int) -> Conversation:
     return dataclasses.replace(conv, messages=conv.messages[:n],
                                suspect=frozenset(i for i in conv.suspect if i < n))
+
+
+# ------------------------------------------------------------- complete shorter conversations
+
+def _known_values(know: Knowledge, convs: list[Conversation]) -> list[str]:
+    """Every slot value the corpus knows: arguments' pools and the seeds' result fields."""
+    out = {v for (_, k), vs in know.pools.items() if k not in know.flag_fields for v in vs}
+    for c in convs:
+        for _, _, args, recs in service_positions(c, know):
+            out |= {s for k, v in args.items() if (s := value_text(v)) and know.is_slot(k, v)}
+            out |= {s for r in recs for k, v in r.items()
+                    if (s := value_text(v)) and know.is_slot(k, v)}
+    return sorted(out)
+
+
+def _says(m: dict, know: Knowledge) -> str | None:
+    """The text of a user message or of an assistant message that only talks to the user
+    (content, message-tool arguments); None for a service call or a result."""
+    if m["role"] == "user":
+        return m.get("content") or ""
+    if m["role"] != "assistant":
+        return None
+    parts = [m.get("content") or ""]
+    for name, args in calls_of(m):
+        if know.is_service(name):
+            return None
+        parts += [str(v) for v in (args.values() if isinstance(args, dict) else [args])]
+    return " ".join(parts)
+
+
+def closings(seeds: list[Conversation], know: Knowledge) -> list[tuple[int, list[dict]]]:
+    """How the seeds end, learned from them: the exchanges after the assistant's reply to the
+    last service result, user and assistant in turn, ending on the assistant, that carry no
+    value the tools know ("Thanks a lot!" / "Do you need anything else?" / "No thanks, that's
+    all." / "Okay, enjoy your meal."). Each such suffix of whole exchanges is a closing, so a
+    conversation can end after 1 or more of them. None from a seed without a service result.
+    Returns (the seed's trace id, the closing's messages)."""
+    pattern = _word_re(_known_values(know, seeds))
+    out: dict[str, tuple[int, list[dict]]] = {}
+    for s in seeds:
+        msgs = s.messages
+        last = max((i for i, m in enumerate(msgs) if m["role"] == "tool"), default=None)
+        if last is None or msgs[-1]["role"] != "assistant":
+            continue
+        j = len(msgs)
+        while j - 2 > last + 1:   # after the reply to the last result
+            user, reply = _says(msgs[j - 2], know), _says(msgs[j - 1], know)
+            if (msgs[j - 2]["role"] != "user" or msgs[j - 1]["role"] != "assistant"
+                    or user is None or reply is None
+                    or (pattern and pattern.search(f"{user}\n{reply}"))):
+                break
+            j -= 2
+            tail = copy.deepcopy(msgs[j:])
+            out.setdefault(json.dumps([_says(m, know) for m in tail]), (s.trace_id, tail))
+    return list(out.values())
+
+
+def complete_points(conv: Conversation, know: Knowledge) -> list[int]:
+    """Where a seed can end early with its exchange complete: right after the assistant's
+    reply to a service result (the user has what the tool gave), before the seed's end."""
+    msgs = conv.messages
+    return [i + 1 for i in range(1, len(msgs) - 1)
+            if msgs[i - 1]["role"] == "tool" and _says(msgs[i], know) is not None
+            and msgs[i]["role"] == "assistant"]
+
+
+def closed(conv: Conversation, n: int, closing: list[dict]) -> Conversation:
+    """The seed's first `n` messages, then a closing learned from the seeds' endings."""
+    return dataclasses.replace(conv, messages=[*conv.messages[:n], *copy.deepcopy(closing)],
+                               suspect=frozenset(i for i in conv.suspect if i < n))
+
+
+def joined(head: Conversation, n: int, tail: Conversation) -> Conversation:
+    """`head`'s first `n` messages (ending on a complete exchange), then the whole of `tail`
+    from its opening: the user, served, starts another request. One re-fill covers both."""
+    return dataclasses.replace(
+        head, messages=[*head.messages[:n], *copy.deepcopy(tail.messages)],
+        suspect=frozenset({i for i in head.suspect if i < n} | {i + n for i in tail.suspect}))
