@@ -125,12 +125,16 @@ def coverage(r: dict) -> str:
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    opts = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "1")
-                for a in sys.argv[1:] if a.startswith("--"))
-    data = Path(args[0]) if args else default_dir()
-    target = int(opts.get("target", 100))
-    teacher_requests = int(opts.get("teacher-requests", 2))
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data", nargs="?", type=Path)
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--target", type=int, default=100)
+    ap.add_argument("--teacher-requests", type=int, default=2)
+    parsed = ap.parse_args()
+    data = parsed.data or default_dir()
+    target, teacher_requests = parsed.target, parsed.teacher_requests
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -167,7 +171,7 @@ def main() -> None:
         + "\n\nThe training comparison (seeds alone vs seeds + offline synthetic set) was not"
         " run.\n")
     print(body)
-    if "no-write" not in opts:
+    if not parsed.no_write:
         write_section("Synthesis", body)
 
 
