@@ -636,7 +636,9 @@ def run_local(truth: Truth, tmp: Path, n_turns: int, members: list[str]) -> dict
            "tokens_out": result["tokens_out"], "outcomes": result["outcomes"],
            "groups": {g: measures(v) for g, v in ev["groups"].items()},
            "types": {k: measures(v) for k, v in ev["types"].items()},
-           "abstain_reasons": dict(reasons)}
+           "abstain_reasons": dict(reasons),
+           "all_clean_turns": sum(1 for k, kind in truth.kind.items()
+                                  if k[0] in set(tids) and kind == "clean")}
     log("local", json.dumps(res))
     return res
 
@@ -653,7 +655,11 @@ def main(argv: list[str]) -> dict:
                     " either way (all: also every turn, a larger sample of clean turns)")
     ap.add_argument("--local-turns", type=int, default=30,
                     help="suspect turns for the real local members (0: skip)")
-    ap.add_argument("--local-members", default="local")
+    ap.add_argument("--local-members", default="local",
+                    help="committees of local members: members joined by ',', committees by"
+                    " ';' (e.g. 'local;local,local:runs/student/model-q8_0.gguf')")
+    ap.add_argument("--student-note", default="",
+                    help="how the student member was trained (written with the results)")
     ap.add_argument("--throughput-turns", type=int, default=400)
     ap.add_argument("--throughput-runs", type=int, default=3)
     ap.add_argument("--delay", type=float, default=0.2)
@@ -663,7 +669,8 @@ def main(argv: list[str]) -> dict:
     args = ap.parse_args(argv)
     parts = set(args.parts.split(","))
     data = args.data or default_dir()
-    results: dict = {"data": str(data), "parts": sorted(parts)}
+    results: dict = {"data": str(data), "parts": sorted(parts),
+                     "student_note": args.student_note}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         truth = prepare(tmp, data)
@@ -686,9 +693,67 @@ def main(argv: list[str]) -> dict:
         if "resume" in parts:
             results["resume"] = run_resume(truth, tmp, args.resume_turns)
         if "local" in parts and args.local_turns > 0:
-            results["local"] = run_local(truth, tmp, args.local_turns,
-                                         args.local_members.split(","))
+            results["local"] = [run_local(truth, tmp, args.local_turns, c.split(","))
+                                for c in args.local_members.split(";") if c]
     return results
+
+
+def member_words(member: str) -> str:
+    if member == "local":
+        return "`local` (SmolLM2-135M-Instruct Q4_1)"
+    return f"`{member}` (a student from `workbench train`, see below)"
+
+
+def local_lines(committees: list[dict]) -> list[str]:
+    """The real local committees: a summary row each, then the turns by corruption type."""
+    first = committees[0]
+    lines = [
+        "### Real local members", "",
+        "Members run by llama.cpp in-process (one thread, grammar-constrained to the call"
+        " schema); a committee of one decides by its valid answer, a committee of two by their"
+        " agreement (no arbiter: disagreement goes to review). Turns: all suspect turns of"
+        f" {len(first['traces'])} traces taken in the order of sha256 of their line number"
+        f" until {first['turns']} >= `--local-turns`. 'Clean turns changed' counts the clean"
+        " turns whose label the committee changed, over the clean turns it voted on (suspect"
+        " but clean) and over all clean turns of those traces.", "",
+        "| committee | calls | s per call | outcomes | corrupted turns restored (function and"
+        " arguments) | function of the original | clean turns changed: of those voted on; of"
+        " all | wrong decisions sent to review |",
+        "|---|---:|---:|---|---:|---:|---|---:|"]
+    for loc in committees:
+        g = loc["groups"]
+        c, kl = g.get("corrupted", {}), g.get("clean", {})
+        changed = kl.get("changed")
+        n_clean = kl.get("n", 0)
+        of_all = (None if not loc.get("all_clean_turns") else
+                  (changed or 0) * n_clean / loc["all_clean_turns"])
+        lines.append(
+            f"| {' + '.join(member_words(m) for m in loc['members'])} | {loc['calls']}"
+            f" | {loc['seconds'] / max(1, loc['calls']):.1f}"
+            f" | {', '.join(f'{k} {v}' for k, v in loc['outcomes'].items() if v)}"
+            f" | {pct(c.get('restore'))} of {c.get('n', 0)} | {pct(c.get('function'))}"
+            f" | {pct(changed)} of {n_clean}; {pct(of_all)} of {loc.get('all_clean_turns', '-')}"
+            f" (goal < 3%) | {pct(c.get('wrong_to_review'))} |")
+    for loc in committees:
+        lines += ["", f"`--committee {','.join(loc['members'])}`: {loc['seconds']:.0f} s,"
+                  f" {loc['tokens_in']} tokens in, {loc['tokens_out']} out. Abstentions: "
+                  + (", ".join(f"{k} {v}" for k, v in loc["abstain_reasons"].items()) or "none")
+                  + ".", "",
+                  "| turns | n | restored to the original (function and arguments) | function"
+                  " of the original | label changed | wrong decisions sent to review |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name in (*TYPES, "clean"):
+            m = loc["types"].get(name)
+            if m:
+                lines.append(f"| {name} | {m['n']} |"
+                             f" {pct(m['restore'] if name != 'clean' else None)}"
+                             f" | {pct(m['function'])} | {pct(m['changed'])}"
+                             f" | {pct(m['wrong_to_review'])} |")
+        missing = [name for name in TYPES if name not in loc["types"]]
+        if missing:
+            lines += ["", "No turn of this subset is of type " + ", ".join(missing)
+                      + "; a larger `--local-turns` covers more."]
+    return lines + [""]
 
 
 def pct(x: float | None, digits: int = 1) -> str:
@@ -816,46 +881,9 @@ def write_section(r: dict) -> None:
             f" **{k['repeated']}** (goal 0; the same request body asked again:"
             f" {k['repeated_bodies']}).", ""]
     if "local" in r:
-        loc = r["local"]
-        g = loc["groups"]
-        c, kl = g.get("corrupted", {}), g.get("clean", {})
-        lines += [
-            "### Real local members", "",
-            f"`--committee {','.join(loc['members'])}` (SmolLM2-135M-Instruct Q4_1 GGUF,"
-            " llama.cpp in-process, one thread, grammar-constrained to the call schema; a"
-            " committee of one, so its valid answer decides and an invalid one sends the turn"
-            f" to review) on {loc['turns']} suspect turns: all suspect turns of"
-            f" {len(loc['traces'])} traces taken in the order of sha256 of their line number"
-            f" until {loc['turns']} >= `--local-turns`. {loc['seconds']:.0f} s,"
-            f" {loc['calls']} calls ({loc['seconds'] / max(1, loc['calls']):.1f} s per call),"
-            f" {loc['tokens_in']} tokens in, {loc['tokens_out']} out. Outcomes: "
-            + ", ".join(f"{k} {v}" for k, v in loc["outcomes"].items() if v) + ".", "",
-            "| turns | n | restored to the original (function and arguments) | function of the"
-            " original | label changed | wrong decisions sent to review |",
-            "|---|---:|---:|---:|---:|---:|"]
-        for name in (*TYPES, "clean"):
-            m = loc["types"].get(name)
-            if m:
-                lines.append(f"| {name} | {m['n']} | {pct(m['restore'] if name != 'clean' else None)}"
-                             f" | {pct(m['function'])} | {pct(m['changed'])}"
-                             f" | {pct(m['wrong_to_review'])} |")
-        if c:
-            lines.append(f"| all corrupted | {c['n']} | {pct(c['restore'])} | {pct(c['function'])}"
-                         f" | {pct(c['changed'])} | {pct(c['wrong_to_review'])} |")
-        if kl:
-            lines.append(f"| all clean (goal: < 3% changed) | {kl['n']} | - | {pct(kl['function'])}"
-                         f" | {pct(kl['changed'])} | {pct(kl['wrong_to_review'])} |")
-        missing = [name for name in TYPES if name not in loc["types"]]
-        if missing:
-            lines += ["", "No turn of this subset is of type " + ", ".join(missing)
-                      + "; a larger `--local-turns` covers more."]
-        lines += ["", "Abstentions: " + (", ".join(f"{k} {v}" for k, v in
-                                                  loc["abstain_reasons"].items()) or "none")
-                  + ". The student member (a model from `workbench train`) is not measured: there"
-                  " is no trained model on this machine, and one epoch over a scenario (about"
-                  " 700,000 tokens) takes about an hour at the 179 tokens/s measured under"
-                  " Training.",
-                  ""]
+        lines += local_lines(r["local"] if isinstance(r["local"], list) else [r["local"]])
+        if r.get("student_note"):
+            lines += ["The student: " + r["student_note"], ""]
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
     marker = "## Committee (bench/committee_bench.py)"
