@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 
 from sqlite_utils import Database
 
@@ -15,6 +16,7 @@ from db.tasks import current_task
 from db.jobs import save_unit, unit_result
 from workbench.checks import coherence, coherence_model, duplicates, grounding, schema, structure
 from workbench.checks.base import CheckContext, TraceView, flag
+from workbench.checks.stored import StoredTraces
 from workbench.conversation_view import conversations, task_context
 
 CHECKS = {m.NAME: m for m in (schema, structure, grounding, coherence, duplicates,
@@ -26,8 +28,20 @@ MODEL_CHECKS = [coherence_model.NAME]
 
 def load_context(db: Database, flt: TraceFilter | None = None,
                  message_tools: Iterable[str] | None = None) -> CheckContext:
+    """The selected traces in a list (callers that change them in memory, or pick a few)."""
     task = task_context(db)
-    traces = conversations(db, flt, task=task, batch=500)
+    return _context(db, task, conversations(db, flt, task=task, batch=500), message_tools)
+
+
+def stored_context(db: Database, flt: TraceFilter | None = None, batch: int = 500,
+                   message_tools: Iterable[str] | None = None) -> CheckContext:
+    """The selected traces read from the store `batch` at a time on every pass (`StoredTraces`):
+    what `run_checks` uses, so memory holds a batch or one coherence group, not the corpus."""
+    task = task_context(db)
+    return _context(db, task, StoredTraces.select(db, flt, task, batch), message_tools)
+
+
+def _context(db: Database, task, traces, message_tools: Iterable[str] | None) -> CheckContext:
     tools = {}
     for tool in task.tools or ():
         fn = tool.get("function") or tool
@@ -40,8 +54,10 @@ def load_context(db: Database, flt: TraceFilter | None = None,
 
 
 def compute_flags(ctx: CheckContext, names: Iterable[str] | None = None,
-                  on_check=None) -> tuple[list[dict], dict]:
-    """Run the checks in order; `on_check(done, total, name)` is told as each one starts."""
+                  on_check=None, sink=None) -> tuple[list[dict], dict]:
+    """Run the checks in order; `on_check(done, total, name)` is told as each one starts.
+    With `sink`, each check's flags go to `sink(flags)` as it ends instead of into the list
+    returned (so a caller can keep them compactly)."""
     flags, timings = [], {}
     names = list(names or DEFAULT_CHECKS)
     options = dict(ctx.cache)   # what the caller put there, before any check adds its statistics
@@ -50,12 +66,16 @@ def compute_flags(ctx: CheckContext, names: Iterable[str] | None = None,
             on_check(n, len(names), name)
         t0 = time.perf_counter()
         try:
-            flags += CHECKS[name].run(ctx)
+            found = CHECKS[name].run(ctx)
         except Exception:  # noqa: BLE001 - one bad trace must not stop the checks of the rest
-            isolated = _without_failing_traces(ctx, name, options)
-            if isolated is None:
+            found = _without_failing_traces(ctx, name, options)
+            if found is None:
                 raise
-            flags += isolated
+        if sink is None:
+            flags += found
+        else:
+            sink(found)
+        del found
         timings[name] = round(time.perf_counter() - t0, 3)
     return flags, timings
 
@@ -73,25 +93,69 @@ def _without_failing_traces(ctx: CheckContext, name: str, options: dict) -> list
     if not bad:
         return None
     failed = {t.id for t, _ in bad}
-    rest = dataclasses.replace(ctx, traces=[t for t in ctx.traces if t.id not in failed],
-                               cache=dict(options))
+    kept = (ctx.traces.without(failed) if isinstance(ctx.traces, StoredTraces)
+            else [t for t in ctx.traces if t.id not in failed])
+    rest = dataclasses.replace(ctx, traces=kept, cache=dict(options))
     out = CHECKS[name].run(rest) if rest.traces else []
     return out + [flag(t, None, name, "error", f"the {name} check failed on this trace"
                        f" ({type(e).__name__}: {str(e)[:200]})") for t, e in bad]
 
 
+FLAG_KEYS = ("trace_id", "message_idx", "check", "severity", "detail", "evidence")
+
+
+class FlagList(Sequence):
+    """A run's flags as the report shows them (source, line, message_index, check, severity,
+    detail, evidence; by trace, turn and check), kept as tuples and made into dicts when read: at
+    100,000 traces a run finds over half a million flags, too many to hold as dicts."""
+
+    def __init__(self, db: Database, found: list[tuple], ids: list[int]):
+        selected = set(ids)
+        # as `flags_for` orders them: a stable sort keeps each check's order within a turn
+        self._rows = sorted((f for f in found if f[0] in selected),
+                            key=lambda f: (f[0], -1 if f[1] is None else f[1], f[2]))
+        flagged = sorted({f[0] for f in self._rows})
+        self._where: dict[int, tuple[str, int]] = {}
+        for start in range(0, len(flagged), 10_000):
+            chunk = flagged[start:start + 10_000]
+            for tid, source, line in db.execute(
+                    f"SELECT id, source, line FROM traces WHERE id IN"
+                    f" ({','.join('?' * len(chunk))})", chunk):
+                self._where[tid] = (sys.intern(source), line)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._dict(r) for r in self._rows[index]]
+        return self._dict(self._rows[index])
+
+    def __iter__(self) -> Iterator[dict]:
+        return map(self._dict, self._rows)
+
+    def _dict(self, row: tuple) -> dict:
+        source, line = self._where[row[0]]
+        return {"source": source, "line": line, "message_index": row[1], "check": row[2],
+                "severity": row[3], "detail": row[4], "evidence": list(row[5] or ())}
+
+
 def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str] | None = None,
                job_ctx=None, unit_db: Database | None = None,
-               options: dict | None = None) -> dict:
+               options: dict | None = None, batch: int = 500) -> dict:
     """Run the checks on the selected traces, replace their flags, and return the report
     `{"traces", "assistant_turns", "flags": [...], "timings"}`. Model scores are cached in
     `job_units` of `unit_db` (default: `db`); `options` go to the checks' context cache
-    (e.g. `{"coherence_model.only": trace_ids}` scores only those traces with the model)."""
+    (e.g. `{"coherence_model.only": trace_ids}` scores only those traces with the model).
+
+    The checks read the conversations from the store `batch` at a time on each pass (see
+    `StoredTraces`), so memory stays bounded whatever the corpus' size; "flags" is a
+    `FlagList` and "conversations_held" the most conversations that were in memory at once."""
     names = list(names or DEFAULT_CHECKS)
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
         raise ValueError(f"unknown check {', '.join(unknown)} (known: {', '.join(CHECKS)})")
-    ctx = load_context(db, flt)
+    ctx = stored_context(db, flt, batch)
     udb = unit_db if unit_db is not None else db
     job_id = job_ctx.job_id if job_ctx else None
     ctx.cache["units"] = (lambda kind, key: unit_result(udb, kind, key),
@@ -104,22 +168,29 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
         # the jobs panel shows which check runs; a cancel stops before any flag is stored
         if job_ctx is not None:
             job_ctx.progress(done, total, f"check {done + 1}/{total}: {name}")
-    flags, timings = compute_flags(ctx, names, on_check)
-    ids = [t.id for t in ctx.traces]
-    replace_flags(db, ids, names, flags, job_id=job_ctx.job_id if job_ctx else None)
+    found: list[tuple] = []   # every flag as a tuple (FLAG_KEYS): a dict each would be 2x
+    def keep(flags: list[dict]) -> None:
+        found.extend(tuple(f.get(k) for k in FLAG_KEYS) for f in flags)
+    _, timings = compute_flags(ctx, names, on_check, sink=keep)
+    ids = ctx.traces.ids
+    replace_flags(db, ids, names, (dict(zip(FLAG_KEYS, f)) for f in found), job_id=job_id)
     save_learned(db, ctx, [n for n in names if n in PER_TRACE_CHECKS])
-    stored = flags_for(db, ids) if ids else []
-    stored = [f for f in stored if f["check"] in names]
     return {
         "traces": len(ctx.traces),
-        "assistant_turns": sum(1 for t in ctx.traces for m in t.messages
-                               if m["role"] == "assistant"),
-        "flags": [{k: f[k] for k in ("source", "line", "message_index", "check", "severity",
-                                     "detail", "evidence")} for f in
-                  ({**f, "message_index": f["message_idx"]} for f in stored)],
+        "assistant_turns": _assistant_turns(db, ids),
+        "flags": FlagList(db, found, ids),
         "timings": timings,
         "model": ctx.cache.get("coherence_model.report"),
+        "conversations_held": ctx.traces.peak,
     }
+
+
+def _assistant_turns(db: Database, ids: list[int]) -> int:
+    """Assistant turns of these traces, as counted at import (a label changes a turn's content
+    and calls, never its role), without another pass over the conversations."""
+    return sum(db.execute(f"SELECT coalesce(sum(n_assistant), 0) FROM traces WHERE id IN"
+                          f" ({','.join('?' * len(chunk))})", chunk).fetchone()[0]
+               for chunk in (ids[i:i + 10_000] for i in range(0, len(ids), 10_000)))
 
 
 def stored_report(db: Database, selection: dict | TraceFilter | None,

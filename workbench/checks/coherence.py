@@ -517,18 +517,42 @@ def swap_scores(ctx: CheckContext) -> list[dict]:
 
 
 def _swap_scores(ctx: CheckContext) -> list[dict]:
-    """All turns' scores. A large corpus is learned from in groups of about CHUNK_TRACES
-    conversations (every n-th conversation, so each group is a sample of the whole): the cost
-    of retrieval grows with the square of a group's size, not of the corpus'."""
-    lexicon = slot_lexicon(ctx)
-    groups = max(1, math.ceil(len(ctx.traces) / CHUNK_TRACES))
+    """All turns' scores, the groups' one after the other."""
     out: list[dict] = []
-    for g in range(groups):
-        scored = _score_units(_units(ctx, ctx.traces[g::groups]), lexicon)
+    for scored in swap_groups(ctx):
         for u in scored:   # index into the list returned, whatever the group
             u["moved_from"] += len(out)
         out += scored
     return out
+
+
+def swap_groups(ctx: CheckContext):
+    """Each group's scored turns (`moved_from` indexes its own group). A large corpus is
+    learned from in groups of about CHUNK_TRACES conversations (every n-th conversation, so
+    each group is a sample of the whole): the cost of retrieval grows with the square of a
+    group's size, not of the corpus', and only one group's conversations need be in memory."""
+    lexicon = slot_lexicon(ctx)
+    groups = max(1, math.ceil(len(ctx.traces) / CHUNK_TRACES))
+    for g in range(groups):
+        yield _score_units(_units(ctx, ctx.traces[g::groups]), lexicon)
+
+
+def _scored_units(ctx: CheckContext):
+    """Every scored turn. On a list of traces (all in memory anyway) the scores are kept for
+    the model check; on stored traces (`run_checks`) one group is scored and let go at a time,
+    so memory holds one group's conversations, not the corpus'."""
+    if "coherence.swap" in ctx.cache or isinstance(ctx.traces, list):
+        yield from swap_scores(ctx)
+        return
+    for units in swap_groups(ctx):
+        yield from units
+        del units
+
+
+def group_size(ctx: CheckContext) -> int:
+    """Conversations each placement model learns from (see swap_groups)."""
+    n = len(ctx.traces)
+    return math.ceil(n / max(1, math.ceil(n / CHUNK_TRACES))) if n else 0
 
 
 def swap_quantile(n_traces: int) -> float:
@@ -587,7 +611,7 @@ def turn_level(ctx: CheckContext) -> list[dict]:
     out = []
     off = off_domain_traces(ctx)
     _, n_core = corpus_words(ctx)
-    for u in swap_scores(ctx):
+    for u in _scored_units(ctx):
         if u["trace"].id in off:
             continue
         uncovered, n_words = uncovered_words(ctx, u)
@@ -604,7 +628,7 @@ def turn_level(ctx: CheckContext) -> list[dict]:
                            f" messages answer {u['reply_model']:.2f} (cosine, 1 = alike)")
             why.append(evidence_item(
                 "corpus", f"placed here, it scores {u['p_moved']:.2f} on a model learned from"
-                f" {len({x['trace'].id for x in swap_scores(ctx)})} conversations of this corpus;"
+                f" {group_size(ctx)} conversations of this corpus;"
                 f" messages moved between conversations score {u['threshold']:.2f} or more"
                 " most of the time"))
         if foreign:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from typing import NamedTuple
 
 from workbench.checks.base import CheckContext, flag, message_text
 from workbench.checks.grounding import norm
@@ -16,9 +18,17 @@ def _digest(value) -> str:
     return hashlib.sha1(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+class _First(NamedTuple):
+    """Where a conversation was first seen: all a later copy's flag names (holding the trace
+    itself would keep every conversation of the corpus in memory)."""
+    source: str
+    line: int
+    id: int
+
+
 def run(ctx: CheckContext) -> list[dict]:
-    exact: dict[str, object] = {}
-    near: dict[str, object] = {}
+    exact: dict[str, _First] = {}
+    near: dict[str, _First] = {}
     out = []
     for t in ctx.traces:
         full = _digest([(m["role"], norm(message_text(m))) for m in t.messages])
@@ -29,12 +39,12 @@ def run(ctx: CheckContext) -> list[dict]:
             out.append(flag(t, None, NAME, "error", f"same conversation as {first.source}:"
                             f"{first.line} (trace {first.id})"))
             continue
-        exact[full] = t
+        exact[full] = seen = _First(sys.intern(t.source), t.line, t.id)
         if user_key is not None:
             if user_key in near:
                 first = near[user_key]
                 out.append(flag(t, None, NAME, "warning", "near-duplicate: the same user turns as"
                                 f" {first.source}:{first.line} (trace {first.id})"))
             else:
-                near[user_key] = t
+                near[user_key] = seen
     return out
