@@ -27,7 +27,9 @@ through their non-tool-result user messages; bench/checks_accuracy.py's alignmen
    grammar-constrained) on the suspect turns of a few traces chosen by a fixed rule (traces in
    the order of sha256 of their line number, all their suspect turns, until N turns): restore
    share per corruption type, share of clean turns changed, share of wrong decisions sent to
-   review. A student model from `workbench train` is not measured here.
+   review. Several committees in one run: `--local-members 'local;local,local:MODEL'`
+   (MODEL: a GGUF path or registered model, e.g. a student from `workbench train`); with
+   `--parts local` alone they become their own subsection, the other parts' results stay.
 
 Writes the "## Committee (bench/committee_bench.py)" section of BENCHMARKS.md.
 """
@@ -795,7 +797,36 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def write_local_only(r: dict) -> None:
+    """`--parts local` alone: its committees become their own subsection of the Committee
+    section (replacing an earlier one of the same members), the other parts' results stay."""
+    date = subprocess.run(["date", "+%Y-%m-%d"], capture_output=True, text=True).stdout.strip()
+    committees = r["local"]
+    title = "### Real local members: " + "; ".join(",".join(c["members"]) for c in committees)
+    body = local_lines(committees)[1:]   # without the generic title
+    body.insert(1, f"_Measured {date} by `python bench/committee_bench.py --parts local"
+                   f" --local-members '{';'.join(','.join(c['members']) for c in committees)}'`"
+                   f" on {os.cpu_count()} cores shared with other work._")
+    body.insert(2, "")
+    if r.get("student_note"):
+        body += ["The student: " + r["student_note"], ""]
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text()
+    marker = "## Committee (bench/committee_bench.py)"
+    head, _, tail = text.partition(marker)
+    section, sep, rest = tail.partition("\n## ")
+    if title in section:
+        before, _, after = section.partition(title)
+        nxt = after.find("\n### ")
+        section = before + (after[nxt + 1:] if nxt >= 0 else "")
+    section = section.rstrip("\n") + "\n\n" + title + "\n" + "\n".join(body).rstrip("\n") + "\n"
+    path.write_text(head + marker + section + (sep + rest if sep else ""))
+
+
 def write_section(r: dict) -> None:
+    if set(r["parts"]) == {"local"}:
+        write_local_only(r)
+        return
     date = subprocess.run(["date", "+%Y-%m-%d"], capture_output=True, text=True).stdout.strip()
     st = r["setup"]
     lines = [
