@@ -34,6 +34,7 @@ from workbench.checks.base import (
     result_records,
     words,
 )
+from workbench.checks.grounding import clock_times, norm, supported
 
 NAME = "coherence"
 K = 10                 # neighbours in the retrieval view
@@ -49,6 +50,10 @@ FOLDS = 5              # cross-fitting folds (by conversation)
 MAX_VOCAB = 2000       # words kept for the vectors (the most widespread)
 MIN_TRACES = 20        # fewer conversations are too few to learn what fits where
 CHUNK_TRACES = 500     # conversations learned from together (see _swap_scores)
+HELD_SHARE = 0.85      # a slot is held in replies if its values named there are found in the rest
+# of their conversation at least this share as often as those of the best-kept slot
+HELD_MIN = 5           # ... and it is named in at least this many replies
+TIME_SLOT = "slottime"   # clock times named in a reply, held like a slot
 BOOLEAN = {"true", "false", "yes", "no"}
 STOP = set("""a an the and or but if of to in on at for with by from is are was were be been am
 i you he she it we they me my your our their this that these those there here what which who
@@ -580,6 +585,85 @@ def _score_units(units: list[dict], lexicon: dict) -> list[dict]:
     return units
 
 
+def named_values(text: str, lexicon: dict) -> list[tuple[str, str]]:
+    """(value as written, slot) of every value the tools know (see `slot_lexicon`) and every
+    clock time that a reply names (longest match first)."""
+    out = [(x, TIME_SLOT) for x in CLOCK_TIME.findall(text)]
+    toks = TOKEN.findall(CLOCK_TIME.sub(" ", text).lower())
+    i = 0
+    while i < len(toks):
+        for n in range(min(MAX_SLOT_WORDS, len(toks) - i), 0, -1):
+            slot = lexicon.get(tuple(toks[i:i + n]))
+            if slot:
+                out.append((" ".join(toks[i:i + n]), slot))
+                i += n
+                break
+        else:
+            i += 1
+    return out
+
+
+def unechoed_values(ctx: CheckContext) -> tuple[dict[tuple[int, int], list], dict[str, float]]:
+    """Replies that name values their conversation never has elsewhere (a reply moved in from
+    another conversation carries that conversation's restaurant, city and time), and per slot
+    the share of its values named in replies that the rest of the conversation has. A slot is
+    held when that share is close to the best-kept slot's (relative, as damage lowers every
+    slot alike): a cuisine offered as an example ("Chinese, Italian, or something else?") is
+    not held, a restaurant's name or a city is. Learned from the corpus, cached."""
+    if "coherence.unechoed" in ctx.cache:
+        return ctx.cache["coherence.unechoed"]
+    lexicon = slot_lexicon(ctx)
+    off = off_domain_traces(ctx)
+    found: Counter = Counter()
+    named: Counter = Counter()
+    missing: dict[tuple[int, int], list] = {}
+    texts: dict[int, tuple[str, str]] = {}
+    for u in swap_scores(ctx):
+        t = u["trace"]
+        if t.id in off:
+            continue
+        if t.id not in texts:
+            text = _conversation_text_of(ctx, t)
+            texts[t.id] = (text, norm(text))
+        text, tnorm = texts[t.id]
+        seen = set()
+        for value, slot in named_values(u["text"], lexicon):
+            if (value, slot) in seen:
+                continue
+            seen.add((value, slot))
+            ok = (bool(clock_times(value) & clock_times(text)) if slot == TIME_SLOT
+                  else supported(value, text, tnorm))
+            named[slot] += 1
+            found[slot] += ok
+            if not ok:
+                missing.setdefault((t.id, u["idx"]), []).append((value, slot))
+    share = {s: found[s] / n for s, n in named.items() if n >= HELD_MIN}
+    ctx.cache["coherence.unechoed"] = missing, share
+    return missing, share
+
+
+def _conversation_text_of(ctx: CheckContext, t) -> str:
+    """What a conversation says besides its replies: user turns, results and the arguments of
+    its service calls (what a reply naming a restaurant, a city or a time should echo)."""
+    parts = []
+    for m in t.messages:
+        if m["role"] in ("user", "tool"):
+            parts.append(m.get("content") or "")
+        elif m["role"] == "assistant":
+            parts += [str(v) for n, a in calls_of(m) if ctx.is_service(n) and isinstance(a, dict)
+                      for v in a.values()]
+    return "\n".join(parts)
+
+
+def _slot_name(ctx: CheckContext, slot: str) -> str:
+    """The argument or result field a slot word stands for ("slotrestaurantname" ->
+    "restaurant_name")."""
+    if slot == TIME_SLOT:
+        return "time"
+    names = {"slot" + re.sub(r"[^a-z0-9]", "", k.lower()): k for k in result_fields(ctx)[0]}
+    return names.get(slot, slot.removeprefix("slot"))
+
+
 def turn_level(ctx: CheckContext) -> list[dict]:
     """Replies that do not fit their place (the corpus' placement model), or that talk of
     what neither the task nor the on-task corpus ever does (the task's words first). Turns of
@@ -587,15 +671,27 @@ def turn_level(ctx: CheckContext) -> list[dict]:
     out = []
     off = off_domain_traces(ctx)
     _, n_core = corpus_words(ctx)
+    unechoed, kept = unechoed_values(ctx)
+    bar = HELD_SHARE * max(kept.values(), default=1.0)
     for u in swap_scores(ctx):
         if u["trace"].id in off:
             continue
         uncovered, n_words = uncovered_words(ctx, u)
         moved = u["p_moved"] >= u["threshold"]
         foreign = len(uncovered) >= UNCOVERED_MIN and len(uncovered) >= UNCOVERED_SHARE * n_words
-        if not (moved or foreign):
+        alien = [(v, s) for v, s in unechoed.get((u["trace"].id, u["idx"]), [])
+                 if kept.get(s, 0.0) >= bar]
+        if not (moved or foreign or alien):
             continue
         reasons, why = [], []
+        if alien:
+            names = ", ".join(f"{_slot_name(ctx, s)} {v!r}" for v, s in alien[:4])
+            reasons.append(f"it names {names}, which the rest of this conversation never does")
+            why.append(evidence_item(
+                "corpus", "; ".join(
+                    f"{_slot_name(ctx, s)} values named in replies of this corpus are found"
+                    f" elsewhere in their conversation {100 * kept[s]:.0f}% of the time"
+                    for s in dict.fromkeys(s for _, s in alien))))
         if moved:
             reasons.append(f"it fits here no better than most messages moved in from other"
                            f" conversations (score {u['p_moved']:.2f} >= {u['threshold']:.2f});"
