@@ -54,6 +54,8 @@ HELD_SHARE = 0.85      # a slot is held in replies if its values named there are
 # of their conversation at least this share as often as those of the best-kept slot
 HELD_MIN = 5           # ... and it is named in at least this many replies
 TIME_SLOT = "slottime"   # clock times named in a reply, held like a slot
+REPORTED_MIN = 0.5     # replies after a tool's results are held to name one of its values if
+# most do (and as often as after the best-reported tool's, see HELD_SHARE)
 BOOLEAN = {"true", "false", "yes", "no"}
 STOP = set("""a an the and or but if of to in on at for with by from is are was were be been am
 i you he she it we they me my your our their this that these those there here what which who
@@ -642,6 +644,48 @@ def unechoed_values(ctx: CheckContext) -> tuple[dict[tuple[int, int], list], dic
     return missing, share
 
 
+def unreported_results(ctx: CheckContext) -> tuple[dict, dict, dict]:
+    """Replies right after a result that name none of its values, with the kind of result
+    (its fields); per kind, the share of replies right after such results that do name one;
+    and the tool whose calls such results answer.
+    Where most replies report what a tool found ("I found 3 restaurants; Aster is in
+    Fairfield"), one that names nothing of the result is from elsewhere ("Your booking is
+    complete" after a search). Learned from the corpus per tool (a booking's confirmation
+    often names nothing), cached."""
+    if "coherence.unreported" in ctx.cache:
+        return ctx.cache["coherence.unreported"]
+    lexicon = slot_lexicon(ctx)
+    off = off_domain_traces(ctx)
+    named: Counter = Counter()
+    total: Counter = Counter()
+    callers: dict[frozenset, Counter] = {}
+    silent: dict[tuple[int, int], frozenset] = {}
+    for u in swap_scores(ctx):
+        t, i = u["trace"], u["idx"]
+        if t.id in off or i < 1 or t.messages[i - 1]["role"] != "tool":
+            continue
+        recs = result_records(t.messages[i - 1])
+        if not recs:
+            continue
+        # results are told apart by their fields (a search's, a booking's), not by the call
+        # before them, which may be the damaged turn
+        kind = frozenset(k for r in recs for k in r)
+        callers.setdefault(kind, Counter()).update(
+            n for n, _ in calls_of(t.messages[i - 2]) if ctx.is_service(n))
+        text = "\n".join(" ".join(str(v) for v in r.values()) for r in recs)
+        tnorm = norm(text)
+        says = any(bool(clock_times(v) & clock_times(text)) if s == TIME_SLOT
+                   else supported(v, text, tnorm) for v, s in named_values(u["text"], lexicon))
+        total[kind] += 1
+        named[kind] += says
+        if not says:
+            silent[(t.id, i)] = kind
+    tool_of = {k: (c.most_common(1)[0][0] if c else "service") for k, c in callers.items()}
+    share = {k: named[k] / c for k, c in total.items() if c >= HELD_MIN}
+    ctx.cache["coherence.unreported"] = silent, share, tool_of
+    return silent, share, tool_of
+
+
 def _conversation_text_of(ctx: CheckContext, t) -> str:
     """What a conversation says besides its replies: user turns, results and the arguments of
     its service calls (what a reply naming a restaurant, a city or a time should echo)."""
@@ -673,6 +717,8 @@ def turn_level(ctx: CheckContext) -> list[dict]:
     _, n_core = corpus_words(ctx)
     unechoed, kept = unechoed_values(ctx)
     bar = HELD_SHARE * max(kept.values(), default=1.0)
+    silent, reported, tool_of = unreported_results(ctx)
+    report_bar = max(REPORTED_MIN, HELD_SHARE * max(reported.values(), default=1.0))
     for u in swap_scores(ctx):
         if u["trace"].id in off:
             continue
@@ -681,9 +727,17 @@ def turn_level(ctx: CheckContext) -> list[dict]:
         foreign = len(uncovered) >= UNCOVERED_MIN and len(uncovered) >= UNCOVERED_SHARE * n_words
         alien = [(v, s) for v, s in unechoed.get((u["trace"].id, u["idx"]), [])
                  if kept.get(s, 0.0) >= bar]
-        if not (moved or foreign or alien):
+        kind = silent.get((u["trace"].id, u["idx"]))
+        unreported = kind is not None and reported.get(kind, 0.0) >= report_bar
+        if not (moved or foreign or alien or unreported):
             continue
         reasons, why = [], []
+        if unreported:
+            reasons.append(f"it names nothing of the {tool_of[kind]} result it follows")
+            why.append(evidence_item(
+                "corpus", f"replies right after a {tool_of[kind]} result name one of its values"
+                f" (a name, a place, a time) in {100 * reported[kind]:.0f}% of the cases in this"
+                " corpus"))
         if alien:
             names = ", ".join(f"{_slot_name(ctx, s)} {v!r}" for v, s in alien[:4])
             reasons.append(f"it names {names}, which the rest of this conversation never does")
