@@ -54,6 +54,7 @@ HELD_SHARE = 0.85      # a slot is held in replies if its values named there are
 # of their conversation at least this share as often as those of the best-kept slot
 HELD_MIN = 5           # ... and it is named in at least this many replies
 TIME_SLOT = "slottime"   # clock times named in a reply, held like a slot
+RARE_VALUE_SHARE = 0.05   # a value in at most this share of the conversations names one of them
 REPORTED_MIN = 0.5     # replies after a tool's results are held to name one of its values if
 # most do (and as often as after the best-reported tool's, see HELD_SHARE)
 BOOLEAN = {"true", "false", "yes", "no"}
@@ -686,6 +687,47 @@ def unreported_results(ctx: CheckContext) -> tuple[dict, dict, dict]:
     return silent, share, tool_of
 
 
+def own_values(ctx: CheckContext) -> tuple[dict[int, set], Counter, int]:
+    """Per conversation, the values its service calls send and its results return (as word
+    tuples, see `slot_lexicon`); in how many conversations each value is; and how many
+    conversations there are (cached)."""
+    if "coherence.own_values" in ctx.cache:
+        return ctx.cache["coherence.own_values"]
+    per: dict[int, set] = {}
+    df: Counter = Counter()
+    for t in ctx.traces:
+        vals = set()
+        for m in t.messages:
+            pairs = [v for n, a in calls_of(m) if ctx.is_service(n) and isinstance(a, dict)
+                     for v in a.values()]
+            if m["role"] == "tool":
+                pairs += [v for r in result_records(m) for v in r.values()]
+            vals |= {tuple(TOKEN.findall(v.lower())) for v in pairs if isinstance(v, str)}
+        per[t.id] = vals
+        df.update(vals)
+    ctx.cache["coherence.own_values"] = per, df, len(per)
+    return ctx.cache["coherence.own_values"]
+
+
+def names_own_value(ctx: CheckContext, u: dict) -> str | None:
+    """A value the reply names that its own conversation's calls or results have and few
+    other conversations do (a restaurant's name): a message moved in from elsewhere would
+    name it only by chance, so the reply is in place whatever its placement score."""
+    per, df, n = own_values(ctx)
+    mine = per.get(u["trace"].id, set())
+    for value, slot in named_values(u["text"], slot_lexicon_cached(ctx)):
+        key = tuple(value.split())
+        if slot != TIME_SLOT and key in mine and df[key] <= max(1.0, RARE_VALUE_SHARE * n):
+            return value
+    return None
+
+
+def slot_lexicon_cached(ctx: CheckContext) -> dict:
+    if "coherence.lexicon" not in ctx.cache:
+        ctx.cache["coherence.lexicon"] = slot_lexicon(ctx)
+    return ctx.cache["coherence.lexicon"]
+
+
 def _conversation_text_of(ctx: CheckContext, t) -> str:
     """What a conversation says besides its replies: user turns, results and the arguments of
     its service calls (what a reply naming a restaurant, a city or a time should echo)."""
@@ -723,7 +765,7 @@ def turn_level(ctx: CheckContext) -> list[dict]:
         if u["trace"].id in off:
             continue
         uncovered, n_words = uncovered_words(ctx, u)
-        moved = u["p_moved"] >= u["threshold"]
+        moved = u["p_moved"] >= u["threshold"] and not names_own_value(ctx, u)
         foreign = len(uncovered) >= UNCOVERED_MIN and len(uncovered) >= UNCOVERED_SHARE * n_words
         alien = [(v, s) for v, s in unechoed.get((u["trace"].id, u["idx"]), [])
                  if kept.get(s, 0.0) >= bar]
