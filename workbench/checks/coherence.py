@@ -251,9 +251,10 @@ def _context_words(t) -> set[str]:
 
 def corpus_words(ctx: CheckContext) -> tuple[set[str], int]:
     """Words the on-task conversations use: values their sound service calls send or get back,
-    words said by users or returned by results in at least two of them, or found in the
-    replies of as many of them as COMMON_REPLY_SHARE of the whole corpus (replies are where
-    damage lands: a word must be common to count). Learned from the core only: conversations with a
+    words said by users or returned by results in any of them (user turns and results are
+    never where damage lands, and a small corpus has few conversations to repeat a word),
+    or found in the replies of as many of them as COMMON_REPLY_SHARE of the whole corpus
+    (replies are where damage lands: a word must be common to count). Learned from the core only: conversations with a
     service call that keeps to its tool's schema and is answered, and that the schema does not
     call off-domain; so a corpus carrying much foreign traffic does not teach its words
     (cached). Returns the words and how many
@@ -279,7 +280,7 @@ def corpus_words(ctx: CheckContext) -> tuple[set[str], int]:
                         and not any(ctx.is_service(c) for c, _ in calls_of(m))
                         for w in content_words(message_text(m))})
     need = max(2, COMMON_REPLY_SHARE * len(ctx.traces))
-    out = values | {w for w, c in said.items() if c >= 2} | {
+    out = values | set(said) | {
         w for w, c in replied.items() if c >= need}
     ctx.cache["coherence.corpus_words"] = out, n
     return out, n
