@@ -592,7 +592,7 @@ def _score_units(units: list[dict], lexicon: dict) -> list[dict]:
 def named_values(text: str, lexicon: dict) -> list[tuple[str, str]]:
     """(value as written, slot) of every value the tools know (see `slot_lexicon`) and every
     clock time that a reply names (longest match first)."""
-    out = [(x, TIME_SLOT) for x in CLOCK_TIME.findall(text)]
+    out = [(x.rstrip("."), TIME_SLOT) for x in CLOCK_TIME.findall(text)]
     toks = TOKEN.findall(CLOCK_TIME.sub(" ", text).lower())
     i = 0
     while i < len(toks):
