@@ -251,8 +251,8 @@ def _context_words(t) -> set[str]:
 
 def corpus_words(ctx: CheckContext) -> tuple[set[str], int]:
     """Words the on-task conversations use: values their sound service calls send or get back,
-    words said by users or returned by results in any of them (user turns and results are
-    never where damage lands, and a small corpus has few conversations to repeat a word),
+    words said by users or returned by results in any of them (those are not the assistant's
+    labels, where damage lands, and a small corpus has few conversations to repeat a word),
     or found in the replies of as many of them as COMMON_REPLY_SHARE of the whole corpus
     (replies are where damage lands: a word must be common to count). Learned from the core only: conversations with a
     service call that keeps to its tool's schema and is answered, and that the schema does not
