@@ -350,7 +350,9 @@ def write_section(r: dict) -> None:
             # not re-run (no --model): keep the last model measurement, with its date
             kept = old[old.index(sub):].rstrip("\n")
             date_was = old.split(", ", 1)[1].split(")", 1)[0] if ", " in old else "?"
-            lines += [kept.replace(sub, f"{sub} (measured {date_was}, not re-run)", 1), ""]
+            if not kept.startswith(f"{sub} (measured "):   # already marked: keep its date
+                kept = kept.replace(sub, f"{sub} (measured {date_was}, not re-run)", 1)
+            lines += [kept, ""]
         # the section stays where it was in the file
         path.write_text(head + "\n".join(lines).rstrip("\n") + "\n" + (
             "\n## " + rest if sep else ""))
