@@ -254,11 +254,11 @@ def corpus_words(ctx: CheckContext) -> tuple[set[str], int]:
     words said by users or returned by results in any of them (those are not the assistant's
     labels, where damage lands, and a small corpus has few conversations to repeat a word),
     or found in the replies of as many of them as COMMON_REPLY_SHARE of the whole corpus
-    (replies are where damage lands: a word must be common to count). Learned from the core only: conversations with a
-    service call that keeps to its tool's schema and is answered, and that the schema does not
-    call off-domain; so a corpus carrying much foreign traffic does not teach its words
-    (cached). Returns the words and how many
-    conversations they were learned from."""
+    (replies are where damage lands: a word must be common to count). Learned from the core
+    only: conversations with a service call that keeps to its tool's schema and is answered,
+    and that the schema does not call off-domain; so a corpus carrying much foreign traffic
+    does not teach its words (cached). Returns the words and how many conversations they were
+    learned from."""
     if "coherence.corpus_words" in ctx.cache:
         return ctx.cache["coherence.corpus_words"]
     off = _off_by_schema(ctx)

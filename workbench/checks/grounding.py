@@ -155,8 +155,8 @@ def supported(value, context: str, context_norm: str) -> bool:
     # a name said by its first words ("Kana" for "Kana Sushi", "State Bird" for "State Bird
     # Provisions"), as people shorten names; the words kept must be more than a short word
     return len(toks) >= 2 and any(
-        len("".join(toks[:k])) >= NAME_HEAD_CHARS and f" {' '.join(toks[:k])} " in f" {context_norm} "
-        for k in range(1, len(toks)))
+        len("".join(toks[:k])) >= NAME_HEAD_CHARS
+        and f" {' '.join(toks[:k])} " in f" {context_norm} " for k in range(1, len(toks)))
 
 
 def _record_text(rec: dict) -> str:
