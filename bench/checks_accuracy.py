@@ -4,7 +4,8 @@
         [--model-traces=N] [--model-cache=FILE]
 
 Besides the scenarios, it measures the held-out sets of `bench/heldout.py` (small noisy
-corpora, foreign-domain mixes; `--no-heldout` skips them).
+corpora, 30 more of seeds no threshold was tuned on, foreign-domain mixes; `--no-heldout`
+skips them).
 
 `--model` also runs the model-based check (coherence_model) on scenarios 1 and 2, on their first
 N traces (default: all; a 135M model on 2 CPU cores needs minutes per hundred traces), and
@@ -208,7 +209,7 @@ def main(argv: list[str]) -> dict:
 
 def heldout_results(tmp: Path, data: Path) -> dict:
     """The held-out sets of bench/heldout.py: small noisy corpora and foreign-domain mixes."""
-    from bench.heldout import MIX_SHARES, SMALL_SETS, measure_mix, measure_small
+    from bench.heldout import MIX_SHARES, SMALL_SETS, UNTUNED_SETS, measure_mix, measure_small
 
     drop = ("missed", "wrong")
     return {
@@ -216,7 +217,28 @@ def heldout_results(tmp: Path, data: Path) -> dict:
                            if k not in drop} for n, seed in SMALL_SETS],
         "heldout_mix": [{k: v for k, v in measure_mix(tmp, data, share, seed).items()
                          if k not in drop} for share, seed in MIX_SHARES],
+        "heldout_untuned": [{k: v for k, v in measure_small(tmp, data, n, seed).items()
+                             if k not in drop} for n, seed in UNTUNED_SETS],
     }
+
+
+def untuned_rows(xs: list[dict]) -> list[str]:
+    """Small noisy corpora of seeds no threshold was tuned on: per size, how many meet both
+    targets, the worst set and the pooled measure."""
+    out = [f"Untuned seeds (bench/heldout.py UNTUNED_SETS, {len(xs)} more small corpora that"
+           " no change was tuned on):", "",
+           "| conversations | sets meeting both targets | lowest precision | lowest recall |"
+           " pooled precision | pooled recall |", "|---|---|---|---|---|---|"]
+    for n in sorted({x["traces"] for x in xs}):
+        ys = [x for x in xs if x["traces"] == n]
+        ok, flagged, truth = (sum(y[k] for y in ys) for k in ("correct", "suspect", "corrupted"))
+        meet = sum(y["precision"] >= 0.95 and y["recall"] >= 0.85 for y in ys)
+        worst_p = min(ys, key=lambda y: y["precision"])
+        worst_r = min(ys, key=lambda y: y["recall"])
+        out.append(f"| {n} | {meet} of {len(ys)} | {worst_p['precision']:.3f} (seed"
+                   f" {worst_p['seed']}) | {worst_r['recall']:.3f} (seed {worst_r['seed']}) |"
+                   f" {ok / max(1, flagged):.3f} | {ok / max(1, truth):.3f} |")
+    return out
 
 
 def _calls(m: dict) -> list:
@@ -282,6 +304,12 @@ def write_section(r: dict) -> None:
                          f" pooled ({len(xs)} sets)** | | {truth} | {flagged} |"
                          f" **{ok / max(1, flagged):.3f}** | **{ok / max(1, truth):.3f}** |"
                          " >= 0.95 / >= 0.85 |")
+        if r.get("heldout_untuned"):
+            lines.append("")
+            lines += untuned_rows(r["heldout_untuned"])
+            lines.append("")
+            lines += ["| set | traces | truth | flagged | precision | recall | target |",
+                      "|---|---|---|---|---|---|---|"]
         for x in r["heldout_mix"]:
             lines.append(f"| mix {100 * x['share']:.0f}% foreign, seed {x['seed']} |"
                          f" {x['traces']} | {x['foreign']} foreign traces | {x['excluded']}"
@@ -322,7 +350,9 @@ def write_section(r: dict) -> None:
             # not re-run (no --model): keep the last model measurement, with its date
             kept = old[old.index(sub):].rstrip("\n")
             date_was = old.split(", ", 1)[1].split(")", 1)[0] if ", " in old else "?"
-            lines += [kept.replace(sub, f"{sub} (measured {date_was}, not re-run)", 1), ""]
+            if not kept.startswith(f"{sub} (measured "):   # already marked: keep its date
+                kept = kept.replace(sub, f"{sub} (measured {date_was}, not re-run)", 1)
+            lines += [kept, ""]
         # the section stays where it was in the file
         path.write_text(head + "\n".join(lines).rstrip("\n") + "\n" + (
             "\n## " + rest if sep else ""))

@@ -352,3 +352,26 @@ def test_coherence_learns_a_large_corpus_in_groups(tmp_path, monkeypatch):
     assert len({u["threshold"] for u in units}) == 3
     flagged = [u for u in units if u["p_moved"] >= u["threshold"]]
     assert len(flagged) / message_turns < 0.03
+
+
+def test_a_name_said_by_its_first_words_supports_it():
+    """People shorten names: "Kana" for "Kana Sushi", "State Bird" for "State Bird
+    Provisions". A short word alone ("il") or the last word ("sushi") does not."""
+    for value, said in (("Kana Sushi", "Make it at Kana for two"),
+                        ("State Bird Provisions", "Yes, the State Bird in SFO")):
+        assert grounding.supported(value, said, grounding.norm(said)), value
+    for value, said in (("Il Fornaio", "il"), ("Kana Sushi", "I want sushi")):
+        assert not grounding.supported(value, said, grounding.norm(said)), value
+
+
+def test_result_changing_the_value_the_user_asked_for_is_not_an_error():
+    """Results echo the time a booking was made for, yet a restaurant may give another one:
+    the call that asked for the user's time is right."""
+    asked = [user("Book Thai Basil in San Jose at 4:45 pm for two"),
+             call("ReserveRestaurant", restaurant_name="Thai Basil", city="San Jose",
+                  time="16:45", party_size="2"),
+             result(city="San Jose", restaurant_name="Thai Basil", time="17:00", party_size="2"),
+             call("respond_to_user", message="They could only give us 5 pm.")]
+    ctx = ctx_of(*([GOOD] * 8), asked)
+    assert grounding.echo_fidelity(ctx)[("ReserveRestaurant", "time")] >= 0.8
+    assert [f for f in grounding.run(ctx) if f["trace_id"] == 9 and f["severity"] == "error"] == []

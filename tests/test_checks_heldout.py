@@ -7,9 +7,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
-from bench.heldout import measure_mix, measure_small, mix, read_traces, write_traces
+from bench.heldout import (
+    SMALL_SETS,
+    measure_mix,
+    measure_small,
+    mix,
+    read_traces,
+    small_noisy,
+    write_traces,
+)
 from db import open_db
 from db.flags import flags_for
 from tests.conftest import DATA, S1
@@ -22,16 +31,14 @@ from workbench.importing import import_files
 TASK = S1 / "job_description.json"
 
 
-def test_small_noisy_corpora_meet_the_suspect_turn_targets(tmp_path):
-    """Pooled over three corpora of 30, 45 and 60 conversations (one corpus of 30 varies by a
-    few points from seed to seed; BENCHMARKS.md has each set)."""
-    rs = [measure_small(tmp_path, DATA, n, seed) for n, seed in ((30, 101), (45, 102),
-                                                                (60, 103))]
-    ok, flagged, truth = (sum(r[k] for r in rs) for k in ("correct", "suspect", "corrupted"))
-    assert truth > 400
-    assert ok / flagged >= 0.95, rs
-    assert ok / truth >= 0.85, rs
-    assert all(r["excluded"] == 0 for r in rs), rs   # damaged calls are not another domain
+@pytest.mark.parametrize(("n", "seed"), SMALL_SETS, ids=[f"{n}-{s}" for n, s in SMALL_SETS])
+def test_each_small_noisy_corpus_meets_the_suspect_turn_targets(tmp_path, n, seed):
+    """Every small corpus on its own, not only pooled: an analyst checks one corpus."""
+    r = measure_small(tmp_path, DATA, n, seed)
+    assert r["corrupted"] > 100
+    assert r["precision"] >= 0.95, r
+    assert r["recall"] >= 0.85, r
+    assert r["excluded"] == 0, r   # damaged calls are not another domain
 
 
 def test_mix_with_almost_half_foreign_traces_excludes_them_all(tmp_path):
@@ -154,4 +161,57 @@ def test_conversation_without_calls_is_judged_by_the_task_words(tmp_path):
            and f["message_idx"] is None}
     assert set(off) == set(range(41, 61))
     assert all(f["evidence"][0]["source"] == "task" for f in off.values())
+    db.close()
+
+
+def _reply(text: str) -> dict:
+    return {"role": "assistant", "tool_calls": [{"id": "r0", "type": "function", "function": {
+        "name": "respond_to_user", "arguments": json.dumps({"message": text})}}]}
+
+
+def _turn_flags(tmp_path, traces) -> dict:
+    path = write_traces(tmp_path / "t.jsonl", traces)
+    db = open_db(tmp_path / "t.db")
+    import_files(db, [path], task=TASK)
+    run_checks(db)
+    out = {(f["line"], f["message_idx"], f["check"]): f for f in flags_for(db)}
+    db.close()
+    return out
+
+
+def test_reply_naming_what_its_conversation_never_does_is_flagged(tmp_path):
+    """A confirmation moved in from another conversation names that conversation's restaurant
+    and city; the rest of this one (user turns, calls, results) never does."""
+    s1 = read_traces(S1 / "traces.jsonl")[:40]
+    assert "Fairfield" in s1[0][2]["content"]
+    s1[0][7] = _reply("Please confirm: a table for 2 in San Francisco at 12:15 pm.")
+    f = _turn_flags(tmp_path, s1)[(1, 7, "coherence")]
+    assert "which the rest of this conversation never does" in f["detail"], f
+    assert "city 'san francisco'" in f["detail"] and "time '12:15 pm'" in f["detail"], f
+    assert any(e["source"] == "corpus" and "city values named in replies" in e["text"]
+               for e in f["evidence"]), f
+
+
+def test_reply_after_a_search_result_naming_none_of_it_is_flagged(tmp_path):
+    """Replies right after a search's results report what it found; one that names nothing
+    of it is from elsewhere."""
+    s1 = read_traces(S1 / "traces.jsonl")[:40]
+    assert "Mimi's Cafe" in s1[0][4]["content"]   # the search's result
+    s1[0][5] = _reply("Your booking is complete.")
+    f = _turn_flags(tmp_path, s1)[(1, 5, "coherence")]
+    assert "names nothing of the FindRestaurants result it follows" in f["detail"], f
+
+
+def test_usual_value_of_a_small_noisy_corpus_is_learned_from_every_call(tmp_path):
+    """In 45 conversations with 4 in 10 turns damaged, today's date is under half of the sound
+    calls' dates, yet the usual one: a call filled with it where the confirmation that said
+    "today" was damaged gets a warning, not an error."""
+    from workbench.checks import grounding, load_context
+
+    traces, _ = small_noisy(read_traces(S1 / "traces.jsonl"), 108, 45)
+    path = write_traces(tmp_path / "s.jsonl", traces)
+    db = open_db(tmp_path / "s.db")
+    import_files(db, [path], task=TASK)
+    ctx = load_context(db)
+    assert grounding.argument_defaults(ctx)[("ReserveRestaurant", "date")] == "2019 03 01"
     db.close()

@@ -53,7 +53,9 @@ def test_streamed_checks_find_the_flags_of_all_conversations_at_once(tmp_path, m
     assert list(report["flags"]) == stored_report(db, None, DEFAULT_CHECKS)
     assert len(report["flags"]) == len(expected)
     assert (report["traces"], report["assistant_turns"]) == (n, turns)
-    assert report["conversations_held"] <= -(-n // groups) + 7 < n / 3
+    # a group, a batch, and the group before's last turn, still in its consumer's hands while
+    # the next group loads
+    assert report["conversations_held"] <= -(-n // groups) + 7 + 1 < n / 3
 
 
 def test_flags_written_from_a_generator_that_breaks_change_nothing(tmp_path):

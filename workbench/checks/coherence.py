@@ -34,6 +34,7 @@ from workbench.checks.base import (
     result_records,
     words,
 )
+from workbench.checks.grounding import clock_times, norm, supported
 
 NAME = "coherence"
 K = 10                 # neighbours in the retrieval view
@@ -49,6 +50,13 @@ FOLDS = 5              # cross-fitting folds (by conversation)
 MAX_VOCAB = 2000       # words kept for the vectors (the most widespread)
 MIN_TRACES = 20        # fewer conversations are too few to learn what fits where
 CHUNK_TRACES = 500     # conversations learned from together (see _swap_scores)
+HELD_SHARE = 0.85      # a slot is held in replies if its values named there are found in the rest
+# of their conversation at least this share as often as those of the best-kept slot
+HELD_MIN = 5           # ... and it is named in at least this many replies
+TIME_SLOT = "slottime"   # clock times named in a reply, held like a slot
+RARE_VALUE_SHARE = 0.05   # a value in at most this share of the conversations names one of them
+REPORTED_MIN = 0.5     # replies after a tool's results are held to name one of its values if
+# most do (and as often as after the best-reported tool's, see HELD_SHARE)
 BOOLEAN = {"true", "false", "yes", "no"}
 STOP = set("""a an the and or but if of to in on at for with by from is are was were be been am
 i you he she it we they me my your our their this that these those there here what which who
@@ -243,13 +251,14 @@ def _context_words(t) -> set[str]:
 
 def corpus_words(ctx: CheckContext) -> tuple[set[str], int]:
     """Words the on-task conversations use: values their sound service calls send or get back,
-    words said by users or returned by results in at least two of them, or found in the
-    replies of as many of them as COMMON_REPLY_SHARE of the whole corpus (replies are where
-    damage lands: a word must be common to count). Learned from the core only: conversations with a
-    service call that keeps to its tool's schema and is answered, and that the schema does not
-    call off-domain; so a corpus carrying much foreign traffic does not teach its words
-    (cached). Returns the words and how many
-    conversations they were learned from."""
+    words said by users or returned by results in any of them (those are not the assistant's
+    labels, where damage lands, and a small corpus has few conversations to repeat a word),
+    or found in the replies of as many of them as COMMON_REPLY_SHARE of the whole corpus
+    (replies are where damage lands: a word must be common to count). Learned from the core
+    only: conversations with a service call that keeps to its tool's schema and is answered,
+    and that the schema does not call off-domain; so a corpus carrying much foreign traffic
+    does not teach its words (cached). Returns the words and how many conversations they were
+    learned from."""
     if "coherence.corpus_words" in ctx.cache:
         return ctx.cache["coherence.corpus_words"]
     off = _off_by_schema(ctx)
@@ -271,7 +280,7 @@ def corpus_words(ctx: CheckContext) -> tuple[set[str], int]:
                         and not any(ctx.is_service(c) for c, _ in calls_of(m))
                         for w in content_words(message_text(m))})
     need = max(2, COMMON_REPLY_SHARE * len(ctx.traces))
-    out = values | {w for w, c in said.items() if c >= 2} | {
+    out = values | set(said) | {
         w for w, c in replied.items() if c >= need}
     ctx.cache["coherence.corpus_words"] = out, n
     return out, n
@@ -549,6 +558,22 @@ def _scored_units(ctx: CheckContext):
         del units
 
 
+def _plain_units(ctx: CheckContext):
+    """The turns `_scored_units` yields, without their scores (for statistics that need only
+    the turn and its conversation): on stored traces, one group's units at a time, without
+    paying for the placement model."""
+    if "coherence.swap" in ctx.cache or isinstance(ctx.traces, list):
+        yield from swap_scores(ctx)
+        return
+    groups = max(1, math.ceil(len(ctx.traces) / CHUNK_TRACES))
+    for g in range(groups):
+        units = _units(ctx, ctx.traces[g::groups])
+        if len(units) >= 2 * K + 1 and len({u["trace"].id for u in units}) >= max(FOLDS,
+                                                                               MIN_TRACES):
+            yield from units
+        del units
+
+
 def group_size(ctx: CheckContext) -> int:
     """Conversations each placement model learns from (see swap_groups)."""
     n = len(ctx.traces)
@@ -604,6 +629,169 @@ def _score_units(units: list[dict], lexicon: dict) -> list[dict]:
     return units
 
 
+def named_values(text: str, lexicon: dict) -> list[tuple[str, str]]:
+    """(value as written, slot) of every value the tools know (see `slot_lexicon`) and every
+    clock time that a reply names (longest match first)."""
+    out = [(x.rstrip("."), TIME_SLOT) for x in CLOCK_TIME.findall(text)]
+    toks = TOKEN.findall(CLOCK_TIME.sub(" ", text).lower())
+    i = 0
+    while i < len(toks):
+        for n in range(min(MAX_SLOT_WORDS, len(toks) - i), 0, -1):
+            slot = lexicon.get(tuple(toks[i:i + n]))
+            if slot:
+                out.append((" ".join(toks[i:i + n]), slot))
+                i += n
+                break
+        else:
+            i += 1
+    return out
+
+
+def unechoed_values(ctx: CheckContext) -> tuple[dict[tuple[int, int], list], dict[str, float]]:
+    """Replies that name values their conversation never has elsewhere (a reply moved in from
+    another conversation carries that conversation's restaurant, city and time), and per slot
+    the share of its values named in replies that the rest of the conversation has. A slot is
+    held when that share is close to the best-kept slot's (relative, as damage lowers every
+    slot alike): a cuisine offered as an example ("Chinese, Italian, or something else?") is
+    not held, a restaurant's name or a city is. Learned from the corpus, cached."""
+    if "coherence.unechoed" in ctx.cache:
+        return ctx.cache["coherence.unechoed"]
+    lexicon = slot_lexicon(ctx)
+    off = off_domain_traces(ctx)
+    found: Counter = Counter()
+    named: Counter = Counter()
+    missing: dict[tuple[int, int], list] = {}
+    texts: dict[int, tuple[str, str]] = {}
+    for u in _plain_units(ctx):
+        t = u["trace"]
+        if t.id in off:
+            continue
+        if t.id not in texts:
+            texts.clear()     # a trace's turns come together: keep one conversation's text
+            text = _conversation_text_of(ctx, t)
+            texts[t.id] = (text, norm(text))
+        text, tnorm = texts[t.id]
+        seen = set()
+        for value, slot in named_values(u["text"], lexicon):
+            if (value, slot) in seen:
+                continue
+            seen.add((value, slot))
+            ok = (bool(clock_times(value) & clock_times(text)) if slot == TIME_SLOT
+                  else supported(value, text, tnorm))
+            named[slot] += 1
+            found[slot] += ok
+            if not ok:
+                missing.setdefault((t.id, u["idx"]), []).append((value, slot))
+    share = {s: found[s] / n for s, n in named.items() if n >= HELD_MIN}
+    ctx.cache["coherence.unechoed"] = missing, share
+    return missing, share
+
+
+def unreported_results(ctx: CheckContext) -> tuple[dict, dict, dict]:
+    """Replies right after a result that name none of its values, with the kind of result
+    (its fields); per kind, the share of replies right after such results that do name one;
+    and the tool whose calls such results answer.
+    Where most replies report what a tool found ("I found 3 restaurants; Aster is in
+    Fairfield"), one that names nothing of the result is from elsewhere ("Your booking is
+    complete" after a search). Learned from the corpus per tool (a booking's confirmation
+    often names nothing), cached."""
+    if "coherence.unreported" in ctx.cache:
+        return ctx.cache["coherence.unreported"]
+    lexicon = slot_lexicon(ctx)
+    off = off_domain_traces(ctx)
+    named: Counter = Counter()
+    total: Counter = Counter()
+    callers: dict[frozenset, Counter] = {}
+    silent: dict[tuple[int, int], frozenset] = {}
+    for u in _plain_units(ctx):
+        t, i = u["trace"], u["idx"]
+        if t.id in off or i < 1 or t.messages[i - 1]["role"] != "tool":
+            continue
+        recs = result_records(t.messages[i - 1])
+        if not recs:
+            continue
+        # results are told apart by their fields (a search's, a booking's), not by the call
+        # before them, which may be the damaged turn
+        kind = frozenset(k for r in recs for k in r)
+        callers.setdefault(kind, Counter()).update(
+            n for n, _ in calls_of(t.messages[i - 2]) if ctx.is_service(n))
+        text = "\n".join(" ".join(str(v) for v in r.values()) for r in recs)
+        tnorm = norm(text)
+        says = any(bool(clock_times(v) & clock_times(text)) if s == TIME_SLOT
+                   else supported(v, text, tnorm) for v, s in named_values(u["text"], lexicon))
+        total[kind] += 1
+        named[kind] += says
+        if not says:
+            silent[(t.id, i)] = kind
+    tool_of = {k: (c.most_common(1)[0][0] if c else "service") for k, c in callers.items()}
+    share = {k: named[k] / c for k, c in total.items() if c >= HELD_MIN}
+    ctx.cache["coherence.unreported"] = silent, share, tool_of
+    return silent, share, tool_of
+
+
+def own_values(ctx: CheckContext) -> tuple[dict[int, set], Counter, int]:
+    """Per conversation, the values its service calls send and its results return (as word
+    tuples, see `slot_lexicon`); in how many conversations each value is; and how many
+    conversations there are (cached)."""
+    if "coherence.own_values" in ctx.cache:
+        return ctx.cache["coherence.own_values"]
+    per: dict[int, set] = {}
+    df: Counter = Counter()
+    for t in ctx.traces:
+        vals = set()
+        for m in t.messages:
+            pairs = [v for n, a in calls_of(m) if ctx.is_service(n) and isinstance(a, dict)
+                     for v in a.values()]
+            if m["role"] == "tool":
+                pairs += [v for r in result_records(m) for v in r.values()]
+            vals |= {tuple(TOKEN.findall(v.lower())) for v in pairs if isinstance(v, str)}
+        per[t.id] = vals
+        df.update(vals)
+    ctx.cache["coherence.own_values"] = per, df, len(per)
+    return ctx.cache["coherence.own_values"]
+
+
+def names_own_value(ctx: CheckContext, u: dict) -> str | None:
+    """A value the reply names that its own conversation's calls or results have and few
+    other conversations do (a restaurant's name): a message moved in from elsewhere would
+    name it only by chance, so the reply is in place whatever its placement score."""
+    per, df, n = own_values(ctx)
+    mine = per.get(u["trace"].id, set())
+    for value, slot in named_values(u["text"], slot_lexicon_cached(ctx)):
+        key = tuple(value.split())
+        if slot != TIME_SLOT and key in mine and df[key] <= max(1.0, RARE_VALUE_SHARE * n):
+            return value
+    return None
+
+
+def slot_lexicon_cached(ctx: CheckContext) -> dict:
+    if "coherence.lexicon" not in ctx.cache:
+        ctx.cache["coherence.lexicon"] = slot_lexicon(ctx)
+    return ctx.cache["coherence.lexicon"]
+
+
+def _conversation_text_of(ctx: CheckContext, t) -> str:
+    """What a conversation says besides its replies: user turns, results and the arguments of
+    its service calls (what a reply naming a restaurant, a city or a time should echo)."""
+    parts = []
+    for m in t.messages:
+        if m["role"] in ("user", "tool"):
+            parts.append(m.get("content") or "")
+        elif m["role"] == "assistant":
+            parts += [str(v) for n, a in calls_of(m) if ctx.is_service(n) and isinstance(a, dict)
+                      for v in a.values()]
+    return "\n".join(parts)
+
+
+def _slot_name(ctx: CheckContext, slot: str) -> str:
+    """The argument or result field a slot word stands for ("slotrestaurantname" ->
+    "restaurant_name")."""
+    if slot == TIME_SLOT:
+        return "time"
+    names = {"slot" + re.sub(r"[^a-z0-9]", "", k.lower()): k for k in result_fields(ctx)[0]}
+    return names.get(slot, slot.removeprefix("slot"))
+
+
 def turn_level(ctx: CheckContext) -> list[dict]:
     """Replies that do not fit their place (the corpus' placement model), or that talk of
     what neither the task nor the on-task corpus ever does (the task's words first). Turns of
@@ -611,15 +799,37 @@ def turn_level(ctx: CheckContext) -> list[dict]:
     out = []
     off = off_domain_traces(ctx)
     _, n_core = corpus_words(ctx)
+    unechoed, kept = unechoed_values(ctx)
+    bar = HELD_SHARE * max(kept.values(), default=1.0)
+    silent, reported, tool_of = unreported_results(ctx)
+    report_bar = max(REPORTED_MIN, HELD_SHARE * max(reported.values(), default=1.0))
     for u in _scored_units(ctx):
         if u["trace"].id in off:
             continue
         uncovered, n_words = uncovered_words(ctx, u)
-        moved = u["p_moved"] >= u["threshold"]
+        moved = u["p_moved"] >= u["threshold"] and not names_own_value(ctx, u)
         foreign = len(uncovered) >= UNCOVERED_MIN and len(uncovered) >= UNCOVERED_SHARE * n_words
-        if not (moved or foreign):
+        alien = [(v, s) for v, s in unechoed.get((u["trace"].id, u["idx"]), [])
+                 if kept.get(s, 0.0) >= bar]
+        kind = silent.get((u["trace"].id, u["idx"]))
+        unreported = kind is not None and reported.get(kind, 0.0) >= report_bar
+        if not (moved or foreign or alien or unreported):
             continue
         reasons, why = [], []
+        if unreported:
+            reasons.append(f"it names nothing of the {tool_of[kind]} result it follows")
+            why.append(evidence_item(
+                "corpus", f"replies right after a {tool_of[kind]} result name one of its values"
+                f" (a name, a place, a time) in {100 * reported[kind]:.0f}% of the cases in this"
+                " corpus"))
+        if alien:
+            names = ", ".join(f"{_slot_name(ctx, s)} {v!r}" for v, s in alien[:4])
+            reasons.append(f"it names {names}, which the rest of this conversation never does")
+            why.append(evidence_item(
+                "corpus", "; ".join(
+                    f"{_slot_name(ctx, s)} values named in replies of this corpus are found"
+                    f" elsewhere in their conversation {100 * kept[s]:.0f}% of the time"
+                    for s in dict.fromkeys(s for _, s in alien))))
         if moved:
             reasons.append(f"it fits here no better than most messages moved in from other"
                            f" conversations (score {u['p_moved']:.2f} >= {u['threshold']:.2f});"

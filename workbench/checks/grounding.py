@@ -46,6 +46,7 @@ TIME_RE = re.compile(r"\b(\d{1,2})(?:[:.h](\d{2}))?\s*(a\.?m\.?|p\.?m\.?|o'?cloc
 ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::\d{2})?\s*(am|pm)?$", re.I)
 INT = re.compile(r"^\d+$")
+NAME_HEAD_CHARS = 4    # the first words of a name that stand for it have at least this many letters
 DEFAULT_SHARE = 0.5    # a value this common for its argument is a default (see argument_defaults)
 STRICT_SHARE = 0.85    # an argument is held strictly if its values are found in the conversation
 # at least this share as often as those of the best-grounded argument (see argument_strictness)
@@ -149,7 +150,13 @@ def supported(value, context: str, context_norm: str) -> bool:
         if re.search(r"(?:^| )" + re.escape(shortened), context_norm):
             return True  # a shortened name: "San Fran"
     hits = sum(1 for tok in toks if tok in ctx_toks or tok.rstrip("s") in ctx_toks)
-    return len(toks) >= 2 and hits / len(toks) >= 0.67
+    if len(toks) >= 2 and hits / len(toks) >= 0.67:
+        return True
+    # a name said by its first words ("Kana" for "Kana Sushi", "State Bird" for "State Bird
+    # Provisions"), as people shorten names; the words kept must be more than a short word
+    return len(toks) >= 2 and any(
+        len("".join(toks[:k])) >= NAME_HEAD_CHARS
+        and f" {' '.join(toks[:k])} " in f" {context_norm} " for k in range(1, len(toks)))
 
 
 def _record_text(rec: dict) -> str:
@@ -178,6 +185,10 @@ def _argument_stats(ctx: CheckContext) -> tuple[dict, dict]:
     values: dict[tuple[str, str], Counter] = {}
     for t in ctx.traces:
         for i, name, args, context, cnorm in _service_calls(ctx, t):
+            declared = ((ctx.tools[name].get("parameters") or {}).get("properties") or {})
+            for k, v in args.items():
+                if k in declared and not _skip(v):
+                    values.setdefault((name, k), Counter())[norm(str(v))] += 1
             if not _sound(ctx, t, i, name, args) or _echo_mismatches(
                     args, t.messages[i + 1], None):
                 continue   # a call its own result contradicts is no model of a sound call
@@ -186,12 +197,14 @@ def _argument_stats(ctx: CheckContext) -> tuple[dict, dict]:
                     continue
                 total[(name, k)] += 1
                 hit[(name, k)] += supported(v, context, cnorm)
-                values.setdefault((name, k), Counter())[norm(str(v))] += 1
     strictness = {key: hit[key] / n for key, n in total.items() if n >= 5}
+    # usual values from every call of the tool, sound or not: what calls carry is the
+    # corpus' values either way, and a small corpus has too few sound calls to tell a usual
+    # value (today's date in two calls of three) from a common one (a big city)
     defaults = {}
     for key, c in values.items():
         value, n = c.most_common(1)[0]
-        if total[key] >= 5 and n / total[key] >= DEFAULT_SHARE:
+        if sum(c.values()) >= 5 and n / sum(c.values()) >= DEFAULT_SHARE:
             defaults[key] = value
     ctx.cache["grounding.arguments"] = strictness, defaults
     return strictness, defaults
@@ -316,6 +329,10 @@ def run(ctx: CheckContext) -> list[dict]:
             nxt = t.messages[i + 1] if i + 1 < len(t.messages) else None
             echo_pairs = _echo_mismatches(args, nxt, fidelity, name) if (
                 nxt is not None and nxt["role"] == "tool") else []
+            # a value the user asked for that the result changes (the time the restaurant
+            # could offer) is the service's answer, not a wrong call
+            echo_pairs = [(k, d) for k, d in echo_pairs
+                          if not supported(args[k], context, cnorm)]
             echo = [d for _, d in echo_pairs]
             why += [evidence_item("corpus", f"{name}.{k}: results echo the value it was called"
                                   f" with in {100 * fidelity.get((name, k), 0):.0f}% of the calls"
