@@ -45,7 +45,8 @@ MODES = {  # name -> what it computes
     "before": "logits at every position, activations kept (the library defaults)",
     "logits": "logits at supervised positions only, activations kept",
     "recompute": "logits at supervised positions, activations recomputed",
-    "after": "the same, freed buffers returned to the system (`workbench train` on CPU)",
+    "after": "logits at supervised positions, activations recomputed, freed buffers returned"
+             " to the system (`workbench train` on CPU)",
 }
 
 
