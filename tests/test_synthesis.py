@@ -133,6 +133,17 @@ def texts(messages: list[dict]) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------- offline method
 
+
+def _offline_run(db, tmp_path: Path, topics_text: str, target: int) -> tuple[dict, dict]:
+    """An offline synth job with these topics: its job row and result (it must succeed)."""
+    topics = tmp_path / "topics.txt"
+    topics.write_text(topics_text)
+    row = execute(db, submit(db, "synth", {}, {"offline": True, "target": target,
+                                               "topics": str(topics)}))
+    assert row["status"] == "succeeded", row["error"]
+    return row, row["result"]
+
+
 def test_offline_refills_slots_consistently_across_user_calls_results_and_replies(db):
     seeds = conversations(db, TraceFilter(split="unassigned"))
     seeds = [s for s in seeds if s.split != "test"]
@@ -247,12 +258,7 @@ def test_offline_job_stores_validated_synthetic_traces_linked_to_seeds(db, tmp_p
     assert per_topic == {"short conversation": 2, "short-medium conversation": 2,
                          "medium conversation": 2, "long conversation": 0}
     assert "target not reached: 6/8" in get_job(db, row["id"])["log"]
-    topics = tmp_path / "topics.txt"
-    topics.write_text("a conversation like the seeds\n")
-    row = execute(db, submit(db, "synth", {}, {"offline": True, "target": 5,
-                                               "topics": str(topics)}))
-    assert row["status"] == "succeeded", row["error"]
-    res = row["result"]
+    row, res = _offline_run(db, tmp_path, "a conversation like the seeds\n", 5)
     assert res["accepted"] == 5 and res["test_leaks_stored"] == 0
     assert sum(res["rejected"].values()) + 5 == res["candidates"]
     acc = records.rows(db, row["id"], "accepted")
@@ -278,10 +284,9 @@ def test_offline_job_stores_validated_synthetic_traces_linked_to_seeds(db, tmp_p
     assert city["distinct"] >= 2
     # synthetic traces are no seeds of more (unless the selection asks for them), and a second
     # job accepts nothing that is a near-copy of the first one's
-    again = execute(db, submit(db, "synth", {}, {"offline": True, "target": 3,
-                                                 "topics": str(topics)}))
-    assert again["result"]["seeds"] == len(ENTITIES)
-    assert again["result"]["accepted"] == 3
+    _, again = _offline_run(db, tmp_path, "a conversation like the seeds\n", 3)
+    assert again["seeds"] == len(ENTITIES)
+    assert again["accepted"] == 3
 
 
 def test_cli_synth_offline_json_and_bad_options(store, tmp_path):
@@ -478,12 +483,7 @@ def test_a_short_bucket_no_seed_fits_is_filled_with_complete_prefixes(db, tmp_pa
     """Every seed has 10 messages; the 6-7 message bucket is reached by a seed's search
     exchange (ending on the assistant's reply to the result) and a closing learned from the
     seeds' endings, validated like any candidate, each bucket within 5 points of its share."""
-    topics = tmp_path / "topics.txt"
-    topics.write_text("- brief: 6-7 messages\n- full: 10-10 messages\n")
-    row = execute(db, submit(db, "synth", {}, {"offline": True, "target": 8,
-                                               "topics": str(topics)}))
-    assert row["status"] == "succeeded", row["error"]
-    res = row["result"]
+    row, res = _offline_run(db, tmp_path, "- brief: 6-7 messages\n- full: 10-10 messages\n", 8)
     assert res["accepted"] == 8 and res["test_leaks_stored"] == 0
     for t in res["report"]["per_topic"]:
         assert abs(t["bucket_share"] - t["target_share"]) <= 5, t
