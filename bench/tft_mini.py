@@ -30,9 +30,9 @@ had finished and resumes a stopped training from its checkpoint.
 The relabel stage with local members is off by default: the SmolLM2 local member restored 0 of
 31 corrupted turns in the committee bench (BENCHMARKS.md, Committee), at about 8 s a call.
 
-Defaults, sized for 2 shared CPU cores (estimated from the smoke runs, not run at these sizes:
-about 12 minutes a scenario at the README's 54 training tokens/s, up to 30 under a load of 8): 24 traces, 3 test conversations, 4 steps of 1 conversation, max
-length 3072 tokens, lr 1e-3, synthesis target 19, llama.cpp on 1 thread.
+Defaults, sized for 2 shared CPU cores (scenario 4 took 34 minutes under a load of 4-6): 24
+traces, 3 test conversations, 6 steps of 1 conversation, max length 1536 tokens, lr 1e-3,
+synthesis target 19, llama.cpp on 1 thread.
 
 `--full` runs the benchmark's sizes, for a GPU: every trace, all 34 test conversations, training
 by epochs (`--epochs`, default 3, our choice: the benchmark's data does not give its epochs;
@@ -70,14 +70,12 @@ SHORT = {"staged_tool_call": "staged", "function_match": "function",
 GOALS = {1: ("within", 0.02), 2: ("at_least", 0.05), 3: ("at_least", 0.05),
          4: ("at_least", 0.10), 5: ("at_least", 0.05)}
 SYNTH_SCENARIOS = {4}
-# Sized on 2 shared cores (smoke runs, load 4-8: training 11-22 tokens/s, about 60 s of model
-# loading, merging and GGUF export per training, evaluation 5-7 s a turn): one scenario is about
-# 12 minutes at the 54 tokens/s the README measured under load 2.5-4.5, and up to 30 under load 8.
-# Four steps of one conversation (three updates: the trainer's warmup gives the first step
-# learning rate 0) barely move a LoRA at 2e-4, hence the higher default rate (the same for both
-# models; not tuned).
-MINI = {"traces": 24, "test_conversations": 3, "max_steps": 4, "seqs_per_step": 1,
-        "max_length": 3072, "synth_target": 19, "epochs": 1.0, "threads": 1, "lr": 1e-3}
+# Sized on 2 shared cores (measured 2026-12-03 under load 4-8: training 6-21 tokens/s, about
+# 60 s of model loading, merging and GGUF export per training, evaluation 5-12 s a turn):
+# scenario 4 took 34 minutes. Six steps of one conversation of at most 1,536 tokens barely
+# move a LoRA at 2e-4, hence the higher default rate (the same for both models; not tuned).
+MINI = {"traces": 24, "test_conversations": 3, "max_steps": 6, "seqs_per_step": 1,
+        "max_length": 1536, "synth_target": 19, "epochs": 1.0, "threads": 1, "lr": 1e-3}
 FULL = {"traces": 0, "test_conversations": 34, "max_steps": -1, "seqs_per_step": 8,
         "max_length": 4096, "synth_target": 2000, "epochs": 3.0,
         "threads": min(8, os.cpu_count() or 1), "lr": 2e-4}
@@ -365,8 +363,7 @@ def report(results: dict) -> str:
         + f" of {c['seqs_per_step']} conversations, lr {c['lr']:g}, max length"
         f" {c['max_length']} tokens, q8_0 GGUF"
         + ("" if c["max_steps"] <= 0 else
-           f" (the trainer's warmup, 3% of the steps rounded up, gives the first step learning"
-           f" rate 0: {c['max_steps']} steps make {c['max_steps'] - 1} updates)")
+           f" (warm-up {int(0.03 * c['max_steps'])} steps: 3% of the steps rounded down)")
         + f"; evaluation: llama.cpp, {c['threads']} thread(s), greedy, 256 tokens a turn.",
         "",
         "Curated: `workbench pipeline run` with check and normalize on the imported traces"
