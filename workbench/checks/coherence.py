@@ -94,6 +94,9 @@ def _answered_results(ctx: CheckContext, t) -> list[tuple[str, dict, dict]]:
     return out
 
 
+MIN_CORE = 10   # on-task conversations needed before result fields speak for a domain
+
+
 def result_fields(ctx: CheckContext) -> tuple[set[str], int]:
     """The result fields of the task and how many traces they were learned from. The schema
     first: a result field is known when results of calls that use only the arguments their
@@ -137,6 +140,8 @@ def _trace_level(ctx: CheckContext) -> list[dict]:
                   for k in r]
         # an argument another tool of the task declares is a damaged call, not another domain
         foreign_args = [(n, k) for n, k in args if k not in known_args]
+        if core < MIN_CORE:   # too few on-task conversations to know what results carry
+            fields = []
         foreign_fields = [k for k in fields if k not in fields_known]
         evidence = len(args) + len(fields)
         if not evidence or (len(foreign_args) + len(foreign_fields)) / evidence <= 0.5:
