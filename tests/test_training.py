@@ -300,6 +300,36 @@ def test_loss_normalised_over_supervised_tokens(train_db: Any, tiny_model_dir: P
         assert abs(value - ref) <= 1e-4, (key, value, ref)
 
 
+def test_bf16_products_on_cpu_keep_the_loss(train_db: Any, tiny_model_dir: Path,
+                                          tmp_path: Path) -> None:
+    """bf16 matrix products (autocast, fp32 weights) give the fp32 loss to 1%, and are really
+    used: the loss is not bit-identical. `--precision` picks them; auto follows the CPU."""
+    import torch
+
+    from workbench.hf_loading import load_model, load_tokenizer
+    from workbench.training.trainer import (
+        Hardware, TrainConfig, add_lora, build_trainer, cpu_computes_bf16, dataset_loss,
+        detect_hardware)
+
+    tok = load_tokenizer(tiny_model_dir)
+    examples = build_examples(encode_all(tok, load_conversations(train_db, DataOptions())),
+                              DataOptions())
+    cfg = _tiny_cfg(tmp_path, tiny_model_dir)
+    model = add_lora(load_model(tiny_model_dir), cfg)
+    losses = {bf16: dataset_loss(build_trainer(model, tok, examples, cfg,
+                                               Hardware("cpu", torch.float32, bf16, False, "sdpa")),
+                                 examples)
+              for bf16 in (False, True)}
+    assert losses[True] != losses[False]
+    assert abs(losses[True] - losses[False]) <= 0.01 * losses[False], losses
+    if not torch.cuda.is_available():
+        assert detect_hardware("fp32").bf16 is False and detect_hardware("bf16").bf16 is True
+        assert detect_hardware("auto").bf16 is cpu_computes_bf16()
+        assert detect_hardware("bf16").dtype == torch.float32     # weights stay fp32 on a CPU
+    with pytest.raises(ValueError, match="--precision"):
+        TrainConfig(precision="fp16")
+
+
 @pytest.mark.slow
 def test_train_merge_gguf_end_to_end(train_db: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
     from llama_cpp import Llama

@@ -234,6 +234,9 @@ class TrainParams:
     checkpointing: str = opt("auto", "recompute activations in the backward pass instead of"
                              " keeping them: less memory, more compute (auto: on for CPU)",
                              choices=["auto", "on", "off"])
+    precision: str = opt("auto", "bf16 (matrix products in bf16) | fp32 | auto: bf16 on a GPU"
+                         " that supports it and on a CPU that computes bf16 natively",
+                         choices=["auto", "bf16", "fp32"])
 
     def config(self, job_id: int | None, resume: bool = False) -> Any:
         from workbench.training.trainer import TrainConfig
@@ -243,7 +246,7 @@ class TrainParams:
                            lr=self.lr, lora_r=self.lora_r, seqs_per_step=self.seqs_per_step,
                            max_steps=self.max_steps, save_steps=self.save_steps, gguf=self.gguf,
                            name=self.name, resume=self.resume or resume,
-                           checkpointing=self.checkpointing)
+                           checkpointing=self.checkpointing, precision=self.precision)
 
     def data(self, selection: TraceFilter) -> Any:
         from workbench.training.data import DataOptions

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
                 _, examples, data_plan = prepare(db, base, params.data(selection))
             err_console.print(Text("timing one micro-batch to estimate the run (loading the"
                                    " base model)..."))
-            rate = measure_rate(base, examples, params.lora_r)
+            rate = measure_rate(base, examples, params.lora_r, params.precision)
             data_plan["estimate"] = estimate(data_plan, rate, epochs=params.epochs,
                                              seqs_per_step=params.seqs_per_step,
                                              max_steps=params.max_steps)

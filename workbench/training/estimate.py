@@ -23,15 +23,16 @@ LONG_RUN_S = 15 * 60       # above this, the plan suggests a faster setting
 TARGET_S = 10 * 60         # ... that takes about this long
 
 
-def measure_rate(base: Any, examples: Sequence[Example], lora_r: int = 16) -> dict:
+def measure_rate(base: Any, examples: Sequence[Example], lora_r: int = 16,
+                 precision: str = "auto") -> dict:
     """Tokens per second of a LoRA forward/backward pass here: `{"tokens_per_s", "tokens",
     "seconds", "device", "load_s"}`."""
     import torch
 
     from workbench.hf_loading import load_model
-    from workbench.training.trainer import TrainConfig, add_lora, detect_hardware
+    from workbench.training.trainer import TrainConfig, add_lora, autocast, detect_hardware
 
-    hw = detect_hardware()
+    hw = detect_hardware(precision)
     t0 = time.perf_counter()
     model = load_model(base, dtype=hw.dtype, attn_implementation=hw.attn)
     model = add_lora(model, TrainConfig(lora_r=lora_r))
@@ -44,7 +45,9 @@ def measure_rate(base: Any, examples: Sequence[Example], lora_r: int = 16) -> di
     def step(ids: list[int]) -> float:
         t = torch.tensor([ids], device=hw.device)
         start = time.perf_counter()
-        model(input_ids=t, labels=t).loss.backward()
+        with autocast(hw):
+            loss = model(input_ids=t, labels=t).loss
+        loss.backward()
         if hw.device == "cuda":
             torch.cuda.synchronize()
         model.zero_grad(set_to_none=True)
@@ -53,7 +56,7 @@ def measure_rate(base: Any, examples: Sequence[Example], lora_r: int = 16) -> di
     step(typical.input_ids[:min(n, 32)])          # warm-up: first-call overheads
     seconds = step(typical.input_ids[:n])
     return {"tokens_per_s": round(n / seconds, 1), "tokens": n, "seconds": round(seconds, 2),
-            "device": hw.device, "load_s": round(load_s, 1)}
+            "device": hw.device, "bf16": hw.bf16, "load_s": round(load_s, 1)}
 
 
 def estimate(plan: dict, rate: dict, *, epochs: float, seqs_per_step: int,
