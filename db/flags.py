@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from sqlite_utils import Database
 
@@ -83,6 +83,25 @@ def flags_for(db: Database, trace_ids: list[int] | None = None) -> list[dict]:
             "evidence")
     return [{**dict(zip(keys, r)), "evidence": evidence_of(r[7])}
             for r in db.execute(sql, params).fetchall()]
+
+
+def iter_flags(db: Database, traces_where: str, params: list,
+               checks: Iterable[str] | None = None) -> Iterator[dict]:
+    """The flags of the traces matching a condition over `traces` (a `TraceFilter.where()`),
+    in `flags_for`'s order, one row at a time: a report on a large store streams."""
+    sql = ("SELECT f.trace_id, t.source, t.line, f.message_idx, f.check_name, f.severity,"
+           " f.detail, f.evidence FROM flags f JOIN traces t ON t.id = f.trace_id"
+           f" WHERE f.trace_id IN (SELECT traces.id FROM traces WHERE {traces_where})")
+    params = list(params)
+    if checks is not None:
+        checks = list(checks)
+        sql += f" AND f.check_name IN ({','.join('?' * len(checks)) or 'NULL'})"
+        params += checks
+    sql += " ORDER BY f.trace_id, coalesce(f.message_idx, -1), f.check_name, f.id"
+    keys = ("trace_id", "source", "line", "message_idx", "check", "severity", "detail",
+            "evidence")
+    for r in db.execute(sql, params):
+        yield {**dict(zip(keys, r)), "evidence": evidence_of(r[7])}
 
 
 def evidence_of(value: str | None) -> list[dict]:

@@ -158,6 +158,27 @@ def test_check_json_contract(tmp_path):
     assert tuple(job) == ("check", "succeeded")
 
 
+def test_check_report_streams_every_flag_and_the_table_says_what_it_leaves_out(tmp_path,
+                                                                            monkeypatch):
+    from workbench.commands import checks as check_command
+
+    db = _import(tmp_path, "scenario-4-low-data")
+    res = CliRunner().invoke(app, ["--db", str(tmp_path / "x.db"), "check", "--json"])
+    flags = json.loads(res.stdout)["flags"]
+    stored = db.execute("SELECT count(*) FROM flags").fetchone()[0]
+    assert len(flags) == stored == 2
+    monkeypatch.setattr(check_command, "TABLE_ROWS", 1)
+    res = CliRunner().invoke(app, ["--db", str(tmp_path / "x.db"), "check"])
+    assert res.exit_code == 0, res.output
+    assert "1 of 2 flags shown; all of them: workbench check --json" in res.output
+    assert f"{stored} flags" in res.output
+    # an empty report is still one JSON document
+    empty = CliRunner().invoke(app, ["--db", str(tmp_path / "x.db"), "check", "--json",
+                                     "--search", "no trace says this"])
+    assert empty.exit_code == 0, empty.output
+    assert json.loads(empty.stdout)["flags"] == []
+
+
 def test_scenario1_suspect_rate_under_2_percent(tmp_path):
     db = _import(tmp_path)
     rep = run_checks(db)

@@ -50,7 +50,7 @@ def test_streamed_checks_find_the_flags_of_all_conversations_at_once(tmp_path, m
     stored = [f for f in flags_for(db) if f["check"] in DEFAULT_CHECKS]
     key = lambda f: (f[0], -1 if f[1] is None else f[1], f[2])  # noqa: E731 - flags_for's order
     assert _comparable(stored) == sorted(_comparable(expected), key=key)
-    assert list(report["flags"]) == stored_report(db, None, DEFAULT_CHECKS)
+    assert list(report["flags"]) == list(stored_report(db, None, DEFAULT_CHECKS))
     assert len(report["flags"]) == len(expected)
     assert (report["traces"], report["assistant_turns"]) == (n, turns)
     # a group, a batch, and the group before's last turn, still in its consumer's hands while

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from sqlite_utils import Database
 
-from db.flags import flags_for, replace_flags
+from db.flags import iter_flags, replace_flags
 from db.queries import TraceFilter
 from db.tasks import current_task
 from db.jobs import save_unit, unit_result
@@ -194,16 +194,14 @@ def _assistant_turns(db: Database, ids: list[int]) -> int:
 
 
 def stored_report(db: Database, selection: dict | TraceFilter | None,
-                  names: Iterable[str]) -> list[dict]:
-    """The stored flags of these checks on the selected traces (what a check job left)."""
+                  names: Iterable[str]) -> Iterator[dict]:
+    """The stored flags of these checks on the selected traces (what a check job left), one at
+    a time: at 100k traces they are hundreds of thousands."""
     flt = selection if isinstance(selection, TraceFilter) else TraceFilter.from_dict(selection)
     where, params = flt.where()
-    ids = [r[0] for r in db.execute(f"SELECT id FROM traces WHERE {where}", params)]
-    names = set(names)
-    stored = [f for f in (flags_for(db, ids) if ids else []) if f["check"] in names]
-    return [{k: f[k] for k in ("source", "line", "message_index", "check", "severity", "detail",
-                               "evidence")}
-            for f in ({**f, "message_index": f["message_idx"]} for f in stored)]
+    for f in iter_flags(db, where, params, names):
+        yield {"source": f["source"], "line": f["line"], "message_index": f["message_idx"],
+               **{k: f[k] for k in ("check", "severity", "detail", "evidence")}}
 
 
 # last: recheck builds on the checks (re-runs the per-trace ones when labels change)

@@ -6,9 +6,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from workbench.commands.common import JobRequest, console, job_options, print_json, state
+from workbench.commands.common import (
+    JobRequest, console, job_options, print_json, print_json_stream, state)
 from workbench.commands.jobs import run_request
 from workbench.safe_text import visible
+
+
+TABLE_ROWS = 200  # a terminal shows the first flags; --json gives them all
 
 
 def register(app: typer.Typer) -> None:
@@ -21,17 +25,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the checks (schema, structure, grounding, coherence, duplicates) and store flags.
         The model-based coherence_model check runs with --model-checks or --only."""
+        from itertools import islice
+
         from workbench.checks import stored_report
 
         row = run_request(ctx, job, quiet=as_json)
         result = row["result"]
         flags = stored_report(state(ctx).db(), row["selection"], result["checks"])
         if as_json:
-            print_json({"traces": result["traces"], "assistant_turns": result["assistant_turns"],
-                        "flags": flags})
+            print_json_stream({"traces": result["traces"],
+                               "assistant_turns": result["assistant_turns"]}, "flags", flags)
             return
         table = Table("source:line", "msg", "check", "severity", "detail")
-        for f in flags[:200]:
+        for f in islice(flags, TABLE_ROWS):
             table.add_row(Text(visible(f"{f['source']}:{f['line']}")),
                           "" if f["message_index"] is None else str(f["message_index"]),
                           Text(visible(f["check"])), Text(visible(f["severity"])),
@@ -40,6 +46,9 @@ def register(app: typer.Typer) -> None:
                               f" {visible(str(e.get('text')))}"
                               for e in f.get("evidence") or ())))
         console.print(table)
+        if result["flags"] > TABLE_ROWS:
+            console.print(Text(f"{TABLE_ROWS} of {result['flags']} flags shown; all of them:"
+                               " workbench check --json, or browse them in the app"))
         console.print(Text(f"{result['traces']} traces, {result['assistant_turns']} assistant"
                            f" turns, {result['flags']} flags ({result['errors']} errors)"))
 

@@ -8,7 +8,7 @@ import inspect
 import json
 import sys
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +72,17 @@ def print_json(value: Any) -> None:
     (`\\u001b`, `\\u202e`): the JSON reads back exactly, and a terminal is not steered by it."""
     sys.stdout.write(visible_json(json.dumps(value, ensure_ascii=False, indent=2, default=str))
                      + "\n")
+
+
+def print_json_stream(head: dict, key: str, items: Iterable[Any]) -> None:
+    """`print_json` of `{**head, key: list(items)}` written item by item, so a long list is
+    never held whole (the same escapes; one item per line)."""
+    text = json.dumps(head, ensure_ascii=False, default=str)
+    sys.stdout.write(visible_json(text[:-1]) + (", " if head else "") + json.dumps(key) + ": [")
+    for i, item in enumerate(items):
+        sys.stdout.write((",\n  " if i else "\n  ")
+                         + visible_json(json.dumps(item, ensure_ascii=False, default=str)))
+    sys.stdout.write("\n]}\n")
 
 
 def fail(message: str, code: int = 1) -> None:
