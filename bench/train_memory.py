@@ -111,15 +111,17 @@ def main() -> None:
             if cpu_computes_bf16() else "the CPU has no native bf16, so `workbench train` stays"
             " in fp32 and the last two rows are the same configuration")
     before, after = res["before"], res["after"]
+    last = args.steps > 1   # a second loss column only when there is a later step
     rows = "\n".join(f"| {MODES[m]} | {res[m]['rss']:,.0f} | {res[m]['tps']:.0f} |"
-                     f" {res[m]['loss']:.4f} | {res[m]['last']:.4f} |" for m in modes)
+                     f" {res[m]['loss']:.4f} |" + (f" {res[m]['last']:.4f} |" if last else "")
+                     for m in modes)
     body = f"""`python bench/train_memory.py` (rev {git_rev()}): `workbench train` with its defaults
 (SmolLM2-135M-Instruct, LoRA r=16, `--max-length 4096`), {args.steps} optimizer steps of 2
 sequences (from the {len(ids)} longest scenario-1 conversations, {before['tokens']:,} tokens),
 each configuration in a fresh process, best of {args.rounds} round(s).
 
-| configuration | peak RSS MiB | trained tokens/s | loss step 1 | loss step {args.steps} |
-|---|---:|---:|---:|---:|
+| configuration | peak RSS MiB | trained tokens/s | loss step 1 |{f" loss step {args.steps} |" if last else ""}
+|---|---:|---:|---:|{"---:|" if last else ""}
 {rows}
 
 `workbench train` against the library defaults: peak memory **{before['rss'] / after['rss']:.1f}x

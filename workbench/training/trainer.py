@@ -132,7 +132,8 @@ def cpu_computes_bf16() -> bool:
 def detect_hardware(precision: str = "auto") -> Hardware:
     """The device and how it computes. bf16 on CUDA means bf16 weights; on a CPU it means fp32
     weights (and fp32 LoRA parameters and optimizer) with the matrix products in bf16
-    (autocast): 1.6-1.7x the tokens/s of fp32 on an AVX512-BF16 CPU, the loss within 0.1%."""
+    (autocast): 1.3x the tokens/s of fp32 on an AVX512-BF16 CPU in the training bench, the
+    loss within 0.1%."""
     import importlib.util
 
     import torch
