@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
 
@@ -12,6 +13,51 @@ from db.tx import now, write_tx
 SEVERITIES = ("error", "warning")
 
 
+def _flag_rows(flags: Iterable[dict], names: list[str]) -> Iterator[tuple]:
+    for f in flags:
+        if f["severity"] not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, not {f['severity']!r}")
+        if f["check"] not in names:
+            raise ValueError(f"flag of check {f['check']!r} outside the checks run {names}")
+        evidence = f.get("evidence")
+        yield (f["trace_id"], f["message_idx"], f["check"], f["severity"], f["detail"],
+               json.dumps(evidence, ensure_ascii=False) if evidence else None)
+
+
+FOUND_COLUMNS = ("(seq INTEGER PRIMARY KEY, trace_id, message_idx, check_name, severity,"
+                 " detail, evidence, created_at)")
+INSERT_FOUND = ("INSERT INTO {table} (trace_id, message_idx, check_name, severity, detail,"
+                " evidence) VALUES (?,?,?,?,?,?)")
+
+
+def _swap_in(db: Database, found: str, trace_ids: Iterable[int], names: list[str],
+             job_id: int | None) -> int:
+    """Inside the caller's write transaction: the flags of `names` on `trace_ids` become the
+    rows of table `found`."""
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS _covered (id INTEGER PRIMARY KEY)")
+    db.execute("DELETE FROM _covered")
+    db.conn.executemany("INSERT OR IGNORE INTO _covered (id) VALUES (?)",
+                        ((t,) for t in trace_ids))
+    marks = ",".join("?" * len(names))
+    # A flag found again keeps its first time, so a decision the analyst took after it
+    # (a human revision) still counts as later than the flag.
+    db.execute(
+        f"UPDATE {found} SET created_at = (SELECT min(f.created_at) FROM flags f"
+        f" WHERE f.trace_id = {found}.trace_id AND f.message_idx IS {found}.message_idx"
+        f" AND f.check_name = {found}.check_name AND f.severity = {found}.severity"
+        f" AND f.detail = {found}.detail AND f.trace_id IN (SELECT id FROM _covered)"
+        f" AND f.check_name IN ({marks}))", names)
+    db.execute(f"DELETE FROM flags WHERE trace_id IN (SELECT id FROM _covered)"
+               f" AND check_name IN ({marks})", names)
+    written = db.execute(
+        "INSERT INTO flags (trace_id, message_idx, check_name, severity, detail, job_id,"
+        f" evidence, created_at) SELECT trace_id, message_idx, check_name, severity, detail,"
+        f" ?, evidence, coalesce(created_at, ?) FROM {found} ORDER BY seq",
+        [job_id, now()]).rowcount
+    db.execute("DELETE FROM _covered")
+    return written
+
+
 def replace_flags(db: Database, trace_ids: Iterable[int], check_names: Iterable[str],
                   flags: Iterable[dict], job_id: int | None = None) -> int:
     """Replace the flags of `check_names` on `trace_ids` with `flags`, in one transaction.
@@ -20,52 +66,64 @@ def replace_flags(db: Database, trace_ids: Iterable[int], check_names: Iterable[
     dict with trace_id, message_idx (or None), check, severity, detail, and optionally
     evidence (a list of {source, text}: why it was raised). Returns how many
     were written. A trace-level error excludes its trace from training unless the analyst
-    decided otherwise (see `db.queries.EXCLUDED_SQL`). `flags` may be a generator: the flags
-    are staged in a temporary table, never all in a Python list (a check run on 100,000 traces
-    finds over half a million).
+    decided otherwise (see `db.queries.EXCLUDED_SQL`). `flags` may be a generator: they are
+    staged in a temporary table, never all in a Python list. A whole check run stages its
+    flags on disk as it finds them instead (`FlagStage`).
     """
     names = list(check_names)
-
-    def rows():
-        for f in flags:
-            if f["severity"] not in SEVERITIES:
-                raise ValueError(f"severity must be one of {SEVERITIES}, not {f['severity']!r}")
-            if f["check"] not in names:
-                raise ValueError(f"flag of check {f['check']!r} outside the checks run {names}")
-            evidence = f.get("evidence")
-            yield (f["trace_id"], f["message_idx"], f["check"], f["severity"], f["detail"],
-                   json.dumps(evidence, ensure_ascii=False) if evidence else None)
-
-    ts = now()
     with write_tx(db):
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS _covered (id INTEGER PRIMARY KEY)")
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS _found (seq INTEGER PRIMARY KEY,"
-                   " trace_id, message_idx, check_name, severity, detail, evidence, created_at)")
-        db.execute("DELETE FROM _covered")
+        db.execute(f"CREATE TEMP TABLE IF NOT EXISTS _found {FOUND_COLUMNS}")
         db.execute("DELETE FROM _found")
-        db.conn.executemany("INSERT OR IGNORE INTO _covered (id) VALUES (?)",
-                            ((t,) for t in trace_ids))
-        db.conn.executemany("INSERT INTO _found (trace_id, message_idx, check_name, severity,"
-                            " detail, evidence) VALUES (?,?,?,?,?,?)", rows())
-        marks = ",".join("?" * len(names))
-        # A flag found again keeps its first time, so a decision the analyst took after it
-        # (a human revision) still counts as later than the flag.
-        db.execute(
-            f"UPDATE _found SET created_at = (SELECT min(f.created_at) FROM flags f"
-            f" WHERE f.trace_id = _found.trace_id AND f.message_idx IS _found.message_idx"
-            f" AND f.check_name = _found.check_name AND f.severity = _found.severity"
-            f" AND f.detail = _found.detail AND f.trace_id IN (SELECT id FROM _covered)"
-            f" AND f.check_name IN ({marks}))", names)
-        db.execute(f"DELETE FROM flags WHERE trace_id IN (SELECT id FROM _covered)"
-                   f" AND check_name IN ({marks})", names)
-        written = db.execute(
-            "INSERT INTO flags (trace_id, message_idx, check_name, severity, detail, job_id,"
-            " evidence, created_at) SELECT trace_id, message_idx, check_name, severity, detail,"
-            " ?, evidence, coalesce(created_at, ?) FROM _found ORDER BY seq",
-            [job_id, ts]).rowcount
-        db.execute("DELETE FROM _covered")
+        db.conn.executemany(INSERT_FOUND.format(table="_found"), _flag_rows(flags, names))
+        written = _swap_in(db, "_found", trace_ids, names, job_id)
         db.execute("DELETE FROM _found")
     return written
+
+
+class FlagStage:
+    """The flags of a check run, kept in a temporary file (the system's temporary folder) as
+    each check finds them, then swapped in for the stored flags of those checks in one
+    transaction (`commit`): a run stopped before that changes nothing. At 100,000 traces a
+    run finds over half a million flags: neither a Python list nor SQLite's in-memory temp
+    store (this project's setting) should hold them. Use it outside a transaction (ATTACH)."""
+
+    def __init__(self, db: Database, check_names: Iterable[str]) -> None:
+        import os
+        import tempfile
+
+        self.db, self.names = db, list(check_names)
+        fd, self.path = tempfile.mkstemp(prefix="workbench-flags-", suffix=".db")
+        os.close(fd)
+        self.schema = f"stage_{os.getpid()}_{id(self)}"
+        db.execute(f"ATTACH DATABASE ? AS {self.schema}", [self.path])
+        for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -8192"):
+            db.execute(f"PRAGMA {self.schema}.{pragma}")
+        db.execute(f"CREATE TABLE {self.schema}.found {FOUND_COLUMNS}")
+        self.count = 0
+
+    def add(self, flags: Iterable[dict]) -> None:
+        cur = self.db.conn.executemany(INSERT_FOUND.format(table=f"{self.schema}.found"),
+                                       _flag_rows(flags, self.names))
+        self.count += max(cur.rowcount, 0)
+
+    def commit(self, trace_ids: Iterable[int], job_id: int | None = None) -> int:
+        with write_tx(self.db):
+            return _swap_in(self.db, f"{self.schema}.found", trace_ids, self.names, job_id)
+
+    def close(self) -> None:
+        import os
+
+        try:
+            self.db.execute(f"DETACH DATABASE {self.schema}")
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+    def __enter__(self) -> FlagStage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def flags_for(db: Database, trace_ids: list[int] | None = None) -> list[dict]:

@@ -80,3 +80,42 @@ def test_flags_written_from_a_generator_that_breaks_change_nothing(tmp_path):
     with pytest.raises(ValueError, match="severity must be one of"):
         replace_flags(db, ids, ["schema"], flags())
     assert flags_for(db) == before
+
+
+def test_a_check_run_stopped_midway_stores_nothing_and_leaves_no_staging_file(tmp_path,
+                                                                            monkeypatch):
+    """A run's flags are staged in a temporary file as each check ends (not in memory); a
+    run stopped after some checks have staged theirs changes no stored flag, and the file
+    goes."""
+    import glob
+    import tempfile
+
+    from workbench.checks import run_checks
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    db = open_db(tmp_path / "s.db")
+    import_files(db, [DATA / "scenario-2-noisy-labels" / "traces.jsonl"],
+                 task=DATA / "scenario-1-baseline" / "job_description.json")
+    report = run_checks(db, names=["schema", "structure"])
+    stored = flags_for(db)
+    assert len(report["flags"]) == len(stored)
+    assert any(f["check"] == "schema" for f in stored)   # so an early store would show
+    assert report["flags"][0] == next(iter(report["flags"]))
+
+    class Stop(Exception):
+        pass
+
+    class Job:
+        job_id = None
+
+        def progress(self, done, total, text):
+            staged = glob.glob(str(tmp_path / "workbench-flags-*.db"))
+            if done == 1:   # schema's flags are staged, structure has not run
+                assert len(staged) == 1
+                raise Stop
+
+    db.execute("DELETE FROM flags")   # what a run stored too early would show
+    with pytest.raises(Stop):
+        run_checks(db, names=["schema", "structure"], job_ctx=Job())
+    assert flags_for(db) == []
+    assert not glob.glob(str(tmp_path / "workbench-flags-*.db"))

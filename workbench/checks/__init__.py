@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from sqlite_utils import Database
 
-from db.flags import iter_flags, replace_flags
+from db.flags import FlagStage, iter_flags
 from db.queries import TraceFilter
 from db.tasks import current_task
 from db.jobs import save_unit, unit_result
@@ -101,43 +100,47 @@ def _without_failing_traces(ctx: CheckContext, name: str, options: dict) -> list
                        f" ({type(e).__name__}: {str(e)[:200]})") for t, e in bad]
 
 
-FLAG_KEYS = ("trace_id", "message_idx", "check", "severity", "detail", "evidence")
-
-
 class FlagList(Sequence):
     """A run's flags as the report shows them (source, line, message_index, check, severity,
-    detail, evidence; by trace, turn and check), kept as tuples and made into dicts when read: at
-    100,000 traces a run finds over half a million flags, too many to hold as dicts."""
+    detail, evidence; by trace, turn and check), read from the store when asked for: at
+    100,000 traces a run finds over half a million flags, too many to hold."""
 
-    def __init__(self, db: Database, found: list[tuple], ids: list[int]):
-        selected = set(ids)
-        # as `flags_for` orders them: a stable sort keeps each check's order within a turn
-        self._rows = sorted((f for f in found if f[0] in selected),
-                            key=lambda f: (f[0], -1 if f[1] is None else f[1], f[2]))
-        flagged = sorted({f[0] for f in self._rows})
-        self._where: dict[int, tuple[str, int]] = {}
-        for start in range(0, len(flagged), 10_000):
-            chunk = flagged[start:start + 10_000]
-            for tid, source, line in db.execute(
-                    f"SELECT id, source, line FROM traces WHERE id IN"
-                    f" ({','.join('?' * len(chunk))})", chunk):
-                self._where[tid] = (sys.intern(source), line)
+    CHUNK = 10_000   # traces per query (SQLite's variable limit; ids ascend across chunks)
+
+    def __init__(self, db: Database, ids: list[int], names: list[str]):
+        self.db, self.ids, self.names = db, sorted(ids), list(names)
+        self._len: int | None = None
+
+    def _chunks(self):
+        for start in range(0, len(self.ids), self.CHUNK):
+            chunk = self.ids[start:start + self.CHUNK]
+            yield f"traces.id IN ({','.join('?' * len(chunk))})", chunk
 
     def __len__(self) -> int:
-        return len(self._rows)
+        if self._len is None:
+            marks = ",".join("?" * len(self.names))
+            self._len = sum(self.db.execute(
+                f"SELECT count(*) FROM flags WHERE check_name IN ({marks}) AND trace_id IN"
+                f" (SELECT traces.id FROM traces WHERE {where})",
+                [*self.names, *params]).fetchone()[0] for where, params in self._chunks())
+        return self._len
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return [self._dict(r) for r in self._rows[index]]
-        return self._dict(self._rows[index])
+            return list(self)[index]
+        if index < 0:
+            index += len(self)
+        for i, f in enumerate(self):
+            if i == index:
+                return f
+        raise IndexError(index)
 
     def __iter__(self) -> Iterator[dict]:
-        return map(self._dict, self._rows)
-
-    def _dict(self, row: tuple) -> dict:
-        source, line = self._where[row[0]]
-        return {"source": source, "line": line, "message_index": row[1], "check": row[2],
-                "severity": row[3], "detail": row[4], "evidence": list(row[5] or ())}
+        for where, params in self._chunks():
+            for f in iter_flags(self.db, where, params, self.names):
+                yield {"source": f["source"], "line": f["line"],
+                       "message_index": f["message_idx"],
+                       **{k: f[k] for k in ("check", "severity", "detail", "evidence")}}
 
 
 def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str] | None = None,
@@ -168,17 +171,15 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
         # the jobs panel shows which check runs; a cancel stops before any flag is stored
         if job_ctx is not None:
             job_ctx.progress(done, total, f"check {done + 1}/{total}: {name}")
-    found: list[tuple] = []   # every flag as a tuple (FLAG_KEYS): a dict each would be 2x
-    def keep(flags: list[dict]) -> None:
-        found.extend(tuple(f.get(k) for k in FLAG_KEYS) for f in flags)
-    _, timings = compute_flags(ctx, names, on_check, sink=keep)
-    ids = ctx.traces.ids
-    replace_flags(db, ids, names, (dict(zip(FLAG_KEYS, f)) for f in found), job_id=job_id)
+    with FlagStage(db, names) as stage:   # on disk as found; stored all at once at the end
+        _, timings = compute_flags(ctx, names, on_check, sink=stage.add)
+        ids = ctx.traces.ids
+        stage.commit(ids, job_id=job_id)
     save_learned(db, ctx, [n for n in names if n in PER_TRACE_CHECKS])
     return {
         "traces": len(ctx.traces),
         "assistant_turns": _assistant_turns(db, ids),
-        "flags": FlagList(db, found, ids),
+        "flags": FlagList(db, ids, names),
         "timings": timings,
         "model": ctx.cache.get("coherence_model.report"),
         "conversations_held": ctx.traces.peak,
