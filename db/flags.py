@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import tempfile
 from collections.abc import Iterable, Iterator
 
 from sqlite_utils import Database
@@ -88,9 +90,6 @@ class FlagStage:
     store (this project's setting) should hold them. Use it outside a transaction (ATTACH)."""
 
     def __init__(self, db: Database, check_names: Iterable[str]) -> None:
-        import os
-        import tempfile
-
         self.db, self.names = db, list(check_names)
         fd, self.path = tempfile.mkstemp(prefix="workbench-flags-", suffix=".db")
         os.close(fd)
@@ -111,8 +110,6 @@ class FlagStage:
             return _swap_in(self.db, f"{self.schema}.found", trace_ids, self.names, job_id)
 
     def close(self) -> None:
-        import os
-
         try:
             self.db.execute(f"DETACH DATABASE {self.schema}")
         finally:
@@ -128,19 +125,12 @@ class FlagStage:
 
 def flags_for(db: Database, trace_ids: list[int] | None = None) -> list[dict]:
     """Flags with the trace's source and line, ordered by trace, turn, check."""
-    sql = ("SELECT f.trace_id, t.source, t.line, f.message_idx, f.check_name, f.severity,"
-           " f.detail, f.evidence FROM flags f JOIN traces t ON t.id = f.trace_id")
-    params: list = []
-    if trace_ids is not None:
-        if not trace_ids:
-            return []
-        sql += f" WHERE f.trace_id IN ({','.join('?' * len(trace_ids))})"
-        params = list(trace_ids)
-    sql += " ORDER BY f.trace_id, coalesce(f.message_idx, -1), f.check_name, f.id"
-    keys = ("trace_id", "source", "line", "message_idx", "check", "severity", "detail",
-            "evidence")
-    return [{**dict(zip(keys, r)), "evidence": evidence_of(r[7])}
-            for r in db.execute(sql, params).fetchall()]
+    if trace_ids is None:
+        return list(iter_flags(db, "1", []))
+    if not trace_ids:
+        return []
+    return list(iter_flags(db, f"traces.id IN ({','.join('?' * len(trace_ids))})",
+                           list(trace_ids)))
 
 
 def iter_flags(db: Database, traces_where: str, params: list,

@@ -100,6 +100,12 @@ def _without_failing_traces(ctx: CheckContext, name: str, options: dict) -> list
                        f" ({type(e).__name__}: {str(e)[:200]})") for t, e in bad]
 
 
+def report_flag(f: dict) -> dict:
+    """A stored flag (`db.flags.iter_flags`) as reports show it."""
+    return {"source": f["source"], "line": f["line"], "message_index": f["message_idx"],
+            **{k: f[k] for k in ("check", "severity", "detail", "evidence")}}
+
+
 class FlagList(Sequence):
     """A run's flags as the report shows them (source, line, message_index, check, severity,
     detail, evidence; by trace, turn and check), read from the store when asked for: at
@@ -137,10 +143,7 @@ class FlagList(Sequence):
 
     def __iter__(self) -> Iterator[dict]:
         for where, params in self._chunks():
-            for f in iter_flags(self.db, where, params, self.names):
-                yield {"source": f["source"], "line": f["line"],
-                       "message_index": f["message_idx"],
-                       **{k: f[k] for k in ("check", "severity", "detail", "evidence")}}
+            yield from map(report_flag, iter_flags(self.db, where, params, self.names))
 
 
 def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str] | None = None,
@@ -200,9 +203,7 @@ def stored_report(db: Database, selection: dict | TraceFilter | None,
     a time: at 100k traces they are hundreds of thousands."""
     flt = selection if isinstance(selection, TraceFilter) else TraceFilter.from_dict(selection)
     where, params = flt.where()
-    for f in iter_flags(db, where, params, names):
-        yield {"source": f["source"], "line": f["line"], "message_index": f["message_idx"],
-               **{k: f[k] for k in ("check", "severity", "detail", "evidence")}}
+    return map(report_flag, iter_flags(db, where, params, names))
 
 
 # last: recheck builds on the checks (re-runs the per-trace ones when labels change)

@@ -136,12 +136,11 @@ def _trace_level(ctx: CheckContext) -> list[dict]:
     out = []
     for t in ctx.traces:
         args = _service_args(ctx, t)
+        # with too few on-task conversations to know what results carry, only arguments count
         fields = [k for m in t.messages if m["role"] == "tool" for r in result_records(m)
-                  for k in r]
+                  for k in r] if core >= MIN_CORE else []
         # an argument another tool of the task declares is a damaged call, not another domain
         foreign_args = [(n, k) for n, k in args if k not in known_args]
-        if core < MIN_CORE:   # too few on-task conversations to know what results carry
-            fields = []
         foreign_fields = [k for k in fields if k not in fields_known]
         evidence = len(args) + len(fields)
         if not evidence or (len(foreign_args) + len(foreign_fields)) / evidence <= 0.5:
