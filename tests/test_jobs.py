@@ -134,6 +134,21 @@ def test_ctrl_c_on_a_foreground_check_ends_its_row_cancelled(db_path):
     db.conn.close()
 
 
+def test_ctrl_c_the_moment_the_row_says_running_ends_it_cancelled(db, monkeypatch):
+    """The signal handlers are in place before the row says running: a Ctrl-C right then (what
+    the test above sends as soon as it sees the row running, and once won the race) cancels
+    the job instead of leaving a running row behind."""
+    import db.jobs as job_store
+
+    def start_then_ctrl_c(conn, job_id):
+        start_job(conn, job_id)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(job_store, "start_job", start_then_ctrl_c)
+    row = run_job(db, "check", lambda ctx: pytest.fail("the job body must not run"))
+    assert row["status"] == "cancelled" and "Ctrl-C" in row["error"]
+
+
 def test_detached_worker_runs_on_after_its_starter_exits(db_path):
     db = open_db(db_path)
     import_files(db, [S1 / "traces.jsonl"], task=S1 / "job_description.json")

@@ -211,11 +211,13 @@ def run_job(db: Database, kind: str, fn: Callable[[JobContext], Any], params: An
     Failures are recorded, not raised: the caller reads `status` and `error`."""
     if job_id is None:
         job_id = store.create_job(db, kind, params, selection)
-    store.start_job(db, job_id)
     ctx = JobContext(db, job_id, list(listeners or []), resume=resume)
-    with _Heartbeat(db, job_id), _signals(ctx):
+    # the signal handlers come first: a Ctrl-C just after the row says running must end it
+    with _signals(ctx):
         try:
-            result = fn(ctx)
+            store.start_job(db, job_id)
+            with _Heartbeat(db, job_id):
+                result = fn(ctx)
         except JobStopped as e:
             ctx.log(f"{e.status}: {e}")
             store.finish_job(db, job_id, e.status, error=redact(e) or None)
