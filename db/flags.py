@@ -82,16 +82,51 @@ def replace_flags(db: Database, trace_ids: Iterable[int], check_names: Iterable[
     return written
 
 
+STAGE_PREFIX = "workbench-flags-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:      # another user's process: alive, and not ours to judge
+        return True
+    return True
+
+
+def remove_orphan_stages(folder: str | None = None) -> list[str]:
+    """Delete staging files whose process is gone (a check run killed with SIGKILL, or a
+    machine that lost power, cannot delete its own). Their names carry the writer's pid;
+    files of live processes and files named otherwise are left alone. Returns the paths
+    removed."""
+    folder = folder or tempfile.gettempdir()
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            name = entry.name
+            if not (name.startswith(STAGE_PREFIX) and name.endswith(".db")):
+                continue
+            pid = name[len(STAGE_PREFIX):].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+    return removed
+
+
 class FlagStage:
     """The flags of a check run, kept in a temporary file (the system's temporary folder) as
     each check finds them, then swapped in for the stored flags of those checks in one
-    transaction (`commit`): a run stopped before that changes nothing. At 100,000 traces a
+    transaction (`commit`): a run stopped before that changes nothing, and a run killed
+    outright leaves a file that the next run removes (`remove_orphan_stages`). At 100,000 traces a
     run finds over half a million flags: neither a Python list nor SQLite's in-memory temp
     store (this project's setting) should hold them. Use it outside a transaction (ATTACH)."""
 
     def __init__(self, db: Database, check_names: Iterable[str]) -> None:
         self.db, self.names = db, list(check_names)
-        fd, self.path = tempfile.mkstemp(prefix="workbench-flags-", suffix=".db")
+        remove_orphan_stages()
+        fd, self.path = tempfile.mkstemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", suffix=".db")
         os.close(fd)
         self.schema = f"stage_{os.getpid()}_{id(self)}"
         db.execute(f"ATTACH DATABASE ? AS {self.schema}", [self.path])

@@ -4,6 +4,7 @@ conversations at once."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -119,3 +120,41 @@ def test_a_check_run_stopped_midway_stores_nothing_and_leaves_no_staging_file(tm
         run_checks(db, names=["schema", "structure"], job_ctx=Job())
     assert flags_for(db) == []
     assert not glob.glob(str(tmp_path / "workbench-flags-*.db"))
+
+
+def test_a_staging_file_left_by_a_killed_run_goes_with_the_next_run(tmp_path, monkeypatch):
+    """A check run killed outright (SIGKILL) cannot delete its staging file; the next run
+    does, and leaves alone the file of a run that is still alive."""
+    import glob
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    db_path = tmp_path / "s.db"
+    db = open_db(db_path)
+    import_files(db, [DATA / "scenario-1-baseline" / "traces.jsonl"],
+                 task=DATA / "scenario-1-baseline" / "job_description.json")
+    stage = ("import sys, time; from db import open_db; from db.flags import FlagStage;"
+             " s = FlagStage(open_db(sys.argv[1]), ['schema']); print(s.path, flush=True);"
+             " time.sleep(600)")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", stage, str(db_path)], env=env,
+                              stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parent.parent) for _ in range(2)]
+    try:
+        killed, alive = (Path(p.stdout.readline().strip()) for p in procs)
+        assert killed.exists() and alive.exists()
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        assert killed.exists()          # nothing cleaned up after a SIGKILL
+
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        run_checks(db, names=["schema"])
+        assert not killed.exists()
+        assert alive.exists()
+        assert glob.glob(str(tmp_path / "workbench-flags-*.db")) == [str(alive)]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
