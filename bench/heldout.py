@@ -294,6 +294,8 @@ def mix(s1: list[list[dict]], seed: int, share: float, on_task: int = 40
 SMALL_SETS = ((30, 101), (30, 104), (30, 107), (45, 102), (45, 105), (45, 108),
               (60, 103), (60, 106), (60, 109))   # (conversations, seed)
 MIX_SHARES = ((0.3, 201), (0.45, 202), (0.6, 203))   # (foreign share, seed)
+# mixes of seeds nothing was tuned on, shares in steps of 5 points
+UNTUNED_MIXES = tuple((round(0.3 + 0.05 * k, 2), 9601 + k) for k in range(7))
 # ten more seeds per size that no threshold was tuned on (issue #15: every small corpus, not
 # only the pooled ones, must meet the targets); the bench reports them apart
 # a second batch of ten per size (seeds 93xx-95xx), drawn after the first batch's results were
