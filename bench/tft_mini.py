@@ -352,7 +352,9 @@ def report(results: dict) -> str:
     tl = results["test_lines"]
     traces = f"{c['traces']} traces" if c["traces"] else "every trace"
     out = [
-        f"`python bench/tft_mini.py{' --full' if c['full'] else ''}` (rev {results['rev']},"
+        f"`python bench/tft_mini.py{' --full' if c['full'] else ''}` (rev {results['rev']}"
+        + (f", resumed at rev {results['resumed_rev']}" if results.get("resumed_rev") else "")
+        + ","
         f" data: {results['data']}); sizes: {traces}"
         f" per scenario (lines drawn once with seed {SEED}; scenario 4: its 5), {len(tl)} of"
         f" the 34 test conversations (test.jsonl lines {', '.join(str(i + 1) for i in tl)}),"
@@ -511,6 +513,8 @@ def main(argv: list[str] | None = None) -> None:
         results["config"]["scenarios"] = sorted({*results["config"]["scenarios"],
                                                  *cfg.scenarios})
         results["scenarios"] = [r for r in results["scenarios"] if "error" not in r]
+        if git_rev() != results["rev"]:   # the code that finishes the run, beside the first
+            results["resumed_rev"] = git_rev()
     else:
         run_dir = ROOT / "bench" / "out" / "tft_mini" / time.strftime("run-%Y%m%d-%H%M%S")
         run_dir.mkdir(parents=True)

@@ -62,3 +62,16 @@ def test_paired_bootstrap_weights_turns_and_resamples_conversations() -> None:
         tft_mini.goal_of(1), -0.03)
     assert tft_mini.goal_met(tft_mini.goal_of(4), 0.10) and not tft_mini.goal_met(
         tft_mini.goal_of(2), 0.04)
+
+
+def test_a_resumed_report_names_the_code_of_both_attempts() -> None:
+    """A run finished by other code than began it says so (its numbers may mix the two)."""
+    config = {"scenarios": [4], "traces": 24, "test_conversations": 3, "max_steps": 6,
+              "epochs": 1.0, "seqs_per_step": 1, "max_length": 1536, "lr": 0.001,
+              "lora_r": 16, "synth_target": 19, "threads": 1, "base_model": None,
+              "committee": False, "full": False}
+    results = {"rev": "1111111", "data": "tft", "config": config, "test_lines": [2, 24, 26],
+               "base": None, "scenarios": []}
+    assert "rev 1111111," in tft_mini.report(results)
+    results["resumed_rev"] = "2222222"
+    assert "rev 1111111, resumed at rev 2222222," in tft_mini.report(results)
