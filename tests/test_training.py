@@ -257,6 +257,31 @@ def _tiny_cfg(out: Path, tiny_model_dir: Path, **kw: Any) -> Any:
     return TrainConfig(**{**base, **kw})
 
 
+def test_activation_checkpointing_follows_the_setting_without_deprecated_names(
+        train_db: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`--checkpointing` reaches the Trainer under the installed transformers' own names (the
+    old `gradient_checkpointing*` ones warn that they go in v6)."""
+    import warnings
+
+    import torch
+
+    from workbench.hf_loading import load_model, load_tokenizer
+    from workbench.training.trainer import Hardware, add_lora, build_trainer
+
+    tok = load_tokenizer(tiny_model_dir)
+    examples = build_examples(encode_all(tok, load_conversations(train_db, DataOptions())),
+                              DataOptions())
+    hw = Hardware("cpu", torch.float32, False, False, "sdpa")
+    for setting, on in (("on", True), ("off", False), ("auto", True)):
+        cfg = _tiny_cfg(tmp_path, tiny_model_dir, checkpointing=setting)
+        model = add_lora(load_model(tiny_model_dir), cfg)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            trainer = build_trainer(model, tok, examples, cfg, hw)
+        assert trainer.args.gradient_checkpointing is on, setting
+        assert getattr(trainer.args, "activation_checkpointing", on) is on, setting
+
+
 @pytest.mark.slow
 def test_loss_normalised_over_supervised_tokens(train_db: Any, tiny_model_dir: Path,
                                                 tmp_path: Path) -> None:

@@ -347,6 +347,18 @@ def warmup_steps(cfg: TrainConfig, n_sequences: int) -> int:
     return int(cfg.warmup_ratio * steps)
 
 
+
+def checkpointing_args(on: bool) -> dict:
+    """Activation checkpointing in the TrainingArguments names of the installed transformers
+    (5.24 renamed `gradient_checkpointing*` to `activation_checkpointing*` and warns on the
+    old names; the project accepts releases from 5.20)."""
+    from transformers import TrainingArguments
+
+    prefix = ("activation" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+              else "gradient")
+    return {f"{prefix}_checkpointing": on,
+            f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}}
+
 def build_trainer(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: TrainConfig,
                   hw: Hardware, callbacks: Sequence[Any] = ()) -> Any:
     from transformers import Trainer, TrainingArguments
@@ -376,8 +388,7 @@ def build_trainer(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: 
         seed=cfg.seed,
         data_seed=cfg.seed,
         ddp_find_unused_parameters=False,
-        gradient_checkpointing=cfg.uses_checkpointing(hw),
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        **checkpointing_args(cfg.uses_checkpointing(hw)),
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     trainer = Trainer(model=model, args=args, train_dataset=SequenceDataset(examples),
