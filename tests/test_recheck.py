@@ -58,7 +58,8 @@ def test_an_edit_and_an_accepted_proposal_recheck_their_trace(tmp_path):
     assert (tid, idx) in _turn_flags(db, "schema")
     decide(db, rev, "accepted")
     res = recheck_traces(db, [tid])
-    assert res == {"traces": 1, "checks": ["schema", "structure", "grounding"],
+    # the per-trace checks, and coherence's verdict on the whole conversation
+    assert res == {"traces": 1, "checks": ["schema", "structure", "grounding", "coherence"],
                    "flags": res["flags"]}
     assert (tid, idx) not in _turn_flags(db, "schema")
     # an edit that brings an error gets its flag, naming the bad argument
@@ -107,3 +108,43 @@ def test_nothing_is_rechecked_on_a_store_never_checked(tmp_path):
     assert recheck_traces(db, [1, 2]) == {"traces": 0, "checks": [], "flags": 0}
     assert flags_for(db) == []
     db.conn.close()
+
+
+def _off_domain(db):
+    return {f["trace_id"] for f in flags_for(db) if f["check"] == "coherence"
+            and f["severity"] == "error" and f["message_idx"] is None}
+
+
+def test_normalised_drift_is_no_longer_off_domain_and_foreign_traffic_still_is(tmp_path):
+    """Before normalisation a drifted conversation's calls send arguments no tool declares, so
+    coherence calls it off-domain (which keeps it out of training); once the normaliser has
+    mapped them, that verdict must go, as a fresh check would decide. Conversations of another
+    product (scenario 5's hotels) stay out."""
+    from pathlib import Path
+
+    from db import open_db
+    from workbench.importing import import_files
+
+    data = Path(__file__).parent / "data" / "tft"
+    task = data / "scenario-1-baseline" / "job_description.json"
+    for scenario, stays in (("scenario-3-schema-drift", False), ("scenario-5-trace-mixing", True)):
+        db = open_db(tmp_path / f"{scenario}.db")
+        import_files(db, [data / scenario / "traces.jsonl"], task=task)
+        run_checks(db)
+        before = _off_domain(db)
+        assert len(before) > 100, scenario
+        turn_flags = {(f["trace_id"], f["message_idx"], f["detail"]) for f in flags_for(db)
+                      if f["check"] == "coherence" and f["message_idx"] is not None}
+        normalize(db)
+        after = _off_domain(db)
+        assert after == (before if stays else set()), scenario
+        # coherence's turn-level flags are not re-run here: they stay as they were
+        assert turn_flags == {(f["trace_id"], f["message_idx"], f["detail"])
+                              for f in flags_for(db)
+                              if f["check"] == "coherence" and f["message_idx"] is not None}
+        fresh = run_checks(db, names=["coherence"])
+        assert {(f["source"], f["line"]) for f in fresh["flags"]
+                if f["severity"] == "error" and f["message_index"] is None} == {
+            (f["source"], f["line"]) for f in flags_for(db) if f["check"] == "coherence"
+            and f["severity"] == "error" and f["message_idx"] is None}, scenario
+        db.conn.close()

@@ -24,7 +24,8 @@ change the evidence), and a turn that already holds the same normaliser revision
 accepted or rejected) gets no new one; a still-proposed one keeps its review flag.
 
 The traces it relabels are checked again (`recheck_traces`: schema, structure, grounding), so
-the flags of the drifted calls it rewrote go with them.
+the flags of the drifted calls it rewrote go with them; and, as calls across the corpus now
+keep to the schema, coherence decides again which conversations are off-domain by the schema.
 """
 
 from __future__ import annotations
@@ -407,7 +408,7 @@ def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
                                    f" {ev['dropped']}): proposed for review"})
         replace_flags(db, [t.id for t in ctx.traces], [NAME], warn_flags)
         # the old schema errors of the calls just rewritten must not outlive them
-        rechecked = recheck_traces(db, relabelled)
+        rechecked = recheck_traces(db, relabelled, corpus_changed=True)
     summary = []
     for (src, dst), maps in sorted(mapping_counts.items(), key=lambda x: -sum(x[1].values())):
         n = sum(maps.values())

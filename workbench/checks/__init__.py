@@ -178,7 +178,7 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
         _, timings = compute_flags(ctx, names, on_check, sink=stage.add)
         ids = ctx.traces.ids
         stage.commit(ids, job_id=job_id)
-    save_learned(db, ctx, [n for n in names if n in PER_TRACE_CHECKS])
+    save_learned(db, ctx, [n for n in names if n in PER_TRACE_CHECKS or n == coherence.NAME])
     return {
         "traces": len(ctx.traces),
         "assistant_turns": _assistant_turns(db, ids),

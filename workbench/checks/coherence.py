@@ -169,9 +169,19 @@ def _trace_level(ctx: CheckContext) -> list[dict]:
                                      f" ({len(foreign_fields)} of {len(fields)} fields)"))
         sample = sorted({k for _, k in foreign_args} | set(foreign_fields))[:5]
         out.append(flag(t, None, NAME, "error",
-                        "off-domain conversation: its calls and results use fields no tool"
-                        f" of the task has ({', '.join(sample)})", why))
+                        f"{OFF_BY_SCHEMA} no tool of the task has ({', '.join(sample)})", why))
     return out
+
+
+OFF_BY_SCHEMA = "off-domain conversation: its calls and results use fields"
+
+
+def schema_verdicts(ctx: CheckContext) -> tuple[set[int], list[dict]]:
+    """The conversations of `ctx` that make service calls, and the off-domain flags the schema
+    rule gives them (what a re-check after a relabelling decides again; `ctx` knows the
+    corpus' result fields, see `result_fields`)."""
+    with_calls = {t.id for t in ctx.traces if _service_args(ctx, t)}
+    return with_calls, [f for f in _trace_level(ctx) if f["trace_id"] in with_calls]
 
 
 _PORTER = PorterStemmer()

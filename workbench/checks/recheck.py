@@ -9,7 +9,10 @@ Structure and grounding learn from the corpus (which tools are message-only, how
 answer calls, how strictly each argument is held). Re-checking a few traces must not re-learn
 that from those few, so every check run stores what it learned (`LEARNED_KEY` in `settings`) and
 a re-check reuses it: a trace re-checked gets the flags the last run would have given its new
-labels. The corpus-wide checks (coherence, duplicates, coherence_model) are not re-run here.
+labels. Of the corpus-wide checks, coherence's schema verdict on a whole conversation is
+decided again (an off-domain flag raised for arguments the task's tools do not declare must go
+once the normaliser has mapped them onto the task's, or the conversation stays out of training);
+its turn-level flags, duplicates and coherence_model are not re-run here.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from sqlite_utils import Database
 from db.browse import get_setting, set_setting
 from db.flags import replace_flags
 from db.queries import TraceFilter
-from workbench.checks import grounding, schema, structure
+from db.flags import iter_flags
+from workbench.checks import coherence, grounding, schema, structure
 from workbench.checks.base import CheckContext
 
 PER_TRACE_CHECKS = (schema.NAME, structure.NAME, grounding.NAME)
@@ -52,6 +56,10 @@ def learned_of(ctx: CheckContext, names: Iterable[str]) -> dict:
                          "echo": _pairs(grounding.echo_fidelity(ctx))}
         elif name == grounding.NAME:
             out[name] = {"message_tools": sorted(ctx.inferred_message_tools)}
+        elif name == coherence.NAME and "coherence.result_fields" in ctx.cache:
+            fields, core = ctx.cache["coherence.result_fields"]
+            out[name] = {"message_tools": sorted(ctx.inferred_message_tools),
+                         "result_fields": sorted(fields), "core": core}
     return out
 
 
@@ -70,6 +78,8 @@ def _context_for(base: CheckContext, name: str, learned: dict) -> CheckContext:
         ctx.message_tools = set(learned["message_tools"])
     if name == structure.NAME:
         ctx.cache["structure.answered_rate"] = learned["answered_rate"]
+    elif name == coherence.NAME:
+        ctx.cache["coherence.result_fields"] = (set(learned["result_fields"]), learned["core"])
     elif name == grounding.NAME and "strictness" in learned:
         ctx.cache["grounding.arguments"] = (_unpairs(learned["strictness"]),
                                             _unpairs(learned["defaults"]))
@@ -77,10 +87,13 @@ def _context_for(base: CheckContext, name: str, learned: dict) -> CheckContext:
     return ctx
 
 
-def recheck_traces(db: Database, trace_ids: Iterable[int]) -> dict:
+def recheck_traces(db: Database, trace_ids: Iterable[int], corpus_changed: bool = False) -> dict:
     """Run the per-trace checks again on these traces (after a label changed) and replace their
     flags; a flag found again keeps its first time. Only checks that have run on the store are
-    re-run. Returns `{"traces", "checks", "flags"}` (flags now stored by those checks)."""
+    re-run. With `corpus_changed` (the normaliser rewrote calls across the corpus), what
+    coherence learned of the task's results is learned again from the whole store first, and
+    every conversation's schema verdict is decided again: conversations whose calls now keep
+    to the schema teach their results' fields. Returns `{"traces", "checks", "flags"}`."""
     from workbench.checks import CHECKS, load_context
 
     ids = sorted(set(trace_ids))
@@ -105,4 +118,28 @@ def recheck_traces(db: Database, trace_ids: Iterable[int]) -> dict:
         flags += CHECKS[name].run(_context_for(base, name, learned[name]))
     found = [t.id for t in base.traces]
     n = replace_flags(db, found, names, flags)
+    if coherence.NAME in learned:
+        if corpus_changed:
+            base = load_context(db)
+            coherence.result_fields(base)        # learned into base.cache, then recorded
+            save_learned(db, base, [coherence.NAME])
+            learned = get_setting(db, LEARNED_KEY, {})
+        n += _recheck_off_domain(db, base, learned[coherence.NAME])
+        names = [*names, coherence.NAME]
     return {"traces": len(found), "checks": names, "flags": n}
+
+
+def _recheck_off_domain(db: Database, base: CheckContext, learned: dict) -> int:
+    """Decide again whether each conversation with service calls is off-domain by the schema
+    (its calls' arguments, its results' fields against those the last run learned), keeping
+    coherence's other flags on it as they are. Returns the coherence flags now stored there."""
+    with_calls, fresh = coherence.schema_verdicts(_context_for(base, coherence.NAME, learned))
+    if not with_calls:
+        return 0
+    ids = sorted(with_calls)
+    where = f"traces.id IN ({','.join('?' * len(ids))})"
+    kept = [{"trace_id": f["trace_id"], "message_idx": f["message_idx"], "check": f["check"],
+             "severity": f["severity"], "detail": f["detail"], "evidence": f["evidence"]}
+            for f in iter_flags(db, where, ids, [coherence.NAME])
+            if f["message_idx"] is not None or not f["detail"].startswith(coherence.OFF_BY_SCHEMA)]
+    return replace_flags(db, ids, [coherence.NAME], kept + fresh)
