@@ -22,13 +22,13 @@ from collections.abc import Iterable
 from sqlite_utils import Database
 
 from db.browse import get_setting, set_setting
-from db.flags import replace_flags
+from db.flags import iter_flags, replace_flags
 from db.queries import TraceFilter
-from db.flags import iter_flags
 from workbench.checks import coherence, grounding, schema, structure
 from workbench.checks.base import CheckContext
 
 PER_TRACE_CHECKS = (schema.NAME, structure.NAME, grounding.NAME)
+CHUNK = 10_000   # traces per flag query
 LEARNED_KEY = "checks.learned"   # {check name: what its last run learned from the corpus}
 
 
@@ -137,9 +137,11 @@ def _recheck_off_domain(db: Database, base: CheckContext, learned: dict) -> int:
     if not with_calls:
         return 0
     ids = sorted(with_calls)
-    where = f"traces.id IN ({','.join('?' * len(ids))})"
-    kept = [{"trace_id": f["trace_id"], "message_idx": f["message_idx"], "check": f["check"],
-             "severity": f["severity"], "detail": f["detail"], "evidence": f["evidence"]}
-            for f in iter_flags(db, where, ids, [coherence.NAME])
-            if f["message_idx"] is not None or not f["detail"].startswith(coherence.OFF_BY_SCHEMA)]
+    kept = []     # stored flags are what replace_flags takes: no copy needed
+    for start in range(0, len(ids), CHUNK):   # SQLite's variable limit on a large store
+        chunk = ids[start:start + CHUNK]
+        kept += [f for f in iter_flags(db, f"traces.id IN ({','.join('?' * len(chunk))})",
+                                       chunk, [coherence.NAME])
+                 if f["message_idx"] is not None
+                 or not f["detail"].startswith(coherence.OFF_BY_SCHEMA)]
     return replace_flags(db, ids, [coherence.NAME], kept + fresh)

@@ -347,7 +347,6 @@ def warmup_steps(cfg: TrainConfig, n_sequences: int) -> int:
     return int(cfg.warmup_ratio * steps)
 
 
-
 def checkpointing_args(on: bool) -> dict:
     """Activation checkpointing in the TrainingArguments names of the installed transformers
     (5.24 renamed `gradient_checkpointing*` to `activation_checkpointing*` and warns on the
