@@ -286,7 +286,7 @@ def run_base(run_dir: Path, data: Path, test_lines: list[int], cfg: argparse.Nam
     return {"model": gguf, "run_id": rep["run_id"], "turns": rep["metrics"]["n"],
             "errors": rep["metrics"]["errors"],
             "metrics": {m: mean(scores, m) for m in METRICS}, "per_conversation": scores,
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "floor": rep.get("floor"), "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def run_scenario(sc: int, scen: Path, run_dir: Path, data: Path, test_lines: list[int],
@@ -392,6 +392,12 @@ def report(results: dict) -> str:
                    f" equivalence {pct(b['tool_call_equivalence'])} ({base['seconds']:.0f} s).")
     elif base:
         out.append(f"Base model: {base.get('error') or base.get('skipped')}.")
+    if base.get("floor"):
+        f = base["floor"]
+        out += ["", f"The same call on every one of these turns (`{f['function']}` with its"
+                f" commonest arguments, the commonest reference call) scores staged"
+                f" {pct(f['staged_tool_call'])}, function {pct(f['function_match'])}: a model"
+                " at or below it has learned no decision between the tools."]
     out += ["", "| scenario | traces: imported -> trained on (suspect turns masked, excluded,"
             " relabelled, synthetic) | turns | staged: base / direct / curated | delta staged"
             " [95% CI] | function: direct / curated, delta [CI] | equivalence: direct /"

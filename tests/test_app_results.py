@@ -54,6 +54,9 @@ async def test_results_screen_compares_runs_and_opens_a_worst_turn(db_path):
         assert MARKUP in text and "\\x1b]0;owned\\x07" in text   # the name, literally
         assert "\x1b]0;owned" not in text
         assert "#1" in text and "#2" in text and "metrics per run" in text
+        floor = scr.report["floor"]                              # the constant call beside it
+        assert (f"(the same {floor['function']} call on every turn: staged"
+                f" {floor['staged_tool_call']:.3f})") in " ".join(text.split())
         scr.query_one("#run-tabs").active = "tab-compare"
         await pilot.pause(0.3)
         compare_table = scr.query_one("#compare")

@@ -223,14 +223,25 @@ def test_evaluate_stores_scores_confusion_and_delta(db, tiny_file: Path) -> None
                                 "respond_to_user": {"respond_to_user": 2}}
     assert rep["worst"][0]["staged_tool_call"] == 0.75
     assert rep["previous"] is None
+    # the floor is what the constant call scores when a model really answers it every turn
+    floor = rep["floor"]
+    const = evaluate(db, ScriptedBackend(lambda m: floor["call"]), selection_for(str(tiny_file)))
+    const_rep = report(db, const["result"]["run_id"])
+    assert const_rep["metrics"]["staged_tool_call"] == pytest.approx(floor["staged_tool_call"])
+    assert const_rep["metrics"]["function_match"] == pytest.approx(floor["function_match"])
+    assert 0.25 <= floor["staged_tool_call"] < rep["metrics"]["staged_tool_call"]
+    out = Console(record=True, width=200, color_system=None)
+    print_report(rep, out)
+    assert (f"would score staged {floor['staged_tool_call']:.4f}" in out.export_text())
     # the history a turn sees is the reference history (teacher forcing), in order
     assert [len(m) for m in backend.seen] == [1, 3, 1, 3]
     # a second run on the same selection: the file is not imported again; delta is reported
     job2 = evaluate(db, ScriptedBackend(lambda m: ""), selection_for(str(tiny_file)))
     assert db.execute("SELECT count(*) FROM traces").fetchone()[0] == 2
     rep2 = report(db, job2["result"]["run_id"])
-    assert rep2["previous"]["run_id"] == run_id
-    assert rep2["previous"]["metrics"]["staged_tool_call"] == pytest.approx(-0.875)
+    assert rep2["previous"]["run_id"] == const["result"]["run_id"]
+    assert rep2["previous"]["metrics"]["staged_tool_call"] == pytest.approx(
+        -floor["staged_tool_call"])
 
 
 def test_a_cancelled_run_resumes_where_it_stopped(db, tiny_file: Path) -> None:

@@ -11,6 +11,7 @@ from rouge_score.rouge_scorer import RougeScorer
 from workbench.errors import InputError
 from workbench.metrics import (
     binary_tool_call,
+    constant_floor,
     function_match,
     read_predictions,
     rouge_l,
@@ -323,3 +324,29 @@ def test_tft_answers_with_one_value_changed_score_three_quarters() -> None:
         assert scores["tool_call_equivalence"] == 0.0
         assert scores["function_match"] == 1.0
         assert 0.0 < scores["rouge_l"] < 1.0
+
+
+def test_constant_floor_is_the_commonest_call_at_its_commonest_values() -> None:
+    reply = lambda text: call("respond_to_user", message=text)  # noqa: E731
+    answers = [reply("Anything else?"), reply("Anything else?"), reply("Which city?"),
+               call("FindRestaurants", city="Oakland", cuisine="Thai"), "not a call"]
+    floor = constant_floor(answers)
+    assert floor["function"] == "respond_to_user"
+    assert floor["arguments"] == {"message": "Anything else?"}
+    # 1 + 1 + 0.75 (same function and names) + 0.25 (another function) + 0 (broken), over 5
+    assert floor["staged_tool_call"] == pytest.approx(3.0 / 5)
+    assert floor["function_match"] == pytest.approx(3 / 5)
+    assert floor["tool_call_equivalence"] == pytest.approx(2 / 5)
+    assert score_rows({"answer": a, "prediction": floor["call"]} for a in answers)[
+        "staged_tool_call"] == pytest.approx(floor["staged_tool_call"])
+    assert constant_floor(["no call here", ""]) is None
+
+
+def test_constant_floor_of_the_tft_test_answers() -> None:
+    answers = _test_answers()
+    floor = constant_floor(answers)
+    names = [json.loads(a)["name"] for a in answers]
+    top = max(set(names), key=names.count)
+    assert floor["function"] == top
+    assert floor["function_match"] == pytest.approx(names.count(top) / len(names))
+    assert 0.25 <= floor["staged_tool_call"] < 1.0

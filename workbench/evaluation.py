@@ -39,7 +39,7 @@ from workbench.chat_backend import ChatBackend, Completion, create_completion
 from workbench.conversation_view import conversations, task_context
 from workbench.jobs import JobContext, run_job
 from workbench.messages import per_turn_pairs, to_benchmark_question, turn_answer
-from workbench.metrics import METRICS, score_pair
+from workbench.metrics import METRICS, constant_floor, score_pair
 from workbench.redaction import redact
 from workbench.toolcalls import parse_tool_calls
 
@@ -449,4 +449,5 @@ def report(db: Database, run_id: int, worst: int = 10) -> dict:
                         "error": r["details"]["error"]} for r in failed[:worst]],
             "error_summary": error_summary(failed),
             "unjudged_summary": error_summary(rows, "judge_error"),
-            "confusion": confusion(rows), "worst": worst_turns(rows, worst), "previous": delta}
+            "confusion": confusion(rows), "worst": worst_turns(rows, worst), "previous": delta,
+            "floor": constant_floor([r["reference"] for r in rows])}

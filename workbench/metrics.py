@@ -20,13 +20,15 @@ Choices where the benchmark is silent, made so a score never rewards a malformed
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from workbench import safe_json
 from workbench.errors import InputError
-from workbench.toolcalls import ToolCall, parse_tool_calls
+from workbench.toolcalls import ToolCall, format_tool_call, parse_tool_calls
 
 if TYPE_CHECKING:
     from rouge_score.rouge_scorer import RougeScorer
@@ -100,6 +102,30 @@ def score_rows(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         result[key] = sum(s[key] for s in scored) / n if n else 0.0
     result["rows"] = scored
     return result
+
+
+def constant_floor(answers: Sequence[str]) -> dict[str, Any] | None:
+    """What the same call on every turn scores: the commonest reference call shape (function
+    and argument names), each argument at its commonest value there. A model that learned only
+    which tool is most frequent scores this, and where one tool dominates (a reply tool on most
+    turns) it sits far above zero, so a mean is worth something only beside it. None for no
+    parseable reference."""
+    refs = [c for a in answers if (c := _single_call(a)) is not None]
+    if not refs:
+        return None
+    shapes = Counter((r["name"], tuple(sorted(r["arguments"]))) for r in refs)
+    (name, keys), _ = shapes.most_common(1)[0]
+    same = [r["arguments"] for r in refs if r["name"] == name
+            and tuple(sorted(r["arguments"])) == keys]
+    args = {k: Counter(json.dumps(a[k], sort_keys=True) for a in same).most_common(1)[0][0] for k in keys}
+    arguments = {k: safe_json.loads(v) for k, v in args.items()}
+    call = format_tool_call(name, arguments)
+    n = len(answers)
+    staged = [staged_tool_call(a, call) for a in answers]
+    return {"call": call, "function": name, "arguments": arguments, "n": n,
+            "staged_tool_call": sum(staged) / n,
+            "function_match": sum(function_match(a, call) for a in answers) / n,
+            "tool_call_equivalence": sum(1.0 for s in staged if s == 1.0) / n}
 
 
 def read_predictions(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

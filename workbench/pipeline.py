@@ -668,9 +668,12 @@ def _eval_summary(db: Database, row: dict | None) -> dict | None:
         return None
     rep = report(db, row["result"]["run_id"], worst=0)
     m = rep["metrics"]
+    floor = rep.get("floor")
     return {"job_id": row["id"], "run_id": rep["run_id"], "model": rep["model_ref"],
             "turns": m.get("n"), "errors": m.get("errors", 0),
-            "metrics": {k: m[k] for k in METRIC_KEYS if k in m}}
+            "metrics": {k: m[k] for k in METRIC_KEYS if k in m},
+            "floor": floor and {"function": floor["function"], "arguments": floor["arguments"],
+                                **{k: floor[k] for k in METRIC_KEYS if k in floor}}}
 
 
 def _delta(a: dict, b: dict) -> dict:
@@ -792,6 +795,13 @@ def report_markdown(rep: dict) -> str:
                 cells += [_num(be["metrics"].get(k)), _num((b["delta"] or {}).get(k),
                                                            "{:+.4f}")]
             out.append("| " + " | ".join(cells) + " |")
+        if e.get("floor"):
+            f = e["floor"]
+            out += ["", f"The same call on every turn (`{_md(f['function'])}` with the"
+                    " commonest arguments) would score staged"
+                    f" {_num(f['staged_tool_call'])}, function match"
+                    f" {_num(f['function_match'])}: a model below that has not learned when"
+                    " to call which tool."]
     b = rep.get("baseline")
     if b:
         bt = b["training"]

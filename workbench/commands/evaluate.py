@@ -52,6 +52,7 @@ def print_report(rep: dict, out: Console = console) -> None:
             change = f"{prev[key]:+.4f}" if key in prev else ""
             table.add_row(key, f"{m[key]:.4f}", change)
     out.print(table)
+    print_floor(rep.get("floor"), m, out)
     if rep.get("previous"):
         out.print(Text(f"change against run {rep['previous']['run_id']} (")
                   + Text(visible(rep["previous"]["model_ref"])) + Text(") on the same selection"))
@@ -75,6 +76,17 @@ def print_report(rep: dict, out: Console = console) -> None:
                    f"{w['rouge_l']:.2f}", "" if w["judge"] is None else f"{w['judge']:.0f}",
                    _short(w["reference"]), _short(w["prediction"]))
     out.print(wt)
+
+
+def print_floor(floor: dict | None, m: dict, out: Console = console) -> None:
+    """The constant call's scores beside the model's: a mean means little without it."""
+    if not floor:
+        return
+    gap = m["staged_tool_call"] - floor["staged_tool_call"]
+    call = f"{floor['function']} {json.dumps(floor['arguments'], ensure_ascii=False)}"
+    out.print(Text("the same call on every turn (") + _short(call, 100)
+              + Text(f") would score staged {floor['staged_tool_call']:.4f}, function match"
+                     f" {floor['function_match']:.4f}: the model is {gap:+.4f} staged from it"))
 
 
 def print_turn(ref: str | None, completion: Any, staged: float | None,

@@ -149,6 +149,9 @@ class ResultsScreen(Screen):
         for key, short in SHORT.items():
             if key in rep["metrics"]:
                 head.append(f"  {short} {rep['metrics'][key]:.3f}")
+        if rep.get("floor"):
+            head.append(f"  (the same {visible(rep['floor']['function'])} call on every turn:"
+                        f" staged {rep['floor']['staged_tool_call']:.3f})", style="dim")
         if rep.get("error_summary"):
             head.append("\nturns without a reply: ", style="red")
             head.append(visible(rep["error_summary"]))
