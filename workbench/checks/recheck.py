@@ -112,15 +112,23 @@ def recheck_traces(db: Database, trace_ids: Iterable[int], corpus_changed: bool 
     names = [n for n in PER_TRACE_CHECKS if n in learned]
     if not names:
         return {"traces": 0, "checks": [], "flags": 0}
-    base = load_context(db, TraceFilter(trace_ids=ids))
+    whole = None
+    if corpus_changed and coherence.NAME in learned:
+        whole = load_context(db)     # read once: the relabelled traces are a slice of it
+        wanted = set(ids)
+        base = CheckContext(traces=[t for t in whole.traces if t.id in wanted],
+                            tools=whole.tools, task=whole.task,
+                            message_tools=whole.message_tools)
+    else:
+        base = load_context(db, TraceFilter(trace_ids=ids))
     flags = []
     for name in names:
         flags += CHECKS[name].run(_context_for(base, name, learned[name]))
     found = [t.id for t in base.traces]
     n = replace_flags(db, found, names, flags)
     if coherence.NAME in learned:
-        if corpus_changed:
-            base = load_context(db)
+        if whole is not None:
+            base = whole
             coherence.result_fields(base)        # learned into base.cache, then recorded
             save_learned(db, base, [coherence.NAME])
             learned = get_setting(db, LEARNED_KEY, {})
