@@ -82,6 +82,11 @@ def test_score_command(tmp_path):
     assert out["n"] == 3
     assert [row["staged_tool_call"] for row in out["rows"]] == [1.0, 0.75, 0.0]
     assert out["tool_call_equivalence"] == 1 / 3
+    assert out["floor"]["function"] == "FindRestaurants" and out["floor"]["staged_tool_call"] == 1.0
+    r = runner.invoke(app, ["score", str(f)])
+    assert r.exit_code == 0, r.output
+    assert "would score staged 1.0000" in " ".join(r.stdout.split())
+    assert "the model is -0.4167 staged from it" in " ".join(r.stdout.split())
 
 
 def _writer(db_path: str, n: int, who: str) -> None:

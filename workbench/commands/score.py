@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from workbench.commands.common import console, print_json, user_errors
-from workbench.metrics import METRICS, read_predictions, score_rows
+from workbench.metrics import METRICS, constant_floor, read_predictions, score_rows
 
 
 def register(app: typer.Typer) -> None:
@@ -18,9 +18,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print means and per-row scores"),
     ) -> None:
         """Score predictions exactly as the TFT benchmark does (staged, equivalence,
-        function match, ROUGE-L)."""
+        function match, ROUGE-L), beside what the same call on every row would score."""
         with user_errors():
-            result = score_rows(read_predictions(predictions))
+            rows = list(read_predictions(predictions))
+        result = score_rows(rows)
+        result["floor"] = constant_floor([r["answer"] for r in rows])
         if as_json:
             print_json(result)
             return
@@ -28,3 +30,6 @@ def register(app: typer.Typer) -> None:
         for m in METRICS:
             table.add_row(m, f"{result[m]:.4f}")
         console.print(table)
+        from workbench.commands.evaluate import print_floor
+
+        print_floor(result["floor"], result)
