@@ -155,11 +155,30 @@ def test_masks_and_per_turn(train_db: Any, gguf_tokenizer: Any) -> None:
     assert examples_for(e0, DataOptions(suspect="drop")) == []
     assert examples_for(e0, DataOptions(suspect="train"))[0].labels == ex.labels
     assert len(examples_for(e0, DataOptions(suspect="mask", per_turn=True))) == 2
-    # max_length: a turn that does not end within it gets no loss, in both modes
+    # max_length: the turns ending past it are trained in windows, the system prompt and tools
+    # then the latest messages, from the user's words before the turn at least; none is lost
     first_end = e.turns[0][2]
-    (short,) = examples_for(e, DataOptions(max_length=first_end + 1))
-    assert len(short.input_ids) == first_end and len(
-        examples_for(e, DataOptions(max_length=first_end + 1, per_turn=True))) == 1
+    limit = first_end + 1
+    short = examples_for(e, DataOptions(max_length=limit))
+    assert len(short) > 1 and len(short[0].input_ids) == first_end
+    assert all(len(x.input_ids) <= limit for x in short)
+
+    def sup(xs: list) -> list[int]:
+        return [t for x in xs for t in x.labels if t != IGNORE_INDEX]
+
+    assert sup(short) == sup([ex])                      # every turn, once, the same tokens
+    head = e.prompt_tokens
+    for x in short[1:]:
+        assert x.input_ids[:head] == e.input_ids[:head]           # the tools, always
+        window = tok.decode(x.input_ids[head:])
+        assert window.startswith("<|im_start|>user\n")   # a whole message, the user's
+        assert window in tok.decode(e.input_ids)       # the conversation's latest messages
+    per_turn = examples_for(e, DataOptions(max_length=limit, per_turn=True))
+    assert sup(per_turn) == sup(short) and len(per_turn) == 3   # same tokens, same context:
+    assert all(any(w.input_ids[:len(t.input_ids)] == t.input_ids for w in short)
+               for t in per_turn)
+    # a limit where a turn does not fit even with its own message: that turn gets no loss
+    assert examples_for(e, DataOptions(max_length=head + 4)) == []
     p = plan(enc, DataOptions())
     assert p["supervised_tokens"] == p["per_turn"]["supervised_tokens"]
     assert p["per_turn"]["sequences"] == 18 and p["sequences"] == 6
@@ -180,7 +199,8 @@ def test_plan_json(train_db: Any, tiny_model_dir: Path) -> None:
     p = json.loads(r.stdout)
     assert set(p) == {"conversations", "assistant_turns", "suspect_turns",
                       "masked_suspect_turns", "dropped_conversations", "max_length",
-                      "turns_past_max_length", "prompt_tokens", "prompts_past_max_length",
+                      "turns_past_max_length", "windowed_turns", "prompt_tokens",
+                      "prompts_past_max_length",
                       "sequences", "tokens", "supervised_tokens", "per_turn", "estimate"}
     assert set(p["per_turn"]) == {"sequences", "tokens", "supervised_tokens"}
     assert p["sequences"] == 6 and p["per_turn"]["sequences"] == 17
@@ -202,6 +222,7 @@ def test_plan_json(train_db: Any, tiny_model_dir: Path) -> None:
                             "--plan", "--max-length", str(p["prompt_tokens"] + 80)])
     assert r.exit_code == 0, r.output
     assert f"turns ending past --max-length {p['prompt_tokens'] + 80}: " in r.stdout
+    assert "trained in windows" in r.stdout
     assert f"the system prompt and tools alone are {p['prompt_tokens']} tokens" in r.stdout
     assert "1 masked" in r.stdout and "estimated time here: about" in r.stdout
 

@@ -84,12 +84,13 @@ def plan_text(p: dict, suspect: str) -> str:
     else:
         lines.append(f"suspect turns (error flags): {p['suspect_turns']}, trained on"
                      " (--suspect train)")
-    past = (f"turns ending past --max-length {p['max_length']}: {p['turns_past_max_length']}"
-            " (no loss)")
+    past = (f"turns ending past --max-length {p['max_length']}: {p['windowed_turns']} trained"
+            " in windows (the system prompt and tools, then the latest messages that fit),"
+            f" {p['turns_past_max_length']} too long even so (no loss)")
     if p["prompts_past_max_length"]:
         past += (f"; the system prompt and tools alone are {p['prompt_tokens']:,} tokens, not less"
                  f" than --max-length in {p['prompts_past_max_length']} conversations")
-    elif p["turns_past_max_length"]:
+    elif p["turns_past_max_length"] or p["windowed_turns"]:
         past += f"; the system prompt and tools alone are {p['prompt_tokens']:,} tokens"
     lines.append(past)
     lines.append(f"per-turn expansion (--per-turn): {pt['sequences']} sequences,"

@@ -9,9 +9,17 @@ both give the same loss, the default at a fraction of the tokens.
 
 Suspect turns (assistant turns carrying an error flag from the checks) are by default kept as
 context and left out of the loss (``suspect="mask"``); ``"drop"`` leaves out every trace that has
-one, ``"train"`` trains on them as on any turn.  A turn that does not end within ``max_length``
-tokens is left out of the loss (per-turn: its sequence is not made), so both modes still agree;
-tokens after the last supervised turn are not kept (they would carry no loss).
+one, ``"train"`` trains on them as on any turn.  Tokens after the last supervised turn are not
+kept (they would carry no loss).
+
+Turns that end past ``max_length`` tokens are trained in *windows*: the system prompt and tools,
+then the latest whole messages that fit with the turn (the middle of the conversation left out),
+and as many later turns as fit in the same window. The system prompt and tools alone are often a
+large part of the budget (about 1,000 tokens for the TFT task), and the calls that end a
+conversation (a reservation after the search and the talk about it) come late: cut instead of
+windowed, they would never be trained. Only a turn that does not fit with its own message and the
+prompt is left out. Both modes still supervise the same tokens with the same context (a turn's
+window starts at the earliest message that lets it fit, in either mode).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from db.queries import EXCLUDED_SQL, TraceFilter
-from workbench.chat_template import IGNORE_INDEX, render, tokenize_with_labels
+from workbench.chat_template import IGNORE_INDEX, IM_START, render, tokenize_with_labels
 from workbench.conversation_view import Conversation, conversations
 
 SUSPECT_MODES = ("mask", "drop", "train")
@@ -66,6 +74,7 @@ class Encoded:
     turns: list[tuple[int, int, int]]
     suspect: frozenset[int]
     prompt_tokens: int = 0         # the system prompt and tools alone (before any message)
+    starts: tuple[int, ...] = ()   # where each message after them begins (window cuts)
 
 
 @dataclass
@@ -108,7 +117,19 @@ def encode(tokenizer: Any, conv: Conversation) -> Encoded:
         raise ValueError(f"trace {conv.trace_id}: {len(assistant)} assistant turns but"
                          f" {len(runs)} target spans")
     turns = [(k, s, e) for k, (s, e) in zip(assistant, runs, strict=True)]
-    return Encoded(conv.trace_id, ids, turns, conv.suspect, _prompt_tokens(tokenizer, conv))
+    prompt = _prompt_tokens(tokenizer, conv)
+    return Encoded(conv.trace_id, ids, turns, conv.suspect, prompt,
+                   _message_starts(tokenizer, ids, prompt))
+
+
+def _message_starts(tokenizer: Any, ids: list[int], prompt: int) -> tuple[int, ...]:
+    """Token positions where a message after the system prompt and tools begins (its
+    ``<|im_start|>``, a special token of its own). None when the prompt is not exactly the first
+    `prompt` tokens (then no turn is windowed)."""
+    (start,) = tokenizer([IM_START], add_special_tokens=False)["input_ids"] or [[]]
+    if len(start) != 1 or prompt >= len(ids) or ids[prompt] != start[0]:
+        return ()
+    return tuple(i for i in range(prompt, len(ids)) if ids[i] == start[0])
 
 
 _PROMPT_TOKENS: dict[tuple[int, str], int] = {}
@@ -129,21 +150,54 @@ def examples_for(enc: Encoded, options: DataOptions) -> list[Example]:
     """The training sequences of one conversation (none when nothing in it is supervised)."""
     if options.suspect == "drop" and enc.suspect:
         return []
-    keep = [(k, s, e) for k, s, e in enc.turns
-            if e <= options.max_length and (options.suspect == "train" or k not in enc.suspect)]
-    if not keep:
-        return []
+    keep = [(s, e) for k, s, e in enc.turns
+            if options.suspect == "train" or k not in enc.suspect]
+    groups = windows(enc, keep, options.max_length)
     if options.per_turn:
-        out = []
-        for _, s, e in keep:
-            labels = [IGNORE_INDEX] * s + enc.input_ids[s:e]
-            out.append(Example(enc.input_ids[:e], labels, enc.trace_id))
-        return out
-    end = keep[-1][2]
-    labels = [IGNORE_INDEX] * end
-    for _, s, e in keep:
-        labels[s:e] = enc.input_ids[s:e]
-    return [Example(enc.input_ids[:end], labels, enc.trace_id)]
+        return [_example(enc, cut, [turn]) for cut, turns in groups for turn in turns]
+    return [_example(enc, cut, turns) for cut, turns in groups]
+
+
+def windows(enc: Encoded, turns: list[tuple[int, int]], limit: int
+            ) -> list[tuple[int, list[tuple[int, int]]]]:
+    """The turns grouped by the context they are trained with: `(0, turns)` for those that end
+    within `limit` (the whole conversation before them), then `(cut, turns)` windows: the system
+    prompt and tools, then the tokens from message start `cut` on. A window takes as many turns
+    as fit after the message before its first one (what the user said to it), and starts at the
+    earliest message that leaves room for its last; a turn that does not fit even with its own
+    message alone is left out."""
+    out = [(0, [(s, e) for s, e in turns if e <= limit])]
+    rest = [(s, e) for s, e in turns if e > limit]
+    room = limit - enc.prompt_tokens
+    i = 0
+    while i < len(rest):
+        before = [b for b in enc.starts if b < rest[i][0]]
+        # the least context: the message before the turn (what the user said), else its own
+        last = next((b for b in before[-2:] if rest[i][1] - b <= room), None)
+        if last is None:
+            i += 1                 # not even its own message fits after the prompt
+            continue
+        j = i + 1
+        while j < len(rest) and rest[j][1] - last <= room:
+            j += 1
+        end = rest[j - 1][1]
+        cut = next(b for b in enc.starts if end - b <= room)
+        out.append((cut, rest[i:j]))
+        i = j
+    return [(cut, ts) for cut, ts in out if ts]
+
+
+def _example(enc: Encoded, cut: int, turns: list[tuple[int, int]]) -> Example:
+    """The tokens up to the last turn's end (from `cut` on, after the system prompt and tools,
+    when cut is not 0), loss on `turns`."""
+    end = turns[-1][1]
+    head = enc.input_ids[:enc.prompt_tokens] if cut else []
+    ids = head + enc.input_ids[cut:end]
+    shift = len(head) - cut
+    labels = [IGNORE_INDEX] * len(ids)
+    for s, e in turns:
+        labels[s + shift:e + shift] = enc.input_ids[s:e]
+    return Example(ids, labels, enc.trace_id)
 
 
 def encode_all(tokenizer: Any, conversations: Sequence[Conversation],
@@ -167,6 +221,10 @@ def turn_counts(encoded: Sequence[Encoded], options: DataOptions) -> dict:
     """What the options leave out of the loss, and why."""
     turns = [(enc, k, end) for enc in encoded for k, _, end in enc.turns]
     suspect = [(enc, k) for enc, k, _ in turns if k in enc.suspect]
+    long = sum(1 for _, _, end in turns if end > options.max_length)
+    windowed = sum(len(ts) for enc in encoded
+                   for cut, ts in windows(enc, [(s, e) for _, s, e in enc.turns],
+                                          options.max_length) if cut)
     prompt = [enc.prompt_tokens for enc in encoded]
     return {
         "conversations": len(encoded),
@@ -176,7 +234,8 @@ def turn_counts(encoded: Sequence[Encoded], options: DataOptions) -> dict:
         "dropped_conversations": (sum(1 for enc in encoded if enc.suspect)
                                   if options.suspect == "drop" else 0),
         "max_length": options.max_length,
-        "turns_past_max_length": sum(1 for _, _, end in turns if end > options.max_length),
+        "windowed_turns": windowed,              # trained after the prompt, history cut
+        "turns_past_max_length": long - windowed,   # do not fit even so: no loss
         "prompt_tokens": max(prompt, default=0),
         "prompts_past_max_length": sum(1 for p in prompt if p >= options.max_length),
     }
@@ -196,9 +255,9 @@ def why_empty(encoded: Sequence[Encoded], options: DataOptions) -> str:
                      f" {c['prompts_past_max_length']} conversations: raise --max-length above"
                      f" {c['prompt_tokens']:,}")
     elif c["turns_past_max_length"]:
-        parts.append(f"{c['turns_past_max_length']} turns end past --max-length"
-                     f" {options.max_length} (the system prompt and tools alone are"
-                     f" {c['prompt_tokens']:,} tokens)")
+        parts.append(f"{c['turns_past_max_length']} turns do not fit in --max-length"
+                     f" {options.max_length} even with only their own message after the"
+                     f" system prompt and tools ({c['prompt_tokens']:,} tokens)")
     if c["masked_suspect_turns"]:
         parts.append(f"{c['masked_suspect_turns']} suspect turns (error flags) are masked:"
                      " --suspect train trains on them")
