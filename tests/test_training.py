@@ -281,7 +281,8 @@ def _tiny_cfg(out: Path, tiny_model_dir: Path, **kw: Any) -> Any:
 def test_activation_checkpointing_follows_the_setting_without_deprecated_names(
         train_db: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
     """`--checkpointing` reaches the Trainer under the installed transformers' own names (the
-    old `gradient_checkpointing*` ones warn that they go in v6)."""
+    old `gradient_checkpointing*` ones warn that they go in v6), and adding LoRA warns of
+    nothing either."""
     import warnings
 
     import torch
@@ -295,10 +296,10 @@ def test_activation_checkpointing_follows_the_setting_without_deprecated_names(
     hw = Hardware("cpu", torch.float32, False, False, "sdpa")
     for setting, on in (("on", True), ("off", False), ("auto", True)):
         cfg = _tiny_cfg(tmp_path, tiny_model_dir, checkpointing=setting)
-        model = add_lora(load_model(tiny_model_dir), cfg)
+        model = load_model(tiny_model_dir)
         with warnings.catch_warnings():
             warnings.simplefilter("error", FutureWarning)
-            trainer = build_trainer(model, tok, examples, cfg, hw)
+            trainer = build_trainer(add_lora(model, cfg), tok, examples, cfg, hw)
         assert trainer.args.gradient_checkpointing is on, setting
         assert getattr(trainer.args, "activation_checkpointing", on) is on, setting
 

@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -358,6 +359,7 @@ def checkpointing_args(on: bool) -> dict:
     return {f"{prefix}_checkpointing": on,
             f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}}
 
+
 def build_trainer(model: Any, tokenizer: Any, examples: Sequence[Example], cfg: TrainConfig,
                   hw: Hardware, callbacks: Sequence[Any] = ()) -> Any:
     from transformers import Trainer, TrainingArguments
@@ -408,7 +410,12 @@ def add_lora(model: Any, cfg: TrainConfig) -> Any:
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
                       lora_dropout=cfg.lora_dropout, target_modules="all-linear",
                       task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():
+        # peft 0.21 reads the model's `is_gradient_checkpointing`, which transformers 5.24 has
+        # renamed and warns about on every run; nothing in our code to change.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
+                                category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def dataset_loss(trainer: Any, examples: Sequence[Example], micro_batch: int = 1) -> float:
