@@ -342,6 +342,46 @@ def test_teacher_request_and_a_valid_conversation_is_stored(db):
     assert stored[0]["content"] == conversation(NEW, 1)[0]["content"]
 
 
+def test_the_reply_schema_holds_each_call_to_its_tools_schema_and_bounds_every_string(db):
+    """The schema sent (and the grammar llama.cpp makes of it) admits the seeds' own kind of
+    conversation and nothing that calls an undeclared tool, drops a required argument, adds one,
+    answers in text where the seeds never do, or runs a string on."""
+    import jsonschema
+    from llama_cpp import llama_grammar
+
+    from workbench.messages import normalize_messages, to_openai
+    from workbench.synthesis.teacher import TEXT_MAX, VALUE_MAX
+
+    with ScriptedServer(lambda b: reply_of(conversation(NEW, 1))) as s:
+        teacher(db, s.url)
+    schema = s.requests[0]["response_format"]["json_schema"]["schema"]
+    llama_grammar.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    prompt = s.requests[0]["messages"][1]["content"]
+    assert '"arguments": {"city": ' in prompt       # examples show arguments as the schema does
+
+    def reply(messages):
+        return {"conversations": [{"messages": [to_openai(m, arguments_as_string=False)
+                                                for m in normalize_messages(messages)]}]}
+
+    jsonschema.validate(reply(conversation(NEW, 1)), schema)
+
+    def broken(change):
+        msgs = json.loads(json.dumps(reply(conversation(NEW, 1))))
+        change(msgs["conversations"][0]["messages"])
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(msgs, schema)
+
+    def fn(ms):
+        return ms[1]["tool_calls"][0]["function"]
+
+    broken(lambda ms: fn(ms).update(name="BookFlight"))
+    broken(lambda ms: fn(ms)["arguments"].pop("city"))
+    broken(lambda ms: fn(ms)["arguments"].update(group_size="4"))
+    broken(lambda ms: fn(ms)["arguments"].update(city="x" * (VALUE_MAX + 1)))
+    broken(lambda ms: ms[0].update(content="x" * (TEXT_MAX + 1)))
+    broken(lambda ms: ms.__setitem__(3, {"role": "assistant", "content": "Shall I book it?"}))
+
+
 @pytest.mark.parametrize("case, reason", [
     ("garbage", "format"),
     ("not_messages", "format"),

@@ -275,7 +275,7 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
     ep = dataclasses.replace(ep, max_tokens=params.max_tokens)
     task = task_context(ctx.db)
     tools = task.tools or seeds[0].tools
-    schema = teacher.reply_schema(params.per_request)
+    schema = teacher.reply_schema(params.per_request, tools, teacher.replies_in_text(seeds))
     label = f"{ep.name} ({ep.model})"
     stats = {"requests": 0, "replies_reused": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0}
     budget = params.max_requests or 4 * math.ceil(state.target / params.per_request)

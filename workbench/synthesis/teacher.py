@@ -3,10 +3,11 @@
 Each request gives the teacher the task description, the tool schemas, one to three seed
 conversations (current labels, in the OpenAI message format) and one mutation topic, and asks
 for `per_request` new conversations with tool results invented consistently with the calls.
-The reply is constrained by a JSON schema of a conversation list where the endpoint supports
-structured output (`response_format` json_schema, or llama.cpp's schema grammar); replies are
-cached as job units (no request is paid twice), and parsed into candidates, which a reply that
-is no conversation becomes too (rejected: `format`).
+The reply is constrained by a JSON schema of a conversation list, made from the task's tools
+(each call under its own tool's parameter schema, every string bounded), where the endpoint
+supports structured output (`response_format` json_schema, or llama.cpp's schema grammar);
+replies are cached as job units (no request is paid twice), and parsed into candidates, which a
+reply that is no conversation becomes too (rejected: `format`).
 """
 
 from __future__ import annotations
@@ -24,43 +25,98 @@ UNIT = "synthesis.teacher"
 INSTRUCTIONS = """You write training data for a small tool-calling assistant. You are given \
 the assistant's task, its tools (JSON schemas), example conversations and a topic. Write new, \
 realistic conversations in the same OpenAI message format as the examples: user messages, \
-assistant messages that call exactly one tool each, and a "tool" message with the result right \
-after every call of a tool that returns results. Invent the tool results so that they agree with \
-the calls (a reservation confirms the restaurant that was found, in its city), and let later \
-messages use them. Every argument value must come from what the user said or from an earlier \
-result. Do not copy the examples: use other people, places, names, times and wordings."""
+assistant messages that call exactly one tool each (or answer in text where the examples do), \
+and a "tool" message with the result right after every call of a tool that returns results. \
+Invent the tool results so that they agree with the calls (a reservation confirms the \
+restaurant that was found, in its city), and let later messages use them. Every argument value \
+must come from what the user said or from an earlier result. Do not copy the examples: use \
+other people, places, names, times and wordings."""
 
-_CALL = {"type": "object", "properties": {
-    "id": {"type": "string"},
-    "type": {"type": "string", "enum": ["function"]},
-    "function": {"type": "object", "properties": {
-        "name": {"type": "string"},
-        "arguments": {"type": "object"}},       # an object: no JSON escaped in a string
-        "required": ["name", "arguments"]}},
-    "required": ["id", "type", "function"]}
-
-# one message per role: a user speaks, an assistant makes one call, a tool answers it
-MESSAGE_SCHEMA: dict[str, Any] = {"anyOf": [
-    {"type": "object", "properties": {"role": {"const": "user"},
-                                      "content": {"type": "string"}},
-     "required": ["role", "content"]},
-    {"type": "object", "properties": {"role": {"const": "assistant"},
-                                      "tool_calls": {"type": "array", "items": _CALL,
-                                                     "minItems": 1, "maxItems": 1}},
-     "required": ["role", "tool_calls"]},
-    {"type": "object", "properties": {"role": {"const": "tool"},
-                                      "tool_call_id": {"type": "string"},
-                                      "content": {"type": "string"}},
-     "required": ["role", "tool_call_id", "content"]},
-]}
+# Bounds on what the teacher writes, in characters. Under a grammar a small model can run a
+# string on until `max_tokens` cuts the reply off, and a cut-off reply is no JSON at all.
+TEXT_MAX = 600        # a user's or an assistant's message
+RESULT_MAX = 2000     # a tool's result
+VALUE_MAX = 200       # a string argument whose schema sets no bound of its own
+ID_MAX = 40
 
 
-def reply_schema(k: int) -> dict:
+def _bounded(schema: Any) -> Any:
+    """A tool's parameter schema with every unbounded string given `VALUE_MAX`."""
+    if isinstance(schema, list):
+        return [_bounded(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _bounded(v) for k, v in schema.items()}
+    if out.get("type") == "string" and not {"enum", "const", "maxLength", "pattern"} & out.keys():
+        out["maxLength"] = VALUE_MAX
+    return out
+
+
+def _function_schema(tools: list[dict] | None) -> dict:
+    """One variant per tool: its name, and its own parameter schema for the arguments, so
+    that a grammar makes the teacher call only declared tools with their declared arguments.
+    Without tools, any name and any argument object."""
+    fns = [t.get("function") or t for t in tools or [] if isinstance(t, dict)]
+    variants = []
+    for f in fns:
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str):
+            continue
+        params = f.get("parameters")
+        args = _bounded(params) if isinstance(params, dict) and params.get(
+            "type", "object") == "object" else {"type": "object"}
+        if "properties" in args:           # declared arguments only (a grammar's reading too)
+            args.setdefault("additionalProperties", False)
+        variants.append({"type": "object", "properties": {"name": {"const": f["name"]},
+                                                          "arguments": args},
+                         "required": ["name", "arguments"]})
+    if not variants:
+        return {"type": "object", "properties": {
+            "name": {"type": "string", "maxLength": VALUE_MAX}, "arguments": {"type": "object"}},
+            "required": ["name", "arguments"]}
+    return variants[0] if len(variants) == 1 else {"anyOf": variants}
+
+
+def message_schema(tools: list[dict] | None = None, text_replies: bool = True) -> dict:
+    """One message of a conversation: a user speaks, an assistant makes one call (arguments as
+    an object: no JSON escaped in a string) or, where the seeds do, answers in text, a tool
+    answers a call."""
+    call = {"type": "object", "properties": {
+        "id": {"type": "string", "maxLength": ID_MAX},
+        "type": {"type": "string", "enum": ["function"]},
+        "function": _function_schema(tools)},
+        "required": ["id", "type", "function"]}
+    variants: list[dict] = [
+        {"type": "object", "properties": {"role": {"const": "user"},
+                                          "content": {"type": "string", "maxLength": TEXT_MAX}},
+         "required": ["role", "content"]},
+        {"type": "object", "properties": {"role": {"const": "assistant"},
+                                          "tool_calls": {"type": "array", "items": call,
+                                                         "minItems": 1, "maxItems": 1}},
+         "required": ["role", "tool_calls"]},
+        {"type": "object", "properties": {"role": {"const": "tool"},
+                                          "tool_call_id": {"type": "string", "maxLength": ID_MAX},
+                                          "content": {"type": "string", "maxLength": RESULT_MAX}},
+         "required": ["role", "tool_call_id", "content"]}]
+    if text_replies:
+        variants.insert(2, {"type": "object", "properties": {
+            "role": {"const": "assistant"}, "content": {"type": "string", "maxLength": TEXT_MAX}},
+            "required": ["role", "content"]})
+    return {"anyOf": variants}
+
+
+def replies_in_text(seeds: list[Conversation]) -> bool:
+    """Whether the seeds' assistant ever answers in text rather than with a call (a task whose
+    replies go through a tool, like `respond_to_user`, does not)."""
+    return any(m["role"] == "assistant" and not m["tool_calls"] for s in seeds for m in s.messages)
+
+
+def reply_schema(k: int, tools: list[dict] | None = None, text_replies: bool = True) -> dict:
     """The JSON schema of a reply: {"conversations": [{"messages": [...]}, ...]}."""
     return {"type": "object", "properties": {"conversations": {
         "type": "array", "minItems": 1, "maxItems": max(1, k),
         "items": {"type": "object", "properties": {
-            "messages": {"type": "array", "minItems": 2, "items": MESSAGE_SCHEMA}},
+            "messages": {"type": "array", "minItems": 2,
+                         "items": message_schema(tools, text_replies)}},
             "required": ["messages"]}}},
         "required": ["conversations"]}
 
@@ -79,7 +135,8 @@ def request_messages(task: str | None, tools: list[dict] | None, seeds: list[Con
                      topic: Topic, k: int) -> list[dict]:
     fns = [t.get("function") or t for t in tools or []]
     examples = "\n\n".join(
-        f"Example {n + 1}:\n" + json.dumps({"messages": [to_openai(m) for m in s.messages]},
+        f"Example {n + 1}:\n" + json.dumps({"messages": [to_openai(m, arguments_as_string=False)
+                                 for m in s.messages]},
                                              ensure_ascii=False)
         for n, s in enumerate(seeds))
     user = (f"The assistant's task:\n{(task or '(no description)').strip()}\n\n"
