@@ -33,22 +33,25 @@ must come from what the user said or from an earlier result. Do not copy the exa
 other people, places, names, times and wordings."""
 
 # Bounds on what the teacher writes, in characters. Under a grammar a small model can run a
-# string on until `max_tokens` cuts the reply off, and a cut-off reply is no JSON at all.
+# string on until `max_tokens` cuts the reply off, and a cut-off reply is no JSON at all. A
+# bounded string becomes nested grammar rules, and llama.cpp's grammar parser refuses a bound
+# of 1,200 (measured with llama-cpp-python 0.3: the process dies), so none is above 1,000.
 TEXT_MAX = 600        # a user's or an assistant's message
-RESULT_MAX = 2000     # a tool's result
-VALUE_MAX = 200       # a string argument whose schema sets no bound of its own
+RESULT_MAX = 1000     # a tool's result
+VALUE_MAX = 400       # a string argument (a tool schema's own, larger bound is lowered to it)
 ID_MAX = 40
 
 
 def _bounded(schema: Any) -> Any:
-    """A tool's parameter schema with every unbounded string given `VALUE_MAX`."""
+    """A tool's parameter schema with every free string bounded by `VALUE_MAX`."""
     if isinstance(schema, list):
         return [_bounded(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
     out = {k: _bounded(v) for k, v in schema.items()}
-    if out.get("type") == "string" and not {"enum", "const", "maxLength", "pattern"} & out.keys():
-        out["maxLength"] = VALUE_MAX
+    if out.get("type") == "string" and not {"enum", "const", "pattern"} & out.keys():
+        bound = out.get("maxLength")
+        out["maxLength"] = min(bound, VALUE_MAX) if isinstance(bound, int) else VALUE_MAX
     return out
 
 
