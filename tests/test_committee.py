@@ -70,6 +70,29 @@ def test_votes_compare_after_tolerant_normalisation():
     assert agreed([{"call": a}, {"call": OTHER}], 2, "majority") is None     # a tie
 
 
+def test_the_call_schema_a_member_answers_under(db):
+    """One of the task's tools, its declared arguments only, every free string bounded (a
+    tool's own larger bound too), so that a grammar-constrained member cannot run on."""
+    import jsonschema
+
+    from workbench.committee.prompt import VALUE_MAX, call_schema
+    from workbench.conversation_view import conversations
+
+    tools = conversations(db, where="id = 1")[0].tools
+    schema = call_schema(tools)
+    jsonschema.validate(GOOD, schema)
+    for bad in ({"name": "BookFlight", "arguments": {}},
+                {**GOOD, "arguments": {**GOOD["arguments"], "group_size": "4"}},
+                {**GOOD, "arguments": {"city": "O" * (VALUE_MAX + 1), "cuisine": "Thai"}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+    long = [{"type": "function", "function": {"name": "note", "parameters": {
+        "type": "object", "properties": {"text": {"type": "string", "maxLength": 5000},
+                                         "kind": {"type": "string", "enum": ["a", "b"]}}}}}]
+    args = call_schema(long)["properties"]["arguments"]["properties"]
+    assert args["text"]["maxLength"] == VALUE_MAX and "maxLength" not in args["kind"]
+
+
 def test_agreement_becomes_a_committee_revision_with_every_vote_kept(db):
     with ScriptedServer(lambda b: reply_with(GOOD)) as a, \
             ScriptedServer(lambda b: reply_with(GOOD)) as b:

@@ -58,16 +58,44 @@ def tool_functions(tools: list[dict] | None) -> list[dict]:
     return [t.get("function") or t for t in tools or []]
 
 
+# A string in a schema sent to a model is bounded: under a grammar a small model can run one
+# on until `max_tokens` cuts the reply off, and a cut-off reply is no JSON at all. A bounded
+# string becomes nested grammar rules, and llama.cpp's grammar parser refuses a bound of 1,200
+# characters (measured with llama-cpp-python 0.3: the process dies), so none is above 1,000.
+STRING_MAX = 1000
+VALUE_MAX = 400       # a string argument (a tool schema's own, larger bound is lowered to it)
+
+
+def bounded(schema: Any, cap: int = VALUE_MAX) -> Any:
+    """A copy of a JSON schema with every free string (no enum, const or pattern) at most `cap`
+    characters long."""
+    if isinstance(schema, list):
+        return [bounded(s, cap) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bounded(v, cap) for k, v in schema.items()}
+    if out.get("type") == "string" and not {"enum", "const", "pattern"} & out.keys():
+        bound = out.get("maxLength")
+        out["maxLength"] = min(bound, cap) if isinstance(bound, int) else cap
+    return out
+
+
 def call_schema(tools: list[dict] | None) -> dict:
-    """The JSON schema of one call to one of the tools: {"name": ..., "arguments": {...}}."""
+    """The JSON schema of one call to one of the tools: {"name": ..., "arguments": {...}}, the
+    arguments under the tool's own parameter schema (declared arguments only, as `check` has
+    it), strings bounded."""
     options = []
     for fn in tool_functions(tools):
-        params = fn.get("parameters") or {"type": "object"}
+        params = fn.get("parameters")
+        args = bounded(params) if isinstance(params, dict) and params.get(
+            "type", "object") == "object" else {"type": "object"}
+        if "properties" in args:
+            args.setdefault("additionalProperties", False)
         options.append({"type": "object", "properties": {
-            "name": {"const": fn["name"]}, "arguments": params},
+            "name": {"const": fn["name"]}, "arguments": args},
             "required": ["name", "arguments"], "additionalProperties": False})
     if not options:
-        return {"type": "object", "properties": {"name": {"type": "string"},
+        return {"type": "object", "properties": {"name": {"type": "string", "maxLength": VALUE_MAX},
                                                  "arguments": {"type": "object"}},
                 "required": ["name", "arguments"]}
     return options[0] if len(options) == 1 else {"anyOf": options}

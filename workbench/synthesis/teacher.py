@@ -16,6 +16,7 @@ import json
 import random
 from typing import Any
 
+from workbench.committee.prompt import STRING_MAX, call_schema
 from workbench.conversation_view import Conversation
 from workbench.messages import FieldError, normalize_messages, to_openai
 from workbench.synthesis.corpus import Topic, n_messages
@@ -32,51 +33,10 @@ restaurant that was found, in its city), and let later messages use them. Every 
 must come from what the user said or from an earlier result. Do not copy the examples: use \
 other people, places, names, times and wordings."""
 
-# Bounds on what the teacher writes, in characters. Under a grammar a small model can run a
-# string on until `max_tokens` cuts the reply off, and a cut-off reply is no JSON at all. A
-# bounded string becomes nested grammar rules, and llama.cpp's grammar parser refuses a bound
-# of 1,200 (measured with llama-cpp-python 0.3: the process dies), so none is above 1,000.
-TEXT_MAX = 600        # a user's or an assistant's message
-RESULT_MAX = 1000     # a tool's result
-VALUE_MAX = 400       # a string argument (a tool schema's own, larger bound is lowered to it)
-ID_MAX = 40
-
-
-def _bounded(schema: Any) -> Any:
-    """A tool's parameter schema with every free string bounded by `VALUE_MAX`."""
-    if isinstance(schema, list):
-        return [_bounded(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _bounded(v) for k, v in schema.items()}
-    if out.get("type") == "string" and not {"enum", "const", "pattern"} & out.keys():
-        bound = out.get("maxLength")
-        out["maxLength"] = min(bound, VALUE_MAX) if isinstance(bound, int) else VALUE_MAX
-    return out
-
-
-def _function_schema(tools: list[dict] | None) -> dict:
-    """One variant per tool: its name, and its own parameter schema for the arguments, so
-    that a grammar makes the teacher call only declared tools with their declared arguments.
-    Without tools, any name and any argument object."""
-    fns = [t.get("function") or t for t in tools or [] if isinstance(t, dict)]
-    variants = []
-    for f in fns:
-        if not isinstance(f, dict) or not isinstance(f.get("name"), str):
-            continue
-        params = f.get("parameters")
-        args = _bounded(params) if isinstance(params, dict) and params.get(
-            "type", "object") == "object" else {"type": "object"}
-        if "properties" in args:           # declared arguments only (a grammar's reading too)
-            args.setdefault("additionalProperties", False)
-        variants.append({"type": "object", "properties": {"name": {"const": f["name"]},
-                                                          "arguments": args},
-                         "required": ["name", "arguments"]})
-    if not variants:
-        return {"type": "object", "properties": {
-            "name": {"type": "string", "maxLength": VALUE_MAX}, "arguments": {"type": "object"}},
-            "required": ["name", "arguments"]}
-    return variants[0] if len(variants) == 1 else {"anyOf": variants}
+# Bounds in characters (why a string sent to a model is bounded: committee.prompt.bounded).
+TEXT_MAX = 600            # a user's or an assistant's message
+RESULT_MAX = STRING_MAX   # a tool's result
+ID_MAX = 40               # a call's id
 
 
 def message_schema(tools: list[dict] | None = None, text_replies: bool = True) -> dict:
@@ -86,7 +46,7 @@ def message_schema(tools: list[dict] | None = None, text_replies: bool = True) -
     call = {"type": "object", "properties": {
         "id": {"type": "string", "maxLength": ID_MAX},
         "type": {"type": "string", "enum": ["function"]},
-        "function": _function_schema(tools)},
+        "function": call_schema(tools)},
         "required": ["id", "type", "function"]}
     variants: list[dict] = [
         {"type": "object", "properties": {"role": {"const": "user"},
