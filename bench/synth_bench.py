@@ -93,6 +93,7 @@ def summary(name: str, res: dict, secs: float, leak: dict) -> dict:
                     t.get("bucket_share")) for t in rep["per_topic"]],
         "arguments": [(a["argument"], a["seed_distinct"], a["distinct"], a["new_values"])
                       for a in rep["per_argument"]],
+        "tools": [(t["tool"], t["synthetic"], t["share"], t["seed_share"]) for t in rep["per_tool"]],
         "leaks": leak, "requests": res.get("requests"), "tokens_out": res.get("tokens_out"),
         "why": res["why"],
     }
@@ -113,6 +114,8 @@ def coverage(r: dict) -> str:
     out = [f"{r['store']}, {r['method']}: topic (accepted, share %, target %, gap)"]
     for topic, n, share, target, _ in r["topics"]:
         out.append(f"- {topic}: {n}, {share} %, {target} %, {share - target:+.1f}")
+    out.append("calls per tool (synthetic, share %, seeds' share %): " + "; ".join(
+        f"{t} {n}, {share} %, {seed} %" for t, n, share, seed in r["tools"]))
     out.append("distinct argument values (seeds -> synthetic, new):")
     out.append("; ".join(f"{a} {s} -> {d} ({n} new)" for a, s, d, n in r["arguments"]))
     if r["method"] == "teacher":
@@ -131,7 +134,7 @@ def main() -> None:
     ap.add_argument("data", nargs="?", type=Path)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--target", type=int, default=100)
-    ap.add_argument("--teacher-requests", type=int, default=2)
+    ap.add_argument("--teacher-requests", type=int, default=4)
     parsed = ap.parse_args()
     data = parsed.data or default_dir()
     target, teacher_requests = parsed.target, parsed.teacher_requests
@@ -161,15 +164,15 @@ def main() -> None:
             db.conn.close()
     body = (
         "`python bench/synth_bench.py` (one command; `--target N`, default 100;"
-        " `--teacher-requests N`, default 2). Each store: the 5 seed traces, the task and its 4"
+        " `--teacher-requests N`, default 4). Each store: the 5 seed traces, the task and its 4"
         " mutation topics, the 34 test conversations; `workbench check --only schema,structure,grounding`"
         " first (seeds: traces without suspect turns), then `workbench synth --offline --target N` and the local"
         " teacher (SmolLM2-135M Q4 GGUF in-process, grammar-constrained, one seed shown, one"
         " conversation per request). Rejections are counted by their first reason; leaks are"
         " measured again on the stored synthetic traces, apart from the validator.\n\n"
         + table(rows) + "\n\n" + "\n\n".join(coverage(r) for r in rows)
-        + "\n\nThe training comparison (seeds alone vs seeds + offline synthetic set) was not"
-        " run.\n")
+        + "\n\nWhat the offline set does for a model trained on it (seeds alone against seeds"
+        " plus the synthetic set) is measured by `bench/tft_mini.py` (TFT mini, scenario 4).\n")
     print(body)
     if not parsed.no_write:
         write_section("Synthesis", body)
