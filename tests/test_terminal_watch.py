@@ -11,8 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _child_on_a_pty(watch: bool) -> subprocess.Popen:
-    code = "import time\n"
+def _child_on_a_pty(watch: bool, hup: str = "SIG_DFL") -> subprocess.Popen:
+    # SIGHUP's disposition set here, not inherited (a test run under nohup ignores it)
+    code = f"import signal, time\nsignal.signal(signal.SIGHUP, signal.{hup})\n"
     if watch:
         code += ("from workbench.terminal_watch import watch_terminal\n"
                  "watch_terminal(0, interval=0.1)\n")
@@ -38,6 +39,11 @@ def _ended_within(child: subprocess.Popen, seconds: float) -> int | None:
 
 def test_watched_process_is_hung_up_when_its_terminal_is_deleted():
     assert _ended_within(_child_on_a_pty(watch=True), 5) == -1   # SIGHUP
+
+
+def test_a_process_that_ignores_sighup_is_still_ended_when_its_terminal_is_deleted():
+    """Under `nohup` SIGHUP is ignored; the watch then terminates the process."""
+    assert _ended_within(_child_on_a_pty(watch=True, hup="SIG_IGN"), 5) == -15   # SIGTERM
 
 
 def test_unwatched_process_outlives_its_terminal():

@@ -26,10 +26,12 @@ def terminal_gone(fd: int) -> bool:
 
 def watch_terminal(fd: int, interval: float = 2.0,
                    on_gone: Callable[[], None] | None = None) -> threading.Thread:
-    """Start a daemon thread calling `on_gone` (default: SIGHUP to this process) once `fd`'s
-    terminal is gone."""
+    """Start a daemon thread calling `on_gone` (default: SIGHUP to this process, or SIGTERM
+    where SIGHUP is ignored, as under `nohup`: a dead terminal must end the app all the same)
+    once `fd`'s terminal is gone."""
     def hang_up() -> None:
-        os.kill(os.getpid(), signal.SIGHUP)
+        ignored = signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGTERM if ignored else signal.SIGHUP)
 
     def run() -> None:
         while not terminal_gone(fd):
