@@ -12,14 +12,20 @@ from workbench.checks.base import CheckContext, calls_of, evidence_item, flag
 NAME = "schema"
 
 
+def declared_arguments(fn: dict) -> dict:
+    """A copy of a tool's parameter schema that admits only the arguments it declares (a tool
+    without parameters takes none): what `check`, a committee member's answer and a teacher's
+    call are held to."""
+    schema = copy.deepcopy(fn.get("parameters") or {"type": "object", "properties": {}})
+    if schema.get("type") == "object" and "additionalProperties" not in schema:
+        schema["additionalProperties"] = False
+    return schema
+
+
 def validators(ctx: CheckContext) -> dict[str, Draft202012Validator]:
     if "schema.validators" not in ctx.cache:
-        out = {}
-        for name, fn in ctx.tools.items():
-            schema = copy.deepcopy(fn.get("parameters") or {"type": "object", "properties": {}})
-            if schema.get("type") == "object" and "additionalProperties" not in schema:
-                schema["additionalProperties"] = False
-            out[name] = Draft202012Validator(schema)
+        out = {name: Draft202012Validator(declared_arguments(fn))
+               for name, fn in ctx.tools.items()}
         ctx.cache["schema.validators"] = out
     return ctx.cache["schema.validators"]
 

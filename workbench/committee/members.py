@@ -9,7 +9,6 @@ in-process, their output constrained by a grammar made from the call's JSON sche
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import random
 import threading
@@ -19,6 +18,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from workbench.checks.schema import declared_arguments
 from workbench.endpoints import Endpoint
 from workbench.redaction import redact
 from workbench.safe_text import visible
@@ -74,10 +74,7 @@ def tool_validators(tools: list[dict] | None) -> dict[str, Draft202012Validator]
     out = {}
     for t in tools or []:
         fn = t.get("function") or t
-        schema = copy.deepcopy(fn.get("parameters") or {"type": "object", "properties": {}})
-        if schema.get("type") == "object" and "additionalProperties" not in schema:
-            schema["additionalProperties"] = False
-        out[fn["name"]] = Draft202012Validator(schema)
+        out[fn["name"]] = Draft202012Validator(declared_arguments(fn))
     return out
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from workbench.checks.schema import declared_arguments
 from workbench.conversation_view import Conversation
 
 INSTRUCTIONS = """You review one turn of a conversation between a user and a tool-calling \
@@ -86,10 +87,10 @@ def call_schema(tools: list[dict] | None) -> dict:
     it), strings bounded."""
     options = []
     for fn in tool_functions(tools):
-        params = fn.get("parameters")
-        args = bounded(params) if isinstance(params, dict) and params.get(
-            "type", "object") == "object" else {"type": "object"}
-        if "properties" in args:
+        args = bounded(declared_arguments(fn))
+        if args.get("type", "object") != "object":
+            args = {"type": "object"}
+        elif "properties" in args:       # declared arguments, also where no type is given
             args.setdefault("additionalProperties", False)
         options.append({"type": "object", "properties": {
             "name": {"const": fn["name"]}, "arguments": args},

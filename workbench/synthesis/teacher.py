@@ -16,7 +16,7 @@ import json
 import random
 from typing import Any
 
-from workbench.committee.prompt import STRING_MAX, call_schema
+from workbench.committee.prompt import STRING_MAX, call_schema, tool_functions
 from workbench.conversation_view import Conversation
 from workbench.messages import FieldError, normalize_messages, to_openai
 from workbench.synthesis.corpus import Topic, n_messages
@@ -96,11 +96,11 @@ def choose_seeds(seeds: list[Conversation], topic: Topic, rng: random.Random,
 
 def request_messages(task: str | None, tools: list[dict] | None, seeds: list[Conversation],
                      topic: Topic, k: int) -> list[dict]:
-    fns = [t.get("function") or t for t in tools or []]
+    fns = tool_functions(tools)
     examples = "\n\n".join(
-        f"Example {n + 1}:\n" + json.dumps({"messages": [to_openai(m, arguments_as_string=False)
-                                 for m in s.messages]},
-                                             ensure_ascii=False)
+        f"Example {n + 1}:\n" + json.dumps(
+            {"messages": [to_openai(m, arguments_as_string=False) for m in s.messages]},
+            ensure_ascii=False)
         for n, s in enumerate(seeds))
     user = (f"The assistant's task:\n{(task or '(no description)').strip()}\n\n"
             f"Tools:\n{json.dumps(fns, ensure_ascii=False)}\n\n{examples}\n\n"
