@@ -93,7 +93,8 @@ def summary(name: str, res: dict, secs: float, leak: dict) -> dict:
                     t.get("bucket_share")) for t in rep["per_topic"]],
         "arguments": [(a["argument"], a["seed_distinct"], a["distinct"], a["new_values"])
                       for a in rep["per_argument"]],
-        "tools": [(t["tool"], t["synthetic"], t["share"], t["seed_share"]) for t in rep["per_tool"]],
+        "tools": [(t["tool"], t["synthetic"], t["share"], t["seed_share"])
+                  for t in rep["per_tool"]],
         "leaks": leak, "requests": res.get("requests"), "tokens_out": res.get("tokens_out"),
         "why": res["why"],
     }

@@ -351,9 +351,9 @@ def test_the_reply_schema_holds_each_call_to_its_tools_schema_and_bounds_every_s
 
     import jsonschema
 
+    from workbench.committee.prompt import VALUE_MAX
     from workbench.endpoints import get_endpoint
     from workbench.messages import normalize_messages, to_openai
-    from workbench.committee.prompt import VALUE_MAX
     from workbench.synthesis.teacher import TEXT_MAX
 
     with ScriptedServer(lambda b: reply_of(conversation(NEW, 1))) as s:
