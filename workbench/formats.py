@@ -38,6 +38,9 @@ class Record:
     messages: list[dict]
     tools: list | None
     meta: dict | None = None   # the line's `meta` object (our own export writes split, origin)
+    # Outcomes of the conversation by name (a reward, a user's thumbs, an evaluator's score):
+    # numbers, booleans or short strings, as the source format carries them.
+    outcomes: dict[str, Any] | None = None
 
 
 LINE_FACTOR = 16   # a line (one trace) may hold this many messages of the largest size
