@@ -41,7 +41,7 @@ $(DB): | setup
 	$(VENV)/bin/workbench --db $(DB) import sample_traces/
 
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -68,7 +68,8 @@ from workbench.committee.members import tool_validators, validate_call  # noqa: 
 from workbench.committee.prompt import render_conversation  # noqa: E402
 from workbench.committee.voting import agreed, candidates, label_call, same_call  # noqa: E402
 from workbench.conversation_view import iter_conversations  # noqa: E402
-from workbench.jobs import execute, submit  # noqa: E402
+from workbench.jobs.context import JobEvent, Progress  # noqa: E402
+from workbench.jobs.runner import execute, submit  # noqa: E402
 
 SERVICES = ("FindRestaurants", "ReserveRestaurant")
 TYPES = ("other service tool", "wrong parameters", "service -> respond_to_user",
@@ -446,9 +447,9 @@ def throughput_once(truth: Truth, tmp: Path, n_turns: int, delay: float, conc: i
     os.environ["WORKBENCH_CONFIG"] = str(config)
     stamps: list[tuple[float, int]] = []
 
-    def progress(event: str, data) -> None:
-        if event == "progress" and data[0]:
-            stamps.append((time.perf_counter(), data[0]))
+    def progress(event: JobEvent) -> None:
+        if isinstance(event, Progress) and event.done:
+            stamps.append((time.perf_counter(), event.done))
 
     db = open_db(db_path)
     load = os.getloadavg()[0]
@@ -612,9 +613,9 @@ def run_local(truth: Truth, tmp: Path, n_turns: int, members: list[str]) -> dict
     tids = local_traces(truth, n_turns)
     db = open_db(db_path)
 
-    def progress(event: str, data) -> None:
-        if event == "progress":
-            log("local", data[2])
+    def progress(event: JobEvent) -> None:
+        if isinstance(event, Progress):
+            log("local", event.message)
 
     try:
         t0 = time.perf_counter()

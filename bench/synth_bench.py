@@ -35,7 +35,7 @@ from db import synthesis as records  # noqa: E402
 from db.queries import TraceFilter  # noqa: E402
 from workbench.conversation_view import conversations  # noqa: E402
 from workbench.importing import import_files  # noqa: E402
-from workbench.jobs import execute, submit  # noqa: E402
+from workbench.jobs.runner import execute, submit  # noqa: E402
 from workbench.synthesis.validate import overlap, shingles  # noqa: E402
 
 # seeds are chosen by the per-trace checks: the turn-level coherence check needs a corpus of
