@@ -55,7 +55,6 @@ from math import comb, sqrt
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from bench.checks_accuracy import default_dir, load, messages_by_trace, user_key  # noqa: E402
 from bench.report import write_section as write_bench_section  # noqa: E402
