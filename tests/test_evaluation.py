@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 from db import evals as eval_store
 from workbench.chat_backend import ChatSession, Completion, EndpointBackend, LlamaCppBackend
 from workbench.cli import app
+from tests.job_support import evaluate
 from workbench.commands.evaluate import print_report, print_turn, replay_trace
 from workbench.endpoints import Endpoint
 from workbench.evaluation import (
-    MALFORMED, NO_CALL, Selection, call_label, confusion, evaluate, expand_pairs, parse_verdict,
+    MALFORMED, NO_CALL, Selection, call_label, confusion, expand_pairs, parse_verdict,
     report, selection_for, trace_ids,
 )
 from workbench.importing import import_files
