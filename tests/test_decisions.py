@@ -16,11 +16,12 @@ from workbench import decisions
 from workbench.cli import app
 
 CALL = {"id": "c", "type": "function", "function": {"name": "FindRestaurants",
-                                                    "arguments": {"city": "A"}}}
+                                                    "arguments": {"city": "A", "cuisine": "Thai"}}}
 
 
 def _call(city: str) -> list[dict]:
-    return [{**CALL, "function": {**CALL["function"], "arguments": {"city": city}}}]
+    return [{**CALL, "function": {**CALL["function"], "arguments": {"city": city,
+                                                                  "cuisine": "Thai"}}}]
 
 
 def _propose(db, tid: int, idx: int, city: str, author: str = "m1") -> int:
