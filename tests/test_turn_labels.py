@@ -77,7 +77,7 @@ def _round_trip(db, tmp_path: Path, name: str) -> list[dict]:
     import_files(again, [tmp_path / f"{name}.1.jsonl"])
     second = _export(again, tmp_path / f"{name}.2.jsonl")
     again.conn.close()
-    strip = lambda objs: [(o["messages"], o.get("tools")) for o in objs]  # noqa: E731
+    strip = lambda objs: [(o["messages"], o.get("tools")) for o in objs]
     assert strip(second) == strip(first)
     return first
 
@@ -189,8 +189,8 @@ def test_a_reply_tool_needs_no_result(tmp_path):
 def test_label_problems_names_each_problem(store):
     tools = json.loads(DATA.read_text().splitlines()[0])["tools"]
     assert label_problems(tools, "hi", None) == []
-    assert label_problems(tools, " ", []) == ["the turn is empty: give it text or at least one"
-                                              " call"]
+    empty = "the turn is empty: give it text or at least one call"
+    assert label_problems(tools, " ", []) == [empty]
     assert label_problems(tools, None, [_call("nope")])[0].startswith(
         "call 1 (nope): unknown tool 'nope' (known: cancel_order, get_order)")
     assert label_problems(tools, None, [_call("get_order")]) == [

@@ -83,7 +83,7 @@ class ToolCallEditor(Vertical):
         """The call (or its validity) changed."""
 
     class RemoveRequested(Message):
-        def __init__(self, editor: "ToolCallEditor") -> None:
+        def __init__(self, editor: ToolCallEditor) -> None:
             super().__init__()
             self.editor = editor
 
