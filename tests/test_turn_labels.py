@@ -301,3 +301,50 @@ def test_label_commands_refuse_turns_that_do_not_exist(cli_store, cmd, tid, turn
     assert db.execute("SELECT count(*) FROM revisions").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM flags").fetchone()[0] == 0
     db.conn.close()
+
+
+# -- the export rule on its own --------------------------------------------------------------
+
+def _msg(role, content=None, calls=None, answers=None):
+    return {"role": role, "content": content, "tool_calls": calls, "tool_call_id": answers,
+            "name": None}
+
+
+def _c(cid, name, **args):
+    return {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+
+
+def test_exportable_matches_results_without_ids_by_position():
+    from workbench.turns import assign_ids, exportable
+
+    orig = _msg("assistant", calls=[_c(None, "f", x=1), _c(None, "g", y=1)])
+    log = [_msg("user", "hi"), orig, _msg("tool", "1"), _msg("tool", "2"), _msg("assistant", "ok")]
+    label = assign_ids([{"name": "f", "arguments": {"x": 2}}, {"name": "g", "arguments": {}}],
+                       orig["tool_calls"])
+    assert all(c["id"] for c in label)                          # never null
+    out = exportable([*log[:1], {**orig, "tool_calls": label}, *log[2:]], {1: orig})
+    assert len(out) == 5 and [m["tool_call_id"] for m in out[2:4]] == [c["id"] for c in label]
+    swapped = assign_ids([{"name": "g", "arguments": {}}], orig["tool_calls"])
+    assert len(exportable([log[0], {**orig, "tool_calls": swapped}, *log[2:]], {1: orig})) == 2
+
+
+def test_exportable_lets_a_reply_tool_go_unanswered():
+    from workbench.turns import exportable
+
+    orig = _msg("assistant", "plain text")
+    label = {**orig, "content": None, "tool_calls": [_c("r1", "reply", message="hi")]}
+    log = [_msg("user", "hi"), label, _msg("user", "more"), _msg("assistant", "ok")]
+    assert exportable(log, {1: orig}, message_tools={"reply"}) == log
+    assert exportable(log, {1: orig}) == log[:2]
+    assert exportable(log, {}) == log                      # originals are written as logged
+
+
+def test_assign_ids_keeps_same_tool_ids_and_replaces_others():
+    from workbench.turns import assign_ids
+
+    old = [_c("a", "f"), _c("b", "g")]
+    got = assign_ids([{"name": "g", "arguments": {}, "id": "a"},     # a was f's: not g's
+                      {"name": "g", "arguments": {}}], old)
+    assert got[0]["id"] not in ("a", "b") and got[1]["id"] == "b"
+    got = assign_ids([{"name": "f", "arguments": {}}, {"name": "f", "arguments": {}}], old)
+    assert got[0]["id"] == "a" and got[1]["id"] not in ("a", "b", None)

@@ -106,6 +106,14 @@ class Conversation:
     # the original message of each turn whose current label differs from it (for `exportable`)
     changed: dict[int, dict] = field(default_factory=dict)
 
+    def consistent_messages(self, message_tools: frozenset[str] = frozenset()) -> list[dict]:
+        """The messages as an export (and anything that trains on them) must take them: cut
+        after a turn whose label no longer fits the tool results logged after it
+        (`turns.exportable`)."""
+        from workbench.turns import exportable
+
+        return exportable(self.messages, self.changed, message_tools)
+
     @property
     def id(self) -> int:
         """The trace id (the checks' name for it)."""

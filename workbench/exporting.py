@@ -29,7 +29,6 @@ from db.queries import TraceFilter
 from workbench.conversation_view import iter_conversations, task_context
 from workbench.errors import InputError
 from workbench.messages import per_turn_pairs, to_benchmark_question, to_openai, turn_answer
-from workbench.turns import exportable
 
 FORMATS = ("openai", "pairs", "hf")
 STDOUT = "-"
@@ -97,7 +96,7 @@ def _write(db: Database, fh: TextIO, fmt: str, flt: TraceFilter,
                     "split": conv.split, "origin": conv.origin}
             if conv.tools and not conv.own_tools:
                 meta["tools"] = "task"  # re-import keeps these as the task's, not the trace's
-            messages = exportable(conv.messages, conv.changed, task.message_tools)
+            messages = conv.consistent_messages(task.message_tools)
             for obj in _lines(fmt, messages, conv.tools, meta):
                 fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
                 lines += 1
