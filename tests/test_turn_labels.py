@@ -237,6 +237,7 @@ def test_label_edit_text_calls_and_both(cli_store):
     run = _cli(cli_store)
     r = run("edit", "1", "7", "--text", "I cannot cancel B2: it has shipped.")
     assert r.exit_code == 0, r.output
+    assert "exports now end this conversation after turn 7 (the 4 message(s)" in r.stdout
     rev = _history(cli_store, 1, 7)[-1]
     assert (rev["content"], rev["tool_calls"]) == ("I cannot cancel B2: it has shipped.", None)
     r = run("edit", "1", "7", "--call", '{"name": "get_order", "arguments": {"order_id": "B2"}}',
@@ -250,6 +251,7 @@ def test_label_edit_text_calls_and_both(cli_store):
             '{"name": "get_order", "arguments": {"order_id": "A1"}}', "--call",
             '{"name": "get_order", "arguments": "{\\"order_id\\": \\"B3\\"}"}', "--json")
     assert r.exit_code == 0, r.output
+    assert "exports now end" not in json.loads(r.stdout)["message"]     # same calls, ids kept
     rev = _history(cli_store, 1, 2)[-1]
     assert rev["content"] == "Both:"
     assert [(c["id"], c["function"]["arguments"]) for c in rev["tool_calls"]] == [

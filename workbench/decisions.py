@@ -152,8 +152,26 @@ def edit(db: Database, trace_id: int, idx: int, analyst: str, *, tool_calls: lis
         rejected = reject_open_proposals(db, trace_id, idx)
     _recheck(db, [trace_id])
     return Outcome(f"trace {trace_id} turn {idx}: revision {rid} saved"
-                   + (f", {rejected} proposal(s) rejected" if rejected else ""),
+                   + (f", {rejected} proposal(s) rejected" if rejected else "")
+                   + _cut_note(db, conv, idx, content, calls),
                    written=1 + rejected, revision_id=rid)
+
+
+def _cut_note(db: Database, conv, idx: int, content: str | None, calls: list | None) -> str:
+    """Say so when the new label ends the conversation in exports and training (the tool
+    results logged after the turn no longer answer its calls: `turns.exportable`)."""
+    from db.traces import original_messages
+    from workbench.conversation_view import task_context
+    from workbench.turns import exportable
+
+    msgs = list(conv.messages)
+    msgs[idx] = {**msgs[idx], "content": content, "tool_calls": calls}
+    changed = {**conv.changed, idx: original_messages(db, conv.trace_id)[idx]}
+    kept = len(exportable(msgs, changed, task_context(db).message_tools))
+    if kept == idx + 1 < len(msgs):
+        return (f"; exports now end this conversation after turn {idx} (the {len(msgs) - kept}"
+                " message(s) logged after it followed a different turn)")
+    return ""
 
 
 def drop(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
