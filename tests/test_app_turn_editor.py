@@ -145,3 +145,37 @@ async def test_the_app_says_what_the_cli_says(db_path):
         await pilot.press("escape")
         await until(pilot, lambda: type(app.screen).__name__ == "DetailScreen")
     assert read(db_path, lambda db: history(db, 1, 7)) == []
+
+
+def _hostile_text_trace(path) -> int:
+    from db.traces import NewTrace, TraceWriter
+    from db.tx import now, write_tx
+    from workbench.messages import content_hash
+
+    msgs = [{"role": "user", "content": "hi", "tool_calls": None, "tool_call_id": None,
+             "name": None},
+            {"role": "assistant", "content": "red \x1b[31mtext\u202e [bold]x[/]",
+             "tool_calls": None, "tool_call_id": None, "name": None}]
+    db = open_db(path)
+    with write_tx(db):
+        imp = db.execute("INSERT INTO imports (source, path, format, sha256, lines, added,"
+                         " duplicates, created_at) VALUES ('h','h','openai','2',1,1,0,?)",
+                         [now()]).lastrowid
+        w = TraceWriter(db, imp)
+        tid, _ = w.add(NewTrace(msgs, None, content_hash(msgs, None), "h", "h", 1, "openai"))
+        w.flush()
+    db.conn.close()
+    return tid
+
+
+async def test_hidden_characters_are_shown_escaped_and_kept_unless_edited(db_path):
+    tid = _hostile_text_trace(db_path)
+    original = "red \x1b[31mtext\u202e [bold]x[/]"
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        editor = await _open_editor(app, pilot, tid, 1)
+        shown = editor.query_one("#text").text
+        assert "\x1b" not in shown and "\u202e" not in shown and "[bold]x[/]" in shown
+        await pilot.press("ctrl+s")                       # saved unchanged: the exact text
+        await until(pilot, lambda: read(db_path, lambda db: len(history(db, tid, 1))) == 1)
+        assert read(db_path, lambda db: history(db, tid, 1))[0]["content"] == original
