@@ -179,3 +179,29 @@ async def test_hidden_characters_are_shown_escaped_and_kept_unless_edited(db_pat
         await pilot.press("ctrl+s")                       # saved unchanged: the exact text
         await until(pilot, lambda: read(db_path, lambda db: len(history(db, tid, 1))) == 1)
         assert read(db_path, lambda db: history(db, tid, 1))[0]["content"] == original
+
+
+async def test_the_review_queue_edits_text_turns_too(db_path):
+    from tests.tui_data import add_flag
+
+    db = open_db(db_path)
+    add_flag(db, 1, 5, "coherence", "error", "the reply does not follow the results")
+    db.conn.close()
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: type(app.screen).__name__ == "TracesScreen")
+        await pilot.press("v")
+        await until(pilot, lambda: type(app.screen).__name__ == "ReviewScreen"
+                    and app.screen.item is not None)
+        await pilot.press("e")
+        await until(pilot, lambda: type(app.screen).__name__ == "EditTurnScreen")
+        await pilot.pause(0.2)
+        editor = app.screen.query_one("TurnEditor")
+        assert editor.query_one("#text").text == "A1 has shipped; B2 is still pending."
+        editor.query_one("#text").text = "A1 has shipped and B2 is pending."
+        await pilot.pause(0.1)
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: read(db_path, lambda db: len(history(db, 1, 5))) == 1)
+        turn = read(db_path, lambda db: current_messages(db, 1))[5]
+        assert (turn["content"], turn["tool_calls"]) == ("A1 has shipped and B2 is pending.",
+                                                        None)
