@@ -20,7 +20,7 @@ from sqlite_utils import Database
 
 from db.flags import flags_for, suspect_turns
 from db.queries import EXCLUDED_SQL, TraceFilter
-from db.revisions import current_messages_for
+from db.revisions import labelled_messages_for
 from db.tasks import current_task, current_tools
 from db.traces import iter_trace_rows
 
@@ -103,6 +103,16 @@ class Conversation:
     excluded: bool = False               # effective: the analyst's decision, else the checks'
     own_tools: bool = False              # the tools came with the trace (not the task's)
     flags: list[dict] = field(default_factory=list)   # only when asked for (`with_flags`)
+    # the original message of each turn whose current label differs from it (for `exportable`)
+    changed: dict[int, dict] = field(default_factory=dict)
+
+    def consistent_messages(self, message_tools: frozenset[str] = frozenset()) -> list[dict]:
+        """The messages as an export (and anything that trains on them) must take them: cut
+        after a turn whose label no longer fits the tool results logged after it
+        (`turns.exportable`)."""
+        from workbench.turns import exportable
+
+        return exportable(self.messages, self.changed, message_tools)
 
     @property
     def id(self) -> int:
@@ -124,7 +134,7 @@ def iter_conversations(db: Database, selection: TraceFilter | None = None, *,
     for rows in iter_trace_rows(db, cond, args, batch=batch):
         ids = [r["id"] for r in rows]
         marks = ",".join("?" * len(ids))
-        msgs = current_messages_for(db, ids)
+        labelled = labelled_messages_for(db, ids)
         suspect = suspect_turns(db, ids)
         excluded = {r[0] for r in db.execute(f"{sql_excluded}({marks})", ids)}
         flags: dict[int, list[dict]] = {}
@@ -133,13 +143,13 @@ def iter_conversations(db: Database, selection: TraceFilter | None = None, *,
                 flags.setdefault(f["trace_id"], []).append(f)
         out = []
         for r in rows:
-            m = msgs[r["id"]]
+            m, changed = labelled[r["id"]]
             out.append(Conversation(
                 trace_id=r["id"], messages=m, tools=r["tools"] or task.tools,
                 system=task.system_for(m), suspect=frozenset(suspect.get(r["id"], ())),
                 source=r["source"], line=r["line"], split=r["split"], origin=r["origin"],
                 excluded=r["id"] in excluded, own_tools=bool(r["tools"]),
-                flags=flags.get(r["id"], [])))
+                flags=flags.get(r["id"], []), changed=changed))
         yield out
 
 
