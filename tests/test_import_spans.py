@@ -360,3 +360,39 @@ def test_span_import_memory_is_flat(tmp_path):
         assert stats(db)["traces"] == n
         db.conn.close()
     assert peaks[1] < peaks[0] * 1.5, peaks   # 4x the spans, not 4x the memory
+
+
+def test_phoenix_dataframe_rows_and_json_documents(tmp_path):
+    """Phoenix's spans dataframe written as JSON lines has flat column names
+    (`context.trace_id`, `attributes.llm.input_messages`); a .json list of Langfuse traces is
+    one document."""
+    flat = []
+    for line in PHOENIX.read_text().splitlines()[:2]:
+        span = json.loads(line)
+        row = {"name": span["name"], "parent_id": span["parent_id"],
+               "start_time": span["start_time"],
+               **{f"context.{k}": v for k, v in span["context"].items()},
+               **{f"attributes.{k}": v for k, v in span["attributes"].items()}}
+        flat.append(json.dumps(row))
+    (tmp_path / "df.jsonl").write_text("\n".join(flat) + "\n")
+    [rec] = records(tmp_path / "df.jsonl")
+    assert shape(rec.messages) == shape(records(PHOENIX)[0].messages)
+    doc = json.loads(LANGFUSE.read_text())
+    trace = doc["trace"] | {"observations": doc["observations"]}
+    copy = trace | {"id": "copy", "observations": [o | {"traceId": "copy"}
+                                                   for o in doc["observations"]]}
+    (tmp_path / "traces.json").write_text(json.dumps([trace, copy]))
+    assert detect_format(tmp_path / "traces.json") == "langfuse"
+    a, b = records(tmp_path / "traces.json")
+    assert shape(a.messages) == shape(b.messages) == shape(records(LANGFUSE)[0].messages)
+    assert (a.meta["source_trace_id"], b.meta["source_trace_id"]) == (doc["trace"]["id"], "copy")
+
+
+def test_an_export_without_model_calls_is_an_error(db, tmp_path):
+    path = tmp_path / "chains.jsonl"
+    path.write_text(json.dumps({"id": "r", "trace_id": "r", "run_type": "chain",
+                                "inputs": {"q": "hi"}, "outputs": {"a": "ho"}}) + "\n")
+    before = snapshot(db)
+    with pytest.raises(InputError, match="chains.jsonl: no LLM calls with messages"):
+        import_files(db, [path])
+    assert snapshot(db) == before
