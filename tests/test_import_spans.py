@@ -396,3 +396,51 @@ def test_an_export_without_model_calls_is_an_error(db, tmp_path):
     with pytest.raises(InputError, match="chains.jsonl: no LLM calls with messages"):
         import_files(db, [path])
     assert snapshot(db) == before
+
+
+def test_langsmith_langchain_serialized_messages(tmp_path):
+    """A LangChain chat model's run: serialized messages in a list per prompt, tool calls with
+    `args`, the answer in `generations`, tools in `extra.invocation_params`."""
+    def lc(cls, **kwargs):
+        return {"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages", cls],
+                "kwargs": kwargs}
+    ask = lc("HumanMessage", content="Add 2 and 3.", type="human")
+    call = lc("AIMessage", content="", type="ai", tool_calls=[
+        {"name": "add", "args": {"a": 2, "b": 3}, "id": "call_9", "type": "tool_call"}])
+    result = lc("ToolMessage", content="5", tool_call_id="call_9", type="tool")
+    tool = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+    run = {"id": "r", "trace_id": "r", "run_type": "llm", "start_time": "2025-03-01T00:00:00Z",
+           "inputs": {"messages": [[ask, call, result]]},
+           "outputs": {"generations": [[{"text": "5", "type": "ChatGeneration",
+                                         "message": lc("AIMessage", content="It is 5.")}]]},
+           "extra": {"invocation_params": {"tools": [tool]}}}
+    path = tmp_path / "lc.jsonl"
+    path.write_text(json.dumps(run) + "\n")
+    [rec] = records(path)
+    assert shape(rec.messages) == [("user", "Add 2 and 3.", [], None),
+                                   ("assistant", None, [("call_9", "add", {"a": 2, "b": 3})],
+                                    None),
+                                   ("tool", "5", [], "call_9"),
+                                   ("assistant", "It is 5.", [], None)]
+    assert rec.tools == [tool]
+
+
+def test_otel_events_as_log_records(tmp_path):
+    """The older GenAI events emitted as log records (`resourceLogs`), linked to their span by
+    trace and span id; the logs may come before the span."""
+    def kv(d):
+        return [{"key": k, "value": {"stringValue": v}} for k, v in d.items()]
+    logs = {"resourceLogs": [{"resource": {"attributes": []}, "scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1000", "traceId": "ab", "spanId": "s1",
+         "eventName": "gen_ai.user.message",
+         "body": {"kvlistValue": {"values": kv({"content": "Hello?"})}}},
+        {"timeUnixNano": "2000", "traceId": "ab", "spanId": "s1",
+         "attributes": kv({"event.name": "gen_ai.choice"}),
+         "body": {"kvlistValue": {"values": [
+             {"key": "index", "value": {"intValue": "0"}},
+             {"key": "message", "value": {"kvlistValue": {"values": kv({"content": "Hi!"})}}}]}}},
+    ]}]}]}
+    path = tmp_path / "logs.jsonl"
+    path.write_text(json.dumps(logs) + "\n" + _otel_line("ab", "s1", 500, {}))
+    [rec] = records(path)
+    assert shape(rec.messages) == [("user", "Hello?", [], None), ("assistant", "Hi!", [], None)]

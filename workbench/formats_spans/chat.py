@@ -143,7 +143,8 @@ def convert_message(raw: Any, field: str, default_role: str) -> tuple[list[dict]
                         "name": m.get("name")})
         out.extend(results)
         return out, []
-    out.append({"role": role, "content": "".join(text) if text else None,
+    joined = "".join(text) if text else None
+    out.append({"role": role, "content": None if calls and not joined else joined,
                 "tool_calls": calls or None,
                 "name": None})
     out.extend(results)
