@@ -444,3 +444,43 @@ def test_otel_events_as_log_records(tmp_path):
     path.write_text(json.dumps(logs) + "\n" + _otel_line("ab", "s1", 500, {}))
     [rec] = records(path)
     assert shape(rec.messages) == [("user", "Hello?", [], None), ("assistant", "Hi!", [], None)]
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, (*prefix, i))
+
+
+def _replaced(value, path, new):
+    if not path:
+        return new
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = _replaced(value[path[0]], path[1:], new)
+    return copy
+
+
+@pytest.mark.parametrize("path", [LANGFUSE, LANGSMITH, OTEL, PHOENIX], ids=lambda p: p.stem)
+def test_wrong_types_anywhere_give_input_errors_never_crashes(tmp_path, path):
+    """Any value of an upstream example replaced by a value of another type either imports or
+    is a FILE:LINE error: never an exception from deep inside the reader."""
+    rng = random.Random(7)
+    docs = ([json.loads(path.read_text())] if path.suffix == ".json"
+            else [json.loads(x) for x in path.read_text().splitlines()])
+    out = tmp_path / ("mutant.json" if path.suffix == ".json" else "mutant.jsonl")
+    for n, doc in enumerate(docs):
+        paths = list(_paths(doc))[1:]
+        for p in rng.sample(paths, min(60, len(paths))):
+            new = rng.choice([None, 7, "x", "{", [], {}, [3], {"a": [1]}, True])
+            mutant = _replaced(doc, p, new)
+            lines = [*docs[:n], mutant, *docs[n + 1:]]
+            out.write_text(json.dumps(mutant) if path.suffix == ".json"
+                           else "".join(json.dumps(x) + "\n" for x in lines))
+            try:
+                records(out)
+            except InputError as e:
+                assert str(e).startswith(str(out)), (p, new, str(e))

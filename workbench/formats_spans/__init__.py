@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from workbench import formats
 from workbench.errors import InputError
 from workbench.formats_spans import langfuse, langsmith, openinference, otel
@@ -49,15 +51,37 @@ def _units(path: Path, max_bytes: int) -> Iterator[tuple[int | None, str, Any]]:
         yield n, "", formats._loads(text, path, n)
 
 
+def _ident(value: Any, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise FieldError(what, f"must be a string, not {type(value).__name__}")
+
+
 def _rows(path: Path, reader: Any, max_bytes: int) -> Iterator[Row]:
     for line, pre, obj in _units(path, max_bytes):
         if not isinstance(obj, dict):
             raise InputError(f"expected a JSON object, got {type(obj).__name__}",
                              path=str(path), line=line, field=pre or None)
         try:
-            yield from reader.rows(obj, line, pre, max_bytes)
+            for row in reader.rows(obj, line, pre, max_bytes):
+                row.trace = _ident(row.trace, "trace id")
+                row.span_id = _ident(row.span_id, "span id")
+                row.ref = _ident(row.ref, "run or span id")
+                if row.kind == "outcome" and not isinstance(row.body.get("name"), str):
+                    raise FieldError(pre or "line", "an outcome's name must be a string")
+                if row.trace is None and row.ref is None:
+                    raise FieldError(pre or "line", "names no trace, run or span")
+                row.body = orjson.dumps(row.body)   # staged as JSON; serialized here to be checked
+                yield row
         except FieldError as e:
             raise InputError(e.message, path=str(path), line=line, field=e.field) from None
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError,
+                orjson.JSONEncodeError) as e:
+            # a value of an unexpected type somewhere the reader does not check field by field
+            raise InputError(f"unexpected structure ({type(e).__name__}: {e})",
+                             path=str(path), line=line, field=pre or None) from None
 
 
 def iter_span_records(path: Path, fmt: str, max_bytes: int = MAX_MESSAGE_BYTES,

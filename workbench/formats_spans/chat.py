@@ -45,7 +45,8 @@ def as_text(value: Any) -> str | None:
 
 def _lc_unwrap(m: dict) -> dict:
     """A serialized LangChain message ({"lc": 1, "id": [..., "HumanMessage"], "kwargs"})."""
-    if m.get("lc") and isinstance(m.get("kwargs"), dict) and isinstance(m.get("id"), list):
+    if m.get("lc") and isinstance(m.get("kwargs"), dict) and isinstance(m.get("id"), list) \
+            and m["id"]:
         role = _LC_CLASSES.get(str(m["id"][-1]))
         return {**m["kwargs"], "role": role or m["kwargs"].get("type")}
     return m
@@ -189,7 +190,7 @@ def system_message(text: Any, field: str, max_bytes: int) -> list[dict]:
         return []
     if isinstance(text, list):
         text = "".join(p if isinstance(p, str) else str(p.get("text", p.get("content", "")))
-                       for p in text)
+                       if isinstance(p, (str, dict)) else "" for p in text)
     if not isinstance(text, str):
         raise FieldError(field, "must be text or a list of text parts")
     return [normalize_message({"role": "system", "content": text}, field, max_bytes)]
@@ -232,6 +233,8 @@ def to_output(raw: Any, field: str, max_bytes: int) -> tuple[list[dict], list[di
     if isinstance(raw, dict):
         if isinstance(raw.get("choices"), list) and raw["choices"]:      # OpenAI chat
             choice = raw["choices"][0]
+            if not isinstance(choice, dict):
+                raise FieldError(f"{field}.choices[0]", "must be an object")
             return to_messages(choice.get("message", {"role": "assistant",
                                                       "content": choice.get("text")}),
                                f"{field}.choices[0].message", "assistant", max_bytes)

@@ -26,6 +26,9 @@ def timestamp(value: Any, field: str) -> float | None:
     raise FieldError(field, f"is not a timestamp ({type(value).__name__})")
 
 
+MAX_NAME_PARTS = 40   # dotted parts of one attribute name (real ones have under 10)
+
+
 def unflatten(value: Any) -> Any:
     """Dotted attribute names as nesting, numeric parts as list indices:
     `{"llm.input_messages.0.message.role": "user"}` -> `{"llm": {"input_messages":
@@ -37,6 +40,8 @@ def unflatten(value: Any) -> Any:
     root: dict = {}
     for key, v in value.items():
         parts = str(key).split(".")
+        if len(parts) > MAX_NAME_PARTS:
+            raise FieldError(str(key)[:60], f"attribute name of more than {MAX_NAME_PARTS} parts")
         node = root
         for p in parts[:-1]:
             nxt = node.get(p)
@@ -54,7 +59,7 @@ def unflatten(value: Any) -> Any:
 def _lists(node: Any) -> Any:
     if isinstance(node, dict):
         node = {k: _lists(v) for k, v in node.items()}
-        if node and all(k.isdigit() for k in node):
+        if node and all(k.isascii() and k.isdigit() for k in node):
             return [node[k] for k in sorted(node, key=int)]
     elif isinstance(node, list):
         return [_lists(v) for v in node]

@@ -74,6 +74,8 @@ def _message(m: Any, field: str) -> dict:
         content = [{"type": dig(c, "message_content", "type") or "text",
                     "text": dig(c, "message_content", "text")} for c in m["contents"]]
     calls = []
+    if not isinstance(m.get("tool_calls") or [], list):
+        raise FieldError(f"{field}.tool_calls", "must be a list")
     for c in m.get("tool_calls") or []:
         tc = c.get("tool_call", c) if isinstance(c, dict) else {}
         calls.append({"id": tc.get("id"), "type": "function",

@@ -59,28 +59,51 @@ def any_value(v: Any) -> Any:
     return None
 
 
-def attributes(kvs: Any) -> dict:
-    return {kv["key"]: any_value(kv.get("value")) for kv in kvs or []
-            if isinstance(kv, dict) and "key" in kv}
+def attributes(kvs: Any, field: str = "attributes") -> dict:
+    """OTLP key-value pairs as a dict; a malformed value is a FieldError naming it."""
+    out = {}
+    for i, kv in _each(kvs, field):
+        if isinstance(kv.get("key"), str):
+            try:
+                out[kv["key"]] = any_value(kv.get("value"))
+            except (TypeError, ValueError, AttributeError):
+                raise FieldError(f"{field}[{i}].value", "is not a valid OTLP AnyValue") from None
+    return out
+
+
+def _each(value: Any, field: str) -> list[tuple[int, dict]]:
+    """The objects of an OTLP list, numbered; anything else is a FieldError."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise FieldError(field, "must be a list")
+    for i, v in enumerate(value):
+        if not isinstance(v, dict):
+            raise FieldError(f"{field}[{i}]", "must be an object")
+    return list(enumerate(value))
 
 
 def rows(obj: dict, line: int | None, pre: str, mb: int) -> Iterator[Row]:
     if not looks_like(obj):
         raise FieldError(pre or "line", "not OTLP JSON ('resourceSpans' or 'resourceLogs')")
-    for ri, rs in enumerate(obj.get("resourceSpans") or []):
-        resource = attributes((rs.get("resource") or {}).get("attributes"))
-        for si, ss in enumerate(rs.get("scopeSpans") or []):
-            for k, span in enumerate(ss.get("spans") or []):
-                yield from _span(span, resource, line,
-                                 sub(pre, f"resourceSpans[{ri}].scopeSpans[{si}].spans[{k}]"), mb)
-    for ri, rl in enumerate(obj.get("resourceLogs") or []):
-        for si, sl in enumerate(rl.get("scopeLogs") or []):
-            for k, rec in enumerate(sl.get("logRecords") or []):
-                field = sub(pre, f"resourceLogs[{ri}].scopeLogs[{si}].logRecords[{k}]")
-                attrs = attributes(rec.get("attributes"))
+    for ri, rs in _each(obj.get("resourceSpans"), sub(pre, "resourceSpans")):
+        at = sub(pre, f"resourceSpans[{ri}]")
+        res = rs.get("resource") if isinstance(rs.get("resource"), dict) else {}
+        resource = attributes(res.get("attributes"), sub(at, "resource.attributes"))
+        for si, ss in _each(rs.get("scopeSpans"), sub(at, "scopeSpans")):
+            for k, span in _each(ss.get("spans"), sub(at, f"scopeSpans[{si}].spans")):
+                yield from _span(span, resource, line, sub(at, f"scopeSpans[{si}].spans[{k}]"),
+                                 mb)
+    for ri, rl in _each(obj.get("resourceLogs"), sub(pre, "resourceLogs")):
+        at = sub(pre, f"resourceLogs[{ri}]")
+        for si, sl in _each(rl.get("scopeLogs"), sub(at, "scopeLogs")):
+            for k, rec in _each(sl.get("logRecords"), sub(at, f"scopeLogs[{si}].logRecords")):
+                field = sub(at, f"scopeLogs[{si}].logRecords[{k}]")
+                attrs = attributes(rec.get("attributes"), sub(field, "attributes"))
                 name = rec.get("eventName") or attrs.get("event.name")
                 if rec.get("traceId") and isinstance(name, str):
-                    body = any_value(rec.get("body"))
+                    body = attributes([{"key": "body", "value": rec.get("body")}],
+                                      sub(field, "body"))["body"]
                     yield from _event(str(rec["traceId"]), rec.get("spanId"), name,
                                       body if isinstance(body, dict) else attrs,
                                       timestamp(rec.get("timeUnixNano"),
@@ -124,20 +147,21 @@ def _span(span: dict, resource: dict, line: int | None, pre: str, mb: int) -> It
         raise FieldError(sub(pre, "traceId"), "must be a non-empty string")
     span_id = span.get("spanId")
     start = timestamp(span.get("startTimeUnixNano"), sub(pre, "startTimeUnixNano"))
-    attrs = attributes(span.get("attributes"))
     field = sub(pre, "attributes")
+    attrs = attributes(span.get("attributes"), field)
     if "openinference.span.kind" in attrs:
-        links = [{"trace_id": lk.get("traceId")} for lk in span.get("links") or []
-                 if isinstance(lk, dict)]
+        links = [{"trace_id": lk.get("traceId")} for _, lk in _each(span.get("links"),
+                                                                    sub(pre, "links"))]
         yield from openinference.span_rows(trace, span_id, span.get("parentSpanId"), start,
                                            span.get("name"), unflatten(attrs), links, line,
                                            field, mb)
         return
     if not span.get("parentSpanId"):
         yield Row(trace, "meta", line, {"name": span.get("name"), "resource": resource})
-    for i, ev in enumerate(span.get("events") or []):
-        if isinstance(ev, dict) and isinstance(ev.get("name"), str):
-            yield from _event(trace, span_id, ev["name"], attributes(ev.get("attributes")),
+    for i, ev in _each(span.get("events"), sub(pre, "events")):
+        if isinstance(ev.get("name"), str):
+            yield from _event(trace, span_id, ev["name"],
+                              attributes(ev.get("attributes"), sub(pre, f"events[{i}].attributes")),
                               timestamp(ev.get("timeUnixNano"), sub(pre, f"events[{i}]")),
                               line, sub(pre, f"events[{i}].attributes"), mb)
     op = attrs.get("gen_ai.operation.name")

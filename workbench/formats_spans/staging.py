@@ -29,7 +29,7 @@ class Row:
     trace: str | None
     kind: str
     line: int | None
-    body: dict
+    body: dict        # (bytes of its JSON once checked for staging)
     start: float | None = None
     span_id: str | None = None
     ref: str | None = None
@@ -50,8 +50,8 @@ class Staging:
         batch: list[tuple] = []
         self.db.execute("BEGIN")
         for r in rows:
-            batch.append((r.trace, r.kind, r.line, r.start, r.span_id, r.ref,
-                          orjson.dumps(r.body)))
+            body = r.body if isinstance(r.body, bytes) else orjson.dumps(r.body)
+            batch.append((r.trace, r.kind, r.line, r.start, r.span_id, r.ref, body))
             if len(batch) >= BATCH:
                 self._flush(batch)
         self._flush(batch)
