@@ -152,7 +152,7 @@ class ResultsScreen(Screen):
                 head.append(f"  {short} {rep['metrics'][key]:.3f}")
         floor = rep.get("floor") or {}
         if floor.get("function") is not None:
-            head.append(f"  (the same {visible(floor['function'])} call on every call turn:"
+            head.append(f"  (the same {visible(floor['function'])} call on every turn:"
                         f" staged {floor['staged_tool_call']:.3f})", style="dim")
         elif floor.get("decision_label") is not None:
             head.append(f"  (the commonest decision, {visible(floor['decision_label'])}, on"
