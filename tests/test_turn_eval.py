@@ -242,6 +242,21 @@ def test_eval_of_the_reference_model_scores_one_and_runs_under_each_policy(
         rows = eval_store.results(db, rep["run_id"])
         assert report(db, rep["run_id"])["metrics"]["decision"] == 1.0
         assert {r["details"]["call_turn"] for r in rows} == {True, False}
+        # the pipeline report states the same means, floor and decisions
+        from workbench.pipeline import DATA_ROWS, _eval_summary, report_markdown
+
+        summary = _eval_summary(db, {"id": 1, "result": {"run_id": rep["run_id"]}})
+        assert summary["metrics"] == {k: m[k] for k in summary["metrics"]}
+        assert summary["floor"]["decision"] == rep["floor"]["decision"]
+        counts = {k: 0 for k, _ in DATA_ROWS}
+        md = report_markdown({
+            "pipeline_job": 1, "file": "p.toml", "stages": [], "training": None,
+            "data": {"raw": counts, "curated": counts, "relabelled_by": {},
+                     "test": {"traces": 5, "turns": m["n"]}},
+            "evaluation": summary, "baseline": None})
+        assert "| decision | 1.0000 |" in md and "| text_rouge_l | 1.0000 |" in md
+        assert f"The commonest decision on every turn (`{rep['floor']['decision_label']}`)" in md
+        assert "| text |" in md and f"{m['call_turns']} call turns" in md
         db.conn.close()
 
 
