@@ -260,18 +260,25 @@ def test_eval_of_the_reference_model_scores_one_and_runs_under_each_policy(
         db.conn.close()
 
 
-def test_a_wrong_decision_shows_in_the_confusion_matrix(db) -> None:
-    from workbench.chat_backend import Completion
+class AlwaysText:
+    """A model that always replies in text (never calls)."""
+
+    name, template_note = "always-text", None
+
+    def complete(self, messages, tools=None, system=None, *, max_tokens=256, on_token=None):
+        from workbench.chat_backend import Completion
+
+        return Completion(text="I can help with that.")
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_wrong_decision_shows_in_the_report_and_the_results_screen(
+        db, db_path: Path) -> None:
+    from tests.tui_data import app_config, screen_text, until
+    from workbench.app import make_app
     from workbench.evaluation import evaluate
-
-    class AlwaysText:
-        name, template_note = "always-text", None
-
-        def complete(self, messages, tools=None, system=None, *, max_tokens=256, on_token=None):
-            return Completion(text="I can help with that.")
-
-        def close(self) -> None:
-            pass
 
     import_files(db, [CORPUS], split="test")
     job = evaluate(db, AlwaysText(), Selection())
@@ -282,6 +289,21 @@ def test_a_wrong_decision_shows_in_the_confusion_matrix(db) -> None:
     assert set().union(*rep["confusion"].values()) == {"text"}
     assert floor["decision_label"] in rep["confusion"]
     assert rep["worst"][0]["decision"] == 0.0 and rep["worst"][0]["staged_tool_call"] == 0.0
+    db.conn.close()
+
+    app = make_app(db_path, app_config())
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.press("R")
+        await until(pilot, lambda: type(app.screen).__name__ == "ResultsScreen"
+                    and app.screen.report is not None)
+        scr = app.screen
+        assert f"decision {m['decision']:.3f}" in screen_text(app)
+        tools = scr.query_one("#per-tool")
+        rows = {str(tools.get_row_at(i)[0]): tools.get_row_at(i) for i in range(tools.row_count)}
+        assert str(rows["text"][2]) == "1.000" and str(rows["text"][3]) == "-"   # no call metric
+        assert any(" + " in name for name in rows)
+        matrix = scr.query_one("#confusion")
+        assert [str(c.label) for c in matrix.columns.values()][1:] == ["text"]
 
 
 # ------------------------------------------------------------ the conversation's system prompt
