@@ -1,9 +1,10 @@
 """Evaluation of every kind of assistant turn (text, one call, several calls at once, text with
 calls) and the one system prompt of a conversation that chat, replay and evaluation share.
 
-The corpus is `tests/data/eval-excerpt` (public conversations of two other agents: a 6,155-char
-policy as the system prompt with text replies, and turns of several calls at once); the
-commands run for real (typer CliRunner, SQLite files, a scripted OpenAI-compatible server)."""
+The corpus is five public conversations of two other agents (`tests/data/tau-airline`: a
+6,155-char policy as the system prompt, text replies, text with a call; `tests/data/bfcl-multi-
+turn`: several calls at once, no system prompt of their own); the commands run for real (typer
+CliRunner, SQLite files, a scripted OpenAI-compatible server)."""
 
 from __future__ import annotations
 
@@ -27,9 +28,20 @@ from workbench.metrics import (TURN_METRICS, constant_floor, read_turn, score_pa
                                score_turn)
 from workbench.toolcalls import format_tool_call
 
-CORPUS = Path(__file__).parent / "data" / "eval-excerpt" / "conversations.jsonl"
-RECORDS = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
+DATA = Path(__file__).parent / "data"
+PICKED = {"tau-airline/heldout.jsonl": (68, 92, 93),        # 0-based line numbers
+          "bfcl-multi-turn/heldout.jsonl": (63, 64)}
+LINES = [(DATA / name).read_text(encoding="utf-8").splitlines()[i]
+         for name, picked in PICKED.items() for i in picked]
+RECORDS = [json.loads(line) for line in LINES]
 POLICY = RECORDS[0]["messages"][0]["content"]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(line + "\n" for line in LINES), encoding="utf-8")
+    return path
 
 
 def call(name: str, **args) -> str:
@@ -154,10 +166,11 @@ def test_the_corpus_has_every_kind_of_turn() -> None:
     assert len(POLICY) > 5000
 
 
-def test_identical_predictions_score_one_on_every_metric(tmp_path: Path) -> None:
+def test_identical_predictions_score_one_on_every_metric(tmp_path: Path,
+                                                         corpus: Path) -> None:
     runner = CliRunner()
     base = ["--db", str(tmp_path / "w.db")]
-    assert runner.invoke(app, [*base, "import", str(CORPUS)]).exit_code == 0
+    assert runner.invoke(app, [*base, "import", str(corpus)]).exit_code == 0
     pairs = tmp_path / "pairs.jsonl"
     done = runner.invoke(app, [*base, "export", str(pairs), "--format", "pairs"])
     assert done.exit_code == 0, done.output
@@ -198,7 +211,7 @@ def _reference_reply(body: dict) -> dict:
 
 
 def test_eval_of_the_reference_model_scores_one_and_runs_under_each_policy(
-        tmp_path: Path) -> None:
+        tmp_path: Path, corpus: Path) -> None:
     judged: list[str] = []
 
     def judge(body: dict) -> dict:
@@ -213,7 +226,7 @@ def test_eval_of_the_reference_model_scores_one_and_runs_under_each_policy(
         db_path = tmp_path / "w.db"
         out = runner.invoke(app, ["--db", str(db_path), "eval", "--endpoint",
                                   f"{model.url}#m", "--judge", f"{judge_server.url}#j",
-                                  "--test", str(CORPUS), "--json"])
+                                  "--test", str(corpus), "--json"])
         assert out.exit_code == 0, out.output
         rep = json.loads(out.stdout)
         m = rep["metrics"]
@@ -275,12 +288,12 @@ class AlwaysText:
 
 
 async def test_a_wrong_decision_shows_in_the_report_and_the_results_screen(
-        db, db_path: Path) -> None:
+        db, db_path: Path, corpus: Path) -> None:
     from tests.tui_data import app_config, screen_text, until
     from workbench.app import make_app
     from workbench.evaluation import evaluate
 
-    import_files(db, [CORPUS], split="test")
+    import_files(db, [corpus], split="test")
     job = evaluate(db, AlwaysText(), Selection())
     rep = report(db, job["result"]["run_id"])
     m, floor = rep["metrics"], rep["floor"]
@@ -308,13 +321,14 @@ async def test_a_wrong_decision_shows_in_the_report_and_the_results_screen(
 
 # ------------------------------------------------------------ the conversation's system prompt
 
-def test_one_system_prompt_for_chat_replay_and_evaluation(db, db_path: Path) -> None:
+def test_one_system_prompt_for_chat_replay_and_evaluation(db, db_path: Path,
+                                                          corpus: Path) -> None:
     from db.tasks import update_task
 
     assert system_prompt([{"role": "system", "content": "own"}], "task's") == "own"
     assert system_prompt([{"role": "user", "content": "hi"}], "task's") == "task's"
     assert system_prompt([], None) is None
-    import_files(db, [CORPUS], split="train")
+    import_files(db, [corpus], split="train")
     update_task(db, source="t", description="The task's short description.")
     task = task_context(db)
     # evaluation: each pair carries its conversation's own policy, else the task's
