@@ -291,10 +291,11 @@ async def test_a_wrong_decision_shows_in_the_report_and_the_results_screen(
         db, db_path: Path, corpus: Path) -> None:
     from tests.tui_data import app_config, screen_text, until
     from workbench.app import make_app
-    from workbench.evaluation import evaluate
+    from tests.job_support import run_body
+    from workbench.evaluation import evaluation_body
 
     import_files(db, [corpus], split="test")
-    job = evaluate(db, AlwaysText(), Selection())
+    job = run_body(db, "eval", evaluation_body(AlwaysText(), Selection()))
     rep = report(db, job["result"]["run_id"])
     m, floor = rep["metrics"], rep["floor"]
     assert m["staged_tool_call"] == 0.0 and 0.0 < m["decision"] < 1.0
