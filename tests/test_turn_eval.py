@@ -84,6 +84,27 @@ def test_one_call_turns_score_exactly_as_the_benchmark(prediction: str) -> None:
     assert turn["text_rouge_l"] is None          # the reference has no text
 
 
+def test_the_benchmark_test_set_scores_as_the_benchmark() -> None:
+    """Every TFT test answer against itself, against the next answer, and with a value changed:
+    the turn scores of these one-call turns are the benchmark's, and the means too."""
+    lines = (DATA / "tft" / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    answers = [json.loads(line)["answer"] for line in lines if line.strip()]
+    rows = []
+    for i, a in enumerate(answers):
+        obj = json.loads(a)
+        key = sorted(obj["parameters"])[0]
+        changed = json.dumps({**obj, "parameters": {**obj["parameters"], key: "other"}})
+        for prediction in (a, answers[(i + 1) % len(answers)], changed):
+            turn, bench = score_turn(a, prediction), score_pair(a, prediction)
+            assert {k: turn[k] for k in bench} == bench
+            rows.append({"answer": a, "prediction": prediction})
+    result = score_rows(rows)
+    assert result["call_turns"] == result["n"] == 3 * len(answers)
+    for key in bench:
+        assert result[key] == pytest.approx(sum(score_pair(r["answer"], r["prediction"])[key]
+                                                for r in rows) / len(rows))
+
+
 def test_several_calls_at_once_are_matched_as_a_set() -> None:
     a, b = ("find", {"city": "Oakland"}), ("weather", {"day": 2})
     ref = tagged(a, b)
