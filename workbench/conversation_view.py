@@ -5,8 +5,9 @@ through here, so they agree on the three things that are easy to get subtly diff
 
 * the messages are the *current labels* (originals with each turn's newest accepted revision);
 * the tools are the trace's own, else the task's current tool schemas;
-* the system prompt is what the model sees: the task description, unless the conversation
-  opens with its own system message (then none is added; two system prompts would be a bug).
+* the system prompt is what the model sees: the conversation's own opening system message,
+  else the task description (:func:`system_prompt`; nothing is added to a conversation that
+  brings its own: two system prompts would be a bug). Chat, replay and evaluation all ask it.
 
 If one of them drifted in one place, training and evaluation prompts would disagree silently.
 """
@@ -44,10 +45,38 @@ class TaskContext:
     message_tools: frozenset[str] = frozenset()
 
     def system_for(self, messages: list[dict]) -> str | None:
-        """The system prompt the model sees for these messages (none if they bring one)."""
+        """The system prompt to add to these messages (none if they bring one)."""
         if messages and messages[0]["role"] == "system":
             return None
         return self.description
+
+
+def system_prompt(messages: list[dict], task_system: str | None) -> str | None:
+    """The system prompt of a conversation: its own opening system message, else the task's.
+    The one rule chat, replay and evaluation share, so none runs under another policy than
+    training saw."""
+    if messages and messages[0]["role"] == "system":
+        return messages[0]["content"]
+    return task_system
+
+
+def new_conversation_system(db: Database, task: TaskContext | None = None) -> str | None:
+    """The system prompt a conversation begun in the chat gets: the one the stored
+    conversations have most often (:func:`system_prompt` of each, the train split's when it has
+    any), so the model is talked to under the policy it was trained with; the task's when no
+    conversation is stored."""
+    task = task or task_context(db)
+    for split in ("train", None):
+        where, params = TraceFilter(split=split).where()
+        row = db.execute(
+            "SELECT m.content, count(*) AS n FROM traces LEFT JOIN messages m"
+            " ON m.trace_id = traces.id AND m.idx = 0 AND m.role = 'system'"
+            f" WHERE {where} AND NOT {EXCLUDED_SQL}"
+            " GROUP BY m.content ORDER BY n DESC, min(traces.id) LIMIT 1", params).fetchone()
+        if row is not None:
+            first = [{"role": "system", "content": row[0]}] if row[0] is not None else []
+            return system_prompt(first, task.description)
+    return task.description
 
 
 def _message_tools(db: Database, tools: list[dict]) -> frozenset[str]:
@@ -113,6 +142,11 @@ class Conversation:
         from workbench.turns import exportable
 
         return exportable(self.messages, self.changed, message_tools)
+
+    @property
+    def system_prompt(self) -> str | None:
+        """Its system prompt: its own opening system message, else the task's."""
+        return system_prompt(self.messages, self.system)
 
     @property
     def id(self) -> int:

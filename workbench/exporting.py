@@ -3,7 +3,7 @@
 | format | a line |
 |---|---|
 | `openai` | `{"messages": [...], "tools": [...], "meta": {"source", "line", "trace_id"}}` (arguments as JSON strings, as the OpenAI API has them) |
-| `pairs`  | `{"question": "<JSON messages before the turn>", "answer": "<JSON {name, parameters}>", "context": null, "meta": {..., "message_index"}}`: the benchmark's question/answer format, one line per assistant turn |
+| `pairs`  | `{"question": "<JSON messages before the turn>", "answer": "<the turn: one call as JSON {name, parameters}, else its text then each call in <tool_call> tags>", "context": null, "meta": {..., "message_index"}}`: the benchmark's question/answer format, one line per assistant turn |
 | `hf`     | like `openai` but `tools` is a JSON string, so every line has the same Arrow schema and `datasets.load_dataset("json", data_files=...)` reads it |
 
 An assistant turn is written as it is labelled: text (`content`), calls (`tool_calls`, each with

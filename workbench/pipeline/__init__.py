@@ -597,8 +597,8 @@ def run_direct_train(ctx: JobContext, selection: TraceFilter, params: Any) -> di
 
 # ---------------------------------------------------------------------------- the report
 
-METRIC_KEYS = ("staged_tool_call", "tool_call_equivalence", "function_match", "rouge_l",
-               "llm_as_a_judge")
+METRIC_KEYS = ("decision", "staged_tool_call", "tool_call_equivalence", "function_match",
+               "rouge_l", "text_rouge_l", "llm_as_a_judge")   # as `workbench eval` reports
 
 
 def _eval_summary(db: Database, row: dict | None) -> dict | None:
@@ -611,9 +611,12 @@ def _eval_summary(db: Database, row: dict | None) -> dict | None:
     floor = rep.get("floor")
     return {"job_id": row["id"], "run_id": rep["run_id"], "model": rep["model_ref"],
             "turns": m.get("n"), "errors": m.get("errors", 0),
+            "call_turns": m.get("call_turns"), "text_turns": m.get("text_turns"),
+            "confusion": rep["confusion"],
             "metrics": {k: m[k] for k in METRIC_KEYS if k in m},
-            "floor": floor and {"function": floor["function"], "arguments": floor["arguments"],
-                                **{k: floor[k] for k in METRIC_KEYS if k in floor}}}
+            "floor": floor and {k: floor.get(k) for k in ("function", "arguments",
+                                                          "decision_label", "text")}
+            | {k: floor[k] for k in METRIC_KEYS if k in floor}}
 
 
 def _delta(a: dict, b: dict) -> dict:
@@ -717,7 +720,11 @@ def report_markdown(rep: dict) -> str:
         prev = e.get("previous")
         out += ["", "## Evaluation", "", f"Run {e['run_id']} of `{_md(e['model'])}`:"
                 f" {_num(e['turns'])} turns scored" + (f", {e['errors']} without a reply"
-                                                       if e["errors"] else "") + "."]
+                                                       if e["errors"] else "")
+                + (f" ({_num(e.get('call_turns'))} call turns, {_num(e.get('text_turns'))}"
+                   " with text)" if e.get("call_turns") is not None else "") + "."
+                + " `decision` is every turn's choice (text, or which tools); the call"
+                " metrics are over call turns, `text_rouge_l` over turns with text."]
         if prev:
             out.append(f"Change against the previous pipeline run ({prev['pipeline_job']},"
                        f" evaluation run {prev['run_id']}).")
@@ -735,13 +742,27 @@ def report_markdown(rep: dict) -> str:
                 cells += [_num(be["metrics"].get(k)), _num((b["delta"] or {}).get(k),
                                                            "{:+.4f}")]
             out.append("| " + " | ".join(cells) + " |")
-        if e.get("floor"):
-            f = e["floor"]
-            out += ["", f"The same call on every turn (`{_md(f['function'])}` with the"
+        f = e.get("floor") or {}
+        if f.get("decision_label") is not None:
+            out += ["", f"The commonest decision on every turn (`{_md(f['decision_label'])}`)"
+                    f" would score decision {_num(f.get('decision'))}."]
+        if f.get("function") is not None:
+            out += ["", f"The same call on every call turn (`{_md(f['function'])}` with the"
                     " commonest arguments) would score staged"
                     f" {_num(f['staged_tool_call'])}, function match"
                     f" {_num(f['function_match'])}: a model below that has not learned when"
                     " to call which tool."]
+        if f.get("text_rouge_l") is not None:
+            out += ["", "The commonest reference text on every text turn would score"
+                    f" text_rouge_l {_num(f['text_rouge_l'])}."]
+        if e.get("confusion"):
+            out += ["", "Decisions (rows: the reference turn's, columns: the model's):", ""]
+            cols = sorted({p for row in e["confusion"].values() for p in row})
+            out += ["| reference | " + " | ".join(_md(c) for c in cols) + " |",
+                    "|---|" + "---|" * len(cols)]
+            for ref, row in e["confusion"].items():
+                out.append(f"| {_md(ref)} | " + " | ".join(str(row.get(c, "")) for c in cols)
+                           + " |")
     b = rep.get("baseline")
     if b:
         bt = b["training"]
