@@ -40,7 +40,7 @@ from workbench.conversation_view import conversations, task_context
 from workbench.jobs import JobContext, run_job
 from workbench.messages import per_turn_pairs, to_benchmark_question, turn_answer
 from workbench.metrics import METRICS, constant_floor, score_pair
-from workbench.redaction import redact
+from workbench.redaction import redact, redact_secrets
 from workbench.toolcalls import parse_tool_calls
 
 JUDGE_UNIT = "judge"
@@ -219,7 +219,7 @@ class Judge:
                 messages=[{"role": "system", "content": JUDGE_SYSTEM},
                           {"role": "user", "content": prompt}])
             self.calls += 1
-            reply = resp.choices[0].message.content or ""
+            reply = redact_secrets(resp.choices[0].message.content or "")
             return {"reply": reply, "score": parse_verdict(reply)}
 
         unit = self.ctx.unit(JUDGE_UNIT, inputs, ask)

@@ -21,6 +21,14 @@ def print_relabel(result: dict) -> None:
         f"{result['voted']} turns voted on: {out['revised']} relabelled, {out['confirmed']}"
         f" confirmed, {out['review']} sent to review, {out['failed']} failed; {out['human']}"
         f" kept as the analyst decided"))
+    accepting = result.get("accepting")
+    if accepting:
+        console.print(Text(visible(accepting["why"]) + (
+            f" ({result.get('proposed_decisions', 0)} agreed decisions proposed)"
+            if not accepting["accept"] else "")))
+    if result.get("changed_meanwhile"):
+        console.print(Text(f"{result['changed_meanwhile']} turns left as they were: the analyst"
+                           " decided on them while the members were asked"))
     table = Table("member", "calls", "tokens in", "tokens out", "cost", "failures")
     for name, m in result["members"].items():
         table.add_row(Text(visible(name)), str(m["calls"]), str(m["tokens_in"]),

@@ -278,6 +278,7 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
     schema = teacher.reply_schema(params.per_request, tools, teacher.replies_in_text(seeds))
     label = f"{ep.name} ({ep.model})"
     stats = {"requests": 0, "replies_reused": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0}
+    errors: list[str] = []
     budget = params.max_requests or 4 * math.ceil(state.target / params.per_request)
     member = Member(ep)
 
@@ -299,6 +300,7 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
                 got = await member.ask(messages, schema, None, parse="json")
             except EndpointFailed as e:
                 stats["failed"] += 1
+                errors.append(str(e))
                 ctx.log(f"request {k}: {e}")
                 return k, None
             reply = got.as_dict()
@@ -345,6 +347,8 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
             await member.close()
 
     asyncio.run(main())
+    if stats["failed"] and not stats["requests"] and not stats["replies_reused"]:
+        raise RuntimeError(f"every request to the teacher failed ({stats['failed']}): {errors[0]}")
     return {**stats, "teacher": label, "cost": ep.cost(stats["tokens_in"], stats["tokens_out"])}
 
 

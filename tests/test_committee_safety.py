@@ -1,0 +1,345 @@
+"""The committee's safety (issues 30 and 33): the analyst's edit made while a member is asked
+stands; agreement becomes a label only when earned or accepted explicitly; keys echoed in a
+normal reply are stored nowhere; replies too large or invalid are failed requests, never cached;
+a run whose every request failed ends `failed`. Real SQLite, the real CLI in a subprocess where
+two processes race, the scripted OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from db import committee as store
+from db import open_db, revisions
+from db.browse import set_setting
+from db.jobs import get_job
+from tests.scripted_openai import ScriptedServer, tool_call_reply
+from tests.tui_data import ROOT, add_flag, first_assistant, sample_store
+from workbench import decisions
+from workbench.cli import app
+from workbench.endpoints import check_url, get_endpoint
+from workbench.errors import InputError
+from workbench.jobs import execute, submit
+
+GOOD = {"name": "FindRestaurants", "arguments": {"city": "Oakland", "cuisine": "Italian"}}
+MINE = {"name": "FindRestaurants", "arguments": {"city": "Berkeley", "cuisine": "Thai"}}
+SUSPECT = (1, 2, 3)
+
+
+def reply_with(call: dict, **extra) -> dict:
+    return {**tool_call_reply(call["name"], call["arguments"]), **extra}
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return sample_store(tmp_path / "c.db", SUSPECT)
+
+
+@pytest.fixture
+def db(db_path):
+    database = open_db(db_path)
+    yield database
+    database.conn.close()
+
+
+def relabel(db, *members: str, **params) -> dict:
+    job_id = submit(db, "relabel", params.pop("selection", {}),
+                    {"committee": list(members), **params})
+    return execute(db, job_id)
+
+
+def label_of(db, tid: int) -> dict:
+    msg = revisions.current_messages(db, tid)[first_assistant(db, tid)]
+    fn = msg["tool_calls"][0]["function"]
+    return {"name": fn["name"], "arguments": fn["arguments"]}
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+# ------------------------------------------------------- 30.1: the analyst's edit meanwhile
+
+def test_an_edit_made_while_the_members_are_asked_stands(db_path):
+    """`relabel --accept` on trace 1 against a slow member; `label edit` on the same turn while
+    the request is in flight: the edit stands, the committee writes nothing and says why."""
+    idx = first_assistant(open_db(db_path), 1)
+    edited = threading.Event()
+
+    def slow_reply(body):       # answered only once the analyst's edit is stored
+        edited.wait(60)
+        return reply_with(GOOD)
+
+    with ScriptedServer(slow_reply) as slow:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "workbench", "--db", str(db_path), "relabel", "--committee",
+             f"{slow.url}#m", "--trace-id", "1", "--accept", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), text=True)
+        deadline = time.monotonic() + 30
+        while slow.count == 0:
+            assert time.monotonic() < deadline and job.poll() is None, job.stderr.read()
+            time.sleep(0.05)
+        edit = subprocess.run(
+            [sys.executable, "-m", "workbench", "--db", str(db_path), "label", "edit", "1",
+             str(idx), "--call", json.dumps(MINE), "--analyst", "ada"],
+            capture_output=True, text=True, env=_env(), timeout=60)
+        edited.set()
+        assert edit.returncode == 0, edit.stderr
+        out, err = job.communicate(timeout=60)
+    assert job.returncode == 0, err
+    result = json.loads(out)
+    assert result["changed_meanwhile"] == 1 and result["outcomes"]["revised"] == 0
+    db = open_db(db_path)
+    assert label_of(db, 1) == MINE                          # the analyst's edit stands
+    hist = revisions.history(db, 1, idx)
+    assert [r["author_kind"] for r in hist] == ["human"]    # nothing of the committee's
+    turn = store.latest_turns(db)[0]
+    assert turn["outcome"] == "human" and "the analyst decided meanwhile" in turn["detail"]
+    assert len(turn["votes"]) == 1 and turn["votes"][0]["call"] == GOOD   # the vote is kept
+
+
+def test_a_decision_on_a_proposal_meanwhile_also_stands(db, db_path):
+    """Rejecting the turn's open proposal is a decision too: nothing is written over it."""
+    idx = first_assistant(db, 2)
+    rid = revisions.add_revision(db, 2, idx, tool_calls=[{"id": "p", "type": "function",
+                                                          "function": MINE}],
+                                 author_kind="committee", author_name="earlier",
+                                 status="proposed")
+    decided = []
+
+    def reply(body):
+        if not decided:     # the analyst decides while the request is answered
+            other = open_db(db_path)
+            decisions.reject(other, rid, "ada")
+            other.conn.close()
+            decided.append(1)
+        return reply_with(GOOD)
+
+    with ScriptedServer(reply) as a:
+        row = relabel(db, f"{a.url}#m", selection={"trace_ids": [2]}, accept=True)
+    assert row["result"]["changed_meanwhile"] == 1
+    assert all(r["author_kind"] == "committee" and r["author_name"] == "earlier"
+               for r in revisions.history(db, 2, idx))
+
+
+def test_normalisation_leaves_a_turn_the_analyst_changed_meanwhile(db):
+    from db.revisions import changed_since
+    from db.tx import now
+
+    idx = first_assistant(db, 1)
+    mark = now()
+    assert changed_since(db, 1, idx, mark) is None
+    decisions.drop(db, 1, idx, "ada")
+    assert changed_since(db, 1, idx, mark) == "the analyst"
+    assert changed_since(db, 2, first_assistant(db, 2), mark) is None
+
+
+# ------------------------------------------------------- 33.1: agreement must be earned
+
+def test_agreement_is_a_proposal_unless_earned_or_accepted(db_path):
+    db = open_db(db_path)
+    with ScriptedServer(lambda b: reply_with(GOOD)) as a, \
+            ScriptedServer(lambda b: reply_with(GOOD)) as b:
+        members = [f"{a.url}#m", f"{b.url}#m"]
+        row = relabel(db, *members)
+        res = row["result"]
+        assert res["outcomes"]["revised"] == 0 and res["outcomes"]["review"] == 3
+        assert res["proposed_decisions"] == 3 and res["accepting"]["accept"] is False
+        assert "not earned" in res["accepting"]["why"]
+        assert res["accepting"]["members"][members[0]]["over"] == 0
+        for t in SUSPECT:
+            hist = revisions.history(db, t, first_assistant(db, t))
+            assert [r["status"] for r in hist] == ["proposed"]
+            assert label_of(db, t) != GOOD
+        # the analyst accepts the three proposals: each member agreed with the analyst 3 of 3
+        for t in SUSPECT:
+            decisions.accept(db, revisions.history(db, t, first_assistant(db, t))[0]["id"], "ada")
+        for t in (4, 5):
+            add_flag(db, t, first_assistant(db, t), "schema", "error", "planted")
+        row = relabel(db, *members, selection={"trace_ids": [4]})
+        acc = row["result"]["accepting"]
+        assert acc["members"][members[0]]["agreed"] == 3 and acc["members"][members[0]]["over"] == 3
+        lo = acc["members"][members[0]]["interval"][0]
+        assert 0.3 < lo < 0.9 and acc["accept"] is False    # 3 of 3 is below the default 0.9
+        set_setting(db, "committee.accept_threshold", round(lo - 0.01, 4))
+        row = relabel(db, *members, selection={"trace_ids": [5]})
+        assert row["result"]["accepting"]["accept"] is True
+        assert row["result"]["outcomes"]["revised"] == 1 and label_of(db, 5) == GOOD
+        set_setting(db, "committee.accept_threshold", "high")
+        row = relabel(db, *members, selection={"trace_ids": [4]})
+        assert row["status"] == "failed" and "committee.accept_threshold" in row["error"]
+
+
+def test_accept_on_the_cli_makes_decisions_labels_and_the_report_says_why(db_path):
+    with ScriptedServer(lambda b: reply_with(GOOD)) as a:
+        args = ["--db", str(db_path), "relabel", "--committee", f"{a.url}#m"]
+        r = CliRunner().invoke(app, [*args, "--trace-id", "1"])
+        assert r.exit_code == 0, r.output
+        assert "proposed for review" in r.stdout and "not earned" in r.stdout
+        r = CliRunner().invoke(app, [*args, "--trace-id", "2", "--accept"])
+        assert r.exit_code == 0, r.output
+        assert "1 relabelled" in r.stdout and "--accept" in r.stdout
+    db = open_db(db_path)
+    assert label_of(db, 2) == GOOD and label_of(db, 1) != GOOD
+
+
+# ------------------------------------------------------------------- 30.3: keys in replies
+
+def test_a_key_echoed_in_a_normal_reply_is_stored_nowhere(db_path, tmp_path, monkeypatch):
+    secret = "sk-echo-SENTINEL-123456789"
+    echoed = {"name": "FindRestaurants", "arguments": {"city": f"Oakland {secret}",
+                                                      "cuisine": "Italian"}}
+    config = tmp_path / "config.toml"
+    with ScriptedServer(lambda b: reply_with(echoed)) as a, \
+            ScriptedServer(lambda b: {"content": f"my key is {secret}"}) as b:
+        config.write_text(f'[endpoints.a]\nbase_url = "{a.url}"\nmodel = "m"\n'
+                          f'api_key_env = "WB_ECHO_KEY"\n'
+                          f'[endpoints.b]\nbase_url = "{b.url}"\nmodel = "m"\n'
+                          f'api_key_env = "WB_ECHO_KEY"\nmode = "json"\n')
+        monkeypatch.setenv("WORKBENCH_CONFIG", str(config))
+        monkeypatch.setenv("WB_ECHO_KEY", secret)
+        r = CliRunner().invoke(app, ["--db", str(db_path), "relabel", "--committee", "a,b",
+                                     "--accept", "--json"])
+        assert r.exit_code == 0, r.output
+        assert a.auth[0] == f"Bearer {secret}"
+    assert secret not in r.output
+    db = open_db(db_path)
+    votes = store.votes_of(db, 1)
+    assert any("[redacted]" in (v["raw"] or "") for v in votes)
+    db.conn.close()
+    assert secret.encode() not in db_path.read_bytes()
+    for f in tmp_path.iterdir():
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
+
+
+def test_an_eval_prediction_echoing_the_key_is_redacted(tmp_path, monkeypatch):
+    from workbench.chat_backend import EndpointBackend
+
+    secret = "sk-eval-SENTINEL-55555555"
+    config = tmp_path / "config.toml"
+    with ScriptedServer(lambda b: {"content": f"the key: {secret}"}) as s:
+        config.write_text(f'[endpoints.e]\nbase_url = "{s.url}"\nmodel = "m"\n'
+                          f'api_key_env = "WB_EVAL_KEY"\n')
+        monkeypatch.setenv("WORKBENCH_CONFIG", str(config))
+        monkeypatch.setenv("WB_EVAL_KEY", secret)
+        backend = EndpointBackend(get_endpoint("e"))
+        out = backend.complete([{"role": "user", "content": "hi", "tool_calls": None,
+                                 "tool_call_id": None, "name": None}])
+        backend.close()
+    assert out.text == "the key: [redacted]"
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8080/v1;api_key=abcdef#m",
+    "http://127.0.0.1:8080/v1#m?api_key=abcdef",
+    "http://127.0.0.1:8080/v1#m?token=abcdef",
+    "http://u:p@127.0.0.1:8080/v1#m",
+    "http://127.0.0.1:8080/v1?api-key=abcdef#m"])
+def test_urls_with_credentials_are_refused_without_repeating_them(url):
+    with pytest.raises(InputError) as e:
+        check_url(url)
+    assert "abcdef" not in str(e.value) and "environment variable" in str(e.value)
+    with pytest.raises(InputError):
+        get_endpoint(url)
+
+
+def test_urls_without_credentials_pass():
+    check_url("http://127.0.0.1:8080/v1#my-model")
+    check_url("http://127.0.0.1:8080/v1;version=2#m")
+
+
+# ------------------------------------------------------- 30.5: replies the store cannot hold
+
+def test_a_reply_over_the_bound_is_a_failed_request_and_nothing_is_stored(db, tmp_path,
+                                                                         monkeypatch):
+    big = {"name": "FindRestaurants", "arguments": {"city": "O" * 20_000, "cuisine": "x"}}
+    config = tmp_path / "config.toml"
+    with ScriptedServer(lambda b: reply_with(big)) as a:
+        config.write_text(f'[endpoints.a]\nbase_url = "{a.url}"\nmodel = "m"\n'
+                          f'max_reply_bytes = 5000\nretries = 0\n')
+        monkeypatch.setenv("WORKBENCH_CONFIG", str(config))
+        row = relabel(db, "a", selection={"trace_ids": [1]}, accept=True)
+    assert row["status"] == "failed" and "every request failed" in row["error"]
+    assert "larger than 5,000 bytes" in row["error"]
+    assert db.execute("SELECT count(*) FROM job_units").fetchone()[0] == 0
+    assert all(len(v["raw"] or "") < 5000 for v in store.votes_of(db, 1))
+    config.write_text('[endpoints.a]\nbase_url = "http://x/v1"\nmodel = "m"\n'
+                      'max_reply_bytes = -1\n')
+    with pytest.raises(InputError, match="max_reply_bytes"):
+        get_endpoint("a")
+
+
+@pytest.mark.parametrize("bad", [
+    {"raw": "<html>garbage</html>"},
+    {"raw": json.dumps({"choices": []})},
+    {"tool_calls": [{"id": "v", "type": "function",
+                     "function": {"name": "FindRestaurants", "arguments": "{broken"}}]},
+    {"content": "no JSON here"}])
+def test_an_invalid_reply_is_not_cached_and_a_rerun_asks_again(db, bad):
+    replies = [bad]
+
+    def script(body):
+        return replies[-1]
+
+    with ScriptedServer(script) as a:
+        member = f"{a.url}#m"
+        mode = {"content": "json"}.get(next(iter(bad)), "tools")
+        if mode == "json":
+            member = "j"
+        row = _relabel_mode(db, a.url, mode, trace=1)
+        assert row["status"] == "failed" and "every request failed" in row["error"]
+        assert db.execute("SELECT count(*) FROM job_units").fetchone()[0] == 0
+        assert a.count == 1                       # no retry of an invalid reply
+        replies.append(reply_with(GOOD) if mode == "tools" else {"content": json.dumps(GOOD)})
+        row = _relabel_mode(db, a.url, mode, trace=1)
+        assert a.count == 2 and row["status"] == "succeeded"      # asked again
+        assert row["result"]["outcomes"]["revised"] == 1 and member
+
+
+def _relabel_mode(db, url: str, mode: str, trace: int) -> dict:
+    """One member at `url` in `mode` (a configured endpoint, set through the environment)."""
+    import tempfile
+
+    config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    config.write(f'[endpoints.j]\nbase_url = "{url}"\nmodel = "m"\nmode = "{mode}"\n'
+                 'retries = 0\n')
+    config.close()
+    old = os.environ.get("WORKBENCH_CONFIG")
+    os.environ["WORKBENCH_CONFIG"] = config.name
+    try:
+        return relabel(db, "j", selection={"trace_ids": [trace]}, accept=True)
+    finally:
+        if old is None:
+            os.environ.pop("WORKBENCH_CONFIG", None)
+        else:
+            os.environ["WORKBENCH_CONFIG"] = old
+        os.unlink(config.name)
+
+
+def test_a_run_where_every_request_failed_ends_failed_and_resumes_those_turns(db):
+    calls = {"n": 0}
+
+    def unauthorised(body):
+        calls["n"] += 1
+        return {"status": 401, "body": json.dumps({"error": {"message": "bad key"}})}
+
+    with ScriptedServer(unauthorised) as a:
+        row = relabel(db, f"{a.url}#m", accept=True)
+        assert row["status"] == "failed" and "every request failed (3)" in row["error"]
+        assert "HTTP 401" in row["error"]
+        a.reply = lambda body: reply_with(GOOD)
+        from workbench.jobs import resume
+
+        resume(db, row["id"])
+        row = execute(db, row["id"], resume=True)
+    assert row["status"] == "succeeded", row["error"]
+    assert row["result"]["outcomes"]["revised"] == 3 and a.count == 6
+    assert get_job(db, row["id"])["status"] == "succeeded"
