@@ -83,7 +83,7 @@ def test_agreement_of_a_relabel_run_with_known_answers(db_path):
     with ScriptedServer(member(db, 0)) as a, ScriptedServer(member(db, 1)) as b, \
             ScriptedServer(member(db, 2)) as c:
         names = [f"{s.url}#m" for s in (a, b, c)]
-        job_id = submit(db, "relabel", {}, {"committee": names})
+        job_id = submit(db, "relabel", {}, {"committee": names, "accept": True})
         row = execute(db, job_id)
     assert row["status"] == "succeeded", row["error"]
     assert row["result"]["outcomes"]["review"] == 1          # trace 5: G, R, garbage: a tie
