@@ -343,3 +343,127 @@ def test_a_run_where_every_request_failed_ends_failed_and_resumes_those_turns(db
     assert row["status"] == "succeeded", row["error"]
     assert row["result"]["outcomes"]["revised"] == 3 and a.count == 6
     assert get_job(db, row["id"])["status"] == "succeeded"
+
+
+# ------------------------------------------- 28.4: text answers, several calls, the context
+
+TOOLS = [{"type": "function", "function": {
+    "name": "lookup", "description": "look a record up",
+    "parameters": {"type": "object", "properties": {"ref": {"type": "string"}},
+                   "required": ["ref"]}}}]
+
+
+def _call(cid: str, ref: str) -> dict:
+    return {"id": cid, "type": "function",
+            "function": {"name": "lookup", "arguments": json.dumps({"ref": ref})}}
+
+
+def text_agent_store(tmp_path, filler: int = 0):
+    """A store with one conversation of a text-reply agent: a text turn (2), a turn of two calls
+    at once (4) and, with `filler`, that many more exchanges before them."""
+    msgs = [{"role": "system", "content": "You are the records desk. " * 20}]
+    for n in range(filler):
+        msgs += [{"role": "user", "content": f"filler question {n} " + "x" * 200},
+                 {"role": "assistant", "content": f"filler answer {n} " + "y" * 200}]
+    msgs += [{"role": "user", "content": "What are your opening hours?"},
+             {"role": "assistant", "content": "We open at nine."},
+             {"role": "user", "content": "Look up A1 and B2."},
+             {"role": "assistant", "content": None,
+              "tool_calls": [_call("c1", "A1"), _call("c2", "B2")]},
+             {"role": "tool", "tool_call_id": "c1", "content": "A1: found"},
+             {"role": "tool", "tool_call_id": "c2", "content": "B2: found"},
+             {"role": "assistant", "content": "Both are found."}]
+    src = tmp_path / "agent.jsonl"
+    src.write_text(json.dumps({"messages": msgs, "tools": TOOLS}) + "\n")
+    path = tmp_path / "t.db"
+    r = CliRunner().invoke(app, ["--db", str(path), "import", str(src)])
+    assert r.exit_code == 0, r.output
+    return path, 2 * filler + 2, 2 * filler + 4
+
+
+def test_members_answer_with_text_and_with_several_calls(tmp_path):
+    path, text_turn, calls_turn = text_agent_store(tmp_path)
+    db = open_db(path)
+
+    def script(body):
+        from tests.scripted_openai import doubtful_turn
+
+        if doubtful_turn(body) == text_turn:
+            return {"content": "We open at 9 am."}
+        return {"tool_calls": [_call("x1", "A1"), _call("x2", "B9")]}
+
+    with ScriptedServer(script) as a, ScriptedServer(script) as b:
+        row = relabel(db, f"{a.url}#m", f"{b.url}#m", selection={"trace_ids": [1]},
+                      turns="all", accept=True)
+        body = a.requests[0]
+    assert row["status"] == "succeeded", row["error"]
+    assert body["tool_choice"] == "auto"               # text is an answer here
+    assert "text reply" in body["messages"][0]["content"]
+    labels = revisions.current_messages(db, 1)
+    assert labels[text_turn]["content"] == "We open at 9 am."
+    assert not labels[text_turn]["tool_calls"]
+    calls = labels[calls_turn]["tool_calls"]
+    assert [c["id"] for c in calls] == ["c1", "c2"]    # the turn's call ids, in order
+    assert [json.loads(c["function"]["arguments"]) if isinstance(c["function"]["arguments"], str)
+            else c["function"]["arguments"] for c in calls] == [{"ref": "A1"}, {"ref": "B9"}]
+    votes = store.votes_of(db, 1, text_turn)
+    assert [v["call"] for v in votes] == [{"text": "We open at 9 am."}] * 2
+
+
+def test_agreement_on_the_decision_but_not_its_text_goes_to_review(tmp_path):
+    path, text_turn, _ = text_agent_store(tmp_path)
+    db = open_db(path)
+    add_flag(db, 1, text_turn, "planted", "error", "doubtful")
+    with ScriptedServer(lambda b: {"content": "We open at nine in the morning."}) as a, \
+            ScriptedServer(lambda b: {"content": "Nine o'clock."}) as b, \
+            ScriptedServer(lambda b: {"tool_calls": [_call("x", "Z")]}) as c:
+        row = relabel(db, f"{a.url}#m", f"{b.url}#m", f"{c.url}#m",
+                      selection={"trace_ids": [1]}, accept=True)
+    assert row["result"]["outcomes"]["review"] == 1
+    proposed = [r for r in revisions.history(db, 1, text_turn) if r["status"] == "proposed"]
+    assert {r["content"] for r in proposed if not r["tool_calls"]} == {
+        "We open at nine in the morning.", "Nine o'clock."}
+    assert revisions.current_messages(db, 1)[text_turn]["content"] == "We open at nine."
+
+
+def test_a_long_conversation_is_cut_from_the_middle_to_fit_the_context(tmp_path, monkeypatch):
+    path, text_turn, _ = text_agent_store(tmp_path, filler=30)
+    db = open_db(path)
+    add_flag(db, 1, text_turn, "planted", "error", "doubtful")
+    config = tmp_path / "config.toml"
+    with ScriptedServer(lambda b: {"content": "We open at nine."}) as a:
+        config.write_text(f'[endpoints.small]\nbase_url = "{a.url}"\nmodel = "m"\n'
+                          f'context = 1500\nmax_tokens = 100\n')
+        monkeypatch.setenv("WORKBENCH_CONFIG", str(config))
+        row = relabel(db, "small", selection={"trace_ids": [1]}, accept=True)
+        prompt = a.requests[0]["messages"][-1]["content"]
+        total = sum(len(m["content"]) for m in a.requests[0]["messages"])
+    assert row["status"] == "succeeded", row["error"]
+    assert total <= (1500 - 100) * 3
+    assert "left out to fit the context" in prompt
+    assert ">>> DOUBTFUL <<<" in prompt and "[0] system: You are the records desk." in prompt
+    assert "filler question 29" in prompt and "filler question 0 " not in prompt
+    log = get_job(db, row["id"])["log"]
+    assert "cut from the middle to fit its context of 1500 tokens" in log
+    assert row["result"]["outcomes"]["confirmed"] == 1
+
+
+def test_a_refusal_naming_the_context_teaches_it_and_the_cut_prompt_is_asked(tmp_path):
+    path, text_turn, _ = text_agent_store(tmp_path, filler=30)
+    db = open_db(path)
+    add_flag(db, 1, text_turn, "planted", "error", "doubtful")
+
+    def script(body):
+        size = sum(len(m["content"]) for m in body["messages"])
+        if size > 5000:
+            return {"status": 400, "body": json.dumps({"error": {"message": (
+                "Requested tokens (8956) exceed context window of 2000")}})}
+        return {"content": "We open at nine."}
+
+    with ScriptedServer(script) as a:
+        row = relabel(db, f"{a.url}#m", selection={"trace_ids": [1]},
+                      accept=True)
+        assert a.count == 2
+    assert row["status"] == "succeeded", row["error"]
+    assert row["result"]["outcomes"]["confirmed"] == 1
+    assert "context of 2000 tokens" in get_job(db, row["id"])["log"]
