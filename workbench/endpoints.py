@@ -156,7 +156,8 @@ def endpoints(config: dict | None = None) -> dict[str, Endpoint]:
                              field=f"endpoints.{name}.api_key")
         known = {k: spec[k] for k in ("api_key_env", "temperature", "max_tokens", "timeout",
                                       "retries", "max_concurrency", "mode", "price_in",
-                                      "price_out", "params", "max_reply_bytes", "context") if k in spec}
+                                      "price_out", "params", "max_reply_bytes", "context")
+                 if k in spec}
         if url_credentials(str(spec["base_url"])):
             raise InputError(f"holds {url_credentials(str(spec['base_url']))}: {_USE_KEY_ENV}",
                              path=str(config_path()), field=f"endpoints.{name}.base_url")

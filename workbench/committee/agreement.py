@@ -112,7 +112,8 @@ def analyst_calls(db: Database, turns: list[dict]) -> dict[tuple[int, int], dict
     ids = sorted({t["trace_id"] for t in turns})
     rows = db.execute(
         "SELECT r.trace_id, r.message_idx, r.author_kind, r.tool_calls, r.created_at,"
-        " r.decided_at, r.content FROM revisions r WHERE r.trace_id IN (SELECT value FROM json_each(?))"
+        " r.decided_at, r.content FROM revisions r"
+        " WHERE r.trace_id IN (SELECT value FROM json_each(?))"
         " AND r.status = 'accepted' AND r.id = (SELECT max(id) FROM revisions WHERE"
         " trace_id = r.trace_id AND message_idx = r.message_idx AND status = 'accepted')",
         [json.dumps(ids)]).fetchall()

@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 
 from workbench.checks.schema import declared_arguments
 from workbench.endpoints import Endpoint
-from workbench.redaction import redact, redact_secrets, redact_value
+from workbench.redaction import redact, redact_secrets
 from workbench.replies import ReplyRefused, check_size, parse_completion, read_async
 from workbench.safe_text import visible
 from workbench.toolcalls import parse_tool_calls

@@ -35,8 +35,8 @@ from db.browse import get_setting
 from db.flags import REVIEW_DROP, suspect_turns
 from db.queries import TraceFilter, fts_query
 from db.revisions import add_revision, changed_since, current_revisions
-from db.tx import now, write_tx
 from db.traces import original_messages
+from db.tx import now, write_tx
 from workbench.committee.agreement import agreement
 from workbench.committee.members import EndpointFailed, Member, tool_validators, validate_answer
 from workbench.committee.prompt import (answer_schema, answers_in_text, calls_at_once,
