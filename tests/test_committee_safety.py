@@ -467,3 +467,28 @@ def test_a_refusal_naming_the_context_teaches_it_and_the_cut_prompt_is_asked(tmp
     assert row["status"] == "succeeded", row["error"]
     assert row["result"]["outcomes"]["confirmed"] == 1
     assert "context of 2000 tokens" in get_job(db, row["id"])["log"]
+
+
+def test_a_refusal_naming_more_tokens_than_estimated_shortens_the_cut(tmp_path, monkeypatch):
+    """The configured context was right but a token took fewer characters than estimated: the
+    tokens the refusal names measure them, and the prompt is cut shorter."""
+    path, text_turn, _ = text_agent_store(tmp_path, filler=30)
+    db = open_db(path)
+    add_flag(db, 1, text_turn, "planted", "error", "doubtful")
+    config = tmp_path / "config.toml"
+    sizes = []
+
+    def script(body):
+        size = sum(len(m["content"]) for m in body["messages"])
+        sizes.append(size)
+        if size > 3000:
+            return {"status": 400, "body": json.dumps({"error": {"message": (
+                f"Requested tokens ({size // 1.5:.0f}) exceed context window of 2000")}})}
+        return {"content": "We open at nine."}
+
+    with ScriptedServer(script) as a:
+        config.write_text(f'[endpoints.c]\nbase_url = "{a.url}"\nmodel = "m"\ncontext = 2000\n')
+        monkeypatch.setenv("WORKBENCH_CONFIG", str(config))
+        row = relabel(db, "c", selection={"trace_ids": [1]}, accept=True)
+    assert row["status"] == "succeeded", row["error"]
+    assert len(sizes) == 2 and sizes[0] > 3000 >= sizes[1]

@@ -20,6 +20,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from workbench.checks.schema import declared_arguments
+from workbench.committee.prompt import CHARS_PER_TOKEN
 from workbench.endpoints import Endpoint
 from workbench.redaction import redact, redact_secrets
 from workbench.replies import ReplyRefused, check_size, parse_completion, read_async
@@ -134,6 +135,7 @@ def validate_answer(value: Any, validators: dict[str, Draft202012Validator], *,
 LOCAL_N_CTX = 8192
 # how servers say a prompt is over their context (llama.cpp, vLLM, OpenAI)
 _CONTEXT_ERROR = re.compile(r"(?i)context (?:window|length) (?:of|is) (\d+)")
+_REQUESTED = re.compile(r"(?i)requested (?:tokens \(|)(\d+)")
 
 
 def context_in_error(message: str) -> int | None:
@@ -155,6 +157,7 @@ class Member:
         self.context: int | None = endpoint.context or (
             LOCAL_N_CTX if endpoint.is_local else None)
         self._asked_context = endpoint.context is not None or endpoint.is_local
+        self.chars_per_token: float = CHARS_PER_TOKEN
 
     async def context_tokens(self) -> int | None:
         """The member's context in tokens: configured (`context`), llama.cpp in-process's, or
@@ -178,21 +181,27 @@ class Member:
                 pass
         return self.context
 
-    def learn_context(self, error: str) -> bool:
-        """Take the context size from a refusal; True when it is smaller than assumed."""
+    def learn_context(self, error: str, prompt_chars: int = 0) -> bool:
+        """Take the context size from a refusal ("Requested tokens (8956) exceed context window
+        of 8192"), and where it names the tokens asked for, how many characters a token of this
+        prompt took; True when the prompt will now be cut shorter."""
         size = context_in_error(error)
-        if size is None or (self.context is not None and size >= self.context):
+        if size is None:
             return False
-        self.context = size
-        return True
+        changed = self.context is None or size < self.context
+        self.context = size if self.context is None else min(size, self.context)
+        asked = _REQUESTED.search(error)
+        if asked and prompt_chars and int(asked.group(1)) > 0:
+            measured = 0.9 * prompt_chars / int(asked.group(1))
+            if measured < self.chars_per_token:
+                self.chars_per_token, changed = measured, True
+        return changed
 
     def budget_chars(self) -> int | None:
         """How many characters a prompt may take: the context less the answer's tokens."""
         if self.context is None:
             return None
-        from workbench.committee.prompt import CHARS_PER_TOKEN
-
-        return max(0, self.context - self.endpoint.max_tokens) * CHARS_PER_TOKEN
+        return int(max(0, self.context - self.endpoint.max_tokens) * self.chars_per_token)
 
     async def close(self) -> None:
         if self._client is not None:

@@ -185,7 +185,8 @@ class Committee:
             try:
                 got = await member.ask(messages, schema, conv.tools, text=text)
             except EndpointFailed as e:
-                if attempt == 0 and member.learn_context(str(e)):
+                if attempt == 0 and member.learn_context(
+                        str(e), sum(len(m["content"]) for m in messages)):
                     continue
                 raise
             answer = got.as_dict()

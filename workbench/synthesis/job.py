@@ -305,7 +305,8 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
             try:
                 got = await member.ask(messages, schema, None, parse="json")
             except EndpointFailed as e:
-                if again and member.learn_context(str(e)):     # the server named its context
+                if again and member.learn_context(            # the server named its context
+                        str(e), sum(len(m["content"]) for m in messages)):
                     fit["budget"] = member.budget_chars()
                     return await ask(k, again=False)
                 stats["failed"] += 1
