@@ -492,3 +492,16 @@ def test_a_refusal_naming_more_tokens_than_estimated_shortens_the_cut(tmp_path, 
         row = relabel(db, "c", selection={"trace_ids": [1]}, accept=True)
     assert row["status"] == "succeeded", row["error"]
     assert len(sizes) == 2 and sizes[0] > 3000 >= sizes[1]
+
+
+def test_the_context_is_read_from_the_servers_model_list(tmp_path):
+    path, text_turn, _ = text_agent_store(tmp_path, filler=30)
+    db = open_db(path)
+    add_flag(db, 1, text_turn, "planted", "error", "doubtful")
+    models = [{"id": "m", "object": "model", "owned_by": "x", "max_model_len": 1500}]
+    with ScriptedServer(lambda b: {"content": "We open at nine."}, models=models) as a:
+        row = relabel(db, f"{a.url}#m", selection={"trace_ids": [1]}, accept=True)
+        total = sum(len(m["content"]) for m in a.requests[0]["messages"])
+    assert row["status"] == "succeeded", row["error"]
+    assert a.count == 1 and total <= (1500 - 512) * 3
+    assert "context of 1500 tokens" in get_job(db, row["id"])["log"]

@@ -158,28 +158,33 @@ class Member:
             LOCAL_N_CTX if endpoint.is_local else None)
         self._asked_context = endpoint.context is not None or endpoint.is_local
         self.chars_per_token: float = CHARS_PER_TOKEN
+        self._context_lock = asyncio.Lock()
 
     async def context_tokens(self) -> int | None:
         """The member's context in tokens: configured (`context`), llama.cpp in-process's, or
         read once from the server's model list (vLLM's `max_model_len`, a `context_length`);
         None when unknown (a refusal naming it teaches it: `learn_context`)."""
-        if not self._asked_context:
-            self._asked_context = True
-            try:
-                if self._client is None:
-                    self._client = self.endpoint.async_client()
-                page = await asyncio.wait_for(self._client.models.list(), 5)
-                for model in page.data:
-                    extra = model.model_extra or {}
-                    meta = extra.get("meta") if isinstance(extra.get("meta"), dict) else {}
-                    found = (extra.get("max_model_len") or extra.get("context_length")
-                             or meta.get("n_ctx"))
-                    if isinstance(found, int) and found > 0 and (
-                            model.id == self.endpoint.model or len(page.data) == 1):
-                        self.context = found
-            except Exception:  # noqa: BLE001 - servers without a model list: unknown
-                pass
+        async with self._context_lock:     # asked once, the other requests wait for it
+            if not self._asked_context:
+                self._asked_context = True
+                await self._server_context()
         return self.context
+
+    async def _server_context(self) -> None:
+        try:
+            if self._client is None:
+                self._client = self.endpoint.async_client()
+            page = await asyncio.wait_for(self._client.models.list(), 5)
+            for model in page.data:
+                extra = model.model_extra or {}
+                meta = extra.get("meta") if isinstance(extra.get("meta"), dict) else {}
+                found = (extra.get("max_model_len") or extra.get("context_length")
+                         or meta.get("n_ctx"))
+                if isinstance(found, int) and found > 0 and (
+                        model.id == self.endpoint.model or len(page.data) == 1):
+                    self.context = found
+        except Exception:  # noqa: BLE001 - servers without a model list: unknown
+            pass
 
     def learn_context(self, error: str, prompt_chars: int = 0) -> bool:
         """Take the context size from a refusal ("Requested tokens (8956) exceed context window
