@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from db.rows import dicts
+from db.rows import dicts, rowid
 from db.traces import messages_for, original_messages, search_text
 from db.tx import now, write_tx
 
@@ -43,7 +43,7 @@ def add_revision(db: Database, trace_id: int, message_idx: int, *, tool_calls: l
              author_kind, author_name, reason,
              None if evidence is None else json.dumps(evidence, ensure_ascii=False),
              status, supersedes, ts, ts if status != "proposed" else None])
-        rev_id = cur.lastrowid
+        rev_id = rowid(cur)
         text = search_text([{"content": content, "tool_calls": tool_calls}])
         if text:
             db.execute("INSERT INTO search (text, trace_id, message_idx) VALUES (?,?,?)",

@@ -17,7 +17,7 @@ from tests.tui_data import app_config, build_db, first_assistant, until
 from widgets.trace_table import TraceTable
 from workbench.app import make_app
 from workbench.config import Config
-from workbench.jobs import run_job
+from tests.job_support import run_body
 
 SIZE = (120, 40)
 
@@ -284,7 +284,7 @@ async def test_jobs_panel_shows_outside_jobs_and_runs_its_own(db_path):
 
         def cli():
             db = open_db(db_path)
-            run_job(db, "cli-job", outside)
+            run_body(db, "cli-job", outside)
             db.close()
 
         th = threading.Thread(target=cli)
@@ -424,7 +424,7 @@ async def test_bulk_committee_and_job_on_the_marked_traces(db_path):
 
 async def test_jobs_panel_resumes_a_stopped_job_in_a_worker(db_path):
     from db.jobs import finish_job, get_job, start_job
-    from workbench.jobs import submit
+    from workbench.jobs.runner import submit
 
     db = open_db(db_path)
     jid = submit(db, "eval", {"split": "test"}, {"endpoint": "http://127.0.0.1:9/v1#m",

@@ -13,7 +13,7 @@ from db.queries import TraceFilter
 from tests.tui_data import app_config, build_db, until
 from workbench.app import make_app
 from workbench.job_forms import FormField, param_fields, read_form, selection_fields
-from workbench.job_specs import get_spec
+from workbench.jobs.registry import get_spec
 
 SIZE = (120, 40)
 

@@ -26,7 +26,7 @@ from workbench import decisions
 from workbench.cli import app
 from workbench.endpoints import check_url, get_endpoint
 from workbench.errors import InputError
-from workbench.jobs import execute, submit
+from workbench.jobs.runner import execute, submit
 
 GOOD = {"name": "FindRestaurants", "arguments": {"city": "Oakland", "cuisine": "Italian"}}
 MINE = {"name": "FindRestaurants", "arguments": {"city": "Berkeley", "cuisine": "Thai"}}
@@ -336,7 +336,7 @@ def test_a_run_where_every_request_failed_ends_failed_and_resumes_those_turns(db
         assert row["status"] == "failed" and "every request failed (3)" in row["error"]
         assert "HTTP 401" in row["error"]
         a.reply = lambda body: reply_with(GOOD)
-        from workbench.jobs import resume
+        from workbench.jobs.runner import resume
 
         resume(db, row["id"])
         row = execute(db, row["id"], resume=True)

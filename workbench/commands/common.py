@@ -224,7 +224,7 @@ class JobRequest:
 def job_options(kind: str, *, selection: bool = True) -> Callable[[Callable], Callable]:
     """Give a command the options of job `kind`: one per field of its Params, the shared
     selection options, and --detach. The command receives `job: JobRequest`."""
-    from workbench.job_specs import get_spec
+    from workbench.jobs.registry import get_spec
 
     spec = get_spec(kind)
     hints = typing.get_type_hints(spec.Params)

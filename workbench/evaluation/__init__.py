@@ -14,7 +14,7 @@
   turns mostly failed ends ``failed`` and is never a baseline or a model's score. A turn the
   judge failed on is counted as unjudged, not scored. Error text is redacted
   (:mod:`workbench.redaction`) before it is stored.
-* **Storage.** A run is a job (``run_job``) and an ``eval_runs`` row; each turn an
+* **Storage.** A run is an `eval` job and an ``eval_runs`` row; each turn an
   ``eval_results`` row, written per conversation (a killed run keeps what it finished).
 * **Report.** Means, a function-name confusion matrix, the worst turns and the change against
   the previous finished run on the same selection.
@@ -37,7 +37,7 @@ from db.queries import TraceFilter
 from workbench import safe_json
 from workbench.chat_backend import ChatBackend, Completion, create_completion
 from workbench.conversation_view import conversations, task_context
-from workbench.jobs import JobContext, run_job
+from workbench.jobs.context import JobContext
 from workbench.messages import per_turn_pairs, to_benchmark_question, turn_answer
 from workbench.metrics import METRICS, constant_floor, score_pair
 from workbench.redaction import redact, redact_secrets
@@ -277,20 +277,6 @@ def run_pairs(backend: ChatBackend, pairs: Sequence[Pair], *, max_tokens: int,
                 row["judge"], details["judge_error"] = None, error_text(e)
         rows.append(row)
     return rows
-
-
-def evaluate(db: Database, backend: ChatBackend, sel: Selection | None = None, *,
-             max_tokens: int = 256, judge_endpoint: Any = None, judge_client: Any = None,
-             listeners: list[Callable[[str, Any], None]] | None = None,
-             resume: bool = False, model_id: int | None = None) -> dict:
-    """Run an evaluation with a backend object as a job; returns the final job row (result:
-    run id and metrics). The stored `eval` job kind runs the same body."""
-    sel = sel or Selection()
-    params = {"model": backend.name, "selection": sel.key(), "max_tokens": max_tokens,
-              "judge": getattr(judge_endpoint, "name", None)}
-    body = evaluation_body(backend, sel, max_tokens=max_tokens, judge_endpoint=judge_endpoint,
-                           judge_client=judge_client, resume=resume, model_id=model_id)
-    return run_job(db, "eval", body, params=params, listeners=listeners)
 
 
 def evaluation_body(backend: ChatBackend, sel: Selection, *, max_tokens: int = 256,

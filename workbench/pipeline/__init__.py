@@ -38,7 +38,8 @@ from sqlite_utils import Database
 from db import jobs as jobstore
 from db import pipeline as pstore
 from db.queries import SPLITS, TraceFilter
-from workbench.jobs import Cancelled, Interrupted, JobContext, content_key
+from workbench.jobs.context import (Cancelled, Interrupted, JobContext, JobEvent, Listener,
+                                    LogLine, Progress, content_key)
 
 STAGES = ("import", "check", "normalize", "relevance", "relabel", "synth", "train", "eval")
 IMPORT_FIELDS: dict[str, tuple[Any, str]] = {
@@ -201,7 +202,7 @@ def load_pipeline(file: str | Path, *, from_stage: str | None = None,
                   baseline: str | None = None) -> PipelineConfig:
     """Read and validate a pipeline file; every error names the file, the line where it can,
     the table and the key."""
-    from workbench.job_specs import REGISTRY
+    from workbench.jobs.registry import REGISTRY
 
     path = Path(file)
     try:
@@ -310,7 +311,7 @@ def init_text(db: Database, target: Path) -> str:
     its help, the stages that need no endpoint switched on."""
     from db.models import list_models
     from db.tasks import current_task, current_tools
-    from workbench.job_specs import REGISTRY
+    from workbench.jobs.registry import REGISTRY
 
     task = current_task(db) or {}
     tools = [t["function"]["name"] for t in current_tools(db) or [] if "function" in t]
@@ -397,22 +398,6 @@ def _file_hashes(paths: list[str], task: str | None) -> list[list[str]]:
     return out
 
 
-def _import_body(params: dict):
-    def body(ctx: JobContext) -> dict:
-        from workbench.importing import import_files, report_dict
-        from workbench.messages import MAX_MESSAGE_BYTES
-
-        ctx.progress(0, None, "importing")
-        reports = import_files(ctx.db, params["paths"], split=params["split"],
-                               task=params["task"], notify=ctx.log,
-                               max_message_bytes=params["max_message_bytes"] or MAX_MESSAGE_BYTES)
-        for r in reports:
-            ctx.log(f"{r.source}: {r.added} added, {r.duplicates} already stored")
-        return {"files": [report_dict(r) for r in reports],
-                "added": sum(r.added for r in reports)}
-    return body
-
-
 class _Run:
     def __init__(self, ctx: JobContext, cfg: PipelineConfig) -> None:
         self.ctx, self.db, self.cfg = ctx, ctx.db, cfg
@@ -436,37 +421,26 @@ class _Run:
         if self.data_key is not None:
             pstore.set_run(self.db, self.ctx.job_id, state=pstore.data_state(self.db))
 
-    def _forward(self, stage: str, child: int):
+    def _forward(self, stage: str, child: int) -> list[Listener]:
         """A child's progress and log, shown as the pipeline's; a cancel of the pipeline
         cancels the child."""
-        def listener(event: str, value: Any) -> None:
-            if event == "progress":
-                done, total, message = value
-                text = f"{stage}: {message}" if message else stage
-                for fn in self.ctx.listeners:
-                    fn("progress", (done, total, text))
+        def listener(event: JobEvent) -> None:
+            if isinstance(event, Progress):
+                text = f"{stage}: {event.message}" if event.message else stage
+                self.ctx.emit(Progress(event.done, event.total, text))
                 if jobstore.cancel_requested(self.db, self.ctx.job_id):
                     jobstore.request_cancel(self.db, child)
-            elif event == "log":
-                for fn in self.ctx.listeners:
-                    fn("log", f"{stage}: {value}")
+            elif isinstance(event, LogLine):
+                self.ctx.emit(LogLine(f"{stage}: {event.text}"))
+            else:
+                self.ctx.emit(event)
         return [listener]
-
-    def _execute(self, stage: str, job_id: int, resume: bool) -> dict:
-        from workbench.jobs import execute, run_job
-
-        row = jobstore.get_job(self.db, job_id)
-        listeners = self._forward(stage, job_id)
-        if row["kind"] == "import":
-            return run_job(self.db, "import", _import_body(row["params"]), listeners=listeners,
-                           job_id=job_id)
-        return execute(self.db, job_id, listeners=listeners, resume=resume)
 
     def stage(self, stage: str, kind: str, params: Any, selection: TraceFilter | None,
               fingerprint: str, forced: bool) -> dict:
         """Skip, resume or run one stage; returns its (succeeded) job row."""
-        from workbench.job_specs import REGISTRY
-        from workbench.jobs import resume, submit
+        from workbench.jobs.registry import REGISTRY
+        from workbench.jobs.runner import execute, resume, submit
 
         spec = REGISTRY.get(kind)
         prior_id = None if forced else pstore.last_stage_job(self.db, stage, fingerprint)
@@ -488,16 +462,13 @@ class _Run:
         elif prior is not None and prior["status"] == "queued":
             job_id, action = prior_id, "ran"
         else:
-            if kind == "import":
-                job_id = jobstore.create_job(self.db, "import", params, None,
-                                             parent_id=run_id)
-            else:
-                job_id = submit(self.db, kind, selection, params, parent_id=run_id)
+            job_id = submit(self.db, kind, selection, params, parent_id=run_id)
             action = "forced" if forced else "ran"
         pstore.add_stage(self.db, run_id, stage, fingerprint, job_id, action)
         self.ctx.log(f"{stage}: job {job_id} ({action})")
         try:
-            row = self._execute(stage, job_id, resume=action == "resumed")
+            row = execute(self.db, job_id, listeners=self._forward(stage, job_id),
+                          resume=action == "resumed")
         finally:
             self._save_state()
         self.rows[stage] = row

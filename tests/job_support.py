@@ -1,0 +1,16 @@
+"""Running an ad-hoc body under a job row, for tests of the job runtime itself (the product
+makes every row from a registered spec: `workbench.jobs.runner.submit`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from db import jobs as store
+from workbench.jobs.context import JobContext, Listener
+from workbench.jobs.runner import run_job
+
+
+def run_body(db: Any, kind: str, fn: Callable[[JobContext], Any], *,
+             listeners: list[Listener] | None = None) -> dict:
+    return run_job(db, store.create_job(db, kind), fn, listeners=listeners)
