@@ -505,3 +505,62 @@ def test_the_context_is_read_from_the_servers_model_list(tmp_path):
     assert row["status"] == "succeeded", row["error"]
     assert a.count == 1 and total <= (1500 - 512) * 3
     assert "context of 1500 tokens" in get_job(db, row["id"])["log"]
+
+
+def test_a_text_reply_agents_corpus_its_long_policy_kept_when_the_middle_is_cut(tmp_path,
+                                                                               monkeypatch):
+    """The public airline corpus (a 6,000-character policy, text replies): a member with a
+    small context sees the policy, the tools and the turns nearest the doubtful one; its text
+    answer becomes the turn's text."""
+    src = tmp_path / "airline.jsonl"
+    lines = (ROOT / "tests/data/tau-airline/tune.jsonl").read_text().splitlines()
+    src.write_text(lines[1] + "\n")               # 62 messages, about 33,000 characters
+    path = tmp_path / "a.db"
+    assert CliRunner().invoke(app, ["--db", str(path), "import", str(src)]).exit_code == 0
+    db = open_db(path)
+    msgs = revisions.current_messages(db, 1)
+    turn = max(i for i, m in enumerate(msgs) if m["role"] == "assistant"
+               and not m["tool_calls"] and m["content"])
+    add_flag(db, 1, turn, "planted", "error", "doubtful")
+    config = tmp_path / "config.toml"
+    with ScriptedServer(lambda b: {"content": "Your trip is all set. Safe travels!"}) as a:
+        config.write_text(f'[endpoints.s]\nbase_url = "{a.url}"\nmodel = "m"\n'
+                          f'context = 8192\nmax_tokens = 200\n')
+        monkeypatch.setenv("WORKBENCH_CONFIG", str(config))
+        row = relabel(db, "s", selection={"trace_ids": [1]}, accept=True)
+        body = a.requests[0]
+    assert row["status"] == "succeeded", row["error"]
+    prompt = body["messages"][-1]["content"]
+    assert sum(len(m["content"]) for m in body["messages"]) <= (8192 - 200) * 3
+    assert msgs[0]["content"][:200] in prompt                 # the policy, whole
+    assert f"[{turn}] >>> DOUBTFUL <<<" in prompt and "left out to fit the context" in prompt
+    assert f"[{turn - 1}]" in prompt and "[1] user" not in prompt
+    assert body["tool_choice"] == "auto" and body["tools"]
+    assert revisions.current_messages(db, 1)[turn]["content"] == \
+        "Your trip is all set. Safe travels!"
+
+
+def test_the_teachers_request_fits_its_context(tmp_path):
+    """Fewer examples first, then the last one cut from the middle keeping its system prompt
+    and its latest messages; the cut is reported for the job's log."""
+    from workbench.conversation_view import conversations
+    from workbench.synthesis.corpus import Topic
+    from workbench.synthesis.teacher import request_messages
+
+    src = tmp_path / "airline.jsonl"
+    lines = (ROOT / "tests/data/tau-airline/tune.jsonl").read_text().splitlines()
+    src.write_text("\n".join(lines[:3]) + "\n")
+    path = tmp_path / "a.db"
+    assert CliRunner().invoke(app, ["--db", str(path), "import", str(src)]).exit_code == 0
+    seeds = conversations(open_db(path), where="id IN (2, 3)")
+    topic = Topic("change a booking")
+    whole = request_messages(None, seeds[0].tools, seeds, topic, 1)
+    cuts: list = []
+    fitted = request_messages(None, seeds[0].tools, seeds, topic, 1, 30_000, cuts)
+    assert sum(len(m["content"]) for m in fitted) <= 30_000
+    assert sum(len(m["content"]) for m in whole) > 30_000
+    assert cuts and cuts[0]["examples"] == 1 and cuts[0]["of"] == 2
+    user = fitted[1]["content"]
+    assert "Example 2" not in user and "# Airline Agent Policy" in user
+    assert seeds[0].messages[-1]["content"][:60] in user       # the latest messages stay
+    assert request_messages(None, seeds[0].tools, seeds, topic, 1, None) == whole
