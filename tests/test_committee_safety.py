@@ -555,3 +555,23 @@ def test_the_teachers_request_fits_its_context(tmp_path):
     assert "Example 2" not in user and "# Airline Agent Policy" in user
     assert seeds[0].messages[-1]["content"][:60] in user       # the latest messages stay
     assert request_messages(None, seeds[0].tools, seeds, topic, 1, None) == whole
+
+
+def test_a_key_echoed_in_a_streamed_reply_is_never_shown_even_split(tmp_path, monkeypatch):
+    from workbench.chat_backend import EndpointBackend
+
+    secret = "sk-stream-SENTINEL-7777777"
+    config = tmp_path / "config.toml"
+    with ScriptedServer(lambda b: {"content": f"here: {secret} done"}) as s:
+        config.write_text(f'[endpoints.e]\nbase_url = "{s.url}"\nmodel = "m"\n'
+                          f'api_key_env = "WB_STREAM_KEY"\n')
+        monkeypatch.setenv("WORKBENCH_CONFIG", str(config))
+        monkeypatch.setenv("WB_STREAM_KEY", secret)
+        backend = EndpointBackend(get_endpoint("e"))
+        shown: list[str] = []
+        out = backend.complete([{"role": "user", "content": "hi", "tool_calls": None,
+                                 "tool_call_id": None, "name": None}], on_token=shown.append)
+        backend.close()
+    # the scripted server streams the content in two halves: the key is split between them
+    assert "".join(shown) == "here: [redacted] done" == out.text
+    assert not any(secret[:8] in piece for piece in shown)

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from workbench import safe_json
 from workbench.chat_template import IM_END, format_tool_call, render
 from workbench.messages import to_openai
-from workbench.redaction import redact_secrets
+from workbench.redaction import StreamRedactor, redact_secrets
 from workbench.replies import DEFAULT_MAX_REPLY_BYTES
 from workbench.safe_text import visible
 from workbench.toolcalls import ToolCall, parse_tool_calls
@@ -259,6 +259,7 @@ class EndpointBackend:
                        out: Completion) -> tuple[str, list]:
         parts: list[str] = []
         calls: dict[int, dict] = {}
+        shown = StreamRedactor()      # a key echoed in the reply is never shown, even in part
         for chunk in self.client.chat.completions.create(stream=True, **kwargs):
             if not chunk.choices:
                 continue
@@ -266,7 +267,8 @@ class EndpointBackend:
             delta = choice.delta
             if delta.content:
                 parts.append(delta.content)
-                on_token(delta.content)
+                if text := shown.feed(delta.content):
+                    on_token(text)
             for tc in delta.tool_calls or []:
                 slot = calls.setdefault(tc.index or 0, {"function": {"name": "", "arguments": ""}})
                 if tc.function is not None:
@@ -274,6 +276,8 @@ class EndpointBackend:
                     slot["function"]["arguments"] += tc.function.arguments or ""
             if choice.finish_reason:
                 out.finish_reason = choice.finish_reason
+        if rest := shown.flush():
+            on_token(rest)
         return "".join(parts), [calls[k] for k in sorted(calls)]
 
     def close(self) -> None:

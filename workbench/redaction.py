@@ -102,3 +102,26 @@ def redact_value(value: object) -> object:
         return {redact_secrets(k) if isinstance(k, str) else k: redact_value(v)
                 for k, v in value.items()}
     return value
+
+
+class StreamRedactor:
+    """Redacts a reply shown as it streams: holds back the last (longest key - 1) characters,
+    so a key split across chunks is never shown in part. `feed` returns what may be shown now,
+    `flush` the rest at the end."""
+
+    def __init__(self) -> None:
+        self.keys = known_keys()
+        self.hold = max((len(k) for k in self.keys), default=1) - 1
+        self.pending = ""
+
+    def feed(self, chunk: str) -> str:
+        if not self.keys:
+            return chunk
+        self.pending = redact_secrets(self.pending + chunk)
+        cut = max(0, len(self.pending) - self.hold)
+        out, self.pending = self.pending[:cut], self.pending[cut:]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = redact_secrets(self.pending), ""
+        return out
