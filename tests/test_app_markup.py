@@ -36,7 +36,7 @@ async def test_markup_is_shown_verbatim_everywhere(tmp_path):
         text = screen_text(app)
         assert text.count(MARKUP) >= 4, text  # user text, call arguments, flag detail, history
         await pilot.press("e")
-        await until(pilot, lambda: type(app.screen).__name__ == "EditCallScreen")
+        await until(pilot, lambda: type(app.screen).__name__ == "EditTurnScreen")
         await pilot.pause(0.3)
         assert MARKUP in screen_text(app)
         assert MARKUP in app.screen.query_one("#raw").text  # no schema here: raw JSON only

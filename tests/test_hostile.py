@@ -157,7 +157,7 @@ async def test_app_shows_no_raw_control_characters_in_any_view(tmp_path):
                 look(f"detail {row + 1} turn {turn}")
             if row == 0:
                 await pilot.press("k", "k", "k", "k", "e")   # the first call's editor
-                await until(pilot, lambda: type(app.screen).__name__ == "EditCallScreen")
+                await until(pilot, lambda: type(app.screen).__name__ == "EditTurnScreen")
                 await pilot.pause(0.3)
                 assert "\\u001b" in look("editor")          # raw JSON: JSON escapes
                 raw = app.screen.query_one("#raw").text

@@ -28,8 +28,8 @@ def test_every_kind_is_a_spec_with_typed_params():
     specs = available_jobs()
     assert {"check", "normalize", "train", "recount", "eval"} <= set(specs)
     for spec in specs.values():
-        for p in spec.describe_params():
-            assert p["help"], f"{spec.kind}.{p['name']} has no help"
+        for f in spec.fields():
+            assert f.help, f"{spec.kind}.{f.name} has no help"
     with pytest.raises(ValueError, match="unknown parameter"):
         get_spec("check").make_params({"nope": 1})
     with pytest.raises(ValueError, match="unknown check foo"):

@@ -9,11 +9,12 @@ Each feature declares its kinds in its own ``job.py``; :mod:`workbench.jobs.regi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
 from db.queries import TraceFilter
 from workbench.jobs.context import JobContext
+from workbench.jobs.fields import Field, fields_of
 
 P = TypeVar("P")
 
@@ -67,13 +68,6 @@ class JobSpec(Generic[P]):
     def dump_params(self, params: P) -> dict:
         return asdict(params)  # type: ignore[call-overload]
 
-    def describe_params(self) -> list[dict]:
-        """Name, type, default and help of each parameter (forms, `jobs show`, docs)."""
-        out = []
-        for f in fields(self.Params):  # type: ignore[arg-type]
-            default = f.default if f.default is not MISSING else (
-                f.default_factory() if f.default_factory is not MISSING else None)
-            out.append({"name": f.name, "type": str(f.type), "default": default,
-                        "help": f.metadata.get("help", ""),
-                        "choices": f.metadata.get("choices")})
-        return out
+    def fields(self) -> list[Field]:
+        """The parameters' fields: name, type, default, help, choices (CLI, forms, files)."""
+        return fields_of(self.Params)
