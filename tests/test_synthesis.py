@@ -394,8 +394,21 @@ def test_the_reply_schema_holds_each_call_to_its_tools_schema_and_bounds_every_s
     broken(lambda ms: ms.__setitem__(3, {"role": "assistant", "content": "Shall I book it?"}))
 
 
+def test_a_reply_that_is_no_json_is_a_failed_request_never_kept(db):
+    """Garbage from the teacher is no candidate: a failed request, not cached (a re-run asks
+    again), and a run whose every request failed ends failed."""
+    with ScriptedServer(lambda b: {"content": "Sure! Here are some conversations: {oops"}) as s:
+        row = teacher(db, s.url, max_requests=2)
+        assert row["status"] == "failed" and "every request to the teacher failed (2)" in \
+            row["error"] and "not JSON" in row["error"]
+        assert db.execute("SELECT count(*) FROM job_units").fetchone()[0] == 0
+        assert records.rows(db, row["id"]) == []
+        s.reply = lambda b: reply_of(conversation(NEW, 1))
+        row = teacher(db, s.url, max_requests=2)
+        assert row["status"] == "succeeded" and s.count == 3
+
+
 @pytest.mark.parametrize("case, reason", [
-    ("garbage", "format"),
     ("not_messages", "format"),
     ("schema", "schema"),
     ("ungrounded", "grounding"),
@@ -405,9 +418,7 @@ def test_the_reply_schema_holds_each_call_to_its_tools_schema_and_bounds_every_s
 ])
 def test_validation_rejects_with_the_reason(db, case, reason):
     conv = conversation(NEW, 2)
-    if case == "garbage":
-        reply = {"content": "Sure! Here are some conversations: {oops"}
-    elif case == "not_messages":
+    if case == "not_messages":
         reply = {"content": json.dumps({"conversations": [{"messages": [{"role": "robot"}]}]})}
     elif case == "schema":
         conv[1]["tool_calls"][0]["function"]["arguments"] = json.dumps(

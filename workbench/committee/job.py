@@ -22,6 +22,8 @@ class RelabelParams:
                      " full-text query selecting turns")
     agree: str = opt("majority", "what decides: a strict majority of the members, or all of"
                      " them", choices=["majority", "unanimous"])
+    accept: bool = opt(False, "accept the committee's decisions as labels; without it they are"
+                       " proposed for review unless its agreement with the analyst is earned")
 
     def __post_init__(self) -> None:
         self.committee = names(self.committee)
@@ -47,7 +49,8 @@ def run_relabel(ctx: JobContext, selection: TraceFilter, params: RelabelParams) 
     arbiter = get_endpoint(params.arbiter, db=ctx.db) if params.arbiter else None
     ctx.log(f"committee: {', '.join(params.committee)}"
             + (f"; arbiter {params.arbiter}" if params.arbiter else ""))
-    return run_committee(ctx, selection, members, arbiter, params.turns, params.agree)
+    return run_committee(ctx, selection, members, arbiter, params.turns, params.agree,
+                         accept=params.accept)
 
 
 SPECS.append(JobSpec("relabel", "Relabel doubtful turns by a committee of LLMs (votes kept;"

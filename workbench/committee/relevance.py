@@ -7,7 +7,8 @@ run never pays twice. Verdicts become trace-level flags of the check `relevance`
 trace gets an error (the judge's reason in the detail), which excludes it from training unless
 the analyst included it (`traces.excluded` = 0 wins over flags); an on-task verdict clears an
 earlier one. A trace whose request failed, or whose reply is no verdict, keeps the flags it had,
-and is logged and counted; the job goes on with the others.
+and is logged and counted; the job goes on with the others, and ends `failed` when every request
+failed (a wrong key, a dead server).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def run_relevance(ctx: JobContext, selection: TraceFilter, judge: Endpoint) -> d
     total = db.execute(f"SELECT count(*) FROM traces WHERE {where}", args).fetchone()[0]
     ctx.progress(0, total, f"{total} traces to judge")
     counts: Counter[str] = Counter()
+    errors: list[str] = []
     spent = {"tokens_in": 0, "tokens_out": 0, "cost": 0.0}
 
     async def judge_one(member: Member, conv: Conversation) -> dict | None:
@@ -62,6 +64,8 @@ def run_relevance(ctx: JobContext, selection: TraceFilter, judge: Endpoint) -> d
                 got = await member.ask(messages, RELEVANCE_SCHEMA, None, parse="json")
             except EndpointFailed as e:
                 counts["failed"] += 1
+                counts["requests_failed"] += 1
+                errors.append(str(e))
                 ctx.log(f"trace {conv.trace_id}: {e}")
                 return None
             answer = got.as_dict()
@@ -106,4 +110,6 @@ def run_relevance(ctx: JobContext, selection: TraceFilter, judge: Endpoint) -> d
               "units": {"computed": ctx.units_computed, "reused": ctx.units_reused}}
     ctx.log(f"{result['judged']} traces judged: {result['on_task']} on task,"
             f" {result['off_task']} off task; {result['failed']} failed")
+    if counts["requests_failed"] and not counts["calls"] and not ctx.units_reused:
+        raise RuntimeError(f"every request failed ({counts['requests_failed']}): {errors[0]}")
     return result

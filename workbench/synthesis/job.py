@@ -323,18 +323,25 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
     schema = teacher.reply_schema(params.per_request, tools, teacher.replies_in_text(seeds))
     label = f"{ep.name} ({ep.model})"
     stats = {"requests": 0, "replies_reused": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0}
+    errors: list[str] = []
     budget = params.max_requests or 4 * math.ceil(state.target / params.per_request)
     member = Member(ep)
+    fit: dict[str, int | None] = {"budget": None}
 
-    def plan(k: int) -> tuple[Topic, list[Conversation], list[dict]]:
+    def plan(k: int, cuts: list | None = None) -> tuple[Topic, list[Conversation], list[dict]]:
         rng = random.Random(f"{params.random_seed}:request:{k}")
         topic = state.topics[k % len(state.topics)]
         chosen = teacher.choose_seeds(seeds, topic, rng, params.examples)
         return topic, chosen, teacher.request_messages(task.description, tools, chosen, topic,
-                                                       params.per_request)
+                                                       params.per_request, fit["budget"], cuts)
 
-    async def ask(k: int) -> tuple[int, dict | None]:
-        topic, chosen, messages = plan(k)
+    async def ask(k: int, again: bool = True) -> tuple[int, dict | None]:
+        cuts: list[dict] = []
+        topic, chosen, messages = plan(k, cuts)
+        for cut in cuts:
+            ctx.log(f"request {k}: {cut['examples']} of {cut['of']} examples fit the teacher's"
+                    f" context of {member.context} tokens; messages left out of the middle of"
+                    f" an example: {cut['messages_left_out'] or 'none'}")
         inputs = {"endpoint": ep.identity(), "messages": messages, "schema": schema}
         reply = ctx.cached_unit(teacher.UNIT, inputs)
         if reply is not None:
@@ -343,7 +350,12 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
             try:
                 got = await member.ask(messages, schema, None, parse="json")
             except EndpointFailed as e:
+                if again and member.learn_context(            # the server named its context
+                        str(e), sum(len(m["content"]) for m in messages)):
+                    fit["budget"] = member.budget_chars()
+                    return await ask(k, again=False)
                 stats["failed"] += 1
+                errors.append(str(e))
                 ctx.log(f"request {k}: {e}")
                 return k, None
             reply = got.as_dict()
@@ -356,6 +368,8 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
 
     async def main() -> None:
         k = 0
+        await member.context_tokens()
+        fit["budget"] = member.budget_chars()
         try:
             while state.reached < state.target and k < budget:
                 n = min(budget - k, max(1, math.ceil((state.target - state.reached)
@@ -390,6 +404,8 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
             await member.close()
 
     asyncio.run(main())
+    if stats["failed"] and not stats["requests"] and not stats["replies_reused"]:
+        raise RuntimeError(f"every request to the teacher failed ({stats['failed']}): {errors[0]}")
     return {**stats, "teacher": label, "cost": ep.cost(stats["tokens_in"], stats["tokens_out"])}
 
 
