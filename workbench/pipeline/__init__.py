@@ -38,6 +38,7 @@ from sqlite_utils import Database
 from db import jobs as jobstore
 from db import pipeline as pstore
 from db.queries import SPLITS, TraceFilter
+from workbench.jobs.spec import MAX_NUMBER
 from workbench.jobs.context import (Cancelled, Interrupted, JobContext, JobEvent, Listener,
                                     LogLine, Progress, content_key)
 
@@ -111,8 +112,18 @@ def _type_name(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in args if a is not type(None))
+    if origin is list:
+        return "a list of integers" if args and args[0] is int else "a list of strings"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        hint, "a list of strings" if origin is list else str(hint))
+        hint, str(hint))
+
+
+def _too_large(value: Any) -> bool:
+    """A number no parameter needs (and SQLite cannot hold beyond 2**63)."""
+    if isinstance(value, list):
+        return any(_too_large(v) for v in value)
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and abs(value) > MAX_NUMBER)
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -153,6 +164,9 @@ def _check_types(where: _Where, table: str, values: dict, hints: dict[str, Any])
         if isinstance(value, dict) or not _type_ok(value, hints[key]):
             raise where.error(table, key, f"must be {_type_name(hints[key])}, not"
                               f" {json.dumps(value, default=str)[:60]}")
+        if _too_large(value):
+            raise where.error(table, key, f"is too large ({str(value)[:30]}; at most"
+                              f" {MAX_NUMBER})")
 
 
 def _selection(where: _Where, stage: str, data: Any) -> TraceFilter:
@@ -162,12 +176,24 @@ def _selection(where: _Where, stage: str, data: Any) -> TraceFilter:
     if not isinstance(data, dict):
         raise where.error(stage, "selection", "must be a table ([STAGE.selection])")
     out = {}
+    hints = typing.get_type_hints(TraceFilter)
     for key, value in data.items():
         if key not in SELECTION_KEYS:
             raise where.error(table, key, "unknown selection option (known: "
                               f"{', '.join(SELECTION_KEYS[:10])})")
-        out[SELECTION_ALIASES.get(key, key)] = [value] if key == "trace_id" and isinstance(
-            value, int) else value
+        name = SELECTION_ALIASES.get(key, key)
+        value = [value] if key == "trace_id" and isinstance(value, int) else value
+        if isinstance(value, dict) or not _type_ok(value, hints[name]) or (
+                isinstance(value, str) and typing.get_origin(hints[name]) is not None
+                and str not in typing.get_args(hints[name])):
+            want = "an integer or a list of integers" if key == "trace_id" else _type_name(
+                hints[name])
+            raise where.error(table, key, f"must be {want}, not"
+                              f" {json.dumps(data[key], default=str)[:60]}")
+        if _too_large(value):
+            raise where.error(table, key, f"is too large ({str(data[key])[:30]}; at most"
+                              f" {MAX_NUMBER})")
+        out[name] = value
     try:
         return TraceFilter.from_dict(out)
     except (TypeError, ValueError) as e:
