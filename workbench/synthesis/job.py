@@ -443,7 +443,9 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: SynthParams) -> d
         extra = _teacher(ctx, state, seeds, validator, params,
                          {r["candidate_key"] for r in prior})
     ctx.check_cancel()   # a stop now keeps nothing: the candidates stay pending
-    kept = keep_pending(db, ctx.job_id)
+    # what earlier runs of the same job kept meanwhile (one that ran beside this one) counts
+    kept = keep_pending(db, ctx.job_id, max(0, params.target - len(prior_ids) - len(
+        record_store.kept_by_same_jobs(db, ctx.job_id))))
     rows = record_store.rows(db, ctx.job_id, "accepted")
     msgs = current_messages_for(db, [r["trace_id"] for r in rows]) if rows else {}
     report = distribution([(r["topic"], msgs[r["trace_id"]]) for r in rows],
@@ -454,6 +456,7 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: SynthParams) -> d
               "accepted": state.reached, "target": params.target,
               "stored": len(kept["stored"]) + len(prior_ids),
               "kept_earlier": len(earlier), "duplicates_when_stored": kept["duplicates"],
+              "surplus": kept["surplus"],
               "acceptance_rate": round(state.rate(), 3),
               "rejected": dict(state.rejected.most_common()),
               "test_leaks_stored": sum(

@@ -48,15 +48,21 @@ def store_batch(db: Database, job_id: int, cands: list[Candidate]) -> int:
     return accepted
 
 
-def keep_pending(db: Database, job_id: int) -> dict:
-    """The job succeeded: its pending candidates become synthetic traces, all in one
-    transaction (one identical to a stored trace meanwhile is rejected as a duplicate).
-    Returns {"stored": [trace ids], "duplicates": n}."""
+def keep_pending(db: Database, job_id: int, limit: int | None = None) -> dict:
+    """The job succeeded: its pending candidates (the first `limit`) become synthetic traces,
+    all in one transaction; one identical to a stored trace meanwhile is rejected as a
+    duplicate, those past `limit` (another run of the same job kept its share meanwhile) as
+    surplus. Returns {"stored": [trace ids], "duplicates": n, "surplus": n}."""
     ids, dups = [], 0
     with write_tx(db):
         rows = record_store.pending(db, job_id)
+        surplus = rows[limit:] if limit is not None else []
+        rows = rows[:limit] if limit is not None else rows
+        for r in surplus:
+            record_store.mark_rejected(db, r["id"], "surplus", "the target was reached by"
+                                       " another run of the same job meanwhile")
         if not rows:
-            return {"stored": [], "duplicates": 0}
+            return {"stored": [], "duplicates": 0, "surplus": len(surplus)}
         import_id, source = _import_row(db, job_id)
         writer = TraceWriter(db, import_id)
         line = db.execute("SELECT count(*) FROM trace_sources WHERE path = ?",
@@ -76,4 +82,4 @@ def keep_pending(db: Database, job_id: int) -> dict:
                 record_store.mark_rejected(db, r["id"], "duplicate", f"identical to trace {tid}")
         db.execute("UPDATE imports SET lines = ?, added = added + ? WHERE id = ?",
                    [line, writer.added, import_id])
-    return {"stored": ids, "duplicates": dups}
+    return {"stored": ids, "duplicates": dups, "surplus": len(surplus)}
