@@ -208,3 +208,28 @@ def test_a_queued_job_whose_process_died_is_marked_and_a_cancel_says_so(db_path)
     row = execute(db, queued)                      # a worker that comes too late
     assert row["status"] == "cancelled" and row["started_at"] is None
     db.conn.close()
+
+
+def test_a_relevance_job_skips_the_traces_a_running_job_claimed(db_path):
+    """Job A (running, in another process's stead) holds traces 1-3; job B over 1-5 asks the
+    judge about 4 and 5 only; once A has ended its claims are gone and C judges 1-3."""
+    from db import jobs as store
+
+    db = open_db(db_path)
+    holder = submit(db, "recount")
+    store.start_job(db, holder)
+    assert store.claim(db, holder, "relevance.trace", ["1", "2", "3"]) == {}
+    verdict = {"content": json.dumps({"on_task": True, "reason": "on the task"})}
+    with ScriptedServer(lambda b: verdict) as s:
+        from workbench.jobs.runner import execute
+
+        row = execute(db, submit(db, "relevance", {"trace_ids": [1, 2, 3, 4, 5]},
+                                 {"judge": f"{s.url}#m"}))
+        assert row["status"] == "succeeded", row["error"]
+        assert row["result"]["claimed_elsewhere"] == 3 and s.count == 2
+        store.finish_job(db, holder, "succeeded")
+        assert _count(db, "SELECT count(*) FROM job_claims") == 0
+        row = execute(db, submit(db, "relevance", {"trace_ids": [1, 2, 3]},
+                                 {"judge": f"{s.url}#m"}))
+        assert row["result"]["claimed_elsewhere"] == 0 and s.count == 5
+    db.conn.close()
