@@ -28,7 +28,7 @@ from db.revisions import current_messages_for
 from db.tasks import current_task
 from workbench.conversation_view import Conversation, conversations, task_context
 from workbench.errors import InputError
-from workbench.jobs.context import JobContext
+from workbench.jobs.context import JobContext, JobStopped
 from workbench.jobs.spec import JobSpec, at_least, names, opt
 from workbench.synthesis import offline, teacher
 from workbench.synthesis.corpus import (Topic, learn, load_topics, n_messages, select_seeds,
@@ -344,6 +344,8 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
         reply = ctx.cached_unit(teacher.UNIT, inputs)
         if reply is not None:
             stats["replies_reused"] += 1
+        elif ctx.stop_requested() is not None:
+            return k, None    # stopping: nothing new is asked
         else:
             try:
                 got = await member.ask(messages, schema, None, parse="json")
@@ -356,7 +358,10 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
             stats["requests"] += 1
             stats["tokens_in"] += got.tokens_in
             stats["tokens_out"] += got.tokens_out
-        ctx.progress(state.reached, state.target, state.line(f"request {k + 1}"))
+        try:
+            ctx.progress(state.reached, state.target, state.line(f"request {k + 1}"))
+        except JobStopped:
+            pass   # the requests in flight arrive and are stored; the round's end stops
         return k, reply
 
     async def main() -> None:
@@ -394,7 +399,9 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
         finally:
             await member.close()
 
-    asyncio.run(main())
+    with ctx.graceful():   # a stop lets the replies in flight arrive (stored as units)
+        asyncio.run(main())
+    ctx.check_cancel()
     return {**stats, "teacher": label, "cost": ep.cost(stats["tokens_in"], stats["tokens_out"])}
 
 
@@ -444,8 +451,9 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: SynthParams) -> d
                          {r["candidate_key"] for r in prior})
     ctx.check_cancel()   # a stop now keeps nothing: the candidates stay pending
     # what earlier runs of the same job kept meanwhile (one that ran beside this one) counts
-    kept = keep_pending(db, ctx.job_id, max(0, params.target - len(prior_ids) - len(
-        record_store.kept_by_same_jobs(db, ctx.job_id))))
+    with ctx.graceful():   # a stop from here on: the job keeps them and succeeds
+        kept = keep_pending(db, ctx.job_id, max(0, params.target - len(prior_ids) - len(
+            record_store.kept_by_same_jobs(db, ctx.job_id))))
     rows = record_store.rows(db, ctx.job_id, "accepted")
     msgs = current_messages_for(db, [r["trace_id"] for r in rows]) if rows else {}
     report = distribution([(r["topic"], msgs[r["trace_id"]]) for r in rows],
