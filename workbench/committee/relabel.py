@@ -315,6 +315,8 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
                 if not pending or any(t.done() and t.exception() for t in tasks):
                     break
                 if ctx.stop_requested() is not None:   # let the replies in flight arrive
+                    ctx.log(f"stopping: storing the replies in flight (at most {GRACE_S:.0f} s;"
+                            " a second Ctrl-C stops at once)")
                     _, pending = await asyncio.wait(pending, timeout=GRACE_S)
                     break
             for t in pending:
