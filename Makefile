@@ -11,13 +11,17 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 DB ?= workbench.db
 PYTEST_ARGS ?=
 
-.PHONY: run test setup bench clean-venv
+.PHONY: run test lint setup bench clean-venv
 
 run: setup $(DB)
 	$(VENV)/bin/workbench --db $(DB)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 setup: $(VENV)/.installed
 

@@ -241,7 +241,7 @@ def convert_bfcl(git_dir: str, rev: str, out: Path, category: str = "multi_turn_
                                                     "arguments": json.dumps(dict(bound.arguments), ensure_ascii=False)}})
                     try:
                         res = bfcl_result(fn(*bound.args, **bound.kwargs))
-                    except Exception as e:  # the backend's own error, kept as its result text
+                    except Exception as e:  # noqa: BLE001 - the backend's own error, kept as its result text
                         errors += 1
                         res = f"Error during execution: {e}"
                     results.append({"role": "tool", "tool_call_id": call_id, "content": res})

@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import ROOT, default_data_dir, git_rev, write_section  # noqa: E402
 
 WORDS = "please maybe tonight tomorrow around near downtown quiet cheap fancy family outdoor".split()
