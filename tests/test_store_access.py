@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from db import open_db
 from tests.tui_data import ROOT, sample_store
 from workbench.cli import app
 
