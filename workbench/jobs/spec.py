@@ -45,7 +45,8 @@ def _check_numbers(kind: str, params: Any) -> None:
         value = getattr(params, f.name)
         if isinstance(value, (int, float)) and not isinstance(value, bool) \
                 and abs(value) > MAX_NUMBER:
-            raise ValueError(f"{kind}: {f.name} is too large ({value:.3g}; at most {MAX_NUMBER})")
+            raise ValueError(f"{kind}: {f.name} is too large ({str(value)[:30]}; at most"
+                             f" {MAX_NUMBER})")
 
 
 def names(value: Any) -> list[str]:
