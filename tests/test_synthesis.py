@@ -608,3 +608,39 @@ def test_request_arguments_take_any_value_of_the_argument_consistently(db):
             new_pairs.add((time, party))
     # times and party sizes that no booking had together
     assert len(new_pairs - seen_pairs) >= 5
+
+
+def test_a_stopped_synthesis_keeps_nothing_and_reruns_do_not_stack(db, tmp_path):
+    """Cancelled once its first candidates are accepted: no synthetic trace is left (they
+    wait, pending, in the record); a re-run of the same job stores the target; the cancelled
+    job resumed beside it stores none of its own (the target counts what the re-run kept),
+    and one more re-run makes nothing."""
+    from workbench.jobs.context import Progress
+
+    topics = tmp_path / "topics.txt"
+    topics.write_text("a conversation like the seeds\n")
+    params = {"offline": True, "target": 4, "topics": str(topics)}
+    synthetic = "SELECT count(*) FROM traces WHERE origin = 'synthetic'"
+    first = submit(db, "synth", {}, params)
+
+    def cancel_once_accepted(event) -> None:
+        if isinstance(event, Progress) and event.done:
+            request_cancel(db, first)
+
+    row = execute(db, first, listeners=[cancel_once_accepted])
+    assert row["status"] == "cancelled"
+    assert db.execute(synthetic).fetchone()[0] == 0
+    waiting = len(records.pending(db, first))
+    assert waiting >= 1
+    again = execute(db, submit(db, "synth", {}, params))
+    assert again["status"] == "succeeded" and again["result"]["stored"] == 4
+    assert db.execute(synthetic).fetchone()[0] == 4
+    resume(db, first)
+    resumed = execute(db, first, resume=True)
+    assert resumed["status"] == "succeeded", resumed["error"]
+    assert resumed["result"]["stored"] == 0 and resumed["result"]["kept_earlier"] == 4
+    assert resumed["result"]["surplus"] == waiting
+    assert not records.pending(db, first)
+    third = execute(db, submit(db, "synth", {}, params))
+    assert third["result"]["stored"] == 0 and third["result"]["candidates"] == 0
+    assert db.execute(synthetic).fetchone()[0] == 4

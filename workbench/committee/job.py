@@ -12,6 +12,27 @@ from workbench.jobs.spec import JobSpec, names, opt
 SPECS: list[JobSpec] = []
 
 
+def known_endpoint(name: str | None, param: str) -> None:
+    """Refuse an endpoint name that is neither configured nor a URL#MODEL or local one,
+    before a job row stores it (the job would fail only when it starts)."""
+    from workbench.endpoints import LOCAL, check_url, endpoints
+    from workbench.errors import InputError
+
+    if not name or name == LOCAL or name.startswith(LOCAL + ":"):
+        return
+    if "://" in name:
+        check_url(name)
+        return
+    try:
+        found = endpoints()
+    except InputError as e:
+        raise ValueError(str(e)) from None
+    if name not in found:
+        raise ValueError(f"--{param}: unknown endpoint {name!r} (configured:"
+                         f" {', '.join(found) or 'none'}; or give URL#MODEL, local or"
+                         " local:MODEL)")
+
+
 @dataclass
 class RelabelParams:
     committee: list[str] = opt([], "the members: endpoint names from the config, URL#MODEL,"
@@ -39,6 +60,9 @@ class RelabelParams:
             raise ValueError(f"--agree must be one of {', '.join(RULES)}")
         if not self.turns.strip():
             raise ValueError("--turns must be suspect, all or a query")
+        for name in self.committee:
+            known_endpoint(name, "committee")
+        known_endpoint(self.arbiter, "arbiter")
 
 
 def run_relabel(ctx: JobContext, selection: TraceFilter, params: RelabelParams) -> dict:
@@ -67,6 +91,7 @@ class RelevanceParams:
     def validate(self) -> None:
         if not (self.judge or "").strip():
             raise ValueError("--judge names the endpoint that judges (e.g. --judge A)")
+        known_endpoint(self.judge, "judge")
 
 
 def run_relevance(ctx: JobContext, selection: TraceFilter, params: RelevanceParams) -> dict:

@@ -16,6 +16,11 @@ Per turn, with the rest of the conversation frozen:
 5. a member that keeps failing is recorded (`failed` when no member answered) and the job goes
    on with the other turns.
 
+A paid call is made once: the job claims its turns (`ctx.claim`), so a second relabel job over
+the same turns while this one runs skips them (its result counts them as `claimed_elsewhere`);
+a stop (SIGTERM, Ctrl-C, a cancel) lets the requests in flight arrive and stores them (for up
+to `GRACE_S` seconds; a second signal stops at once) before the job ends.
+
 Every vote is stored (db.committee) with its raw reply, latency, tokens and cost.
 """
 
@@ -45,10 +50,13 @@ from workbench.committee.trust import accepting
 from workbench.committee.voting import agreed, candidates, label_call, same_call
 from workbench.conversation_view import Conversation, iter_conversations, task_context
 from workbench.endpoints import Endpoint
-from workbench.jobs.context import JobContext
+from workbench.jobs.context import JobContext, JobStopped
 
 VOTE_UNIT = "committee.vote"
+CLAIM = "relabel.turn"
 TURN_MODES = ("suspect", "all")
+GRACE_S = 30.0      # a stopped job waits this long for the replies in flight
+POLL_S = 0.25
 
 
 @dataclass
@@ -333,6 +341,11 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
     for conv, i in plan.human:
         store.record_turn(db, ctx.job_id, conv.trace_id, i, [], "human",
                           detail="the analyst's label is kept")
+    held = ctx.claim(CLAIM, [f"{c.trace_id}:{i}" for c, i in plan.turns])
+    if held:   # another running job votes on these: not paid for twice
+        plan.turns = [(c, i) for c, i in plan.turns if f"{c.trace_id}:{i}" not in held]
+        ctx.log(f"{len(held)} turns skipped: job(s) "
+                f"{', '.join(str(j) for j in sorted(set(held.values())))} vote on them")
     total = len(plan.turns)
     ctx.progress(0, total, f"{total} turns to vote on ({len(plan.human)} kept as the"
                  " analyst's)")
@@ -349,22 +362,43 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
 
         async def worker() -> None:
             nonlocal done
-            while not queue.empty():
+            while not queue.empty() and ctx.stop_requested() is None:
                 conv, i = queue.get_nowait()
                 res = await committee.decide(conv, i)
                 outcomes[res["outcome"]] += 1
                 done += 1
-                ctx.progress(done, total, f"{done}/{total} turns: " + ", ".join(
-                    f"{k} {v}" for k, v in sorted(outcomes.items()) if v))
+                try:
+                    ctx.progress(done, total, f"{done}/{total} turns: " + ", ".join(
+                        f"{k} {v}" for k, v in sorted(outcomes.items()) if v))
+                except JobStopped:
+                    pass   # noted: no new turn is taken, the ones in flight finish
                 if on_turn:
                     on_turn(res)
 
+        tasks = [asyncio.create_task(worker()) for _ in range(workers)]
         try:
-            await asyncio.gather(*(worker() for _ in range(workers)))
+            while True:
+                _, pending = await asyncio.wait(tasks, timeout=POLL_S,
+                                                return_when=asyncio.FIRST_EXCEPTION)
+                if not pending or any(t.done() and t.exception() for t in tasks):
+                    break
+                if ctx.stop_requested() is not None:   # let the replies in flight arrive
+                    ctx.log(f"stopping: storing the replies in flight (at most {GRACE_S:.0f} s;"
+                            " a second Ctrl-C stops at once)")
+                    _, pending = await asyncio.wait(pending, timeout=GRACE_S)
+                    break
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for t in tasks:
+                if not t.cancelled() and t.exception() is not None:
+                    raise t.exception()   # type: ignore[misc]
         finally:
             await committee.close()
 
-    asyncio.run(main())
+    with ctx.graceful():
+        asyncio.run(main())
+    ctx.check_cancel()   # stopped: what arrived is stored, the job ends here
     revised = [t["trace_id"] for t in store.latest_turns(db, ctx.job_id)
                if t["outcome"] == "revised"]
     if revised:   # the flags of relabelled calls are checked again (none outlives its call)
@@ -380,6 +414,7 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
                                                   else [])]}
     result: dict[str, Any] = {
         "turns": total + len(plan.human), "voted": total, "decided_earlier": len(done),
+        "claimed_elsewhere": len(held),
         "outcomes": {k: outcomes.get(k, 0) for k in store.OUTCOMES},
         "calls": sum(committee.calls.values()),
         "calls_per_turn": round(sum(committee.calls.values()) / total, 3) if total else 0.0,
