@@ -65,7 +65,7 @@ def stage_actions(report: dict) -> dict[str, str]:
     ("[check.selection]\nsplit = \"dev\"\n",
      ":2: [check.selection] split: must be one of train, test, unassigned, not \"dev\""),
     ("[check.selection]\ntrace_id = \"abc\"\n",
-     ":2: [check.selection] trace_id: must be a list of integers, not \"abc\""),
+     ":2: [check.selection] trace_id: must be an integer or a list of integers, not \"abc\""),
     ("[train]\nmax_steps = 99999999999999999999\n", ":2: [train] max_steps: "),
     ("[chek]\n", ":1: [chek]: unknown stage (stages, in the order they run: import, check,"),
     ("[eval]\nmax_tokens = 8\n", ": [eval]: give model (a registered name or id, or a GGUF"),

@@ -21,7 +21,7 @@ from typing import Any, Literal, Union
 BASES = ("str", "int", "float", "bool", "list[str]", "list[int]")
 MAX_NUMBER = 2**53   # no parameter needs more: a larger number is a typo (JSON loses it, SQLite overflows)
 _NOUN = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
-         "list[str]": "a list of strings", "list[int]": "a list of integers"}
+         "list[str]": "a list of strings", "list[int]": "an integer or a list of integers"}
 
 
 @dataclass(frozen=True)
