@@ -219,8 +219,9 @@ class TrainParams:
     epochs: float = opt(1.0, "passes over the data")
     lr: float = opt(2e-4, "peak learning rate (cosine schedule)")
     lora_r: int = opt(16, "LoRA rank (alpha = 2r, all linear layers)")
-    max_length: int = opt(4096, "tokens a training sequence holds at most (turns past it:"
-                                " in windows after the tools)")
+    max_length: int | None = opt(None, "tokens a training sequence holds at most (default:"
+                                 " from the data, within the memory here; turns past it: in"
+                                 " windows)")
     seqs_per_step: int = opt(8, "sequences per optimizer step (per device)")
     max_steps: int = opt(-1, "stop after this many steps (overrides epochs)")
     save_steps: int = opt(50, "checkpoint every N steps")
@@ -419,7 +420,8 @@ class SynthParams:
     include_suspect: bool = opt(False, "also take traces with suspect turns as seeds")
     checks: list[str] = opt(["schema", "structure", "grounding", "coherence"],
                             "checks a candidate must pass (no error flag)")
-    max_chars: int = opt(20000, "longest candidate accepted (characters of its JSON)")
+    max_chars: int | None = opt(None, "longest candidate accepted (characters of its JSON;"
+                                " default: twice the longest seed)")
     similarity: float = opt(0.9, "near-duplicate at this word-shingle overlap or more (with a"
                             " stored conversation, a test conversation or another candidate)")
     random_seed: int = opt(0, "seed of the random choices (same store, same result)")

@@ -305,6 +305,21 @@ def _import_paths(db: Database, folder: Path) -> list[str]:
     return [os.path.relpath(p, folder) for p in chosen]
 
 
+def _max_length_now(db: Database) -> str:
+    """What the train stage would size --max-length to on the store as it is (it sizes again
+    when it runs, on the data it finds then)."""
+    from workbench.hf_loading import BaseModelError
+    from workbench.training.sizing import describe, size_for_store
+
+    try:
+        sized = size_for_store(db)
+    except (BaseModelError, ImportError, OSError, ValueError) as e:
+        return f"sized from the data when the stage runs ({' '.join(str(e).split())[:80]})"
+    if sized is None:
+        return "sized from the data when the stage runs (no training data in the store yet)"
+    return f"now: {describe(sized)}; sized again when the stage runs"
+
+
 def init_text(db: Database, target: Path) -> str:
     """A commented example pipeline for the store's task: every stage and every parameter with
     its help, the stages that need no endpoint switched on."""
@@ -358,6 +373,8 @@ def init_text(db: Database, target: Path) -> str:
                 continue
             help_text = p["help"] + (f" ({' | '.join(p['choices'])})" if p["choices"] else "")
             out.append(f"# {help_text}")
+            if name == "train" and p["name"] == "max_length":
+                out.append(f"#   {_max_length_now(db)}")
             if on and p["name"] in quick:
                 out.append(f"{p['name']} = {_toml_value(quick[p['name']])}")
             else:

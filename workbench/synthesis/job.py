@@ -34,7 +34,7 @@ from workbench.synthesis.corpus import (Topic, learn, load_topics, n_messages, s
                                         tool_functions)
 from workbench.synthesis.report import distribution
 from workbench.synthesis.store import store_batch
-from workbench.synthesis.validate import Candidate, Validator, shingles
+from workbench.synthesis.validate import Candidate, Validator, default_max_chars, shingles
 
 BATCH = 20
 SPLICE_SHARE = 0.5   # offline candidates that join two seeds (where their structure allows)
@@ -364,8 +364,9 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: Any) -> dict:
     prior = record_store.rows(db, ctx.job_id)
     prior_ids = [r["trace_id"] for r in prior if r["status"] == "accepted"]
     prior_msgs = current_messages_for(db, prior_ids) if prior_ids else {}
+    max_chars = params.max_chars or default_max_chars([s.messages for s in seeds])
     validator = Validator(corpus, test, tool_functions(tools), current_task(db),
-                          checks=tuple(params.checks), max_chars=params.max_chars,
+                          checks=tuple(params.checks), max_chars=max_chars,
                           similarity=params.similarity, accepted=list(prior_msgs.values()))
     state = State(params.target, topics, Counter(r["topic"] for r in prior
                                                   if r["status"] == "accepted"),
@@ -374,7 +375,8 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: Any) -> dict:
                                    if r["status"] == "rejected" and r["reasons"]))
     ctx.log(f"{len(seeds)} seeds ({', '.join(f'{v} {k}' for k, v in skipped.items() if v)}"
             f" left out); {len(topics)} topics; {len(corpus)} conversations known,"
-            f" {len(test)} test conversations guarded")
+            f" {len(test)} test conversations guarded; candidates up to {max_chars:,}"
+            " characters" + ("" if params.max_chars else " (twice the longest seed)"))
     ctx.progress(state.reached, params.target, state.line("starting"))
     extra: dict = {}
     if params.offline:
@@ -390,7 +392,7 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: Any) -> dict:
     result = {"method": "offline" if params.offline else "teacher", "seeds": len(seeds),
               "seeds_left_out": skipped, "candidates": state.candidates,
               "repeats": state.repeats,
-              "accepted": state.reached, "target": params.target,
+              "accepted": state.reached, "target": params.target, "max_chars": max_chars,
               "acceptance_rate": round(state.rate(), 3),
               "rejected": dict(state.rejected.most_common()),
               "test_leaks_stored": sum(
