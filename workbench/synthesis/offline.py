@@ -215,10 +215,18 @@ class Refill:
         return out
 
     def value(self, v):
+        """`v` re-filled, of its own type: a number stays a number (a schema that wants an
+        integer gets one); a number whose replacement is no number stays as it was."""
         s = value_text(v)
         if s is None or s.lower() not in self.sub:
             return v
-        return self.sub[s.lower()]
+        new = self.sub[s.lower()]
+        if isinstance(v, (int, float)):
+            try:
+                return int(new) if isinstance(v, int) else float(new)
+            except ValueError:
+                return v
+        return new
 
     def apply(self) -> list[dict]:
         out = []
@@ -241,7 +249,11 @@ class Refill:
                 if not isinstance(args, dict):
                     continue
                 if self.know.is_service(fn["name"]):
-                    fn["arguments"] = remap(args, self.value)
+                    # a slot value is replaced whole; other text (an expression over a
+                    # result's prices) as free text is
+                    fn["arguments"] = remap(args, lambda v: self.value(v) if (
+                        value_text(v) or "").lower() in self.sub or not isinstance(v, str)
+                        else self.text(v, keys))
                 else:
                     fn["arguments"] = remap(args, lambda v: self.text(v, keys)
                                             if isinstance(v, str) else v)
