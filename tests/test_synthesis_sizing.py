@@ -217,3 +217,24 @@ def test_text_reply_agent_with_a_long_policy_most_candidates_are_accepted(airlin
     run_checks(db)
     assert _errors_on(db, msgs) == []
     db.conn.close()
+
+
+TAU = ROOT / "tests" / "data" / "tau-airline" / "tune.jsonl"
+
+
+@pytest.mark.skipif(not TAU.is_file(), reason="the public airline corpus (tests/data/tau-airline)"
+                    " is not in this checkout")
+def test_public_text_reply_corpus_most_candidates_are_accepted(tmp_path):
+    """τ-bench airline (gpt-4o, a 6,000-character policy, text replies, nested arguments):
+    before, 0 of 200 candidates were accepted (duplicates of the policy, --max-chars 20,000
+    below the average conversation, numbers turned into text)."""
+    src = tmp_path / "airline.jsonl"
+    src.write_text("".join(TAU.read_text().splitlines(keepends=True)[:40]))
+    db = open_db(tmp_path / "t.db")
+    import_files(db, [src], split="train")
+    row = execute(db, submit(db, "synth", {}, {"offline": True, "target": 12}))
+    assert row["status"] == "succeeded", row["error"]
+    res = row["result"]
+    assert res["accepted"] == 12 and res["acceptance_rate"] > 0.5, res
+    assert res["max_chars"] > 20_000
+    db.conn.close()
