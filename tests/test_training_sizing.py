@@ -95,3 +95,13 @@ def test_max_length_from_the_data_the_memory_or_the_context() -> None:
     assert "GiB available on cpu" in describe(s)
     more = choose_max_length([long], DataOptions(), SMOL, available=4 * GIB, **kw)
     assert more["max_length"] > s["max_length"]
+
+
+def test_the_pipeline_report_says_which_length_training_used() -> None:
+    from workbench.pipeline import _max_length_of
+
+    s = choose_max_length([encoded()], DataOptions(), SMOL, available=16 * GIB, device="cpu",
+                          bf16=False, checkpointing=True)
+    assert _max_length_of({"max_length": 110, "sizing": s}) == describe(s)
+    assert _max_length_of({"max_length": 2048, "sizing": None}) == "--max-length 2,048 (given)"
+    assert _max_length_of(None) is None

@@ -705,7 +705,18 @@ def _train_summary(row: dict | None) -> dict | None:
             "gguf": r.get("gguf"), "steps": m.get("steps"), "first_loss": m.get("first_loss"),
             "last_loss": m.get("last_loss"), "tokens_per_s": m.get("tokens_per_s"),
             "runtime_s": m.get("runtime_s"), "sequences": m.get("data_sequences"),
-            "tokens_seen": m.get("tokens_seen")}
+            "tokens_seen": m.get("tokens_seen"), "max_length": _max_length_of(r.get("plan"))}
+
+
+def _max_length_of(plan: dict | None) -> str | None:
+    """The sequence length a training run used, and why (sized from the data, or given)."""
+    if not plan or not plan.get("max_length"):
+        return None
+    if plan.get("sizing"):
+        from workbench.training.sizing import describe
+
+        return describe(plan["sizing"])
+    return f"--max-length {plan['max_length']:,} (given)"
 
 
 def build_report(db: Database, run_id: int, cfg: PipelineConfig, folder: Path) -> dict:
@@ -787,6 +798,8 @@ def report_markdown(rep: dict) -> str:
                 f" {_num(t['first_loss'])} -> {_num(t['last_loss'])},"
                 f" {_num(t['tokens_per_s'], '{:.1f}')} tokens/s,"
                 f" {_num(t['runtime_s'], '{:.1f}')} s."]
+        if t.get("max_length"):
+            out.append(f"Sequence length: {_md(t['max_length'])}.")
     e = rep["evaluation"]
     if e:
         b = rep.get("baseline") or {}
