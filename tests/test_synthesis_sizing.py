@@ -18,7 +18,7 @@ from db.revisions import current_messages_for
 from tests.tui_data import ROOT
 from workbench.checks import run_checks
 from workbench.importing import import_files
-from workbench.jobs import execute, submit
+from workbench.jobs.runner import execute, submit
 from workbench.synthesis.validate import conversation_text, default_max_chars
 
 TFT = ROOT / "tests" / "data" / "tft"
