@@ -82,11 +82,16 @@ def meta_column(db: Database) -> str | None:
 
 def field_sql(db: Database, field: str) -> str:
     """SQL for a trace's value of `field`: a key of its metadata object (`a.b` reaches into
-    nested objects), else a field every trace has (`source`: its file)."""
+    nested objects; a plain key is also found in the record's `meta` object), else a field
+    every trace has (`source`: its file)."""
     col = meta_column(db)
     if col is not None and field not in BUILTIN_FIELDS:
-        path = "$" + "".join(f'."{k}"' for k in _KEY.findall(field.replace('"', "")))
-        return f"json_extract(traces.{col}, {_quote(path)})"
+        keys = _KEY.findall(field.replace('"', ""))
+        paths = ["$" + "".join(f'."{k}"' for k in keys)]
+        if len(keys) == 1:   # a plain key is also looked for in the record's `meta` object
+            paths.append(f'$."meta"."{keys[0]}"')
+        found = [f"json_extract(traces.{col}, {_quote(p)})" for p in paths]
+        return found[0] if len(found) == 1 else f"coalesce({', '.join(found)})"
     if field in BUILTIN_FIELDS:
         return BUILTIN_FIELDS[field]
     known = ", ".join(sorted(BUILTIN_FIELDS))

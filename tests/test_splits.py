@@ -138,17 +138,23 @@ def test_split_by_a_key_of_the_traces_metadata(store: Path) -> None:
     """Where the store keeps each trace's metadata object, --by takes any of its keys (a
     nested one with dots)."""
     db = open_db(store)
-    if "meta" not in {r[1] for r in db.execute("PRAGMA table_info(traces)")}:
-        db.execute("ALTER TABLE traces ADD COLUMN meta TEXT")   # what stored metadata adds
+    column = "metadata"
+    if column not in {r[1] for r in db.execute("PRAGMA table_info(traces)")}:
+        db.execute(f"ALTER TABLE traces ADD COLUMN {column} TEXT")   # what stored metadata adds
     ids = [t for (t,) in db.execute("SELECT id FROM traces ORDER BY id")]
-    for t in ids:   # sessions of 4 conversations, nested under `session.id`
-        db.execute("UPDATE traces SET meta = ? WHERE id = ?",
-                   [json.dumps({"session": {"id": f"s{(t - 1) // 4}"}}), t])
+    for t in ids:   # sessions of 4 conversations, nested under `session.id`; users of 5
+        db.execute(f"UPDATE traces SET {column} = ? WHERE id = ?",
+                   [json.dumps({"session": {"id": f"s{(t - 1) // 4}"},
+                                "meta": {"user": f"u{(t - 1) // 5}"}}), t])
     db.conn.commit()
     out = decisions.split_test(db, "20%", "ada", by="session.id", seed=2)
     test = {t for (t,) in db.execute("SELECT id FROM traces WHERE split = 'test'")}
     assert len(test) == 4 and "1 of 5 groups" in out.message
     assert len({(t - 1) // 4 for t in test}) == 1
+    decisions.undo_split(db, "ada")
+    out = decisions.split_test(db, "25%", "ada", by="user", seed=2)   # found under `meta`
+    test = {t for (t,) in db.execute("SELECT id FROM traces WHERE split = 'test'")}
+    assert len(test) == 5 and len({(t - 1) // 5 for t in test}) == 1
     with pytest.raises(decisions.DecisionError, match="none of the 20 traces"):
         decisions.split_test(db, "20%", "ada", by="nothing.here")
     db.conn.close()
