@@ -508,3 +508,27 @@ def m019_job_claims(db: Database) -> None:
         CREATE INDEX job_claims_job ON job_claims(job_id);
         """
     )
+
+
+@MIGRATIONS()
+def m017_split_decisions(db: Database) -> None:
+    """Moves between splits as a history (like exclusions): every change of `traces.split` by
+    `workbench split` or the app is a row holding the split before it, grouped by the action
+    that made it, so an action can be undone without touching moves made since."""
+    _execute_script(
+        db,
+        """
+        CREATE TABLE split_decisions (
+            id INTEGER PRIMARY KEY,
+            trace_id INTEGER NOT NULL REFERENCES traces(id),
+            split TEXT NOT NULL,           -- the split it was moved to
+            previous TEXT NOT NULL,        -- traces.split before it
+            action TEXT NOT NULL,          -- one id per split / move / undo action
+            author_name TEXT NOT NULL,
+            reason TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX split_decisions_trace ON split_decisions(trace_id, id);
+        CREATE INDEX split_decisions_action ON split_decisions(action);
+        """
+    )

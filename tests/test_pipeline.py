@@ -4,6 +4,7 @@ a stopped stage, the report (real stores, real jobs; training with the tiny rand
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,10 @@ def test_init_writes_an_example_for_the_store_that_run_accepts(work: Path) -> No
     # every parameter of every stage is there, with its help (commented out)
     for name in ("model_checks", "committee", "arbiter", "base_model", "max_steps", "judge"):
         assert f"{name} = " in text, name
+    # --max-length is not fixed: the train stage sizes it from the data; init says to what now
+    assert "# max_length = ..." in text and "max_length = 4096" not in text
+    assert re.search(r"#   now: --max-length [\d,]+ \(from the data: the longest conversation"
+                     r" up to its last supervised turn is [\d,]+ tokens\); sized again", text), text
     again = cli(db_path, "pipeline", "init", "pipe.toml")
     assert again.exit_code == 1 and "already exists: not overwritten" in again.stderr
     assert (work / "pipe.toml").read_text() == text

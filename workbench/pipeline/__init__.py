@@ -284,6 +284,21 @@ def _import_paths(db: Database, folder: Path) -> list[str]:
     return [os.path.relpath(p, folder) for p in chosen]
 
 
+def _max_length_now(db: Database) -> str:
+    """What the train stage would size --max-length to on the store as it is (it sizes again
+    when it runs, on the data it finds then)."""
+    from workbench.hf_loading import BaseModelError
+    from workbench.training.sizing import describe, size_for_store
+
+    try:
+        sized = size_for_store(db)
+    except (BaseModelError, ImportError, OSError, ValueError) as e:
+        return f"sized from the data when the stage runs ({' '.join(str(e).split())[:80]})"
+    if sized is None:
+        return "sized from the data when the stage runs (no training data in the store yet)"
+    return f"now: {describe(sized)}; sized again when the stage runs"
+
+
 def init_text(db: Database, target: Path) -> str:
     """A commented example pipeline for the store's task: every stage and every parameter with
     its help, the stages that need no endpoint switched on."""
@@ -338,6 +353,8 @@ def init_text(db: Database, target: Path) -> str:
                 continue
             choices = " | ".join(map(str, f.choices or ()))
             out.append(f"# {f.help}" + (f" ({choices})" if choices else ""))
+            if name == "train" and f.name == "max_length":
+                out.append(f"#   {_max_length_now(db)}")
             if on and f.name in quick:
                 out.append(f"{f.name} = {_toml_value(quick[f.name])}")
             else:
@@ -641,7 +658,18 @@ def _train_summary(row: dict | None) -> dict | None:
             "gguf": r.get("gguf"), "steps": m.get("steps"), "first_loss": m.get("first_loss"),
             "last_loss": m.get("last_loss"), "tokens_per_s": m.get("tokens_per_s"),
             "runtime_s": m.get("runtime_s"), "sequences": m.get("data_sequences"),
-            "tokens_seen": m.get("tokens_seen")}
+            "tokens_seen": m.get("tokens_seen"), "max_length": _max_length_of(r.get("plan"))}
+
+
+def _max_length_of(plan: dict | None) -> str | None:
+    """The sequence length a training run used, and why (sized from the data, or given)."""
+    if not plan or not plan.get("max_length"):
+        return None
+    if plan.get("sizing"):
+        from workbench.training.sizing import describe
+
+        return describe(plan["sizing"])
+    return f"--max-length {plan['max_length']:,} (given)"
 
 
 def build_report(db: Database, run_id: int, cfg: PipelineConfig, folder: Path) -> dict:
@@ -723,6 +751,8 @@ def report_markdown(rep: dict) -> str:
                 f" {_num(t['first_loss'])} -> {_num(t['last_loss'])},"
                 f" {_num(t['tokens_per_s'], '{:.1f}')} tokens/s,"
                 f" {_num(t['runtime_s'], '{:.1f}')} s."]
+        if t.get("max_length"):
+            out.append(f"Sequence length: {_md(t['max_length'])}.")
     e = rep["evaluation"]
     if e:
         b = rep.get("baseline") or {}

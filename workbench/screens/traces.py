@@ -52,6 +52,7 @@ class TracesScreen(Screen):
         Binding("I", "bulk('include')", "Include", id="traces.include", show=False),
         Binding("U", "undo_exclusion", "Undo exclude/include", id="traces.undo_exclusion",
                 show=False),
+        Binding("T", "move_split", "Move to split", id="traces.split", show=False),
         Binding("C", "bulk_job('relabel')", "Send to committee", id="traces.committee",
                 show=False),
         Binding("J", "bulk_job", "Job on these", id="traces.job", show=False),
@@ -295,6 +296,30 @@ class TracesScreen(Screen):
             self.app.push_screen(ConfirmScreen(f"{what.capitalize()} {scope}?"), go)
         else:
             go()
+
+    def action_move_split(self) -> None:
+        """Move the marked traces (else the filtered set) to a split the analyst picks: a
+        decision like any other (`workbench split --undo` takes it back)."""
+        from db.queries import SPLITS
+        from workbench.screens.common import PickScreen
+
+        table = self.query_one(TraceTable)
+        ids = sorted(table.marked) or None
+        count = len(ids) if ids else (self.total if self.total is not None else table.row_count)
+        if count == 0:
+            self.app.notify("no traces to move", severity="warning")
+            return
+        scope = f"{count:,} marked traces" if ids else f"all {count:,} filtered traces"
+        self.app.push_screen(PickScreen(list(SPLITS), f"move {scope} to which split?"),
+                             lambda n: None if n is None else self.run_move_split(
+                                 SPLITS[n], self.filter, ids))
+
+    @work(thread=True, exit_on_error=False, group="traces-bulk")
+    def run_move_split(self, split: str, flt: TraceFilter, ids: list[int] | None) -> None:
+        with self.app.store() as db:
+            outcome = decisions.move_to_split(db, split, self.app.config.analyst,
+                                              selection=flt, ids=ids)
+        self.post_message(DecisionMade(outcome.message, None, None))
 
     def action_undo_exclusion(self) -> None:
         self.run_undo_exclusion()

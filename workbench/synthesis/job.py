@@ -35,7 +35,7 @@ from workbench.synthesis.corpus import (Topic, learn, load_topics, n_messages, s
                                         tool_functions)
 from workbench.synthesis.report import distribution
 from workbench.synthesis.store import keep_pending, store_batch
-from workbench.synthesis.validate import Candidate, Validator, shingles
+from workbench.synthesis.validate import Candidate, Validator, default_max_chars, shingles
 
 BATCH = 20
 SPLICE_SHARE = 0.5   # offline candidates that join two seeds (where their structure allows)
@@ -61,7 +61,8 @@ class SynthParams:
     include_suspect: bool = opt(False, "also take traces with suspect turns as seeds")
     checks: list[str] = opt(["schema", "structure", "grounding", "coherence"],
                             "checks a candidate must pass (no error flag)")
-    max_chars: int = opt(20000, "longest candidate accepted (characters of its JSON)")
+    max_chars: int | None = opt(None, "longest candidate accepted (characters of its JSON;"
+                                " default: twice the longest seed)")
     similarity: float = opt(0.9, "near-duplicate at this word-shingle overlap or more (with a"
                             " stored conversation, a test conversation or another candidate)")
     random_seed: int = opt(0, "seed of the random choices (same store, same result)")
@@ -438,8 +439,9 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: SynthParams) -> d
     prior_ids = [r["trace_id"] for r in prior if r["status"] == "accepted" and r["trace_id"]]
     prior_msgs = list((current_messages_for(db, prior_ids) if prior_ids else {}).values())
     prior_msgs += [r["messages"] for r in record_store.pending(db, ctx.job_id)]
+    max_chars = params.max_chars or default_max_chars([s.messages for s in seeds])
     validator = Validator(corpus, test, tool_functions(tools), current_task(db),
-                          checks=tuple(params.checks), max_chars=params.max_chars,
+                          checks=tuple(params.checks), max_chars=max_chars,
                           similarity=params.similarity, accepted=prior_msgs)
     # the target counts what earlier runs of the same job (same parameters and selection)
     # kept: a re-run after a success, or beside a resumed one, does not stack them
@@ -456,7 +458,8 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: SynthParams) -> d
                                    if r["status"] == "rejected" and r["reasons"]))
     ctx.log(f"{len(seeds)} seeds ({', '.join(f'{v} {k}' for k, v in skipped.items() if v)}"
             f" left out); {len(topics)} topics; {len(corpus)} conversations known,"
-            f" {len(test)} test conversations guarded")
+            f" {len(test)} test conversations guarded; candidates up to {max_chars:,}"
+            " characters" + ("" if params.max_chars else " (twice the longest seed)"))
     ctx.progress(state.reached, params.target, state.line("starting"))
     extra: dict = {}
     if params.offline:
@@ -477,7 +480,7 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: SynthParams) -> d
     result = {"method": "offline" if params.offline else "teacher", "seeds": len(seeds),
               "seeds_left_out": skipped, "candidates": state.candidates,
               "repeats": state.repeats,
-              "accepted": state.reached, "target": params.target,
+              "accepted": state.reached, "target": params.target, "max_chars": max_chars,
               "stored": len(kept["stored"]) + len(prior_ids),
               "kept_earlier": len(earlier), "duplicates_when_stored": kept["duplicates"],
               "surplus": kept["surplus"],

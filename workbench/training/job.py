@@ -21,8 +21,9 @@ class TrainParams:
     epochs: float = opt(1.0, "passes over the data")
     lr: float = opt(2e-4, "peak learning rate (cosine schedule)")
     lora_r: int = opt(16, "LoRA rank (alpha = 2r, all linear layers)")
-    max_length: int = opt(4096, "tokens a training sequence holds at most (turns past it:"
-                                " in windows after the tools)")
+    max_length: int | None = opt(None, "tokens a training sequence holds at most (default:"
+                                 " from the data, within the memory here; turns past it: in"
+                                 " windows)")
     seqs_per_step: int = opt(8, "sequences per optimizer step (per device)")
     max_steps: int = opt(-1, "stop after this many steps (overrides epochs)")
     save_steps: int = opt(50, "checkpoint every N steps")
