@@ -31,14 +31,14 @@ by the memory and the model's context in :mod:`workbench.training.sizing`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sqlite_utils import Database
 
 from db.queries import EXCLUDED_SQL, TraceFilter
 from workbench.chat_template import IGNORE_INDEX, IM_START, render, tokenize_with_labels
-from workbench.conversation_view import Conversation, conversations
+from workbench.conversation_view import Conversation, conversations, task_context
 
 SUSPECT_MODES = ("mask", "drop", "train")
 
@@ -102,7 +102,13 @@ def load_conversations(db: Database, options: DataOptions) -> list[Conversation]
         where.append("traces.split != 'test'")
     if options.selection.excluded is None:
         where.append(f"NOT {EXCLUDED_SQL}")
-    return conversations(db, options.selection, where=" AND ".join(where) or None, batch=500)
+    task = task_context(db)
+    convs = conversations(db, options.selection, where=" AND ".join(where) or None, batch=500,
+                          task=task)
+    # a label that no longer fits the results logged after it ends the conversation there, as
+    # in an export: a call turned into text is not trained with orphaned tool results after it
+    return [replace(c, messages=c.consistent_messages(task.message_tools)) if c.changed else c
+            for c in convs]
 
 
 def encode(tokenizer: Any, conv: Conversation) -> Encoded:
