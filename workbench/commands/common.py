@@ -149,6 +149,12 @@ SELECTION_OPTIONS: list[tuple[str, Any, Any]] = [
                                               help="excluded from training or not")),
     ("search", Optional[str], typer.Option(None, help="full-text search over messages and"
                                            " calls")),
+    ("outcome", Optional[list[str]], typer.Option(
+        None, "--outcome", help="an outcome condition: 'reward<1', 'passed=true', 'reward'"
+        " (has one); repeatable, all must hold")),
+    ("meta", Optional[list[str]], typer.Option(
+        None, "--meta", help="a metadata condition: 'user_tier=gold', 'env.region!=eu';"
+        " repeatable")),
     ("limit", Optional[int], typer.Option(None, help="only the first N selected traces")),
     ("trace_id", Optional[list[int]], typer.Option(None, "--trace-id",
                                                    help="only this trace (repeatable)")),
