@@ -205,7 +205,7 @@ def _import_traces(db: Database, path: Path, fmt: str, split_opt: str | None,
                 seen_tools.add(key)
                 deferred.append(lambda tools=rec.tools: report.tools_added.extend(
                     f"{n} v{v}" for n, v, new in register_tools(db, tools, source) if new))
-        found.update(rec.outcomes or ())
+        found.update(list(rec.outcomes or ()))
         writer.add(NewTrace(messages=rec.messages, tools=rec.tools,
                             content_hash=content_hash(rec.messages, rec.tools, rec.extras),
                             source=source, path=abspath, line=rec.line, format=fmt,

@@ -79,7 +79,8 @@ def register(app: typer.Typer) -> None:
         selection: TraceFilter,
         out: Path = typer.Argument(..., help="output JSONL file, or - for standard output"
                                    " (the summary then goes to stderr)"),
-        fmt: str = typer.Option("openai", "--format", help="openai | pairs | hf"),
+        fmt: str = typer.Option("openai", "--format", help="openai | pairs | hf |"
+                                " llamafactory | axolotl | trl"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
     ) -> None:
         """Export current labels (originals with accepted revisions applied).
@@ -105,8 +106,20 @@ def register(app: typer.Typer) -> None:
                 print_json(result)
             return
         where = "standard output" if to_stdout else visible(out)
-        (err_console if to_stdout else console).print(Text(
+        said = (err_console if to_stdout else console)
+        said.print(Text(
             f"wrote {result['lines']} lines ({result['traces']} traces, format {fmt}) to {where}"))
+        for key, what in (("skipped_shape", "conversations left out: LLaMA-Factory needs user"
+                           " and tool turns alternating with the model's"),
+                          ("masks_lost", "turns out of training here (weight 0 or suspect)"
+                           " that this format cannot mask"),
+                          ("text_dropped", "assistant texts beside a call that a function_call"
+                           " turn cannot hold")):
+            if result.get(key):
+                said.print(Text(f"  {result[key]} {what}"))
+        if result.get("dataset_info"):
+            said.print(Text(f"  dataset entry {visible(Path(out).stem)} written to"
+                            f" {visible(result['dataset_info'])}"))
 
     @app.command("stats")
     def stats_cmd(
