@@ -230,4 +230,3 @@ async def test_app_shows_outcomes_in_table_and_detail(db_path, traces_file):
         assert "outcome" in screen_text(app)
         app.push_screen(DetailScreen(2))
         await until(pilot, lambda: "outcomes  reward=0.25  rating=down" in screen_text(app))
-        assert "session=" in screen_text(app)

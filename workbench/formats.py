@@ -318,7 +318,7 @@ for _fmt in (
     TraceFormat("openai", lambda o: "messages" in o, _parse_openai,
                 ("messages", "tools", "functions"), "OpenAI chat / fine-tuning"),
     TraceFormat("qa", lambda o: "question" in o and "answer" in o, _parse_qa,
-                ("question", "answer", "tools"), "question/answer pairs"),
+                ("question", "answer", "tools", "context"), "question/answer pairs"),
     TraceFormat("tft", lambda o: isinstance(o.get("context"), str), _parse_tft,
                 ("context", "tools"), "TFT traces"),
 ):

@@ -62,17 +62,13 @@ def _scalar(value: Any) -> str:
 
 
 def record_text(trace: dict) -> Text:
-    """The trace's outcomes and its record's metadata (keys beyond the conversation), one line
-    each, cut to a screen's width; empty when it has neither."""
+    """The trace's outcomes on one line, cut to a screen's width; empty when it has none.
+    (Its record's other keys are `--meta` to the selection and come back on export.)"""
     out = Text()
     if trace.get("outcomes"):
         out.append("\noutcomes  ", style="bold")
         out.append(visible("  ".join(f"{k}={_scalar(v)}" for k, v in trace["outcomes"].items())
                            )[:400])
-    if trace.get("metadata"):
-        out.append("\nmetadata  ", style="bold")
-        out.append(visible(" ".join(f"{k}={_scalar(v)}" for k, v in trace["metadata"].items()
-                                    ).replace("\n", " "))[:400], style="dim")
     return out
 
 
