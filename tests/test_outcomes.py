@@ -230,3 +230,16 @@ async def test_app_shows_outcomes_in_table_and_detail(db_path, traces_file):
         assert "outcome" in screen_text(app)
         app.push_screen(DetailScreen(2))
         await until(pilot, lambda: "outcomes  reward=0.25  rating=down" in screen_text(app))
+
+
+def test_pipeline_file_names_outcomes_and_selects_by_them(traces_file, tmp_path):
+    from workbench.pipeline import load_pipeline
+
+    path = tmp_path / "pipe.toml"
+    path.write_text(f'[import]\npaths = ["{traces_file.name}"]\noutcome = ["feedback.rating"]\n'
+                    '[train]\nmax_steps = 1\n[train.selection]\noutcome = ["reward>=1"]\n'
+                    'meta = "session.user_tier=gold"\n')
+    cfg = load_pipeline(path)
+    assert cfg.stages["import"].params["outcome"] == ["feedback.rating"]
+    sel = cfg.stages["train"].selection
+    assert (sel.outcome, sel.meta) == (["reward>=1"], ["session.user_tier=gold"])

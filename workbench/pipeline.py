@@ -47,11 +47,13 @@ IMPORT_FIELDS: dict[str, tuple[Any, str]] = {
               " test*, else unassigned)"),
     "task": (Union[str, None], "job_description.json or task.txt"),
     "max_message_bytes": (int, "reject larger messages"),
+    "outcome": (Union[list[str], None], "fields of each record that are outcomes"),
 }
 # the selection options of the commands (and the TraceFilter names they stand for)
 SELECTION_ALIASES = {"search": "text", "trace_id": "trace_ids"}
 SELECTION_KEYS = ("split", "origin", "status", "tool", "check", "flagged", "excluded", "search",
-                  "limit", "trace_id", "text", "trace_ids", "source", "has_revisions")
+                  "limit", "trace_id", "text", "trace_ids", "source", "has_revisions",
+                  "outcome", "meta")
 TRAINED = "(the model of the [train] stage)"   # eval's model when the file names none
 RAW_DROP = ("check", "flagged", "excluded", "status", "has_revisions")   # no flags, no labels
 RAW_DEFINITION = (
@@ -194,6 +196,8 @@ def _import_stage(where: _Where, table: dict) -> StageConfig:
             raise where.error("import", "task", f"{table['task']}: no such file")
     params = {"paths": resolved, "split": table.get("split"), "task": task,
               "max_message_bytes": table.get("max_message_bytes")}
+    if table.get("outcome"):   # only when given: older pipelines keep their import's key
+        params["outcome"] = table["outcome"]
     return StageConfig("import", params)
 
 
@@ -405,7 +409,8 @@ def _import_body(params: dict):
         ctx.progress(0, None, "importing")
         reports = import_files(ctx.db, params["paths"], split=params["split"],
                                task=params["task"], notify=ctx.log,
-                               max_message_bytes=params["max_message_bytes"] or MAX_MESSAGE_BYTES)
+                               max_message_bytes=params["max_message_bytes"] or MAX_MESSAGE_BYTES,
+                               outcomes=params.get("outcome") or ())
         for r in reports:
             ctx.log(f"{r.source}: {r.added} added, {r.duplicates} already stored")
         return {"files": [report_dict(r) for r in reports],
