@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from db.tasks import current_tools
-from db.traces import original_messages, stats
+from db.traces import original_messages
 from tests.test_import import snapshot
 from workbench.cli import app
 from workbench.conversation_view import conversations
@@ -231,3 +231,22 @@ def test_cli_import_of_every_example(db_path):
     assert {f["format"] for f in out["files"]} == {"sharegpt", "openai", "anthropic",
                                                    "task-json"}
     assert out["traces"] == 2 + 1 + 5 + 2
+
+
+def test_axolotl_openai_messages_under_conversations_with_train_flags(db, tmp_path):
+    """axolotl's chat_template also reads OpenAI messages from `conversations`; its `train`
+    flag on a model turn is a training mask."""
+    rec = {"conversations": [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi", "train": False},
+        {"role": "user", "content": "How are you?"},
+        {"role": "assistant", "content": "Well, thanks.", "train": True}]}
+    [r] = import_files(db, [_write(tmp_path / "ax.jsonl", [rec])])
+    assert r.format == "sharegpt"
+    [conv] = conversations(db)
+    assert [m["role"] for m in conv.messages] == ["user", "assistant", "user", "assistant"]
+    assert conv.unweighted == {1}
+    out = tmp_path / "back.jsonl"
+    export(db, out, "axolotl")
+    [line] = _lines(out)
+    assert [m["train"] for m in line["messages"]] == [False, False, False, True]

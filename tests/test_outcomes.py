@@ -22,7 +22,12 @@ from workbench.conversation_view import conversations
 from workbench.errors import InputError
 from workbench.exporting import export
 from workbench.importing import import_files
-from workbench.training.data import DataOptions, encode_all, examples_for, load_conversations
+from workbench.training.data import (
+    DataOptions,
+    encode_all,
+    examples_for,
+    load_conversations,
+)
 
 runner = CliRunner()
 TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Look a thing up",
@@ -139,6 +144,11 @@ def tokenizer() -> Any:
     return load_tokenizer(None)
 
 
+def sup(ex) -> list[int]:
+    """The supervised token ids of an example."""
+    return [t for t in ex.labels if t != IGNORE_INDEX]
+
+
 def test_weight_zero_turns_are_out_of_the_loss(db, tmp_path, tokenizer):
     rec = _record(0, 1, "gold")
     plain = json.loads(json.dumps(rec))
@@ -152,7 +162,6 @@ def test_weight_zero_turns_are_out_of_the_loss(db, tmp_path, tokenizer):
     full, weighted = (examples_for(e, DataOptions()) for e in encode_all(tokenizer, convs))
     # the weighted conversation supervises only its last turn: the same tokens as the plain
     # one's last turn, none of the call's
-    sup = lambda ex: [t for t in ex.labels if t != IGNORE_INDEX]   # noqa: E731
     (a,), (b,) = full, weighted
     assert 0 < len(sup(b)) < len(sup(a))
     assert sup(a)[-len(sup(b)):] == sup(b)

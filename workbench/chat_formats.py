@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from workbench import safe_json
-from workbench.messages import FieldError, normalize_message
+from workbench.messages import FieldError, normalize_message, normalize_messages
 
 ANTHROPIC_BLOCKS = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
 
@@ -127,6 +127,14 @@ def openai_messages(raw: Any, field: str = "messages") -> tuple[Any, list[dict |
                 raise FieldError(f"{f}.weight", f"must be 0 (left out of training) or 1, not"
                                  f" {w!r}")
             extra["weight"] = int(w)
+        elif "train" in m:   # axolotl's per-message flag, OpenAI messages otherwise
+            t = m["train"]
+            if not isinstance(t, bool):
+                raise FieldError(f"{f}.train", f"must be true or false, not {t!r}")
+            if m.get("role") == "assistant":
+                extra["weight"] = int(t)
+            else:
+                extra["train"] = t
         out.append(m)
         extras.append(extra or None)
     return out, _extras(extras)
@@ -272,12 +280,12 @@ def parse_anthropic(obj: dict, max_bytes: int) -> Parsed:
 # --- ShareGPT (LLaMA-Factory, axolotl) ------------------------------------------------------
 
 def sharegpt_key(obj: dict) -> str | None:
-    """The key holding a ShareGPT conversation: `conversations`, or `messages` when its
-    messages have `from`/`value`."""
+    """The key holding a ShareGPT conversation: `conversations` (axolotl also writes OpenAI
+    messages there), or `messages` when its messages have `from`/`value`."""
     for key in ("conversations", "messages"):
         msgs = obj.get(key)
         if isinstance(msgs, list) and msgs and isinstance(msgs[0], dict) and (
-                "from" in msgs[0] or key == "conversations" and "value" in msgs[0]):
+                "from" in msgs[0] or key == "conversations"):
             return key
     return None
 
@@ -315,6 +323,12 @@ def parse_sharegpt(obj: dict, max_bytes: int) -> Parsed:
         raise FieldError(key, f"must be a list of messages, not {_type_name(raw)}")
     if not raw:
         raise FieldError(key, "is empty")
+    if all(isinstance(m, dict) and "role" in m and "from" not in m and "value" not in m
+           for m in raw):   # OpenAI messages under `conversations` (axolotl's chat_template)
+        msgs, extras_ = openai_messages(raw, key)
+        return Parsed(normalize_messages(msgs, key, max_bytes=max_bytes),
+                      function_tools(obj.get("tools") or None, "tools"), extras_,
+                      keys=(key, "tools"))
     out: list[dict] = []
     extras: list[dict | None] = []
 

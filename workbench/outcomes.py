@@ -15,6 +15,7 @@ The record's keys stay in its metadata as they were; the outcomes are what selec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,8 +26,12 @@ MAX_TEXT = 200   # a longer text is a comment, not an outcome
 
 
 def is_outcome(value: Any) -> bool:
-    return (isinstance(value, (bool, int, float)) and value == value   # NaN is no outcome
+    return (isinstance(value, (bool, int, float)) and not _nan(value)
             or isinstance(value, str) and 0 < len(value) <= MAX_TEXT)
+
+
+def _nan(value: bool | float) -> bool:
+    return isinstance(value, float) and math.isnan(value)   # NaN is no outcome
 
 
 def check(value: Any, field: str) -> bool | int | float | str:
@@ -80,7 +85,7 @@ def collect(obj: dict, carried: dict | None = None,
             out[str(name)] = check(value, f"outcomes.{name}")
     for name in DEFAULT_FIELDS:
         value = obj.get(name)
-        if isinstance(value, (bool, int, float)) and value == value:
+        if isinstance(value, (bool, int, float)) and not _nan(value):
             out[name] = value
     for path in fields:
         found, value = lookup(obj, path)

@@ -109,12 +109,12 @@ def register(app: typer.Typer) -> None:
         said = (err_console if to_stdout else console)
         said.print(Text(
             f"wrote {result['lines']} lines ({result['traces']} traces, format {fmt}) to {where}"))
-        for key, what in (("skipped_shape", "conversations left out: LLaMA-Factory needs user"
-                           " and tool turns alternating with the model's"),
-                          ("masks_lost", "turns out of training here (weight 0 or suspect)"
-                           " that this format cannot mask"),
-                          ("text_dropped", "assistant texts beside a call that a function_call"
-                           " turn cannot hold")):
+        for key, what in (("skipped_shape", ("conversations left out: LLaMA-Factory needs user"
+                                             " and tool turns alternating with the model's")),
+                          ("masks_lost", ("turns out of training here (weight 0 or suspect)"
+                                          " that this format cannot mask")),
+                          ("text_dropped", ("assistant texts beside a call that a function_call"
+                                            " turn cannot hold"))):
             if result.get(key):
                 said.print(Text(f"  {result[key]} {what}"))
         if result.get("dataset_info"):
