@@ -227,6 +227,7 @@ def test_trainer_exports_follow_their_documented_schemas(db, traces_file, tmp_pa
 
 
 async def test_app_shows_outcomes_in_table_and_detail(db_path, traces_file):
+    from widgets.trace_table import TraceTable
     from workbench.app import make_app
     from workbench.screens.detail import DetailScreen
 
@@ -237,8 +238,22 @@ async def test_app_shows_outcomes_in_table_and_detail(db_path, traces_file):
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: "reward=1 +1" in screen_text(app))
         assert "outcome" in screen_text(app)
+        # the search box takes the selection's outcome: and meta: terms
+        await pilot.press("slash", *"outcome:reward<1 meta:session.user_tier=gold", "enter")
+        await until(pilot, lambda: app.screen.query_one(TraceTable).row_count == 1)
+        assert app.current_filter.outcome == ["reward<1"]
+        assert app.current_filter.meta == ["session.user_tier=gold"]
         app.push_screen(DetailScreen(2))
         await until(pilot, lambda: "outcomes  reward=0.25  rating=down" in screen_text(app))
+
+
+def test_search_box_terms_round_trip():
+    from workbench.screens.traces import search_box_text, split_search
+
+    text, outcome, meta = split_search('"a phrase" outcome:reward<1 word meta:tier=gold')
+    assert (text, outcome, meta) == ('"a phrase" word', ["reward<1"], ["tier=gold"])
+    flt = TraceFilter(text=text, outcome=outcome, meta=meta)
+    assert split_search(search_box_text(flt)) == (text, outcome, meta)
 
 
 def test_pipeline_file_names_outcomes_and_selects_by_them(traces_file, tmp_path):
