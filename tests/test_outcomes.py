@@ -267,3 +267,18 @@ def test_pipeline_file_names_outcomes_and_selects_by_them(traces_file, tmp_path)
     assert cfg.stages["import"].params["outcome"] == ["feedback.rating"]
     sel = cfg.stages["train"].selection
     assert (sel.outcome, sel.meta) == (["reward>=1"], ["session.user_tier=gold"])
+
+
+def test_credentials_in_a_record_never_reach_the_store(db, tmp_path):
+    rec = {**_record(0, 1, "gold"), "headers": {"Authorization": "Bearer abc123secret",
+                                                "x-api-key": "sk-live-999999", "accept": "json"},
+           "api_key": "sk-live-999999"}
+    path = tmp_path / "keys.jsonl"
+    path.write_text(json.dumps(rec) + "\n")
+    import_files(db, [path])
+    [conv] = conversations(db)
+    assert conv.metadata["headers"] == {"Authorization": "[redacted]", "x-api-key": "[redacted]",
+                                        "accept": "json"}
+    assert conv.metadata["api_key"] == "[redacted]"
+    dump = "\n".join(str(r) for r in db.execute("SELECT metadata FROM traces"))
+    assert "abc123secret" not in dump and "sk-live" not in dump

@@ -36,6 +36,7 @@ from workbench.chat_formats import (Parsed, function_tools, looks_anthropic, loo
                                     openai_messages, parse_anthropic, parse_sharegpt)
 from workbench.errors import InputError
 from workbench.messages import MAX_MESSAGE_BYTES, FieldError, normalize_message, normalize_messages
+from workbench.redaction import REDACTED
 from workbench.safe_json import TooDeep
 
 TASK_FORMATS = ("task-json", "task-text")
@@ -331,11 +332,27 @@ TRACE_FORMATS = trace_formats()   # the built-in ones; `trace_formats()` sees la
 EXPORT_META = ("source", "line", "trace_id", "split", "origin", "tools", "message_index")
 
 
+# A log's request record may carry credentials (`api_key`, an `Authorization` header): their
+# values never reach the store (nor, so, an export).
+_SECRET_KEY = re.compile(r"(?i)^(x-)?(api[-_]?key|authorization|access[-_]?token|auth[-_]?token"
+                         r"|refresh[-_]?token|password|passwd|secret|client[-_]?secret"
+                         r"|cookie|set-cookie)$")
+
+
+def _without_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: REDACTED if isinstance(k, str) and _SECRET_KEY.match(k) and v
+                else _without_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_secrets(v) for v in value]
+    return value
+
+
 def record_metadata(obj: dict, keys: Sequence[str]) -> dict | None:
     """Every key of a record that is not its conversation (nor its `outcomes`), less what our
-    export writes under `meta` about the store."""
+    export writes under `meta` about the store, credentials' values redacted."""
     skip = set(keys) | {"outcomes"}
-    out = {k: v for k, v in obj.items() if k not in skip}
+    out = _without_secrets({k: v for k, v in obj.items() if k not in skip})
     meta = out.get("meta")
     if isinstance(meta, dict):
         rest = {k: v for k, v in meta.items() if k not in EXPORT_META}
