@@ -238,3 +238,13 @@ def stats(db: Database) -> dict:
             f"SELECT name FROM tool_calls WHERE {pending_calls}"
             " GROUP BY name ORDER BY count(*) DESC, name")],
     }
+
+
+def outcomes_and_flags(db: Database, where: str = "1", params: list | None = None
+                       ) -> Iterator[tuple[dict, bool]]:
+    """(outcomes, carries an error flag) of each matching trace that has outcomes."""
+    for outcomes, flagged in db.execute(
+            f"SELECT traces.outcomes, traces.id IN (SELECT trace_id FROM flags WHERE"
+            f" severity = 'error') FROM traces WHERE traces.outcomes IS NOT NULL AND ({where})",
+            params or []):
+        yield orjson.loads(outcomes), bool(flagged)

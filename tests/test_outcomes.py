@@ -282,3 +282,28 @@ def test_credentials_in_a_record_never_reach_the_store(db, tmp_path):
     assert conv.metadata["api_key"] == "[redacted]"
     dump = "\n".join(str(r) for r in db.execute("SELECT metadata FROM traces"))
     assert "abc123secret" not in dump and "sk-live" not in dump
+
+
+def test_flags_by_outcome_with_intervals(db, traces_file, db_path):
+    from workbench.outcome_flags import flags_by_outcome
+
+    import_files(db, [traces_file], outcomes=["feedback.rating"])
+    assert all(r["failed"]["flagged"] == r["successful"]["flagged"] == 0
+               for r in flags_by_outcome(db))
+    # rewards 1, 0.25, 0, 0.5: at or above the median 0.375 successful (traces 1, 4)
+    replace_flags(db, [2, 3], ["schema"], [
+        {"trace_id": t, "message_idx": 1, "check": "schema", "severity": "error",
+         "detail": "bad"} for t in (2, 3)])
+    [reward] = [r for r in flags_by_outcome(db) if r["outcome"] == "reward"]
+    assert reward["split"] == "at or above the median 0.375 is successful"
+    assert reward["failed"]["flagged"] == 2 and reward["failed"]["n"] == 2
+    assert reward["successful"]["flagged"] == 0 and reward["successful"]["n"] == 2
+    low, high = reward["failed"]["interval"]
+    assert 0 < low < 1 == high         # 2 of 2: certain only that it is not small
+    assert reward["successful"]["interval"][0] == 0
+    assert "rating" not in {r["outcome"] for r in flags_by_outcome(db)}   # text: not split
+    # the check command prints the comparison where outcomes exist
+    db.conn.commit()
+    res = runner.invoke(app, ["--db", str(db_path), "check", "--only", "schema"])
+    assert res.exit_code == 0, res.output
+    assert "error flags by outcome" in res.output and "reward" in res.output
