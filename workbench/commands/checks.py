@@ -27,9 +27,8 @@ def register(app: typer.Typer) -> None:
         The model-based coherence_model check runs with --model-checks or --only."""
         from itertools import islice
 
-        from workbench.checks import stored_report
-
         from db.queries import TraceFilter
+        from workbench.checks import stored_report
         from workbench.outcome_flags import flags_by_outcome
 
         row = run_request(ctx, job, quiet=as_json)
