@@ -307,3 +307,18 @@ def test_flags_by_outcome_with_intervals(db, traces_file, db_path):
     res = runner.invoke(app, ["--db", str(db_path), "check", "--only", "schema"])
     assert res.exit_code == 0, res.output
     assert "error flags by outcome" in res.output and "reward" in res.output
+
+
+def test_pipeline_report_shows_outcomes_before_and_after_curation(db, traces_file):
+    from db.pipeline import data_counts
+    from workbench.pipeline import report_markdown
+
+    import_files(db, [traces_file], split="train", outcomes=["feedback.rating"])
+    with db.conn:
+        db.execute("UPDATE traces SET excluded = 1 WHERE id = 1")   # reward 1.0 left out
+    d = data_counts(db)
+    assert d["outcomes"] == {"reward": {"raw": {"traces": 4, "mean": 0.4375},
+                                        "curated": {"traces": 3, "mean": 0.25}}}
+    rep = {"pipeline_job": 1, "file": "p.toml", "folder": ".", "stages": [], "data": d,
+           "training": None, "evaluation": None, "baseline": None}
+    assert "| outcome reward: mean (traces) | 0.4375 (4) | 0.2500 (3) |" in report_markdown(rep)

@@ -761,6 +761,10 @@ def report_markdown(rep: dict) -> str:
             "| | before | after |", "|---|---|---|"]
     for key, label in DATA_ROWS:
         out.append(f"| {label} | {_num(d['raw'][key])} | {_num(d['curated'][key])} |")
+    for name, o in (d.get("outcomes") or {}).items():
+        out.append(f"| outcome {_md(name)}: mean (traces) | {_num(o['raw']['mean'])}"
+                   f" ({o['raw']['traces']}) | {_num(o['curated']['mean'])}"
+                   f" ({o['curated']['traces']}) |")
     if d["relabelled_by"]:
         out.append("")
         out.append("Relabelled by: " + ", ".join(f"{k} {v}" for k, v in
