@@ -476,6 +476,22 @@ def m011_flag_evidence(db: Database) -> None:
 
 
 @MIGRATIONS()
+def m018_job_metrics(db: Database) -> None:
+    """A job's per-step metrics (training's loss, learning rate, speed) as rows, not as text
+    in its log: the app draws the curve from them. Logs of earlier runs keep their lines."""
+    _execute_script(db,
+        """
+        CREATE TABLE job_metrics (
+            job_id INTEGER NOT NULL REFERENCES jobs(id),
+            step INTEGER NOT NULL,
+            data TEXT NOT NULL,            -- JSON object of the step's numbers
+            PRIMARY KEY (job_id, step)
+        ) WITHOUT ROWID;
+        """
+    )
+
+
+@MIGRATIONS()
 def m012_metadata_outcomes(db: Database) -> None:
     """Metadata and outcomes are data (issue #29): each trace keeps every key of its record
     that is not its messages (`metadata`, a JSON object, exported back) and its outcomes by name

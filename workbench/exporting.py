@@ -3,10 +3,16 @@
 | format | a line |
 |---|---|
 | `openai` | `{"messages": [...], "tools": [...], ...metadata, "meta": {"source", "line", "trace_id"}, "outcomes"}` (arguments as JSON strings, as the OpenAI API has them; the record's other keys, a turn's `weight` and the `developer` / `function` roles it came with written back) |
-| `pairs`  | `{"question": "<JSON messages before the turn>", "answer": "<JSON {name, parameters}>", "context": null, "meta": {..., "message_index"}}`: the benchmark's question/answer format, one line per assistant turn |
+| `pairs`  | `{"question": "<JSON messages before the turn>", "answer": "<the turn: one call as JSON {name, parameters}, else its text then each call in <tool_call> tags>", "context": null, "meta": {..., "message_index"}}`: the benchmark's question/answer format, one line per assistant turn |
 | `hf`     | like `openai` but `tools` is a JSON string, so every line has the same Arrow schema and `datasets.load_dataset("json", data_files=...)` reads it |
 
 and the trainers' formats of workbench.trainer_exports (`llamafactory`, `axolotl`, `trl`).
+
+An assistant turn is written as it is labelled: text (`content`), calls (`tool_calls`, each with
+its id, parallel calls in order) or both, and each tool result answers its call by id. Where a
+label no longer matches the results logged after the turn (a call turned into text, text into a
+call), the conversation ends with that turn (`turns.exportable`), so every line is valid chat
+data and re-imports as it was written.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 import stat
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -24,7 +31,7 @@ from sqlite_utils import Database
 from db.queries import TraceFilter
 from workbench import trainer_exports
 from workbench.chat_formats import to_openai_extra
-from workbench.conversation_view import Conversation, iter_conversations
+from workbench.conversation_view import Conversation, iter_conversations, task_context
 from workbench.errors import InputError
 from workbench.messages import per_turn_pairs, to_benchmark_question, to_openai, turn_answer
 
@@ -119,8 +126,11 @@ def _write_dataset_info(info: Path, out: Path, kto: bool) -> Path:
 def _write(db: Database, fh: TextIO, fmt: str, flt: TraceFilter,
            progress: Callable[[int], None] | None, notes: dict[str, int]) -> tuple[int, int]:
     traces = lines = 0
-    for batch in iter_conversations(db, flt, batch=500):
+    task = task_context(db)
+    for batch in iter_conversations(db, flt, batch=500, task=task):
         for conv in batch:
+            # cut after a turn whose label no longer fits the results logged after it
+            conv = replace(conv, messages=conv.consistent_messages(task.message_tools))
             if fmt in trainer_exports.LINES:
                 obj, counted = trainer_exports.LINES[fmt](conv)
                 for k, v in counted.items():

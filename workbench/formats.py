@@ -39,6 +39,7 @@ from workbench.messages import MAX_MESSAGE_BYTES, FieldError, normalize_message,
 from workbench.redaction import REDACTED
 from workbench.safe_json import TooDeep
 
+SPAN_FORMATS = ("langfuse", "langsmith", "otel", "openinference")   # formats_spans
 TASK_FORMATS = ("task-json", "task-text")
 SPLITS = ("train", "test", "unassigned")
 ORIGINS = ("imported", "synthetic")
@@ -183,14 +184,16 @@ def detect_format(path: Path, max_line: int | None = None) -> str:
             return "task-json"
         if isinstance(data, list) and data and all(_looks_tool(t) for t in data):
             return "task-json"   # a bare list of tools
+        if span_format := _span_format(data):
+            return span_format
         if isinstance(data, list) and data and isinstance(data[0], dict):
             fmt = _detect_record(data[0])
             if fmt is not None:
                 return fmt
         raise InputError("a .json file must be a task file (an object with"
                          " 'task_description' or 'tools', or a list of tools such as"
-                         ' [{"type": "function", "function": {"name": ..., "parameters": ...}}])'
-                         " or a JSON array of trace records", path=str(path))
+                         ' [{"type": "function", "function": {"name": ..., "parameters": ...}}]),'
+                         " a span export or a JSON array of trace records", path=str(path))
     first = next(iter_lines(path, max_line), None)
     if first is None:
         raise InputError("empty file: no traces to import", path=str(path))
@@ -199,11 +202,12 @@ def detect_format(path: Path, max_line: int | None = None) -> str:
     if not isinstance(obj, dict):
         raise InputError(f"expected a JSON object per line, got {type(obj).__name__}",
                          path=str(path), line=n)
-    fmt = _detect_record(obj)
+    fmt = _detect_record(obj) or _span_format(obj)
     if fmt is None:
         raise InputError("unknown format: expected 'messages' (OpenAI chat or Anthropic"
-                         " Messages), 'conversations' (ShareGPT), 'context' (TFT traces) or"
-                         " 'question'/'answer' fields", path=str(path), line=n)
+                         " Messages), 'conversations' (ShareGPT), 'context' (TFT traces),"
+                         " 'question'/'answer' fields or a span export (Langfuse, LangSmith,"
+                         " OpenTelemetry, OpenInference)", path=str(path), line=n)
     return fmt
 
 
@@ -219,6 +223,11 @@ def _looks_tool(t: Any) -> bool:
     fn = t.get("function") if t.get("type") == "function" else t
     return isinstance(fn, dict) and isinstance(fn.get("name"), str) and (
         "function" in t or "parameters" in fn or "input_schema" in fn)
+
+
+def _span_format(obj: Any) -> str | None:
+    from workbench.formats_spans import detect
+    return detect(obj)
 
 
 def _tools(value: Any, field: str) -> list | None:
@@ -325,7 +334,8 @@ for _fmt in (
 ):
     register(_fmt)
 
-TRACE_FORMATS = trace_formats()   # the built-in ones; `trace_formats()` sees later additions
+# the built-in ones (`trace_formats()` sees later additions) and the span exports
+TRACE_FORMATS = trace_formats() + SPAN_FORMATS
 
 # What our own export writes under `meta` about the trace's place in the store: not the
 # record's metadata (a re-import sets them anew).
@@ -404,6 +414,10 @@ def iter_records(path: Path, fmt: str, max_bytes: int = MAX_MESSAGE_BYTES,
                  outcomes: Sequence[str] = ()) -> Iterator[Record]:
     """Parse a trace file record by record; the first bad one raises InputError. `outcomes`
     names fields whose values are outcomes (`import --outcome FIELD`)."""
+    if fmt in SPAN_FORMATS:   # span exports: stitched per trace (workbench.formats_spans)
+        from workbench.formats_spans import iter_span_records
+        yield from iter_span_records(path, fmt, max_bytes)
+        return
     spec = get_format(fmt)
     seen = False
     for n, obj in iter_objects(path, max_line_bytes(max_bytes)):
