@@ -322,3 +322,19 @@ def test_pipeline_report_shows_outcomes_before_and_after_curation(db, traces_fil
     rep = {"pipeline_job": 1, "file": "p.toml", "folder": ".", "stages": [], "data": d,
            "training": None, "evaluation": None, "baseline": None}
     assert "| outcome reward: mean (traces) | 0.4375 (4) | 0.2500 (3) |" in report_markdown(rep)
+
+
+def test_span_export_outcomes_are_stored_and_selected(db, tmp_path):
+    """The span importers' outcomes (Langfuse scores) and trace metadata are kept like any
+    format's: selectable, exported back."""
+    spans = Path(__file__).parent / "data" / "spans" / "langfuse-openai-agents.trace.json"
+    [r] = import_files(db, [spans])
+    assert r.format == "langfuse" and r.outcomes == {"hallucination": 1, "toxicity": 1}
+    assert _ids(db, TraceFilter(outcome=["toxicity>0.5"])) == [1]
+    assert _ids(db, TraceFilter(outcome=["toxicity<0.5"])) == []
+    [conv] = conversations(db)
+    assert conv.outcomes == {"toxicity": 0.8, "hallucination": 0}
+    assert conv.metadata and "source_trace_id" in conv.metadata
+    out = tmp_path / "lf.jsonl"
+    export(db, out, "openai")
+    assert json.loads(out.read_text())["outcomes"] == conv.outcomes

@@ -349,12 +349,13 @@ _SECRET_KEY = re.compile(r"(?i)^(x-)?(api[-_]?key|authorization|access[-_]?token
                          r"|cookie|set-cookie)$")
 
 
-def _without_secrets(value: Any) -> Any:
+def without_secrets(value: Any) -> Any:
+    """`value` with the values of credential-named keys (at any depth) redacted."""
     if isinstance(value, dict):
         return {k: REDACTED if isinstance(k, str) and _SECRET_KEY.match(k) and v
-                else _without_secrets(v) for k, v in value.items()}
+                else without_secrets(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_without_secrets(v) for v in value]
+        return [without_secrets(v) for v in value]
     return value
 
 
@@ -362,7 +363,7 @@ def record_metadata(obj: dict, keys: Sequence[str]) -> dict | None:
     """Every key of a record that is not its conversation (nor its `outcomes`), less what our
     export writes under `meta` about the store, credentials' values redacted."""
     skip = set(keys) | {"outcomes"}
-    out = _without_secrets({k: v for k, v in obj.items() if k not in skip})
+    out = without_secrets({k: v for k, v in obj.items() if k not in skip})
     meta = out.get("meta")
     if isinstance(meta, dict):
         rest = {k: v for k, v in meta.items() if k not in EXPORT_META}

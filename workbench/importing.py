@@ -23,8 +23,9 @@ from db.tasks import current_task, register_tools, update_task
 from db.traces import NewTrace, TraceWriter
 from db.tx import write_tx
 from workbench.errors import InputError
-from workbench.formats import (ORIGINS, SPLITS, TASK_FORMATS, detect_format, iter_records,
-                               max_line_bytes, meta_choice, open_regular, read_task)
+from workbench.formats import (ORIGINS, SPAN_FORMATS, SPLITS, TASK_FORMATS, detect_format,
+                               iter_records, max_line_bytes, meta_choice, open_regular,
+                               read_task, without_secrets)
 from workbench.messages import MAX_MESSAGE_BYTES, FieldError, canonical_json, content_hash
 from workbench.outcomes import check_fields as check_outcome_fields
 
@@ -209,7 +210,9 @@ def _import_traces(db: Database, path: Path, fmt: str, split_opt: str | None,
         writer.add(NewTrace(messages=rec.messages, tools=rec.tools,
                             content_hash=content_hash(rec.messages, rec.tools, rec.extras),
                             source=source, path=abspath, line=rec.line, format=fmt,
-                            split=rec_split, origin=rec_origin, metadata=rec.metadata,
+                            split=rec_split, origin=rec_origin,
+                            metadata=(without_secrets(rec.meta) or None) if fmt in SPAN_FORMATS
+                            else rec.metadata,
                             outcomes=rec.outcomes, extras=rec.extras))
         if progress and report.lines % 1000 == 0:
             progress(source, report.lines)
