@@ -492,6 +492,25 @@ def m018_job_metrics(db: Database) -> None:
 
 
 @MIGRATIONS()
+def m019_job_claims(db: Database) -> None:
+    """Units of work (a turn, a trace) a running job has claimed, so that a second job over
+    the same ones skips them instead of paying for the same model calls twice. A claim ends
+    with its job (finished, or found dead by the next open)."""
+    _execute_script(db,
+        """
+        CREATE TABLE job_claims (
+            scope TEXT NOT NULL,           -- what kind of unit: relabel.turn, ...
+            key TEXT NOT NULL,             -- the unit: 'TRACE:TURN', ...
+            job_id INTEGER NOT NULL REFERENCES jobs(id),
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (scope, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX job_claims_job ON job_claims(job_id);
+        """
+    )
+
+
+@MIGRATIONS()
 def m012_metadata_outcomes(db: Database) -> None:
     """Metadata and outcomes are data (issue #29): each trace keeps every key of its record
     that is not its messages (`metadata`, a JSON object, exported back) and its outcomes by name

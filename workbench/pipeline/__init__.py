@@ -108,6 +108,16 @@ class _Where:
         return PipelineError(f"{loc}: [{table}]{' ' + key if key else ''}: {message}")
 
 
+def _key_named(message: str, table: dict) -> str | None:
+    """The table's key a parameter's error is about (`--max-steps`, `max_steps`), so that
+    the error points at its line."""
+    for key in table:
+        if re.search(rf"(?<![\w-])(--)?({re.escape(key)}|{re.escape(key.replace('_', '-'))})"
+                     r"(?![\w-])", message):
+            return key
+    return None
+
+
 def _check_types(where: _Where, table: str, values: dict, fields: list[Field]) -> dict:
     """The table's values, typed by the stage's fields (`workbench.jobs.fields`), by field
     name; an unknown key or a value of the wrong type is an error naming file, table and key."""
@@ -223,7 +233,7 @@ def load_pipeline(file: str | Path, *, from_stage: str | None = None,
             params = spec.make_params(table)
             spec.make_selection(selection)
         except (TypeError, ValueError) as e:
-            raise where.error(name, None, str(e)) from None
+            raise where.error(name, _key_named(str(e), table), str(e)) from None
         stages[name] = StageConfig(name, params, spec.make_selection(selection),
                                    model_from_train=from_train)
     if not stages:

@@ -7,7 +7,7 @@ from typing import Any
 
 from db.queries import TraceFilter
 from workbench.jobs.context import JobContext
-from workbench.jobs.spec import JobSpec, opt
+from workbench.jobs.spec import JobSpec, at_least, opt
 
 SPECS: list[JobSpec] = []
 
@@ -58,6 +58,11 @@ class TrainParams:
                            max_length=self.max_length)
 
     def validate(self) -> None:
+        at_least("max_steps", self.max_steps, 1, unset=-1)
+        at_least("save_steps", self.save_steps, 1)
+        at_least("max_length", self.max_length, 8, high=1_048_576)
+        at_least("lora_r", self.lora_r, 1, high=4096)
+        at_least("seqs_per_step", self.seqs_per_step, 1, high=1_000_000)
         self.config(0)
         self.data(TraceFilter())
 
