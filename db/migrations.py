@@ -532,3 +532,21 @@ def m017_split_decisions(db: Database) -> None:
         CREATE INDEX split_decisions_action ON split_decisions(action);
         """
     )
+
+
+@MIGRATIONS()
+def m012_metadata_outcomes(db: Database) -> None:
+    """Metadata and outcomes are data (issue #29): each trace keeps every key of its record
+    that is not its messages (`metadata`, a JSON object, exported back) and its outcomes by name
+    (`outcomes`, a JSON object of rewards, scores, feedback values), both read with SQLite's
+    JSON functions by the selection (`--meta`, `--outcome`); each message keeps the attributes
+    of its format that the canonical form has no key for (`extra`, a JSON object: an OpenAI
+    fine-tuning `weight`, an Anthropic `is_error`, the role it was written with)."""
+    _execute_script(
+        db,
+        """
+        ALTER TABLE traces ADD COLUMN metadata TEXT;
+        ALTER TABLE traces ADD COLUMN outcomes TEXT;
+        ALTER TABLE messages ADD COLUMN extra TEXT;
+        """
+    )

@@ -174,6 +174,8 @@ def _import_stage(where: _Where, table: dict) -> StageConfig:
             raise where.error("import", "task", f"{table['task']}: no such file")
     params = {"paths": resolved, "split": table.get("split"), "task": task,
               "max_message_bytes": table.get("max_message_bytes")}
+    if table.get("outcome"):   # only when given: older pipelines keep their import's key
+        params["outcome"] = table["outcome"]
     return StageConfig("import", params)
 
 
@@ -737,6 +739,10 @@ def report_markdown(rep: dict) -> str:
             "| | before | after |", "|---|---|---|"]
     for key, label in DATA_ROWS:
         out.append(f"| {label} | {_num(d['raw'][key])} | {_num(d['curated'][key])} |")
+    for name, o in (d.get("outcomes") or {}).items():
+        out.append(f"| outcome {_md(name)}: mean (traces) | {_num(o['raw']['mean'])}"
+                   f" ({o['raw']['traces']}) | {_num(o['curated']['mean'])}"
+                   f" ({o['curated']['traces']}) |")
     if d["relabelled_by"]:
         out.append("")
         out.append("Relabelled by: " + ", ".join(f"{k} {v}" for k, v in

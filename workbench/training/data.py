@@ -7,6 +7,9 @@ turn: the conversation up to that turn, loss on that turn only) supervises exact
 tokens with exactly the same left context, so with the loss normalised over supervised tokens
 both give the same loss, the default at a fraction of the tokens.
 
+Turns the source format left out of training (an OpenAI fine-tuning ``weight: 0``, an axolotl
+``train: false``) are kept as context and never in the loss, whatever the options.
+
 Suspect turns (assistant turns carrying an error flag from the checks) are by default kept as
 context and left out of the loss (``suspect="mask"``); ``"drop"`` leaves out every trace that has
 one, ``"train"`` trains on them as on any turn.  Tokens after the last supervised turn are not
@@ -81,6 +84,7 @@ class Encoded:
     suspect: frozenset[int]
     prompt_tokens: int = 0         # the system prompt and tools alone (before any message)
     starts: tuple[int, ...] = ()   # where each message after them begins (window cuts)
+    unweighted: frozenset[int] = frozenset()   # turns the source left out (`weight: 0`)
 
 
 @dataclass
@@ -131,7 +135,7 @@ def encode(tokenizer: Any, conv: Conversation) -> Encoded:
     turns = [(k, s, e) for k, (s, e) in zip(assistant, runs, strict=True)]
     prompt = _prompt_tokens(tokenizer, conv)
     return Encoded(conv.trace_id, ids, turns, conv.suspect, prompt,
-                   _message_starts(tokenizer, ids, prompt))
+                   _message_starts(tokenizer, ids, prompt), conv.unweighted)
 
 
 def _message_starts(tokenizer: Any, ids: list[int], prompt: int) -> tuple[int, ...]:
@@ -162,8 +166,8 @@ def _kept(enc: Encoded, options: DataOptions) -> list[tuple[int, int]]:
     """The (start, end) token spans of the turns that carry loss under the options."""
     if options.suspect == "drop" and enc.suspect:
         return []
-    return [(s, e) for k, s, e in enc.turns
-            if options.suspect == "train" or k not in enc.suspect]
+    return [(s, e) for k, s, e in enc.turns if k not in enc.unweighted
+            and (options.suspect == "train" or k not in enc.suspect)]
 
 
 def examples_for(enc: Encoded, options: DataOptions) -> list[Example]:
@@ -273,6 +277,7 @@ def turn_counts(encoded: Sequence[Encoded], options: DataOptions) -> dict:
         "assistant_turns": len(turns),
         "suspect_turns": len(suspect),
         "masked_suspect_turns": len(suspect) if options.suspect == "mask" else 0,
+        "weight_zero_turns": sum(1 for enc, k, _ in turns if k in enc.unweighted),
         "dropped_conversations": (sum(1 for enc in encoded if enc.suspect)
                                   if options.suspect == "drop" else 0),
         "max_length": limit,
@@ -301,6 +306,9 @@ def why_empty(encoded: Sequence[Encoded], options: DataOptions) -> str:
     if c["masked_suspect_turns"]:
         parts.append(f"{c['masked_suspect_turns']} suspect turns (error flags) are masked:"
                      " --suspect train trains on them")
+    if c["weight_zero_turns"]:
+        parts.append(f"{c['weight_zero_turns']} turns have weight 0 in their source file (left"
+                     " out of training there and here)")
     if c["dropped_conversations"]:
         parts.append(f"{c['dropped_conversations']} conversations with suspect turns are"
                      " dropped (--suspect drop)")
