@@ -68,7 +68,7 @@ class Field:
             raise ValueError(f"must be {self.describe()}, not {_show(value)}")
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_NUMBER:
-                raise ValueError(f"{v} is out of range (at most {MAX_NUMBER:,})")
+                raise ValueError(f"is too large ({str(v)[:30]}; at most {MAX_NUMBER})")
         if self.choices and value not in self.choices:
             raise ValueError(f"must be {self.describe()}, not {_show(value)}")
         return value
