@@ -38,8 +38,10 @@ def db_path(tmp_path):
 
 
 def _relabel(db_path, url: str, *extra: str) -> subprocess.Popen:
+    """A relabel whose agreed decisions are labels (`--accept`: one scripted member has no
+    measured agreement with the analyst to earn that)."""
     return subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(db_path), "relabel",
-                             "--committee", f"{url}#m", "--json", *extra],
+                             "--committee", f"{url}#m", "--accept", "--json", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT)
 
 
