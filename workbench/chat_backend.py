@@ -83,15 +83,38 @@ def _system_and_messages(messages: Sequence[dict], system: str | None) -> tuple[
     return msgs, system
 
 
+MAX_AUTO_CTX = 32768   # the KV cache of a longer context takes gigabytes on a laptop
+
+
+def model_context(model_path: str) -> int:
+    """The context a GGUF model was trained for (what its conversations may fill), at most
+    MAX_AUTO_CTX: the default context of chat and evaluation, so a long system prompt fits
+    wherever the model can take it. Read from the file's metadata without loading weights."""
+    from llama_cpp import Llama
+
+    vocab = Llama(model_path=model_path, vocab_only=True, verbose=False)
+    try:
+        meta = vocab.metadata or {}
+    finally:
+        vocab.close()
+    trained = meta.get(f"{meta.get('general.architecture', 'llama')}.context_length")
+    try:
+        return max(512, min(int(trained), MAX_AUTO_CTX))
+    except (TypeError, ValueError):
+        return 8192   # a GGUF that does not say: llama.cpp's usual size
+
+
 class LlamaCppBackend:
     """A GGUF run in-process; one conversation at a time shares the KV cache."""
 
-    def __init__(self, model_path: str, *, n_ctx: int = 8192, n_threads: int | None = 2,
+    def __init__(self, model_path: str, *, n_ctx: int | None = None, n_threads: int | None = 2,
                  reuse_cache: bool = True, llama: Any = None) -> None:
         from llama_cpp import Llama
 
         self.model_path = str(model_path)
         self.name = self.model_path
+        if llama is None and n_ctx is None:
+            n_ctx = model_context(self.model_path)
         self.llm = llama or Llama(model_path=self.model_path, n_ctx=n_ctx, n_threads=n_threads,
                                   n_threads_batch=n_threads, verbose=False)
         self.reuse_cache = reuse_cache
@@ -323,7 +346,8 @@ def create_completion(client: Any, *, max_reply_bytes: int = DEFAULT_MAX_REPLY_B
     return resp
 
 
-def open_backend(model: str | None = None, endpoint: str | None = None, *, n_ctx: int = 8192,
+def open_backend(model: str | None = None, endpoint: str | None = None, *,
+                 n_ctx: int | None = None,
                  n_threads: int | None = 2, timeout: float | None = None) -> ChatBackend:
     """`--model GGUF` or `--endpoint NAME` (exactly one); `timeout` overrides the endpoint's."""
     if (model is None) == (endpoint is None):

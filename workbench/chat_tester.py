@@ -49,7 +49,7 @@ def open_session(db: Database, ref: str, *, n_threads: int = 1, max_tokens: int 
         from workbench.endpoints import get_endpoint
 
         ep = get_endpoint(ref.partition(":")[2], db=db)
-        backend = (LlamaCppBackend(ep.gguf, n_ctx=8192, n_threads=n_threads) if ep.is_local
+        backend = (LlamaCppBackend(ep.gguf, n_threads=n_threads) if ep.is_local
                    else EndpointBackend(ep.with_timeout(timeout)))
     else:
         from workbench.model_refs import resolve_model

@@ -164,7 +164,9 @@ def register(app: typer.Typer) -> None:
         replay: Optional[int] = typer.Option(None, "--replay", help="trace id to replay turn by"
                                              " turn: reference vs predicted call, staged score"),
         max_tokens: int = typer.Option(256, help="tokens generated per reply at most"),
-        n_ctx: int = typer.Option(8192, help="llama.cpp context size"),
+        n_ctx: Optional[int] = typer.Option(None, help="llama.cpp context size (default: the"
+                                            " context the model was trained for, at most"
+                                            " 32,768)"),
         threads: int = typer.Option(2, help="llama.cpp threads"),
         timeout: Optional[float] = typer.Option(None, "--timeout", help="seconds to wait for"
                                                 " each endpoint reply (default: the endpoint's"

@@ -20,7 +20,8 @@ class EvalParams:
                            " search query within the test split")
     judge: str | None = opt(None, "endpoint for llm_as_a_judge")
     max_tokens: int = opt(256, "tokens generated per turn at most")
-    n_ctx: int = opt(8192, "llama.cpp context size")
+    n_ctx: int | None = opt(None, "llama.cpp context size (default: the context the model was"
+                            " trained for, at most 32,768)")
     threads: int = opt(2, "llama.cpp threads")
     timeout: float | None = opt(None, "seconds to wait for each reply of the endpoint and the"
                                 " judge (default: the endpoint's `timeout`, else 60; one retry)")
