@@ -257,7 +257,7 @@ def test_search_box_terms_round_trip():
 
 
 def test_pipeline_file_names_outcomes_and_selects_by_them(traces_file, tmp_path):
-    from workbench.pipeline import load_pipeline
+    from workbench.pipeline.config import load_pipeline
 
     path = tmp_path / "pipe.toml"
     path.write_text(f'[import]\npaths = ["{traces_file.name}"]\noutcome = ["feedback.rating"]\n'
@@ -311,7 +311,7 @@ def test_flags_by_outcome_with_intervals(db, traces_file, db_path):
 
 def test_pipeline_report_shows_outcomes_before_and_after_curation(db, traces_file):
     from db.pipeline import data_counts
-    from workbench.pipeline import report_markdown
+    from workbench.pipeline.report import report_markdown
 
     import_files(db, [traces_file], split="train", outcomes=["feedback.rating"])
     with db.conn:

@@ -16,7 +16,7 @@ from db.jobs import get_job, list_jobs, request_cancel
 from tests.conftest import REPO
 from tests.test_training import gguf_tokenizer, tiny_model_dir  # noqa: F401 - fixtures
 from workbench.cli import app
-from workbench.pipeline import PipelineError, load_pipeline
+from workbench.pipeline.config import PipelineError, load_pipeline
 
 runner = CliRunner()
 SAMPLE = REPO / "sample_traces"

@@ -10,7 +10,7 @@ import pytest
 
 from bench import tft_mini
 from tests.conftest import REPO
-from workbench.pipeline import load_pipeline
+from workbench.pipeline.config import load_pipeline
 
 DATA = REPO / "tests" / "data" / "tft"
 

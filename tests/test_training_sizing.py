@@ -98,7 +98,7 @@ def test_max_length_from_the_data_the_memory_or_the_context() -> None:
 
 
 def test_the_pipeline_report_says_which_length_training_used() -> None:
-    from workbench.pipeline import _max_length_of
+    from workbench.pipeline.report import _max_length_of
 
     s = choose_max_length([encoded()], DataOptions(), SMOL, available=16 * GIB, device="cpu",
                           bf16=False, checkpointing=True)

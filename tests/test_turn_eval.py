@@ -277,7 +277,7 @@ def test_eval_of_the_reference_model_scores_one_and_runs_under_each_policy(
         assert report(db, rep["run_id"])["metrics"]["decision"] == 1.0
         assert {r["details"]["call_turn"] for r in rows} == {True, False}
         # the pipeline report states the same means, floor and decisions
-        from workbench.pipeline import DATA_ROWS, _eval_summary, report_markdown
+        from workbench.pipeline.report import DATA_ROWS, _eval_summary, report_markdown
 
         summary = _eval_summary(db, {"id": 1, "result": {"run_id": rep["run_id"]}})
         assert summary["metrics"] == {k: m[k] for k in summary["metrics"]}

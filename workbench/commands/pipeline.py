@@ -24,7 +24,7 @@ def _num(v: object, fmt: str = "{:.4f}") -> str:
 
 def print_report(rep: dict, out: Console = console) -> None:
     """The pipeline's report on the terminal (the same figures as its report.md)."""
-    from workbench.pipeline import DATA_ROWS
+    from workbench.pipeline.report import DATA_ROWS
 
     st = Table("stage", "action", "job", "status", title=f"pipeline run {rep['pipeline_job']}")
     for s in rep["stages"]:
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write a commented example pipeline for the store's task: every stage and parameter,
         the ones that need no endpoint switched on, the store's files as [import]."""
-        from workbench.pipeline import write_init
+        from workbench.pipeline.init import write_init
 
         with user_errors():
             write_init(state(ctx).db(), path)

@@ -22,7 +22,7 @@ class PipelineParams:
                                choices=["direct"])
 
     def validate(self) -> None:
-        from workbench.pipeline import load_pipeline
+        from workbench.pipeline.config import load_pipeline
 
         if not self.file:
             raise ValueError("give the pipeline file (workbench pipeline init writes one)")
@@ -30,7 +30,7 @@ class PipelineParams:
 
 
 def run_pipeline(ctx: JobContext, selection: TraceFilter, params: PipelineParams) -> dict:
-    from workbench.pipeline import run_pipeline as body
+    from workbench.pipeline.runner import run_pipeline as body
 
     return body(ctx, params)
 
@@ -47,7 +47,7 @@ class DirectTrainParams(TrainParams):
 
 
 def run_direct_train(ctx: JobContext, selection: TraceFilter, params: DirectTrainParams) -> dict:
-    from workbench.pipeline import run_direct_train as body
+    from workbench.pipeline.baseline import run_direct_train as body
 
     return body(ctx, selection, params)
 
