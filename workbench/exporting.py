@@ -23,6 +23,7 @@ from db.queries import TraceFilter
 from workbench.conversation_view import iter_conversations
 from workbench.errors import InputError
 from workbench.messages import per_turn_pairs, to_benchmark_question, to_openai, turn_answer
+from workbench.safe_text import visible_json
 
 FORMATS = ("openai", "pairs", "hf")
 STDOUT = "-"
@@ -62,7 +63,10 @@ def export(db: Database, out: str | Path, fmt: str, flt: TraceFilter | None = No
     flt = flt or TraceFilter()
     if str(out) == STDOUT:
         fh = stdout if stdout is not None else sys.stdout
-        traces, lines = _write(db, fh, fmt, flt, progress)
+        # on a terminal, bidi, zero-width and C1 characters are JSON-escaped as the tables
+        # escape them (the lines parse to the same values); a pipe or file gets exact bytes
+        escape = visible_json if _is_terminal(fh) else None
+        traces, lines = _write(db, fh, fmt, flt, progress, escape)
         fh.flush()
         return {"traces": traces, "lines": lines, "format": fmt, "path": STDOUT}
     out = Path(out)
@@ -80,8 +84,16 @@ def export(db: Database, out: str | Path, fmt: str, flt: TraceFilter | None = No
     return {"traces": traces, "lines": lines, "format": fmt, "path": str(out)}
 
 
+def _is_terminal(fh: TextIO) -> bool:
+    try:
+        return fh.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _write(db: Database, fh: TextIO, fmt: str, flt: TraceFilter,
-           progress: Callable[[int], None] | None) -> tuple[int, int]:
+           progress: Callable[[int], None] | None,
+           escape: Callable[[str], str] | None = None) -> tuple[int, int]:
     traces = lines = 0
     for batch in iter_conversations(db, flt, batch=500):
         for conv in batch:
@@ -90,7 +102,8 @@ def _write(db: Database, fh: TextIO, fmt: str, flt: TraceFilter,
             if conv.tools and not conv.own_tools:
                 meta["tools"] = "task"  # re-import keeps these as the task's, not the trace's
             for obj in _lines(fmt, conv.messages, conv.tools, meta):
-                fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+                text = json.dumps(obj, ensure_ascii=False)
+                fh.write((escape(text) if escape else text) + "\n")
                 lines += 1
             traces += 1
         if progress:

@@ -137,8 +137,8 @@ class Committee:
     def __init__(self, ctx: JobContext, members: list[Endpoint], arbiter: Endpoint | None,
                  rule: str, task: str | None) -> None:
         self.ctx, self.rule, self.task = ctx, rule, task
-        self.members = [Member(e) for e in members]
-        self.arbiter = Member(arbiter) if arbiter else None
+        self.members = [Member(e, check=ctx.check_cancel) for e in members]
+        self.arbiter = Member(arbiter, check=ctx.check_cancel) if arbiter else None
         self.calls: Counter[str] = Counter()
         self.tokens_in: Counter[str] = Counter()
         self.tokens_out: Counter[str] = Counter()

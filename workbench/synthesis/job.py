@@ -279,7 +279,7 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
     label = f"{ep.name} ({ep.model})"
     stats = {"requests": 0, "replies_reused": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0}
     budget = params.max_requests or 4 * math.ceil(state.target / params.per_request)
-    member = Member(ep)
+    member = Member(ep, check=ctx.check_cancel)   # a cancel is seen before each request
 
     def plan(k: int) -> tuple[Topic, list[Conversation], list[dict]]:
         rng = random.Random(f"{params.random_seed}:request:{k}")
