@@ -57,6 +57,7 @@ class _ModelScreen(Screen):
         super().__init__()
         self.session = None
         self.opening: str | None = None   # the model being opened (a worker loads it)
+        self.session_ref: str | None = None   # the model the session talks to
 
     def compose_picker(self) -> ComposeResult:
         with Horizontal(id="chat-pick"):
@@ -100,7 +101,7 @@ class _ModelScreen(Screen):
             self.open_model(str(event.value))
 
     def open_model(self, ref: str) -> None:
-        if self.opening == ref:
+        if ref in (self.opening, self.session_ref):   # opening it, or open already
             return
         self.opening = ref
         self.app.notify(f"opening {ref}…", markup=False)
@@ -123,7 +124,7 @@ class _ModelScreen(Screen):
         if self.session is not None:
             self.session.backend.close()
         self.session = event.session
-        self.opening = None
+        self.session_ref, self.opening = event.label, None
         self.app.notify(f"model {event.label} ready", markup=False)
         self.session_ready()
 

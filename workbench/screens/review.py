@@ -8,6 +8,8 @@ queue). The turn's context, its label and the committee's votes fit a 100x30 ter
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Group
 from rich.text import Text
 from textual import work
@@ -28,6 +30,7 @@ from workbench.screens.common import edit_turn_calls
 from workbench.screens.messages import DecisionMade, QueueLoaded, ReviewItemLoaded
 
 
+REPEAT_S = 0.5   # a second decision key this soon after one is a double press, not a decision
 AROUND_BEFORE, AROUND_AFTER = 4, 2   # messages shown around the turn: enough to judge a flag
 FILTER_WORDS = {"check": "flag", "flagged": "error flag", "has_revisions": "revised",
                 "status": "label", "text": "search", "trace_ids": "traces"}
@@ -81,6 +84,7 @@ class ReviewScreen(Screen):
         self.decided = 0
         self.item: dict | None = None
         self.pending: set[tuple[int, int]] = set()   # turns whose decision is being written
+        self.decided_at = -REPEAT_S                   # when the last decision key was taken
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -116,11 +120,15 @@ class ReviewScreen(Screen):
 
     def decide(self, item: dict, what: str, **kw) -> None:
         """One decision per turn: a key pressed again (or another decision key) before the
-        first is written, or after it while the next item loads, writes nothing."""
+        first is written, or after it while the next item loads, writes nothing; nor does one
+        within REPEAT_S of the last decision (a double press must not decide the next turn,
+        which the analyst has not seen yet)."""
         turn = (item["trace_id"], item["idx"])
-        if turn in self.pending or turn not in self.queue:
+        now = time.monotonic()
+        if turn in self.pending or turn not in self.queue or now - self.decided_at < REPEAT_S:
             return
         self.pending.add(turn)
+        self.decided_at = now
         self._write(item, what, **kw)
 
     @work(thread=True, exit_on_error=False, group="review-write")
