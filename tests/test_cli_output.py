@@ -90,3 +90,12 @@ def test_the_command_switches_them_off_for_itself_and_its_workers(tmp_path):
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert "TQDM_DISABLE=1" in done.stderr, done.stderr
+
+
+def test_jobs_show_says_a_cancel_was_requested(db, db_path):
+    job_id = store.create_job(db, "recount")
+    store.start_job(db, job_id)
+    store.request_cancel(db, job_id)
+    r = runner.invoke(app, ["--db", str(db_path), "jobs", "show", str(job_id)])
+    assert r.exit_code == 0, r.output
+    assert "running (cancel requested" in r.stdout

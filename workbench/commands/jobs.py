@@ -144,7 +144,9 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(row)
             return
-        lines = [f"job {row['id']}: {row['kind']}, {row['status']}"
+        asked = (" (cancel requested: it stops at its next unit of work)"
+                 if row.get("cancel_requested") and row["status"] in store.ACTIVE else "")
+        lines = [f"job {row['id']}: {row['kind']}, {row['status']}{asked}"
                  f" ({_bar(row)}) {row['message'] or ''}",
                  f"selection: {row['selection'] or {}}", f"params: {row['params'] or {}}",
                  f"created {row['created_at']}, started {row['started_at']},"

@@ -15,7 +15,6 @@ from textual.widgets import DataTable, Footer, Header, Static
 from widgets.render import calls_text, content_text, plain
 from workbench.screens.messages import CandidatesLoaded
 
-
 COLUMNS = (("id", "id"), ("job", "job"), ("status", "status"), ("method", "method"),
            ("seeds", "seeds"), ("topic", "topic"), ("why", "why rejected / trace"))
 FIXED = {"id": 5, "job": 4, "status": 8, "method": 16, "seeds": 12}
