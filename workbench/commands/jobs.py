@@ -129,7 +129,8 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             table.add_row(str(r["id"]), Text(visible(r["kind"])), r["status"],
                           "" if r["parent_id"] is None else str(r["parent_id"]), _bar(r),
-                          Text(visible(r["error"] or r["message"] or "")[:80]),
+                          Text(visible(r["error"] or (r["message"] if r["status"] != "succeeded"
+                                                      else "") or "")[:80]),
                           (r["created_at"] or "")[:19])
         console.print(table)
 
