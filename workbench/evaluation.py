@@ -312,7 +312,7 @@ def evaluation_body(backend: ChatBackend, sel: Selection, *, max_tokens: int = 2
                     model_id: int | None = None) -> Callable[[JobContext], dict]:
     """The job body of an evaluation. `resume` continues this job's own run when it has one,
     else the newest unfinished run of the same model, test selection and judge (cancelled,
-    failed or killed): conversations it already scored are not predicted again."""
+    failed or killed): turns it already scored are not predicted again."""
     judge_name = getattr(judge_endpoint, "name", None)
 
     def job(ctx: JobContext) -> dict:

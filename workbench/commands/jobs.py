@@ -177,7 +177,7 @@ def register(app: typer.Typer) -> None:
                    detach: bool = typer.Option(False, "--detach", help="in a background worker"),
                    as_json: bool = typer.Option(False, "--json", help="print as JSON")) -> None:
         """Continue a failed, cancelled or interrupted job where it stopped (training from
-        its last checkpoint, evaluation from its scored conversations)."""
+        its last checkpoint, evaluation from its scored turns)."""
         from workbench.jobs import resume
 
         with user_errors():
