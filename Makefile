@@ -2,22 +2,30 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-WHEELS := .wheels
+# Portable llama.cpp build: a native build segfaults on quantized models on some CPUs (AMX), and
+# an AVX-512 build dies with SIGILL on CPUs without it (x86-64 servers that stop at AVX2). So the
+# wheel targets AVX2/FMA/F16C, which every x86-64 CPU of the last decade has.
+LLAMA_CPU := avx2
+WHEELS := .wheels/$(LLAMA_CPU)
 LLAMA_VERSION := 0.3.36
 LLAMA_WHEEL := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-py3-none-linux_x86_64.whl
-# Portable llama.cpp build: a native build segfaults on quantized models on some CPUs (AMX).
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-	-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
+	-DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF \
+	-DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 DB ?= workbench.db
 PYTEST_ARGS ?=
 
-.PHONY: run test setup bench clean-venv
+.PHONY: run test lint setup bench clean-venv
 
 run: setup $(DB)
 	$(VENV)/bin/workbench --db $(DB)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 setup: $(VENV)/.installed
 
@@ -41,7 +49,7 @@ $(DB): | setup
 	$(VENV)/bin/workbench --db $(DB) import sample_traces/
 
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

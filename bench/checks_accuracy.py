@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from db import open_db  # noqa: E402
 from db.revisions import current_messages_for  # noqa: E402

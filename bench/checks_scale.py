@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.import_bench import make_corpus  # noqa: E402
 from bench.report import ROOT, default_data_dir, git_rev, write_section  # noqa: E402
 

@@ -40,7 +40,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import random
 import re
 import signal
@@ -56,9 +55,10 @@ from math import comb, sqrt
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from bench.checks_accuracy import default_dir, load, messages_by_trace, user_key  # noqa: E402
+from bench.report import write_section as write_bench_section  # noqa: E402
+from bench.report import write_subsection  # noqa: E402
 from db import committee as cstore  # noqa: E402
 from db import open_db  # noqa: E402
 from db.flags import suspect_turns  # noqa: E402
@@ -68,7 +68,8 @@ from workbench.committee.members import tool_validators, validate_call  # noqa: 
 from workbench.committee.prompt import render_conversation  # noqa: E402
 from workbench.committee.voting import agreed, candidates, label_call, same_call  # noqa: E402
 from workbench.conversation_view import iter_conversations  # noqa: E402
-from workbench.jobs import execute, submit  # noqa: E402
+from workbench.jobs.context import JobEvent, Progress  # noqa: E402
+from workbench.jobs.runner import execute, submit  # noqa: E402
 
 SERVICES = ("FindRestaurants", "ReserveRestaurant")
 TYPES = ("other service tool", "wrong parameters", "service -> respond_to_user",
@@ -446,9 +447,9 @@ def throughput_once(truth: Truth, tmp: Path, n_turns: int, delay: float, conc: i
     os.environ["WORKBENCH_CONFIG"] = str(config)
     stamps: list[tuple[float, int]] = []
 
-    def progress(event: str, data) -> None:
-        if event == "progress" and data[0]:
-            stamps.append((time.perf_counter(), data[0]))
+    def progress(event: JobEvent) -> None:
+        if isinstance(event, Progress) and event.done:
+            stamps.append((time.perf_counter(), event.done))
 
     db = open_db(db_path)
     load = os.getloadavg()[0]
@@ -612,9 +613,9 @@ def run_local(truth: Truth, tmp: Path, n_turns: int, members: list[str]) -> dict
     tids = local_traces(truth, n_turns)
     db = open_db(db_path)
 
-    def progress(event: str, data) -> None:
-        if event == "progress":
-            log("local", data[2])
+    def progress(event: JobEvent) -> None:
+        if isinstance(event, Progress):
+            log("local", event.message)
 
     try:
         t0 = time.perf_counter()
@@ -787,53 +788,28 @@ def sim_lines(r: dict, scope: str) -> list[str]:
     return lines
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+TITLE = "Committee (bench/committee_bench.py)"
 
 
 def write_local_only(r: dict) -> None:
     """`--parts local` alone: its committees become their own subsection of the Committee
     section (replacing an earlier one of the same members), the other parts' results stay."""
-    date = subprocess.run(["date", "+%Y-%m-%d"], capture_output=True, text=True).stdout.strip()
     committees = r["local"]
-    title = "### Real local members: " + "; ".join(",".join(c["members"]) for c in committees)
+    members = ";".join(",".join(c["members"]) for c in committees)
     body = local_lines(committees)[1:]   # without the generic title
-    body.insert(1, f"_Measured {date} by `python bench/committee_bench.py --parts local"
-                   f" --local-members '{';'.join(','.join(c['members']) for c in committees)}'`"
-                   f" on {os.cpu_count()} cores shared with other work._")
-    body.insert(2, "")
     if r.get("student_note"):
         body += ["The student: " + r["student_note"], ""]
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text()
-    marker = "## Committee (bench/committee_bench.py)"
-    head, _, tail = text.partition(marker)
-    section, sep, rest = tail.partition("\n## ")
-    if title in section:
-        before, _, after = section.partition(title)
-        nxt = after.find("\n### ")
-        section = before + (after[nxt + 1:] if nxt >= 0 else "")
-    section = section.rstrip("\n") + "\n\n" + title + "\n" + "\n".join(body).rstrip("\n") + "\n"
-    path.write_text(head + marker + section + (sep + rest if sep else ""))
+    write_subsection(TITLE, "Real local members: " + members.replace(";", "; "), "\n".join(body),
+                     how=f" by `python bench/committee_bench.py --parts local --local-members"
+                         f" '{members}'`, cores shared with other work")
 
 
 def write_section(r: dict) -> None:
     if set(r["parts"]) == {"local"}:
         write_local_only(r)
         return
-    date = subprocess.run(["date", "+%Y-%m-%d"], capture_output=True, text=True).stdout.strip()
     st = r["setup"]
     lines = [
-        "## Committee (bench/committee_bench.py)", "",
-        f"_Measured {date} on {os.cpu_count()} cores (x86-64, {cpu_model()}),"
-        f" Python {platform.python_version()}, by `python bench/committee_bench.py`"
-        f" (data: the TFT benchmark's scenario 2)._", "",
         f"Scenario 2 imported with scenario 1's task, the default checks run as a `check` job"
         f" ({st['check_seconds']:.1f} s): {st['suspect']} suspect turns, {st['suspect_corrupted']}"
         f" of them corrupted and {st['suspect_clean']} clean (of {st['turns']} assistant turns,"
@@ -915,14 +891,8 @@ def write_section(r: dict) -> None:
         lines += local_lines(r["local"] if isinstance(r["local"], list) else [r["local"]])
         if r.get("student_note"):
             lines += ["The student: " + r["student_note"], ""]
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    marker = "## Committee (bench/committee_bench.py)"
-    if marker in text:
-        head, _, tail = text.partition(marker)
-        rest = tail.split("\n## ", 1)
-        text = head + ("\n## " + rest[1] if len(rest) > 1 else "")
-    path.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines).rstrip("\n") + "\n")
+    write_bench_section(TITLE, "\n".join(lines), how=" by `python bench/committee_bench.py` (data: the"
+                  " TFT benchmark's scenario 2)")
 
 
 if __name__ == "__main__":

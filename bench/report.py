@@ -33,16 +33,41 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB RAM, Python {platform.python_version()}"
 
 
-def write_section(title: str, body: str) -> None:
+def stamp(how: str = "") -> str:
+    """The line that dates a result: when, on what machine, and (optionally) by what command."""
+    return f"_Measured {date.today().isoformat()} on {machine()}{how}._"
+
+
+def _section_pattern(title: str) -> re.Pattern:
+    return re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+
+
+def write_section(title: str, body: str, *, how: str = "") -> None:
     """Replace (or append) the `## title` section of BENCHMARKS.md."""
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
-    stamp = f"_Measured {date.today().isoformat()} on {machine()}._\n\n"
-    section = f"## {title}\n\n{stamp}{body.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    section = f"## {title}\n\n{stamp(how)}\n\n{body.strip()}\n"
+    pattern = _section_pattern(title)
     if pattern.search(text):
         text = pattern.sub(lambda _: section + "\n", text)
     else:
         text = text.rstrip("\n") + "\n\n" + section
+    BENCHMARKS.write_text(text.rstrip("\n") + "\n")
+
+
+def write_subsection(title: str, subtitle: str, body: str, *, how: str = "") -> None:
+    """Replace (or append) the `### subtitle` part of the `## title` section, leaving the rest
+    of the section as it is (a bench that reruns one of its parts)."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
+    part = f"### {subtitle}\n{stamp(how)}\n\n{body.strip()}\n"
+    found = _section_pattern(title).search(text)
+    if found is None:
+        write_section(title, part, how=how)
+        return
+    section = found.group(0)
+    sub = re.compile(rf"^### {re.escape(subtitle)}\n.*?(?=^### |\Z)", re.S | re.M)
+    section = (sub.sub(lambda _: part + "\n", section) if sub.search(section)
+               else section.rstrip("\n") + "\n\n" + part)
+    text = text[:found.start()] + section.rstrip("\n") + "\n\n" + text[found.end():]
     BENCHMARKS.write_text(text.rstrip("\n") + "\n")
 
 

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
 from db import open_db  # noqa: E402
@@ -35,7 +34,7 @@ from db import synthesis as records  # noqa: E402
 from db.queries import TraceFilter  # noqa: E402
 from workbench.conversation_view import conversations  # noqa: E402
 from workbench.importing import import_files  # noqa: E402
-from workbench.jobs import execute, submit  # noqa: E402
+from workbench.jobs.runner import execute, submit  # noqa: E402
 from workbench.synthesis.validate import overlap, shingles  # noqa: E402
 
 # seeds are chosen by the per-trace checks: the turn-level coherence check needs a corpus of

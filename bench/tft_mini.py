@@ -56,7 +56,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from bench.report import default_data_dir, git_rev, write_section  # noqa: E402
 

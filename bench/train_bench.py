@@ -12,12 +12,10 @@ layers, fp32 on CPU; both loops run the same sequences, micro-batch 1, an optimi
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import ROOT, default_data_dir, git_rev, write_section  # noqa: E402
 
 

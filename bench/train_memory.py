@@ -21,7 +21,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import ROOT, default_data_dir, git_rev, write_section  # noqa: E402
 
 CHILD = r"""

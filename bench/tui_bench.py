@@ -16,12 +16,10 @@ import asyncio
 import copy
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from db import open_db  # noqa: E402
 from db.browse import count_traces, page_key, trace_page  # noqa: E402

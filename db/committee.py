@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from db.rows import dicts
+from db.rows import dicts, rowid
 from db.tx import now, write_tx
 
 OUTCOMES = ("revised", "confirmed", "review", "human", "failed")
@@ -26,11 +26,11 @@ def record_turn(db: Database, job_id: int | None, trace_id: int, message_idx: in
         raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
     ts = now()
     with write_tx(db):
-        turn_id = db.execute(
+        turn_id = rowid(db.execute(
             "INSERT INTO committee_turns (job_id, trace_id, message_idx, outcome, decided_by,"
             " call, revision_id, detail, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
             [job_id, trace_id, message_idx, outcome, decided_by, _dump(call), revision_id,
-             detail, ts]).lastrowid
+             detail, ts]))
         for v in votes:
             db.execute(
                 "INSERT INTO votes (turn_id, job_id, trace_id, message_idx, member, role, model,"

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from db.rows import dicts, first
+from db.rows import dicts, first, rowid
 from db.tx import now, write_tx
 
 RUN_JSON = ("metrics", "test_selection")
@@ -18,11 +18,11 @@ def create_run(db: Database, model_ref: str, *, model_id: int | None = None,
                test_selection: Any = None, judge: str | None = None,
                job_id: int | None = None) -> int:
     with write_tx(db):
-        return db.execute(
+        return rowid(db.execute(
             "INSERT INTO eval_runs (model_id, model_ref, test_selection, judge, job_id, created_at)"
             " VALUES (?,?,?,?,?,?)",
             [model_id, model_ref, json.dumps(test_selection, ensure_ascii=False), judge, job_id,
-             now()]).lastrowid
+             now()]))
 
 
 def add_results(db: Database, run_id: int, rows: list[dict]) -> None:

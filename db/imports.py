@@ -20,6 +20,7 @@ from sqlite_utils import Database
 
 from db.jobs import _age_s, _alive
 from db.tx import now, write_tx
+from db.rows import rowid
 
 PENDING_SQL = "SELECT id FROM imports WHERE status = 'pending'"
 STALE_S = 600.0   # a pending import that has not committed a batch this long is dead
@@ -54,12 +55,12 @@ def start_import(db: Database, rows: list[dict],
             live = [r for r in pending_imports(db) if not _dead(r)]
             if not live:
                 ts = now()
-                return [db.execute(
+                return [rowid(db.execute(
                     "INSERT INTO imports (source, path, format, split, sha256, lines, added,"
                     " duplicates, created_at, status, pid, host, heartbeat_at)"
                     " VALUES (?,?,?,?,?,0,0,0,?,'pending',?,?,?)",
                     [r["source"], r["path"], r["format"], r["split"], r["sha256"], ts,
-                     os.getpid(), socket.gethostname(), ts]).lastrowid for r in rows]
+                     os.getpid(), socket.gethostname(), ts])) for r in rows]
         if db.conn.in_transaction:   # the caller holds the write lock: the other can't end
             first = live[0]
             raise RuntimeError(f"another import is running ({first['source']}, pid"

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from db.rows import dicts, first
+from db.rows import dicts, first, rowid
 from db.tx import now, write_tx
 
 ACTIVE = ("queued", "running")
@@ -30,11 +30,11 @@ def _dump(value: Any) -> str | None:
 def create_job(db: Database, kind: str, params: Any = None, selection: Any = None, *,
                parent_id: int | None = None, cwd: str | None = None) -> int:
     with write_tx(db):
-        return db.execute(
+        return rowid(db.execute(
             "INSERT INTO jobs (kind, status, selection, params, cwd, parent_id, created_at)"
             " VALUES (?,?,?,?,?,?,?)",
             [kind, "queued", _dump(selection), _dump(params), cwd or os.getcwd(), parent_id,
-             now()]).lastrowid
+             now()]))
 
 
 def start_job(db: Database, job_id: int, log_path: str | None = None) -> None:
@@ -84,6 +84,22 @@ def log(db: Database, job_id: int, line: str) -> None:
     with write_tx(db):
         db.execute("UPDATE jobs SET log = substr(log || ? || char(10), -?) WHERE id = ?",
                    [line, MAX_LOG_CHARS, job_id])
+
+
+def add_metrics(db: Database, job_id: int, values: dict) -> None:
+    """One step's metrics (a step logged again after a resume replaces the older point)."""
+    step = values.get("step")
+    if isinstance(step, bool) or not isinstance(step, (int, float)):
+        raise ValueError(f"metrics need a numeric step, not {step!r}")
+    with write_tx(db):
+        db.execute("INSERT OR REPLACE INTO job_metrics (job_id, step, data) VALUES (?,?,?)",
+                   [job_id, int(step), json.dumps(values, ensure_ascii=False, default=str)])
+
+
+def job_metrics(db: Database, job_id: int) -> list[dict]:
+    """A job's metrics in step order."""
+    return [json.loads(data) for (data,) in db.execute(
+        "SELECT data FROM job_metrics WHERE job_id = ? ORDER BY step", [job_id])]
 
 
 def finish_job(db: Database, job_id: int, status: str, result: Any = None,

@@ -473,3 +473,19 @@ def m011_flag_evidence(db: Database) -> None:
     """Each flag says why: a JSON list of {source: schema | task | corpus, text}, so an analyst
     can trust or dismiss it. NULL on flags stored before (their detail says what it can)."""
     db.execute("ALTER TABLE flags ADD COLUMN evidence TEXT")
+
+
+@MIGRATIONS()
+def m018_job_metrics(db: Database) -> None:
+    """A job's per-step metrics (training's loss, learning rate, speed) as rows, not as text
+    in its log: the app draws the curve from them. Logs of earlier runs keep their lines."""
+    _execute_script(db,
+        """
+        CREATE TABLE job_metrics (
+            job_id INTEGER NOT NULL REFERENCES jobs(id),
+            step INTEGER NOT NULL,
+            data TEXT NOT NULL,            -- JSON object of the step's numbers
+            PRIMARY KEY (job_id, step)
+        ) WITHOUT ROWID;
+        """
+    )

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from db.rows import dicts
+from db.rows import dicts, rowid
 from db.tx import now, write_tx
 
 KINDS = ("merged", "gguf", "adapter", "endpoint")
@@ -20,11 +20,11 @@ def register_model(db: Database, *, name: str, kind: str, path: str | None,
         raise ValueError(f"model kind must be one of {KINDS}, not {kind!r}")
     dump = lambda v: None if v is None else json.dumps(v, ensure_ascii=False, default=str)  # noqa: E731
     with write_tx(db):
-        return db.execute(
+        return rowid(db.execute(
             "INSERT INTO models (name, kind, path, base_model, job_id, data_selection, config,"
             " metrics, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
             [name, kind, path, base_model, job_id, dump(data_selection), dump(config),
-             dump(metrics), now()]).lastrowid
+             dump(metrics), now()]))
 
 
 def list_models(db: Database) -> list[dict]:

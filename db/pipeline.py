@@ -11,7 +11,7 @@ from sqlite_utils import Database
 
 from db.flags import suspect_turns
 from db.queries import EXCLUDED_SQL, VISIBLE_SQL
-from db.rows import dicts, first
+from db.rows import dicts, first, rowid
 from db.tx import now, write_tx
 
 
@@ -42,9 +42,9 @@ def last_run_with_state(db: Database) -> dict | None:
 def add_stage(db: Database, run_id: int, stage: str, fingerprint: str, job_id: int | None,
               action: str) -> int:
     with write_tx(db):
-        return db.execute("INSERT INTO pipeline_stages (run_id, stage, fingerprint, job_id,"
+        return rowid(db.execute("INSERT INTO pipeline_stages (run_id, stage, fingerprint, job_id,"
                           " action, created_at) VALUES (?,?,?,?,?,?)",
-                          [run_id, stage, fingerprint, job_id, action, now()]).lastrowid
+                          [run_id, stage, fingerprint, job_id, action, now()]))
 
 
 def last_stage_job(db: Database, stage: str, fingerprint: str) -> int | None:

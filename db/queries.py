@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
-LABEL_STATUSES = ("original", "revised", "proposed")
-SPLITS = ("train", "test", "unassigned")
-ORIGINS = ("imported", "synthetic")
+Split = Literal["train", "test", "unassigned"]
+Origin = Literal["imported", "synthetic"]
+LabelStatus = Literal["original", "revised", "proposed"]
+LABEL_STATUSES: tuple[str, ...] = LabelStatus.__args__   # type: ignore[attr-defined]
+SPLITS: tuple[str, ...] = Split.__args__                 # type: ignore[attr-defined]
+ORIGINS: tuple[str, ...] = Origin.__args__               # type: ignore[attr-defined]
+
+
+def _opt(help: str, **more: str) -> Any:  # noqa: A002 - the field's help text
+    """A selection field: any value by default, with its help (and CLI name) for the options,
+    forms and pipeline files that are made from these fields."""
+    return field(default=None, metadata={"help": help, **more})
+
 
 # Traces of an import still running (or killed) are hidden from every query until the import
 # is marked complete (db.imports): a big import commits in batches, yet readers see all or none.
@@ -24,18 +35,20 @@ EXCLUDED_SQL = ("coalesce(traces.excluded, traces.id IN (SELECT trace_id FROM fl
 class TraceFilter:
     """Which traces to take. Every field narrows the selection; None means "any"."""
 
-    split: str | None = None            # train | test | unassigned
-    origin: str | None = None           # imported | synthetic
-    status: str | None = None           # original | revised | proposed (label status)
-    tool: str | None = None             # some assistant turn calls this function (originals)
-    check: str | None = None            # carries a flag of this check
-    flagged: bool | None = None         # carries any error flag (True) / none (False)
-    has_revisions: bool | None = None
-    excluded: bool | None = None        # excluded from training
-    text: str | None = None             # full-text search (words, "phrases", prefix*)
-    source: str | None = None           # substring of the source file
-    trace_ids: list[int] | None = None  # exactly these traces
-    limit: int | None = None            # the first N matching traces (by id)
+    split: Split | None = _opt("train | test | unassigned")
+    origin: Origin | None = _opt("imported | synthetic")
+    status: LabelStatus | None = _opt("label status: original | revised | proposed")
+    tool: str | None = _opt("traces calling this tool (some assistant turn calls it)")
+    check: str | None = _opt("traces flagged by this check")
+    flagged: bool | None = _opt("with / without error flags", off="unflagged")
+    has_revisions: bool | None = _opt("with / without revisions", off="no-revisions")
+    excluded: bool | None = _opt("excluded from training or not", off="included")
+    text: str | None = _opt("full-text search over messages and calls (words, \"phrases\","
+                            " prefix*)", cli="search")
+    source: str | None = _opt("part of the source file name")
+    trace_ids: list[int] | None = _opt("only this trace (repeatable; a comma list in forms)",
+                                       cli="trace-id")
+    limit: int | None = _opt("only the first N selected traces")
 
     def __post_init__(self) -> None:
         for name, allowed in (("split", SPLITS), ("origin", ORIGINS), ("status", LABEL_STATUSES)):

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from db.rows import dicts
+from db.rows import dicts, rowid
 from db.traces import messages_for, original_messages, search_text
 from db.tx import now, write_tx
 
@@ -43,7 +43,7 @@ def add_revision(db: Database, trace_id: int, message_idx: int, *, tool_calls: l
              author_kind, author_name, reason,
              None if evidence is None else json.dumps(evidence, ensure_ascii=False),
              status, supersedes, ts, ts if status != "proposed" else None])
-        rev_id = cur.lastrowid
+        rev_id = rowid(cur)
         text = search_text([{"content": content, "tool_calls": tool_calls}])
         if text:
             db.execute("INSERT INTO search (text, trace_id, message_idx) VALUES (?,?,?)",
@@ -100,12 +100,30 @@ def current_messages(db: Database, trace_id: int) -> list[dict]:
 
 
 def current_messages_for(db: Database, trace_ids: list[int]) -> dict[int, list[dict]]:
+    return {t: msgs for t, (msgs, _) in labelled_messages_for(db, trace_ids).items()}
+
+
+def _same_label(a: dict, b: dict) -> bool:
+    return (a["content"] or None) == (b["content"] or None) and \
+        (a["tool_calls"] or None) == (b["tool_calls"] or None)
+
+
+def labelled_messages_for(db: Database, trace_ids: list[int]
+                          ) -> dict[int, tuple[list[dict], dict[int, dict]]]:
+    """Per trace: its current messages, and the original message of every turn whose current
+    label differs from it (what an export needs to keep the results after it consistent)."""
     originals = messages_for(db, trace_ids)
     revs = current_revisions(db, trace_ids)
     per_trace: dict[int, dict[int, dict]] = {}
     for (t, i), r in revs.items():
         per_trace.setdefault(t, {})[i] = r
-    return {t: apply_labels(msgs, per_trace.get(t, {})) for t, msgs in originals.items()}
+    out = {}
+    for t, msgs in originals.items():
+        current = apply_labels(msgs, per_trace.get(t, {}))
+        changed = {i: msgs[i] for i in per_trace.get(t, {})
+                   if i < len(msgs) and not _same_label(msgs[i], current[i])}
+        out[t] = (current, changed)
+    return out
 
 
 def _label_stack(accepted: list[dict]) -> list[dict]:

@@ -24,3 +24,11 @@ def first(cur: sqlite3.Cursor, json_fields: Iterable[str] = ()) -> dict | None:
     if row is None:
         return None
     return _decode(dict(zip([d[0] for d in cur.description], row)), json_fields)
+
+
+def rowid(cursor: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT made (sqlite3 types `lastrowid` as optional)."""
+    rid = cursor.lastrowid
+    if rid is None:
+        raise RuntimeError("the INSERT made no row")
+    return rid

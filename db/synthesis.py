@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from typing import Any
 
 from sqlite_utils import Database
 
-from db.rows import dicts
+from db.rows import dicts, rowid
 from db.tx import now
 
 STATUSES = ("accepted", "rejected")
@@ -22,19 +21,13 @@ def record(db: Database, *, job_id: int | None, status: str, method: str, seeds:
     """One candidate's outcome (inside the caller's transaction)."""
     if status not in STATUSES or method not in METHODS:
         raise ValueError(f"bad synthesis record: status {status!r}, method {method!r}")
-    return db.execute(
+    return rowid(db.execute(
         "INSERT INTO synthesis (job_id, trace_id, status, method, teacher, topic, seeds,"
         " reasons, messages, candidate_key, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         [job_id, trace_id, status, method, teacher, topic, json.dumps(seeds),
          None if reasons is None else json.dumps(reasons, ensure_ascii=False),
          None if messages is None else json.dumps(messages, ensure_ascii=False),
-         candidate_key, now()]).lastrowid
-
-
-def seen_keys(db: Database, job_id: int) -> set[str]:
-    """Candidates a job already decided on (a resumed job does not decide twice)."""
-    return {r[0] for r in db.execute("SELECT candidate_key FROM synthesis WHERE job_id = ?",
-                                     [job_id])}
+         candidate_key, now()]))
 
 
 def rows(db: Database, job_id: int, status: str | None = None) -> list[dict]:
@@ -45,16 +38,6 @@ def rows(db: Database, job_id: int, status: str | None = None) -> list[dict]:
         args.append(status)
     out = dicts(db.execute(sql + " ORDER BY id", args), ("seeds", "reasons", "messages"))
     return out
-
-
-def reason_counts(db: Database, job_id: int) -> dict[str, int]:
-    """Rejections by their first reason."""
-    counts: Counter[str] = Counter()
-    for (reasons,) in db.execute("SELECT reasons FROM synthesis WHERE job_id = ? AND status ="
-                                 " 'rejected'", [job_id]):
-        first = (json.loads(reasons) or [{"reason": "unknown"}])[0]
-        counts[first["reason"]] += 1
-    return dict(counts.most_common())
 
 
 def origin_of(db: Database, trace_id: int) -> dict | None:

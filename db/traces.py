@@ -217,3 +217,17 @@ def stats(db: Database) -> dict:
             f"SELECT name FROM tool_calls WHERE {pending_calls}"
             " GROUP BY name ORDER BY count(*) DESC, name")],
     }
+
+
+def count_traces(db: Database, where: str = "1", params: list | None = None) -> int:
+    """How many traces match a selection's WHERE clause (``TraceFilter.where``)."""
+    return db.execute(f"SELECT count(*) FROM traces WHERE {where}", params or []).fetchone()[0]
+
+
+def call_counts(db: Database, trace_ids: list[int]) -> dict[str, int]:
+    """Tool calls per function name over these traces' original messages."""
+    if not trace_ids:
+        return {}
+    marks = ",".join("?" * len(trace_ids))
+    return dict(db.execute(f"SELECT name, count(*) FROM tool_calls WHERE trace_id IN ({marks})"
+                           " GROUP BY name", trace_ids).fetchall())

@@ -15,7 +15,7 @@ from tests.tui_data import first_assistant, sample_store
 from workbench import decisions
 from workbench.cli import app
 from workbench.committee.agreement import agreement, cohen, fleiss
-from workbench.jobs import execute, submit
+from workbench.jobs.runner import execute, submit
 
 G = {"name": "FindRestaurants", "arguments": {"city": "Oakland", "cuisine": "Italian"}}
 O = {"name": "FindRestaurants", "arguments": {"city": "Fremont", "cuisine": "Thai"}}

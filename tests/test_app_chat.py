@@ -105,7 +105,7 @@ async def test_replay_steps_through_a_trace_with_scores(store):
         await until(pilot, lambda: app.screen.pos > 1 and (
             app.screen.scores[-1] < 1.0 or app.screen.pos == len(app.screen.turns)))
         assert all(s == 1.0 for s in app.screen.scores[len(scores):-1])
-        assert "mean staged" in str(app.screen.query_one("#replay-head").content)
+        assert "mean score" in str(app.screen.query_one("#replay-head").content)
         # the model was asked with the reference history before each turn
         turn = app.screen.turns[0]
         assert len(server.requests[0]["messages"]) >= turn

@@ -17,7 +17,7 @@ from tests.tui_data import app_config, build_db, first_assistant, until
 from widgets.trace_table import TraceTable
 from workbench.app import make_app
 from workbench.config import Config
-from workbench.jobs import run_job
+from tests.job_support import run_body
 
 SIZE = (120, 40)
 
@@ -81,11 +81,11 @@ async def test_open_edit_validate_save_undo(db_path):
         turn = first_assistant(open_db(db_path), 1)
         assert app.screen.turn == turn
         await pilot.press("e")
-        await until(pilot, lambda: type(app.screen).__name__ == "EditCallScreen")
+        await until(pilot, lambda: type(app.screen).__name__ == "EditTurnScreen")
         await pilot.pause(0.2)
         from tests.tui_data import screen_text
         footer = screen_text(app).splitlines()[-1]
-        assert "Save" in footer and "Cancel" in footer and "Edit call" not in footer
+        assert "Save" in footer and "Cancel" in footer and "Edit label" not in footer
         app.screen.query_one("#tool").focus()
         await pilot.press("tab")                    # from the picker straight to a field
         assert app.focused.has_class("arg"), app.focused
@@ -98,7 +98,7 @@ async def test_open_edit_validate_save_undo(db_path):
         assert save.disabled and "not JSON" in str(status.content)
         raw.text = '{"message": 5}'
         await pilot.pause(0.1)
-        assert save.disabled and "not of type 'string'" in str(status.content)
+        assert save.disabled and "message = 5 is not of type string" in str(status.content)
         assert app.screen.query_one(".arg").value == "5"  # the form follows the JSON
         app.screen.query_one("#tool").value = "FindRestaurants"
         await pilot.pause(0.2)
@@ -151,7 +151,8 @@ def _two_call_trace(db) -> int:
 
 
 async def test_edit_the_second_of_two_calls(db_path):
-    """A turn with several calls asks which one to edit; the others stay as they were."""
+    """A turn with several calls shows one form per call; the others stay as they were and
+    every call keeps its id."""
     from workbench.screens.detail import DetailScreen
 
     tid = read(db_path, _two_call_trace)
@@ -162,14 +163,13 @@ async def test_edit_the_second_of_two_calls(db_path):
         await until(pilot, lambda: type(app.screen).__name__ == "DetailScreen"
                     and app.screen.turn == 1)
         await pilot.press("e")
-        await until(pilot, lambda: type(app.screen).__name__ == "PickCallScreen")
-        prompt = app.screen.query_one("#pick").get_option_at_index(1).prompt
-        assert "Ukiah [bold]x[/]" in prompt.plain   # untrusted text shown as it is, not markup
-        await pilot.press("down", "enter")
-        await until(pilot, lambda: type(app.screen).__name__ == "EditCallScreen")
-        assert "call 2 of 2" in str(app.screen.query_one("#editor").border_title)
+        await until(pilot, lambda: type(app.screen).__name__ == "EditTurnScreen")
         await pilot.pause(0.2)
-        app.screen.query_one("#raw").text = '{"city": "Eureka", "cuisine": "Thai"}'
+        forms = list(app.screen.query("ToolCallEditor"))
+        assert len(forms) == 2
+        raw = forms[1].query_one("#raw")
+        assert "Ukiah [bold]x[/]" in raw.text   # untrusted text shown as it is, not markup
+        raw.text = '{"city": "Eureka", "cuisine": "Thai"}'
         await pilot.pause(0.1)
         await pilot.press("ctrl+s")
         await until(pilot, lambda: read(db_path, lambda db: len(history(db, tid, 1))) == 1)
@@ -284,7 +284,7 @@ async def test_jobs_panel_shows_outside_jobs_and_runs_its_own(db_path):
 
         def cli():
             db = open_db(db_path)
-            run_job(db, "cli-job", outside)
+            run_body(db, "cli-job", outside)
             db.close()
 
         th = threading.Thread(target=cli)
@@ -427,7 +427,7 @@ async def test_bulk_committee_and_job_on_the_marked_traces(db_path):
 
 async def test_jobs_panel_resumes_a_stopped_job_in_a_worker(db_path):
     from db.jobs import finish_job, get_job, start_job
-    from workbench.jobs import submit
+    from workbench.jobs.runner import submit
 
     db = open_db(db_path)
     jid = submit(db, "eval", {"split": "test"}, {"endpoint": "http://127.0.0.1:9/v1#m",

@@ -13,7 +13,7 @@ from db.queries import TraceFilter
 from tests.tui_data import app_config, build_db, until
 from workbench.app import make_app
 from workbench.job_forms import FormField, param_fields, read_form, selection_fields
-from workbench.job_specs import get_spec
+from workbench.jobs.registry import get_spec
 
 SIZE = (120, 40)
 
@@ -57,7 +57,7 @@ def test_form_fields_follow_the_params_types():
     assert sel["trace_ids"].parse("3, 4") == [3, 4]
     values, errors = read_form(selection_fields(), {"split": None, "limit": "x", "text": "a"})
     assert values == {"text": "a"} and errors == {"limit": "limit: 'x' is not a whole number"}
-    assert FormField.from_type("x", "list[str]", []).parse("") == []
+    assert FormField("x", "list[str]", False, []).parse("") == []
 
 
 async def test_form_validates_then_starts_a_job(db_path):

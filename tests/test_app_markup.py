@@ -7,7 +7,7 @@ from db import open_db
 from tests.tui_data import MARKUP, add_markup_trace, app_config, screen_text, until
 from widgets.trace_table import TraceTable
 from workbench.app import make_app
-from workbench.jobs import run_job
+from tests.job_support import run_body
 
 SIZE = (200, 50)
 
@@ -16,7 +16,7 @@ async def test_markup_is_shown_verbatim_everywhere(tmp_path):
     path = tmp_path / "m.db"
     db = open_db(path)
     tid = add_markup_trace(db)
-    run_job(db, "markup-job", lambda ctx: ctx.log(MARKUP))
+    run_body(db, "markup-job", lambda ctx: ctx.log(MARKUP))
     db.close()
     app = make_app(path, app_config())
     async with app.run_test(size=SIZE) as pilot:
@@ -36,7 +36,7 @@ async def test_markup_is_shown_verbatim_everywhere(tmp_path):
         text = screen_text(app)
         assert text.count(MARKUP) >= 4, text  # user text, call arguments, flag detail, history
         await pilot.press("e")
-        await until(pilot, lambda: type(app.screen).__name__ == "EditCallScreen")
+        await until(pilot, lambda: type(app.screen).__name__ == "EditTurnScreen")
         await pilot.pause(0.3)
         assert MARKUP in screen_text(app)
         assert MARKUP in app.screen.query_one("#raw").text  # no schema here: raw JSON only

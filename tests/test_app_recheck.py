@@ -46,7 +46,7 @@ async def test_saving_a_fixed_call_removes_its_schema_error(tmp_path):
                     and app.screen.turn == turn and app.screen.view is not None)
         assert any(f["check_name"] == "schema" for f in app.screen.view["flags"][turn])
         await pilot.press("e")
-        await until(pilot, lambda: type(app.screen).__name__ == "EditCallScreen")
+        await until(pilot, lambda: type(app.screen).__name__ == "EditTurnScreen")
         await pilot.pause(0.2)
         app.screen.query_one("#raw").text = '{"message": "Which city are you in?"}'
         await pilot.pause(0.1)

@@ -95,7 +95,8 @@ def full_db(tmp_path_factory):
     from db.revisions import add_revision
     from db.synthesis import record
     from tests.tui_data import add_eval_runs, first_assistant
-    from workbench.jobs import run_job
+    from db.jobs import create_job
+    from workbench.jobs.runner import run_job
 
     path = build_db(tmp_path_factory.mktemp("snap-full") / "snap.db")
     db = open_db(path)
@@ -113,7 +114,8 @@ def full_db(tmp_path_factory):
            reasons=[{"reason": "grounding", "detail": "city Springfield was never said"}],
            messages=[{"role": "user", "content": "hello"}])
     add_eval_runs(db)
-    run_job(db, "recount", lambda ctx: ctx.progress(1, 1, "counting") or {"traces": 45})
+    run_job(db, create_job(db, "recount"),
+            lambda ctx: ctx.progress(1, 1, "counting") or {"traces": 45})
     db.execute("UPDATE jobs SET created_at = ?, started_at = ?, finished_at = ?,"
                " heartbeat_at = ?", [FIXED_TIME] * 4)
     for table in ("votes", "committee_turns"):

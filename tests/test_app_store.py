@@ -35,7 +35,7 @@ def db(db_path, tmp_path):
 def test_import_hygiene():
     """Code outside workbench/app* and workbench/screens must not load Textual."""
     code = ("import sys, db, db.browse, workbench.cli, workbench.importing, workbench.config,"
-            " workbench.job_specs, workbench.jobs, workbench.exporting;"
+            " workbench.jobs.registry, workbench.jobs.runner, workbench.exporting;"
             " bad = [m for m in sys.modules if m == 'textual' or m.startswith('textual.')];"
             " print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

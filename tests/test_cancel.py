@@ -16,7 +16,7 @@ from db.jobs import get_job, request_cancel
 from tests.scripted_openai import ScriptedServer, tool_call_reply
 from tests.tui_data import sample_store
 from workbench.cli import app
-from workbench.jobs import execute, submit
+from workbench.jobs.runner import execute, submit
 
 GOOD = {"name": "FindRestaurants", "arguments": {"city": "Oakland", "cuisine": "Italian"}}
 OTHER = {"name": "FindRestaurants", "arguments": {"city": "Fremont", "cuisine": "Thai"}}

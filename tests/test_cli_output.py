@@ -16,17 +16,18 @@ from db import jobs as store
 from db.models import register_model
 from tests.conftest import REPO
 from workbench.cli import app
-from workbench.jobs import run_job
+from workbench.jobs.runner import run_job
 
 runner = CliRunner()
 
 
 def test_jobs_list_shows_the_parent_and_no_stale_progress_text(db, db_path):
     parent = store.create_job(db, "pipeline")
-    child = run_job(db, "recount", lambda ctx: ctx.progress(1, 2, "importing") or {"n": 1},
-                    job_id=store.create_job(db, "recount", parent_id=parent))
+    child = run_job(db, store.create_job(db, "recount", parent_id=parent),
+                    lambda ctx: ctx.progress(1, 2, "importing") or {"n": 1})
     assert child["status"] == "succeeded" and child["message"] is None
-    failed = run_job(db, "recount", lambda ctx: (ctx.progress(1, 3, "halfway"), 1 / 0))
+    failed = run_job(db, store.create_job(db, "recount"),
+                     lambda ctx: (ctx.progress(1, 3, "halfway"), 1 / 0))
     assert failed["message"] == "halfway"          # a job that stopped keeps where it was
     r = runner.invoke(app, ["--db", str(db_path), "jobs", "list"])
     assert r.exit_code == 0, r.output

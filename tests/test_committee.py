@@ -24,7 +24,7 @@ from tests.scripted_openai import ScriptedServer, doubtful_turn, tool_call_reply
 from tests.tui_data import ROOT, add_flag, first_assistant, sample_store
 from workbench.cli import app
 from workbench.committee.voting import agreed, call_key
-from workbench.jobs import execute, submit
+from workbench.jobs.runner import execute, submit
 
 GOOD = {"name": "FindRestaurants", "arguments": {"city": "Oakland", "cuisine": "Italian"}}
 OTHER = {"name": "FindRestaurants", "arguments": {"city": "Fremont", "cuisine": "Thai"}}

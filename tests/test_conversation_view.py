@@ -54,6 +54,8 @@ def test_every_consumer_sees_the_same_conversation(tmp_path):
     view = {c.trace_id: c for c in conversations(db)}
     assert view[2].messages[idx]["tool_calls"] == new                    # current label
     assert view[own].system is None and view[own].tools == [OWN_TOOL]     # its own
+    assert view[own].system_prompt == view[own].messages[0]["content"]    # the one rule
+    assert view[plain].system_prompt == task_desc
     assert view[own].own_tools and not view[plain].own_tools
     assert view[plain].system == task_desc and view[plain].tools == view[2].tools
     assert view[3].suspect == {first_assistant(db, 3)}
@@ -75,7 +77,7 @@ def test_every_consumer_sees_the_same_conversation(tmp_path):
                 conv.messages, conv.tools, conv.system, conv.suspect)
         for p in pairs.get(tid, []):
             assert p.prompt == conv.messages[:p.message_idx]
-            assert (p.tools, p.system) == (conv.tools, conv.system)
+            assert (p.tools, p.system) == (conv.tools, conv.system_prompt)
         assert len(exported[tid]["messages"]) == len(conv.messages)
         assert exported[tid].get("tools") == conv.tools
     assert 2 in train and own in pairs and plain in pairs

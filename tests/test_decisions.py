@@ -16,11 +16,12 @@ from workbench import decisions
 from workbench.cli import app
 
 CALL = {"id": "c", "type": "function", "function": {"name": "FindRestaurants",
-                                                    "arguments": {"city": "A"}}}
+                                                    "arguments": {"city": "A", "cuisine": "Thai"}}}
 
 
 def _call(city: str) -> list[dict]:
-    return [{**CALL, "function": {**CALL["function"], "arguments": {"city": city}}}]
+    return [{**CALL, "function": {**CALL["function"], "arguments": {"city": city,
+                                                                  "cuisine": "Thai"}}}]
 
 
 def _propose(db, tid: int, idx: int, city: str, author: str = "m1") -> int:
@@ -124,12 +125,12 @@ def test_label_cli_uses_the_same_decisions(tmp_path):
     r = run("accept", str(b))
     assert r.exit_code == 1 and "not proposed" in r.output
     r = run("edit", str(5), str(idx), "--call", '{"name": "FindRestaurants", "arguments":'
-            ' {"city": "Q"}}', "--reason", "because")
+            ' {"city": "Q", "cuisine": "Thai"}}', "--reason", "because")
     assert r.exit_code == 0, r.output
     r = run("show", "5", str(idx), "--json")
     hist = json.loads(r.stdout)["revisions"]
     assert hist[-1]["reason"] == "because" and hist[-1]["author_kind"] == "human"
-    assert hist[-1]["tool_calls"][0]["function"]["arguments"] == {"city": "Q"}
+    assert hist[-1]["tool_calls"][0]["function"]["arguments"] == {"city": "Q", "cuisine": "Thai"}
     assert [h["id"] for h in hist if h["status"] == "accepted"] == [a, hist[-1]["id"]]
     r = run("edit", "5", str(idx), "--call", "not json")
     assert r.exit_code == 1 and "--call 1: not JSON" in r.output

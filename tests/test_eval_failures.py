@@ -26,7 +26,8 @@ from workbench.chat_backend import EndpointBackend, InvalidReply
 from workbench.cli import app
 from workbench.endpoints import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, Endpoint, endpoints, get_endpoint
 from workbench.errors import InputError
-from workbench.evaluation import evaluate, report, selection_for
+from tests.job_support import evaluate
+from workbench.evaluation import report, selection_for
 from workbench.importing import import_files
 from workbench.redaction import redact
 

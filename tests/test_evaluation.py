@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 from db import evals as eval_store
 from workbench.chat_backend import ChatSession, Completion, EndpointBackend, LlamaCppBackend
 from workbench.cli import app
+from tests.job_support import evaluate
 from workbench.commands.evaluate import print_report, print_turn, replay_trace
 from workbench.endpoints import Endpoint
 from workbench.evaluation import (
-    MALFORMED, NO_CALL, Selection, call_label, confusion, evaluate, expand_pairs, parse_verdict,
+    MALFORMED, Selection, call_label, confusion, expand_pairs, parse_verdict,
     report, selection_for, trace_ids,
 )
 from workbench.importing import import_files
@@ -201,13 +202,15 @@ def test_parse_verdict_and_labels() -> None:
     assert parse_verdict("Verdict: good") == 1.0
     assert parse_verdict("no idea") == 0.0
     assert call_label('{"name": "f", "arguments": {}}') == "f"
-    assert call_label("hello") == NO_CALL
+    assert call_label("hello") == "text"
+    assert call_label('<tool_call>{"name": "g"}</tool_call><tool_call>{"name": "f"}</tool_call>'
+                      ) == "f + g"
     broken = '<tool_call>\n{"name": "f", "arguments": {\n</tool_call>'
     assert call_label(broken, Completion(text=broken)) == MALFORMED
     rows = [{"reference": '{"name": "a", "parameters": {}}', "prediction": "x", "details": None},
             {"reference": '{"name": "a", "parameters": {}}', "prediction": '{"name": "b"}',
              "details": None}]
-    assert confusion(rows) == {"a": {NO_CALL: 1, "b": 1}}
+    assert confusion(rows) == {"a": {"text": 1, "b": 1}}
 
 
 def test_evaluate_stores_scores_confusion_and_delta(db, tiny_file: Path) -> None:
@@ -352,7 +355,7 @@ def test_cli_eval_json_against_endpoint(db_path: Path, tiny_file: Path) -> None:
         second = json.loads(runner.invoke(app, args).stdout)
         assert second["previous"]["metrics"]["staged_tool_call"] == 0.0
         human = runner.invoke(app, args[:-1])
-        assert human.exit_code == 0 and "function confusion" in human.stdout
+        assert human.exit_code == 0 and "decision confusion" in human.stdout
         none = runner.invoke(app, ["--db", str(db_path), "eval", "--endpoint", "x://y",
                                    "--test", "no such words anywhere"])
         assert none.exit_code == 1 and "no test traces" in none.output

@@ -20,7 +20,7 @@ from widgets.trace_table import TraceTable
 from workbench.app import make_app
 from workbench.cli import app as cli
 from workbench.importing import import_files
-from workbench.jobs import run_job
+from tests.job_support import run_body
 
 HOSTILE = Path(__file__).parent / "data" / "hostile.jsonl"
 ESC = "\x1b"
@@ -121,7 +121,7 @@ def _hostile_store(path: Path) -> None:
         "name": TOOL, "arguments": {"city" + ESC + "[2J" + ESC + "[H": "proposed " + TITLE}}}],
         author_kind="committee", author_name="judge" + RED, reason="because " + TITLE,
         status="proposed")
-    run_job(db, "kind" + RED, lambda ctx: (ctx.progress(1, 2, "msg " + TITLE),
+    run_body(db, "kind" + RED, lambda ctx: (ctx.progress(1, 2, "msg " + TITLE),
                                            ctx.log("log " + user_text)))
     db.close()
 
@@ -157,7 +157,7 @@ async def test_app_shows_no_raw_control_characters_in_any_view(tmp_path):
                 look(f"detail {row + 1} turn {turn}")
             if row == 0:
                 await pilot.press("k", "k", "k", "k", "e")   # the first call's editor
-                await until(pilot, lambda: type(app.screen).__name__ == "EditCallScreen")
+                await until(pilot, lambda: type(app.screen).__name__ == "EditTurnScreen")
                 await pilot.pause(0.3)
                 assert "\\u001b" in look("editor")          # raw JSON: JSON escapes
                 raw = app.screen.query_one("#raw").text

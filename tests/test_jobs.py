@@ -18,16 +18,18 @@ from db.flags import flags_for
 from db.jobs import create_job, get_job, request_cancel, start_job
 from tests.conftest import DATA, REPO, S1
 from workbench.importing import import_files
-from workbench.job_specs import available_jobs, get_spec
-from workbench.jobs import execute, run_job, submit
+from workbench.jobs.registry import available_jobs, get_spec
+from tests.job_support import run_body
+from workbench.jobs.context import Progress
+from workbench.jobs.runner import execute, submit
 
 
 def test_every_kind_is_a_spec_with_typed_params():
     specs = available_jobs()
     assert {"check", "normalize", "train", "recount", "eval"} <= set(specs)
     for spec in specs.values():
-        for p in spec.describe_params():
-            assert p["help"], f"{spec.kind}.{p['name']} has no help"
+        for f in spec.fields():
+            assert f.help, f"{spec.kind}.{f.name} has no help"
     with pytest.raises(ValueError, match="unknown parameter"):
         get_spec("check").make_params({"nope": 1})
     with pytest.raises(ValueError, match="unknown check foo"):
@@ -55,7 +57,7 @@ def test_check_job_reports_each_check_and_a_cancel_changes_nothing(db):
     import_files(db, [S1 / "traces.jsonl"], task=S1 / "job_description.json")
     seen: list[str] = []
     done = execute(db, submit(db, "check"),
-                   listeners=[lambda kind, v: seen.append(v[2]) if kind == "progress" else None])
+                   listeners=[lambda e: seen.append(e.message) if isinstance(e, Progress) else None])
     assert done["status"] == "succeeded"
     assert [m for m in seen if m.startswith("check ")] == [
         "check 1/5: schema", "check 2/5: structure", "check 3/5: grounding",
@@ -63,8 +65,8 @@ def test_check_job_reports_each_check_and_a_cancel_changes_nothing(db):
     before = len(flags_for(db))
     job_id = submit(db, "check")
 
-    def cancel_at_coherence(kind, value):
-        if kind == "progress" and value[2] and value[2].endswith("coherence"):
+    def cancel_at_coherence(event):
+        if isinstance(event, Progress) and (event.message or "").endswith("coherence"):
             request_cancel(db, job_id)
     db.execute("DELETE FROM flags")
     stopped = execute(db, job_id, listeners=[cancel_at_coherence])
@@ -79,8 +81,8 @@ def test_a_unit_is_computed_once_across_jobs(db):
         return [ctx.unit("probe", {"prompt": p}, lambda p=p: calls.append(p) or {"v": p})
                 for p in ("a", "b")]
 
-    first = run_job(db, "probe", body)
-    again = run_job(db, "probe", body)
+    first = run_body(db, "probe", body)
+    again = run_body(db, "probe", body)
     assert first["result"] == again["result"] == [{"v": "a"}, {"v": "b"}]
     assert calls == ["a", "b"]                       # the second job computed nothing
     assert "2 computed, 0 reused" in first["log"] and "0 computed, 2 reused" in again["log"]
@@ -145,7 +147,7 @@ def test_ctrl_c_the_moment_the_row_says_running_ends_it_cancelled(db, monkeypatc
         os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(job_store, "start_job", start_then_ctrl_c)
-    row = run_job(db, "check", lambda ctx: pytest.fail("the job body must not run"))
+    row = run_body(db, "check", lambda ctx: pytest.fail("the job body must not run"))
     assert row["status"] == "cancelled" and "Ctrl-C" in row["error"]
 
 

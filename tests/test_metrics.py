@@ -217,30 +217,28 @@ def test_score_rows() -> None:
     result = score_rows(iter(rows))
     assert list(result) == [
         "n",
+        "decision",
         "staged_tool_call",
         "tool_call_equivalence",
         "function_match",
         "rouge_l",
+        "call_turns",
+        "text_turns",
         "rows",
-    ]
+    ]   # no text_rouge_l: no reference has text
     assert result["n"] == 4
     assert [r["staged_tool_call"] for r in result["rows"]] == [1.0, 0.75, 0.25, 0.0]
     assert result["staged_tool_call"] == pytest.approx(2.0 / 4)
     assert result["tool_call_equivalence"] == pytest.approx(1 / 4)
     assert result["function_match"] == pytest.approx(2 / 4)
     assert result["rouge_l"] == pytest.approx(sum(r["rouge_l"] for r in result["rows"]) / 4)
-    assert list(result["rows"][0]) == list(result)[1:5]
+    assert list(result["rows"][0]) == [*list(result)[1:6], "text_rouge_l", "reference_decision",
+                                       "predicted_decision"]
+    assert [r["decision"] for r in result["rows"]] == [1.0, 1.0, 0.0, 0.0]
 
 
 def test_score_rows_empty() -> None:
-    assert score_rows([]) == {
-        "n": 0,
-        "staged_tool_call": 0.0,
-        "tool_call_equivalence": 0.0,
-        "function_match": 0.0,
-        "rouge_l": 0.0,
-        "rows": [],
-    }
+    assert score_rows([]) == {"n": 0, "call_turns": 0, "text_turns": 0, "rows": []}
 
 
 def test_read_predictions(tmp_path: Path) -> None:
@@ -333,13 +331,15 @@ def test_constant_floor_is_the_commonest_call_at_its_commonest_values() -> None:
     floor = constant_floor(answers)
     assert floor["function"] == "respond_to_user"
     assert floor["arguments"] == {"message": "Anything else?"}
-    # 1 + 1 + 0.75 (same function and names) + 0.25 (another function) + 0 (broken), over 5
-    assert floor["staged_tool_call"] == pytest.approx(3.0 / 5)
-    assert floor["function_match"] == pytest.approx(3 / 5)
-    assert floor["tool_call_equivalence"] == pytest.approx(2 / 5)
+    # over the 4 call turns ("not a call" is a text turn, outside the call metrics):
+    # 1 + 1 + 0.75 (same function and names) + 0.25 (another function)
+    assert floor["n"] == 4
+    assert floor["staged_tool_call"] == pytest.approx(3.0 / 4)
+    assert floor["function_match"] == pytest.approx(3 / 4)
+    assert floor["tool_call_equivalence"] == pytest.approx(2 / 4)
     assert score_rows({"answer": a, "prediction": floor["call"]} for a in answers)[
         "staged_tool_call"] == pytest.approx(floor["staged_tool_call"])
-    assert constant_floor(["no call here", ""]) is None
+    assert constant_floor(["no call here", ""])["function"] is None   # no call to repeat
 
 
 def test_constant_floor_of_the_tft_test_answers() -> None:

@@ -46,3 +46,26 @@ def test_the_app_helpers_do_not_import_textual():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
                          env={**os.environ, "PYTHONPATH": str(root)})
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_training_metrics_are_stored_as_rows_and_preferred_to_log_lines(tmp_path):
+    from db import open_db
+    from db import jobs as store
+    from workbench.jobs.context import JobContext, Metrics
+    from workbench.training.metrics_log import job_points
+
+    db = open_db(tmp_path / "w.db")
+    job_id = store.create_job(db, "train")
+    seen = []
+    ctx = JobContext(db, job_id, [seen.append])
+    ctx.metrics({"step": 2, "loss": 1.5, "lr": 1e-4})
+    ctx.metrics({"step": 1, "loss": 2.0})
+    ctx.metrics({"step": 2, "loss": 1.25})          # a resumed run records step 2 again
+    rows = store.job_metrics(db, job_id)
+    assert [r["step"] for r in rows] == [1, 2] and rows[1]["loss"] == 1.25
+    assert seen == [Metrics({"step": 2, "loss": 1.5, "lr": 1e-4}), Metrics({"step": 1, "loss": 2.0}),
+                    Metrics({"step": 2, "loss": 1.25})]
+    assert store.get_job(db, job_id)["log"] == ""    # no metrics text in the log
+    points = job_points(rows, LOG)
+    assert [p["step"] for p in points] == [1, 2] and points[1]["loss"] == 1.25
+    assert job_points([], LOG) == parse_metrics(LOG)   # runs from before: their log lines

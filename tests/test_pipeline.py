@@ -60,7 +60,11 @@ def stage_actions(report: dict) -> dict[str, str]:
     ("[train]\n\nmax_steps = \"5\"\n", ":3: [train] max_steps: must be an integer, not \"5\""),
     ("[normalize]\n[normalize.selection]\nsplit = \"train\"\nflaged = true\n",
      ":4: [normalize.selection] flaged: unknown selection option"),
-    ("[check.selection]\nsplit = \"dev\"\n", ": [check.selection]: --split must be one of"),
+    ("[check.selection]\nsplit = \"dev\"\n",
+     ":2: [check.selection] split: must be one of train, test, unassigned, not \"dev\""),
+    ("[check.selection]\ntrace_id = \"abc\"\n",
+     ":2: [check.selection] trace_id: must be a list of integers, not \"abc\""),
+    ("[train]\nmax_steps = 99999999999999999999\n", ":2: [train] max_steps: "),
     ("[chek]\n", ":1: [chek]: unknown stage (stages, in the order they run: import, check,"),
     ("[eval]\nmax_tokens = 8\n", ": [eval]: give model (a registered name or id, or a GGUF"),
     ("[check]\nonly = [\"schema\", \"nope\"]\n", ": [check]: unknown check nope"),
@@ -179,9 +183,9 @@ def test_a_second_run_skips_unchanged_stages_and_from_forces(work: Path) -> None
 
 def test_a_stage_whose_job_kind_is_missing_is_reported_not_available(
         work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from workbench import job_specs
+    from workbench.jobs import registry
 
-    monkeypatch.delitem(job_specs.REGISTRY, "synth", raising=False)
+    monkeypatch.delitem(registry.REGISTRY, "synth", raising=False)
     (work / "pipe.toml").write_text(CURATION + "\n[synth]\noffline = true\ntarget = 5\n")
     r = cli(work / "w.db", "pipeline", "run", "pipe.toml", "--json")
     assert r.exit_code == 0, r.output
@@ -206,14 +210,15 @@ def test_a_cancelled_training_stage_resumes_from_its_checkpoint(
         work: Path, tiny_model_dir: Path) -> None:  # noqa: F811 - the fixture
     """Cancelling the pipeline cancels its running stage (training saves a checkpoint); the next
     run skips what was done and resumes the same training job from its checkpoint."""
-    from workbench.jobs import execute, submit
+    from workbench.jobs.context import JobEvent, Progress
+    from workbench.jobs.runner import execute, submit
 
     path = _tiny_pipeline(work, tiny_model_dir, gguf="q8_0")
     db = open_db(work / "w.db")
     pipeline_id = submit(db, "pipeline", {}, {"file": str(path)})
 
-    def stop_at_step_2(event: str, value: Any) -> None:
-        if event == "progress" and (value[2] or "").startswith("train: step 2/"):
+    def stop_at_step_2(event: JobEvent) -> None:
+        if isinstance(event, Progress) and (event.message or "").startswith("train: step 2/"):
             request_cancel(db, pipeline_id)
 
     row = execute(db, pipeline_id, listeners=[stop_at_step_2])

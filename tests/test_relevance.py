@@ -18,7 +18,7 @@ from tests.scripted_openai import ScriptedServer
 from tests.tui_data import sample_store
 from workbench import decisions
 from workbench.cli import app
-from workbench.jobs import execute, submit
+from workbench.jobs.runner import execute, submit
 
 REASON = "about the [bold]weather[/] \x1b[2J"
 

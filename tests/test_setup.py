@@ -33,7 +33,7 @@ def _sha256(path: Path) -> str:
 
 
 def test_llama_cpp_is_the_portable_wheel() -> None:
-    wheels = sorted((ROOT / ".wheels").glob("llama_cpp_python-*.whl"))
+    wheels = sorted((ROOT / ".wheels").glob("*/llama_cpp_python-*.whl"))   # .wheels/CPU/
     if not wheels:
         pytest.skip("no .wheels/ here: not installed by the Makefile")
     dist = metadata.distribution("llama_cpp_python")

@@ -24,7 +24,7 @@ from tests.tui_data import ROOT
 from workbench.cli import app
 from workbench.conversation_view import conversations
 from workbench.importing import import_files
-from workbench.jobs import execute, resume, submit
+from workbench.jobs.runner import execute, resume, submit
 from workbench.synthesis.corpus import learn
 from workbench.synthesis.offline import refill
 

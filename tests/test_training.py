@@ -428,7 +428,7 @@ def test_resume_after_kill(train_db: Any, tiny_model_dir: Path, tmp_path: Path) 
     an uninterrupted run."""
     from transformers import TrainerCallback
 
-    from workbench.jobs import run_job
+    from tests.job_support import run_body
     from workbench.training.trainer import train
 
     class Kill(TrainerCallback):
@@ -438,7 +438,7 @@ def test_resume_after_kill(train_db: Any, tiny_model_dir: Path, tmp_path: Path) 
 
     def run(out: Path, **kw: Any) -> dict:
         cfg = _tiny_cfg(out, tiny_model_dir, max_steps=4, **kw)
-        return run_job(train_db, "train", lambda ctx: train(ctx.db, cfg, DataOptions(), ctx=ctx))
+        return run_body(train_db, "train", lambda ctx: train(ctx.db, cfg, DataOptions(), ctx=ctx))
 
     full = run(tmp_path / "full")
     assert full["status"] == "succeeded", full["error"]
@@ -458,7 +458,7 @@ def test_out_of_memory_is_a_clear_error(train_db: Any, tiny_model_dir: Path, tmp
     import torch
     from transformers import Trainer
 
-    from workbench.jobs import run_job
+    from tests.job_support import run_body
     from workbench.training.trainer import train
 
     def oom(*a: Any, **k: Any) -> None:
@@ -466,7 +466,7 @@ def test_out_of_memory_is_a_clear_error(train_db: Any, tiny_model_dir: Path, tmp
 
     monkeypatch.setattr(Trainer, "training_step", oom)
     cfg = _tiny_cfg(tmp_path / "oom", tiny_model_dir)
-    job = run_job(train_db, "train", lambda ctx: train(ctx.db, cfg, DataOptions(), ctx=ctx))
+    job = run_body(train_db, "train", lambda ctx: train(ctx.db, cfg, DataOptions(), ctx=ctx))
     assert job["status"] == "failed"
     assert "out of memory" in job["error"] and "--max-length" in job["error"]
 
@@ -484,7 +484,7 @@ def test_kill_9_of_a_training_worker_then_jobs_resume(train_db: Any, tiny_model_
     import time
 
     from db.jobs import get_job
-    from workbench.jobs import execute, start_worker, submit
+    from workbench.jobs.runner import execute, start_worker, submit
 
     params = dict(base_model=str(tiny_model_dir), max_steps=30, save_steps=2, seqs_per_step=2,
                   lr=1e-3, lora_r=4, gguf="none")
@@ -539,10 +539,10 @@ def test_train_reports_progress_on_stderr_from_loading_to_merging(
     assert any("micro-batch 1/2" in ln for ln in lines), text   # before the first step ends
     assert not any(ln.startswith("metrics ") for ln in r.stderr.splitlines())
     job = json.loads(r.stdout)["job_id"]
-    from db.jobs import get_job
+    from db.jobs import get_job, job_metrics
 
-    log = get_job(train_db, job)["log"].splitlines()
-    metrics = [json.loads(ln[len("metrics "):]) for ln in log if ln.startswith("metrics ")]
+    assert "metrics " not in get_job(train_db, job)["log"]        # numbers are rows, not text
+    metrics = job_metrics(train_db, job)
     assert [m["step"] for m in metrics] == [1, 2, 3] and metrics[0]["tokens_per_s"] > 0
 
 

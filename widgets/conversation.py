@@ -1,4 +1,5 @@
-"""A conversation turn by turn: role, text or calls (JSON-highlighted), flag badges."""
+"""A conversation turn by turn: role, an assistant turn's text and its calls (in order, with
+their ids; JSON-highlighted), the call a tool result answers, flag badges."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class TurnView(Static, can_focus=True):
         if m.get("name"):
             head.append(" ")
             head.append_text(plain(m["name"], "italic"))
+        if m["role"] == "tool" and m.get("tool_call_id"):
+            head.append_text(plain(f"  answers {m['tool_call_id']}", "dim"))
         if m["role"] == "assistant" and status != "original":
             head.append(f"  [{status}]", style="bold yellow" if status == "proposed" else "green")
         if flags:

@@ -107,7 +107,3 @@ class JobList(Vertical):
             for line in new.rstrip("\n").split("\n"):
                 rl.write(Text(visible(line)))
             self._log_len = len(log)
-
-    @property
-    def selected_id(self) -> int | None:
-        return self.selected

@@ -69,6 +69,8 @@ def content_text(content: str | None) -> Text | RenderableType:
 def call_text(call: dict) -> RenderableType:
     fn = call["function"]
     head = Text.assemble(("call ", "dim"), plain(fn["name"], "bold"))
+    if call.get("id"):
+        head.append_text(plain(f"  {call['id']}", "dim"))
     args = fn["arguments"]
     if isinstance(args, str):
         return Group(head, Text.assemble(("unparseable arguments: ", "bold red"), capped(args)))

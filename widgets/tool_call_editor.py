@@ -1,4 +1,6 @@
-"""Edit one tool call with a form driven by the tool's JSON schema, validated as you type.
+"""Edit one tool call of a turn with a form driven by the tool's JSON schema, validated as you
+type by the function the screen hands in (the app's one label validation). The turn editor
+(`widgets.turn_editor`) holds one of these per call.
 
 Names, values and the raw JSON come from data: they are shown with control, bidi and zero-width
 characters spelled out (JSON escapes in the raw JSON, which parse back to the same value). A
@@ -7,9 +9,9 @@ string field holding such characters is edited in the raw JSON only."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-import jsonschema
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -26,20 +28,6 @@ def tool_parameters(tool: dict) -> dict:
     fn = tool.get("function", tool)
     params = fn.get("parameters") or {"type": "object"}
     return params if isinstance(params, dict) else {"type": "object"}
-
-
-def validate_arguments(schema: dict | None, args: Any) -> list[str]:
-    """Problems with `args` against a tool's parameter schema (empty: valid)."""
-    if not isinstance(args, dict):
-        return ["arguments must be a JSON object"]
-    if schema is None:
-        return []
-    try:
-        validator = jsonschema.validators.validator_for(schema)(schema)
-        return [(".".join(map(str, e.absolute_path)) + ": " if e.absolute_path else "") + e.message
-                for e in sorted(validator.iter_errors(args), key=lambda e: list(e.absolute_path))]
-    except jsonschema.SchemaError as e:
-        return [f"the tool schema is invalid: {e.message}"]
 
 
 def _coerce(kind: str | None, raw: str) -> Any:
@@ -71,36 +59,42 @@ def _hidden_chars(value: Any) -> bool:
     return isinstance(value, str) and visible(value) != value
 
 
+CallCheck = Callable[[str, Any], list[str]]   # (tool name, arguments) -> problems
+
+
 class ToolCallEditor(Vertical):
-    """`tools`: OpenAI function tools; `call`: {"name", "arguments"}. Posts Saved/Cancelled."""
+    """`tools`: OpenAI function tools; `call`: {"name", "arguments"[, "id"]}; `validate`: the
+    problems of a call (none: only JSON is checked). Posts Changed after each validation and
+    RemoveRequested when its remove button is pressed."""
 
     DEFAULT_CSS = """
-    ToolCallEditor { height: 1fr; }
-    ToolCallEditor #form { height: auto; max-height: 50%; border: round $panel; }
+    ToolCallEditor { height: auto; border: round $panel; margin-bottom: 1; }
+    ToolCallEditor #form { height: auto; max-height: 16; }
     ToolCallEditor .field { height: auto; }
     ToolCallEditor .field Label { width: 24; padding: 1 1 0 0; }
     ToolCallEditor .field Input, ToolCallEditor .field Select { width: 1fr; }
-    ToolCallEditor #raw { height: 1fr; min-height: 6; }
+    ToolCallEditor #raw { height: 8; }
     ToolCallEditor #status { height: auto; padding: 0 1; }
     ToolCallEditor #status.invalid { color: $error; }
     ToolCallEditor #status.valid { color: $success; }
-    ToolCallEditor #buttons { height: 3; }
     """
 
-    class Saved(Message):
-        def __init__(self, call: dict, reason: str) -> None:
+    class Changed(Message):
+        """The call (or its validity) changed."""
+
+    class RemoveRequested(Message):
+        def __init__(self, editor: ToolCallEditor) -> None:
             super().__init__()
-            self.call = call
-            self.reason = reason
+            self.editor = editor
 
-    class Cancelled(Message):
-        pass
-
-    def __init__(self, tools: list[dict], call: dict | None, **kwargs) -> None:
+    def __init__(self, tools: list[dict], call: dict | None,
+                 validate: CallCheck | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.tools = {(t.get("function", t)).get("name", ""): t for t in tools}
         call = call or {"name": next(iter(self.tools), ""), "arguments": {}}
         self.tool_name: str = call["name"]
+        self.call_id: str | None = call.get("id")
+        self.check = validate
         args = call.get("arguments")
         self.raw_text = (dumps_visible(args, indent=2) if isinstance(args, dict)
                          else visible(args))
@@ -116,11 +110,8 @@ class ToolCallEditor(Vertical):
                      allow_blank=not self.tool_name, id="tool", prompt="tool")
         yield VerticalScroll(id="form", can_focus=False)   # Tab goes from the picker to a field
         yield TextArea(self.raw_text, language="json", id="raw", soft_wrap=True)
-        yield Input(placeholder="reason for the change", id="reason")
         yield Static(id="status")
-        with Horizontal(id="buttons"):
-            yield Button("Save", variant="primary", id="save")
-            yield Button("Cancel", id="cancel")
+        yield Button("Remove call", id="remove", variant="error")
 
     async def on_mount(self) -> None:
         await self._build_form()
@@ -230,12 +221,12 @@ class ToolCallEditor(Vertical):
         elif not self.tool_name:
             self.errors = ["pick a tool"]
         else:
-            self.errors = validate_arguments(self.schema, args)
+            self.errors = self.check(self.tool_name, args) if self.check else []
         status = self.query_one("#status", Static)
         status.set_class(bool(self.errors), "invalid")
         status.set_class(not self.errors, "valid")
         status.update(Text(visible("\n".join(self.errors))) if self.errors else Text("valid"))
-        self.query_one("#save", Button).disabled = bool(self.errors)
+        self.post_message(self.Changed())
 
     async def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
@@ -248,7 +239,7 @@ class ToolCallEditor(Vertical):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
-        if event.input.id != "reason" and not self._syncing:
+        if not self._syncing:
             if not self._matches_raw(event.input, event.value):
                 self._form_to_raw()
             self._validate()
@@ -261,17 +252,10 @@ class ToolCallEditor(Vertical):
 
     # -- result -----------------------------------------------------------------------------
     def current_call(self) -> dict:
-        return {"name": self.tool_name, "arguments": self._arguments()}
+        """{"id", "name", "arguments"}: arguments are a ValueError while the JSON is broken."""
+        return {"id": self.call_id, "name": self.tool_name, "arguments": self._arguments()}
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "save":
-            self.save()
-        else:
-            self.post_message(self.Cancelled())
-
-    def save(self) -> None:
-        self._validate()
-        if not self.errors:
-            self.post_message(self.Saved(self.current_call(),
-                                         self.query_one("#reason", Input).value))
+        if event.button.id == "remove":
+            event.stop()
+            self.post_message(self.RemoveRequested(self))

@@ -52,7 +52,7 @@ class WorkbenchCommands(Provider):
                ("Evaluation results", app.action_results,
                 "Runs per model, confusion matrix, per-tool scores, worst turns, comparison"),
                ("Help: keys", app.action_help, "Keys of this screen")]
-        from workbench.job_specs import available_jobs
+        from workbench.jobs.registry import available_jobs
 
         for kind, spec in available_jobs().items():
             out.append((f"Start job: {kind}", partial(app.start_job_form, kind),

@@ -1,9 +1,10 @@
 """What the app's chat tester and replay need from the store and the models (no Textual here).
 
 A model to talk to is a registered model (name or id: its newest GGUF), a GGUF path, a
-configured endpoint, `URL#MODEL` or the built-in `local`; the conversation gets the task's
-system prompt, tools and message-only tools from the one conversation view, so it sees what
-training and evaluation saw.
+configured endpoint, `URL#MODEL` or the built-in `local`; the conversation gets the system
+prompt the stored conversations have (`conversation_view.new_conversation_system`: their own,
+else the task's), the task's tools and message-only tools from the one conversation view, so it
+sees what training and evaluation saw; a replay runs under the trace's own system prompt.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from sqlite_utils import Database
 from workbench import safe_json
 from workbench.chat_backend import ChatSession, Completion
 from workbench.committee.members import tool_validators, validate_call
-from workbench.conversation_view import Conversation, task_context
+from workbench.conversation_view import Conversation, new_conversation_system, task_context
 from workbench.messages import turn_answer
-from workbench.metrics import staged_tool_call
+from workbench.metrics import headline, score_turn
 from workbench.toolcalls import parse_tool_call
 
 
@@ -51,7 +52,8 @@ def open_session(db: Database, ref: str, *, n_threads: int = 1, max_tokens: int 
         backend = open_backend(ref, None, n_threads=n_threads, db=db)
     task = task_context(db)
     return ChatSession(backend, tools=task.tools if with_task else None,
-                       system=task.description if with_task else None, max_tokens=max_tokens,
+                       system=new_conversation_system(db, task) if with_task else None,
+                       max_tokens=max_tokens,
                        message_tools=task.message_tools)
 
 
@@ -103,11 +105,12 @@ class ReplayTurn:
     """One assistant turn of a replayed trace: the reference against the model's prediction."""
 
     index: int
-    reference: str                 # the reference answer (a call as JSON, or text)
+    reference: str                 # the reference answer (its text and calls)
     predicted: str
-    score: float                   # staged_tool_call
+    score: float                   # staged on a call turn, the text's ROUGE-L on a text turn
     differing: list[str]           # argument names whose values differ (or "function")
     completion: Completion | None = None
+    score_name: str = "staged"     # which of the two `score` is (`metrics.headline`)
 
 
 def differing_fields(reference: str, predicted: str) -> list[str]:
@@ -123,9 +126,11 @@ def differing_fields(reference: str, predicted: str) -> list[str]:
 def replay_turn(session: ChatSession, conv: Conversation, index: int,
                 on_token: Any = None) -> ReplayTurn:
     """Predict assistant turn `index` of `conv` from the reference history before it (teacher
-    forcing, as the evaluation does)."""
+    forcing, as the evaluation does), under the conversation's own system prompt."""
+    session.system = conv.system_prompt
     session.messages[:] = conv.messages[:index]
     done = session.generate(on_token, append=False)
     reference = turn_answer(conv.messages[index])
-    return ReplayTurn(index, reference, done.text, staged_tool_call(reference, done.text),
-                      differing_fields(reference, done.text), done)
+    name, score = headline(score_turn(reference, done.text))
+    return ReplayTurn(index, reference, done.text, score,
+                      differing_fields(reference, done.text), done, name)

@@ -5,8 +5,9 @@ through here, so they agree on the three things that are easy to get subtly diff
 
 * the messages are the *current labels* (originals with each turn's newest accepted revision);
 * the tools are the trace's own, else the task's current tool schemas;
-* the system prompt is what the model sees: the task description, unless the conversation
-  opens with its own system message (then none is added; two system prompts would be a bug).
+* the system prompt is what the model sees: the conversation's own opening system message,
+  else the task description (:func:`system_prompt`; nothing is added to a conversation that
+  brings its own: two system prompts would be a bug). Chat, replay and evaluation all ask it.
 
 If one of them drifted in one place, training and evaluation prompts would disagree silently.
 """
@@ -20,7 +21,7 @@ from sqlite_utils import Database
 
 from db.flags import flags_for, suspect_turns
 from db.queries import EXCLUDED_SQL, TraceFilter
-from db.revisions import current_messages_for
+from db.revisions import labelled_messages_for
 from db.tasks import current_task, current_tools
 from db.traces import iter_trace_rows
 
@@ -44,10 +45,38 @@ class TaskContext:
     message_tools: frozenset[str] = frozenset()
 
     def system_for(self, messages: list[dict]) -> str | None:
-        """The system prompt the model sees for these messages (none if they bring one)."""
+        """The system prompt to add to these messages (none if they bring one)."""
         if messages and messages[0]["role"] == "system":
             return None
         return self.description
+
+
+def system_prompt(messages: list[dict], task_system: str | None) -> str | None:
+    """The system prompt of a conversation: its own opening system message, else the task's.
+    The one rule chat, replay and evaluation share, so none runs under another policy than
+    training saw."""
+    if messages and messages[0]["role"] == "system":
+        return messages[0]["content"]
+    return task_system
+
+
+def new_conversation_system(db: Database, task: TaskContext | None = None) -> str | None:
+    """The system prompt a conversation begun in the chat gets: the one the stored
+    conversations have most often (:func:`system_prompt` of each, the train split's when it has
+    any), so the model is talked to under the policy it was trained with; the task's when no
+    conversation is stored."""
+    task = task or task_context(db)
+    for split in ("train", None):
+        where, params = TraceFilter(split=split).where()
+        row = db.execute(
+            "SELECT m.content, count(*) AS n FROM traces LEFT JOIN messages m"
+            " ON m.trace_id = traces.id AND m.idx = 0 AND m.role = 'system'"
+            f" WHERE {where} AND NOT {EXCLUDED_SQL}"
+            " GROUP BY m.content ORDER BY n DESC, min(traces.id) LIMIT 1", params).fetchone()
+        if row is not None:
+            first = [{"role": "system", "content": row[0]}] if row[0] is not None else []
+            return system_prompt(first, task.description)
+    return task.description
 
 
 def _message_tools(db: Database, tools: list[dict]) -> frozenset[str]:
@@ -103,6 +132,21 @@ class Conversation:
     excluded: bool = False               # effective: the analyst's decision, else the checks'
     own_tools: bool = False              # the tools came with the trace (not the task's)
     flags: list[dict] = field(default_factory=list)   # only when asked for (`with_flags`)
+    # the original message of each turn whose current label differs from it (for `exportable`)
+    changed: dict[int, dict] = field(default_factory=dict)
+
+    def consistent_messages(self, message_tools: frozenset[str] = frozenset()) -> list[dict]:
+        """The messages as an export (and anything that trains on them) must take them: cut
+        after a turn whose label no longer fits the tool results logged after it
+        (`turns.exportable`)."""
+        from workbench.turns import exportable
+
+        return exportable(self.messages, self.changed, message_tools)
+
+    @property
+    def system_prompt(self) -> str | None:
+        """Its system prompt: its own opening system message, else the task's."""
+        return system_prompt(self.messages, self.system)
 
     @property
     def id(self) -> int:
@@ -124,7 +168,7 @@ def iter_conversations(db: Database, selection: TraceFilter | None = None, *,
     for rows in iter_trace_rows(db, cond, args, batch=batch):
         ids = [r["id"] for r in rows]
         marks = ",".join("?" * len(ids))
-        msgs = current_messages_for(db, ids)
+        labelled = labelled_messages_for(db, ids)
         suspect = suspect_turns(db, ids)
         excluded = {r[0] for r in db.execute(f"{sql_excluded}({marks})", ids)}
         flags: dict[int, list[dict]] = {}
@@ -133,13 +177,13 @@ def iter_conversations(db: Database, selection: TraceFilter | None = None, *,
                 flags.setdefault(f["trace_id"], []).append(f)
         out = []
         for r in rows:
-            m = msgs[r["id"]]
+            m, changed = labelled[r["id"]]
             out.append(Conversation(
                 trace_id=r["id"], messages=m, tools=r["tools"] or task.tools,
                 system=task.system_for(m), suspect=frozenset(suspect.get(r["id"], ())),
                 source=r["source"], line=r["line"], split=r["split"], origin=r["origin"],
                 excluded=r["id"] in excluded, own_tools=bool(r["tools"]),
-                flags=flags.get(r["id"], [])))
+                flags=flags.get(r["id"], []), changed=changed))
         yield out
 
 

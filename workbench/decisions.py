@@ -6,10 +6,13 @@ and the CLI alike. Nothing here edits an original or deletes a revision.
 | keep | the current label stays; open proposals are rejected; on a turn with an error flag an accepted human revision equal to the current label records the decision (it ends the suspicion) |
 | accept (pick) | that proposal becomes the label; the turn's competing proposals are rejected |
 | reject | that proposal is rejected |
-| edit | a human revision with the new calls; open proposals are rejected |
+| edit | a human revision with the new text and calls (validated by `checks.schema.label_problems`; call ids kept or made by `turns.assign_ids`); open proposals are rejected |
 | drop | a `review.drop` error flag (training and export leave the turn out); open proposals rejected |
 | undo | the label before the current one comes back, as a new revision (the original if none) |
 | exclude / include | the analyst's decision on whole traces (training leaves them out / takes them), recorded as one action that `undo_exclusion` reverts |
+
+Every decision on a turn first checks that the trace exists and that the turn is one of its
+assistant turns (`DecisionError` otherwise, before anything is written).
 
 Accepting one proposal always rejects the others for that turn, so two proposals can never be
 accepted together with the newest silently winning. Whenever a label changes (accept, edit,
@@ -67,6 +70,22 @@ class Outcome:
     action: str | None = None          # an exclusion action's id (for undo)
 
 
+def check_turn(db: Database, trace_id: int, idx: int) -> str:
+    """The role of message `idx` of the trace, when it is an assistant turn; else why not."""
+    if db.execute("SELECT 1 FROM traces WHERE id = ?", [trace_id]).fetchone() is None:
+        raise DecisionError(f"no trace {trace_id}")
+    row = db.execute("SELECT role FROM messages WHERE trace_id = ? AND idx = ?",
+                     [trace_id, idx]).fetchone()
+    if row is None:
+        n = db.execute("SELECT count(*) FROM messages WHERE trace_id = ?",
+                       [trace_id]).fetchone()[0]
+        raise DecisionError(f"trace {trace_id} has no turn {idx} (its messages are 0 to {n - 1})")
+    if row[0] != "assistant":
+        raise DecisionError(f"turn {idx} of trace {trace_id} is a {row[0]} message; only"
+                            " assistant turns carry labels")
+    return row[0]
+
+
 def _turn_has_error(db: Database, trace_id: int, idx: int) -> bool:
     return db.execute("SELECT 1 FROM flags WHERE trace_id = ? AND message_idx = ? AND"
                       " severity = 'error' LIMIT 1", [trace_id, idx]).fetchone() is not None
@@ -89,6 +108,7 @@ def proposals(db: Database, trace_id: int, idx: int) -> list[dict]:
 
 def keep(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
     with write_tx(db):
+        check_turn(db, trace_id, idx)
         rejected = reject_open_proposals(db, trace_id, idx)
         _settle(db, [(trace_id, idx)])
         rid = None
@@ -126,19 +146,52 @@ def reject(db: Database, revision_id: int, analyst: str) -> Outcome:
 
 def edit(db: Database, trace_id: int, idx: int, analyst: str, *, tool_calls: list | None,
          content: str | None, reason: str = "") -> Outcome:
+    """A new label: `content` and `tool_calls` (either may be empty, not both), validated
+    against the conversation's tools; calls keep their ids (same tool) or get new ones."""
+    from workbench.checks.schema import label_problems
+    from workbench.conversation_view import conversation
+    from workbench.turns import assign_ids
+
+    check_turn(db, trace_id, idx)
+    conv = conversation(db, trace_id, with_flags=False)
+    current = conv.messages[idx]
+    content = content if content else None
+    problems = label_problems(conv.tools, content, tool_calls)
+    if problems:
+        raise DecisionError(f"trace {trace_id} turn {idx}: not saved: " + "; ".join(problems))
+    calls = assign_ids(tool_calls or [], current["tool_calls"]) or None
     with write_tx(db):
-        rid = revisions.add_revision(db, trace_id, idx, tool_calls=tool_calls, content=content,
+        rid = revisions.add_revision(db, trace_id, idx, tool_calls=calls, content=content,
                                      author_kind="human", author_name=analyst,
                                      reason=reason or "edited", evidence={"decision": "edit"})
         rejected = reject_open_proposals(db, trace_id, idx)
         _settle(db, [(trace_id, idx)])
     _recheck(db, [trace_id])
     return Outcome(f"trace {trace_id} turn {idx}: revision {rid} saved"
-                   + (f", {rejected} proposal(s) rejected" if rejected else ""),
+                   + (f", {rejected} proposal(s) rejected" if rejected else "")
+                   + _cut_note(db, conv, idx, content, calls),
                    written=1 + rejected, revision_id=rid)
 
 
+def _cut_note(db: Database, conv, idx: int, content: str | None, calls: list | None) -> str:
+    """Say so when the new label ends the conversation in exports and training (the tool
+    results logged after the turn no longer answer its calls: `turns.exportable`)."""
+    from db.traces import original_messages
+    from workbench.conversation_view import task_context
+    from workbench.turns import exportable
+
+    msgs = list(conv.messages)
+    msgs[idx] = {**msgs[idx], "content": content, "tool_calls": calls}
+    changed = {**conv.changed, idx: original_messages(db, conv.trace_id)[idx]}
+    kept = len(exportable(msgs, changed, task_context(db).message_tools))
+    if kept == idx + 1 < len(msgs):
+        return (f"; exports now end this conversation after turn {idx} (the {len(msgs) - kept}"
+                " message(s) logged after it followed a different turn)")
+    return ""
+
+
 def drop(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
+    check_turn(db, trace_id, idx)
     browse.drop_turn(db, trace_id, idx, analyst)
     with write_tx(db):
         _settle(db, [(trace_id, idx)])
@@ -146,6 +199,7 @@ def drop(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
 
 
 def undo(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
+    check_turn(db, trace_id, idx)
     rid = revisions.undo(db, trace_id, idx, author_kind="human", author_name=analyst)
     if rid is None:
         return Outcome(f"trace {trace_id} turn {idx}: nothing to undo")

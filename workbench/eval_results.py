@@ -15,11 +15,12 @@ from sqlite_utils import Database
 
 from db import evals as store
 from db.models import list_models
-from workbench.evaluation import _is_error, _label_from_answer, report
-from workbench.metrics import METRICS
+from workbench.evaluation import _is_error, reference_decision, report, row_scores
+from workbench.metrics import TURN_METRICS, mean_scores, turn_score
 
-SHORT = {"staged_tool_call": "staged", "tool_call_equivalence": "equivalence",
-         "function_match": "function", "rouge_l": "rouge_l", "llm_as_a_judge": "judge"}
+SHORT = {"decision": "decision", "staged_tool_call": "staged",
+         "tool_call_equivalence": "equivalence", "function_match": "function",
+         "rouge_l": "rouge_l", "text_rouge_l": "text", "llm_as_a_judge": "judge"}
 
 
 def runs_per_model(db: Database, limit: int = 200) -> list[dict]:
@@ -38,20 +39,20 @@ def runs_per_model(db: Database, limit: int = 200) -> list[dict]:
 
 
 def per_tool(rows: Sequence[dict]) -> list[dict]:
-    """Mean scores per reference function (the tool the turn should have called)."""
+    """Mean scores per reference decision (the tool(s) the turn should have called, or
+    "text"); a metric that applies to none of a group's turns is None."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
-        if _is_error(r):
-            continue
-        d = r.get("details") or {}
-        groups[d.get("reference_function") or _label_from_answer(r["reference"])].append(r)
-    return [{"tool": tool, "n": len(g), **{k: sum(r[k] for r in g) / len(g) for k in METRICS}}
+        if not _is_error(r):
+            groups[reference_decision(r)].append(row_scores(r))
+    return [{"tool": tool, "n": len(g), **dict.fromkeys(TURN_METRICS), **mean_scores(g)}
             for tool, g in sorted(groups.items())]
 
 
 def compare(db: Database, run_id: int, baseline_id: int) -> dict:
     """Turn by turn, `run_id` against `baseline_id` on the turns both answered: which turns'
-    staged score went up (better) or down (worse), worst change first."""
+    score (staged on a call turn, the text's ROUGE-L on a text turn) went up (better) or down
+    (worse), worst change first."""
     def answered(rid: int) -> dict[tuple[int, int], dict]:
         return {(r["trace_id"], r["message_idx"]): r for r in store.results(db, rid)
                 if not _is_error(r)}
@@ -59,7 +60,7 @@ def compare(db: Database, run_id: int, baseline_id: int) -> dict:
     run, base = answered(run_id), answered(baseline_id)
     better, worse, same = [], [], 0
     for key in sorted(run.keys() & base.keys()):
-        now, before = run[key]["staged_tool_call"], base[key]["staged_tool_call"]
+        now, before = turn_score(row_scores(run[key])), turn_score(row_scores(base[key]))
         if now == before:
             same += 1
             continue

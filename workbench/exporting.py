@@ -3,8 +3,14 @@
 | format | a line |
 |---|---|
 | `openai` | `{"messages": [...], "tools": [...], "meta": {"source", "line", "trace_id"}}` (arguments as JSON strings, as the OpenAI API has them) |
-| `pairs`  | `{"question": "<JSON messages before the turn>", "answer": "<JSON {name, parameters}>", "context": null, "meta": {..., "message_index"}}`: the benchmark's question/answer format, one line per assistant turn |
+| `pairs`  | `{"question": "<JSON messages before the turn>", "answer": "<the turn: one call as JSON {name, parameters}, else its text then each call in <tool_call> tags>", "context": null, "meta": {..., "message_index"}}`: the benchmark's question/answer format, one line per assistant turn |
 | `hf`     | like `openai` but `tools` is a JSON string, so every line has the same Arrow schema and `datasets.load_dataset("json", data_files=...)` reads it |
+
+An assistant turn is written as it is labelled: text (`content`), calls (`tool_calls`, each with
+its id, parallel calls in order) or both, and each tool result answers its call by id. Where a
+label no longer matches the results logged after the turn (a call turned into text, text into a
+call), the conversation ends with that turn (`turns.exportable`), so every line is valid chat
+data and re-imports as it was written.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import TextIO
 from sqlite_utils import Database
 
 from db.queries import TraceFilter
-from workbench.conversation_view import iter_conversations
+from workbench.conversation_view import iter_conversations, task_context
 from workbench.errors import InputError
 from workbench.messages import per_turn_pairs, to_benchmark_question, to_openai, turn_answer
 from workbench.safe_text import visible_json
@@ -95,13 +101,15 @@ def _write(db: Database, fh: TextIO, fmt: str, flt: TraceFilter,
            progress: Callable[[int], None] | None,
            escape: Callable[[str], str] | None = None) -> tuple[int, int]:
     traces = lines = 0
-    for batch in iter_conversations(db, flt, batch=500):
+    task = task_context(db)
+    for batch in iter_conversations(db, flt, batch=500, task=task):
         for conv in batch:
             meta = {"source": conv.source, "line": conv.line, "trace_id": conv.trace_id,
                     "split": conv.split, "origin": conv.origin}
             if conv.tools and not conv.own_tools:
                 meta["tools"] = "task"  # re-import keeps these as the task's, not the trace's
-            for obj in _lines(fmt, conv.messages, conv.tools, meta):
+            messages = conv.consistent_messages(task.message_tools)
+            for obj in _lines(fmt, messages, conv.tools, meta):
                 text = json.dumps(obj, ensure_ascii=False)
                 fh.write((escape(text) if escape else text) + "\n")
                 lines += 1

@@ -26,7 +26,8 @@ from workbench.errors import InputError
 from workbench.messages import MAX_MESSAGE_BYTES, FieldError, normalize_message, normalize_messages
 from workbench.safe_json import TooDeep
 
-TRACE_FORMATS = ("openai", "tft", "qa")
+SPAN_FORMATS = ("langfuse", "langsmith", "otel", "openinference")   # formats_spans
+TRACE_FORMATS = ("openai", "tft", "qa") + SPAN_FORMATS
 TASK_FORMATS = ("task-json", "task-text")
 SPLITS = ("train", "test", "unassigned")
 ORIGINS = ("imported", "synthetic")
@@ -131,6 +132,8 @@ def detect_format(path: Path, max_line: int | None = None) -> str:
         data = _task_json(path, max_line)
         if isinstance(data, dict) and ({"task_description", "tools"} & data.keys()):
             return "task-json"
+        if span_format := _span_format(data):
+            return span_format
         raise InputError("a .json file must be a task file with 'task_description' or 'tools'",
                          path=str(path))
     first = next(iter_lines(path, max_line), None)
@@ -147,8 +150,15 @@ def detect_format(path: Path, max_line: int | None = None) -> str:
         return "qa"
     if isinstance(obj.get("context"), str):
         return "tft"
+    if span_format := _span_format(obj):
+        return span_format
     raise InputError("unknown format: expected 'messages' (OpenAI chat), 'context' (TFT traces)"
                      " or 'question'/'answer' fields", path=str(path), line=n)
+
+
+def _span_format(obj: Any) -> str | None:
+    from workbench.formats_spans import detect
+    return detect(obj)
 
 
 def _tools(value: Any, field: str) -> list | None:
@@ -241,6 +251,10 @@ PARSERS = {"openai": _parse_openai, "tft": _parse_tft, "qa": _parse_qa}
 
 def iter_records(path: Path, fmt: str, max_bytes: int = MAX_MESSAGE_BYTES) -> Iterator[Record]:
     """Parse a trace file line by line; the first bad line raises InputError."""
+    if fmt in SPAN_FORMATS:   # span exports: stitched per trace (workbench.formats_spans)
+        from workbench.formats_spans import iter_span_records
+        yield from iter_span_records(path, fmt, max_bytes)
+        return
     parse = PARSERS[fmt]
     seen = False
     for n, text in iter_lines(path, max_line_bytes(max_bytes)):

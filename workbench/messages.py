@@ -175,12 +175,16 @@ def call_to_answer(call: dict) -> str:
 
 
 def turn_answer(message: dict) -> str:
-    """The reference string of an assistant turn: its call, several calls as tagged blocks, or text."""
+    """The reference string of an assistant turn, text and calls (`metrics.read_turn` reads it
+    back): one call alone as the benchmark's bare `{"name", "parameters"}`; otherwise its text,
+    then each call as a `<tool_call>` block, in order."""
     calls = message.get("tool_calls") or []
-    if len(calls) == 1:
+    text = (message.get("content") or "").strip()
+    if len(calls) == 1 and not text:
         return call_to_answer(calls[0])
     if calls:
-        return "\n".join(f"<tool_call>\n{call_to_answer(c)}\n</tool_call>" for c in calls)
+        blocks = [f"<tool_call>\n{call_to_answer(c)}\n</tool_call>" for c in calls]
+        return "\n".join([text, *blocks] if text else blocks)
     return message.get("content") or ""
 
 

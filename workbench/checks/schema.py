@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 from workbench.checks.base import CheckContext, calls_of, evidence_item, flag
 
@@ -70,3 +71,60 @@ def run(ctx: CheckContext) -> list[dict]:
                                     [evidence_item("schema", f"the parameters of {name}: "
                                                    + describe(e)) for e in errors[:4]]))
     return out
+
+
+
+def _schemas(tools: list[dict] | None) -> dict[str, dict]:
+    return {fn.get("name"): fn for t in tools or () for fn in [t.get("function", t)]}
+
+
+def call_problems(tools: list[dict] | None, name: str | None, arguments) -> list[str]:
+    """Why one call cannot be saved (empty: it can): a declared tool, arguments that are a
+    JSON object valid against its declared parameters. Without any declared tools only the
+    shape is checked."""
+    if not isinstance(name, str) or not name:
+        return ["pick a tool"]
+    if not isinstance(arguments, dict):
+        return ["arguments must be a JSON object"]
+    schemas = _schemas(tools)
+    if not schemas:
+        return []
+    if name not in schemas:
+        return [f"unknown tool {name!r} (known: {', '.join(sorted(schemas))})"]
+    try:
+        validator = Draft202012Validator(declared_arguments(schemas[name]))
+        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+    except SchemaError as e:
+        return [f"the tool's schema is invalid: {e.message}"]
+    return [describe(e) for e in errors]
+
+
+def label_problems(tools: list[dict] | None, content: str | None,
+                   calls: list[dict] | None) -> list[str]:
+    """Why an assistant turn's label cannot be saved (empty: it can): the one validation of an
+    edit, used by `label edit` and by the app's editor alike.
+
+    `calls` are in the stored form (`{"id", "type", "function": {"name", "arguments"}}`) or
+    the short `{"name", "arguments"}`. A turn needs text or at least one call; each call is
+    held to `call_problems`; ids, where given, are non-empty strings, unique in the turn."""
+    problems: list[str] = []
+    calls = calls or []
+    if not (content or "").strip() and not calls:
+        problems.append("the turn is empty: give it text or at least one call")
+    seen_ids: set[str] = set()
+    for n, call in enumerate(calls, 1):
+        fn = call.get("function", call) if isinstance(call, dict) else {}
+        fn = fn if isinstance(fn, dict) else {}
+        name = fn.get("name")
+        where = f"call {n}" + (f" ({name})" if isinstance(name, str) and name else "")
+        cid = call.get("id") if isinstance(call, dict) else None
+        if cid is not None:
+            if not isinstance(cid, str) or not cid:
+                problems.append(f"{where}: its id must be a non-empty string")
+            elif cid in seen_ids:
+                problems.append(f"{where}: id {cid!r} is used by another call of the turn")
+            else:
+                seen_ids.add(cid)
+        problems.extend(f"{where}: {p}" for p in call_problems(tools, name,
+                                                               fn.get("arguments", {})))
+    return problems

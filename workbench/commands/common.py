@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import json
 import sys
-import typing
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from sqlite_utils import Database
 
 from db.queries import TraceFilter
 from workbench.errors import InputError
+from workbench.jobs.fields import Field, fields_of
 from workbench.safe_text import visible, visible_json
 
 UNBOUNDED_WIDTH = 100_000   # "no wrapping": reports written to a file or pipe
@@ -134,31 +133,37 @@ def user_errors() -> Iterator[None]:
         fail(str(e))
 
 
-# Trace selection options, shared by every command that takes `[selection]`: one decorator, so
-# every such command has the same names, help and validation.
-SELECTION_OPTIONS: list[tuple[str, Any, Any]] = [
-    ("split", Optional[str], typer.Option(None, help="train | test | unassigned")),
-    ("origin", Optional[str], typer.Option(None, help="imported | synthetic")),
-    ("status", Optional[str], typer.Option(None, help="label status: original | revised |"
-                                           " proposed")),
-    ("tool", Optional[str], typer.Option(None, help="traces calling this tool")),
-    ("check", Optional[str], typer.Option(None, help="traces flagged by this check")),
-    ("flagged", Optional[bool], typer.Option(None, "--flagged/--unflagged",
-                                             help="with / without error flags")),
-    ("excluded", Optional[bool], typer.Option(None, "--excluded/--included",
-                                              help="excluded from training or not")),
-    ("search", Optional[str], typer.Option(None, help="full-text search over messages and"
-                                           " calls")),
-    ("limit", Optional[int], typer.Option(None, help="only the first N selected traces")),
-    ("trace_id", Optional[list[int]], typer.Option(None, "--trace-id",
-                                                   help="only this trace (repeatable)")),
-]
+def cli_option(f: Field) -> tuple[str, Any, Any]:
+    """A field as a typer option: its flag, default and help (choices and how to repeat said)."""
+    help_text = f.help
+    if f.choices and not all(str(c) in help_text for c in f.choices):
+        help_text += f" ({' | '.join(map(str, f.choices))})"
+    name = (f.cli or f.name).replace("-", "_")
+    if f.base == "bool":
+        if f.optional:
+            off = "--" + (f.off or "no-" + f.option[2:])
+            return name, Optional[bool], typer.Option(None, f"{f.option}/{off}", help=help_text)
+        return name, bool, typer.Option(f.default, f"{f.option}/--no-{f.option[2:]}",
+                                        help=help_text)
+    if f.base.startswith("list"):
+        item = int if f.base == "list[int]" else str
+        return name, Optional[list[item]], typer.Option(  # type: ignore[valid-type]
+            None, f.option, help=help_text + ("" if item is int else " (comma list, or repeat)"))
+    hint = {"int": int, "float": float, "str": str}[f.base]
+    return name, (Optional[hint] if f.optional else hint), typer.Option(
+        f.default, f.option, help=help_text)
+
+
+# Trace selection options, shared by every command that takes `[selection]`: made from the
+# selection's fields, so every such command has the same names, help and validation.
+SELECTION_FIELDS = fields_of(TraceFilter)
+SELECTION_OPTIONS: list[tuple[str, Any, Any]] = [cli_option(f) for f in SELECTION_FIELDS]
 
 
 def selection_from(values: dict) -> dict:
     """CLI option values -> the fields of a `TraceFilter` (only those given)."""
-    out = {"text" if k == "search" else "trace_ids" if k == "trace_id" else k: v
-           for k, v in values.items() if v is not None and v != []}
+    by_option = {(f.cli or f.name).replace("-", "_"): f.name for f in SELECTION_FIELDS}
+    out = {by_option[k]: v for k, v in values.items() if v is not None and v != []}
     TraceFilter.from_dict(out)  # validates: a bad value is an error before anything runs
     return out
 
@@ -195,22 +200,6 @@ def selection_options(fn: Callable) -> Callable:
     return wrapper
 
 
-def _param_option(f: Any, hint: Any) -> tuple[str, Any, Any]:
-    """A Params dataclass field as a typer option: same name, default and help."""
-    help_text = f.metadata.get("help", "")
-    choices = f.metadata.get("choices")
-    if choices:
-        help_text += f" ({' | '.join(choices)})"
-    default = f.default if f.default is not dataclasses.MISSING else None
-    flag = "--" + f.name.replace("_", "-")
-    if hint is bool:
-        return f.name, bool, typer.Option(default, f"{flag}/--no-{flag[2:]}", help=help_text)
-    if typing.get_origin(hint) is list:
-        return f.name, Optional[list[str]], typer.Option(None, flag, help=help_text
-                                                         + " (comma list, or repeat)")
-    return f.name, hint, typer.Option(default, flag, help=help_text)
-
-
 @dataclass
 class JobRequest:
     """What a job command was asked to run (params as given, selection fields)."""
@@ -224,11 +213,10 @@ class JobRequest:
 def job_options(kind: str, *, selection: bool = True) -> Callable[[Callable], Callable]:
     """Give a command the options of job `kind`: one per field of its Params, the shared
     selection options, and --detach. The command receives `job: JobRequest`."""
-    from workbench.job_specs import get_spec
+    from workbench.jobs.registry import get_spec
 
     spec = get_spec(kind)
-    hints = typing.get_type_hints(spec.Params)
-    param_opts = [_param_option(f, hints[f.name]) for f in dataclasses.fields(spec.Params)]
+    param_opts = [cli_option(f) for f in fields_of(spec.Params)]
     sel_opts = SELECTION_OPTIONS if selection else []
     detach_opt = ("detach", bool, typer.Option(
         False, "--detach", help="run in a background worker process and return at once"

@@ -19,8 +19,11 @@ from workbench.commands.common import (JobRequest, console, err_console, fail, j
 from workbench.commands.jobs import run_request
 from workbench.safe_text import visible
 
-METRIC_ROWS = ("staged_tool_call", "tool_call_equivalence", "function_match", "rouge_l",
-               "llm_as_a_judge")
+METRIC_ROWS = ("decision", "staged_tool_call", "tool_call_equivalence", "function_match",
+               "rouge_l", "text_rouge_l", "llm_as_a_judge")
+OVER = {"decision": "n", "rouge_l": "n", "staged_tool_call": "call_turns",
+        "tool_call_equivalence": "call_turns", "function_match": "call_turns",
+        "text_rouge_l": "text_turns"}   # the turns each mean is over
 
 
 def _short(text: str | None, n: int = 160) -> Text:
@@ -46,11 +49,11 @@ def print_report(rep: dict, out: Console = console) -> None:
     prev = (rep.get("previous") or {}).get("metrics") or {}
     title = Text(f"run {rep['run_id']}: {m['n']} turns scored, model ") + Text(
         visible(rep["model_ref"]))
-    table = Table("metric", "mean", "change", title=title)
+    table = Table("metric", "mean", "turns", "change", title=title)
     for key in METRIC_ROWS:
         if key in m:
             change = f"{prev[key]:+.4f}" if key in prev else ""
-            table.add_row(key, f"{m[key]:.4f}", change)
+            table.add_row(key, f"{m[key]:.4f}", str(m.get(OVER.get(key, ""), "")), change)
     out.print(table)
     print_floor(rep.get("floor"), m, out)
     if rep.get("previous"):
@@ -61,36 +64,55 @@ def print_report(rep: dict, out: Console = console) -> None:
                        f" (KV cache reused {m['cached_tokens']}), generated"
                        f" {m['completion_tokens']}, {m['seconds']:.1f} s; errors {m['errors']},"
                        f" malformed calls {m['malformed']}"))
-    conf = rep["confusion"]
+    print_confusion(rep["confusion"], out)
+    wt = Table("trace", "turn", "decision", "staged", "text", "rouge", "judge", "reference",
+               "prediction", title="worst turns")
+    for w in rep["worst"]:
+        wt.add_row(str(w["trace_id"]), str(w["message_idx"]), _num(w.get("decision"), "{:.0f}"),
+                   _num(w["staged_tool_call"]), _num(w.get("text_rouge_l")),
+                   f"{w['rouge_l']:.2f}", _num(w["judge"], "{:.0f}"),
+                   _short(w["reference"]), _short(w["prediction"]))
+    out.print(wt)
+
+
+def print_confusion(conf: dict[str, dict[str, int]], out: Console = console) -> None:
+    """reference decision (rows) against predicted decision (columns)."""
     cols = sorted({p for row in conf.values() for p in row})
-    ct = Table("reference \\ predicted", title="function confusion")
+    ct = Table("reference \\ predicted", title="decision confusion (text, or which tools)")
     for c in cols:
         ct.add_column(Text(visible(c)))
     for ref, row in conf.items():
         ct.add_row(Text(visible(ref)), *[str(row.get(c, "")) for c in cols])
     out.print(ct)
-    wt = Table("trace", "turn", "staged", "rouge", "judge", "reference", "prediction",
-               title="worst turns")
-    for w in rep["worst"]:
-        wt.add_row(str(w["trace_id"]), str(w["message_idx"]), f"{w['staged_tool_call']:.2f}",
-                   f"{w['rouge_l']:.2f}", "" if w["judge"] is None else f"{w['judge']:.0f}",
-                   _short(w["reference"]), _short(w["prediction"]))
-    out.print(wt)
+
+
+def _num(value: float | None, fmt: str = "{:.2f}") -> str:
+    return "" if value is None else fmt.format(value)
 
 
 def print_floor(floor: dict | None, m: dict, out: Console = console) -> None:
-    """The constant call's scores beside the model's: a mean means little without it."""
+    """What the commonest decision, call and text score beside the model's: a mean means little
+    without it (`metrics.constant_floor`)."""
     if not floor:
         return
-    gap = m["staged_tool_call"] - floor["staged_tool_call"]
-    call = f"{floor['function']} {json.dumps(floor['arguments'], ensure_ascii=False)}"
-    out.print(Text("the same call on every turn (") + _short(call, 100)
-              + Text(f") would score staged {floor['staged_tool_call']:.4f}, function match"
-                     f" {floor['function_match']:.4f}: the model is {gap:+.4f} staged from it"))
+    if "decision" in floor and floor.get("decision_label") is not None:
+        out.print(Text("the commonest decision on every turn (") + _short(
+            floor["decision_label"], 60) + Text(f") would score decision"
+                                                f" {floor['decision']:.4f}"))
+    if floor.get("function") is not None:
+        gap = m.get("staged_tool_call", 0.0) - floor["staged_tool_call"]
+        call = f"{floor['function']} {json.dumps(floor['arguments'], ensure_ascii=False)}"
+        out.print(Text("the same call on every call turn (") + _short(call, 100)
+                  + Text(f") would score staged {floor['staged_tool_call']:.4f}, function match"
+                         f" {floor['function_match']:.4f}: the model is {gap:+.4f} staged from"
+                         " it"))
+    if floor.get("text_rouge_l") is not None:
+        out.print(Text("the commonest text on every text turn (") + _short(floor["text"], 60)
+                  + Text(f") would score text_rouge_l {floor['text_rouge_l']:.4f}"))
 
 
 def print_turn(ref: str | None, completion: Any, staged: float | None,
-               out: Console = console) -> None:
+               out: Console = console, name: str = "staged") -> None:
     """One replayed/chatted turn: predicted call (or malformed text) vs reference."""
     if completion.calls:
         for c in completion.calls:
@@ -103,7 +125,7 @@ def print_turn(ref: str | None, completion: Any, staged: float | None,
         out.print(Text("  error: ", style="bold red") + Text(visible(completion.error)))
     if ref is not None:
         out.print(Text("  reference ", style="bold green") + Text(visible(ref)))
-        out.print(Text(f"  staged score {staged:.2f}", style="bold"))
+        out.print(Text(f"  {name} score {staged:.2f}", style="bold"))
 
 
 def _stream_printer(out: Console):
@@ -157,11 +179,13 @@ def register(app: typer.Typer) -> None:
         Enter to skip; `/tool TEXT` adds a tool result, `/reset` starts over, `/quit` ends."""
         from workbench.chat_backend import ChatSession, open_backend
         from workbench.chat_repl import repl
-        from workbench.conversation_view import conversation, task_context
+        from workbench.conversation_view import (conversation, new_conversation_system,
+                                                 task_context)
 
         db = state(ctx).db()
         task = task_context(db)
-        tools, system = (None, None) if no_task else (task.tools, task.description)
+        tools, system = (None, None) if no_task else (task.tools,
+                                                      new_conversation_system(db, task))
         trace_msgs = None
         if replay is not None:
             conv = conversation(db, replay, with_flags=False)
@@ -169,7 +193,7 @@ def register(app: typer.Typer) -> None:
                 fail(f"no trace {replay}")
             trace_msgs = conv.messages
             if not no_task:   # the trace as the model saw it in training and evaluation
-                tools, system = conv.tools, conv.system
+                tools, system = conv.tools, conv.system_prompt
         with user_errors():
             backend = open_backend(model, endpoint, n_ctx=n_ctx, n_threads=threads,
                                    timeout=timeout, db=db)
@@ -192,7 +216,7 @@ def replay_trace(session: Any, messages: list[dict], out: Console = console) -> 
     """Predict each assistant turn of a trace from its history, show it against the reference,
     then continue with the reference (teacher forcing, like the evaluation)."""
     from workbench.messages import turn_answer
-    from workbench.metrics import staged_tool_call
+    from workbench.metrics import headline, score_turn
 
     scores = []
     for m in messages:
@@ -201,14 +225,14 @@ def replay_trace(session: Any, messages: list[dict], out: Console = console) -> 
             done = session.generate(_stream_printer(out), append=False)
             out.print()
             ref = turn_answer(m)
-            score = staged_tool_call(ref, done.text)
+            name, score = headline(score_turn(ref, done.text))
             scores.append(score)
-            print_turn(ref, done, score, out)
+            print_turn(ref, done, score, out, name)
         else:
             label = {"tool": "tool result", "user": "user", "system": "system"}[m["role"]]
             out.print(Text(f"{label}> ", style="bold") + Text(visible(m["content"] or "")))
         session.add_message(m)
     if scores:
-        out.print(Text(f"mean staged score {sum(scores) / len(scores):.3f} over {len(scores)}"
-                       " turns", style="bold"))
+        out.print(Text(f"mean score {sum(scores) / len(scores):.3f} over {len(scores)} turns"
+                       " (staged on call turns, text ROUGE-L on text turns)", style="bold"))
     return scores

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -16,12 +16,14 @@ from db import jobs as store
 from workbench.commands.common import (JobRequest, console, err_console, fail, print_json,
                                        state, user_errors)
 from workbench.safe_text import visible
+from workbench.jobs.context import JobEvent, LogLine
+from workbench.jobs.context import Progress as ProgressEvent
 
 EXIT_STOPPED = 130   # cancelled or interrupted, like a command stopped by Ctrl-C
 
 
 def _detached(ctx: typer.Context, job_id: int, as_json: bool, resume: bool = False) -> None:
-    from workbench.jobs import log_path_for, start_worker
+    from workbench.jobs.runner import log_path_for, start_worker
 
     st = state(ctx)
     row = store.get_job(st.db(), job_id)
@@ -47,7 +49,7 @@ def run_foreground(ctx: typer.Context, job_id: int, *, quiet: bool, resume: bool
     (default: not quiet). When stderr is not a terminal (a file, a pipe), where a live bar
     would show nothing until the end, progress is printed as lines: at each new phase and at
     most every LINE_EVERY_S seconds within one."""
-    from workbench.jobs import execute
+    from workbench.jobs.runner import execute
 
     db = state(ctx).db()
     kind = store.get_job(db, job_id)["kind"]
@@ -68,15 +70,14 @@ def run_foreground(ctx: typer.Context, job_id: int, *, quiet: bool, resume: bool
         last.update(at=now, phase=phase)
         err_console.print(Text(f"{kind}: {visible(message)}"), soft_wrap=True)
 
-    def listener(event: str, value: Any) -> None:
-        if event == "progress":
-            done, total, message = value
-            progress.update(task, completed=done, total=total,
-                            msg=Text(visible(message)) if message else "")
-            if lines and message:
-                as_line(message)
-        elif event == "log" and not quiet and not str(value).startswith("metrics "):
-            progress.console.print(Text(visible(str(value))))
+    def listener(event: JobEvent) -> None:
+        if isinstance(event, ProgressEvent):
+            progress.update(task, completed=event.done, total=event.total,
+                            msg=Text(visible(event.message)) if event.message else "")
+            if lines and event.message:
+                as_line(event.message)
+        elif isinstance(event, LogLine) and not quiet:
+            progress.console.print(Text(visible(event.text)))
 
     with progress:
         row = execute(db, job_id, listeners=[listener], resume=resume)
@@ -91,7 +92,7 @@ def run_foreground(ctx: typer.Context, job_id: int, *, quiet: bool, resume: bool
 def run_request(ctx: typer.Context, job: JobRequest, *, quiet: bool,
                 progress_bar: bool | None = None) -> dict:
     """Store the job and run it: here (default) or in a detached worker (`--detach`)."""
-    from workbench.jobs import submit
+    from workbench.jobs.runner import submit
 
     db = state(ctx).db()
     with user_errors():
@@ -178,7 +179,7 @@ def register(app: typer.Typer) -> None:
                    as_json: bool = typer.Option(False, "--json", help="print as JSON")) -> None:
         """Continue a failed, cancelled or interrupted job where it stopped (training from
         its last checkpoint, evaluation from its scored turns)."""
-        from workbench.jobs import resume
+        from workbench.jobs.runner import resume
 
         with user_errors():
             resume(state(ctx).db(), job_id)
@@ -192,7 +193,7 @@ def register(app: typer.Typer) -> None:
                   detach: bool = typer.Option(False, "--detach", help="in a background worker"),
                   as_json: bool = typer.Option(False, "--json", help="print as JSON")) -> None:
         """Run a job again as a new job: same kind, selection and parameters."""
-        from workbench.jobs import rerun
+        from workbench.jobs.runner import rerun
 
         with user_errors():
             new_id = rerun(state(ctx).db(), job_id)
@@ -215,13 +216,13 @@ def register(app: typer.Typer) -> None:
             fail(f"job {job_id} is {row['status']}, not queued")
         if row["cwd"] and os.path.isdir(row["cwd"]):
             os.chdir(row["cwd"])   # relative paths in the params mean what they meant
-        from workbench.jobs import execute, log_path_for
+        from workbench.jobs.runner import execute, log_path_for
 
         store.set_log_path(db, job_id, str(log_path_for(state(ctx).db_path, job_id)))
 
-        def echo(event: str, value: Any) -> None:
-            if event == "log":
-                err_console.print(Text(visible(str(value))))
+        def echo(event: JobEvent) -> None:
+            if isinstance(event, LogLine):
+                err_console.print(Text(visible(event.text)))
 
         done = execute(db, job_id, listeners=[echo], resume=resume)
         err_console.print(Text(f"job {job_id} {done['status']}"))

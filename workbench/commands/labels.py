@@ -30,22 +30,14 @@ def _report(outcome, as_json: bool) -> None:
         console.print(Text(visible(outcome.message)))
 
 
-def _parse_calls(values: list[str]) -> list[dict]:
-    """`--call '{"name": ..., "arguments": {...}}'` (repeatable) -> a turn's tool calls."""
-    calls = []
-    for n, raw in enumerate(values, 1):
-        try:
-            obj = json.loads(raw)
-        except ValueError as e:
-            raise ValueError(f"--call {n}: not JSON ({e})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-            raise ValueError(f"--call {n}: must be an object with a string 'name'")
-        args = obj.get("arguments", obj.get("parameters", {}))
-        if not isinstance(args, dict):
-            raise ValueError(f"--call {n}: 'arguments' must be an object")
-        calls.append({"id": None, "type": "function",
-                      "function": {"name": obj["name"], "arguments": args}})
-    return calls
+def _label_line(turn: dict) -> str:
+    """A label on one line: its text (JSON-quoted) and its calls (`[id] name {arguments}`)."""
+    parts = [json.dumps(turn["content"], ensure_ascii=False)] if turn.get("content") else []
+    for c in turn.get("tool_calls") or ():
+        fn = c["function"]
+        parts.append(f"[{c.get('id')}] {fn['name']} "
+                     + json.dumps(fn["arguments"], ensure_ascii=False))
+    return "  ".join(parts) or "(empty)"
 
 
 def register(app: typer.Typer) -> None:
@@ -74,13 +66,11 @@ def register(app: typer.Typer) -> None:
             return
         cur = msgs[turn]
         console.print(Text(f"trace {trace_id} turn {turn} ({cur['role']})", style="bold"))
-        console.print(Text(visible(json.dumps(cur.get("tool_calls") or cur.get("content"),
-                                              ensure_ascii=False))))
+        console.print(Text(visible(_label_line(cur))))
         for r in hist:
             console.print(Text(visible(
                 f"  #{r['id']} {r['status']:<8} {r['author_kind']}:{r['author_name']}"
-                f"  {r.get('reason') or ''}  "
-                + json.dumps(r["tool_calls"], ensure_ascii=False))))
+                f"  {r.get('reason') or ''}  " + _label_line(r))))
 
     def turn_decision(name: str, doc: str):
         def cmd(ctx: typer.Context, trace_id: int, turn: int,
@@ -117,22 +107,26 @@ def register(app: typer.Typer) -> None:
 
     @label.command("edit")
     def edit_cmd(ctx: typer.Context, trace_id: int, turn: int,
-                 call: list[str] = typer.Option(..., "--call", help='a call as JSON: {"name":'
-                                                ' ..., "arguments": {...}} (repeat for several)'),
+                 text: Optional[str] = typer.Option(None, "--text", help="the turn's text (a"
+                                                    " reply to the user, or text beside the"
+                                                    " calls)"),
+                 call: Optional[list[str]] = typer.Option(
+                     None, "--call", help='a call as JSON: {"name": ..., "arguments": {...}}'
+                     ' (repeat for parallel calls, in order; an "id" is kept)'),
                  reason: str = typer.Option("", help="why (kept with the revision)"),
                  analyst: Optional[str] = analyst_opt, as_json: bool = json_opt) -> None:
-        """Write a new label for a turn (its text stays); open proposals are rejected."""
-        from db import revisions
+        """Write a new label for a turn: exactly the --text and --call(s) given (text only: a
+        text reply; calls only: calls without text; both: text with calls). It is validated
+        against the tool schemas; open proposals are rejected."""
         from workbench import decisions
+        from workbench.turns import parse_call_json
 
-        db = state(ctx).db()
+        if text is None and not call:
+            fail("give the new label: --text TEXT, --call JSON (repeatable), or both")
         with user_errors():
-            calls = _parse_calls(call)
-            msgs = revisions.current_messages(db, trace_id)
-            if not 0 <= turn < len(msgs):
-                raise ValueError(f"trace {trace_id} has no message {turn}")
-            outcome = decisions.edit(db, trace_id, turn, _analyst(analyst), tool_calls=calls,
-                                     content=msgs[turn]["content"], reason=reason)
+            calls = [parse_call_json(raw, f"--call {n}") for n, raw in enumerate(call or [], 1)]
+            outcome = decisions.edit(state(ctx).db(), trace_id, turn, _analyst(analyst),
+                                     tool_calls=calls, content=text, reason=reason)
         _report(outcome, as_json)
 
     def bulk(status: str, doc: str):

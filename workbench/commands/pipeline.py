@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
         """Run the pipeline's stages in order as jobs under one pipeline job, skipping those
         whose parameters and data did not change and resuming a stopped one; then the report
         (terminal, and report.md in runs/pipeline-ID/)."""
-        from workbench.jobs import submit
+        from workbench.jobs.runner import submit
 
         db = state(ctx).db()
         with user_errors():

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         `torchrun --nproc_per_node N -m workbench train ...` (DDP; rank 0 writes the store).
         """
         from workbench.hf_loading import resolve_base_model
-        from workbench.job_specs import get_spec
+        from workbench.jobs.registry import get_spec
         from workbench.training.estimate import estimate, measure_rate
         from workbench.training.trainer import is_main_process, prepare, train
 

@@ -42,7 +42,7 @@ from workbench.committee.prompt import call_schema, member_messages
 from workbench.committee.voting import agreed, candidates, label_call, same_call
 from workbench.conversation_view import Conversation, iter_conversations, task_context
 from workbench.endpoints import Endpoint
-from workbench.jobs import JobContext
+from workbench.jobs.context import JobContext
 
 VOTE_UNIT = "committee.vote"
 TURN_MODES = ("suspect", "all")

@@ -24,7 +24,7 @@ from workbench.committee.members import EndpointFailed, Member
 from workbench.committee.prompt import RELEVANCE_SCHEMA, relevance_messages
 from workbench.conversation_view import Conversation, iter_conversations, task_context
 from workbench.endpoints import Endpoint
-from workbench.jobs import JobContext
+from workbench.jobs.context import JobContext
 from workbench.safe_text import visible
 
 CHECK = "relevance"

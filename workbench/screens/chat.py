@@ -6,9 +6,10 @@ calls are shown as cards (name and arguments as JSON, a call that does not fit t
 marked); after a service call the next line typed is the tool's result (`ctrl+o` fills in a
 stored result of a similar call; Enter on an empty line skips). `ctrl+r` starts over.
 
-Replay: `n` predicts the next assistant turn from the reference history before it and shows the
-reference, the prediction, the staged score and the fields that differ; `j` goes on until a turn
-scores below 1.
+Replay: `n` predicts the next assistant turn from the reference history before it, under the
+trace's own system prompt, and shows the reference, the prediction, the turn's score (staged on a
+call turn, the text's ROUGE-L on a text turn) and the fields that differ; `j` goes on until a
+turn scores below 1.
 
 Workers only talk to the model or the store and post typed messages; model text is untrusted
 (plain Text, control characters spelled out).
@@ -279,7 +280,7 @@ class ReplayScreen(_ModelScreen):
 
     def session_ready(self) -> None:
         if self.conv is not None:   # the trace as the model saw it in training and evaluation
-            self.session.tools, self.session.system = self.conv.tools, self.conv.system
+            self.session.tools, self.session.system = self.conv.tools, self.conv.system_prompt
         self.query_one("#replay-log").focus()   # n / j, not typing into the model path
         self._head()
         if self.step_when_ready:
@@ -290,7 +291,7 @@ class ReplayScreen(_ModelScreen):
         mean = sum(self.scores) / len(self.scores) if self.scores else None
         self.query_one("#replay-head", Static).update(Text(
             f"trace {self.trace_id}: turn {self.pos} of {len(self.turns)} predicted"
-            + (f"  ·  mean staged {mean:.3f}" if mean is not None else "")
+            + (f"  ·  mean score {mean:.3f}" if mean is not None else "")
             + ("" if self.session is not None else "  ·  opening the model…" if self.opening
                else "  ·  pick a model above, then n / j")))
 
@@ -333,7 +334,7 @@ class ReplayScreen(_ModelScreen):
         self.scores.append(t.score)
         self._head()
         before = self.conv.messages[t.index - 1] if t.index else None
-        parts: list = [Text(f"turn {t.index}  staged {t.score:.2f}",
+        parts: list = [Text(f"turn {t.index}  {t.score_name} {t.score:.2f}",
                             style="bold green" if t.score == 1.0 else "bold red")]
         if before is not None:
             parts += [Text(f"before ({before['role']}):", style="dim"),

@@ -1,4 +1,4 @@
-"""What the screens share: the modal tool-call editor and the call picker."""
+"""What the screens share: the modal label editor, the confirmation and the picker."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from widgets.tool_call_editor import ToolCallEditor
-from workbench.safe_text import dumps_visible, visible
+from widgets.turn_editor import TurnEditor
+from workbench.safe_text import visible
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -39,50 +39,43 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(yes)
 
 
-class EditCallScreen(ModalScreen[dict | None]):
-    """Edit one call; dismisses with {"call", "reason"} or None."""
+class EditTurnScreen(ModalScreen[dict | None]):
+    """Edit a turn's label (text and calls); dismisses with {"content", "calls", "reason"} or
+    None. Validated by `checks.schema.label_problems`, as `label edit` is."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="edit.cancel"),
                 Binding("ctrl+s", "save", "Save", id="edit.save", priority=True)]
 
-    def __init__(self, tools: list[dict], call: dict | None, title: str) -> None:
+    def __init__(self, tools: list[dict], message: dict, title: str) -> None:
         super().__init__()
         self.tools = tools
-        self.call = call
+        self.message = message
         self.title_text = title
 
     def compose(self) -> ComposeResult:
         from textual.widgets import Footer
 
-        editor = ToolCallEditor(self.tools, self.call, id="editor")
+        from workbench.checks.schema import call_problems, label_problems
+
+        editor = TurnEditor(self.tools, self.message, id="editor",
+                            check_turn=lambda text, calls: label_problems(self.tools, text,
+                                                                          calls),
+                            check_call=lambda name, args: call_problems(self.tools, name, args))
         editor.border_title = self.title_text
         yield editor
         yield Footer()   # the editor's own keys (ctrl+s, esc), not the screen's behind it
 
-    def on_tool_call_editor_saved(self, event: ToolCallEditor.Saved) -> None:
-        self.dismiss({"call": event.call, "reason": event.reason})
+    def on_turn_editor_saved(self, event: TurnEditor.Saved) -> None:
+        self.dismiss({"content": event.content, "calls": event.calls, "reason": event.reason})
 
-    def on_tool_call_editor_cancelled(self, _: ToolCallEditor.Cancelled) -> None:
+    def on_turn_editor_cancelled(self, _: TurnEditor.Cancelled) -> None:
         self.dismiss(None)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
 
     def action_save(self) -> None:
-        self.query_one(ToolCallEditor).save()
-
-
-def replace_call(calls: list | None, index: int, new: dict) -> list:
-    """The turn's calls with call `index` replaced by `new` ({"name", "arguments"})."""
-    calls = [dict(c) for c in (calls or [])]
-    old_id = calls[index]["id"] if index < len(calls) else None
-    call = {"id": old_id, "type": "function",
-            "function": {"name": new["name"], "arguments": new["arguments"]}}
-    if index < len(calls):
-        calls[index] = call
-    else:
-        calls.append(call)
-    return calls
+        self.query_one(TurnEditor).save()
 
 
 class PickScreen(ModalScreen[int | None]):
@@ -113,41 +106,10 @@ class PickScreen(ModalScreen[int | None]):
         self.dismiss(None)
 
 
-class PickCallScreen(PickScreen):
-    """Which of a turn's several calls to edit: each call's name and arguments (untrusted text:
-    never markup, control characters spelled out)."""
-
-    def __init__(self, calls: list[dict], title: str) -> None:
-        lines = []
-        for n, c in enumerate(calls):
-            fn = c["function"]
-            args = fn["arguments"]
-            shown = visible(args) if isinstance(args, str) else dumps_visible(args)
-            label = Text(f"{n + 1}. {visible(fn['name'])} ")
-            label.append(shown[:200], style="dim")
-            lines.append(label)
-        super().__init__(lines, f"{title}: which call?")
-
-
-def edit_turn_calls(app: App, tools: list[dict], calls: list | None, title: str,
-                    on_saved: Callable[[list, str], None]) -> None:
-    """Edit one call of a turn (asking which when it has several) and hand `on_saved` the turn's
-    calls with that one replaced, and the reason. A turn without calls gets its first."""
-    calls = list(calls or [])
-
-    def edit(index: int | None) -> None:
-        if index is None:
-            return
-        fn = calls[index]["function"] if index < len(calls) else None
-        call = {"name": fn["name"], "arguments": fn["arguments"]} if fn else None
-
-        def saved(result: dict | None) -> None:
-            if result:
-                on_saved(replace_call(calls, index, result["call"]), result["reason"])
-        suffix = f" call {index + 1} of {len(calls)}" if len(calls) > 1 else ""
-        app.push_screen(EditCallScreen(tools, call, title + suffix), saved)
-
-    if len(calls) > 1:
-        app.push_screen(PickCallScreen(calls, title), edit)
-    else:
-        edit(0)
+def edit_turn(app: App, tools: list[dict], message: dict, title: str,
+              on_saved: Callable[[str | None, list[dict], str], None]) -> None:
+    """Open the label editor on a turn and hand `on_saved` the new text, calls and reason."""
+    def saved(result: dict | None) -> None:
+        if result:
+            on_saved(result["content"], result["calls"], result["reason"])
+    app.push_screen(EditTurnScreen(tools, message, title), saved)

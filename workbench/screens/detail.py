@@ -22,7 +22,7 @@ from widgets.conversation import ConversationView, TurnView
 from widgets.render import diff_text, flag_details, history_text, plain, votes_text
 from workbench import decisions
 from workbench.conversation_view import conversation
-from workbench.screens.common import edit_turn_calls
+from workbench.screens.common import edit_turn
 from workbench.screens.messages import DecisionMade, TraceLoaded
 
 
@@ -54,7 +54,7 @@ def load_trace_view(db, trace_id: int) -> dict:
 class DetailScreen(Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="detail.back"),
-        Binding("e", "edit", "Edit call", id="detail.edit"),
+        Binding("e", "edit", "Edit label", id="detail.edit"),
         Binding("a", "decide('accepted')", "Accept proposed", id="detail.accept"),
         Binding("r", "decide('rejected')", "Reject proposed", id="detail.reject"),
         Binding("u", "undo", "Undo", id="detail.undo"),
@@ -151,12 +151,11 @@ class DetailScreen(Screen):
         i = self._assistant_turn()
         if i is None:
             return
-        msg = self.view["current"][i]
-        edit_turn_calls(self.app, self.view["tools"], msg["tool_calls"],
-                        f"trace {self.trace_id} turn {i}",
-                        lambda calls, reason: self.write(
-                            decisions.edit, self.trace_id, i, tool_calls=calls,
-                            content=msg["content"], reason=reason or "edited in the app"))
+        edit_turn(self.app, self.view["tools"], self.view["current"][i],
+                  f"trace {self.trace_id} turn {i}",
+                  lambda content, calls, reason: self.write(
+                      decisions.edit, self.trace_id, i, tool_calls=calls, content=content,
+                      reason=reason or "edited in the app"))
 
     def action_decide(self, status: str) -> None:
         i = self._assistant_turn()

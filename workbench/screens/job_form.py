@@ -18,8 +18,8 @@ from textual.widgets import Button, Input, Label, Select, Static, Switch
 from db import jobs as store
 from db.queries import TraceFilter
 from workbench.job_forms import FormField, param_fields, read_form, selection_fields
-from workbench.job_specs import get_spec
-from workbench.jobs import start_worker, submit
+from workbench.jobs.registry import get_spec
+from workbench.jobs.runner import start_worker, submit
 from workbench.safe_text import visible
 from workbench.screens.messages import JobFormRejected, JobStarted
 

@@ -13,8 +13,8 @@ from textual.widgets import Button, Footer, Header, Select
 
 from db import jobs as store
 from widgets.job_list import JobList
-from workbench.job_specs import available_jobs
-from workbench.jobs import start_worker
+from workbench.jobs.registry import available_jobs
+from workbench.jobs.runner import start_worker
 from workbench.screens.messages import JobCancelRequested, JobsLoaded, JobStarted
 
 POLL_S = 1.0
@@ -111,7 +111,7 @@ class JobsScreen(Screen):
     def resume(self, job_id: int) -> None:
         """Make a stopped job runnable again and start its detached worker on it (train from its
         checkpoint, eval from its scored turns, the committee from its stored votes)."""
-        from workbench.jobs import resume as make_resumable
+        from workbench.jobs.runner import resume as make_resumable
 
         with self.app.store() as db:
             row = make_resumable(db, job_id)   # a job that cannot resume says why (notified)

@@ -18,7 +18,7 @@ from db.queries import TraceFilter
 class FilterRestored(Message):
     """The saved filter and the filter bar's choices (tools, checks)."""
 
-    def __init__(self, filter: TraceFilter, choices: dict) -> None:
+    def __init__(self, filter: TraceFilter, choices: dict) -> None:  # noqa: A002 - the event field
         super().__init__()
         self.filter = filter
         self.choices = choices

@@ -1,5 +1,6 @@
 """Evaluation results: the runs per model with their metrics and a bar chart of them; the
-highlighted run's worst turns, per-tool scores and function-name confusion matrix; and the run
+highlighted run's worst turns, per-tool scores and decision confusion matrix (text, or which
+tools); and the run
 compared turn by turn with a baseline (the previous run on the same selection, or the run marked
 with `c`). Enter on a turn opens the trace at that turn."""
 
@@ -88,7 +89,7 @@ class ResultsScreen(Screen):
         self.query_one("#worst", DataTable).add_columns(
             "trace", "turn", "staged", "rouge_l", "judge", "reference", "prediction")
         self.query_one("#per-tool", DataTable).add_columns(
-            "tool", "turns", "staged", "equiv", "function", "rouge_l")
+            "decision", "turns", "decided", "staged", "equiv", "function", "rouge_l", "text")
         self.query_one("#compare", DataTable).add_columns(
             "change", "trace", "turn", "before", "after", "reference", "prediction")
         t.focus()
@@ -154,9 +155,13 @@ class ResultsScreen(Screen):
         for key, short in SHORT.items():
             if key in rep["metrics"]:
                 head.append(f"  {short} {rep['metrics'][key]:.3f}")
-        if rep.get("floor"):
-            head.append(f"  (the same {visible(rep['floor']['function'])} call on every turn:"
-                        f" staged {rep['floor']['staged_tool_call']:.3f})", style="dim")
+        floor = rep.get("floor") or {}
+        if floor.get("function") is not None:
+            head.append(f"  (the same {visible(floor['function'])} call on every turn:"
+                        f" staged {floor['staged_tool_call']:.3f})", style="dim")
+        elif floor.get("decision_label") is not None:
+            head.append(f"  (the commonest decision, {visible(floor['decision_label'])}, on"
+                        f" every turn: decision {floor['decision']:.3f})", style="dim")
         if rep.get("error_summary"):
             head.append("\nturns without a reply: ", style="red")
             head.append(visible(rep["error_summary"]))
@@ -197,9 +202,10 @@ class ResultsScreen(Screen):
         t = self.query_one("#per-tool", DataTable)
         t.clear()
         for row in tools:
-            t.add_row(_cut(row["tool"], 40), Text(str(row["n"])), _score(row["staged_tool_call"]),
-                      _score(row["tool_call_equivalence"]), _score(row["function_match"]),
-                      _score(row["rouge_l"]))
+            t.add_row(_cut(row["tool"], 40), Text(str(row["n"])), _score(row["decision"]),
+                      _score(row["staged_tool_call"]), _score(row["tool_call_equivalence"]),
+                      _score(row["function_match"]), _score(row["rouge_l"]),
+                      _score(row["text_rouge_l"]))
 
     def _fill_confusion(self, matrix: dict[str, dict[str, int]]) -> None:
         t = self.query_one("#confusion", DataTable)

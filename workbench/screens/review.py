@@ -26,7 +26,7 @@ from db.traces import original_messages
 from widgets.render import calls_text, flag_details, plain, votes_text
 from workbench import decisions
 from workbench.conversation_view import conversation
-from workbench.screens.common import edit_turn_calls
+from workbench.screens.common import edit_turn
 from workbench.screens.messages import DecisionMade, QueueLoaded, ReviewItemLoaded
 
 
@@ -142,7 +142,7 @@ class ReviewScreen(Screen):
                     outcome = decisions.accept(db, kw["rev"]["id"], name)
                 elif what == "edit":
                     outcome = decisions.edit(db, tid, idx, name, tool_calls=kw["calls"],
-                                             content=item["current"]["content"],
+                                             content=kw["content"],
                                              reason=kw["reason"] or "review: edited")
                 else:
                     outcome = getattr(decisions, what)(db, tid, idx, name)
@@ -269,6 +269,6 @@ class ReviewScreen(Screen):
         it = self.item
         if not it:
             return
-        edit_turn_calls(self.app, it["tools"], it["current"]["tool_calls"],
-                        f"trace {it['trace_id']} turn {it['idx']}",
-                        lambda calls, reason: self.decide(it, "edit", calls=calls, reason=reason))
+        edit_turn(self.app, it["tools"], it["current"], f"trace {it['trace_id']} turn {it['idx']}",
+                  lambda content, calls, reason: self.decide(it, "edit", calls=calls,
+                                                             content=content, reason=reason))

@@ -317,7 +317,7 @@ class TracesScreen(Screen):
         if kind is not None:
             self.app.start_job_form(kind, selection=selection)
             return
-        from workbench.job_specs import available_jobs
+        from workbench.jobs.registry import available_jobs
         from workbench.screens.common import PickScreen
 
         kinds = list(available_jobs())

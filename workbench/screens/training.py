@@ -15,7 +15,7 @@ from widgets.job_list import STATUS_STYLE
 from widgets.training_plot import TrainingCurves
 from workbench.safe_text import visible
 from workbench.screens.messages import TrainingLoaded
-from workbench.training.metrics_log import parse_metrics
+from workbench.training.metrics_log import job_points
 
 POLL_S = 2.0
 
@@ -51,7 +51,8 @@ class TrainingScreen(Screen):
         with self.app.store() as db:
             job_id = self.job_id if self.job_id is not None else newest_train_job(db)
             job = store.get_job(db, job_id) if job_id is not None else None
-        points = parse_metrics(job["log"]) if job and job["kind"] == "train" else []
+            stored = store.job_metrics(db, job_id) if job is not None else []
+        points = job_points(stored, job["log"]) if job and job["kind"] == "train" else []
         self.post_message(TrainingLoaded(job, points))
 
     def on_training_loaded(self, event: TrainingLoaded) -> None:

@@ -20,7 +20,6 @@ import math
 import random
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 from db import synthesis as record_store
 from db.queries import TraceFilter
@@ -28,7 +27,8 @@ from db.revisions import current_messages_for
 from db.tasks import current_task
 from workbench.conversation_view import Conversation, conversations, task_context
 from workbench.errors import InputError
-from workbench.jobs import JobContext
+from workbench.jobs.context import JobContext
+from workbench.jobs.spec import JobSpec, names, opt
 from workbench.synthesis import offline, teacher
 from workbench.synthesis.corpus import (Topic, learn, load_topics, n_messages, select_seeds,
                                         tool_functions)
@@ -39,6 +39,51 @@ from workbench.synthesis.validate import Candidate, Validator, shingles
 BATCH = 20
 SPLICE_SHARE = 0.5   # offline candidates that join two seeds (where their structure allows)
 DRAWS_PER_CANDIDATE = 5   # offline draws (repeats included) per candidate of the budget
+
+
+@dataclass
+class SynthParams:
+    target: int = opt(100, "accepted conversations wanted")
+    offline: bool = opt(False, "re-fill the seeds' tool values from the corpus; no model")
+    teacher: str | None = opt(None, "endpoint that writes new conversations (a configured name,"
+                              " URL#MODEL, local or local:MODEL)")
+    seeds: str | None = opt(None, "full-text query choosing the seeds within the selection")
+    topics: str | None = opt(None, "file of topics, one a line (default: the task's mutation"
+                             " topics)")
+    per_request: int = opt(2, "conversations asked of the teacher per request")
+    examples: int = opt(2, "seed conversations shown per request (1 to 3)")
+    max_tokens: int = opt(4096, "tokens a teacher reply may take")
+    max_requests: int = opt(0, "teacher requests at most (default: 4 x target / per-request)")
+    max_candidates: int = opt(0, "offline candidates judged at most (default: 10 x target);"
+                              " draws, repeats of an earlier candidate included, at most 5 x"
+                              " that")
+    include_suspect: bool = opt(False, "also take traces with suspect turns as seeds")
+    checks: list[str] = opt(["schema", "structure", "grounding", "coherence"],
+                            "checks a candidate must pass (no error flag)")
+    max_chars: int = opt(20000, "longest candidate accepted (characters of its JSON)")
+    similarity: float = opt(0.9, "near-duplicate at this word-shingle overlap or more (with a"
+                            " stored conversation, a test conversation or another candidate)")
+    random_seed: int = opt(0, "seed of the random choices (same store, same result)")
+
+    def __post_init__(self) -> None:
+        self.checks = names(self.checks)
+
+    def validate(self) -> None:
+        from workbench.checks import CHECKS
+
+        if self.offline == (self.teacher is not None):
+            raise ValueError("give exactly one of --offline or --teacher NAME")
+        if self.target < 1:
+            raise ValueError("--target must be at least 1")
+        if not 1 <= self.per_request <= 20:
+            raise ValueError("--per-request must be between 1 and 20")
+        if not 1 <= self.examples <= 3:
+            raise ValueError("--examples must be 1, 2 or 3")
+        if not 0.0 < self.similarity <= 1.0:
+            raise ValueError("--similarity must be in (0, 1]")
+        unknown = [n for n in self.checks if n not in CHECKS]
+        if unknown:
+            raise ValueError(f"unknown check {', '.join(unknown)} (known: {', '.join(CHECKS)})")
 
 
 @dataclass
@@ -348,7 +393,7 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
     return {**stats, "teacher": label, "cost": ep.cost(stats["tokens_in"], stats["tokens_out"])}
 
 
-def run_synth(ctx: JobContext, selection: TraceFilter, params: Any) -> dict:
+def run_synth(ctx: JobContext, selection: TraceFilter, params: SynthParams) -> dict:
     db = ctx.db
     seeds, skipped = select_seeds(db, selection, params.seeds, params.include_suspect)
     if not seeds:
@@ -402,3 +447,8 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: Any) -> dict:
         ctx.log(f"target not reached: {state.reached}/{params.target} (raise --max-candidates"
                 " / --max-requests, or give more seeds)")
     return result
+
+
+SPECS = [JobSpec("synth", "Synthesise new conversations from clean seeds (offline or by a"
+                 " teacher LLM), validated by the checks before they are stored", SynthParams,
+                 run_synth, resumable=True)]

@@ -1,10 +1,10 @@
-"""The training curve of a job, read back from its stored log.
+"""The training curve of a job, read back from the store.
 
-A training job logs one `metrics {json}` line per optimizer step (step, loss, lr, tokens_per_s,
-eta_s; see `workbench.training.trainer`). Reading the curve from the job row, not from the
-process, means the app draws it for a training started headless, by the CLI, or on another
-machine that writes the same store. Other lines, and metrics lines that do not parse, are
-skipped: a log is text, not a contract.
+A training job stores one metrics row per optimizer step (step, loss, lr, tokens_per_s, eta_s;
+see `workbench.training.trainer` and `db.jobs.job_metrics`). Reading the curve from the store,
+not from the process, means the app draws it for a training started headless, by the CLI, or on
+another machine that writes the same store. Runs stored before metrics were rows logged them as
+`metrics {json}` lines: `parse_metrics` reads those, skipping lines that do not parse.
 """
 
 from __future__ import annotations
@@ -25,26 +25,39 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def parse_metrics(log: str | None) -> list[dict]:
-    """Each step's metrics, in log order, one point per step (a resumed run that logs a step
-    again keeps the newest): {"step": int, "loss", "lr", "tokens_per_s", "eta_s": float|None}."""
-    points: dict[int, dict] = {}
-    for line in (log or "").splitlines():
-        if not line.startswith(PREFIX):
-            continue
-        try:
-            data = safe_json.loads(line[len(PREFIX):])
-        except ValueError:
-            continue
+def points(records: list[Any]) -> list[dict]:
+    """Each step's metrics in step order, one point per step (a resumed run that records a step
+    again keeps the newest): {"step": int, "loss", "lr", "tokens_per_s", "eta_s": float|None}.
+    Records that are not objects with a numeric step are skipped."""
+    by_step: dict[int, dict] = {}
+    for data in records:
         if not isinstance(data, dict):
             continue
         step = _number(data.get("step"))
         if step is None:
             continue
         point = {"step": int(step), **{k: _number(data.get(k)) for k in FIELDS[1:]}}
-        points.pop(point["step"], None)
-        points[point["step"]] = point
-    return sorted(points.values(), key=lambda p: p["step"])
+        by_step.pop(point["step"], None)
+        by_step[point["step"]] = point
+    return sorted(by_step.values(), key=lambda p: p["step"])
+
+
+def parse_metrics(log: str | None) -> list[dict]:
+    """The points of an older run's `metrics {json}` log lines."""
+    records = []
+    for line in (log or "").splitlines():
+        if not line.startswith(PREFIX):
+            continue
+        try:
+            records.append(safe_json.loads(line[len(PREFIX):]))
+        except ValueError:
+            continue
+    return points(records)
+
+
+def job_points(stored: list[dict], log: str | None) -> list[dict]:
+    """A job's curve: its metrics rows, else (a run from before they were rows) its log."""
+    return points(stored) if stored else parse_metrics(log)
 
 
 def fmt_eta(seconds: float | None) -> str:

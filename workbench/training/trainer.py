@@ -44,6 +44,7 @@ from workbench.training.data import (
 )
 from workbench.training.gguf import OUTTYPES, convert_to_gguf
 from workbench.training.memory import return_freed_buffers
+from workbench.jobs.context import JobContext, JobStopped, NullContext
 
 GGUF_CHOICES = (*OUTTYPES, "none")
 CHECKPOINTING = ("auto", "on", "off")
@@ -249,15 +250,13 @@ def _fmt_eta(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _progress_callback(ctx: Any) -> Any:
+def _progress_callback(ctx: JobContext | NullContext) -> Any:
     from transformers import TrainerCallback
-
-    from workbench.jobs import JobStopped
 
     class JobProgress(TrainerCallback):
         """Loss, tokens/s and ETA into the job row (and its listeners): at every micro-batch
         (at most once a second), so the first sign comes after one sequence, not after a whole
-        optimizer step; each optimizer step also logs a `metrics {json}` line. A cancel or a
+        optimizer step; each optimizer step also stores its metrics. A cancel or a
         signal is honoured at the next micro-batch: training stops there and saves a
         checkpoint, so a resume loses at most the step in progress."""
 
@@ -274,7 +273,7 @@ def _progress_callback(ctx: Any) -> Any:
             control.should_training_stop = True
 
         def _poll(self, control) -> None:
-            why = ctx.stop_requested() if ctx is not None else None
+            why = ctx.stop_requested()
             if why is not None and self.stopped is None:
                 self._stop(control, why)
 
@@ -284,7 +283,7 @@ def _progress_callback(ctx: Any) -> Any:
             elapsed = now - self.t0
             tokens = int(state.num_input_tokens_seen or 0) - self.tok0
             self.tokens_per_s = tokens / elapsed if elapsed > 0 else 0.0
-            if ctx is None or self.stopped is not None or (not force and now - self.told < 1.0):
+            if self.stopped is not None or (not force and now - self.told < 1.0):
                 return
             self.told = now
             accum = max(int(args.gradient_accumulation_steps), 1)
@@ -326,15 +325,12 @@ def _progress_callback(ctx: Any) -> Any:
             self.losses.append((state.global_step, float(logs["loss"])))
             self.micro = 0
             self._tell(args, state, control, force=True)
-            if ctx is None:
-                return
             elapsed = time.perf_counter() - self.t0
             steps = max(state.global_step - self.step0, 1)
             eta = (state.max_steps - state.global_step) * elapsed / steps
-            ctx.log("metrics " + json.dumps({
-                "step": state.global_step, "loss": float(logs["loss"]),
-                "lr": logs.get("learning_rate"), "tokens_per_s": round(self.tokens_per_s, 1),
-                "eta_s": round(eta, 1)}))
+            ctx.metrics({"step": state.global_step, "loss": float(logs["loss"]),
+                         "lr": logs.get("learning_rate"),
+                         "tokens_per_s": round(self.tokens_per_s, 1), "eta_s": round(eta, 1)})
 
     return JobProgress()
 
@@ -462,37 +458,32 @@ def oom_message(cfg: TrainConfig, opts: DataOptions, hw: Hardware, step: int) ->
             " --seqs-per-step, use a smaller --lora-r or base model, or free the device")
 
 
-def prepare(db: Database, base: BaseModel, opts: DataOptions, ctx: Any = None
-            ) -> tuple[Any, list[Example], dict]:
+def prepare(db: Database, base: BaseModel, opts: DataOptions,
+            ctx: JobContext | NullContext | None = None) -> tuple[Any, list[Example], dict]:
     """Tokenizer, training examples, and the plan (both modes) for a selection."""
     conversations = load_conversations(db, opts)
     if not conversations:
         build_examples([], opts)  # raises EmptySelectionError with the explanation
-    if ctx is not None:
-        ctx.progress(0, None, f"loading the tokenizer ({len(conversations)} conversations)")
+    ctx = ctx or NullContext()
+    ctx.progress(0, None, f"loading the tokenizer ({len(conversations)} conversations)")
     tokenizer = load_tokenizer(base)
 
     def progress(n: int, total: int) -> None:
-        if ctx is not None:
-            ctx.progress(0, None, f"tokenizing {n}/{total} conversations")
+        ctx.progress(0, None, f"tokenizing {n}/{total} conversations")
 
     encoded = encode_all(tokenizer, conversations, progress)
     examples = build_examples(encoded, opts)
     return tokenizer, examples, plan(encoded, opts)
 
 
-def train_job(cfg: TrainConfig, opts: DataOptions) -> Any:
-    """The job function for ``run_job(db, "train", train_job(cfg, opts), params)`` (CLI, app)."""
-    return lambda ctx: train(ctx.db, cfg, opts, ctx=ctx)
-
-
-def train(db: Database, cfg: TrainConfig, opts: DataOptions, ctx: Any = None) -> dict:
+def train(db: Database, cfg: TrainConfig, opts: DataOptions,
+          ctx: JobContext | NullContext | None = None) -> dict:
     """The whole run: data, LoRA training (resumable), merge, GGUF, registration."""
     import torch
 
     main = is_main_process()
-    jctx = ctx if main else None
-    say = (lambda line: jctx.log(line)) if jctx is not None else (lambda line: None)
+    jctx = ctx if main and ctx is not None else NullContext()   # only rank 0 reports
+    say = jctx.log
     out = Path(cfg.output)
     base = resolve_base_model(cfg.base_model)
     tokenizer, examples, data_plan = prepare(db, base, opts, jctx)
@@ -528,8 +519,7 @@ def train(db: Database, cfg: TrainConfig, opts: DataOptions, ctx: Any = None) ->
     hw = detect_hardware(cfg.precision)
     if cfg.return_freed_memory:
         return_freed_buffers()
-    if jctx is not None:
-        jctx.progress(0, None, f"loading {base.spec}")
+    jctx.progress(0, None, f"loading {base.spec}")
     say(f"hardware: {hw.describe()}")
     model = load_model(base, dtype=hw.dtype, attn_implementation=hw.attn)
     from transformers import set_seed
@@ -541,7 +531,7 @@ def train(db: Database, cfg: TrainConfig, opts: DataOptions, ctx: Any = None) ->
                             [progress_cb, *cfg.extra_callbacks])
     t0 = time.perf_counter()
     try:
-        with (jctx.graceful() if jctx is not None else contextlib.nullcontext()):
+        with jctx.graceful():
             result = trainer.train(resume_from_checkpoint=resume_from)
     except BaseException as e:  # noqa: BLE001 - OOM becomes a clear message; the rest goes on
         if _is_oom(e):
@@ -572,8 +562,7 @@ def train(db: Database, cfg: TrainConfig, opts: DataOptions, ctx: Any = None) ->
         return metrics
 
     say("merging the adapter")
-    if jctx is not None:
-        jctx.progress(trainer.state.global_step, trainer.state.max_steps, "merging")
+    jctx.progress(trainer.state.global_step, trainer.state.max_steps, "merging")
     adapter_dir = out / "adapter"
     trainer.model.save_pretrained(str(adapter_dir))
     merged = trainer.model.merge_and_unload()
@@ -587,16 +576,15 @@ def train(db: Database, cfg: TrainConfig, opts: DataOptions, ctx: Any = None) ->
     gguf_path = None
     if cfg.gguf != "none":
         say(f"converting to GGUF ({cfg.gguf})")
-        if jctx is not None:
-            jctx.progress(trainer.state.global_step, trainer.state.max_steps,
-                          f"converting to GGUF {cfg.gguf}")
+        jctx.progress(trainer.state.global_step, trainer.state.max_steps,
+                      f"converting to GGUF {cfg.gguf}")
         gguf_path = convert_to_gguf(merged_dir, out / f"model-{cfg.gguf}.gguf", cfg.gguf)
 
     name = cfg.name or out.resolve().name
     selection = {**opts.describe(), "plan": data_plan, "fingerprint": fingerprint}
     config = {**cfg.describe(), "base_model_resolved": base.source
               + (f"/{base.gguf_file}" if base.gguf_file else "")}
-    job_id = getattr(jctx, "job_id", None)
+    job_id = jctx.job_id
     from db.models import register_model
 
     ids = {"merged": register_model(db, name=name, kind="merged", path=str(merged_dir.resolve()),

@@ -2,29 +2,33 @@
 
 * **Pairs.** Each selected test conversation (current labels) gives one pair per assistant
   turn: the messages before it as the prompt, :func:`workbench.messages.turn_answer` of the
-  turn as the reference (34 TFT test conversations -> 359 pairs). The system prompt is the
-  task description; tools are the trace's own, else the store's current tool schemas.
+  turn (its text and calls) as the reference (34 TFT test conversations -> 359 pairs). The
+  system prompt is the conversation's own, else the task description
+  (:func:`workbench.conversation_view.system_prompt`); tools are the trace's own, else the
+  store's current tool schemas.
 * **Order.** Turns of a conversation are predicted in order, so a llama.cpp backend reuses the
   KV cache of the previous turn (its prompt is a token prefix of the next one).
-* **Scores.** :func:`workbench.metrics.score_pair`; with a judge endpoint also
-  ``llm_as_a_judge`` (1/0) from the task's rubric, each judge reply cached by content hash in
+* **Scores.** :func:`workbench.metrics.score_turn`: every kind of turn (text, one call,
+  several calls at once, text with calls); each mean is over the turns its metric applies to.
+  With a judge endpoint also ``llm_as_a_judge`` (1/0) from the task's rubric, the
+  conversation's policy and the reference, each judge reply cached by content hash in
   ``job_units`` so a rerun or a resumed job never pays twice.
 * **Failures are not scores.** A turn the model gave no reply for (closed port, 500, 429,
   timeout, an invalid reply) is stored with its error and left out of the means; a run whose
   turns mostly failed ends ``failed`` and is never a baseline or a model's score. A turn the
   judge failed on is counted as unjudged, not scored. Error text is redacted
   (:mod:`workbench.redaction`) before it is stored.
-* **Storage.** A run is a job (``run_job``) and an ``eval_runs`` row; each turn an
+* **Storage.** A run is an `eval` job and an ``eval_runs`` row; each turn an
   ``eval_results`` row, written per conversation (a killed run keeps what it finished).
-* **Report.** Means, a function-name confusion matrix, the worst turns and the change against
-  the previous finished run on the same selection.
+* **Report.** Means, the decision confusion matrix (text, or which tools), the worst turns,
+  the floor and the change against the previous finished run on the same selection.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,11 +41,12 @@ from db.queries import TraceFilter
 from workbench import safe_json
 from workbench.chat_backend import ChatBackend, Completion, create_completion
 from workbench.conversation_view import conversations, task_context
-from workbench.jobs import JobContext, run_job
+from workbench.jobs.context import JobContext
 from workbench.messages import per_turn_pairs, to_benchmark_question, turn_answer
-from workbench.metrics import METRICS, constant_floor, score_pair
+from workbench.metrics import (CALL_METRICS, MALFORMED, TURN_METRICS, constant_floor,
+                               decision_confusion, mean_scores, read_turn, score_turn,
+                               turn_score)
 from workbench.redaction import redact
-from workbench.toolcalls import parse_tool_calls
 
 JUDGE_UNIT = "judge"
 FAILED_SHARE = 0.5   # a run with more than this share of turns without a reply has failed
@@ -49,7 +54,6 @@ FAILED_SHARE = 0.5   # a run with more than this share of turns without a reply 
 
 class EvaluationFailed(Exception):
     """Most turns got no reply: the run says nothing about the model."""
-NO_CALL, MALFORMED, MULTIPLE, TEXT = "(no call)", "(malformed)", "(several)", "(text)"
 
 
 @dataclass
@@ -60,7 +64,7 @@ class Pair:
     reference: str
     ref_message: dict
     tools: list[dict] | None
-    system: str | None
+    system: str | None       # the conversation's system prompt (its own, else the task's)
 
 
 @dataclass
@@ -154,27 +158,18 @@ def expand_pairs(db: Database, ids: Sequence[int]) -> Iterator[list[Pair]]:
     for start in range(0, len(ids), 200):
         chunk = list(ids[start:start + 200])
         for conv in conversations(db, TraceFilter(trace_ids=chunk)):
-            yield [Pair(conv.trace_id, i, prompt, turn_answer(ref), ref, conv.tools, conv.system)
+            yield [Pair(conv.trace_id, i, prompt, turn_answer(ref), ref, conv.tools,
+                        conv.system_prompt)
                    for i, prompt, ref in per_turn_pairs(conv.messages)]
 
 
 def call_label(text: str | None, completion: Completion | None = None) -> str:
-    """The function name a reply calls, or what kind of non-call it is (confusion matrix)."""
-    calls = parse_tool_calls(text)
-    if len(calls) == 1:
-        return calls[0]["name"]
-    if calls:
-        return MULTIPLE
-    if completion is not None and completion.malformed:
+    """A reply's decision (`metrics.Turn.decision`: "text", or which tools it calls), or
+    "(malformed)" for a call that does not parse: the confusion matrix's labels."""
+    label = read_turn(text).decision
+    if completion is not None and completion.malformed and not completion.calls:
         return MALFORMED
-    return NO_CALL
-
-
-def reference_label(message: dict) -> str:
-    calls = message.get("tool_calls") or []
-    if len(calls) == 1:
-        return calls[0]["function"]["name"]
-    return MULTIPLE if calls else TEXT
+    return label
 
 
 # --------------------------------------------------------------------------------------- judge
@@ -182,6 +177,10 @@ def reference_label(message: dict) -> str:
 JUDGE_SYSTEM = (
     "You grade one turn of a tool-calling assistant. Follow the rubric exactly. Answer with a"
     " JSON object {\"verdict\": \"good\" or \"bad\", \"reason\": \"...\"} and nothing else.")
+DEFAULT_RUBRIC = (
+    "Score 'good' when the prediction makes the reference's decision (a text reply, or calls to"
+    " the same functions) and keeps to the policy: calls with arguments of the same meaning, a"
+    " text reply that says what the reference says in substance. Else 'bad'.")
 
 
 class Judge:
@@ -190,8 +189,7 @@ class Judge:
     def __init__(self, ctx: JobContext, endpoint: Any, rubric: str | None,
                  client: Any = None) -> None:
         self.ctx, self.endpoint = ctx, endpoint
-        self.rubric = rubric or ("Score 'good' when the prediction calls the same function as"
-                                 " the reference with arguments of the same meaning, else 'bad'.")
+        self.rubric = rubric or DEFAULT_RUBRIC
         self._client = client
         self._llm: Any = None   # llama.cpp, for a local judge
         self.calls = 0  # endpoint calls made (cache misses)
@@ -216,17 +214,25 @@ class Judge:
                                  max_tokens=self.endpoint.max_tokens, messages=messages)
         return resp.choices[0].message.content or ""
 
-    def prompt(self, conversation: list[dict], reference: str, prediction: str) -> str:
-        return (f"# Rubric\n{self.rubric}\n\n# Conversation so far\n"
+    def prompt(self, conversation: list[dict], reference: str, prediction: str,
+               policy: str | None = None) -> str:
+        """The rubric, the policy (the conversation's system prompt, given once), the
+        conversation before the turn, the reference and the prediction."""
+        if conversation and conversation[0]["role"] == "system":
+            policy, conversation = conversation[0]["content"], conversation[1:]
+        head = f"# Rubric\n{self.rubric}\n\n"
+        if policy:
+            head += f"# Policy (the assistant's system prompt)\n{policy}\n\n"
+        return (f"{head}# Conversation so far\n"
                 f"{json.dumps(to_benchmark_question(conversation), ensure_ascii=False)}\n\n"
                 f"# Reference\n{reference}\n\n# Prediction\n{prediction}\n")
 
-    def score(self, conversation: list[dict], reference: str, prediction: str) -> tuple[float, str]:
-        prompt = self.prompt(conversation, reference, prediction)
+    def score(self, conversation: list[dict], reference: str, prediction: str,
+              policy: str | None = None) -> tuple[float, str]:
+        prompt = self.prompt(conversation, reference, prediction, policy)
         inputs = {"base_url": self.endpoint.base_url, "model": self.endpoint.model,
                   "max_tokens": self.endpoint.max_tokens, "system": JUDGE_SYSTEM,
                   "prompt": prompt}
-
         if getattr(self.endpoint, "gguf", None):   # `local` / `local:MODEL`: the file counts
             inputs["gguf"] = self.endpoint.gguf
 
@@ -279,32 +285,21 @@ def run_pairs(backend: ChatBackend, pairs: Sequence[Pair], *, max_tokens: int,
             done = Completion(text="", finish_reason="error", error=error_text(e))
         if done.error:
             done.error = redact(done.error)
-        scores = score_pair(p.reference, done.text)
-        details = {**done.details(), "reference_function": reference_label(p.ref_message),
-                   "predicted_function": call_label(done.text, done)}
+        scores = score_turn(p.reference, done.text)
+        details = {**done.details(), "reference_function": scores["reference_decision"],
+                   "predicted_function": call_label(done.text, done),
+                   "decision": scores["decision"], "text_rouge_l": scores["text_rouge_l"],
+                   "call_turn": scores["staged_tool_call"] is not None}
         row = {"trace_id": p.trace_id, "message_idx": p.message_idx, "reference": p.reference,
-               "prediction": done.text, **scores, "details": details}
+               "prediction": done.text, "rouge_l": scores["rouge_l"], "details": details,
+               **{k: scores[k] or 0.0 for k in CALL_METRICS}}   # columns hold 0 off call turns
         if judge is not None and not done.error:
             try:
                 row["judge"], details["judge_reply"] = judge.score(p.prompt, p.reference,
-                                                                   done.text)
+                                                                   done.text, p.system)
             except Exception as e:  # noqa: BLE001 - an unjudged turn is counted, not scored
                 row["judge"], details["judge_error"] = None, error_text(e)
         yield row
-
-
-def evaluate(db: Database, backend: ChatBackend, sel: Selection | None = None, *,
-             max_tokens: int = 256, judge_endpoint: Any = None, judge_client: Any = None,
-             listeners: list[Callable[[str, Any], None]] | None = None,
-             resume: bool = False, model_id: int | None = None) -> dict:
-    """Run an evaluation with a backend object as a job; returns the final job row (result:
-    run id and metrics). The stored `eval` job kind runs the same body."""
-    sel = sel or Selection()
-    params = {"model": backend.name, "selection": sel.key(), "max_tokens": max_tokens,
-              "judge": getattr(judge_endpoint, "name", None)}
-    body = evaluation_body(backend, sel, max_tokens=max_tokens, judge_endpoint=judge_endpoint,
-                           judge_client=judge_client, resume=resume, model_id=model_id)
-    return run_job(db, "eval", body, params=params, listeners=listeners)
 
 
 def evaluation_body(backend: ChatBackend, sel: Selection, *, max_tokens: int = 256,
@@ -395,14 +390,26 @@ def error_summary(rows: Sequence[dict], key: str = "error", k: int = 3) -> str:
     return "; ".join(f"{text} ({n} turns)" for text, n in counts.most_common(k))
 
 
+def row_scores(row: dict) -> dict:
+    """A stored turn's scores (`metrics.score_turn`'s keys), None where a metric does not
+    apply. Rows stored before turns had kinds were all scored as call turns."""
+    d = row.get("details") or {}
+    if "decision" not in d:
+        return {**{k: row[k] for k in (*CALL_METRICS, "rouge_l")}, "decision": None,
+                "text_rouge_l": None}
+    call = d.get("call_turn", True)
+    return {**{k: row[k] if call else None for k in CALL_METRICS}, "rouge_l": row["rouge_l"],
+            "decision": d["decision"], "text_rouge_l": d.get("text_rouge_l")}
+
+
 def run_metrics(rows: Sequence[dict]) -> dict:
-    """Means over the turns that got a reply (`n`); turns without one are `errors`, turns the
-    judge failed on `unjudged`: neither is scored."""
+    """Means over the turns that got a reply (`n`), each metric over the turns it applies to
+    (`call_turns`, `text_turns`); turns without a reply are `errors`, turns the judge failed on
+    `unjudged`: neither is scored."""
     answered = [r for r in rows if not _is_error(r)]
     n = len(answered)
-    out: dict[str, Any] = {"n": n, "turns": len(rows), "errors": len(rows) - n}
-    for key in METRICS:
-        out[key] = sum(r[key] for r in answered) / n if n else 0.0
+    out: dict[str, Any] = {"n": n, "turns": len(rows), "errors": len(rows) - n,
+                           **mean_scores([row_scores(r) for r in answered])}
     judged = [r["judge"] for r in answered if r.get("judge") is not None]
     if judged:
         out["llm_as_a_judge"] = sum(judged) / len(judged)
@@ -418,29 +425,34 @@ def run_metrics(rows: Sequence[dict]) -> dict:
 # ------------------------------------------------------------------------------------- report
 
 def confusion(rows: Sequence[dict]) -> dict[str, dict[str, int]]:
-    """reference function -> predicted function (or a non-call label) -> count."""
-    matrix: dict[str, Counter] = defaultdict(Counter)
-    for r in rows:
-        d = r.get("details") or {}
-        ref = d.get("reference_function") or _label_from_answer(r["reference"])
-        pred = d.get("predicted_function") or call_label(r["prediction"])
-        matrix[ref][pred] += 1
-    return {ref: dict(sorted(c.items())) for ref, c in sorted(matrix.items())}
+    """reference decision -> predicted decision -> count (a decision: "text", or which tools
+    a turn calls; "(malformed)" for a call that does not parse)."""
+    return decision_confusion(
+        ((r.get("details") or {}).get("reference_function") or reference_decision(r),
+         (r.get("details") or {}).get("predicted_function") or call_label(r["prediction"]))
+        for r in rows)
 
 
-def _label_from_answer(answer: str) -> str:
-    calls = parse_tool_calls(answer)
-    return calls[0]["name"] if len(calls) == 1 else (MULTIPLE if calls else TEXT)
+def reference_decision(row: dict) -> str:
+    """A stored turn's reference decision (rows stored before turns had kinds lack it)."""
+    return (row.get("details") or {}).get("reference_function") or read_turn(
+        row["reference"]).decision
 
 
 def worst_turns(rows: Sequence[dict], k: int = 10) -> list[dict]:
-    def badness(r: dict) -> tuple:
-        return (r["staged_tool_call"], 1.0 if r.get("judge") is None else r["judge"],
-                r["rouge_l"], r["trace_id"], r["message_idx"])
+    """The k turns scored worst: a wrong decision first, then the turn's score (staged on a
+    call turn, the text's ROUGE-L on a text turn), the judge, ROUGE-L."""
+    def badness(pair: tuple[dict, dict]) -> tuple:
+        r, s = pair
+        return (1.0 if s["decision"] is None else s["decision"], turn_score(s),
+                1.0 if r.get("judge") is None else r["judge"], r["rouge_l"], r["trace_id"],
+                r["message_idx"])
 
-    return [{k2: r[k2] for k2 in ("trace_id", "message_idx", "reference", "prediction",
-                                  "staged_tool_call", "rouge_l", "judge")}
-            for r in sorted(rows, key=badness)[:k]]
+    scored = sorted(((r, row_scores(r)) for r in rows), key=badness)[:k]
+    return [{**{k2: r[k2] for k2 in ("trace_id", "message_idx", "reference", "prediction",
+                                     "rouge_l", "judge")},
+             **{k2: s[k2] for k2 in ("decision", "staged_tool_call", "text_rouge_l")}}
+            for r, s in scored]
 
 
 def report(db: Database, run_id: int, worst: int = 10) -> dict:
@@ -454,7 +466,7 @@ def report(db: Database, run_id: int, worst: int = 10) -> dict:
     prev = store.previous_run(db, run_id)
     delta = None
     if prev is not None and run.get("status") != "failed":
-        keys = [*METRICS, "llm_as_a_judge"]
+        keys = [*TURN_METRICS, "llm_as_a_judge"]
         delta = {"run_id": prev["id"], "model_ref": prev["model_ref"],
                  "metrics": {k: metrics[k] - prev["metrics"][k] for k in keys
                              if k in metrics and k in (prev["metrics"] or {})}}

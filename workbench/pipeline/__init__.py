@@ -27,31 +27,21 @@ import json
 import os
 import re
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from sqlite_utils import Database
 
 from db import jobs as jobstore
 from db import pipeline as pstore
 from db.queries import SPLITS, TraceFilter
-from workbench.jobs import Cancelled, Interrupted, JobContext, content_key
+from workbench.jobs.fields import Field, check_values, fields_of
+from workbench.traces.job import ImportParams
+from workbench.jobs.context import (Cancelled, Interrupted, JobContext, JobEvent, Listener,
+                                    LogLine, Progress, content_key)
 
 STAGES = ("import", "check", "normalize", "relevance", "relabel", "synth", "train", "eval")
-IMPORT_FIELDS: dict[str, tuple[Any, str]] = {
-    "paths": (list[str], "trace files, task files or folders (relative to this file)"),
-    "split": (Union[str, None], "train | test | unassigned (default: test for files named"
-              " test*, else unassigned)"),
-    "task": (Union[str, None], "job_description.json or task.txt"),
-    "max_message_bytes": (int, "reject larger messages"),
-}
-# the selection options of the commands (and the TraceFilter names they stand for)
-SELECTION_ALIASES = {"search": "text", "trace_id": "trace_ids"}
-SELECTION_KEYS = ("split", "origin", "status", "tool", "check", "flagged", "excluded", "search",
-                  "limit", "trace_id", "text", "trace_ids", "source", "has_revisions")
 TRAINED = "(the model of the [train] stage)"   # eval's model when the file names none
 RAW_DROP = ("check", "flagged", "excluded", "status", "has_revisions")   # no flags, no labels
 RAW_DEFINITION = (
@@ -106,32 +96,6 @@ def _line_of(text: str, table: str, key: str | None) -> int | None:
     return None
 
 
-def _type_name(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args if a is not type(None))
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        hint, "a list of strings" if origin is list else str(hint))
-
-
-def _type_ok(value: Any, hint: Any) -> bool:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return any(_type_ok(value, a) for a in args)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is list:   # a comma list, as on the command line, or a TOML array
-        return isinstance(value, str) or (isinstance(value, list) and all(
-            _type_ok(v, args[0] if args else str) for v in value))
-    return True
-
-
 class _Where:
     """Builds errors that point into the file."""
 
@@ -144,14 +108,17 @@ class _Where:
         return PipelineError(f"{loc}: [{table}]{' ' + key if key else ''}: {message}")
 
 
-def _check_types(where: _Where, table: str, values: dict, hints: dict[str, Any]) -> None:
-    unknown = [k for k in values if k not in hints]
-    if unknown:
-        raise where.error(table, unknown[0], f"unknown parameter (known: {', '.join(hints)})")
-    for key, value in values.items():
-        if isinstance(value, dict) or not _type_ok(value, hints[key]):
-            raise where.error(table, key, f"must be {_type_name(hints[key])}, not"
-                              f" {json.dumps(value, default=str)[:60]}")
+def _check_types(where: _Where, table: str, values: dict, fields: list[Field]) -> dict:
+    """The table's values, typed by the stage's fields (`workbench.jobs.fields`), by field
+    name; an unknown key or a value of the wrong type is an error naming file, table and key."""
+    try:
+        return check_values(fields, values)
+    except KeyError as e:
+        known = ", ".join(k for f in fields for k in f.keys[:1])
+        raise where.error(table, e.args[0], f"unknown parameter (known: {known})") from None
+    except ValueError as e:
+        key, message = e.args
+        raise where.error(table, key, message) from None
 
 
 def _selection(where: _Where, stage: str, data: Any) -> TraceFilter:
@@ -160,21 +127,24 @@ def _selection(where: _Where, stage: str, data: Any) -> TraceFilter:
         return TraceFilter()
     if not isinstance(data, dict):
         raise where.error(stage, "selection", "must be a table ([STAGE.selection])")
-    out = {}
-    for key, value in data.items():
-        if key not in SELECTION_KEYS:
-            raise where.error(table, key, "unknown selection option (known: "
-                              f"{', '.join(SELECTION_KEYS[:10])})")
-        out[SELECTION_ALIASES.get(key, key)] = [value] if key == "trace_id" and isinstance(
-            value, int) else value
+    fields = fields_of(TraceFilter)
     try:
-        return TraceFilter.from_dict(out)
+        values = check_values(fields, data)
+    except KeyError as e:
+        known = ", ".join(f.keys[0] for f in fields)
+        raise where.error(table, e.args[0], f"unknown selection option (known: {known})"
+                          ) from None
+    except ValueError as e:
+        key, message = e.args
+        raise where.error(table, key, message) from None
+    try:
+        return TraceFilter.from_dict(values)
     except (TypeError, ValueError) as e:
         raise where.error(table, None, str(e)) from None
 
 
 def _import_stage(where: _Where, table: dict) -> StageConfig:
-    _check_types(where, "import", table, {k: h for k, (h, _) in IMPORT_FIELDS.items()})
+    table = _check_types(where, "import", table, fields_of(ImportParams))
     paths = table.get("paths")
     if not paths:
         raise where.error("import", "paths", "give the files or folders to import")
@@ -201,7 +171,7 @@ def load_pipeline(file: str | Path, *, from_stage: str | None = None,
                   baseline: str | None = None) -> PipelineConfig:
     """Read and validate a pipeline file; every error names the file, the line where it can,
     the table and the key."""
-    from workbench.job_specs import REGISTRY
+    from workbench.jobs.registry import REGISTRY
 
     path = Path(file)
     try:
@@ -235,8 +205,7 @@ def load_pipeline(file: str | Path, *, from_stage: str | None = None,
         if spec is None:
             stages[name] = StageConfig(name, None, selection, available=False)
             continue
-        hints = typing.get_type_hints(spec.Params)
-        _check_types(where, name, table, hints)
+        table = _check_types(where, name, table, fields_of(spec.Params))
         from_train = (name == "eval" and table.get("model") is None
                       and table.get("endpoint") is None)
         if from_train:
@@ -310,7 +279,7 @@ def init_text(db: Database, target: Path) -> str:
     its help, the stages that need no endpoint switched on."""
     from db.models import list_models
     from db.tasks import current_task, current_tools
-    from workbench.job_specs import REGISTRY
+    from workbench.jobs.registry import REGISTRY
 
     task = current_task(db) or {}
     tools = [t["function"]["name"] for t in current_tools(db) or [] if "function" in t]
@@ -335,10 +304,11 @@ def init_text(db: Database, target: Path) -> str:
     out.append("")
     paths = _import_paths(db, target.resolve().parent)
     out.append("[import]" if paths else "# [import]")
-    out.append("# " + IMPORT_FIELDS["paths"][1])
+    import_help = {f.name: f.help for f in fields_of(ImportParams)}
+    out.append("# " + import_help["paths"] + " (relative to this file)")
     out.append(f"paths = {_toml_value(paths)}" if paths else '# paths = ["traces.jsonl"]')
     for key in ("split", "task"):
-        out.append(f"# {key} = ...    # {IMPORT_FIELDS[key][1]}")
+        out.append(f"# {key} = ...    # {import_help[key]}")
     for name in STAGES[1:]:
         spec = REGISTRY.get(name)
         out.append("")
@@ -351,17 +321,17 @@ def init_text(db: Database, target: Path) -> str:
             out.append("# without model or endpoint: the model the [train] stage produced"
                        + (f"; registered models: {', '.join(models[-5:])}" if models else ""))
         quick = QUICK.get(name, {})
-        for p in spec.describe_params():
-            if p["name"] in ("output", "resume", "name") and name == "train":
+        for f in spec.fields():
+            if f.name in ("output", "resume", "name") and name == "train":
                 continue   # the pipeline's jobs choose their folders and resume themselves
-            if p["name"] == "resume":
+            if f.name == "resume":
                 continue
-            help_text = p["help"] + (f" ({' | '.join(p['choices'])})" if p["choices"] else "")
-            out.append(f"# {help_text}")
-            if on and p["name"] in quick:
-                out.append(f"{p['name']} = {_toml_value(quick[p['name']])}")
+            choices = " | ".join(map(str, f.choices or ()))
+            out.append(f"# {f.help}" + (f" ({choices})" if choices else ""))
+            if on and f.name in quick:
+                out.append(f"{f.name} = {_toml_value(quick[f.name])}")
             else:
-                out.append(f"# {p['name']} = {_toml_value(p['default'])}")
+                out.append(f"# {f.name} = {_toml_value(f.default)}")
         if name == "eval":
             out.append("# [eval.selection]    # default: the test split")
             out.append("# limit = 2           # the first 2 test conversations: a quicker"
@@ -397,22 +367,6 @@ def _file_hashes(paths: list[str], task: str | None) -> list[list[str]]:
     return out
 
 
-def _import_body(params: dict):
-    def body(ctx: JobContext) -> dict:
-        from workbench.importing import import_files, report_dict
-        from workbench.messages import MAX_MESSAGE_BYTES
-
-        ctx.progress(0, None, "importing")
-        reports = import_files(ctx.db, params["paths"], split=params["split"],
-                               task=params["task"], notify=ctx.log,
-                               max_message_bytes=params["max_message_bytes"] or MAX_MESSAGE_BYTES)
-        for r in reports:
-            ctx.log(f"{r.source}: {r.added} added, {r.duplicates} already stored")
-        return {"files": [report_dict(r) for r in reports],
-                "added": sum(r.added for r in reports)}
-    return body
-
-
 class _Run:
     def __init__(self, ctx: JobContext, cfg: PipelineConfig) -> None:
         self.ctx, self.db, self.cfg = ctx, ctx.db, cfg
@@ -436,37 +390,26 @@ class _Run:
         if self.data_key is not None:
             pstore.set_run(self.db, self.ctx.job_id, state=pstore.data_state(self.db))
 
-    def _forward(self, stage: str, child: int):
+    def _forward(self, stage: str, child: int) -> list[Listener]:
         """A child's progress and log, shown as the pipeline's; a cancel of the pipeline
         cancels the child."""
-        def listener(event: str, value: Any) -> None:
-            if event == "progress":
-                done, total, message = value
-                text = f"{stage}: {message}" if message else stage
-                for fn in self.ctx.listeners:
-                    fn("progress", (done, total, text))
+        def listener(event: JobEvent) -> None:
+            if isinstance(event, Progress):
+                text = f"{stage}: {event.message}" if event.message else stage
+                self.ctx.emit(Progress(event.done, event.total, text))
                 if jobstore.cancel_requested(self.db, self.ctx.job_id):
                     jobstore.request_cancel(self.db, child)
-            elif event == "log":
-                for fn in self.ctx.listeners:
-                    fn("log", f"{stage}: {value}")
+            elif isinstance(event, LogLine):
+                self.ctx.emit(LogLine(f"{stage}: {event.text}"))
+            else:
+                self.ctx.emit(event)
         return [listener]
-
-    def _execute(self, stage: str, job_id: int, resume: bool) -> dict:
-        from workbench.jobs import execute, run_job
-
-        row = jobstore.get_job(self.db, job_id)
-        listeners = self._forward(stage, job_id)
-        if row["kind"] == "import":
-            return run_job(self.db, "import", _import_body(row["params"]), listeners=listeners,
-                           job_id=job_id)
-        return execute(self.db, job_id, listeners=listeners, resume=resume)
 
     def stage(self, stage: str, kind: str, params: Any, selection: TraceFilter | None,
               fingerprint: str, forced: bool) -> dict:
         """Skip, resume or run one stage; returns its (succeeded) job row."""
-        from workbench.job_specs import REGISTRY
-        from workbench.jobs import resume, submit
+        from workbench.jobs.registry import REGISTRY
+        from workbench.jobs.runner import execute, resume, submit
 
         spec = REGISTRY.get(kind)
         prior_id = None if forced else pstore.last_stage_job(self.db, stage, fingerprint)
@@ -488,16 +431,13 @@ class _Run:
         elif prior is not None and prior["status"] == "queued":
             job_id, action = prior_id, "ran"
         else:
-            if kind == "import":
-                job_id = jobstore.create_job(self.db, "import", params, None,
-                                             parent_id=run_id)
-            else:
-                job_id = submit(self.db, kind, selection, params, parent_id=run_id)
+            job_id = submit(self.db, kind, selection, params, parent_id=run_id)
             action = "forced" if forced else "ran"
         pstore.add_stage(self.db, run_id, stage, fingerprint, job_id, action)
         self.ctx.log(f"{stage}: job {job_id} ({action})")
         try:
-            row = self._execute(stage, job_id, resume=action == "resumed")
+            row = execute(self.db, job_id, listeners=self._forward(stage, job_id),
+                          resume=action == "resumed")
         finally:
             self._save_state()
         self.rows[stage] = row
@@ -657,8 +597,8 @@ def run_direct_train(ctx: JobContext, selection: TraceFilter, params: Any) -> di
 
 # ---------------------------------------------------------------------------- the report
 
-METRIC_KEYS = ("staged_tool_call", "tool_call_equivalence", "function_match", "rouge_l",
-               "llm_as_a_judge")
+METRIC_KEYS = ("decision", "staged_tool_call", "tool_call_equivalence", "function_match",
+               "rouge_l", "text_rouge_l", "llm_as_a_judge")   # as `workbench eval` reports
 
 
 def _eval_summary(db: Database, row: dict | None) -> dict | None:
@@ -671,9 +611,12 @@ def _eval_summary(db: Database, row: dict | None) -> dict | None:
     floor = rep.get("floor")
     return {"job_id": row["id"], "run_id": rep["run_id"], "model": rep["model_ref"],
             "turns": m.get("n"), "errors": m.get("errors", 0),
+            "call_turns": m.get("call_turns"), "text_turns": m.get("text_turns"),
+            "confusion": rep["confusion"],
             "metrics": {k: m[k] for k in METRIC_KEYS if k in m},
-            "floor": floor and {"function": floor["function"], "arguments": floor["arguments"],
-                                **{k: floor[k] for k in METRIC_KEYS if k in floor}}}
+            "floor": floor and {k: floor.get(k) for k in ("function", "arguments",
+                                                          "decision_label", "text")}
+            | {k: floor[k] for k in METRIC_KEYS if k in floor}}
 
 
 def _delta(a: dict, b: dict) -> dict:
@@ -777,7 +720,11 @@ def report_markdown(rep: dict) -> str:
         prev = e.get("previous")
         out += ["", "## Evaluation", "", f"Run {e['run_id']} of `{_md(e['model'])}`:"
                 f" {_num(e['turns'])} turns scored" + (f", {e['errors']} without a reply"
-                                                       if e["errors"] else "") + "."]
+                                                       if e["errors"] else "")
+                + (f" ({_num(e.get('call_turns'))} call turns, {_num(e.get('text_turns'))}"
+                   " with text)" if e.get("call_turns") is not None else "") + "."
+                + " `decision` is every turn's choice (text, or which tools); the call"
+                " metrics are over call turns, `text_rouge_l` over turns with text."]
         if prev:
             out.append(f"Change against the previous pipeline run ({prev['pipeline_job']},"
                        f" evaluation run {prev['run_id']}).")
@@ -795,13 +742,27 @@ def report_markdown(rep: dict) -> str:
                 cells += [_num(be["metrics"].get(k)), _num((b["delta"] or {}).get(k),
                                                            "{:+.4f}")]
             out.append("| " + " | ".join(cells) + " |")
-        if e.get("floor"):
-            f = e["floor"]
-            out += ["", f"The same call on every turn (`{_md(f['function'])}` with the"
+        f = e.get("floor") or {}
+        if f.get("decision_label") is not None:
+            out += ["", f"The commonest decision on every turn (`{_md(f['decision_label'])}`)"
+                    f" would score decision {_num(f.get('decision'))}."]
+        if f.get("function") is not None:
+            out += ["", f"The same call on every call turn (`{_md(f['function'])}` with the"
                     " commonest arguments) would score staged"
                     f" {_num(f['staged_tool_call'])}, function match"
                     f" {_num(f['function_match'])}: a model below that has not learned when"
                     " to call which tool."]
+        if f.get("text_rouge_l") is not None:
+            out += ["", "The commonest reference text on every text turn would score"
+                    f" text_rouge_l {_num(f['text_rouge_l'])}."]
+        if e.get("confusion"):
+            out += ["", "Decisions (rows: the reference turn's, columns: the model's):", ""]
+            cols = sorted({p for row in e["confusion"].values() for p in row})
+            out += ["| reference | " + " | ".join(_md(c) for c in cols) + " |",
+                    "|---|" + "---|" * len(cols)]
+            for ref, row in e["confusion"].items():
+                out.append(f"| {_md(ref)} | " + " | ".join(str(row.get(c, "")) for c in cols)
+                           + " |")
     b = rep.get("baseline")
     if b:
         bt = b["training"]

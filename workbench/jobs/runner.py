@@ -1,9 +1,8 @@
-"""The job runtime: one runner for every job, in the foreground or in a detached worker.
+"""The job runtime: the one way a job row is made, run, resumed, re-run and detached.
 
-A job is a row (``db.jobs``) naming a kind, a selection and the kind's parameters. Its body
-takes a :class:`JobContext`, reports progress through it (stored, so any process sees it), and
-does costly work in idempotent units (``ctx.unit``), so a killed job resumes without repeating
-a model call. :func:`run_job` runs a body under a row and ends the row on every path:
+A job is a row (``db.jobs``) naming a kind, a selection and the kind's parameters; the kind's
+spec (:mod:`workbench.jobs.registry`) says how to run it. :func:`run_job` runs a body under a
+row and ends the row on every path:
 
 * the body returns: ``succeeded`` with its result;
 * it raises: ``failed`` with the message (the traceback goes to the log);
@@ -13,15 +12,13 @@ a model call. :func:`run_job` runs a body under a row and ends the row on every 
 * SIGTERM / SIGHUP: ``interrupted`` (resumable); kill -9: the next process that opens the store
   sees the dead pid or the stale heartbeat and marks the row ``interrupted``.
 
-:func:`execute` runs a stored row through its kind's spec (``workbench.job_specs``);
+:func:`submit` stores a job from its spec, :func:`execute` runs a stored row in this process,
 :func:`start_worker` runs one in a detached ``workbench job run ID`` process (its own session and
 log file), which is how the app starts jobs that must outlive it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -30,112 +27,23 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlite_utils import Database
 
 from db import jobs as store
+from workbench.jobs.context import (STOPPED, Cancelled, Interrupted, JobContext, JobStatus,
+                                    JobStopped, Listener)
+from workbench.jobs.registry import get_spec
 from workbench.redaction import redact
 
-T = TypeVar("T")
-Listener = Callable[[str, Any], None]
 
-
-class JobStopped(BaseException):
-    """A job told to stop. BaseException: no `except Exception` in a job body swallows it."""
-
-    status = "interrupted"
-
-
-class Cancelled(JobStopped):
-    status = "cancelled"
-
-
-class Interrupted(JobStopped):
-    status = "interrupted"
-
-
-def content_key(value: Any) -> str:
-    """A stable hash of JSON-able inputs (the identity of an idempotent unit)."""
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"),
-                      default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-@dataclass
-class JobContext:
-    db: Database
-    job_id: int
-    listeners: list[Listener] = field(default_factory=list)
-    resume: bool = False                 # run again after a stop: keep what was done
-    units_computed: int = 0
-    units_reused: int = 0
-    _stop: JobStopped | None = None      # a signal that arrived while the job was graceful
-    _graceful: int = 0
-
-    def progress(self, done: int, total: int | None = None, message: str | None = None) -> None:
-        """Record progress, tell the listeners, and raise `Cancelled` if asked to stop."""
-        message = None if message is None else redact(message)
-        store.progress(self.db, self.job_id, done, total, message)
-        for fn in self.listeners:
-            fn("progress", (done, total, message))
-        self.check_cancel()
-
-    def log(self, line: str) -> None:
-        line = redact(line)
-        store.log(self.db, self.job_id, line)
-        for fn in self.listeners:
-            fn("log", line)
-
-    def stop_requested(self) -> JobStopped | None:
-        """Why the job should stop (a signal or a cancel request), without raising: for code
-        that must first leave its work in a resumable state (training saves a checkpoint)."""
-        if self._stop is None and store.cancel_requested(self.db, self.job_id):
-            self._stop = Cancelled("cancel requested")
-        return self._stop
-
-    def check_cancel(self) -> None:
-        stop = self.stop_requested()
-        if stop is not None:
-            raise stop
-
-    @contextmanager
-    def graceful(self) -> Iterator[None]:
-        """Inside, a first SIGINT/SIGTERM/SIGHUP only asks to stop (see `stop_requested`);
-        a second one stops at once."""
-        self._graceful += 1
-        try:
-            yield
-        finally:
-            self._graceful -= 1
-
-    def unit(self, kind: str, inputs: Any, compute: Callable[[], T]) -> T:
-        """The result of `compute()` for these inputs, computed once across jobs and runs.
-
-        `inputs` must hold everything the result depends on (endpoint, model, parameters,
-        prompt): its content hash is the key in `job_units`."""
-        cached = self.cached_unit(kind, inputs)
-        if cached is not None:
-            return cached
-        value = compute()
-        self.save_unit(kind, inputs, value)
-        return value
-
-    def cached_unit(self, kind: str, inputs: Any) -> Any | None:
-        """A unit's stored result, or None (for work that computes it asynchronously, then
-        calls `save_unit`)."""
-        cached = store.unit_result(self.db, kind, content_key(inputs))
-        if cached is not None:
-            self.units_reused += 1
-        return cached
-
-    def save_unit(self, kind: str, inputs: Any, value: Any) -> None:
-        if value is None:
-            raise ValueError(f"a {kind} unit must produce a value")
-        store.save_unit(self.db, kind, content_key(inputs), value, self.job_id)
-        self.units_computed += 1
+def _row(db: Database, job_id: int) -> dict:
+    row = store.get_job(db, job_id)
+    if row is None:
+        raise ValueError(f"no job {job_id}")
+    return row
 
 
 def db_file(db: Database) -> str | None:
@@ -167,6 +75,7 @@ class _Heartbeat:
     def _run(self) -> None:
         from db import open_db
 
+        assert self.path is not None   # started only for a store with a file
         db = open_db(self.path, migrate=False)
         try:
             while not self.stopped.wait(store.HEARTBEAT_S):
@@ -203,14 +112,11 @@ def _signals(ctx: JobContext) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def run_job(db: Database, kind: str, fn: Callable[[JobContext], Any], params: Any = None,
-            listeners: list[Listener] | None = None, job_id: int | None = None,
-            selection: Any = None, resume: bool = False) -> dict:
-    """Run `fn` under a job row (created unless `job_id` is given) and return the final row.
+def run_job(db: Database, job_id: int, fn: Callable[[JobContext], Any],
+            listeners: list[Listener] | None = None, resume: bool = False) -> dict:
+    """Run `fn` under the stored job row `job_id` and return the final row.
 
     Failures are recorded, not raised: the caller reads `status` and `error`."""
-    if job_id is None:
-        job_id = store.create_job(db, kind, params, selection)
     ctx = JobContext(db, job_id, list(listeners or []), resume=resume)
     # the signal handlers come first: a Ctrl-C just after the row says running must end it
     with _signals(ctx):
@@ -223,12 +129,12 @@ def run_job(db: Database, kind: str, fn: Callable[[JobContext], Any], params: An
             store.finish_job(db, job_id, e.status, error=redact(e) or None)
         except Exception as e:  # noqa: BLE001 - a job's failure is data, shown to the analyst
             store.log(db, job_id, redact(traceback.format_exc()))
-            store.finish_job(db, job_id, "failed", error=redact(f"{type(e).__name__}: {e}"))
+            store.finish_job(db, job_id, JobStatus.FAILED, error=redact(f"{type(e).__name__}: {e}"))
         else:
             if ctx.units_computed or ctx.units_reused:
                 ctx.log(f"units: {ctx.units_computed} computed, {ctx.units_reused} reused")
-            store.finish_job(db, job_id, "succeeded", result=result)
-    return store.get_job(db, job_id)
+            store.finish_job(db, job_id, JobStatus.SUCCEEDED, result=result)
+    return _row(db, job_id)
 
 
 # -------------------------------------------------------------------- stored jobs, by their spec
@@ -236,8 +142,6 @@ def run_job(db: Database, kind: str, fn: Callable[[JobContext], Any], params: An
 def submit(db: Database, kind: str, selection: Any = None, params: Any = None, *,
            parent_id: int | None = None) -> int:
     """Validate a job's parameters and store it, queued. Returns its id."""
-    from workbench.job_specs import get_spec
-
     spec = get_spec(kind)
     p = spec.make_params(params)
     sel = spec.make_selection(selection)
@@ -247,16 +151,19 @@ def submit(db: Database, kind: str, selection: Any = None, params: Any = None, *
 def execute(db: Database, job_id: int, listeners: list[Listener] | None = None,
             resume: bool = False) -> dict:
     """Run a stored job through its kind's spec, in this process."""
-    from workbench.job_specs import get_spec
-
-    row = store.get_job(db, job_id)
-    if row is None:
-        raise ValueError(f"no job {job_id}")
+    row = _row(db, job_id)
     spec = get_spec(row["kind"])
     params = spec.make_params(row["params"])
     selection = spec.make_selection(row["selection"])
-    return run_job(db, row["kind"], lambda ctx: spec.run(ctx, selection, params),
-                   listeners=listeners, job_id=job_id, resume=resume)
+    return run_job(db, job_id, lambda ctx: spec.run(ctx, selection, params),
+                   listeners=listeners, resume=resume)
+
+
+def run(db: Database, kind: str, selection: Any = None, params: Any = None, *,
+        listeners: list[Listener] | None = None, parent_id: int | None = None) -> dict:
+    """Submit a job and run it in this process (the CLI's foreground run, tests, benches)."""
+    return execute(db, submit(db, kind, selection, params, parent_id=parent_id),
+                   listeners=listeners)
 
 
 def log_path_for(db_path: str | Path, job_id: int) -> Path:
@@ -283,24 +190,18 @@ def start_worker(db_path: str | Path, job_id: int, *, resume: bool = False,
 
 def resume(db: Database, job_id: int) -> dict:
     """Check that a stopped job can resume and make it runnable again; returns its row."""
-    from workbench.job_specs import get_spec
-
-    row = store.get_job(db, job_id)
-    if row is None:
-        raise ValueError(f"no job {job_id}")
-    if row["status"] not in ("failed", "cancelled", "interrupted"):
+    row = _row(db, job_id)
+    if row["status"] not in STOPPED:
         raise ValueError(f"job {job_id} is {row['status']}: only a failed, cancelled or"
                          " interrupted job resumes")
     if not get_spec(row["kind"]).resumable:
         raise ValueError(f"{row['kind']} jobs do not resume: `workbench jobs rerun {job_id}`"
                          " runs it again")
     store.requeue(db, job_id)
-    return store.get_job(db, job_id)
+    return _row(db, job_id)
 
 
 def rerun(db: Database, job_id: int) -> int:
     """A new job with the same kind, selection and parameters."""
-    row = store.get_job(db, job_id)
-    if row is None:
-        raise ValueError(f"no job {job_id}")
+    row = _row(db, job_id)
     return submit(db, row["kind"], row["selection"], row["params"])

