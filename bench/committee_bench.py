@@ -344,7 +344,7 @@ def run_sim(truth: Truth, tmp: Path, case: Case, turns_mode: str) -> dict:
     db = open_db(db_path)
     try:
         params = {"committee": [f"{s.url}#{NAMES[k]}" for k, s in enumerate(servers)],
-                  "turns": turns_mode}
+                  "turns": turns_mode, "accept": True}
         if arb:
             params["arbiter"] = f"{arb.url}#arbiter"
         t0 = time.perf_counter()
@@ -457,7 +457,8 @@ def throughput_once(truth: Truth, tmp: Path, n_turns: int, delay: float, conc: i
         limit = first_traces(truth, n_turns)
         t0, c0 = time.perf_counter(), time.process_time()
         row = execute(db, submit(db, "relabel", {"limit": limit},
-                                 {"committee": ["slow_a", "slow_b"]}), listeners=[progress])
+                                 {"committee": ["slow_a", "slow_b"], "accept": True}),
+                      listeners=[progress])
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         db.conn.close()
@@ -536,7 +537,7 @@ def run_resume(truth: Truth, tmp: Path, n_turns: int) -> dict:
                           f'max_concurrency = {2 * turns}\n')
         env = {**os.environ, "PYTHONPATH": str(ROOT), "WORKBENCH_CONFIG": str(config)}
         base = [sys.executable, "-m", "workbench", "--db", str(db_path)]
-        proc = subprocess.Popen([*base, "relabel", "--committee", "a,b",
+        proc = subprocess.Popen([*base, "relabel", "--committee", "a,b", "--accept",
                                  "--limit", str(limit), "--json"], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 300
@@ -619,7 +620,8 @@ def run_local(truth: Truth, tmp: Path, n_turns: int, members: list[str]) -> dict
 
     try:
         t0 = time.perf_counter()
-        row = execute(db, submit(db, "relabel", {"trace_ids": tids}, {"committee": members}),
+        row = execute(db, submit(db, "relabel", {"trace_ids": tids}, {"committee": members,
+                                                                 "accept": True}),
                       listeners=[progress])
         wall = time.perf_counter() - t0
         if row["status"] != "succeeded":

@@ -39,10 +39,11 @@ ROW_SQL = (
     "                   AND r.status = 'proposed') THEN 'proposed'"
     "      WHEN EXISTS (SELECT 1 FROM revisions r WHERE r.trace_id = traces.id"
     "                   AND r.status = 'accepted') THEN 'revised'"
-    "      ELSE 'original' END AS label"
+    "      ELSE 'original' END AS label,"
+    " traces.outcomes"
     " FROM traces")
 ROW_COLS = ("id", "source", "line", "split", "origin", "turns", "tools_used", "excluded",
-            "flags", "errors", "first_user", "score", "label")
+            "flags", "errors", "first_user", "score", "label", "outcomes")
 
 
 def trace_page(db: Database, flt: TraceFilter, *, sort: str = "id", descending: bool = False,
@@ -65,13 +66,19 @@ def trace_page(db: Database, flt: TraceFilter, *, sort: str = "id", descending: 
             params = [*params, after[0], after[1]]
     order_by = f"traces.id {order}" if sort == "id" else f"{key} {order}, traces.id {order}"
     sql = f"{ROW_SQL} WHERE {' AND '.join(conds)} ORDER BY {order_by} LIMIT ?"
-    return [dict(zip(ROW_COLS, r)) for r in db.execute(sql, [*params, limit]).fetchall()]
+    return [_row(r) for r in db.execute(sql, [*params, limit]).fetchall()]
+
+
+def _row(values: tuple) -> dict:
+    row = dict(zip(ROW_COLS, values))
+    row["outcomes"] = json.loads(row["outcomes"]) if row["outcomes"] else None
+    return row
 
 
 def rows_by_id(db: Database, ids: list[int]) -> list[dict]:
     """Fresh rows for traces already on screen (after an edit, without losing the place)."""
     sql = f"{ROW_SQL} WHERE traces.id IN (SELECT value FROM json_each(?))"
-    return [dict(zip(ROW_COLS, r)) for r in db.execute(sql, [json.dumps(ids)]).fetchall()]
+    return [_row(r) for r in db.execute(sql, [json.dumps(ids)]).fetchall()]
 
 
 def page_key(row: dict, sort: str) -> tuple:

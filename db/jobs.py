@@ -29,30 +29,44 @@ def _dump(value: Any) -> str | None:
 
 def create_job(db: Database, kind: str, params: Any = None, selection: Any = None, *,
                parent_id: int | None = None, cwd: str | None = None) -> int:
+    """A queued row, owned by this process (its pid) until a worker takes it over: a queued
+    job whose owner died is found by the next open (`mark_dead_jobs`)."""
     with write_tx(db):
         return rowid(db.execute(
-            "INSERT INTO jobs (kind, status, selection, params, cwd, parent_id, created_at)"
-            " VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO jobs (kind, status, selection, params, cwd, parent_id, created_at,"
+            " pid, host) VALUES (?,?,?,?,?,?,?,?,?)",
             [kind, "queued", _dump(selection), _dump(params), cwd or os.getcwd(), parent_id,
-             now()]))
+             now(), os.getpid(), socket.gethostname()]))
 
 
-def start_job(db: Database, job_id: int, log_path: str | None = None) -> None:
-    """Claim the row for this process (a resumed job is claimed again)."""
+def hand_over(db: Database, job_id: int, pid: int) -> None:
+    """A queued job is now owned by the worker process `pid` (started to run it)."""
+    with write_tx(db):
+        db.execute("UPDATE jobs SET pid = ?, host = ? WHERE id = ? AND status = 'queued'",
+                   [pid, socket.gethostname(), job_id])
+
+
+def start_job(db: Database, job_id: int, log_path: str | None = None) -> bool:
+    """Claim a queued row for this process (a resumed job is queued again first). False when
+    it is no longer queued (cancelled meanwhile, or taken by another process): then it must
+    not run. A cancel requested while it was queued stays requested."""
     with write_tx(db):
         ts = now()
-        db.execute("UPDATE jobs SET status = 'running', started_at = coalesce(started_at, ?),"
-                   " heartbeat_at = ?, pid = ?, host = ?, log_path = coalesce(?, log_path),"
-                   " attempts = attempts + 1, finished_at = NULL, error = NULL,"
-                   " cancel_requested = 0 WHERE id = ?",
-                   [ts, ts, os.getpid(), socket.gethostname(), log_path, job_id])
+        cur = db.execute("UPDATE jobs SET status = 'running', started_at = coalesce(started_at, ?),"
+                         " heartbeat_at = ?, pid = ?, host = ?, log_path = coalesce(?, log_path),"
+                         " attempts = attempts + 1, finished_at = NULL, error = NULL"
+                         " WHERE id = ? AND status = 'queued'",
+                         [ts, ts, os.getpid(), socket.gethostname(), log_path, job_id])
+        return cur.rowcount > 0
 
 
 def requeue(db: Database, job_id: int) -> None:
-    """Make a stopped job runnable again (resume): its progress and log are kept."""
+    """Make a stopped job runnable again (resume): its progress and log are kept; this
+    process owns it until it runs it or hands it to a worker."""
     with write_tx(db):
-        db.execute("UPDATE jobs SET status = 'queued', pid = NULL, cancel_requested = 0"
-                   " WHERE id = ? AND status IN ('failed', 'cancelled', 'interrupted')", [job_id])
+        db.execute("UPDATE jobs SET status = 'queued', pid = ?, host = ?, cancel_requested = 0"
+                   " WHERE id = ? AND status IN ('failed', 'cancelled', 'interrupted')",
+                   [os.getpid(), socket.gethostname(), job_id])
 
 
 def set_log_path(db: Database, job_id: int, log_path: str) -> None:
@@ -112,16 +126,19 @@ def finish_job(db: Database, job_id: int, status: str, result: Any = None,
                        " WHERE id = ?", [job_id])
         db.execute("UPDATE jobs SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ?",
                    [status, _dump(result), error, now(), job_id])
+        release_claims(db, job_id)
 
 
 def request_cancel(db: Database, job_id: int) -> bool:
-    """Ask a job to stop; a queued job nobody runs yet is cancelled at once."""
+    """Ask a job to stop. A queued job is cancelled at once (a worker about to run it finds
+    it no longer queued and does not start it). False when it had already ended."""
     with write_tx(db):
-        db.execute("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?"
-                   " AND status = 'queued' AND pid IS NULL", [now(), job_id])
-        cur = db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status IN"
-                         " ('queued', 'running')", [job_id])
-        return cur.rowcount > 0
+        queued = db.execute("UPDATE jobs SET status = 'cancelled', cancel_requested = 1,"
+                            " finished_at = ?, error = coalesce(error, 'cancelled before it"
+                            " started') WHERE id = ? AND status = 'queued'", [now(), job_id])
+        running = db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status ="
+                             " 'running'", [job_id])
+        return queued.rowcount + running.rowcount > 0
 
 
 def _alive(pid: int) -> bool:
@@ -144,29 +161,74 @@ def _age_s(ts: str | None) -> float:
     return (datetime.now(timezone.utc) - datetime.fromisoformat(ts)).total_seconds()
 
 
+def process_alive(pid: int | None, host: str | None) -> bool | None:
+    """Whether the process `pid` on `host` lives: None when this host cannot tell (another
+    host, or no pid)."""
+    if not pid or host not in (socket.gethostname(), None):
+        return None
+    return _alive(pid)
+
+
 def dead_jobs(db: Database, stale_s: float = STALE_S) -> list[int]:
-    """Running jobs whose worker is gone: its pid is dead on this host, or it stopped
-    beating its heart (any host)."""
-    host = socket.gethostname()
+    """Jobs whose process is gone: a running job whose pid is dead on this host, or (another
+    host's) that stopped beating its heart; a queued job whose owner (the process that queued
+    it, or the worker started for it) died before it started. A live pid on this host is
+    never overridden by a stale heartbeat: a stopped process (SIGSTOP, Ctrl-Z) still owns its
+    job and goes on when continued."""
     dead = []
-    for job_id, pid, job_host, beat in db.execute(
-            "SELECT id, pid, host, heartbeat_at FROM jobs WHERE status = 'running'"):
-        if (job_host in (host, None) and pid and not _alive(pid)) or _age_s(beat) > stale_s:
+    for job_id, status, pid, job_host, beat in db.execute(
+            "SELECT id, status, pid, host, heartbeat_at FROM jobs"
+            " WHERE status IN ('running', 'queued')"):
+        alive = process_alive(pid, job_host)
+        if status == "queued":
+            if alive is False:
+                dead.append(job_id)
+        elif alive is False or (alive is None and _age_s(beat) > stale_s):
             dead.append(job_id)
     return dead
 
 
 def mark_dead_jobs(db: Database, stale_s: float = STALE_S) -> list[int]:
-    """Whoever opens the store calls this: a job never stays `running` after its process died."""
+    """Whoever opens the store calls this: a job never stays `running` (or `queued`) after
+    its process died; its claims are released."""
     ids = dead_jobs(db, stale_s)
     if ids:
         with write_tx(db):
             for job_id in ids:
                 db.execute("UPDATE jobs SET status = 'interrupted', finished_at = ?, error ="
-                           " coalesce(error, 'the worker process died (killed, or its machine"
-                           " stopped); resume it with `workbench jobs resume ' || id || '`')"
-                           " WHERE id = ? AND status = 'running'", [now(), job_id])
+                           " coalesce(error, CASE status WHEN 'queued' THEN 'its process ended"
+                           " before it started' ELSE 'the worker process died (killed, or its"
+                           " machine stopped)' END || '; resume it with `workbench jobs resume '"
+                           " || id || '`') WHERE id = ? AND status IN ('running', 'queued')",
+                           [now(), job_id])
+                release_claims(db, job_id)
     return ids
+
+
+# ------------------------------------------------------------------------------------ claims
+
+def claim(db: Database, job_id: int, scope: str, keys: list[str]) -> dict[str, int]:
+    """Claim units of work (a turn, a trace) for `job_id`, so that a second job over the same
+    ones does not pay for them again. Returns the keys another running job holds, with its
+    id (those are not claimed); a claim of a job that is no longer running is taken over."""
+    held: dict[str, int] = {}
+    with write_tx(db):
+        for key in keys:
+            db.execute(
+                "INSERT INTO job_claims (scope, key, job_id, created_at) VALUES (?,?,?,?)"
+                " ON CONFLICT (scope, key) DO UPDATE SET job_id = excluded.job_id,"
+                " created_at = excluded.created_at WHERE job_claims.job_id NOT IN"
+                " (SELECT id FROM jobs WHERE status = 'running')", [scope, key, job_id, now()])
+            owner = db.execute("SELECT job_id FROM job_claims WHERE scope = ? AND key = ?",
+                               [scope, key]).fetchone()[0]
+            if owner != job_id:
+                held[key] = owner
+    return held
+
+
+def release_claims(db: Database, job_id: int) -> None:
+    """A finished or dead job's claims (inside the caller's transaction)."""
+    db.execute("DELETE FROM job_claims WHERE job_id = ?", [job_id])
 
 
 def get_job(db: Database, job_id: int) -> dict | None:

@@ -489,3 +489,64 @@ def m018_job_metrics(db: Database) -> None:
         ) WITHOUT ROWID;
         """
     )
+
+
+@MIGRATIONS()
+def m019_job_claims(db: Database) -> None:
+    """Units of work (a turn, a trace) a running job has claimed, so that a second job over
+    the same ones skips them instead of paying for the same model calls twice. A claim ends
+    with its job (finished, or found dead by the next open)."""
+    _execute_script(db,
+        """
+        CREATE TABLE job_claims (
+            scope TEXT NOT NULL,           -- what kind of unit: relabel.turn, ...
+            key TEXT NOT NULL,             -- the unit: 'TRACE:TURN', ...
+            job_id INTEGER NOT NULL REFERENCES jobs(id),
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (scope, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX job_claims_job ON job_claims(job_id);
+        """
+    )
+
+
+@MIGRATIONS()
+def m017_split_decisions(db: Database) -> None:
+    """Moves between splits as a history (like exclusions): every change of `traces.split` by
+    `workbench split` or the app is a row holding the split before it, grouped by the action
+    that made it, so an action can be undone without touching moves made since."""
+    _execute_script(
+        db,
+        """
+        CREATE TABLE split_decisions (
+            id INTEGER PRIMARY KEY,
+            trace_id INTEGER NOT NULL REFERENCES traces(id),
+            split TEXT NOT NULL,           -- the split it was moved to
+            previous TEXT NOT NULL,        -- traces.split before it
+            action TEXT NOT NULL,          -- one id per split / move / undo action
+            author_name TEXT NOT NULL,
+            reason TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX split_decisions_trace ON split_decisions(trace_id, id);
+        CREATE INDEX split_decisions_action ON split_decisions(action);
+        """
+    )
+
+
+@MIGRATIONS()
+def m012_metadata_outcomes(db: Database) -> None:
+    """Metadata and outcomes are data (issue #29): each trace keeps every key of its record
+    that is not its messages (`metadata`, a JSON object, exported back) and its outcomes by name
+    (`outcomes`, a JSON object of rewards, scores, feedback values), both read with SQLite's
+    JSON functions by the selection (`--meta`, `--outcome`); each message keeps the attributes
+    of its format that the canonical form has no key for (`extra`, a JSON object: an OpenAI
+    fine-tuning `weight`, an Anthropic `is_error`, the role it was written with)."""
+    _execute_script(
+        db,
+        """
+        ALTER TABLE traces ADD COLUMN metadata TEXT;
+        ALTER TABLE traces ADD COLUMN outcomes TEXT;
+        ALTER TABLE messages ADD COLUMN extra TEXT;
+        """
+    )

@@ -123,6 +123,7 @@ def data_counts(db: Database) -> dict:
         f" revisions r2 WHERE r2.trace_id = r.trace_id AND r2.message_idx = r.message_idx"
         f" AND r2.status = 'accepted') GROUP BY r.author_kind ORDER BY r.author_kind"))
     return {
+        "outcomes": outcome_summary(db, f"{not_test} AND origin = 'imported'", curated),
         "raw": {"traces": raw_traces, "turns": raw_turns, "suspect_turns": None,
                 "excluded": 0, "relabelled": 0, "synthetic": 0},
         "curated": {"traces": cur_traces, "turns": cur_turns, "suspect_turns": suspect,
@@ -131,3 +132,18 @@ def data_counts(db: Database) -> dict:
         "relabelled_by": relabelled,
         "test": {"traces": test[0], "turns": test[1]},
     }
+
+
+def outcome_summary(db: Database, raw: str, curated: str) -> dict:
+    """Per outcome name with numbers or true/false: how many traces carry it and its mean
+    (true is 1) before curation (`raw`) and after (`curated`), SQL conditions over traces."""
+    out: dict = {}
+    for side, where in (("raw", raw), ("curated", curated)):
+        for name, n, mean in db.execute(
+                f"SELECT o.key, count(*), avg(o.value) FROM traces, json_each(traces.outcomes) o"
+                f" WHERE traces.outcomes IS NOT NULL AND o.type IN ('integer', 'real', 'true',"
+                f" 'false') AND {where} GROUP BY o.key ORDER BY o.key"):
+            out.setdefault(name, {"raw": {"traces": 0, "mean": None},
+                                  "curated": {"traces": 0, "mean": None}})[side] = {
+                "traces": n, "mean": round(mean, 4)}
+    return out

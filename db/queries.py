@@ -48,6 +48,10 @@ class TraceFilter:
     source: str | None = _opt("part of the source file name")
     trace_ids: list[int] | None = _opt("only this trace (repeatable; a comma list in forms)",
                                        cli="trace-id")
+    outcome: list[str] | None = _opt("an outcome condition: 'reward<1', 'passed=true', 'reward'"
+                                     " (has one); repeatable, all must hold")
+    meta: list[str] | None = _opt("a metadata condition: 'user_tier=gold', 'env.region!=eu';"
+                                  " repeatable, all must hold")
     limit: int | None = _opt("only the first N selected traces")
 
     def __post_init__(self) -> None:
@@ -57,6 +61,12 @@ class TraceFilter:
                 raise ValueError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
         if self.limit is not None and self.limit < 0:
             raise ValueError("--limit must be 0 or more")
+        for name in ("outcome", "meta"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, value := [value])
+            for cond in value or ():
+                parse_condition(cond, f"--{name}")   # a bad condition fails before any query
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
@@ -122,6 +132,11 @@ class TraceFilter:
                 conds.append("traces.id IN (SELECT trace_id FROM revisions WHERE status = 'accepted')")
             else:
                 conds.append("traces.id IN (SELECT trace_id FROM revisions WHERE status = 'proposed')")
+        for column, name in (("outcomes", "outcome"), ("metadata", "meta")):
+            for cond in getattr(self, name) or ():
+                sql, args = condition_sql(f"traces.{column}", parse_condition(cond, f"--{name}"))
+                conds.append(sql)
+                params += args
         if self.text and self.text.strip():
             # rowids from the FTS index, then trace ids through a covering index (migration
             # m002): reading `trace_id` from `search` itself would load every matching text.
@@ -130,6 +145,81 @@ class TraceFilter:
                          " (SELECT rowid FROM search WHERE search MATCH ?))")
             params.append(fts_query(self.text))
         return (" AND ".join(conds) or "1"), params
+
+
+_OPS = ("<=", ">=", "!=", "=", "<", ">")
+_COND = re.compile(r"^\s*([^<>=!]+?)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """`NAME OP VALUE` over a JSON object column, or `NAME` alone (the key is present)."""
+
+    path: tuple[str, ...]     # a dotted name reaches into nested objects
+    op: str | None
+    value: str | float | bool | None
+
+
+def parse_condition(text: str, option: str = "--outcome") -> Condition:
+    """`reward<1`, `user_tier=gold`, `passed=true`, `env.region!=eu`, `reward` (present).
+    Values: a number compares as a number, true/false as a boolean, anything else as text
+    (quotes optional); `<`, `>`, `<=`, `>=` need a number."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{option} needs a condition such as 'reward<1' or 'user_tier=gold'")
+    m = _COND.match(text)
+    if not m:
+        if any(c in text for c in "<>=!"):
+            raise ValueError(f"{option} {text!r}: expected NAME OP VALUE with OP one of"
+                             f" {' '.join(_OPS)}")
+        name, op, raw = text.strip(), None, None
+    else:
+        name, op, raw = m.groups()
+    path = tuple(p.strip() for p in name.split("."))
+    if not all(path):
+        raise ValueError(f"{option} {text!r}: empty name")
+    if op is None or raw is None:
+        return Condition(path, None, None)
+    value: str | float | bool
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+        value = raw[1:-1]
+    elif raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    else:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = raw
+    if op in ("<", ">", "<=", ">=") and (isinstance(value, (str, bool))):
+        raise ValueError(f"{option} {text!r}: {op} compares numbers, not {raw!r}")
+    return Condition(path, op, value)
+
+
+def json_path(path: tuple[str, ...]) -> str:
+    """A JSON path for SQLite's json_extract with every key quoted (keys may hold any text)."""
+    return "$" + "".join('."' + p.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                         for p in path)
+
+
+def condition_sql(column: str, cond: Condition) -> tuple[str, list]:
+    """SQL for one condition over a JSON object column (NULL column: no key holds)."""
+    path = json_path(cond.path)
+    if cond.op is None:
+        return f"json_type({column}, ?) IS NOT NULL", [path]
+    value = cond.value
+    kind = f"json_type({column}, ?)"
+    if isinstance(value, bool):
+        test = f"{kind} = ?" if cond.op == "=" else f"coalesce({kind} != ?, 1)"
+        return test, [path, "true" if value else "false"]
+    if isinstance(value, float):
+        numeric = f"{kind} IN ('integer', 'real', 'true', 'false')"   # true is 1
+        if cond.op == "!=":
+            return (f"NOT coalesce({numeric} AND json_extract({column}, ?) = ?, 0)",
+                    [path, path, value])
+        return f"({numeric} AND json_extract({column}, ?) {cond.op} ?)", [path, path, value]
+    if cond.op == "!=":
+        return (f"NOT coalesce({kind} = 'text' AND json_extract({column}, ?) = ?, 0)",
+                [path, path, value])
+    return f"({kind} = 'text' AND json_extract({column}, ?) = ?)", [path, path, value]
 
 
 def fts_query(text: str) -> str:

@@ -165,3 +165,22 @@ def undo(db: Database, trace_id: int, message_idx: int, *, author_kind: str,
                             author_kind=author_kind, author_name=author_name,
                             reason=f"undo revision {last['id']}", supersedes=last["id"],
                             evidence={"undone": last["id"]})
+
+
+def changed_since(db: Database, trace_id: int, message_idx: int, since: str) -> str | None:
+    """Who changed a turn's label or decided on it at or after `since` (a `now()` time), or
+    None. A job that read the turn before `since` calls this inside its write transaction and
+    writes nothing when it is not None: the analyst's decision taken meanwhile stands."""
+    from db.flags import REVIEW_DROP
+
+    row = db.execute(
+        "SELECT author_kind, author_name, created_at >= ? FROM revisions WHERE trace_id = ?"
+        " AND message_idx = ? AND (created_at >= ? OR decided_at >= ?) ORDER BY id DESC LIMIT 1",
+        [since, trace_id, message_idx, since, since]).fetchone()
+    if row is not None:
+        kind, name, created = row
+        return "the analyst" if kind == "human" or not created else f"{kind} ({name})"
+    dropped = db.execute(
+        "SELECT 1 FROM flags WHERE trace_id = ? AND message_idx = ? AND check_name = ? AND"
+        " created_at >= ?", [trace_id, message_idx, REVIEW_DROP, since]).fetchone()
+    return "the analyst" if dropped else None

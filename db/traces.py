@@ -50,6 +50,9 @@ class NewTrace:
     format: str
     split: str = "unassigned"
     origin: str = "imported"
+    metadata: dict | None = None      # the record's keys beyond its messages (kept, exported)
+    outcomes: dict | None = None      # rewards, scores, feedback values by name
+    extras: list[dict | None] | None = None   # per message: attributes of its format (weight)
 
 
 class TraceWriter:
@@ -107,11 +110,13 @@ class TraceWriter:
                     self.calls.append((tid, i, j, c["id"], fn["name"],
                                        None if isinstance(args, str) else _canonical(args),
                                        args if isinstance(args, str) else None))
+            extra = t.extras[i] if t.extras and i < len(t.extras) else None
             self.messages.append((tid, i, m["role"], m["content"], _dumps(calls),
-                                  m["tool_call_id"], m["name"]))
+                                  m["tool_call_id"], m["name"], _dumps(extra or None)))
         self.traces.append((tid, t.source, t.line, t.format, t.origin, t.split, t.content_hash,
                             _dumps(t.tools), len(t.messages), n_assistant, n_calls,
-                            " ".join(used), self.import_id, self.created_at))
+                            " ".join(used), self.import_id, self.created_at,
+                            _dumps(t.metadata or None), _dumps(t.outcomes or None)))
         self.sources.append((tid, self.import_id, t.source, t.path, t.line))
         self.search.append((search_text(t.messages), tid, None))
         self.added += 1
@@ -131,12 +136,12 @@ class TraceWriter:
     def _write(self) -> None:
         ex = self.db.conn.executemany
         ex("INSERT INTO traces (id, source, line, format, origin, split, content_hash, tools,"
-           " n_messages, n_assistant, n_tool_calls, tools_used, import_id, created_at)"
-           " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self.traces)
+           " n_messages, n_assistant, n_tool_calls, tools_used, import_id, created_at,"
+           " metadata, outcomes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self.traces)
         ex("INSERT OR IGNORE INTO trace_sources (trace_id, import_id, source, path, line)"
            " VALUES (?,?,?,?,?)", self.sources)
-        ex("INSERT INTO messages (trace_id, idx, role, content, tool_calls, tool_call_id, name)"
-           " VALUES (?,?,?,?,?,?,?)", self.messages)
+        ex("INSERT INTO messages (trace_id, idx, role, content, tool_calls, tool_call_id, name,"
+           " extra) VALUES (?,?,?,?,?,?,?,?)", self.messages)
         ex("INSERT INTO tool_calls (trace_id, message_idx, idx, call_id, name, arguments,"
            " arguments_raw) VALUES (?,?,?,?,?,?,?)", self.calls)
         ex("INSERT INTO search (text, trace_id, message_idx) VALUES (?,?,?)", self.search)
@@ -171,11 +176,27 @@ def messages_for(db: Database, trace_ids: list[int]) -> dict[int, list[dict]]:
     return out
 
 
+def extras_for(db: Database, trace_ids: list[int]) -> dict[int, dict[int, dict]]:
+    """Per trace, the messages (by index) that carry attributes of their format (`extra`)."""
+    out: dict[int, dict[int, dict]] = {}
+    if not trace_ids:
+        return out
+    marks = ",".join("?" * len(trace_ids))
+    for tid, idx, extra in db.execute(
+            f"SELECT trace_id, idx, extra FROM messages WHERE trace_id IN ({marks})"
+            f" AND extra IS NOT NULL", trace_ids):
+        out.setdefault(tid, {})[idx] = orjson.loads(extra)
+    return out
+
+
+TRACE_JSON = ("tools", "metadata", "outcomes")
+
+
 def get_trace(db: Database, trace_id: int) -> dict | None:
     """A trace row; `excluded` is the effective exclusion, `excluded_decision` the analyst's."""
     cur = db.execute(f"SELECT traces.*, {EXCLUDED_SQL} AS _effective FROM traces WHERE id = ?"
                      f" AND {VISIBLE_SQL}", [trace_id])
-    trace = first(cur, ("tools",))
+    trace = first(cur, TRACE_JSON)
     if trace is not None:
         trace["excluded_decision"] = trace["excluded"]
         trace["excluded"] = bool(trace.pop("_effective"))
@@ -190,7 +211,7 @@ def iter_trace_rows(db: Database, where: str = "1", params: list | None = None,
     while True:
         cur = db.execute(f"SELECT * FROM traces WHERE id > ? AND ({where}) ORDER BY id LIMIT ?",
                          [last, *params, batch])
-        rows = dicts(cur, ("tools",))
+        rows = dicts(cur, TRACE_JSON)
         if not rows:
             return
         yield rows
@@ -231,3 +252,13 @@ def call_counts(db: Database, trace_ids: list[int]) -> dict[str, int]:
     marks = ",".join("?" * len(trace_ids))
     return dict(db.execute(f"SELECT name, count(*) FROM tool_calls WHERE trace_id IN ({marks})"
                            " GROUP BY name", trace_ids).fetchall())
+
+
+def outcomes_and_flags(db: Database, where: str = "1", params: list | None = None
+                       ) -> Iterator[tuple[dict, bool]]:
+    """(outcomes, carries an error flag) of each matching trace that has outcomes."""
+    for outcomes, flagged in db.execute(
+            f"SELECT traces.outcomes, traces.id IN (SELECT trace_id FROM flags WHERE"
+            f" severity = 'error') FROM traces WHERE traces.outcomes IS NOT NULL AND ({where})",
+            params or []):
+        yield orjson.loads(outcomes), bool(flagged)

@@ -6,7 +6,8 @@
 - `{"raw": str}`: a 200 whose body is exactly that text (garbage replies);
 - with `"delay": seconds` beside any of them: answered that much later (timeouts, throughput).
 A request with `"stream": true` gets the same answer as server-sent events.
-Every request body and Authorization header is recorded.
+Every request body and Authorization header is recorded. `models` (a list of model objects)
+answers GET /v1/models (otherwise 501, as a server without a model list).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ Reply = Callable[[dict], dict]
 
 
 class ScriptedServer:
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, reply: Reply, models: list[dict] | None = None) -> None:
         self.reply = reply
+        self.models = models
         self.requests: list[dict] = []
         self.auth: list[str | None] = []
         self.lock = threading.Lock()
@@ -31,6 +33,13 @@ class ScriptedServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True   # TCP_NODELAY: a reply is not held back 40 ms
+
+            def do_GET(self) -> None:  # noqa: N802
+                if server.models is None or not self.path.endswith("/models"):
+                    self._send(501, b"{}", "application/json")
+                    return
+                self._send(200, json.dumps({"object": "list", "data": server.models}).encode(),
+                           "application/json")
 
             def do_POST(self) -> None:  # noqa: N802
                 try:

@@ -83,7 +83,7 @@ def test_agreement_of_a_relabel_run_with_known_answers(db_path):
     with ScriptedServer(member(db, 0)) as a, ScriptedServer(member(db, 1)) as b, \
             ScriptedServer(member(db, 2)) as c:
         names = [f"{s.url}#m" for s in (a, b, c)]
-        job_id = submit(db, "relabel", {}, {"committee": names})
+        job_id = submit(db, "relabel", {}, {"committee": names, "accept": True})
         row = execute(db, job_id)
     assert row["status"] == "succeeded", row["error"]
     assert row["result"]["outcomes"]["review"] == 1          # trace 5: G, R, garbage: a tie
@@ -142,6 +142,7 @@ def test_agreement_of_a_relabel_run_with_known_answers(db_path):
     assert "6 turns with votes (every run): 5 decided by the committee, 2 decided by the" \
         " analyst since" in out
     assert "80% (4/5)" in out and "0.688 (5 turns)" in out
+    assert "0.09-0.91" in out and "at least 0.9 for every member" in out
     assert "Fleiss' kappa (3 members): function 1.000 (5 turns), whole call 0.524" in out
     r = CliRunner().invoke(app, ["--db", str(db_path), "agreement", "--job", "999"])
     assert r.exit_code == 1 and "no relabel job 999" in r.output

@@ -48,6 +48,9 @@ def db(db_path):
 
 
 def relabel(db, *members: str, **params) -> dict:
+    """A relabel job whose decisions are labels (`--accept`; test_committee_safety tests the
+    default, proposals until the members' agreement with the analyst is earned)."""
+    params.setdefault("accept", True)
     job_id = submit(db, "relabel", params.pop("selection", {}),
                     {"committee": list(members), **params})
     return execute(db, job_id)
@@ -159,7 +162,10 @@ def test_the_arbiter_is_called_only_on_disagreement(db):
     assert row["result"]["calls_per_turn"] <= 2.5
 
 
-def test_invalid_and_garbage_replies_are_abstentions_with_their_reason(db):
+def test_invalid_and_garbage_replies_are_abstentions_or_failed_requests(db):
+    """A reply that is an answer but not a valid one (an unknown tool, a schema error) is an
+    abstention, cached; a reply that is no answer at all (garbage, no choices, no JSON) is a
+    failed request, never cached: a re-run asks again."""
     bad_schema = {"name": "FindRestaurants", "arguments": {"cuisine": "Thai"}}  # city missing
     for t in (4, 5):
         add_flag(db, t, first_assistant(db, t), "schema", "error", "planted")
@@ -180,9 +186,12 @@ def test_invalid_and_garbage_replies_are_abstentions_with_their_reason(db):
                       if v["member"].startswith(a.url)) for t in range(1, 6)}
     assert "unknown tool 'no_such_tool'" in reason[1]
     assert reason[2].startswith("schema:") and "city" in reason[2]
-    assert reason[3] == "the endpoint returned an invalid reply: <html>nope</html>"
-    assert reason[4].startswith("the endpoint returned an invalid reply: {")
+    assert reason[3] == (f"endpoint failed: {a.url}#m: the endpoint returned an invalid reply"
+                         " (not JSON): <html>nope</html>")
+    assert "invalid reply (no choice with a message): {" in reason[4]
     assert "not JSON" in reason[5] and "I think Oakland" in reason[5]
+    assert row["result"]["members"][f"{a.url}#m"]["failures"] == 3
+    assert db.execute("SELECT count(*) FROM job_units").fetchone()[0] == 2 + 5  # a's 2, b's 5
     # one valid vote of two is no majority: every turn went to review, nothing was relabelled
     assert row["result"]["outcomes"]["review"] == 5 and row["result"]["outcomes"]["revised"] == 0
 
@@ -223,7 +232,9 @@ def test_500_and_429_are_retried_and_a_failing_member_fails_only_its_turns(db, t
     with ScriptedServer(down) as c:
         config.write_text(f'[endpoints.down]\nbase_url = "{c.url}"\nmodel = "m"\nretries = 0\n')
         row = relabel(db, "down", selection={"trace_ids": [4]}, turns="all")
-    assert row["status"] == "succeeded" and row["result"]["outcomes"]["failed"] >= 1
+    # no request of the run got an answer: the job failed, saying why
+    assert row["status"] == "failed" and "every request failed" in row["error"]
+    assert "HTTP 503" in row["error"]
 
 
 def test_a_hanging_endpoint_times_out_per_turn(db, tmp_path, monkeypatch):
@@ -285,7 +296,8 @@ def test_the_key_is_used_but_never_stored_logged_or_exported(db_path, tmp_path, 
 def test_cli_relabel_report_and_json(db_path):
     with ScriptedServer(lambda b: reply_with(GOOD)) as a, \
             ScriptedServer(lambda b: reply_with(GOOD)) as b:
-        args = ["--db", str(db_path), "relabel", "--committee", f"{a.url}#m,{b.url}#m"]
+        args = ["--db", str(db_path), "relabel", "--committee", f"{a.url}#m,{b.url}#m",
+                "--accept"]
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 0, r.output
         assert "3 relabelled" in r.stdout and "0 sent to review" in r.stdout
@@ -331,7 +343,7 @@ def test_a_killed_run_resumes_without_repeating_an_answered_call(db_path, tmp_pa
     with ScriptedServer(script) as a:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(db_path),
-                                 "relabel", "--committee", f"{a.url}#m", "--json"],
+                                 "relabel", "--committee", f"{a.url}#m", "--json", "--accept"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                 cwd=ROOT)
         deadline = time.monotonic() + 60
@@ -451,7 +463,7 @@ def test_a_resumed_run_asks_what_the_first_run_asked_and_decides_each_turn_once(
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(db_path),
                                  "relabel", "--committee", f"{a.url}#m,{b.url}#m",
-                                 "--trace-id", str(tid)],
+                                 "--trace-id", str(tid), "--accept"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                                 cwd=ROOT)
         deadline = time.monotonic() + 60

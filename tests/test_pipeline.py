@@ -4,6 +4,7 @@ a stopped stage, the report (real stores, real jobs; training with the tiny rand
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ paths = ["{SAMPLE}"]
 def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder to run in (the pipeline writes runs/pipeline-ID/ under the current folder)."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.toml").write_text("")       # no endpoint is configured
+    monkeypatch.setenv("WORKBENCH_CONFIG", str(tmp_path / "config.toml"))
     return tmp_path
 
 
@@ -63,13 +66,23 @@ def stage_actions(report: dict) -> dict[str, str]:
     ("[check.selection]\nsplit = \"dev\"\n",
      ":2: [check.selection] split: must be one of train, test, unassigned, not \"dev\""),
     ("[check.selection]\ntrace_id = \"abc\"\n",
-     ":2: [check.selection] trace_id: must be a list of integers, not \"abc\""),
+     ":2: [check.selection] trace_id: must be an integer or a list of integers, not \"abc\""),
     ("[train]\nmax_steps = 99999999999999999999\n", ":2: [train] max_steps: "),
     ("[chek]\n", ":1: [chek]: unknown stage (stages, in the order they run: import, check,"),
     ("[eval]\nmax_tokens = 8\n", ": [eval]: give model (a registered name or id, or a GGUF"),
     ("[check]\nonly = [\"schema\", \"nope\"]\n", ": [check]: unknown check nope"),
     ("[import]\npaths = [\"missing.jsonl\"]\n", ":2: [import] paths: missing.jsonl: no such"),
     ("[check\n", ": not valid TOML: "),
+    ("[check]\n[check.selection]\ntrace_id = \"abc\"\n",
+     ":3: [check.selection] trace_id: must be an integer or a list of integers, not \"abc\""),
+    ("[relabel]\ncommittee = [\"nobody\"]\n",
+     ":2: [relabel] committee: --committee: unknown endpoint 'nobody'"),
+    ("[train]\nepochs = 1.0\nmax_steps = -3\n",
+     ":3: [train] max_steps: max_steps must be at least 1 (or -1), not -3"),
+    ("[check.selection]\nlimit = 99999999999999999999999\n",
+     ":2: [check.selection] limit: is too large"),
+    ("[synth]\noffline = true\ntarget = 100000000000000000000\n",
+     ":3: [synth] target: is too large"),
 ])
 def test_a_bad_file_is_an_error_naming_file_table_and_key(work: Path, text: str,
                                                         message: str) -> None:
@@ -121,6 +134,10 @@ def test_init_writes_an_example_for_the_store_that_run_accepts(work: Path) -> No
     # every parameter of every stage is there, with its help (commented out)
     for name in ("model_checks", "committee", "arbiter", "base_model", "max_steps", "judge"):
         assert f"{name} = " in text, name
+    # --max-length is not fixed: the train stage sizes it from the data; init says to what now
+    assert "# max_length = ..." in text and "max_length = 4096" not in text
+    assert re.search(r"#   now: --max-length [\d,]+ \(from the data: the longest conversation"
+                     r" up to its last supervised turn is [\d,]+ tokens\); sized again", text), text
     again = cli(db_path, "pipeline", "init", "pipe.toml")
     assert again.exit_code == 1 and "already exists: not overwritten" in again.stderr
     assert (work / "pipe.toml").read_text() == text

@@ -81,9 +81,10 @@ def test_verdicts_become_flags_failures_are_counted_and_replies_are_cached(db, t
         assert row["status"] == "succeeded", row["error"]
         res = row["result"]
         assert {k: res[k] for k in ("judged", "on_task", "off_task", "failed", "calls")} == \
-            {"judged": 2, "on_task": 1, "off_task": 1, "failed": 2, "calls": 3}
-        assert res["tokens"] == {"in": 300, "out": 60}
-        assert res["cost"] == pytest.approx(3 * (100 * 1.0 + 20 * 2.0) / 1e6)
+            {"judged": 2, "on_task": 1, "off_task": 1, "failed": 2, "calls": 2}
+        # a reply that is no JSON (trace 3) is a failed request: not counted as an answer
+        assert res["tokens"] == {"in": 200, "out": 40}
+        assert res["cost"] == pytest.approx(2 * (100 * 1.0 + 20 * 2.0) / 1e6)
         assert s.count == 3 + 2                 # trace 4: one try and one retry
         body = s.requests[0]
         assert body["response_format"]["type"] == "json_schema" and "tools" not in body
@@ -96,14 +97,14 @@ def test_verdicts_become_flags_failures_are_counted_and_replies_are_cached(db, t
         assert relevance_flags(db, 1) == [] and relevance_flags(db, 3) == []
         assert get_trace(db, 2)["excluded"] and not get_trace(db, 1)["excluded"]
 
-        # a re-run pays only for the trace whose request failed; then nothing at all
+        # a re-run asks only where a request failed (4: down, 3: no JSON, never cached)
         down["on"] = False
         row = judge(db, "j", [1, 2, 3, 4])
-        assert row["result"]["calls"] == 1 and s.count == 6
+        assert row["result"]["calls"] == 1 and s.count == 7
         assert row["result"]["on_task"] == 2 and row["result"]["failed"] == 1   # 3: garbage
         row = judge(db, "j", [1, 2, 3, 4])
-        assert row["result"]["calls"] == 0 and s.count == 6
-        assert row["result"]["units"]["reused"] == 4
+        assert row["result"]["calls"] == 0 and s.count == 8
+        assert row["result"]["units"]["reused"] == 3
 
         # the analyst's include wins over the judge's flag, also after another run
         decisions.set_excluded(db, False, "ada", ids=[2])

@@ -394,8 +394,21 @@ def test_the_reply_schema_holds_each_call_to_its_tools_schema_and_bounds_every_s
     broken(lambda ms: ms.__setitem__(3, {"role": "assistant", "content": "Shall I book it?"}))
 
 
+def test_a_reply_that_is_no_json_is_a_failed_request_never_kept(db):
+    """Garbage from the teacher is no candidate: a failed request, not cached (a re-run asks
+    again), and a run whose every request failed ends failed."""
+    with ScriptedServer(lambda b: {"content": "Sure! Here are some conversations: {oops"}) as s:
+        row = teacher(db, s.url, max_requests=2)
+        assert row["status"] == "failed" and "every request to the teacher failed (2)" in \
+            row["error"] and "not JSON" in row["error"]
+        assert db.execute("SELECT count(*) FROM job_units").fetchone()[0] == 0
+        assert records.rows(db, row["id"]) == []
+        s.reply = lambda b: reply_of(conversation(NEW, 1))
+        row = teacher(db, s.url, max_requests=2)
+        assert row["status"] == "succeeded" and s.count == 3
+
+
 @pytest.mark.parametrize("case, reason", [
-    ("garbage", "format"),
     ("not_messages", "format"),
     ("schema", "schema"),
     ("ungrounded", "grounding"),
@@ -405,9 +418,7 @@ def test_the_reply_schema_holds_each_call_to_its_tools_schema_and_bounds_every_s
 ])
 def test_validation_rejects_with_the_reason(db, case, reason):
     conv = conversation(NEW, 2)
-    if case == "garbage":
-        reply = {"content": "Sure! Here are some conversations: {oops"}
-    elif case == "not_messages":
+    if case == "not_messages":
         reply = {"content": json.dumps({"conversations": [{"messages": [{"role": "robot"}]}]})}
     elif case == "schema":
         conv[1]["tool_calls"][0]["function"]["arguments"] = json.dumps(
@@ -597,3 +608,39 @@ def test_request_arguments_take_any_value_of_the_argument_consistently(db):
             new_pairs.add((time, party))
     # times and party sizes that no booking had together
     assert len(new_pairs - seen_pairs) >= 5
+
+
+def test_a_stopped_synthesis_keeps_nothing_and_reruns_do_not_stack(db, tmp_path):
+    """Cancelled once its first candidates are accepted: no synthetic trace is left (they
+    wait, pending, in the record); a re-run of the same job stores the target; the cancelled
+    job resumed beside it stores none of its own (the target counts what the re-run kept),
+    and one more re-run makes nothing."""
+    from workbench.jobs.context import Progress
+
+    topics = tmp_path / "topics.txt"
+    topics.write_text("a conversation like the seeds\n")
+    params = {"offline": True, "target": 4, "topics": str(topics)}
+    synthetic = "SELECT count(*) FROM traces WHERE origin = 'synthetic'"
+    first = submit(db, "synth", {}, params)
+
+    def cancel_once_accepted(event) -> None:
+        if isinstance(event, Progress) and event.done:
+            request_cancel(db, first)
+
+    row = execute(db, first, listeners=[cancel_once_accepted])
+    assert row["status"] == "cancelled"
+    assert db.execute(synthetic).fetchone()[0] == 0
+    waiting = len(records.pending(db, first))
+    assert waiting >= 1
+    again = execute(db, submit(db, "synth", {}, params))
+    assert again["status"] == "succeeded" and again["result"]["stored"] == 4
+    assert db.execute(synthetic).fetchone()[0] == 4
+    resume(db, first)
+    resumed = execute(db, first, resume=True)
+    assert resumed["status"] == "succeeded", resumed["error"]
+    assert resumed["result"]["stored"] == 0 and resumed["result"]["kept_earlier"] == 4
+    assert resumed["result"]["surplus"] == waiting
+    assert not records.pending(db, first)
+    third = execute(db, submit(db, "synth", {}, params))
+    assert third["result"]["stored"] == 0 and third["result"]["candidates"] == 0
+    assert db.execute(synthetic).fetchone()[0] == 4

@@ -177,8 +177,12 @@ def test_masks_and_per_turn(train_db: Any, gguf_tokenizer: Any) -> None:
     assert sup(per_turn) == sup(short) and len(per_turn) == 3   # same tokens, same context:
     assert all(any(w.input_ids[:len(t.input_ids)] == t.input_ids for w in short)
                for t in per_turn)
-    # a limit where a turn does not fit even with its own message: that turn gets no loss
-    assert examples_for(e, DataOptions(max_length=head + 4)) == []
+    # a limit below the system prompt and tools: the turns are trained on their latest messages
+    # alone (none starts with the prompt); one that does not fit even so gets no loss
+    bare = examples_for(e, DataOptions(max_length=head + 4))
+    assert sup(bare) == sup([ex]) and all(x.input_ids[:head] != e.input_ids[:head]
+                                          and len(x.input_ids) <= head + 4 for x in bare)
+    assert plan([e], DataOptions(max_length=8))["turns_past_max_length"] >= 1
     p = plan(enc, DataOptions())
     assert p["supervised_tokens"] == p["per_turn"]["supervised_tokens"]
     assert p["per_turn"]["sequences"] == 18 and p["sequences"] == 6
@@ -200,23 +204,38 @@ def test_plan_json(train_db: Any, tiny_model_dir: Path) -> None:
     assert set(p) == {"conversations", "assistant_turns", "suspect_turns",
                       "masked_suspect_turns", "dropped_conversations", "max_length",
                       "turns_past_max_length", "windowed_turns", "prompt_tokens",
-                      "prompts_past_max_length",
+                      "prompts_past_max_length", "turns_without_prompt",
+                      "length_keeping_prompt", "sizing",
                       "sequences", "tokens", "supervised_tokens", "per_turn", "estimate"}
     assert set(p["per_turn"]) == {"sequences", "tokens", "supervised_tokens"}
     assert p["sequences"] == 6 and p["per_turn"]["sequences"] == 17
     assert p["supervised_tokens"] == p["per_turn"]["supervised_tokens"] > 0
     assert (p["conversations"], p["assistant_turns"], p["masked_suspect_turns"]) == (6, 18, 1)
     assert p["turns_past_max_length"] == 0 and 50 < p["prompt_tokens"] < 400
+    # no --max-length: sized from the data (the longest conversation up to its last
+    # supervised turn), within the memory here and the model's context, and said so
+    sz = p["sizing"]
+    assert sz["limited_by"] == "data" and p["max_length"] == sz["needed"]
+    assert sz["needed"] * p["sequences"] >= p["tokens"] > sz["needed"]   # the longest one
+    assert sz["context_tokens"] == 4096 and sz["memory_tokens"] > sz["needed"]
+    assert p["windowed_turns"] == p["turns_without_prompt"] == 0
     e = p["estimate"]
     assert e["steps"] == 1 and e["tokens"] == p["tokens"] and e["tokens_per_s"] > 0
     assert e["measured"]["tokens"] > 0 and e["seconds"] >= 0 and e["suggest"] is None
-    # a --max-length below the system prompt and tools: said so, with the size to pass
+    r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tiny_model_dir),
+                            "--plan"])
+    assert r.exit_code == 0 and f"--max-length {p['max_length']} (from the data: the longest" \
+        in r.stdout, r.output
+    # a --max-length below the system prompt and tools: the turns are trained on their latest
+    # messages alone, counted, with the length that would keep the prompt
     short = p["prompt_tokens"] - 1
     r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tiny_model_dir),
-                            "--plan", "--max-length", str(short)])
-    assert r.exit_code == 1
-    assert (f"the system prompt and tools alone are {p['prompt_tokens']} tokens" in r.output
-            and f"raise --max-length above {p['prompt_tokens']}" in r.output), r.output
+                            "--plan", "--max-length", str(short), "--json"])
+    assert r.exit_code == 0, r.output
+    q = json.loads(r.stdout)
+    assert q["sizing"] is None and q["max_length"] == short
+    assert q["turns_without_prompt"] > 0 and q["length_keeping_prompt"] > p["prompt_tokens"]
+    assert q["supervised_tokens"] == p["supervised_tokens"] and q["turns_past_max_length"] == 0
     # a --max-length that cuts some turns: counted, with the prompt size
     r = runner.invoke(app, ["--db", db_path, "train", "--base-model", str(tiny_model_dir),
                             "--plan", "--max-length", str(p["prompt_tokens"] + 80)])

@@ -350,3 +350,18 @@ def test_assign_ids_keeps_same_tool_ids_and_replaces_others():
     assert got[0]["id"] not in ("a", "b") and got[1]["id"] == "b"
     got = assign_ids([{"name": "f", "arguments": {}}, {"name": "f", "arguments": {}}], old)
     assert got[0]["id"] == "a" and got[1]["id"] not in ("a", "b", None)
+
+
+def test_training_takes_the_same_cut_as_the_export(store):
+    """A call turned into text is trained as the last turn: the tool results logged after it
+    answer a call the label no longer makes, so they are not in the training conversation."""
+    from workbench.training.data import DataOptions, load_conversations
+
+    before = {c.trace_id: c.messages for c in load_conversations(store, DataOptions())}
+    _edit(store, 1, 2, text="Which of the two orders do you mean?")
+    after = {c.trace_id: c.messages for c in load_conversations(store, DataOptions())}
+    assert len(after[1]) == 3 < len(before[1])
+    assert after[1][2]["content"] == "Which of the two orders do you mean?"
+    assert not after[1][2].get("tool_calls")
+    valid_chat(after[1])
+    assert after[2] == before[2]            # unchanged conversations are taken whole

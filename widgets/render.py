@@ -162,7 +162,12 @@ def history_text(revisions: list[dict], current_id: int | None) -> RenderableTyp
 
 
 def vote_call_text(call: dict) -> Text:
-    """One voted call on one line: name(arguments as compact JSON), control characters shown."""
+    """One voted call on one line: name(arguments as compact JSON), control characters shown;
+    several calls side by side; a text reply quoted."""
+    if isinstance(call.get("text"), str):
+        return Text.assemble(("reply ", "bold"), dumps_visible(call["text"]))
+    if isinstance(call.get("calls"), list):
+        return Text("; ").join(vote_call_text(c) for c in call["calls"] if isinstance(c, dict))
     args = call.get("arguments")
     shown = visible(args) if isinstance(args, str) else dumps_visible(args, sort_keys=True)
     return Text.assemble((visible(call.get("name")), "bold"), "(", shown, ")")

@@ -20,6 +20,20 @@ COLUMNS = (("id", "id"), ("source", "file:line"), ("split", "split"),
 WIDTHS = {"source": 18, "split": 5, "flags": 5, "label": 8, "score": 5, "message": 20}
 SPLIT_SHORT = {"unassigned": "-"}
 NEAR_END = 40  # rows before the end at which the next page is asked for
+OUTCOME_WIDTH = 12   # the outcomes column, added once a shown trace has outcomes
+
+
+def outcome_cell(outcomes: dict | None) -> Text:
+    """The first outcome `name=value`, and how many more: `reward=0.5 +2`."""
+    if not outcomes:
+        return Text("")
+    name, value = next(iter(outcomes.items()))
+    shown = ("true" if value else "false") if isinstance(value, bool) else (
+        f"{value:g}" if isinstance(value, (int, float)) else str(value))
+    more = f" +{len(outcomes) - 1}" if len(outcomes) > 1 else ""
+    text = visible(f"{name}={shown}")
+    room = OUTCOME_WIDTH - len(more)
+    return Text((text if len(text) <= room else text[:room - 1] + "…") + more)
 
 
 def _tail(text: str, width: int) -> str:
@@ -64,6 +78,7 @@ class TraceTable(DataTable):
         self.marked: set[int] = set()
         self.exhausted = False
         self.highlight: list[str] = []   # search words highlighted in the message column
+        self.with_outcomes = False       # the outcomes column is shown (a trace had some)
 
     def on_mount(self) -> None:
         for key, label in COLUMNS:
@@ -99,7 +114,20 @@ class TraceTable(DataTable):
                 else Text(r["label"], style=LABEL_STYLE.get(r["label"], "")),
                 Text("" if r["score"] is None else f"{r['score']:.2f}", justify="right",
                      style="green" if (r["score"] or 0) >= 0.99 else "yellow"),
-                self._message_cell(r["first_user"]))
+                self._message_cell(r["first_user"]),
+                *((outcome_cell(r.get("outcomes")),) if self.with_outcomes else ()))
+
+    def _keys(self) -> list[str]:
+        return [k for k, _ in COLUMNS] + (["outcome"] if self.with_outcomes else [])
+
+    def _add_outcomes_column(self) -> None:
+        """Stores without outcomes keep the table they had; the first trace shown with one
+        adds the column (filled in for the rows already there)."""
+        self.with_outcomes = True
+        self.add_column("outcome", key="outcome", width=OUTCOME_WIDTH)
+        for key in list(self.rows):
+            self.update_cell(key.value, "outcome", Text(""))
+        self._fit_tools()
 
     def _message_cell(self, text: str | None) -> Text:
         """The first user message on one line, the search's words highlighted."""
@@ -112,6 +140,8 @@ class TraceTable(DataTable):
         if not append:
             self.clear()
         self.exhausted = exhausted
+        if not self.with_outcomes and any(r.get("outcomes") for r in rows):
+            self._add_outcomes_column()
         for r in rows:
             if str(r["id"]) in self.rows:
                 continue
@@ -119,8 +149,10 @@ class TraceTable(DataTable):
 
     def update_row(self, r: dict) -> None:
         key = str(r["id"])
+        if not self.with_outcomes and r.get("outcomes"):
+            self._add_outcomes_column()
         if key in self.rows:
-            for (col, _), cell in zip(COLUMNS, self._cells(r)):
+            for col, cell in zip(self._keys(), self._cells(r)):
                 self.update_cell(key, col, cell)
 
     @property

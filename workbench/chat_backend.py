@@ -31,6 +31,8 @@ from typing import Any, Protocol
 from workbench import safe_json
 from workbench.chat_template import IM_END, format_tool_call, render
 from workbench.messages import to_openai
+from workbench.redaction import StreamRedactor, redact_secrets
+from workbench.replies import DEFAULT_MAX_REPLY_BYTES
 from workbench.safe_text import visible
 from workbench.toolcalls import ToolCall, parse_tool_calls
 
@@ -231,7 +233,8 @@ class EndpointBackend:
             kwargs["tools"] = list(tools)
         out = Completion(text="")
         if on_token is None:
-            resp = create_completion(self.client, **kwargs)
+            resp = create_completion(self.client, max_reply_bytes=getattr(
+                self.endpoint, "max_reply_bytes", DEFAULT_MAX_REPLY_BYTES), **kwargs)
             choice = resp.choices[0]
             content, calls = choice.message.content, choice.message.tool_calls or []
             out.finish_reason = choice.finish_reason or "stop"
@@ -241,7 +244,7 @@ class EndpointBackend:
                 out.completion_tokens = getattr(usage, "completion_tokens", 0) or 0
         else:
             content, calls = self._stream(kwargs, on_token, out)
-        out.text = calls_as_text(calls, content) if calls else (content or "")
+        out.text = redact_secrets(calls_as_text(calls, content) if calls else (content or ""))
         out.calls = parse_tool_calls(out.text)
         out.seconds = time.perf_counter() - t0
         return out
@@ -256,6 +259,7 @@ class EndpointBackend:
                        out: Completion) -> tuple[str, list]:
         parts: list[str] = []
         calls: dict[int, dict] = {}
+        shown = StreamRedactor()      # a key echoed in the reply is never shown, even in part
         for chunk in self.client.chat.completions.create(stream=True, **kwargs):
             if not chunk.choices:
                 continue
@@ -263,7 +267,8 @@ class EndpointBackend:
             delta = choice.delta
             if delta.content:
                 parts.append(delta.content)
-                on_token(delta.content)
+                if text := shown.feed(delta.content):
+                    on_token(text)
             for tc in delta.tool_calls or []:
                 slot = calls.setdefault(tc.index or 0, {"function": {"name": "", "arguments": ""}})
                 if tc.function is not None:
@@ -271,6 +276,8 @@ class EndpointBackend:
                     slot["function"]["arguments"] += tc.function.arguments or ""
             if choice.finish_reason:
                 out.finish_reason = choice.finish_reason
+        if rest := shown.flush():
+            on_token(rest)
         return "".join(parts), [calls[k] for k in sorted(calls)]
 
     def close(self) -> None:
@@ -291,11 +298,15 @@ def reply_excerpt(data: bytes | str, n: int = 200) -> str:
         "…" if len(raw) > n else "")
 
 
-def create_completion(client: Any, **kwargs: Any) -> Any:
+def create_completion(client: Any, *, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+                      **kwargs: Any) -> Any:
     """`client.chat.completions.create(**kwargs)` (not streamed), checked: a reply without a
     first choice holding a message raises :class:`InvalidReply` with the reply's first bytes,
-    instead of an AttributeError deep in the caller."""
+    instead of an AttributeError deep in the caller; so does one over `max_reply_bytes`."""
     raw = client.chat.completions.with_raw_response.create(**kwargs)
+    if len(raw.http_response.content) > max_reply_bytes:
+        raise InvalidReply(f"the reply is larger than {max_reply_bytes:,} bytes (the endpoint's"
+                           " max_reply_bytes): refused, nothing stored")
     try:
         resp = raw.parse()
         choice = resp.choices[0]

@@ -7,21 +7,30 @@ import sys
 from pathlib import Path
 
 import typer
+from typer._click import exceptions as click_errors   # typer's own click (vendored)
 from typer.core import TyperGroup
 
 from workbench.commands import register_all
-from workbench.commands.common import State, report_failure
+from workbench.commands.common import State, fail, report_failure
 
 DEFAULT_DB = "workbench.db"
 
 
 class _Commands(TyperGroup):
     """Every command's failures end as one `error: ...` line on stderr and a non-zero exit
-    code; `--debug` lets the exception (and its traceback) through instead."""
+    code, usage errors (a missing argument, an unknown command or option) included;
+    `--debug` lets the exception (and its traceback) through instead."""
 
     def invoke(self, ctx: typer.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
+        except click_errors.NoArgsIsHelpError:
+            raise   # a group called bare shows its help
+        except click_errors.UsageError as e:
+            sub = (e.ctx.command_path[len(e.ctx.find_root().command_path):].strip()
+                   if e.ctx else "")
+            where = f"workbench {sub}".strip()
+            fail(f"{e.format_message()} (see `{where} --help`)")
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise   # typer's own: usage errors, exits with a code, Ctrl-C
         except Exception as e:  # noqa: BLE001 - mapped to one line, or re-raised with --debug

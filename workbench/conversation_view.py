@@ -23,7 +23,7 @@ from db.flags import flags_for, suspect_turns
 from db.queries import EXCLUDED_SQL, TraceFilter
 from db.revisions import labelled_messages_for
 from db.tasks import current_task, current_tools
-from db.traces import iter_trace_rows
+from db.traces import extras_for, iter_trace_rows
 
 
 def looks_message_only(fn: dict) -> bool:
@@ -134,6 +134,15 @@ class Conversation:
     flags: list[dict] = field(default_factory=list)   # only when asked for (`with_flags`)
     # the original message of each turn whose current label differs from it (for `exportable`)
     changed: dict[int, dict] = field(default_factory=dict)
+    metadata: dict | None = None         # the record's keys beyond its conversation
+    outcomes: dict | None = None         # rewards, scores, feedback values by name
+    extras: dict[int, dict] = field(default_factory=dict)   # message index -> format attributes
+
+    @property
+    def unweighted(self) -> frozenset[int]:
+        """Assistant turns the source left out of training (`weight: 0`, axolotl `train:
+        false`): kept as context, never in the loss."""
+        return frozenset(i for i, e in self.extras.items() if e.get("weight") == 0)
 
     def consistent_messages(self, message_tools: frozenset[str] = frozenset()) -> list[dict]:
         """The messages as an export (and anything that trains on them) must take them: cut
@@ -171,6 +180,7 @@ def iter_conversations(db: Database, selection: TraceFilter | None = None, *,
         labelled = labelled_messages_for(db, ids)
         suspect = suspect_turns(db, ids)
         excluded = {r[0] for r in db.execute(f"{sql_excluded}({marks})", ids)}
+        extras = extras_for(db, ids)
         flags: dict[int, list[dict]] = {}
         if with_flags:
             for f in flags_for(db, ids):
@@ -183,7 +193,8 @@ def iter_conversations(db: Database, selection: TraceFilter | None = None, *,
                 system=task.system_for(m), suspect=frozenset(suspect.get(r["id"], ())),
                 source=r["source"], line=r["line"], split=r["split"], origin=r["origin"],
                 excluded=r["id"] in excluded, own_tools=bool(r["tools"]),
-                flags=flags.get(r["id"], []), changed=changed))
+                flags=flags.get(r["id"], []), changed=changed, metadata=r.get("metadata"),
+                outcomes=r.get("outcomes"), extras=extras.get(r["id"], {})))
         yield out
 
 

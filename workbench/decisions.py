@@ -10,6 +10,7 @@ and the CLI alike. Nothing here edits an original or deletes a revision.
 | drop | a `review.drop` error flag (training and export leave the turn out); open proposals rejected |
 | undo | the label before the current one comes back, as a new revision (the original if none) |
 | exclude / include | the analyst's decision on whole traces (training leaves them out / takes them), recorded as one action that `undo_exclusion` reverts |
+| split / move | traces put in the train, test or unassigned split (a drawn test share, grouped by a metadata field, or chosen traces), recorded as one action that `undo_split` reverts |
 
 Every decision on a turn first checks that the trace exists and that the turn is one of its
 assistant turns (`DecisionError` otherwise, before anything is written).
@@ -30,11 +31,13 @@ from sqlite_utils import Database
 from ulid import ULID
 
 from db import browse, revisions
+from db import splits as split_store
 from db.browse import reject_open_proposals
 from db.queries import TraceFilter
 from db.tx import now, write_tx
 
-DECISIONS = ("keep", "accept", "reject", "edit", "drop", "undo", "exclude", "include")
+DECISIONS = ("keep", "accept", "reject", "edit", "drop", "undo", "exclude", "include", "split",
+             "move")
 
 
 def _recheck(db: Database, trace_ids) -> None:
@@ -263,3 +266,70 @@ def bulk_decide(db: Database, status: str, analyst: str, *,
         msg += (f"; {skipped} turn(s) skipped: they have competing proposals, pick one in"
                 " the review queue")
     return Outcome(msg, written=written, skipped=skipped)
+
+
+def move_to_split(db: Database, split: str, analyst: str, *,
+                  selection: TraceFilter | None = None, ids: list[int] | None = None) -> Outcome:
+    """Put the selected traces in `split` (train | test | unassigned); one action, undone as
+    one (`undo_split`)."""
+    scope, params = browse.trace_scope(selection or TraceFilter(), ids)
+    chosen = [r[0] for r in db.execute(f"SELECT id FROM traces WHERE id IN ({scope})", params)]
+    missing = sorted(set(ids or ()) - set(chosen))
+    if missing:
+        raise DecisionError(f"no trace {', '.join(map(str, missing[:10]))}")
+    action, n = split_store.move(db, [(t, split) for t in chosen], author_name=analyst,
+                                 reason=f"moved to {split}")
+    return Outcome(f"{n} trace(s) moved to the {split} split"
+                   + (f" ({len(chosen) - n} there already)" if len(chosen) > n else ""),
+                   written=n, skipped=len(chosen) - n, action=action if n else None)
+
+
+def split_test(db: Database, share: str, analyst: str, *, by: str | None = None, seed: int = 0,
+               selection: TraceFilter | None = None) -> Outcome:
+    """Draw a test split of `share` (10%, 0.1 or a number of traces) of the selected imported
+    traces, whole groups of `by` (a metadata field) at a time; the others go to train. One
+    action (`undo_split` takes it back). Synthetic traces are never drawn."""
+    from dataclasses import replace
+
+    from workbench.splitting import draw, parse_share
+
+    flt = replace(selection or TraceFilter(), origin="imported")
+    where, params = flt.where()
+    if by:
+        values = split_store.group_values(db, by, where, params)
+        if values and all(v is None for v in values.values()):
+            raise DecisionError(f"--by {by}: none of the {len(values)} traces has a value of"
+                                f" {by!r}")
+    else:
+        values = {r[0]: None for r in db.execute(f"SELECT id FROM traces WHERE {where}", params)}
+    if len(values) < 2:
+        raise DecisionError(f"{len(values)} imported trace(s) selected: nothing to split")
+    in_test = {r[0] for r in db.execute(f"SELECT id FROM traces WHERE {where} AND"
+                                        " traces.split = 'test'", params)}
+    target = parse_share(share, len(values))
+    d = draw(values, in_test, target, seed)
+    if not d.train:
+        raise DecisionError(f"every trace would be in test: {by!r} puts the {len(values)}"
+                            f" traces in {d.groups} group(s); choose another field or a"
+                            " smaller share")
+    action, n = split_store.move(db, [(t, "test") for t in sorted(d.test)]
+                                 + [(t, "train") for t in sorted(d.train)],
+                                 author_name=analyst, reason=f"split --test {share}"
+                                 + (f" --by {by}" if by else "") + f" --seed {seed}")
+    grouped = f" in {d.groups_test} of {d.groups} groups by {by}" if by else ""
+    return Outcome(f"test: {len(d.test)} traces ({len(d.test) / len(values):.1%}){grouped},"
+                   f" train: {len(d.train)}; {n} trace(s) moved"
+                   + (f" (action {action}; `workbench split --undo` takes it back)" if n else ""),
+                   written=n, action=action if n else None)
+
+
+def undo_split(db: Database, analyst: str, action: str | None = None) -> Outcome:
+    """Undo a split or move action (default: the newest); traces moved again since stay."""
+    action = action or split_store.last_action(db)
+    if action is None:
+        return Outcome("no split decision to undo")
+    restored, skipped = split_store.undo_action(db, action, analyst)
+    msg = f"undid action {action}: {restored} trace(s) back in their split"
+    if skipped:
+        msg += f", {skipped} left as moved since"
+    return Outcome(msg, written=restored, skipped=skipped)

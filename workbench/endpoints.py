@@ -11,13 +11,17 @@
                                      # tool_choice required), "json" (response_format
                                      # json_schema: OpenAI, vLLM) or "json_object"
                                      # (response_format json_object with a schema: llama.cpp)
+    max_reply_bytes = 1000000        # a longer reply is refused as a failed request (default)
+    context = 8192                   # the model's context in tokens; default: the server's
+                                     # model list says, or a refusal naming it teaches it
     price_in = 0.15                  # optional: cost per million prompt / completion tokens
     price_out = 0.60
     [endpoints.local.params]         # extra request parameters, sent as they are
     top_p = 0.9
 
 Keys come from the environment only: they are never written to the store, logs or exports,
-and a URL holding credentials (`user:pass@`, `?api-key=`) is refused for the same reason.
+and a URL holding credentials (`user:pass@`, `?api-key=`, `;api_key=`, `#MODEL?api_key=`) is
+refused for the same reason.
 Replies are awaited `timeout` seconds (default 60, what a local server needs for one turn) and
 a failed request is retried `retries` times (default 1): a dead server costs two minutes per
 turn at most, not six.
@@ -30,12 +34,15 @@ llama.cpp in-process, their replies constrained by a grammar to the call's JSON 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from workbench.config import config_path, read_config_file
 from workbench.errors import InputError
 from workbench.redaction import remember
+from workbench.replies import DEFAULT_MAX_REPLY_BYTES
+from workbench.safe_text import visible
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_RETRIES = 1
@@ -63,6 +70,8 @@ class Endpoint:
     price_out: float | None = None       # per million completion tokens
     params: dict = field(default_factory=dict, hash=False)
     gguf: str | None = None              # a built-in local endpoint: llama.cpp in-process
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES   # a longer reply is a failed request
+    context: int | None = None           # the model's context in tokens (None: ask the server)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -71,6 +80,14 @@ class Endpoint:
         if self.max_concurrency < 1 or self.retries < 0:
             raise InputError(f"endpoint {self.name!r}: max_concurrency must be at least 1 and"
                              " retries at least 0")
+        if isinstance(self.max_reply_bytes, bool) or not isinstance(self.max_reply_bytes, int) \
+                or self.max_reply_bytes < 1:
+            raise InputError(f"endpoint {self.name!r}: max_reply_bytes must be a positive whole"
+                             " number of bytes")
+        if self.context is not None and (isinstance(self.context, bool) or not isinstance(
+                self.context, int) or self.context < 1):
+            raise InputError(f"endpoint {self.name!r}: context must be a positive whole number"
+                             " of tokens")
 
     @property
     def is_local(self) -> bool:
@@ -139,7 +156,8 @@ def endpoints(config: dict | None = None) -> dict[str, Endpoint]:
                              field=f"endpoints.{name}.api_key")
         known = {k: spec[k] for k in ("api_key_env", "temperature", "max_tokens", "timeout",
                                       "retries", "max_concurrency", "mode", "price_in",
-                                      "price_out", "params") if k in spec}
+                                      "price_out", "params", "max_reply_bytes", "context")
+                 if k in spec}
         if url_credentials(str(spec["base_url"])):
             raise InputError(f"holds {url_credentials(str(spec['base_url']))}: {_USE_KEY_ENV}",
                              path=str(config_path()), field=f"endpoints.{name}.base_url")
@@ -186,16 +204,18 @@ _USE_KEY_ENV = ("credentials in a URL would be stored with the run and the job; 
 
 
 def url_credentials(url: str) -> str | None:
-    """What credentials `url` holds (user/password, a key-like query parameter), or None."""
+    """What credentials `url` holds (user/password; a key-like parameter in the query, in a
+    `;` path parameter or after the `#MODEL` of a one-off endpoint), or None."""
     try:
         parts = urlsplit(url.partition("#")[0])
     except ValueError:
         return None
     if parts.username is not None or parts.password is not None:
         return "a user name or password (user:pass@)"
-    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
-        if any(word in name.lower() for word in _SECRET_PARAM):
-            return f"a credential parameter ({name}=)"
+    for piece in re.split(r"[?;&#]", url)[1:]:
+        name, eq, _ = piece.partition("=")
+        if eq and any(word in name.lower() for word in _SECRET_PARAM):
+            return f"a credential parameter ({visible(name)[:40]}=)"
     return None
 
 

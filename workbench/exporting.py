@@ -2,9 +2,11 @@
 
 | format | a line |
 |---|---|
-| `openai` | `{"messages": [...], "tools": [...], "meta": {"source", "line", "trace_id"}}` (arguments as JSON strings, as the OpenAI API has them) |
+| `openai` | `{"messages": [...], "tools": [...], ...metadata, "meta": {"source", "line", "trace_id"}, "outcomes"}` (arguments as JSON strings, as the OpenAI API has them; the record's other keys, a turn's `weight` and the `developer` / `function` roles it came with written back) |
 | `pairs`  | `{"question": "<JSON messages before the turn>", "answer": "<the turn: one call as JSON {name, parameters}, else its text then each call in <tool_call> tags>", "context": null, "meta": {..., "message_index"}}`: the benchmark's question/answer format, one line per assistant turn |
 | `hf`     | like `openai` but `tools` is a JSON string, so every line has the same Arrow schema and `datasets.load_dataset("json", data_files=...)` reads it |
+
+and the trainers' formats of workbench.trainer_exports (`llamafactory`, `axolotl`, `trl`).
 
 An assistant turn is written as it is labelled: text (`content`), calls (`tool_calls`, each with
 its id, parallel calls in order) or both, and each tool result answers its call by id. Where a
@@ -20,18 +22,21 @@ import os
 import stat
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from sqlite_utils import Database
 
 from db.queries import TraceFilter
-from workbench.conversation_view import iter_conversations, task_context
+from workbench import trainer_exports
+from workbench.chat_formats import to_openai_extra
+from workbench.conversation_view import Conversation, iter_conversations, task_context
 from workbench.errors import InputError
 from workbench.messages import per_turn_pairs, to_benchmark_question, to_openai, turn_answer
 from workbench.safe_text import visible_json
 
-FORMATS = ("openai", "pairs", "hf")
+FORMATS = ("openai", "pairs", "hf", *trainer_exports.FORMATS)
 STDOUT = "-"
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
@@ -67,27 +72,59 @@ def export(db: Database, out: str | Path, fmt: str, flt: TraceFilter | None = No
     exist), or `-`: the lines go straight to standard output (`stdout`, default sys.stdout)."""
     check_format(fmt)
     flt = flt or TraceFilter()
+    notes: dict[str, int] = {}
     if str(out) == STDOUT:
         fh = stdout if stdout is not None else sys.stdout
         # on a terminal, bidi, zero-width and C1 characters are JSON-escaped as the tables
         # escape them (the lines parse to the same values); a pipe or file gets exact bytes
         escape = visible_json if _is_terminal(fh) else None
-        traces, lines = _write(db, fh, fmt, flt, progress, escape)
+        traces, lines = _write(db, fh, fmt, flt, progress, notes, escape)
         fh.flush()
-        return {"traces": traces, "lines": lines, "format": fmt, "path": STDOUT}
+        return {"traces": traces, "lines": lines, "format": fmt, "path": STDOUT,
+                **_notes(notes)}
     out = Path(out)
     tmp = Path(str(out) + ".part")
     _refuse_unless_regular(out, "the output")
     _refuse_unless_regular(tmp, "the temporary file")
+    info = out.parent / "dataset_info.json"
+    if fmt == "llamafactory":
+        _refuse_unless_regular(info, "dataset_info.json")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            traces, lines = _write(db, fh, fmt, flt, progress)
+            traces, lines = _write(db, fh, fmt, flt, progress, notes)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _refuse_unless_regular(out, "the output")  # nothing took its place meanwhile
     tmp.replace(out)  # a failed export never leaves a half-written file under the real name
-    return {"traces": traces, "lines": lines, "format": fmt, "path": str(out)}
+    result = {"traces": traces, "lines": lines, "format": fmt, "path": str(out), **_notes(notes)}
+    if fmt == "llamafactory":
+        result["dataset_info"] = str(_write_dataset_info(info, out, notes.get("kto", 0) > 0))
+    return result
+
+
+def _notes(notes: dict[str, int]) -> dict:
+    """What the format could not carry, counted (only what happened)."""
+    return {k: v for k, v in notes.items() if v and k != "kto"}
+
+
+def _write_dataset_info(info: Path, out: Path, kto: bool) -> Path:
+    """Add (or replace) the export's entry in the `dataset_info.json` beside it, named after
+    the file, keeping the entries already there."""
+    entries: dict = {}
+    if info.exists():
+        try:
+            entries = json.loads(info.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InputError(f"not valid JSON ({e}); not replacing it", path=str(info)) from None
+        if not isinstance(entries, dict):
+            raise InputError("not a JSON object of datasets; not replacing it", path=str(info))
+    entries[out.stem] = trainer_exports.dataset_info_entry(out.name, kto)
+    tmp = Path(str(info) + ".part")
+    _refuse_unless_regular(tmp, "the temporary file")
+    tmp.write_text(json.dumps(entries, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(info)
+    return info
 
 
 def _is_terminal(fh: TextIO) -> bool:
@@ -98,18 +135,29 @@ def _is_terminal(fh: TextIO) -> bool:
 
 
 def _write(db: Database, fh: TextIO, fmt: str, flt: TraceFilter,
-           progress: Callable[[int], None] | None,
+           progress: Callable[[int], None] | None, notes: dict[str, int],
            escape: Callable[[str], str] | None = None) -> tuple[int, int]:
     traces = lines = 0
     task = task_context(db)
     for batch in iter_conversations(db, flt, batch=500, task=task):
         for conv in batch:
+            # cut after a turn whose label no longer fits the results logged after it
+            conv = replace(conv, messages=conv.consistent_messages(task.message_tools))
+            if fmt in trainer_exports.LINES:
+                obj, counted = trainer_exports.LINES[fmt](conv)
+                for k, v in counted.items():
+                    notes[k] = notes.get(k, 0) + v
+                if obj is not None:
+                    notes["kto"] = notes.get("kto", 0) + ("kto_tag" in obj)
+                    fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+                    lines += 1
+                traces += 1
+                continue
             meta = {"source": conv.source, "line": conv.line, "trace_id": conv.trace_id,
                     "split": conv.split, "origin": conv.origin}
             if conv.tools and not conv.own_tools:
                 meta["tools"] = "task"  # re-import keeps these as the task's, not the trace's
-            messages = conv.consistent_messages(task.message_tools)
-            for obj in _lines(fmt, messages, conv.tools, meta):
+            for obj in _lines(fmt, conv, meta):
                 text = json.dumps(obj, ensure_ascii=False)
                 fh.write((escape(text) if escape else text) + "\n")
                 lines += 1
@@ -119,15 +167,32 @@ def _write(db: Database, fh: TextIO, fmt: str, flt: TraceFilter,
     return traces, lines
 
 
-def _lines(fmt: str, messages: list[dict], tools: list | None, meta: dict):
+def _lines(fmt: str, conv: Conversation, meta: dict):
+    messages, tools = conv.messages, conv.tools
     if fmt == "pairs":
         for idx, before, turn in per_turn_pairs(messages):
             yield {"question": json.dumps(to_benchmark_question(before), ensure_ascii=False),
                    "answer": turn_answer(turn), "context": None,
                    "meta": {**meta, "message_index": idx}}
         return
-    obj = {"messages": [to_openai(m) for m in messages]}
+    if fmt == "hf":
+        obj = {"messages": [to_openai(m) for m in messages]}
+        if tools:
+            obj["tools"] = json.dumps(tools, ensure_ascii=False)
+        obj["meta"] = meta
+        yield obj
+        return
+    # openai: the record as it came, less what the store rewrote (messages, tools, meta)
+    obj = {"messages": [to_openai_extra(to_openai(m), conv.extras.get(i))
+                        for i, m in enumerate(messages)]}
     if tools:
-        obj["tools"] = tools if fmt == "openai" else json.dumps(tools, ensure_ascii=False)
-    obj["meta"] = meta
+        obj["tools"] = tools
+    kept = conv.metadata or {}
+    for key, value in kept.items():
+        if key not in ("messages", "tools", "meta", "outcomes"):
+            obj[key] = value
+    own_meta = kept.get("meta")
+    obj["meta"] = {**own_meta, **meta} if isinstance(own_meta, dict) else meta
+    if conv.outcomes:
+        obj["outcomes"] = conv.outcomes
     yield obj

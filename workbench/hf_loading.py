@@ -156,6 +156,20 @@ def load_tokenizer(base: BaseModel | str | Path | None) -> Any:
     return tok
 
 
+def load_config(base: BaseModel | str | Path | None) -> Any:
+    """The base model's config (sizes, context length) without its weights."""
+    from transformers import AutoConfig
+
+    base = base if isinstance(base, BaseModel) else resolve_base_model(base)
+    try:
+        if base.is_gguf:
+            with gguf_loading():
+                return AutoConfig.from_pretrained(base.source, gguf_file=base.gguf_file)
+        return AutoConfig.from_pretrained(base.source)
+    except (OSError, ValueError, KeyError) as e:
+        raise _friendly(base, e) from e
+
+
 def load_model(base: BaseModel | str | Path | None, dtype: Any = None,
                attn_implementation: str | None = None) -> Any:
     """The base causal LM (GGUF weights dequantized), ready to train and to save_pretrained."""

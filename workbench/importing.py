@@ -23,9 +23,12 @@ from db.tasks import current_task, register_tools, update_task
 from db.traces import NewTrace, TraceWriter
 from db.tx import write_tx
 from workbench.errors import InputError
-from workbench.formats import (ORIGINS, SPLITS, TASK_FORMATS, detect_format, iter_records,
-                               max_line_bytes, meta_choice, open_regular, read_task)
+from workbench.formats import (ORIGINS, SPAN_FORMATS, SPLITS, TASK_FORMATS, detect_format,
+                               iter_records, max_line_bytes, meta_choice, open_regular,
+                               read_task, without_secrets)
 from workbench.messages import MAX_MESSAGE_BYTES, FieldError, canonical_json, content_hash
+from workbench.outcomes import check_fields as check_outcome_fields
+
 TRACE_SUFFIXES = (".jsonl", ".ndjson")
 TASK_NAMES = ("job_description.json", "task.txt")
 
@@ -41,6 +44,7 @@ class FileReport:
     tools_added: list[str] = field(default_factory=list)
     task_updated: bool = False
     splits: dict[str, int] = field(default_factory=dict)   # traces read per split
+    outcomes: dict[str, int] = field(default_factory=dict)   # traces read with each outcome
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -86,6 +90,7 @@ def import_files(db: Database, paths: Iterable[str | Path], *, split: str | None
                  progress: Callable[[str, int], None] | None = None,
                  notify: Callable[[str], None] | None = None,
                  before_complete: Callable[[Database, list[FileReport]], None] | None = None,
+                 outcomes: Iterable[str] = (),
                  ) -> list[FileReport]:
     """Import trace and task files all or nothing: the first error leaves the store as it was
     and raises InputError naming the file, line and field. Traces are written in short batch
@@ -96,7 +101,12 @@ def import_files(db: Database, paths: Iterable[str | Path], *, split: str | None
     A line's `meta.split` / `meta.origin` (what our own export writes) is kept, so an exported
     test trace comes back as test; an explicit `split` / `origin` wins over it. Lines without
     meta get `split` (default: test for files named test*, else unassigned) and `origin`
-    (default imported)."""
+    (default imported).
+
+    Every key of a record beyond its conversation is kept as the trace's metadata; its
+    outcomes are what its format carries, its `outcomes` object, `reward`/`score`, and the
+    fields named in `outcomes` (workbench.outcomes)."""
+    outcome_names = check_outcome_fields(list(outcomes))
     if split is not None and split not in SPLITS:
         raise InputError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     if origin is not None and origin not in ORIGINS:
@@ -128,7 +138,8 @@ def import_files(db: Database, paths: Iterable[str | Path], *, split: str | None
                                           max_line_bytes(max_message_bytes)))
             else:
                 reports.append(_import_traces(db, path, fmt, split, origin, max_message_bytes,
-                                              progress, ids[str(path)], import_ids, deferred))
+                                              progress, ids[str(path)], import_ids, deferred,
+                                              outcome_names))
         with write_tx(db):
             for apply in deferred:
                 apply()
@@ -168,7 +179,8 @@ def _read_task(db: Database, path: Path, fmt: str, deferred: list[Callable[[], N
 def _import_traces(db: Database, path: Path, fmt: str, split_opt: str | None,
                    origin_opt: str | None, max_bytes: int,
                    progress: Callable[[str, int], None] | None, import_id: int,
-                   all_ids: list[int], deferred: list[Callable[[], None]]) -> FileReport:
+                   all_ids: list[int], deferred: list[Callable[[], None]],
+                   outcome_names: list[str]) -> FileReport:
     source, abspath = str(path), os.path.abspath(path)
     split = default_split(path, split_opt)
     writer = TraceWriter(db, import_id, beat=lambda d: pending.heartbeat(d, all_ids))
@@ -176,7 +188,8 @@ def _import_traces(db: Database, path: Path, fmt: str, split_opt: str | None,
     seen_tools: set[str] = set()
     splits: Counter = Counter()
     from_meta = False
-    for rec in iter_records(path, fmt, max_bytes):
+    found: Counter = Counter()
+    for rec in iter_records(path, fmt, max_bytes, outcome_names):
         report.lines += 1
         try:
             meta_split = None if split_opt else meta_choice(rec.meta, "split", SPLITS)
@@ -193,15 +206,20 @@ def _import_traces(db: Database, path: Path, fmt: str, split_opt: str | None,
                 seen_tools.add(key)
                 deferred.append(lambda tools=rec.tools: report.tools_added.extend(
                     f"{n} v{v}" for n, v, new in register_tools(db, tools, source) if new))
+        found.update(list(rec.outcomes or ()))
         writer.add(NewTrace(messages=rec.messages, tools=rec.tools,
-                            content_hash=content_hash(rec.messages, rec.tools), source=source,
-                            path=abspath, line=rec.line, format=fmt, split=rec_split,
-                            origin=rec_origin))
+                            content_hash=content_hash(rec.messages, rec.tools, rec.extras),
+                            source=source, path=abspath, line=rec.line, format=fmt,
+                            split=rec_split, origin=rec_origin,
+                            metadata=(without_secrets(rec.meta) or None) if fmt in SPAN_FORMATS
+                            else rec.metadata,
+                            outcomes=rec.outcomes, extras=rec.extras))
         if progress and report.lines % 1000 == 0:
             progress(source, report.lines)
     writer.flush()
     report.added, report.duplicates = writer.added, writer.duplicates
     report.splits = dict(sorted(splits.items()))
+    report.outcomes = dict(sorted(found.items()))
     if from_meta:
         report.split = "from meta: " + ", ".join(f"{k} {n}" for k, n in report.splits.items())
     return report

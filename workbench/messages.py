@@ -162,9 +162,15 @@ def is_json_list(text: str | None) -> bool:
         return False
 
 
-def content_hash(messages: list[dict], tools: list | None) -> str:
-    """Identity of a trace: identical conversations (with identical tools) are one trace."""
-    payload = orjson.dumps({"messages": messages, "tools": tools}, option=orjson.OPT_SORT_KEYS)
+def content_hash(messages: list[dict], tools: list | None,
+                 extras: list[dict | None] | None = None) -> str:
+    """Identity of a trace: identical conversations (with identical tools) are one trace. The
+    messages' format attributes (a turn's training `weight`, a result's `is_error`) are part
+    of it when there are any: the same talk with a turn left out of training is another trace."""
+    obj: dict[str, Any] = {"messages": messages, "tools": tools}
+    if extras and any(extras):
+        obj["extras"] = extras
+    payload = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(payload).hexdigest()
 
 

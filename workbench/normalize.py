@@ -41,8 +41,8 @@ from sqlite_utils import Database
 
 from db.flags import replace_flags
 from db.queries import TraceFilter
-from db.revisions import add_revision
-from db.tx import write_tx
+from db.revisions import add_revision, changed_since
+from db.tx import now, write_tx
 from db.revisions import apply_labels
 from db.traces import messages_for
 from workbench.checks import load_context, recheck_traces
@@ -348,13 +348,14 @@ def _own_revisions(db: Database, ids: list[int]) -> dict[tuple, dict[str, set]]:
 
 
 def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
+    read_at = now()      # a turn whose label changes after this is left as it is then
     ctx = _learning_context(db, flt)
     if not ctx.tools:
         raise ValueError("no canonical tools: import a task file with tools first")
     model = learn(ctx)
     mapping_counts: dict[tuple, Counter] = defaultdict(Counter)
     confident_counts: Counter = Counter()
-    revisions = accepted = proposed = unchanged = 0
+    revisions = accepted = proposed = unchanged = changed = 0
     warn_flags = []
     pending = defaultdict(dict)  # (trace id, msg) -> {call j: new call}
     by_id = {}
@@ -372,6 +373,9 @@ def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
         earlier = _own_revisions(db, sorted(by_id))
         for (tid, i), per_call in pending.items():
             t = by_id[tid]
+            if changed_since(db, tid, i, read_at):     # the analyst decided meanwhile
+                changed += 1
+                continue
             msg = t.messages[i]
             calls = [dict(c, function=dict(c["function"])) for c in msg["tool_calls"]]
             confident = True
@@ -417,5 +421,5 @@ def normalize(db: Database, flt: TraceFilter | None = None) -> dict:
                         "confidence": round(confident_counts[(src, dst)] / n, 3),
                         "arguments": dict(top), "argument_variants": len(maps)})
     return {"revisions": revisions, "accepted": accepted, "proposed": proposed,
-            "unchanged": unchanged, "rechecked": rechecked["traces"],
-            "mapping_summary": summary}
+            "unchanged": unchanged, "changed_meanwhile": changed,
+            "rechecked": rechecked["traces"], "mapping_summary": summary}

@@ -1,10 +1,13 @@
-"""Secrets out of error text, before it is stored (jobs.error, the job log, eval results) or shown.
+"""Secrets out of error text and model replies, before they are stored (jobs.error, the job log,
+eval results, votes, job units, synthesis rows) or shown.
 
 A server may echo the request's Authorization header in an error body, and the `openai` client
 puts that body into its exception message; a proxy may print a URL with credentials. `redact`
 replaces every key we know (the values of the environment variables that configured endpoints
 name in `api_key_env`, and every key an endpoint used in this process) and anything shaped like
-a bearer token, an `sk-...` key, an `api_key=...` value or URL credentials.
+a bearer token, an `sk-...` key, an `api_key=...` value or URL credentials. A model's reply is
+data, not an error: `redact_secrets` replaces only the keys themselves there (a tool argument
+named `password` keeps its value), in every string of a parsed reply with `redact_value`.
 """
 
 from __future__ import annotations
@@ -79,3 +82,46 @@ def redact(text: object) -> str:
     for pattern, repl in _PATTERNS:
         s = pattern.sub(repl, s)
     return s
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with every known key replaced (and nothing else: for model replies)."""
+    for key in known_keys():
+        if key in text:
+            text = text.replace(key, REDACTED)
+    return text
+
+
+def redact_value(value: object) -> object:
+    """A JSON value with `redact_secrets` applied to every string in it (keys too)."""
+    if isinstance(value, str):
+        return redact_secrets(value)
+    if isinstance(value, list):
+        return [redact_value(v) for v in value]
+    if isinstance(value, dict):
+        return {redact_secrets(k) if isinstance(k, str) else k: redact_value(v)
+                for k, v in value.items()}
+    return value
+
+
+class StreamRedactor:
+    """Redacts a reply shown as it streams: holds back the last (longest key - 1) characters,
+    so a key split across chunks is never shown in part. `feed` returns what may be shown now,
+    `flush` the rest at the end."""
+
+    def __init__(self) -> None:
+        self.keys = known_keys()
+        self.hold = max((len(k) for k in self.keys), default=1) - 1
+        self.pending = ""
+
+    def feed(self, chunk: str) -> str:
+        if not self.keys:
+            return chunk
+        self.pending = redact_secrets(self.pending + chunk)
+        cut = max(0, len(self.pending) - self.hold)
+        out, self.pending = self.pending[:cut], self.pending[cut:]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = redact_secrets(self.pending), ""
+        return out

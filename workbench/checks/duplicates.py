@@ -26,14 +26,21 @@ class _First(NamedTuple):
     id: int
 
 
+def user_turns_key(messages: list[dict]) -> str | None:
+    """A digest of what the user says (normalised), None when that is too little to tell a
+    conversation by (under 20 characters): two conversations with the same key are
+    near-duplicates."""
+    users = [norm(m.get("content") or "") for m in messages if m["role"] == "user"]
+    return _digest(users) if sum(len(u) for u in users) >= 20 else None
+
+
 def run(ctx: CheckContext) -> list[dict]:
     exact: dict[str, _First] = {}
     near: dict[str, _First] = {}
     out = []
     for t in ctx.traces:
         full = _digest([(m["role"], norm(message_text(m))) for m in t.messages])
-        users = [norm(m["content"] or "") for m in t.messages if m["role"] == "user"]
-        user_key = _digest(users) if sum(len(u) for u in users) >= 20 else None
+        user_key = user_turns_key(t.messages)
         if full in exact:
             first = exact[full]
             out.append(flag(t, None, NAME, "error", f"same conversation as {first.source}:"

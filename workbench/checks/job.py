@@ -62,8 +62,8 @@ class CheckParams:
         unknown = [n for n in self.only if n not in CHECKS]
         if unknown:
             raise ValueError(f"unknown check {', '.join(unknown)} (known: {', '.join(CHECKS)})")
-        if self.threads < 1:
-            raise ValueError("--threads must be at least 1")
+        if not 1 <= self.threads <= 1024:
+            raise ValueError(f"--threads must be between 1 and 1024, not {self.threads}")
 
     def names(self) -> list[str]:
         from workbench.checks import DEFAULT_CHECKS, MODEL_CHECKS

@@ -7,8 +7,8 @@ import typer
 
 def register_all(app: typer.Typer) -> None:
     from workbench.commands import (checks, committee, data, evaluate, jobs, labels, pipeline,
-                                    score, synth, train)
+                                    score, splits, synth, train)
 
-    for module in (data, checks, labels, committee, synth, train, evaluate, score, jobs,
+    for module in (data, splits, checks, labels, committee, synth, train, evaluate, score, jobs,
                    pipeline):
         module.register(app)

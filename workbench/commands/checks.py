@@ -27,14 +27,21 @@ def register(app: typer.Typer) -> None:
         The model-based coherence_model check runs with --model-checks or --only."""
         from itertools import islice
 
+        from db.queries import TraceFilter
         from workbench.checks import stored_report
+        from workbench.outcome_flags import flags_by_outcome
 
         row = run_request(ctx, job, quiet=as_json)
         result = row["result"]
         flags = stored_report(state(ctx).db(), row["selection"], result["checks"])
+        sel = row["selection"]
+        by_outcome = flags_by_outcome(state(ctx).db(), sel if isinstance(sel, TraceFilter)
+                                      else TraceFilter.from_dict(sel))
         if as_json:
             print_json_stream({"traces": result["traces"],
-                               "assistant_turns": result["assistant_turns"]}, "flags", flags)
+                               "assistant_turns": result["assistant_turns"],
+                               **({"outcomes": by_outcome} if by_outcome else {})},
+                              "flags", flags)
             return
         table = Table("source:line", "msg", "check", "severity", "detail")
         for f in islice(flags, TABLE_ROWS):
@@ -51,6 +58,16 @@ def register(app: typer.Typer) -> None:
                                " workbench check --json, or browse them in the app"))
         console.print(Text(f"{result['traces']} traces, {result['assistant_turns']} assistant"
                            f" turns, {result['flags']} flags ({result['errors']} errors)"))
+        if by_outcome:
+            out = Table("outcome", "failed: flagged", "successful: flagged", "split")
+            for r in by_outcome:
+                cells = [f"{s['flagged']}/{s['n']} = {s['share']:.0%}"
+                         f" [{s['interval'][0]:.0%}, {s['interval'][1]:.0%}]"
+                         for s in (r["failed"], r["successful"])]
+                out.add_row(Text(visible(r["outcome"])), *cells, Text(visible(r["split"])))
+            console.print(Text("error flags by outcome (95% intervals): the flags find damage"
+                               " when failed conversations are flagged more often"))
+            console.print(out)
 
     @app.command("normalize")
     @job_options("normalize")

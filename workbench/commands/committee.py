@@ -21,6 +21,14 @@ def print_relabel(result: dict) -> None:
         f"{result['voted']} turns voted on: {out['revised']} relabelled, {out['confirmed']}"
         f" confirmed, {out['review']} sent to review, {out['failed']} failed; {out['human']}"
         f" kept as the analyst decided"))
+    accepting = result.get("accepting")
+    if accepting:
+        console.print(Text(visible(accepting["why"]) + (
+            f" ({result.get('proposed_decisions', 0)} agreed decisions proposed)"
+            if not accepting["accept"] else "")))
+    if result.get("changed_meanwhile"):
+        console.print(Text(f"{result['changed_meanwhile']} turns left as they were: the analyst"
+                           " decided on them while the members were asked"))
     table = Table("member", "calls", "tokens in", "tokens out", "cost", "failures")
     for name, m in result["members"].items():
         table.add_row(Text(visible(name)), str(m["calls"]), str(m["tokens_in"]),
@@ -42,17 +50,27 @@ def _share(s: dict) -> str:
     return f"{s['share']:.0%} ({s['agreed']}/{s['over']})"
 
 
-def print_agreement(res: dict) -> None:
+def print_agreement(res: dict, state_db=None) -> None:
     scope = f"job {res['job_id']}" if res["job_id"] is not None else "every run"
     console.print(Text(f"{res['turns']} turns with votes ({scope}): {res['decided']} decided by"
                        f" the committee, {res['analyst_decided']} decided by the analyst since"))
     if not res["turns"]:
         return
-    table = Table("member", "role", "votes", "abstained", "= committee", "= analyst")
+    from workbench.committee.trust import CONFIDENCE, THRESHOLD_KEY, interval, threshold
+
+    limit = threshold(state_db) if state_db is not None else None
+    table = Table("member", "role", "votes", "abstained", "= committee", "= analyst",
+                  f"{CONFIDENCE:.0%} interval")
     for name, m in res["members"].items():
+        lo, hi = interval(m["analyst"]["agreed"], m["analyst"]["over"])
         table.add_row(Text(visible(name)), m["role"], str(m["votes"]), str(m["abstained"]),
-                      _share(m["committee"]), _share(m["analyst"]))
+                      _share(m["committee"]), _share(m["analyst"]),
+                      f"{lo:.2f}-{hi:.2f}" if m["analyst"]["over"] else "-")
     console.print(table)
+    if limit is not None:
+        console.print(Text(f"a committee's decisions become labels without --accept when the"
+                           f" interval's lower end is at least {limit:g} for every member"
+                           f" ({THRESHOLD_KEY}; over every run's votes)"), style="dim")
     if res["cohen"]:
         pairs = Table("member", "member", "Cohen's kappa: function", "whole call")
         for p in res["cohen"]:
@@ -103,7 +121,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(res)
         else:
-            print_agreement(res)
+            print_agreement(res, db)
 
     @app.command("relabel")
     @job_options("relabel")

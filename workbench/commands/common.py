@@ -105,6 +105,9 @@ def failure_message(e: BaseException, db_path: Path | None = None) -> str:
             w in str(e) for w in ("locked", "busy")):
         return (f"the store{store} is busy: another process held its write lock for too long"
                 f" ({e}); try again when it is done")
+    if isinstance(e, sqlite3.DatabaseError) and "readonly" in str(e):
+        return (f"the store{store} is read-only (a read-only file or mount): it opens for"
+                f" reading (stats, export, jobs list) but cannot be changed ({e})")
     if isinstance(e, sqlite3.DatabaseError):
         return f"the store{store} cannot be used: {e}"
     if isinstance(e, RecursionError):

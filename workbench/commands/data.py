@@ -28,8 +28,16 @@ def register(app: typer.Typer) -> None:
         max_message_bytes: int = typer.Option(MAX_MESSAGE_BYTES, help="reject larger messages;"
                                               " a line (one trace) may be 16 times as long"),
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+        outcome: Optional[list[str]] = typer.Option(
+            None, "--outcome", help="a field of each record that is an outcome (a reward,"
+            " score or feedback value; repeatable; a.b reaches into objects)"),
     ) -> None:
-        """Import traces (OpenAI chat, TFT traces, question/answer JSONL) and task files.
+        """Import traces (OpenAI chat and fine-tuning, Anthropic Messages, ShareGPT, TFT traces,
+        question/answer; JSON Lines or a JSON array) and task files.
+
+        Every key of a record beyond its conversation is kept as metadata (`--meta` selects on
+        it); outcomes (`reward`, `score`, an `outcomes` object, the format's own, and the
+        fields named with --outcome) are selected with `--outcome "reward<1"`.
 
         All or nothing: any bad line aborts everything with FILE:LINE and leaves the store
         unchanged. Traces are committed in batches that nothing shows until the import is
@@ -42,6 +50,7 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             reports = import_files(db, paths, split=split, task=task,
                                    max_message_bytes=max_message_bytes,
+                                   outcomes=outcome or (),
                                    notify=lambda line: err_console.print(Text(line)))
         if as_json:
             print_json({"files": [report_dict(r) for r in reports], **store_stats(db)})
@@ -53,6 +62,8 @@ def register(app: typer.Typer) -> None:
                 notes.append("tools: " + ", ".join(r.tools_added))
             if r.task_updated:
                 notes.append("task updated")
+            if r.outcomes:
+                notes.append("outcomes: " + ", ".join(f"{k} ({n})" for k, n in r.outcomes.items()))
             table.add_row(Text(visible(r.source)), r.format, Text(visible(r.split or "")),
                           str(r.lines), str(r.added), str(r.duplicates),
                           Text(visible("; ".join(notes))))
@@ -68,7 +79,8 @@ def register(app: typer.Typer) -> None:
         selection: TraceFilter,
         out: Path = typer.Argument(..., help="output JSONL file, or - for standard output"
                                    " (the summary then goes to stderr)"),
-        fmt: str = typer.Option("openai", "--format", help="openai | pairs | hf"),
+        fmt: str = typer.Option("openai", "--format", help="openai | pairs | hf |"
+                                " llamafactory | axolotl | trl"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
     ) -> None:
         """Export current labels (originals with accepted revisions applied).
@@ -94,8 +106,20 @@ def register(app: typer.Typer) -> None:
                 print_json(result)
             return
         where = "standard output" if to_stdout else visible(out)
-        (err_console if to_stdout else console).print(Text(
+        said = (err_console if to_stdout else console)
+        said.print(Text(
             f"wrote {result['lines']} lines ({result['traces']} traces, format {fmt}) to {where}"))
+        for key, what in (("skipped_shape", ("conversations left out: LLaMA-Factory needs user"
+                                             " and tool turns alternating with the model's")),
+                          ("masks_lost", ("turns out of training here (weight 0 or suspect)"
+                                          " that this format cannot mask")),
+                          ("text_dropped", ("assistant texts beside a call that a function_call"
+                                            " turn cannot hold"))):
+            if result.get(key):
+                said.print(Text(f"  {result[key]} {what}"))
+        if result.get("dataset_info"):
+            said.print(Text(f"  dataset entry {visible(Path(out).stem)} written to"
+                            f" {visible(result['dataset_info'])}"))
 
     @app.command("stats")
     def stats_cmd(

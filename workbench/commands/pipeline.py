@@ -34,6 +34,10 @@ def print_report(rep: dict, out: Console = console) -> None:
     dt = Table("data", "before curation", "after", title="data (not the test split)")
     for key, label in DATA_ROWS:
         dt.add_row(label, _num(d["raw"][key]), _num(d["curated"][key]))
+    for name, o in (d.get("outcomes") or {}).items():
+        dt.add_row(Text(visible(f"outcome {name}: mean (traces)")),
+                   f"{_num(o['raw']['mean'])} ({o['raw']['traces']})",
+                   f"{_num(o['curated']['mean'])} ({o['curated']['traces']})")
     out.print(dt)
     if d["relabelled_by"]:
         out.print(Text("relabelled by: " + ", ".join(f"{k} {v}" for k, v in

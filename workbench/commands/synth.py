@@ -17,6 +17,13 @@ def print_synth(result: dict) -> None:
         f" {result['candidates']} candidates (acceptance {result['acceptance_rate']:.0%}) from"
         f" {result['seeds']} seeds; test leaks stored: {result['test_leaks_stored']}"
         + (f"; {result['repeats']} repeated draws skipped" if result.get("repeats") else "")))
+    if "stored" in result:
+        console.print(Text(
+            f"stored as synthetic traces: {result['stored']}"
+            + (f"; {result['kept_earlier']} kept by earlier runs of this job count toward the"
+               " target" if result.get("kept_earlier") else "")
+            + (f"; {result['surplus']} dropped (another run of this job reached the target"
+               " meanwhile)" if result.get("surplus") else "")))
     if result["rejected"]:
         console.print(Text("rejected: " + ", ".join(f"{k} {v}" for k, v in
                                                     result["rejected"].items())))

@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
         if plan:
             with user_errors():
                 base = resolve_base_model(params.base_model)
-                _, examples, data_plan = prepare(db, base, params.data(selection))
+                _, examples, data_plan, _ = prepare(db, base, params.data(selection),
+                                                    cfg=params.config(None))
             err_console.print(Text("timing one micro-batch to estimate the run (loading the"
                                    " base model)..."))
             rate = measure_rate(base, examples, params.lora_r, params.precision)
@@ -84,14 +85,22 @@ def plan_text(p: dict, suspect: str) -> str:
     else:
         lines.append(f"suspect turns (error flags): {p['suspect_turns']}, trained on"
                      " (--suspect train)")
+    if p.get("sizing"):
+        from workbench.training.sizing import describe
+
+        lines.append(describe(p["sizing"]))
     past = (f"turns ending past --max-length {p['max_length']}: {p['windowed_turns']} trained"
             " in windows (the system prompt and tools, then the latest messages that fit),"
-            f" {p['turns_past_max_length']} too long even so (no loss)")
+            f" {p['turns_without_prompt']} without their system prompt and tools (the latest"
+            f" messages alone), {p['turns_past_max_length']} too long even so (no loss)")
     if p["prompts_past_max_length"]:
         past += (f"; the system prompt and tools alone are {p['prompt_tokens']:,} tokens, not less"
                  f" than --max-length in {p['prompts_past_max_length']} conversations")
-    elif p["turns_past_max_length"] or p["windowed_turns"]:
+    elif p["turns_past_max_length"] or p["windowed_turns"] or p["turns_without_prompt"]:
         past += f"; the system prompt and tools alone are {p['prompt_tokens']:,} tokens"
+    if p["turns_without_prompt"]:
+        past += (f"; --max-length {p['length_keeping_prompt']:,} would keep the system prompt"
+                 " of every turn")
     lines.append(past)
     lines.append(f"per-turn expansion (--per-turn): {pt['sequences']} sequences,"
                  f" {pt['tokens']:,} tokens ({pt['tokens'] / max(p['tokens'], 1):.1f}x more),"

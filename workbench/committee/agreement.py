@@ -7,6 +7,7 @@ Read from the stored votes (m004), for one relabel job or for every run:
   decision: the turn's current label when the analyst set it after the votes (a human revision,
   or a committee proposal the analyst accepted from the review queue). An abstention counts as
   not agreeing; a turn the analyst dropped has no call and is not counted;
+- a vote's "function" is its decision (`voting.decision_key`: a text reply, or which calls);
 - Cohen's kappa for each pair of members and Fleiss' kappa for all of them, on the function name
   and on the whole call (the category of a vote is its `call_key`, so "4:45 pm" = "16:45").
   Kappa is agreement corrected for chance: 1 is perfect, 0 is what raters answering at random
@@ -30,7 +31,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from db.rows import dicts
-from workbench.committee.voting import call_key, label_call, same_call
+from workbench.committee.voting import call_key, decision_key, label_call, same_call
 
 DECIDED = ("revised", "confirmed")
 
@@ -111,12 +112,13 @@ def analyst_calls(db: Database, turns: list[dict]) -> dict[tuple[int, int], dict
     ids = sorted({t["trace_id"] for t in turns})
     rows = db.execute(
         "SELECT r.trace_id, r.message_idx, r.author_kind, r.tool_calls, r.created_at,"
-        " r.decided_at FROM revisions r WHERE r.trace_id IN (SELECT value FROM json_each(?))"
+        " r.decided_at, r.content FROM revisions r"
+        " WHERE r.trace_id IN (SELECT value FROM json_each(?))"
         " AND r.status = 'accepted' AND r.id = (SELECT max(id) FROM revisions WHERE"
         " trace_id = r.trace_id AND message_idx = r.message_idx AND status = 'accepted')",
         [json.dumps(ids)]).fetchall()
     out: dict[tuple[int, int], dict | None] = {}
-    for tid, idx, kind, tool_calls, created, decided in rows:
+    for tid, idx, kind, tool_calls, created, decided, content in rows:
         since = after.get((tid, idx))
         if since is None:
             continue
@@ -124,7 +126,7 @@ def analyst_calls(db: Database, turns: list[dict]) -> dict[tuple[int, int], dict
         accepted = decided is not None and decided > created and decided > since
         if written or accepted:
             out[(tid, idx)] = label_call({"tool_calls": json.loads(tool_calls) if tool_calls
-                                          else None})
+                                          else None, "content": content})
     return out
 
 
@@ -172,7 +174,7 @@ def agreement(db: Database, job_id: int | None = None) -> dict[str, Any]:
     for a, b in combinations(voters, 2):
         both = [(r[a], r[b]) for r in rated if r.get(a) and r.get(b)]
         pairs.append({"a": a, "b": b,
-                      "function": cohen([(x["name"], y["name"]) for x, y in both]),
+                      "function": cohen([(decision_key(x), decision_key(y)) for x, y in both]),
                       "call": cohen([(_key(x), _key(y)) for x, y in both])})
     answered = [[c for c in r.values() if c is not None] for r in rated]
     raters = max((len(a) for a in answered), default=0)
@@ -180,5 +182,5 @@ def agreement(db: Database, job_id: int | None = None) -> dict[str, Any]:
     return {
         "job_id": job_id, "turns": len(turns), "decided": decided,
         "analyst_decided": len(analyst), "members": members, "cohen": pairs,
-        "fleiss": {"function": fleiss([[c["name"] for c in a] for a in full]),
+        "fleiss": {"function": fleiss([[decision_key(c) for c in a] for a in full]),
                    "call": fleiss([[_key(c) for c in a] for a in full])}}

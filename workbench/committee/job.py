@@ -12,6 +12,27 @@ from workbench.jobs.spec import JobSpec, names, opt
 SPECS: list[JobSpec] = []
 
 
+def known_endpoint(name: str | None, param: str) -> None:
+    """Refuse an endpoint name that is neither configured nor a URL#MODEL or local one,
+    before a job row stores it (the job would fail only when it starts)."""
+    from workbench.endpoints import LOCAL, check_url, endpoints
+    from workbench.errors import InputError
+
+    if not name or name == LOCAL or name.startswith(LOCAL + ":"):
+        return
+    if "://" in name:
+        check_url(name)
+        return
+    try:
+        found = endpoints()
+    except InputError as e:
+        raise ValueError(str(e)) from None
+    if name not in found:
+        raise ValueError(f"--{param}: unknown endpoint {name!r} (configured:"
+                         f" {', '.join(found) or 'none'}; or give URL#MODEL, local or"
+                         " local:MODEL)")
+
+
 @dataclass
 class RelabelParams:
     committee: list[str] = opt([], "the members: endpoint names from the config, URL#MODEL,"
@@ -22,6 +43,8 @@ class RelabelParams:
                      " full-text query selecting turns")
     agree: str = opt("majority", "what decides: a strict majority of the members, or all of"
                      " them", choices=["majority", "unanimous"])
+    accept: bool = opt(False, "accept the committee's decisions as labels; without it they are"
+                       " proposed for review unless its agreement with the analyst is earned")
 
     def __post_init__(self) -> None:
         self.committee = names(self.committee)
@@ -37,6 +60,9 @@ class RelabelParams:
             raise ValueError(f"--agree must be one of {', '.join(RULES)}")
         if not self.turns.strip():
             raise ValueError("--turns must be suspect, all or a query")
+        for name in self.committee:
+            known_endpoint(name, "committee")
+        known_endpoint(self.arbiter, "arbiter")
 
 
 def run_relabel(ctx: JobContext, selection: TraceFilter, params: RelabelParams) -> dict:
@@ -47,7 +73,8 @@ def run_relabel(ctx: JobContext, selection: TraceFilter, params: RelabelParams) 
     arbiter = get_endpoint(params.arbiter, db=ctx.db) if params.arbiter else None
     ctx.log(f"committee: {', '.join(params.committee)}"
             + (f"; arbiter {params.arbiter}" if params.arbiter else ""))
-    return run_committee(ctx, selection, members, arbiter, params.turns, params.agree)
+    return run_committee(ctx, selection, members, arbiter, params.turns, params.agree,
+                         accept=params.accept)
 
 
 SPECS.append(JobSpec("relabel", "Relabel doubtful turns by a committee of LLMs (votes kept;"
@@ -64,6 +91,7 @@ class RelevanceParams:
     def validate(self) -> None:
         if not (self.judge or "").strip():
             raise ValueError("--judge names the endpoint that judges (e.g. --judge A)")
+        known_endpoint(self.judge, "judge")
 
 
 def run_relevance(ctx: JobContext, selection: TraceFilter, params: RelevanceParams) -> dict:

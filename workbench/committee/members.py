@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +21,10 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from workbench.checks.schema import declared_arguments
+from workbench.committee.prompt import CHARS_PER_TOKEN
 from workbench.endpoints import Endpoint
-from workbench.redaction import redact
+from workbench.redaction import redact, redact_secrets
+from workbench.replies import ReplyRefused, check_size, parse_completion, read_async
 from workbench.safe_text import visible
 from workbench.toolcalls import parse_tool_calls
 
@@ -29,8 +32,9 @@ RETRY_STATUS = {408, 409, 429}   # and every 5xx
 
 
 class EndpointFailed(Exception):
-    """The endpoint kept failing (after its retries) or refused the request: no vote, and no
-    cached unit, so a resumed job asks again."""
+    """The endpoint kept failing (after its retries), refused the request, or answered with a
+    reply that is none (too large, not a completion, broken arguments, no JSON where JSON was
+    asked for): no vote, and no cached unit, so a re-run or a resumed job asks again."""
 
 
 @dataclass
@@ -101,6 +105,46 @@ def validate_call(value: Any, validators: dict[str, Draft202012Validator]) -> tu
     return {"name": name, "arguments": args}, None
 
 
+def validate_answer(value: Any, validators: dict[str, Draft202012Validator], *,
+                    text: bool = False, several: bool = False) -> tuple[dict | None, str | None]:
+    """(answer, None) for a valid answer: one call {name, arguments}, several calls
+    {"calls": [...]} (where `several`), or a text reply {"text": ...} (where `text`); else
+    (None, why it is not one)."""
+    if isinstance(value, dict) and set(value) & {"reply", "text"} and "name" not in value:
+        said = value.get("reply", value.get("text"))
+        if not text:
+            return None, "a text reply where a call is due"
+        if not isinstance(said, str) or not said.strip():
+            return None, "an empty reply"
+        return {"text": said.strip()}, None
+    if isinstance(value, dict) and isinstance(value.get("calls"), list):
+        calls = value["calls"]
+        if not calls:
+            return None, "no call in the reply"
+        if len(calls) > 1 and not several:
+            return None, f"{len(calls)} calls, not one"
+        out = []
+        for c in calls:
+            call, why = validate_call(c, validators)
+            if call is None:
+                return None, why
+            out.append(call)
+        return (out[0] if len(out) == 1 else {"calls": out}), None
+    return validate_call(value, validators)
+
+
+LOCAL_N_CTX = 8192
+# how servers say a prompt is over their context (llama.cpp, vLLM, OpenAI)
+_CONTEXT_ERROR = re.compile(r"(?i)context (?:window|length) (?:of|is) (\d+)")
+_REQUESTED = re.compile(r"(?i)requested (?:tokens \(|)(\d+)")
+
+
+def context_in_error(message: str) -> int | None:
+    """The context size a server's refusal names ("exceed context window of 8192")."""
+    m = _CONTEXT_ERROR.search(message)
+    return int(m.group(1)) if m else None
+
+
 class Member:
     """One endpoint, asked for calls with at most `max_concurrency` requests in flight."""
 
@@ -113,6 +157,59 @@ class Member:
         self._client = None
         self._llm = None
         self._llm_lock = threading.Lock()
+        self.context: int | None = endpoint.context or (
+            LOCAL_N_CTX if endpoint.is_local else None)
+        self._asked_context = endpoint.context is not None or endpoint.is_local
+        self.chars_per_token: float = CHARS_PER_TOKEN
+        self._context_lock = asyncio.Lock()
+
+    async def context_tokens(self) -> int | None:
+        """The member's context in tokens: configured (`context`), llama.cpp in-process's, or
+        read once from the server's model list (vLLM's `max_model_len`, a `context_length`);
+        None when unknown (a refusal naming it teaches it: `learn_context`)."""
+        async with self._context_lock:     # asked once, the other requests wait for it
+            if not self._asked_context:
+                self._asked_context = True
+                await self._server_context()
+        return self.context
+
+    async def _server_context(self) -> None:
+        try:
+            if self._client is None:
+                self._client = self.endpoint.async_client()
+            page = await asyncio.wait_for(self._client.models.list(), 5)
+            for model in page.data:
+                extra = model.model_extra or {}
+                meta = extra.get("meta") if isinstance(extra.get("meta"), dict) else {}
+                found = (extra.get("max_model_len") or extra.get("context_length")
+                         or meta.get("n_ctx"))
+                if isinstance(found, int) and found > 0 and (
+                        model.id == self.endpoint.model or len(page.data) == 1):
+                    self.context = found
+        except Exception:  # noqa: BLE001 - servers without a model list: unknown
+            pass
+
+    def learn_context(self, error: str, prompt_chars: int = 0) -> bool:
+        """Take the context size from a refusal ("Requested tokens (8956) exceed context window
+        of 8192"), and where it names the tokens asked for, how many characters a token of this
+        prompt took; True when the prompt will now be cut shorter."""
+        size = context_in_error(error)
+        if size is None:
+            return False
+        changed = self.context is None or size < self.context
+        self.context = size if self.context is None else min(size, self.context)
+        asked = _REQUESTED.search(error)
+        if asked and prompt_chars and int(asked.group(1)) > 0:
+            measured = 0.9 * prompt_chars / int(asked.group(1))
+            if measured < self.chars_per_token:
+                self.chars_per_token, changed = measured, True
+        return changed
+
+    def budget_chars(self) -> int | None:
+        """How many characters a prompt may take: the context less the answer's tokens."""
+        if self.context is None:
+            return None
+        return int(max(0, self.context - self.endpoint.max_tokens) * self.chars_per_token)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -121,7 +218,7 @@ class Member:
             self._llm.close()
 
     async def ask(self, messages: list[dict], schema: dict, tools: list[dict] | None,
-                  *, parse: str = "call") -> Answer:
+                  *, parse: str = "call", text: bool = False) -> Answer:
         """One request, retried on 429 / 5xx / timeouts / connection errors with backoff.
         Raises EndpointFailed when it keeps failing."""
         attempts = self.endpoint.retries + 1
@@ -134,7 +231,7 @@ class Member:
                     if self.endpoint.is_local:
                         answer = await asyncio.to_thread(self._local, messages, schema)
                     else:
-                        answer = await self._remote(messages, schema, tools, parse)
+                        answer = await self._remote(messages, schema, tools, parse, text)
                 except EndpointFailed:
                     raise
                 except Exception as e:  # noqa: BLE001 - classified below
@@ -150,7 +247,7 @@ class Member:
         raise EndpointFailed(f"{self.name}: no reply")  # pragma: no cover - loop returns/raises
 
     async def _remote(self, messages: list[dict], schema: dict, tools: list[dict] | None,
-                      parse: str) -> Answer:
+                      parse: str, text: bool = False) -> Answer:
         ep = self.endpoint
         if self._client is None:
             self._client = ep.async_client()
@@ -159,52 +256,60 @@ class Member:
                                   **ep.params}
         if ep.mode == "tools" and parse == "call" and tools:
             kwargs["tools"] = list(tools)
-            kwargs["tool_choice"] = "required"
+            kwargs["tool_choice"] = "auto" if text else "required"
         elif ep.mode == "json_object":   # llama.cpp's server: a schema-constrained grammar
             kwargs["response_format"] = {"type": "json_object", "schema": schema}
         else:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "answer", "schema": schema}}
-        raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
+        limit = ep.max_reply_bytes
         try:
-            resp = raw.parse()
-            message = resp.choices[0].message
-        except (AttributeError, IndexError, TypeError, KeyError, ValueError):
-            text = redact(raw.http_response.text)
-            return Answer(raw=text[:2000], abstain_reason="the endpoint returned an invalid"
-                          f" reply: {visible(text[:200])}")
-        usage = getattr(resp, "usage", None)
-        answer = Answer(raw="", tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
-                        tokens_out=getattr(usage, "completion_tokens", 0) or 0)
-        calls = message.tool_calls or []
-        if calls:
-            fn = calls[0].function
-            answer.raw = json.dumps({"name": fn.name, "arguments": fn.arguments},
-                                    ensure_ascii=False)
-            answer.value = {"name": fn.name, "arguments": fn.arguments}
-            if len(calls) > 1:
-                answer.value, answer.abstain_reason = None, f"{len(calls)} calls, not one"
+            async with self._client.chat.completions.with_streaming_response.create(
+                    **kwargs) as response:
+                data = await read_async(response, limit)
+            reply = parse_completion(data)
+        except ReplyRefused as e:
+            raise EndpointFailed(f"{self.name}: {e}") from None
+        answer = Answer(raw=reply.raw(), tokens_in=reply.tokens_in, tokens_out=reply.tokens_out)
+        if reply.calls:
+            calls = [{k: c[k] for k in ("name", "arguments")} for c in reply.calls]
+            answer.value = calls[0] if len(calls) == 1 else {"calls": calls}
             return answer
-        answer.raw = message.content or ""
-        answer.value, answer.abstain_reason = _parse_content(answer.raw, parse)
+        if text and "tools" in kwargs and not answer.raw.lstrip().startswith("{"):
+            if not answer.raw.strip():
+                raise EndpointFailed(f"{self.name}: an empty reply")
+            answer.value = {"reply": answer.raw}     # a text answer, in the tools mode
+            return answer
+        answer.value = self._content(answer.raw, parse)
         return answer
+
+    def _content(self, text: str, parse: str) -> Any:
+        """A reply's text as JSON; a reply that is none is a failed request (not cached)."""
+        value, reason = _parse_content(text, parse)
+        if reason is not None:
+            raise EndpointFailed(f"{self.name}: {reason}")
+        return value
 
     def _local(self, messages: list[dict], schema: dict) -> Answer:
         with self._llm_lock:       # llama.cpp in-process: one request at a time
             if self._llm is None:
                 from llama_cpp import Llama
 
-                self._llm = Llama(model_path=self.endpoint.gguf, n_ctx=8192, n_threads=1,
+                self._llm = Llama(model_path=self.endpoint.gguf, n_ctx=self.context or LOCAL_N_CTX,
+                                  n_threads=1,
                                   verbose=False)
             resp = self._llm.create_chat_completion(
                 messages=messages, temperature=self.endpoint.temperature,
                 max_tokens=self.endpoint.max_tokens,
                 response_format={"type": "json_object", "schema": schema},
                 **self.endpoint.params)
-        text = resp["choices"][0]["message"].get("content") or ""
+        text = redact_secrets(resp["choices"][0]["message"].get("content") or "")
         usage = resp.get("usage") or {}
-        value, reason = _parse_content(text, "json")
-        return Answer(raw=text, value=value, abstain_reason=reason,
+        try:
+            check_size(len(text.encode()), self.endpoint.max_reply_bytes)
+        except ReplyRefused as e:
+            raise EndpointFailed(f"{self.name}: {e}") from None
+        return Answer(raw=text, value=self._content(text, "json"),
                       tokens_in=usage.get("prompt_tokens", 0),
                       tokens_out=usage.get("completion_tokens", 0))
 

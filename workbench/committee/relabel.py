@@ -16,6 +16,11 @@ Per turn, with the rest of the conversation frozen:
 5. a member that keeps failing is recorded (`failed` when no member answered) and the job goes
    on with the other turns.
 
+A paid call is made once: the job claims its turns (`ctx.claim`), so a second relabel job over
+the same turns while this one runs skips them (its result counts them as `claimed_elsewhere`);
+a stop (SIGTERM, Ctrl-C, a cancel) lets the requests in flight arrive and stores them (for up
+to `GRACE_S` seconds; a second signal stops at once) before the job ends.
+
 Every vote is stored (db.committee) with its raw reply, latency, tokens and cost.
 """
 
@@ -34,18 +39,24 @@ from db import committee as store
 from db.browse import get_setting
 from db.flags import REVIEW_DROP, suspect_turns
 from db.queries import TraceFilter, fts_query
-from db.revisions import add_revision, current_revisions
+from db.revisions import add_revision, changed_since, current_revisions
 from db.traces import original_messages
+from db.tx import now, write_tx
 from workbench.committee.agreement import agreement
-from workbench.committee.members import EndpointFailed, Member, tool_validators, validate_call
-from workbench.committee.prompt import call_schema, member_messages
+from workbench.committee.members import EndpointFailed, Member, tool_validators, validate_answer
+from workbench.committee.prompt import (answer_schema, answers_in_text, calls_at_once,
+                                        member_messages)
+from workbench.committee.trust import accepting
 from workbench.committee.voting import agreed, candidates, label_call, same_call
 from workbench.conversation_view import Conversation, iter_conversations, task_context
 from workbench.endpoints import Endpoint
-from workbench.jobs.context import JobContext
+from workbench.jobs.context import JobContext, JobStopped
 
 VOTE_UNIT = "committee.vote"
+CLAIM = "relabel.turn"
 TURN_MODES = ("suspect", "all")
+GRACE_S = 30.0      # a stopped job waits this long for the replies in flight
+POLL_S = 0.25
 
 
 @dataclass
@@ -104,10 +115,10 @@ def plan_turns(db: Database, selection: TraceFilter, turns: str) -> Plan:
 
 
 def _earlier_run(db: Database, job_id: int) -> tuple[set[tuple[int, int]], set[int]]:
-    """What an earlier run of this job (killed, cancelled) recorded: its turns, and the
-    revisions it wrote."""
+    """What an earlier run of this job (killed, cancelled, failed) recorded: its turns (a turn
+    that failed is asked again), and the revisions it wrote."""
     rows = db.execute("SELECT trace_id, message_idx, revision_id FROM committee_turns"
-                      " WHERE job_id = ?", [job_id]).fetchall()
+                      " WHERE job_id = ? AND outcome != 'failed'", [job_id]).fetchall()
     return {(t, i) for t, i, _ in rows}, {r for _, _, r in rows if r is not None}
 
 
@@ -135,8 +146,10 @@ class Committee:
     """Members (and an optional arbiter) voting on turns inside one job."""
 
     def __init__(self, ctx: JobContext, members: list[Endpoint], arbiter: Endpoint | None,
-                 rule: str, task: str | None) -> None:
+                 rule: str, task: str | None, *, read_at: str, accept: bool = True) -> None:
         self.ctx, self.rule, self.task = ctx, rule, task
+        self.read_at = read_at    # the turns were read after this time (see `_write`)
+        self.accept = accept      # decisions become labels (else proposals: committee.trust)
         self.members = [Member(e, check=ctx.check_cancel) for e in members]
         self.arbiter = Member(arbiter, check=ctx.check_cancel) if arbiter else None
         self.calls: Counter[str] = Counter()
@@ -144,6 +157,10 @@ class Committee:
         self.tokens_out: Counter[str] = Counter()
         self.cost: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
+        self.first_failure = ""
+        self.cut_logged: set[tuple[int, int, str]] = set()
+        self.proposed = 0         # agreed decisions proposed for review (agreement not earned)
+        self.changed = 0          # turns whose label changed while the members were asked
 
     async def close(self) -> None:
         for m in [*self.members, *([self.arbiter] if self.arbiter else [])]:
@@ -151,17 +168,35 @@ class Committee:
 
     async def vote(self, member: Member, conv: Conversation, turn: int, role: str,
                    cands: list[dict] | None = None) -> dict:
-        """One member's vote on one turn (cached as a unit); raises EndpointFailed."""
-        messages = member_messages(conv, turn, self.task, cands)
-        schema = call_schema(conv.tools)
-        inputs = {"endpoint": member.endpoint.identity(), "messages": messages,
-                  "schema": schema, "tools": conv.tools if member.endpoint.mode == "tools"
-                  else None}
-        key_hit = self.ctx.cached_unit(VOTE_UNIT, inputs)
-        if key_hit is not None:
-            answer = key_hit
-        else:
-            got = await member.ask(messages, schema, conv.tools)
+        """One member's vote on one turn (cached as a unit); raises EndpointFailed. A prompt
+        over the member's context is cut from the middle (logged); a refusal that names the
+        context teaches it, and the cut prompt is asked once more."""
+        text, several = answers_in_text(conv), calls_at_once(conv)
+        schema = answer_schema(conv.tools, text, several)
+        await member.context_tokens()
+        for attempt in range(2):
+            messages, cut = member_messages(conv, turn, self.task, cands, text=text,
+                                            several=several, budget_chars=member.budget_chars())
+            inputs = {"endpoint": member.endpoint.identity(), "messages": messages,
+                      "schema": schema, "tools": conv.tools if member.endpoint.mode == "tools"
+                      else None}
+            key_hit = self.ctx.cached_unit(VOTE_UNIT, inputs)
+            if cut and (conv.trace_id, turn, member.name) not in self.cut_logged:
+                self.cut_logged.add((conv.trace_id, turn, member.name))
+                self.ctx.log(f"trace {conv.trace_id} turn {turn}: {member.name}: the conversation"
+                             f" was cut from the middle to fit its context of {member.context}"
+                             f" tokens ({len(cut)} of {len(conv.messages)} messages left out:"
+                             f" {cut[0]}-{cut[-1]})")
+            if key_hit is not None:
+                answer = key_hit
+                break
+            try:
+                got = await member.ask(messages, schema, conv.tools, text=text)
+            except EndpointFailed as e:
+                if attempt == 0 and member.learn_context(
+                        str(e), sum(len(m["content"]) for m in messages)):
+                    continue
+                raise
             answer = got.as_dict()
             self.ctx.save_unit(VOTE_UNIT, inputs, answer)
             self.calls[member.name] += 1
@@ -170,9 +205,11 @@ class Committee:
             cost = member.endpoint.cost(got.tokens_in, got.tokens_out)
             if cost is not None:
                 self.cost[member.name] += cost
+            break
         call, reason = (None, answer["abstain_reason"])
         if reason is None:
-            call, reason = validate_call(answer["value"], tool_validators(conv.tools))
+            call, reason = validate_answer(answer["value"], tool_validators(conv.tools),
+                                           text=text, several=several)
         return {"member": member.name, "role": role, "model": member.endpoint.model,
                 "raw": answer["raw"], "call": call, "abstain_reason": reason,
                 "latency_s": answer["latency_s"], "tokens_in": answer["tokens_in"],
@@ -185,6 +222,7 @@ class Committee:
             return await self.vote(member, conv, turn, role, cands)
         except EndpointFailed as e:
             self.failures[member.name] += 1
+            self.first_failure = self.first_failure or str(e)
             self.ctx.log(f"trace {conv.trace_id} turn {turn}: {e}")
             return {"member": member.name, "role": role, "model": member.endpoint.model,
                     "raw": None, "call": None, "abstain_reason": f"endpoint failed: {e}",
@@ -209,54 +247,91 @@ class Committee:
 
     def _write(self, conv: Conversation, turn: int, votes: list[dict], current: dict | None,
                decision: dict | None, decided_by: str | None) -> dict:
-        db, job_id = self.ctx.db, self.ctx.job_id
+        """Store the turn's votes and outcome, in one transaction that first re-reads the turn:
+        when its label changed (or the analyst decided on it) since the job read it, nothing
+        is written over it and the outcome says so."""
+        db = self.ctx.db
+        with write_tx(db):
+            who = changed_since(db, conv.trace_id, turn, self.read_at)
+            if who is not None:
+                self.changed += 1
+                return self._record(conv, turn, votes, "human", None, None, None, detail=(
+                    "the analyst decided meanwhile" if who == "the analyst" else
+                    f"the label changed meanwhile ({who})") + ": nothing written")
+            return self._decide_and_write(conv, turn, votes, current, decision, decided_by)
+
+    def _record(self, conv: Conversation, turn: int, votes: list[dict], outcome: str,
+                decided_by: str | None, decision: dict | None, rid: int | None,
+                detail: str = "") -> dict:
         stored = [{k: v for k, v in vote.items() if k != "failed"} for vote in votes]
+        store.record_turn(self.ctx.db, self.ctx.job_id, conv.trace_id, turn, stored, outcome,
+                          decided_by=decided_by, call=decision, revision_id=rid, detail=detail)
+        return {"outcome": outcome, "decided_by": decided_by, "detail": detail}
+
+    def _decide_and_write(self, conv: Conversation, turn: int, votes: list[dict],
+                          current: dict | None, decision: dict | None,
+                          decided_by: str | None) -> dict:
+        db = self.ctx.db
         evidence = {"votes": [{"member": v["member"], "role": v["role"], "call": v["call"],
                                "abstain_reason": v["abstain_reason"]} for v in votes]}
         author = "committee:" + ",".join(m.name for m in self.members)
+        detail = ""
         if all(v.get("failed") for v in votes):
             outcome, rid = "failed", None
         elif decision is not None and same_call(decision, current):
             outcome, rid = "confirmed", None
-            if get_setting(db, "committee.confirm_ends_suspicion", False):
+            if self.accept and get_setting(db, "committee.confirm_ends_suspicion", False):
                 msg = conv.messages[turn]
                 rid = add_revision(db, conv.trace_id, turn, tool_calls=msg["tool_calls"],
                                    content=msg["content"], author_kind="committee",
                                    author_name=author, reason=f"confirmed ({decided_by})",
                                    evidence={**evidence, "confirmed": True})
-        elif decision is not None:
+        elif decision is not None and self.accept:
             outcome = "revised"
-            rid = add_revision(db, conv.trace_id, turn, tool_calls=[_as_tool_call(decision, conv, turn)],
-                               content=conv.messages[turn]["content"], author_kind="committee",
-                               author_name=author, reason=f"committee ({decided_by})",
-                               evidence=evidence)
+            rid = add_revision(db, conv.trace_id, turn, **_as_label(decision, conv, turn),
+                               author_kind="committee", author_name=author,
+                               reason=f"committee ({decided_by})", evidence=evidence)
+        elif decision is not None:      # agreement not earned: a proposal for the analyst
+            outcome, detail = "review", "proposed: the committee's agreement is not earned"
+            self.proposed += 1
+            rid = add_revision(db, conv.trace_id, turn, **_as_label(decision, conv, turn),
+                               author_kind="committee",
+                               author_name=author, reason=f"committee ({decided_by}), proposed:"
+                               " agreement with the analyst not earned",
+                               evidence=evidence, status="proposed")
         else:
             outcome, rid = "review", None
             for cand in candidates(votes):
                 if not same_call(cand, current):
-                    add_revision(db, conv.trace_id, turn,
-                                 tool_calls=[_as_tool_call(cand, conv, turn)],
-                                 content=conv.messages[turn]["content"], author_kind="committee",
-                                 author_name=author, reason="committee: no agreement",
-                                 evidence=evidence, status="proposed")
-        store.record_turn(db, job_id, conv.trace_id, turn, stored, outcome,
-                          decided_by=decided_by, call=decision, revision_id=rid)
-        return {"outcome": outcome, "decided_by": decided_by}
+                    add_revision(db, conv.trace_id, turn, **_as_label(cand, conv, turn),
+                                 author_kind="committee", author_name=author,
+                                 reason="committee: no agreement", evidence=evidence,
+                                 status="proposed")
+        return self._record(conv, turn, votes, outcome, decided_by, decision, rid, detail)
 
 
-def _as_tool_call(call: dict, conv: Conversation, turn: int) -> dict:
-    """A decided call in the message form, keeping the turn's call id."""
+def _as_label(answer: dict, conv: Conversation, turn: int) -> dict:
+    """A decided answer as a revision's content and calls: a text reply replaces the turn's text
+    (no calls); calls replace its calls (its text stays), keeping the turn's call ids in order."""
+    if isinstance(answer.get("text"), str):
+        return {"content": answer["text"], "tool_calls": None}
     old = conv.messages[turn].get("tool_calls") or []
-    return {"id": old[0]["id"] if old else f"committee-{conv.trace_id}-{turn}",
-            "type": "function",
-            "function": {"name": call["name"], "arguments": call["arguments"]}}
+    calls = answer["calls"] if isinstance(answer.get("calls"), list) else [answer]
+    return {"content": conv.messages[turn]["content"], "tool_calls": [
+        {"id": old[n]["id"] if n < len(old) and old[n].get("id") else
+         f"committee-{conv.trace_id}-{turn}" + (f"-{n}" if n else ""),
+         "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+        for n, c in enumerate(calls)]}
 
 
 def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoint],
                   arbiter: Endpoint | None, turns: str, rule: str,
-                  on_turn: Callable[[dict], None] | None = None) -> dict:
+                  on_turn: Callable[[dict], None] | None = None, *, accept: bool = False) -> dict:
     """The job body: plan, vote turn by turn (bounded by each endpoint's concurrency), store."""
     db = ctx.db
+    trust = accepting(db, [m.name for m in members], accept)
+    ctx.log(trust["why"])
+    read_at = now()          # every label read from here on is checked again before a write
     plan = plan_turns(db, selection, turns)
     done, own = _earlier_run(db, ctx.job_id)     # a resumed job: each turn is decided once
     if done:
@@ -266,10 +341,16 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
     for conv, i in plan.human:
         store.record_turn(db, ctx.job_id, conv.trace_id, i, [], "human",
                           detail="the analyst's label is kept")
+    held = ctx.claim(CLAIM, [f"{c.trace_id}:{i}" for c, i in plan.turns])
+    if held:   # another running job votes on these: not paid for twice
+        plan.turns = [(c, i) for c, i in plan.turns if f"{c.trace_id}:{i}" not in held]
+        ctx.log(f"{len(held)} turns skipped: job(s) "
+                f"{', '.join(str(j) for j in sorted(set(held.values())))} vote on them")
     total = len(plan.turns)
     ctx.progress(0, total, f"{total} turns to vote on ({len(plan.human)} kept as the"
                  " analyst's)")
-    committee = Committee(ctx, members, arbiter, rule, task_context(db).description)
+    committee = Committee(ctx, members, arbiter, rule, task_context(db).description,
+                          read_at=read_at, accept=trust["accept"])
     outcomes: Counter[str] = Counter({"human": len(plan.human)})
     workers = max(1, sum(m.max_concurrency for m in members))
 
@@ -281,22 +362,43 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
 
         async def worker() -> None:
             nonlocal done
-            while not queue.empty():
+            while not queue.empty() and ctx.stop_requested() is None:
                 conv, i = queue.get_nowait()
                 res = await committee.decide(conv, i)
                 outcomes[res["outcome"]] += 1
                 done += 1
-                ctx.progress(done, total, f"{done}/{total} turns: " + ", ".join(
-                    f"{k} {v}" for k, v in sorted(outcomes.items()) if v))
+                try:
+                    ctx.progress(done, total, f"{done}/{total} turns: " + ", ".join(
+                        f"{k} {v}" for k, v in sorted(outcomes.items()) if v))
+                except JobStopped:
+                    pass   # noted: no new turn is taken, the ones in flight finish
                 if on_turn:
                     on_turn(res)
 
+        tasks = [asyncio.create_task(worker()) for _ in range(workers)]
         try:
-            await asyncio.gather(*(worker() for _ in range(workers)))
+            while True:
+                _, pending = await asyncio.wait(tasks, timeout=POLL_S,
+                                                return_when=asyncio.FIRST_EXCEPTION)
+                if not pending or any(t.done() and t.exception() for t in tasks):
+                    break
+                if ctx.stop_requested() is not None:   # let the replies in flight arrive
+                    ctx.log(f"stopping: storing the replies in flight (at most {GRACE_S:.0f} s;"
+                            " a second Ctrl-C stops at once)")
+                    _, pending = await asyncio.wait(pending, timeout=GRACE_S)
+                    break
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for t in tasks:
+                if not t.cancelled() and t.exception() is not None:
+                    raise t.exception()   # type: ignore[misc]
         finally:
             await committee.close()
 
-    asyncio.run(main())
+    with ctx.graceful():
+        asyncio.run(main())
+    ctx.check_cancel()   # stopped: what arrived is stored, the job ends here
     revised = [t["trace_id"] for t in store.latest_turns(db, ctx.job_id)
                if t["outcome"] == "revised"]
     if revised:   # the flags of relabelled calls are checked again (none outlives its call)
@@ -312,6 +414,7 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
                                                   else [])]}
     result: dict[str, Any] = {
         "turns": total + len(plan.human), "voted": total, "decided_earlier": len(done),
+        "claimed_elsewhere": len(held),
         "outcomes": {k: outcomes.get(k, 0) for k in store.OUTCOMES},
         "calls": sum(committee.calls.values()),
         "calls_per_turn": round(sum(committee.calls.values()) / total, 3) if total else 0.0,
@@ -320,7 +423,12 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
         "tokens_out": sum(committee.tokens_out.values()),
         "cost": round(sum(committee.cost.values()), 6) if committee.cost else None,
         "units": {"computed": ctx.units_computed, "reused": ctx.units_reused},
-        "agreement": agreement(db, ctx.job_id)}
+        "agreement": agreement(db, ctx.job_id), "accepting": trust,
+        "proposed_decisions": committee.proposed, "changed_meanwhile": committee.changed}
     ctx.log(f"{total} turns voted: " + ", ".join(f"{k} {v}" for k, v in
                                                  result["outcomes"].items() if v))
+    if total and not sum(committee.calls.values()) and not ctx.units_reused \
+            and sum(committee.failures.values()):
+        raise RuntimeError(f"every request failed ({sum(committee.failures.values())}): "
+                           f"{committee.first_failure}")
     return result

@@ -7,7 +7,11 @@ run never pays twice. Verdicts become trace-level flags of the check `relevance`
 trace gets an error (the judge's reason in the detail), which excludes it from training unless
 the analyst included it (`traces.excluded` = 0 wins over flags); an on-task verdict clears an
 earlier one. A trace whose request failed, or whose reply is no verdict, keeps the flags it had,
-and is logged and counted; the job goes on with the others.
+and is logged and counted; the job goes on with the others, and ends `failed` when every request
+failed (a wrong key, a dead server). Each batch's traces are claimed (`ctx.claim`): a second
+relevance job over the same traces while this one runs skips them. A stop (SIGTERM, Ctrl-C, a
+cancel) asks nothing new, lets the requests in flight arrive and stores their verdicts before
+the job ends.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from workbench.safe_text import visible
 
 CHECK = "relevance"
 UNIT = "committee.relevance"
+CLAIM = "relevance.trace"
 _VALIDATOR = Draft202012Validator(RELEVANCE_SCHEMA)
 
 
@@ -50,6 +55,7 @@ def run_relevance(ctx: JobContext, selection: TraceFilter, judge: Endpoint) -> d
     total = db.execute(f"SELECT count(*) FROM traces WHERE {where}", args).fetchone()[0]
     ctx.progress(0, total, f"{total} traces to judge")
     counts: Counter[str] = Counter()
+    errors: list[str] = []
     spent = {"tokens_in": 0, "tokens_out": 0, "cost": 0.0}
 
     async def judge_one(member: Member, conv: Conversation) -> dict | None:
@@ -58,10 +64,14 @@ def run_relevance(ctx: JobContext, selection: TraceFilter, judge: Endpoint) -> d
                   "schema": RELEVANCE_SCHEMA}
         answer = ctx.cached_unit(UNIT, inputs)
         if answer is None:
+            if ctx.stop_requested() is not None:
+                return None   # stopping: nothing new is asked
             try:
                 got = await member.ask(messages, RELEVANCE_SCHEMA, None, parse="json")
             except EndpointFailed as e:
                 counts["failed"] += 1
+                counts["requests_failed"] += 1
+                errors.append(str(e))
                 ctx.log(f"trace {conv.trace_id}: {e}")
                 return None
             answer = got.as_dict()
@@ -82,6 +92,11 @@ def run_relevance(ctx: JobContext, selection: TraceFilter, judge: Endpoint) -> d
         try:
             for batch in iter_conversations(db, selection, task=task):
                 ctx.check_cancel()
+                held = ctx.claim(CLAIM, [str(c.trace_id) for c in batch])
+                if held:   # another running job judges these: not paid for twice
+                    counts["claimed_elsewhere"] += len(held)
+                    done += len(batch) - len([c for c in batch if str(c.trace_id) not in held])
+                    batch = [c for c in batch if str(c.trace_id) not in held]
                 verdicts = await asyncio.gather(*(judge_one(member, c) for c in batch))
                 judged = [(c, v) for c, v in zip(batch, verdicts) if v is not None]
                 flags = [{"trace_id": c.trace_id, "message_idx": None, "check": CHECK,
@@ -97,13 +112,17 @@ def run_relevance(ctx: JobContext, selection: TraceFilter, judge: Endpoint) -> d
         finally:
             await member.close()
 
-    asyncio.run(main())
+    with ctx.graceful():
+        asyncio.run(main())
+    ctx.check_cancel()   # stopped during the last batch: its verdicts are stored
     result = {"judged": counts["on_task"] + counts["off_task"], "on_task": counts["on_task"],
               "off_task": counts["off_task"], "failed": counts["failed"],
-              "calls": counts["calls"],
+              "calls": counts["calls"], "claimed_elsewhere": counts["claimed_elsewhere"],
               "tokens": {"in": spent["tokens_in"], "out": spent["tokens_out"]},
               "cost": round(spent["cost"], 6) if judge.cost(0, 0) is not None else None,
               "units": {"computed": ctx.units_computed, "reused": ctx.units_reused}}
     ctx.log(f"{result['judged']} traces judged: {result['on_task']} on task,"
             f" {result['off_task']} off task; {result['failed']} failed")
+    if counts["requests_failed"] and not counts["calls"] and not ctx.units_reused:
+        raise RuntimeError(f"every request failed ({counts['requests_failed']}): {errors[0]}")
     return result

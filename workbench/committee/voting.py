@@ -1,5 +1,10 @@
 """Comparing votes and deciding a turn.
 
+A vote (an answer) is what the assistant should have done at the turn: one call
+`{"name", "arguments"}`, several calls at once `{"calls": [...]}` (compared as a set), or a text
+reply `{"text": "..."}`. Members vote on the decision (text, or which calls: `decision_key`) and
+on its content (`call_key`): a text equals another after case, punctuation and spacing.
+
 Two calls are the same vote when they call the same function with equal arguments after the
 tolerant normalisation the grounding check uses: case and punctuation, clock times ("4:45 pm" =
 "16:45"), number words ("two" = 2), numbers as numbers. A strict majority of the members (an
@@ -50,6 +55,10 @@ def call_key(call: dict | None) -> tuple | None:
     """What two equal votes share (None for an abstention)."""
     if not call:
         return None
+    if isinstance(call.get("text"), str):
+        return ("text", " ".join(norm(call["text"]).split()))
+    if isinstance(call.get("calls"), list):
+        return ("calls", tuple(sorted((call_key(c) for c in call["calls"]), key=repr)))
     args = call.get("arguments") or {}
     if isinstance(args, str):
         try:
@@ -59,19 +68,38 @@ def call_key(call: dict | None) -> tuple | None:
     return (call.get("name"), canonical_value(args))
 
 
-def label_call(message: dict) -> dict | None:
-    """A turn's current label as one call {name, arguments} (None: no call, or several)."""
-    calls = message.get("tool_calls") or []
-    if len(calls) != 1:
+def decision_key(call: dict | None) -> str | None:
+    """What a vote decides, without its content: "text", or the names of the calls."""
+    if not call:
         return None
-    fn = calls[0]["function"]
-    args = fn["arguments"]
+    if isinstance(call.get("text"), str):
+        return "text"
+    if isinstance(call.get("calls"), list):
+        return ",".join(sorted(str(c.get("name")) for c in call["calls"]))
+    return str(call.get("name"))
+
+
+def _one(call: dict) -> dict:
+    fn = call.get("function") or call
+    args = fn.get("arguments")
     if isinstance(args, str):
         try:
             args = json.loads(args)
         except ValueError:
             pass
-    return {"name": fn["name"], "arguments": args}
+    return {"name": fn.get("name"), "arguments": args}
+
+
+def label_call(message: dict) -> dict | None:
+    """A turn's current label as a vote: one call {name, arguments}, several {"calls": [...]},
+    or a text reply {"text": ...} (None: neither)."""
+    calls = message.get("tool_calls") or []
+    if len(calls) == 1:
+        return _one(calls[0])
+    if calls:
+        return {"calls": [_one(c) for c in calls]}
+    content = message.get("content")
+    return {"text": content} if isinstance(content, str) and content.strip() else None
 
 
 def groups(votes: Sequence[dict]) -> list[list[dict]]:

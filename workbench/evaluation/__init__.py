@@ -46,7 +46,7 @@ from workbench.messages import per_turn_pairs, to_benchmark_question, turn_answe
 from workbench.metrics import (CALL_METRICS, MALFORMED, TURN_METRICS, constant_floor,
                                decision_confusion, mean_scores, read_turn, score_turn,
                                turn_score)
-from workbench.redaction import redact
+from workbench.redaction import redact, redact_secrets
 
 JUDGE_UNIT = "judge"
 FAILED_SHARE = 0.5   # a run with more than this share of turns without a reply has failed
@@ -241,6 +241,7 @@ class Judge:
             reply = self._reply([{"role": "system", "content": JUDGE_SYSTEM},
                                  {"role": "user", "content": prompt}])
             self.calls += 1
+            reply = redact_secrets(reply)   # a reply that echoes a key is not stored with it
             return {"reply": reply, "score": parse_verdict(reply)}
 
         unit = self.ctx.unit(JUDGE_UNIT, inputs, ask)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from db.queries import TraceFilter
 from workbench.jobs.context import JobContext
-from workbench.jobs.spec import JobSpec, opt
+from workbench.jobs.spec import JobSpec, at_least, opt
 
 SPECS: list[JobSpec] = []
 
@@ -38,6 +38,9 @@ class EvalParams:
         for ref in (self.endpoint, self.judge):
             if ref and "://" in ref:
                 check_url(ref)   # before the job row stores it
+        at_least("max_tokens", self.max_tokens, 1)
+        at_least("n_ctx", self.n_ctx, 16)
+        at_least("threads", self.threads, 1, high=1024)
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"--timeout must be a positive number of seconds, not"
                              f" {self.timeout}")

@@ -66,6 +66,13 @@ def _lists(node: Any) -> Any:
     return node
 
 
+def nonempty_str(value: Any, field: str) -> str:
+    """An id or a name: a non-empty string, else a FieldError naming the field."""
+    if not isinstance(value, str) or not value:
+        raise FieldError(field, "must be a non-empty string")
+    return value
+
+
 def sub(pre: str, name: str) -> str:
     """A field path below `pre` (which is empty at the top of a line)."""
     return f"{pre}.{name}" if pre else name

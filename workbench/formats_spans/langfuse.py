@@ -20,7 +20,7 @@ from workbench.formats_spans.chat import (
     to_tools,
     with_system,
 )
-from workbench.formats_spans.common import dig, outcome_value, sub, timestamp
+from workbench.formats_spans.common import dig, nonempty_str, outcome_value, sub, timestamp
 from workbench.formats_spans.staging import Row
 from workbench.messages import FieldError
 
@@ -65,14 +65,9 @@ def rows(obj: dict, line: int | None, pre: str, mb: int) -> Iterator[Row]:
                          " 'traceId', 'name' and 'value')")
 
 
-def _id(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise FieldError(field, "must be a non-empty string")
-    return value
-
 
 def _trace(t: dict, line: int | None, pre: str) -> Iterator[Row]:
-    trace = _id(t.get("id"), sub(pre, "id"))
+    trace = nonempty_str(t.get("id"), sub(pre, "id"))
     meta = {k: v for k, v in t.items() if k not in _NOT_META and k != "id"}
     if isinstance(meta.get("metadata"), str):
         meta["metadata"] = maybe_json(meta["metadata"], sub(pre, "metadata"))
@@ -93,7 +88,7 @@ def _score(s: dict, line: int | None, pre: str) -> Iterator[Row]:
     value = s.get("stringValue") if kind == "CATEGORICAL" else s.get("value")
     if kind == "BOOLEAN" and isinstance(value, (int, float)):
         value = bool(value)
-    yield Row(_id(s.get("traceId"), sub(pre, "traceId")), "outcome", line,
+    yield Row(nonempty_str(s.get("traceId"), sub(pre, "traceId")), "outcome", line,
               {"name": name, "value": outcome_value(value)})
 
 
@@ -108,7 +103,7 @@ def _tool_result(output: Any) -> dict | None:
 
 def _observation(o: dict, line: int | None, pre: str, trace: str | None, mb: int
                  ) -> Iterator[Row]:
-    trace = _id(o.get("traceId") or trace, sub(pre, "traceId"))
+    trace = nonempty_str(o.get("traceId") or trace, sub(pre, "traceId"))
     start = timestamp(o.get("startTime"), sub(pre, "startTime"))
     kind = str(o.get("type", "")).upper()
     if kind == "GENERATION":

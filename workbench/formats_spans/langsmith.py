@@ -21,7 +21,7 @@ from workbench.formats_spans.chat import (
     to_tools,
     with_system,
 )
-from workbench.formats_spans.common import dig, outcome_value, sub, timestamp
+from workbench.formats_spans.common import dig, nonempty_str, outcome_value, sub, timestamp
 from workbench.formats_spans.staging import Row
 from workbench.messages import FieldError
 
@@ -43,27 +43,22 @@ def rows(obj: dict, line: int | None, pre: str, mb: int) -> Iterator[Row]:
         raise FieldError(pre or "line", "not a LangSmith run ('run_type') or feedback ('key')")
 
 
-def _str(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise FieldError(field, "must be a non-empty string")
-    return value
-
 
 def _feedback(f: dict, line: int | None, pre: str) -> Iterator[Row]:
-    key = _str(f.get("key"), sub(pre, "key"))
+    key = nonempty_str(f.get("key"), sub(pre, "key"))
     value = f.get("score") if f.get("score") is not None else f.get("value")
     body = {"name": key, "value": outcome_value(value)}
     if f.get("trace_id"):
-        yield Row(_str(f["trace_id"], sub(pre, "trace_id")), "outcome", line, body)
+        yield Row(nonempty_str(f["trace_id"], sub(pre, "trace_id")), "outcome", line, body)
     else:
-        yield Row(None, "outcome", line, body, ref=_str(f.get("run_id"), sub(pre, "run_id")))
+        yield Row(None, "outcome", line, body, ref=nonempty_str(f.get("run_id"), sub(pre, "run_id")))
 
 
 def _run(r: dict, line: int | None, pre: str, mb: int, trace: str | None) -> Iterator[Row]:
     run_id = r.get("id")
     parent = r.get("parent_run_id")
     trace = r.get("trace_id") or trace or (run_id if not parent else None)
-    trace = _str(trace, sub(pre, "trace_id"))
+    trace = nonempty_str(trace, sub(pre, "trace_id"))
     start = timestamp(r.get("start_time"), sub(pre, "start_time"))
     if not parent:
         meta = {k: v for k, v in r.items() if k not in _NOT_META}

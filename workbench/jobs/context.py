@@ -148,6 +148,12 @@ class JobContext:
         finally:
             self._graceful -= 1
 
+    def claim(self, scope: str, keys: list[str]) -> dict[str, int]:
+        """Claim units of work (turns, traces) for this job until it ends, so that a second
+        job over the same ones skips them. Returns those another running job holds (key ->
+        its job id): skip them."""
+        return store.claim(self.db, self.job_id, scope, keys)
+
     def unit(self, kind: str, inputs: Any, compute: Callable[[], T]) -> T:
         """The result of `compute()` for these inputs, computed once across jobs and runs.
 
@@ -207,6 +213,9 @@ class NullContext:
     @contextmanager
     def graceful(self) -> Iterator[None]:
         yield
+
+    def claim(self, scope: str, keys: list[str]) -> dict[str, int]:
+        return {}
 
     def unit(self, kind: str, inputs: Any, compute: Callable[[], T]) -> T:
         return compute()

@@ -19,9 +19,9 @@ from dataclasses import MISSING, dataclass
 from typing import Any, Literal, Union
 
 BASES = ("str", "int", "float", "bool", "list[str]", "list[int]")
-MAX_INT = 2**53   # larger integers in a file are a typo, not a setting (and JSON loses them)
+MAX_NUMBER = 2**53   # no parameter needs more: a larger number is a typo (JSON loses it, SQLite overflows)
 _NOUN = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
-         "list[str]": "a list of strings", "list[int]": "a list of integers"}
+         "list[str]": "a list of strings", "list[int]": "an integer or a list of integers"}
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ class Field:
         if not _fits(value, self.base):
             raise ValueError(f"must be {self.describe()}, not {_show(value)}")
         for v in value if isinstance(value, list) else [value]:
-            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
-                raise ValueError(f"{v} is out of range (at most {MAX_INT:,})")
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_NUMBER:
+                raise ValueError(f"{v} is out of range (at most {MAX_NUMBER:,})")
         if self.choices and value not in self.choices:
             raise ValueError(f"must be {self.describe()}, not {_show(value)}")
         return value

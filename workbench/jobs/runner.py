@@ -10,7 +10,11 @@ row and ends the row on every path:
   a server that echoes the API key in an error body does not put it in the store or a log;
 * a cancel request (``workbench jobs cancel``, the app) or Ctrl-C: ``cancelled``;
 * SIGTERM / SIGHUP: ``interrupted`` (resumable); kill -9: the next process that opens the store
-  sees the dead pid or the stale heartbeat and marks the row ``interrupted``.
+  sees the dead pid (this host) or the stale heartbeat (another host) and marks the row
+  ``interrupted``; a live pid on this host (a process stopped by SIGSTOP or Ctrl-Z) keeps its
+  job however old its heartbeat, and a resume is refused while it lives;
+* a row no longer queued when the body would start (cancelled meanwhile) is not run;
+* the claims the job made (``ctx.claim``) are released when it ends.
 
 :func:`submit` stores a job from its spec, :func:`execute` runs a stored row in this process,
 :func:`start_worker` runs one in a detached ``workbench job run ID`` process (its own session and
@@ -121,7 +125,8 @@ def run_job(db: Database, job_id: int, fn: Callable[[JobContext], Any],
     # the signal handlers come first: a Ctrl-C just after the row says running must end it
     with _signals(ctx):
         try:
-            store.start_job(db, job_id)
+            if not store.start_job(db, job_id):
+                return _row(db, job_id)   # cancelled before it started, or run elsewhere
             with _Heartbeat(db, job_id):
                 result = fn(ctx)
         except JobStopped as e:
@@ -184,13 +189,34 @@ def start_worker(db_path: str | Path, job_id: int, *, resume: bool = False,
     with open(log_file, "ab") as fh:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=cwd, env=env, close_fds=True)
+    _hand_over(db_path, job_id, proc.pid)
     threading.Thread(target=proc.wait, name=f"reap-job-{job_id}", daemon=True).start()
     return proc
 
 
+def _hand_over(db_path: str | Path, job_id: int, pid: int) -> None:
+    """The queued row now belongs to the worker: if it dies before it starts the job, the
+    next open marks the job (it never stays queued)."""
+    from db import open_db
+
+    db = open_db(db_path, migrate=False)
+    try:
+        store.hand_over(db, job_id, pid)
+    finally:
+        db.conn.close()
+
+
 def resume(db: Database, job_id: int) -> dict:
-    """Check that a stopped job can resume and make it runnable again; returns its row."""
+    """Check that a stopped job can resume and make it runnable again; returns its row.
+    Refused while the process that ran it lives (stopped, say, with Ctrl-Z): two processes
+    would make the same paid calls side by side."""
     row = _row(db, job_id)
+    pid = row["pid"]
+    if (row["status"] in STOPPED and pid != os.getpid()
+            and store.process_alive(pid, row["host"])):
+        raise ValueError(f"job {job_id} is {row['status']} but its process (pid {pid}) still"
+                         f" lives (stopped? `kill -CONT {pid}` lets it go on, `kill {pid}`"
+                         " ends it): resume it once that process has ended")
     if row["status"] not in STOPPED:
         raise ValueError(f"job {job_id} is {row['status']}: only a failed, cancelled or"
                          " interrupted job resumes")

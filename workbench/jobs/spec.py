@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from db.queries import TraceFilter
 from workbench.jobs.context import JobContext
-from workbench.jobs.fields import Field, fields_of
+from workbench.jobs.fields import MAX_NUMBER, Field, fields_of
 
 P = TypeVar("P")
 
@@ -25,6 +25,26 @@ def opt(default: Any, help: str, **choices: Any) -> Any:  # noqa: A002 - the fie
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def at_least(name: str, value: float | None, low: float, *, unset: Any = None,
+             high: float | None = None) -> None:
+    """Refuse a number below `low` (or above `high`) unless it is the `unset` value."""
+    if value is None or value == unset:
+        return
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        extra = f" (or {unset})" if unset is not None else ""
+        raise ValueError(f"{name} must be {bound}{extra}, not {value}")
+
+
+def _check_numbers(kind: str, params: Any) -> None:
+    for f in fields(params):
+        value = getattr(params, f.name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and abs(value) > MAX_NUMBER:
+            raise ValueError(f"{kind}: {f.name} is too large ({str(value)[:30]}; at most"
+                             f" {MAX_NUMBER})")
 
 
 def names(value: Any) -> list[str]:
@@ -55,6 +75,7 @@ class JobSpec(Generic[P]):
                 raise ValueError(f"{self.kind}: unknown parameter {', '.join(unknown)}"
                                  f" (known: {', '.join(sorted(known)) or 'none'})")
             params = self.Params(**data)
+        _check_numbers(self.kind, params)
         check = getattr(params, "validate", None)
         if check is not None:
             check()

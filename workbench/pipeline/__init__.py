@@ -108,6 +108,16 @@ class _Where:
         return PipelineError(f"{loc}: [{table}]{' ' + key if key else ''}: {message}")
 
 
+def _key_named(message: str, table: dict) -> str | None:
+    """The table's key a parameter's error is about (`--max-steps`, `max_steps`), so that
+    the error points at its line."""
+    for key in table:
+        if re.search(rf"(?<![\w-])(--)?({re.escape(key)}|{re.escape(key.replace('_', '-'))})"
+                     r"(?![\w-])", message):
+            return key
+    return None
+
+
 def _check_types(where: _Where, table: str, values: dict, fields: list[Field]) -> dict:
     """The table's values, typed by the stage's fields (`workbench.jobs.fields`), by field
     name; an unknown key or a value of the wrong type is an error naming file, table and key."""
@@ -164,6 +174,8 @@ def _import_stage(where: _Where, table: dict) -> StageConfig:
             raise where.error("import", "task", f"{table['task']}: no such file")
     params = {"paths": resolved, "split": table.get("split"), "task": task,
               "max_message_bytes": table.get("max_message_bytes")}
+    if table.get("outcome"):   # only when given: older pipelines keep their import's key
+        params["outcome"] = table["outcome"]
     return StageConfig("import", params)
 
 
@@ -221,7 +233,7 @@ def load_pipeline(file: str | Path, *, from_stage: str | None = None,
             params = spec.make_params(table)
             spec.make_selection(selection)
         except (TypeError, ValueError) as e:
-            raise where.error(name, None, str(e)) from None
+            raise where.error(name, _key_named(str(e), table), str(e)) from None
         stages[name] = StageConfig(name, params, spec.make_selection(selection),
                                    model_from_train=from_train)
     if not stages:
@@ -272,6 +284,21 @@ def _import_paths(db: Database, folder: Path) -> list[str]:
     parents = {os.path.dirname(f) for f in files}
     chosen = sorted(parents) if len(parents) == 1 else files
     return [os.path.relpath(p, folder) for p in chosen]
+
+
+def _max_length_now(db: Database) -> str:
+    """What the train stage would size --max-length to on the store as it is (it sizes again
+    when it runs, on the data it finds then)."""
+    from workbench.hf_loading import BaseModelError
+    from workbench.training.sizing import describe, size_for_store
+
+    try:
+        sized = size_for_store(db)
+    except (BaseModelError, ImportError, OSError, ValueError) as e:
+        return f"sized from the data when the stage runs ({' '.join(str(e).split())[:80]})"
+    if sized is None:
+        return "sized from the data when the stage runs (no training data in the store yet)"
+    return f"now: {describe(sized)}; sized again when the stage runs"
 
 
 def init_text(db: Database, target: Path) -> str:
@@ -328,6 +355,8 @@ def init_text(db: Database, target: Path) -> str:
                 continue
             choices = " | ".join(map(str, f.choices or ()))
             out.append(f"# {f.help}" + (f" ({choices})" if choices else ""))
+            if name == "train" and f.name == "max_length":
+                out.append(f"#   {_max_length_now(db)}")
             if on and f.name in quick:
                 out.append(f"{f.name} = {_toml_value(quick[f.name])}")
             else:
@@ -631,7 +660,18 @@ def _train_summary(row: dict | None) -> dict | None:
             "gguf": r.get("gguf"), "steps": m.get("steps"), "first_loss": m.get("first_loss"),
             "last_loss": m.get("last_loss"), "tokens_per_s": m.get("tokens_per_s"),
             "runtime_s": m.get("runtime_s"), "sequences": m.get("data_sequences"),
-            "tokens_seen": m.get("tokens_seen")}
+            "tokens_seen": m.get("tokens_seen"), "max_length": _max_length_of(r.get("plan"))}
+
+
+def _max_length_of(plan: dict | None) -> str | None:
+    """The sequence length a training run used, and why (sized from the data, or given)."""
+    if not plan or not plan.get("max_length"):
+        return None
+    if plan.get("sizing"):
+        from workbench.training.sizing import describe
+
+        return describe(plan["sizing"])
+    return f"--max-length {plan['max_length']:,} (given)"
 
 
 def build_report(db: Database, run_id: int, cfg: PipelineConfig, folder: Path) -> dict:
@@ -699,6 +739,10 @@ def report_markdown(rep: dict) -> str:
             "| | before | after |", "|---|---|---|"]
     for key, label in DATA_ROWS:
         out.append(f"| {label} | {_num(d['raw'][key])} | {_num(d['curated'][key])} |")
+    for name, o in (d.get("outcomes") or {}).items():
+        out.append(f"| outcome {_md(name)}: mean (traces) | {_num(o['raw']['mean'])}"
+                   f" ({o['raw']['traces']}) | {_num(o['curated']['mean'])}"
+                   f" ({o['curated']['traces']}) |")
     if d["relabelled_by"]:
         out.append("")
         out.append("Relabelled by: " + ", ".join(f"{k} {v}" for k, v in
@@ -713,6 +757,8 @@ def report_markdown(rep: dict) -> str:
                 f" {_num(t['first_loss'])} -> {_num(t['last_loss'])},"
                 f" {_num(t['tokens_per_s'], '{:.1f}')} tokens/s,"
                 f" {_num(t['runtime_s'], '{:.1f}')} s."]
+        if t.get("max_length"):
+            out.append(f"Sequence length: {_md(t['max_length'])}.")
     e = rep["evaluation"]
     if e:
         b = rep.get("baseline") or {}

@@ -3,6 +3,7 @@ and the relabelling actions (edit, accept, reject, undo, exclude)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from widgets.conversation import ConversationView, TurnView
 from widgets.render import diff_text, flag_details, history_text, plain, votes_text
 from workbench import decisions
 from workbench.conversation_view import conversation
+from workbench.safe_text import visible
 from workbench.screens.common import edit_turn
 from workbench.screens.messages import DecisionMade, TraceLoaded
 
@@ -48,7 +50,26 @@ def load_trace_view(db, trace_id: int) -> dict:
         votes.setdefault(vote["message_idx"], []).append(vote)
     return {"trace": trace, "originals": originals, "current": conv.messages,
             "current_rev": cur_revs, "flags": flags, "history": hist, "status": status,
-            "tools": conv.tools or [], "votes": votes}
+            "tools": conv.tools or [], "votes": votes, "extras": conv.extras}
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"{value:g}"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def record_text(trace: dict) -> Text:
+    """The trace's outcomes on one line, cut to a screen's width; empty when it has none.
+    (Its record's other keys are `--meta` to the selection and come back on export.)"""
+    out = Text()
+    if trace.get("outcomes"):
+        out.append("\noutcomes  ", style="bold")
+        out.append(visible("  ".join(f"{k}={_scalar(v)}" for k, v in trace["outcomes"].items())
+                           )[:400])
+    return out
 
 
 class DetailScreen(Screen):
@@ -101,6 +122,7 @@ class DetailScreen(Screen):
         head = Text.assemble((f"trace {t['id']} ", "bold"), plain(t["source"]), f":{t['line']}  ",
                              f"{t['split']}/{t['origin']}  {t['n_assistant']} turns",
                              ("  EXCLUDED" if t["excluded"] else "", "bold red"))
+        head.append_text(record_text(t))
         if -1 in v["flags"]:
             head.append("\n")
             head.append_text(flag_details(v["flags"][-1]))
@@ -125,6 +147,12 @@ class DetailScreen(Screen):
         if role != "assistant":
             parts.append(Text("no label: only assistant turns carry one (j / k move between"
                               " them, the arrows through every message)", style="dim"))
+        extra = (v.get("extras") or {}).get(i) or {}
+        if extra.get("weight") == 0:
+            parts.append(Text("weight 0 in its source file: kept as context, never trained on",
+                              style="yellow"))
+        if extra.get("is_error"):
+            parts.append(Text("the tool reported an error (is_error)", style="red"))
         if v["flags"].get(i):
             parts += [Text("flags", style="bold underline"), flag_details(v["flags"][i])]
         if role == "assistant":

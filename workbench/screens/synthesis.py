@@ -76,7 +76,8 @@ class SynthesisScreen(Screen):
             f"{len(self.rows)} candidates: {accepted} accepted, {len(self.rows) - accepted}"
             " rejected (enter on an accepted one opens its trace)"))
         for r in self.rows:
-            why = (f"trace {r['trace_id']}" if r["status"] == "accepted" else
+            why = (f"trace {r['trace_id']}" if r["status"] == "accepted" and r["trace_id"]
+                   else "pending: kept when its job succeeds" if r["status"] == "accepted" else
                    "; ".join(f"{x.get('reason', '')}: {x.get('detail', '')}".rstrip(": ")
                              for x in r["reasons"] or []))
             table.add_row(str(r["id"]), str(r["job_id"] or ""),
@@ -109,11 +110,16 @@ class SynthesisScreen(Screen):
             parts.append(Text.assemble(("✗ ", "bold red"), plain(reason.get("reason", ""),
                                                                 "bold"),
                                        " ", plain(reason.get("detail", ""))))
-        for m in (r["messages"] or [])[:40]:
+        held = r["messages"] or []
+        if isinstance(held, dict):   # pending: {messages, tools}; unparsable: {raw}
+            held = held.get("messages") or []
+        for m in held[:40]:
             role = Text(f"{m.get('role', '?')}: ", style="bold")
             body = (calls_text(m.get("tool_calls"), m.get("content"))
                     if m.get("role") == "assistant" else content_text(m.get("content") or ""))
             parts.append(Group(role, body))
-        if r["status"] == "accepted":
+        if r["status"] == "accepted" and r["trace_id"] is None:
+            parts.append(Text("pending: stored as a trace when its job succeeds", style="dim"))
+        elif r["status"] == "accepted":
             parts.append(Text(f"stored as trace {r['trace_id']}; enter opens it", style="dim"))
         self.query_one("#candidate-detail", Static).update(Group(*parts))

@@ -40,6 +40,28 @@ def search_words(text: str | None) -> list[str]:
 
 
 ANY_ERROR, NO_ERROR = "\x00any error flag", "\x00no error flag"
+CONDITION_PREFIXES = ("outcome:", "meta:")
+
+
+def split_search(text: str) -> tuple[str | None, list[str] | None, list[str] | None]:
+    """The search box's words, less its `outcome:reward<1` and `meta:user_tier=gold` terms
+    (the selection's --outcome and --meta): (words, outcome conditions, meta conditions)."""
+    words, outcome, meta = [], [], []
+    for token in text.split():
+        low = token.lower()
+        if low.startswith("outcome:") and len(token) > 8:
+            outcome.append(token[8:])
+        elif low.startswith("meta:") and len(token) > 5:
+            meta.append(token[5:])
+        else:
+            words.append(token)
+    return " ".join(words) or None, outcome or None, meta or None
+
+
+def search_box_text(flt: TraceFilter) -> str:
+    """What the search box shows for a filter (the inverse of `split_search`)."""
+    return " ".join([flt.text or "", *(f"outcome:{c}" for c in flt.outcome or ()),
+                     *(f"meta:{c}" for c in flt.meta or ())]).strip()
 
 
 class TracesScreen(Screen):
@@ -52,6 +74,7 @@ class TracesScreen(Screen):
         Binding("I", "bulk('include')", "Include", id="traces.include", show=False),
         Binding("U", "undo_exclusion", "Undo exclude/include", id="traces.undo_exclusion",
                 show=False),
+        Binding("T", "move_split", "Move to split", id="traces.split", show=False),
         Binding("C", "bulk_job('relabel')", "Send to committee", id="traces.committee",
                 show=False),
         Binding("J", "bulk_job", "Job on these", id="traces.job", show=False),
@@ -168,7 +191,7 @@ class TracesScreen(Screen):
 
     def _restore(self, flt: TraceFilter) -> None:
         self.filter = flt  # set first: the change events the widgets send then match it
-        self.query_one("#search", Input).value = flt.text or ""
+        self.query_one("#search", Input).value = search_box_text(flt)
         values = {"split": flt.split, "origin": flt.origin, "status": flt.status, "tool": flt.tool,
                   "has_revisions": None if flt.has_revisions is None else ("yes" if flt.has_revisions else "no"),
                   "excluded": None if flt.excluded is None else ("yes" if flt.excluded else "no"),
@@ -223,16 +246,20 @@ class TracesScreen(Screen):
             return None if v == Select.NULL else v
         yes_no = lambda v: None if v is None else v == "yes"  # noqa: E731
         check = val("check")
-        text = self.query_one("#search", Input).value.strip() or None
+        text, outcome, meta = split_search(self.query_one("#search", Input).value)
         return TraceFilter(split=val("split"), origin=val("origin"), status=val("status"),
                            tool=val("tool"), has_revisions=yes_no(val("has_revisions")),
                            excluded=yes_no(val("excluded")),
                            check=None if check in (None, ANY_ERROR, NO_ERROR) else check,
                            flagged=True if check == ANY_ERROR else False if check == NO_ERROR else None,
-                           text=text)
+                           text=text, outcome=outcome, meta=meta)
 
     def _filter_changed(self) -> None:
-        flt = self._read_filter()
+        try:
+            flt = self._read_filter()
+        except ValueError as e:   # a bad outcome:/meta: term: say so, keep the filter
+            self.app.notify(str(e), severity="warning", markup=False)
+            return
         if flt != self.filter:
             self.filter = flt
             self.reload()
@@ -295,6 +322,30 @@ class TracesScreen(Screen):
             self.app.push_screen(ConfirmScreen(f"{what.capitalize()} {scope}?"), go)
         else:
             go()
+
+    def action_move_split(self) -> None:
+        """Move the marked traces (else the filtered set) to a split the analyst picks: a
+        decision like any other (`workbench split --undo` takes it back)."""
+        from db.queries import SPLITS
+        from workbench.screens.common import PickScreen
+
+        table = self.query_one(TraceTable)
+        ids = sorted(table.marked) or None
+        count = len(ids) if ids else (self.total if self.total is not None else table.row_count)
+        if count == 0:
+            self.app.notify("no traces to move", severity="warning")
+            return
+        scope = f"{count:,} marked traces" if ids else f"all {count:,} filtered traces"
+        self.app.push_screen(PickScreen(list(SPLITS), f"move {scope} to which split?"),
+                             lambda n: None if n is None else self.run_move_split(
+                                 SPLITS[n], self.filter, ids))
+
+    @work(thread=True, exit_on_error=False, group="traces-bulk")
+    def run_move_split(self, split: str, flt: TraceFilter, ids: list[int] | None) -> None:
+        with self.app.store() as db:
+            outcome = decisions.move_to_split(db, split, self.app.config.analyst,
+                                              selection=flt, ids=ids)
+        self.post_message(DecisionMade(outcome.message, None, None))
 
     def action_undo_exclusion(self) -> None:
         self.run_undo_exclusion()

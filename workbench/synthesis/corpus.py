@@ -97,6 +97,30 @@ def value_text(v) -> str | None:
     return s or None
 
 
+def leaves(obj, path: str = "", key: str = ""):
+    """The scalar values inside an argument or a record, nested objects and lists of objects
+    included: (path with list positions, for lining two values up: `passengers.0.name`; key
+    without them, for what the field is: `passengers.name`; value)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from leaves(v, f"{path}.{k}" if path else str(k),
+                              f"{key}.{k}" if key else str(k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from leaves(v, f"{path}.{i}" if path else str(i), key)
+    elif path:
+        yield path, key, obj
+
+
+def remap(obj, fn):
+    """`obj` with each scalar inside it replaced by `fn(scalar)` (the structure kept)."""
+    if isinstance(obj, dict):
+        return {k: remap(v, fn) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [remap(v, fn) for v in obj]
+    return fn(obj)
+
+
 def shape(value: str) -> str:
     """The form of a value (digits -> 9, letters -> a): a replacement keeps it ("18:30")."""
     return re.sub(r"[a-zA-Z]+", "a", re.sub(r"\d", "9", value))
@@ -150,16 +174,16 @@ def learn(corpus: list[Conversation], tools: list[dict] | None) -> Knowledge:
             for name, args in calls_of(m):
                 if not isinstance(args, dict) or not know.is_service(name):
                     continue
-                for k, v in args.items():
+                for _, k, v in leaves(args):
                     if value_text(v):
                         values[k].add(value_text(v))
                         pools[(name, k)][value_text(v)] = None
                 if i in c.suspect or i + 1 >= len(msgs) or msgs[i + 1]["role"] != "tool":
                     continue
                 recs = result_records(msgs[i + 1])
-                result_fields[name] |= {k for r in recs for k in r}
+                result_fields[name] |= {k for r in recs for _, k, _ in leaves(r)}
                 for r in recs:
-                    for k, v in r.items():
+                    for _, k, v in leaves(r):
                         if value_text(v):
                             values[k].add(value_text(v))
                 know.donors.setdefault(name, []).append(Donor(c.trace_id, dict(args), recs))

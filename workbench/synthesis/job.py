@@ -1,8 +1,9 @@
 """The `synth` job: seeds -> candidates (offline or a teacher) -> validation -> the store.
 
-Batches of candidates are judged and stored one transaction at a time, so a stopped job keeps
-what it decided and a resumed one goes on from there: the offline method counts what the job
-already accepted; the teacher's replies are job units, so a resumed job replays them from the
+Batches of candidates are judged and recorded one transaction at a time; accepted ones stay
+pending and become traces only when the job succeeds (a stopped job leaves no trace), and the
+target counts what earlier runs of the same job kept. A resumed job goes on from its record:
+the offline method counts what the job already accepted; the teacher's replies are job units, so a resumed job replays them from the
 store and pays only for requests never answered. Topics are served by deficit: each candidate
 goes to the topic furthest below its share of the target (offline: a `Shape` of the topic's
 length: a seed, a seed's prefix ending on a complete exchange with a closing learned from the
@@ -27,14 +28,14 @@ from db.revisions import current_messages_for
 from db.tasks import current_task
 from workbench.conversation_view import Conversation, conversations, task_context
 from workbench.errors import InputError
-from workbench.jobs.context import JobContext
-from workbench.jobs.spec import JobSpec, names, opt
+from workbench.jobs.context import JobContext, JobStopped
+from workbench.jobs.spec import JobSpec, at_least, names, opt
 from workbench.synthesis import offline, teacher
 from workbench.synthesis.corpus import (Topic, learn, load_topics, n_messages, select_seeds,
                                         tool_functions)
 from workbench.synthesis.report import distribution
-from workbench.synthesis.store import store_batch
-from workbench.synthesis.validate import Candidate, Validator, shingles
+from workbench.synthesis.store import keep_pending, store_batch
+from workbench.synthesis.validate import Candidate, Validator, default_max_chars, shingles
 
 BATCH = 20
 SPLICE_SHARE = 0.5   # offline candidates that join two seeds (where their structure allows)
@@ -60,7 +61,8 @@ class SynthParams:
     include_suspect: bool = opt(False, "also take traces with suspect turns as seeds")
     checks: list[str] = opt(["schema", "structure", "grounding", "coherence"],
                             "checks a candidate must pass (no error flag)")
-    max_chars: int = opt(20000, "longest candidate accepted (characters of its JSON)")
+    max_chars: int | None = opt(None, "longest candidate accepted (characters of its JSON;"
+                                " default: twice the longest seed)")
     similarity: float = opt(0.9, "near-duplicate at this word-shingle overlap or more (with a"
                             " stored conversation, a test conversation or another candidate)")
     random_seed: int = opt(0, "seed of the random choices (same store, same result)")
@@ -79,6 +81,10 @@ class SynthParams:
             raise ValueError("--per-request must be between 1 and 20")
         if not 1 <= self.examples <= 3:
             raise ValueError("--examples must be 1, 2 or 3")
+        at_least("max_tokens", self.max_tokens, 1)
+        at_least("max_requests", self.max_requests, 0)
+        at_least("max_candidates", self.max_candidates, 0)
+        at_least("max_chars", self.max_chars, 1)
         if not 0.0 < self.similarity <= 1.0:
             raise ValueError("--similarity must be in (0, 1]")
         unknown = [n for n in self.checks if n not in CHECKS]
@@ -323,27 +329,41 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
     schema = teacher.reply_schema(params.per_request, tools, teacher.replies_in_text(seeds))
     label = f"{ep.name} ({ep.model})"
     stats = {"requests": 0, "replies_reused": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0}
+    errors: list[str] = []
     budget = params.max_requests or 4 * math.ceil(state.target / params.per_request)
     member = Member(ep, check=ctx.check_cancel)   # a cancel is seen before each request
+    fit: dict[str, int | None] = {"budget": None}
 
-    def plan(k: int) -> tuple[Topic, list[Conversation], list[dict]]:
+    def plan(k: int, cuts: list | None = None) -> tuple[Topic, list[Conversation], list[dict]]:
         rng = random.Random(f"{params.random_seed}:request:{k}")
         topic = state.topics[k % len(state.topics)]
         chosen = teacher.choose_seeds(seeds, topic, rng, params.examples)
         return topic, chosen, teacher.request_messages(task.description, tools, chosen, topic,
-                                                       params.per_request)
+                                                       params.per_request, fit["budget"], cuts)
 
-    async def ask(k: int) -> tuple[int, dict | None]:
-        topic, chosen, messages = plan(k)
+    async def ask(k: int, again: bool = True) -> tuple[int, dict | None]:
+        cuts: list[dict] = []
+        topic, chosen, messages = plan(k, cuts)
+        for cut in cuts:
+            ctx.log(f"request {k}: {cut['examples']} of {cut['of']} examples fit the teacher's"
+                    f" context of {member.context} tokens; messages left out of the middle of"
+                    f" an example: {cut['messages_left_out'] or 'none'}")
         inputs = {"endpoint": ep.identity(), "messages": messages, "schema": schema}
         reply = ctx.cached_unit(teacher.UNIT, inputs)
         if reply is not None:
             stats["replies_reused"] += 1
+        elif ctx.stop_requested() is not None:
+            return k, None    # stopping: nothing new is asked
         else:
             try:
                 got = await member.ask(messages, schema, None, parse="json")
             except EndpointFailed as e:
+                if again and member.learn_context(            # the server named its context
+                        str(e), sum(len(m["content"]) for m in messages)):
+                    fit["budget"] = member.budget_chars()
+                    return await ask(k, again=False)
                 stats["failed"] += 1
+                errors.append(str(e))
                 ctx.log(f"request {k}: {e}")
                 return k, None
             reply = got.as_dict()
@@ -351,11 +371,16 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
             stats["requests"] += 1
             stats["tokens_in"] += got.tokens_in
             stats["tokens_out"] += got.tokens_out
-        ctx.progress(state.reached, state.target, state.line(f"request {k + 1}"))
+        try:
+            ctx.progress(state.reached, state.target, state.line(f"request {k + 1}"))
+        except JobStopped:
+            pass   # the requests in flight arrive and are stored; the round's end stops
         return k, reply
 
     async def main() -> None:
         k = 0
+        await member.context_tokens()
+        fit["budget"] = member.budget_chars()
         try:
             while state.reached < state.target and k < budget:
                 n = min(budget - k, max(1, math.ceil((state.target - state.reached)
@@ -389,7 +414,11 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
         finally:
             await member.close()
 
-    asyncio.run(main())
+    with ctx.graceful():   # a stop lets the replies in flight arrive (stored as units)
+        asyncio.run(main())
+    ctx.check_cancel()
+    if stats["failed"] and not stats["requests"] and not stats["replies_reused"]:
+        raise RuntimeError(f"every request to the teacher failed ({stats['failed']}): {errors[0]}")
     return {**stats, "teacher": label, "cost": ep.cost(stats["tokens_in"], stats["tokens_out"])}
 
 
@@ -407,19 +436,30 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: SynthParams) -> d
     tools = task_context(db).tools or seeds[0].tools
     know = learn(corpus, tools)
     prior = record_store.rows(db, ctx.job_id)
-    prior_ids = [r["trace_id"] for r in prior if r["status"] == "accepted"]
-    prior_msgs = current_messages_for(db, prior_ids) if prior_ids else {}
+    prior_ids = [r["trace_id"] for r in prior if r["status"] == "accepted" and r["trace_id"]]
+    prior_msgs = list((current_messages_for(db, prior_ids) if prior_ids else {}).values())
+    prior_msgs += [r["messages"] for r in record_store.pending(db, ctx.job_id)]
+    max_chars = params.max_chars or default_max_chars([s.messages for s in seeds])
     validator = Validator(corpus, test, tool_functions(tools), current_task(db),
-                          checks=tuple(params.checks), max_chars=params.max_chars,
-                          similarity=params.similarity, accepted=list(prior_msgs.values()))
-    state = State(params.target, topics, Counter(r["topic"] for r in prior
-                                                  if r["status"] == "accepted"),
+                          checks=tuple(params.checks), max_chars=max_chars,
+                          similarity=params.similarity, accepted=prior_msgs)
+    # the target counts what earlier runs of the same job (same parameters and selection)
+    # kept: a re-run after a success, or beside a resumed one, does not stack them
+    earlier = record_store.kept_by_same_jobs(db, ctx.job_id)
+    if earlier:
+        ctx.log(f"{len(earlier)} kept by earlier runs of this job (jobs "
+                f"{', '.join(str(j) for j in sorted({r['job_id'] for r in earlier}))}) count"
+                " toward the target")
+    state = State(params.target, topics, Counter([r["topic"] for r in prior
+                                                  if r["status"] == "accepted"]
+                                                 + [r["topic"] for r in earlier]),
                   candidates=len(prior),
                   rejected=Counter(r["reasons"][0]["reason"] for r in prior
                                    if r["status"] == "rejected" and r["reasons"]))
     ctx.log(f"{len(seeds)} seeds ({', '.join(f'{v} {k}' for k, v in skipped.items() if v)}"
             f" left out); {len(topics)} topics; {len(corpus)} conversations known,"
-            f" {len(test)} test conversations guarded")
+            f" {len(test)} test conversations guarded; candidates up to {max_chars:,}"
+            " characters" + ("" if params.max_chars else " (twice the longest seed)"))
     ctx.progress(state.reached, params.target, state.line("starting"))
     extra: dict = {}
     if params.offline:
@@ -428,6 +468,11 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: SynthParams) -> d
     else:
         extra = _teacher(ctx, state, seeds, validator, params,
                          {r["candidate_key"] for r in prior})
+    ctx.check_cancel()   # a stop now keeps nothing: the candidates stay pending
+    # what earlier runs of the same job kept meanwhile (one that ran beside this one) counts
+    with ctx.graceful():   # a stop from here on: the job keeps them and succeeds
+        kept = keep_pending(db, ctx.job_id, max(0, params.target - len(prior_ids) - len(
+            record_store.kept_by_same_jobs(db, ctx.job_id))))
     rows = record_store.rows(db, ctx.job_id, "accepted")
     msgs = current_messages_for(db, [r["trace_id"] for r in rows]) if rows else {}
     report = distribution([(r["topic"], msgs[r["trace_id"]]) for r in rows],
@@ -435,7 +480,10 @@ def run_synth(ctx: JobContext, selection: TraceFilter, params: SynthParams) -> d
     result = {"method": "offline" if params.offline else "teacher", "seeds": len(seeds),
               "seeds_left_out": skipped, "candidates": state.candidates,
               "repeats": state.repeats,
-              "accepted": state.reached, "target": params.target,
+              "accepted": state.reached, "target": params.target, "max_chars": max_chars,
+              "stored": len(kept["stored"]) + len(prior_ids),
+              "kept_earlier": len(earlier), "duplicates_when_stored": kept["duplicates"],
+              "surplus": kept["surplus"],
               "acceptance_rate": round(state.rate(), 3),
               "rejected": dict(state.rejected.most_common()),
               "test_leaks_stored": sum(

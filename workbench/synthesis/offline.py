@@ -35,7 +35,8 @@ import re
 
 from workbench.checks.base import calls_of, result_records
 from workbench.conversation_view import Conversation
-from workbench.synthesis.corpus import Donor, Knowledge, dumps_records, shape, value_text
+from workbench.synthesis.corpus import (Donor, Knowledge, dumps_records, leaves, remap, shape,
+                                        value_text)
 
 
 def _word_re(values: list[str]) -> re.Pattern | None:
@@ -49,18 +50,22 @@ def _mentioned(value: str, text: str) -> bool:
     return re.search(rf"(?<![\w]){re.escape(value)}(?![\w])", text, re.I) is not None
 
 
-def _said_before(messages: list[dict], upto: int) -> str:
-    """What the user said before message `upto`, and earlier results' values: where a call's
-    value can come from. (The assistant's own words are derived: "for 2" after "for two".)"""
-    parts = []
+def _said_before(messages: list[dict], upto: int) -> tuple[str, set[str]]:
+    """What the user said before message `upto`, and the values earlier results gave: where a
+    call's value can come from. (The assistant's own words are derived: "for 2" after "for
+    two".) A result gives a value only as a whole field ("2" is not given by "2 Main Street";
+    a result that is not records counts as text)."""
+    parts, values = [], set()
     for m in messages[:upto]:
         if m["role"] == "tool":
             recs = result_records(m)
-            parts += ([str(v) for r in recs for v in r.values()] if recs
-                      else [m["content"] or ""])
+            if recs:
+                values |= {str(v).lower() for r in recs for _, _, v in leaves(r)}
+            else:
+                parts.append(m["content"] or "")
         elif m["role"] == "user":
             parts.append(m.get("content") or "")
-    return "\n".join(parts)
+    return "\n".join(parts), values
 
 
 def service_positions(conv: Conversation, know: Knowledge) -> list[tuple[int, str, dict, list[dict]]]:
@@ -96,15 +101,15 @@ class Refill:
     def plan(self) -> None:
         positions = service_positions(self.seed, self.know)
         for i, _, args, recs in positions:
-            said = _said_before(self.seed.messages, i)
-            for k, v in args.items():
+            said, given = _said_before(self.seed.messages, i)
+            for _, k, v in leaves(args):
                 s = self._slot_values(k, v)
                 if s:
                     self.seed_values.add(s.lower())
-                    if not _mentioned(s, said):
+                    if s.lower() not in given and not _mentioned(s, said):
                         self.pinned.add(s.lower())
             for r in recs:
-                self.seed_values |= {s.lower() for k, v in r.items()
+                self.seed_values |= {s.lower() for _, k, v in leaves(r)
                                      if (s := self._slot_values(k, v))}
         for i, name, args, recs in positions:
             forced = self.forced.get(i)
@@ -114,17 +119,20 @@ class Refill:
             asked = set() if forced else self.know.request_fields.get(name, set())
             if donor is not None:
                 self.donors.append(donor.trace_id)
-                for k, v in args.items():
-                    if k in donor.args and k not in asked:
-                        self._map(k, v, donor.args[k], force=forced is not None)
+                # values line up by their place, nested ones too (a list's n-th object)
+                theirs = {p: v for p, _, v in leaves(donor.args)}
+                for p, k, v in leaves(args):
+                    if p in theirs and p.split(".")[0] not in asked:
+                        self._map(k, v, theirs[p], force=forced is not None)
                 # the records in another order: which of them the conversation is about
                 drecs = (donor.records if forced else
                          self.rng.sample(donor.records, len(recs)) if recs else [])
                 for rec, drec in zip(recs, drecs):
-                    for k, v in rec.items():
-                        if k in drec and k not in asked:
-                            self._map(k, v, drec[k], force=forced is not None)
-            for k, v in args.items():      # what the donor did not give: another value
+                    theirs = {p: v for p, _, v in leaves(drec)}
+                    for p, k, v in leaves(rec):
+                        if p in theirs and p.split(".")[0] not in asked:
+                            self._map(k, v, theirs[p], force=forced is not None)
+            for _, k, v in leaves(args):   # what the donor did not give: another value
                 s = self._slot_values(k, v)
                 if s and s.lower() not in self.sub and s.lower() not in self.pinned:
                     pool = [p for p in self.know.pools.get((name, k), ())
@@ -160,9 +168,10 @@ class Refill:
             return None
 
         def weight(d: Donor) -> int:
-            agree = sum(1 for k, v in args.items() if (s := value_text(v)) is not None
-                        and s.lower() in self.pinned and k in d.args
-                        and str(d.args[k]).lower() == s.lower())
+            theirs = {p: v for p, _, v in leaves(d.args)}
+            agree = sum(1 for p, _, v in leaves(args) if (s := value_text(v)) is not None
+                        and s.lower() in self.pinned and p in theirs
+                        and str(theirs[p]).lower() == s.lower())
             own = d.trace_id == self.seed.trace_id and d.args == args
             return 0 if own and len(d.records) < 2 else 1 + 2 * agree
         weights = [weight(d) for d in found]
@@ -194,21 +203,30 @@ class Refill:
                 found = {k for k in self.sub if _mentioned(self.old[k], m["content"] or "")}
             elif m["role"] == "tool":
                 recs = result_records(m)
-                vals = ({str(v).lower() for r in recs for v in r.values()} if recs else set())
+                vals = ({str(v).lower() for r in recs for _, _, v in leaves(r)} if recs
+                        else set())
                 found = {k for k in self.sub if k in vals
                          or (not recs and _mentioned(self.old[k], m["content"] or ""))}
             for name, args in calls_of(m):
                 if self.know.is_service(name) and isinstance(args, dict):
-                    found |= {str(v).lower() for v in args.values()} & set(self.sub)
+                    found |= {str(v).lower() for _, _, v in leaves(args)} & set(self.sub)
             for k in found:
                 out.setdefault(k, i)
         return out
 
     def value(self, v):
+        """`v` re-filled, of its own type: a number stays a number (a schema that wants an
+        integer gets one); a number whose replacement is no number stays as it was."""
         s = value_text(v)
         if s is None or s.lower() not in self.sub:
             return v
-        return self.sub[s.lower()]
+        new = self.sub[s.lower()]
+        if isinstance(v, (int, float)):
+            try:
+                return int(new) if isinstance(v, int) else float(new)
+            except ValueError:
+                return v
+        return new
 
     def apply(self) -> list[dict]:
         out = []
@@ -219,8 +237,8 @@ class Refill:
             if m["role"] == "tool":
                 recs = result_records(m)
                 if recs:
-                    m["content"] = dumps_records([{k: self.value(v) for k, v in r.items()}
-                                                  for r in recs], m["content"])
+                    m["content"] = dumps_records([remap(r, self.value) for r in recs],
+                                                 m["content"])
                 else:
                     m["content"] = self.text(m["content"], keys)
             else:
@@ -231,10 +249,14 @@ class Refill:
                 if not isinstance(args, dict):
                     continue
                 if self.know.is_service(fn["name"]):
-                    fn["arguments"] = {k: self.value(v) for k, v in args.items()}
+                    # a slot value is replaced whole; other text (an expression over a
+                    # result's prices) as free text is
+                    fn["arguments"] = remap(args, lambda v: self.value(v) if (
+                        value_text(v) or "").lower() in self.sub or not isinstance(v, str)
+                        else self.text(v, keys))
                 else:
-                    fn["arguments"] = {k: self.text(v, keys) if isinstance(v, str) else v
-                                       for k, v in args.items()}
+                    fn["arguments"] = remap(args, lambda v: self.text(v, keys)
+                                            if isinstance(v, str) else v)
             out.append(m)
         return out
 
@@ -315,8 +337,8 @@ def _known_values(know: Knowledge, convs: list[Conversation]) -> list[str]:
     out = {v for (_, k), vs in know.pools.items() if k not in know.flag_fields for v in vs}
     for c in convs:
         for _, _, args, recs in service_positions(c, know):
-            out |= {s for k, v in args.items() if (s := value_text(v)) and know.is_slot(k, v)}
-            out |= {s for r in recs for k, v in r.items()
+            out |= {s for _, k, v in leaves(args) if (s := value_text(v)) and know.is_slot(k, v)}
+            out |= {s for r in recs for _, k, v in leaves(r)
                     if (s := value_text(v)) and know.is_slot(k, v)}
     return sorted(out)
 

@@ -1,6 +1,8 @@
-"""Storing a batch of judged candidates: accepted ones become traces (origin `synthetic`,
-split `train`) and every candidate gets a `synthesis` row (seeds, topic, method, teacher; a
-rejected one with its messages and reasons), in one transaction."""
+"""Storing judged candidates: every candidate gets a `synthesis` row (seeds, topic, method,
+teacher; a rejected one with its reasons) a batch per transaction; accepted ones wait there,
+pending, and become traces (origin `synthetic`, split `train`) only when the job succeeds, in
+one transaction. A stopped job (Ctrl-C, cancel, kill) leaves no trace; a resumed one keeps its
+pending candidates and goes on from them."""
 
 from __future__ import annotations
 
@@ -25,37 +27,59 @@ def _import_row(db: Database, job_id: int) -> tuple[int, str]:
     return import_id, source
 
 
-def store_batch(db: Database, job_id: int, cands: list[Candidate]) -> list[int]:
-    """Write the batch; returns the new trace ids (in the order of the accepted candidates)."""
-    ids = []
+def store_batch(db: Database, job_id: int, cands: list[Candidate]) -> int:
+    """Record a judged batch: rejected candidates with their reasons, accepted ones as
+    pending (kept in the record, no trace yet). Returns how many were accepted."""
+    accepted = 0
     with write_tx(db):
+        for c in cands:
+            if c.accepted:
+                accepted += 1
+                record_store.record(db, job_id=job_id, status="accepted", method=c.method,
+                                    seeds=c.seeds, candidate_key=c.key, topic=c.topic,
+                                    teacher=c.teacher,
+                                    messages={"messages": c.messages, "tools": c.tools})
+            else:
+                record_store.record(db, job_id=job_id, status="rejected", method=c.method,
+                                    seeds=c.seeds, candidate_key=c.key, topic=c.topic,
+                                    teacher=c.teacher, reasons=c.reasons,
+                                    messages=c.messages if c.messages is not None
+                                    else {"raw": c.raw})
+    return accepted
+
+
+def keep_pending(db: Database, job_id: int, limit: int | None = None) -> dict:
+    """The job succeeded: its pending candidates (the first `limit`) become synthetic traces,
+    all in one transaction; one identical to a stored trace meanwhile is rejected as a
+    duplicate, those past `limit` (another run of the same job kept its share meanwhile) as
+    surplus. Returns {"stored": [trace ids], "duplicates": n, "surplus": n}."""
+    ids, dups = [], 0
+    with write_tx(db):
+        rows = record_store.pending(db, job_id)
+        surplus = rows[limit:] if limit is not None else []
+        rows = rows[:limit] if limit is not None else rows
+        for r in surplus:
+            record_store.mark_rejected(db, r["id"], "surplus", "the target was reached by"
+                                       " another run of the same job meanwhile")
+        if not rows:
+            return {"stored": [], "duplicates": 0, "surplus": len(surplus)}
         import_id, source = _import_row(db, job_id)
         writer = TraceWriter(db, import_id)
         line = db.execute("SELECT count(*) FROM trace_sources WHERE path = ?",
                           [source]).fetchone()[0]
-        for c in cands:
-            key = c.key
-            if c.accepted:
-                line += 1
-                tid, new = writer.add(NewTrace(
-                    messages=c.messages, tools=c.tools, content_hash=key, source=source,
-                    path=source, line=line, format="openai", split="train", origin="synthetic"))
-                writer.flush()
-                if not new:   # identical to a stored trace: the validator should have seen it
-                    c.reject("duplicate", f"identical to trace {tid}")
-            if c.accepted:
+        for r in rows:
+            line += 1
+            tid, new = writer.add(NewTrace(
+                messages=r["messages"], tools=r["tools"], content_hash=r["candidate_key"],
+                source=source, path=source, line=line, format="openai", split="train",
+                origin="synthetic"))
+            writer.flush()
+            if new:
                 ids.append(tid)
-                record_store.record(db, job_id=job_id, status="accepted", method=c.method,
-                                    seeds=c.seeds, candidate_key=key, topic=c.topic,
-                                    teacher=c.teacher, trace_id=tid)
+                record_store.mark_stored(db, r["id"], tid)
             else:
-                record_store.record(db, job_id=job_id, status="rejected", method=c.method,
-                                    seeds=c.seeds, candidate_key=key, topic=c.topic,
-                                    teacher=c.teacher, reasons=c.reasons,
-                                    messages=c.messages if c.messages is not None
-                                    else {"raw": c.raw})
+                dups += 1
+                record_store.mark_rejected(db, r["id"], "duplicate", f"identical to trace {tid}")
         db.execute("UPDATE imports SET lines = ?, added = added + ? WHERE id = ?",
                    [line, writer.added, import_id])
-    return ids
-
-
+    return {"stored": ids, "duplicates": dups, "surplus": len(surplus)}

@@ -7,7 +7,10 @@ The reply is constrained by a JSON schema of a conversation list, made from the 
 (each call under its own tool's parameter schema, every string bounded), where the endpoint
 supports structured output (`response_format` json_schema, or llama.cpp's schema grammar);
 replies are cached as job units (no request is paid twice), and parsed into candidates, which a
-reply that is no conversation becomes too (rejected: `format`).
+reply that is JSON but no conversation becomes too (rejected: `format`); a reply that is no JSON
+at all is a failed request, never cached. A request longer than the teacher's context (its
+endpoint's `context`, or what its server says) shows fewer examples, the last one cut from the
+middle (its system prompt and latest messages kept); the job logs it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import random
 from typing import Any
 
-from workbench.committee.prompt import STRING_MAX, call_schema, tool_functions
+from workbench.committee.prompt import STRING_MAX, call_schema, keep_within, tool_functions
 from workbench.conversation_view import Conversation
 from workbench.messages import FieldError, normalize_messages, to_openai
 from workbench.synthesis.corpus import Topic, n_messages
@@ -94,19 +97,54 @@ def choose_seeds(seeds: list[Conversation], topic: Topic, rng: random.Random,
     return (fitting + rest)[:max(1, min(at_most, len(seeds)))]
 
 
+def _example(n: int, seed: Conversation, kept: set[int] | None = None) -> str:
+    msgs = [to_openai(m, arguments_as_string=False) for i, m in enumerate(seed.messages)
+            if kept is None or i in kept]
+    left = "" if kept is None else (f" ({len(seed.messages) - len(kept)} messages from its"
+                                    " middle left out to fit the context)")
+    return f"Example {n + 1}{left}:\n" + json.dumps({"messages": msgs}, ensure_ascii=False)
+
+
+def fit_examples(seeds: list[Conversation], budget: int | None
+                 ) -> tuple[list[Conversation], dict[int, set[int]]]:
+    """The seeds to show within `budget` characters (None: all): fewer examples first, then
+    the last one cut from the middle, keeping its system prompt and its latest messages.
+    Returns the seeds and, per cut seed (its position), the messages kept."""
+    if budget is None:
+        return seeds, {}
+    chosen = list(seeds)
+    while len(chosen) > 1 and sum(len(_example(n, s)) for n, s in enumerate(chosen)) > budget:
+        chosen.pop()
+    first = chosen[0]
+    if len(_example(0, first)) <= budget:
+        return chosen, {}
+    sizes = [len(json.dumps(to_openai(m, arguments_as_string=False), ensure_ascii=False)) + 2
+             for m in first.messages]
+    must = {i for i, m in enumerate(first.messages) if m["role"] == "system"}
+    kept = keep_within(sizes, budget, must, list(range(len(first.messages) - 1, -1, -1)))
+    return chosen, {0: kept}
+
+
 def request_messages(task: str | None, tools: list[dict] | None, seeds: list[Conversation],
-                     topic: Topic, k: int) -> list[dict]:
+                     topic: Topic, k: int, budget_chars: int | None = None,
+                     cuts: list | None = None) -> list[dict]:
+    """The request; with `budget_chars` (the teacher's context in characters, less its answer)
+    the examples are fitted to it (`fit_examples`), what was left out noted in `cuts`."""
     fns = tool_functions(tools)
-    examples = "\n\n".join(
-        f"Example {n + 1}:\n" + json.dumps(
-            {"messages": [to_openai(m, arguments_as_string=False) for m in s.messages]},
-            ensure_ascii=False)
-        for n, s in enumerate(seeds))
-    user = (f"The assistant's task:\n{(task or '(no description)').strip()}\n\n"
-            f"Tools:\n{json.dumps(fns, ensure_ascii=False)}\n\n{examples}\n\n"
-            f"Topic: {topic.text}\n\nWrite {k} new conversation{'s' if k > 1 else ''} on this"
-            ' topic. Answer with JSON: {"conversations": [{"messages": [...]}, ...]}.')
-    return [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": user}]
+    head = (f"The assistant's task:\n{(task or '(no description)').strip()}\n\n"
+            f"Tools:\n{json.dumps(fns, ensure_ascii=False)}\n\n")
+    tail = (f"\n\nTopic: {topic.text}\n\nWrite {k} new conversation{'s' if k > 1 else ''} on"
+            ' this topic. Answer with JSON: {"conversations": [{"messages": [...]}, ...]}.')
+    room = None if budget_chars is None else max(
+        0, budget_chars - len(INSTRUCTIONS) - len(head) - len(tail))
+    shown, kept = fit_examples(seeds, room)
+    if cuts is not None and (len(shown) < len(seeds) or kept):
+        cuts.append({"examples": len(shown), "of": len(seeds),
+                     "messages_left_out": {shown[n].trace_id: len(shown[n].messages) - len(k_)
+                                           for n, k_ in kept.items()}})
+    examples = "\n\n".join(_example(n, s, kept.get(n)) for n, s in enumerate(shown))
+    return [{"role": "system", "content": INSTRUCTIONS},
+            {"role": "user", "content": head + examples + tail}]
 
 
 def parse_reply(value: Any, raw: str, reason: str | None) -> list[tuple[list[dict] | None,

@@ -6,8 +6,11 @@ A candidate is rejected, with every reason found, when:
 * `test_leak`: it is a near-duplicate of a test-split conversation (the worst silent failure:
   the test set leaking into training);
 * `duplicate`: a near-duplicate of a stored conversation (a seed or any other) or of a
-  candidate accepted before it;
-* `too_long`: over the maximum length (characters of its JSON);
+  candidate accepted before it, or one whose user says exactly what the user of one of them
+  says (the same user turns: the `duplicates` check's near-duplicate; the model would learn
+  nothing new about the user's side);
+* `too_long`: over the maximum length (characters of its JSON; by default twice the longest
+  seed, see `default_max_chars`);
 * `stale_mention` / `no_slots`: an offline re-fill that left part of a replaced value behind
   or had nothing to re-fill;
 * `schema`, `structure`, `grounding`: an error flag of that check. These per-trace checks judge
@@ -17,7 +20,11 @@ A candidate is rejected, with every reason found, when:
   (off-domain content; its turn-level part needs 20 conversations, below that it stays silent).
 
 Near-duplicates: the overlap of the word 3-shingles of the normalised text (message text, call
-names and argument values), |A & B| / min(|A|, |B|), at or above `similarity` (default 0.9).
+names and argument values, nested ones included), |A & B| / min(|A|, |B|), at or above
+`similarity` (default 0.9). System messages are left out: the system prompt is the agent's
+policy, shared by the whole corpus (a 6,000-character policy was 3/4 of every conversation's
+words, so every candidate was a "duplicate" of every seed); what is said in the conversation
+is what makes it new. Tools were never part of the text.
 Overlap rather than Jaccard: a candidate that is most of a known conversation (a prefix of a
 seed, or of a test conversation, whose turns training or evaluation already has) or that
 contains one whole is as much a copy as an identical one.
@@ -33,7 +40,9 @@ from workbench.checks import CHECKS, grounding, schema, structure
 from workbench.checks.base import CheckContext
 from workbench.checks.recheck import PER_TRACE_CHECKS, _context_for, learned_of
 from workbench.conversation_view import Conversation
+from workbench.checks.duplicates import user_turns_key
 from workbench.messages import content_hash
+from workbench.synthesis.corpus import leaves
 
 REASONS = ("format", "test_leak", "duplicate", "too_long", "stale_mention", "no_slots",
            "schema", "structure", "grounding", "coherence")
@@ -76,15 +85,27 @@ WORD = re.compile(r"[a-z0-9]+")
 
 
 def conversation_text(messages: list[dict]) -> str:
+    """What is said in the conversation: every message but the system prompt, the calls'
+    names and argument values (nested ones too)."""
     parts = []
     for m in messages:
+        if m["role"] == "system":
+            continue
         parts.append(m.get("content") or "")
         for c in m.get("tool_calls") or ():
             fn = c["function"]
             args = fn["arguments"]
             parts.append(fn["name"])
-            parts += ([str(v) for v in args.values()] if isinstance(args, dict) else [str(args)])
+            parts += ([str(v) for _, _, v in leaves(args)] if isinstance(args, (dict, list))
+                      else [str(args)])
     return " ".join(parts)
+
+
+def default_max_chars(seeds: list[list[dict]]) -> int:
+    """Twice the longest seed (characters of its JSON): a candidate joins at most a seed's
+    opening and another whole seed, and nothing real is longer than the longest seed. A fixed
+    default (20,000) was below the average conversation of an agent with a long policy."""
+    return 2 * max((len(json.dumps(m, ensure_ascii=False)) for m in seeds), default=10_000)
 
 
 def shingles(messages: list[dict], k: int = 3) -> frozenset[int]:
@@ -152,7 +173,18 @@ class Validator:
         self.accepted = ShingleIndex()
         for messages in accepted:
             self.accepted.add(shingles(messages), "an accepted candidate")
+        # what the user says, conversation by conversation (stored ones, accepted candidates)
+        self.user_turns: dict[str, str] = {}
+        for c in corpus:
+            self._said(c.messages, f"trace {c.trace_id}")
+        for messages in accepted:
+            self._said(messages, "an accepted candidate")
         self._next_id = -1
+
+    def _said(self, messages: list[dict], name: str) -> None:
+        key = user_turns_key(messages)
+        if key is not None:
+            self.user_turns.setdefault(key, name)
 
     def _conv(self, cand: Candidate) -> Conversation:
         conv = Conversation(trace_id=self._next_id, messages=cand.messages, tools=cand.tools,
@@ -186,9 +218,12 @@ class Validator:
                 sim, name = self.accepted.nearest(s)
                 if sim >= self.similarity:
                     c.reject("duplicate", f"{sim:.2f} similar to {name}")
+                elif (same := self.user_turns.get(user_turns_key(c.messages) or "")):
+                    c.reject("duplicate", f"the user says the same as in {same}")
             c.sort_reasons()
             if c.accepted:
                 self.accepted.add(s, "an accepted candidate")
+                self._said(c.messages, "an accepted candidate")
 
     def _run_checks(self, convs: list[Conversation], by_id: dict[int, Candidate]) -> None:
         if not convs:

@@ -21,6 +21,7 @@ class ImportParams:
                             " test*, else unassigned)")
     task: str | None = opt(None, "job_description.json or task.txt")
     max_message_bytes: int | None = opt(None, "reject larger messages (default: 1 MiB)")
+    outcome: list[str] | None = opt(None, "fields of each record that are outcomes")
 
     def validate(self) -> None:
         from workbench.formats import SPLITS
@@ -40,7 +41,8 @@ def run_import(ctx: JobContext, selection: TraceFilter, params: ImportParams) ->
     ctx.progress(0, None, "importing")
     reports = import_files(ctx.db, params.paths, split=params.split, task=params.task,
                            notify=ctx.log,
-                           max_message_bytes=params.max_message_bytes or MAX_MESSAGE_BYTES)
+                           max_message_bytes=params.max_message_bytes or MAX_MESSAGE_BYTES,
+                           outcomes=params.outcome or ())
     for r in reports:
         ctx.log(f"{r.source}: {r.added} added, {r.duplicates} already stored")
     return {"files": [report_dict(r) for r in reports], "added": sum(r.added for r in reports)}

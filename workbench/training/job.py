@@ -7,7 +7,7 @@ from typing import Any
 
 from db.queries import TraceFilter
 from workbench.jobs.context import JobContext
-from workbench.jobs.spec import JobSpec, opt
+from workbench.jobs.spec import JobSpec, at_least, opt
 
 SPECS: list[JobSpec] = []
 
@@ -21,8 +21,9 @@ class TrainParams:
     epochs: float = opt(1.0, "passes over the data")
     lr: float = opt(2e-4, "peak learning rate (cosine schedule)")
     lora_r: int = opt(16, "LoRA rank (alpha = 2r, all linear layers)")
-    max_length: int = opt(4096, "tokens a training sequence holds at most (turns past it:"
-                                " in windows after the tools)")
+    max_length: int | None = opt(None, "tokens a training sequence holds at most (default:"
+                                 " from the data, within the memory here; turns past it: in"
+                                 " windows)")
     seqs_per_step: int = opt(8, "sequences per optimizer step (per device)")
     max_steps: int = opt(-1, "stop after this many steps (overrides epochs)")
     save_steps: int = opt(50, "checkpoint every N steps")
@@ -58,6 +59,11 @@ class TrainParams:
                            max_length=self.max_length)
 
     def validate(self) -> None:
+        at_least("max_steps", self.max_steps, 1, unset=-1)
+        at_least("save_steps", self.save_steps, 1)
+        at_least("max_length", self.max_length, 8, high=1_048_576)
+        at_least("lora_r", self.lora_r, 1, high=4096)
+        at_least("seqs_per_step", self.seqs_per_step, 1, high=1_000_000)
         self.config(0)
         self.data(TraceFilter())
 

@@ -30,3 +30,16 @@ def return_freed_buffers(threshold: int = THRESHOLD) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return mallopt(M_MMAP_THRESHOLD, threshold) == 1
+
+
+def available_bytes(device: str) -> int:
+    """Memory a training run can take here: free GPU memory on CUDA, else the system's available
+    memory (what can be had without swapping)."""
+    if device == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        return int(free)
+    import psutil
+
+    return int(psutil.virtual_memory().available)

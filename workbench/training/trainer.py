@@ -458,9 +458,24 @@ def oom_message(cfg: TrainConfig, opts: DataOptions, hw: Hardware, step: int) ->
             " --seqs-per-step, use a smaller --lora-r or base model, or free the device")
 
 
+def size_max_length(encoded: Sequence[Any], opts: DataOptions, base: BaseModel,
+                    cfg: TrainConfig) -> dict:
+    """`--max-length` from the data, within this machine's memory and the model's context."""
+    from workbench.hf_loading import load_config
+    from workbench.training.memory import available_bytes
+    from workbench.training.sizing import choose_max_length
+
+    hw = detect_hardware(cfg.precision)
+    return choose_max_length(encoded, opts, load_config(base), device=hw.device, bf16=hw.bf16,
+                             checkpointing=cfg.uses_checkpointing(hw),
+                             available=available_bytes(hw.device))
+
+
 def prepare(db: Database, base: BaseModel, opts: DataOptions,
-            ctx: JobContext | NullContext | None = None) -> tuple[Any, list[Example], dict]:
-    """Tokenizer, training examples, and the plan (both modes) for a selection."""
+            ctx: JobContext | NullContext | None = None, cfg: TrainConfig | None = None
+            ) -> tuple[Any, list[Example], dict, DataOptions]:
+    """Tokenizer, training examples, the plan (both modes) for a selection, and the options
+    with `max_length` sized from the data when it was not given."""
     conversations = load_conversations(db, opts)
     if not conversations:
         build_examples([], opts)  # raises EmptySelectionError with the explanation
@@ -472,8 +487,16 @@ def prepare(db: Database, base: BaseModel, opts: DataOptions,
         ctx.progress(0, None, f"tokenizing {n}/{total} conversations")
 
     encoded = encode_all(tokenizer, conversations, progress)
+    sizing = None
+    if opts.max_length is None:
+        from dataclasses import replace
+
+        sizing = size_max_length(encoded, opts, base, cfg or TrainConfig())
+        opts = replace(opts, max_length=sizing["max_length"])
     examples = build_examples(encoded, opts)
-    return tokenizer, examples, plan(encoded, opts)
+    data_plan = plan(encoded, opts)
+    data_plan["sizing"] = sizing
+    return tokenizer, examples, data_plan, opts
 
 
 def train(db: Database, cfg: TrainConfig, opts: DataOptions,
@@ -486,8 +509,21 @@ def train(db: Database, cfg: TrainConfig, opts: DataOptions,
     say = jctx.log
     out = Path(cfg.output)
     base = resolve_base_model(cfg.base_model)
-    tokenizer, examples, data_plan = prepare(db, base, opts, jctx)
+    state_file = out / "train_state.json"
+    if opts.max_length is None and cfg.resume and state_file.exists():
+        from dataclasses import replace   # a resumed run keeps the length it was sized to
+
+        saved_len = json.loads(state_file.read_text()).get("data", {}).get("max_length")
+        opts = replace(opts, max_length=saved_len) if saved_len else opts
+    tokenizer, examples, data_plan, opts = prepare(db, base, opts, jctx, cfg)
     seqs = summarize(examples)
+    if data_plan["sizing"] is not None:
+        from workbench.training.sizing import describe
+
+        say(describe(data_plan["sizing"]))
+    if data_plan["turns_without_prompt"]:
+        say(f"{data_plan['turns_without_prompt']} turns trained without their system prompt and"
+            f" tools (--max-length {data_plan['length_keeping_prompt']} would keep it)")
     say(f"data: {seqs['sequences']} sequences, {seqs['tokens']} tokens,"
         f" {seqs['supervised_tokens']} supervised (per-turn expansion would be"
         f" {data_plan['per_turn']['tokens']} tokens)")
