@@ -122,7 +122,8 @@ def finish_job(db: Database, job_id: int, status: str, result: Any = None,
         raise ValueError(f"not a final status: {status}")
     with write_tx(db):
         if status == "succeeded":  # a finished job shows its whole bar, not its last report
-            db.execute("UPDATE jobs SET done = coalesce(total, done) WHERE id = ?", [job_id])
+            db.execute("UPDATE jobs SET done = coalesce(total, done), message = NULL"
+                       " WHERE id = ?", [job_id])
         db.execute("UPDATE jobs SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ?",
                    [status, _dump(result), error, now(), job_id])
         release_claims(db, job_id)

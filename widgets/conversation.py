@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich.console import Group
 from rich.text import Text
+from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
@@ -61,7 +62,11 @@ class ConversationView(VerticalScroll):
     """Shows `messages` (current labels); `flags` per message index; `status` per turn."""
 
     DEFAULT_CSS = "ConversationView { height: 1fr; }"
-    BINDINGS = [("j,down", "next", "Next turn"), ("k,up", "previous", "Previous turn")]
+    # j / k go from assistant turn to assistant turn (the ones with labels); the arrows
+    # visit every message
+    BINDINGS = [("j", "next", "Next turn"), ("k", "previous", "Previous turn"),
+                Binding("down", "next_message", "Next message", show=False),
+                Binding("up", "previous_message", "Previous message", show=False)]
 
     FIRST = 40   # turns mounted before the view shows; the rest follow in batches
     BATCH = 100
@@ -99,15 +104,28 @@ class ConversationView(VerticalScroll):
             turn.focus()
             turn.scroll_visible()
 
-    def _step(self, delta: int) -> None:
+    def _step(self, delta: int, assistant_only: bool = False) -> None:
         turns = list(self.query(TurnView))
         focused = self.screen.focused
         idx = turns.index(focused) if focused in turns else -1
-        if turns:
-            self.focus_turn(max(0, min(idx + delta, len(turns) - 1)))
+        if not turns:
+            return
+        target = idx + delta
+        if assistant_only:
+            while 0 <= target < len(turns) and turns[target].message["role"] != "assistant":
+                target += delta
+            if not 0 <= target < len(turns):
+                return          # no assistant turn that way: stay
+        self.focus_turn(max(0, min(target, len(turns) - 1)))
 
     def action_next(self) -> None:
-        self._step(1)
+        self._step(1, assistant_only=True)
 
     def action_previous(self) -> None:
+        self._step(-1, assistant_only=True)
+
+    def action_next_message(self) -> None:
+        self._step(1)
+
+    def action_previous_message(self) -> None:
         self._step(-1)

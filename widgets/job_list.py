@@ -53,7 +53,8 @@ class JobList(Vertical):
             prog = f"{j['done']}/{j['total']}" if j["total"] else str(j["done"])
             cells = (Text(key), Text(visible(j["kind"])),
                      Text(visible(j["status"]), style=STATUS_STYLE.get(j["status"], "")),
-                     Text(prog), Text(visible(j["message"] or j["error"] or "")),
+                     Text(prog), Text(visible((j["message"] if j["status"] != "succeeded"
+                                               else "") or j["error"] or "")),
                      Text(visible(j["created_at"][:19])))
             if key in t.rows:
                 for col, cell in zip(("id", "kind", "status", "progress", "message", "created"), cells):

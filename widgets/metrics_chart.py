@@ -3,6 +3,7 @@ No I/O: `show(runs)` gets the runs as `workbench.eval_results.runs_per_model` gi
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual_plotext import PlotextPlot
 
 from workbench.safe_text import visible
@@ -11,6 +12,9 @@ METRIC_LABELS = (("staged_tool_call", "staged"), ("tool_call_equivalence", "equi
                  ("function_match", "function"), ("rouge_l", "rouge_l"),
                  ("llm_as_a_judge", "judge"))
 MAX_RUNS = 6
+# one colour per run, the same in the bars and in the legend beside them (plotext draws its
+# own legend inside the plot, over the bars)
+COLORS = ("blue", "green", "red", "cyan", "magenta", "yellow")
 
 
 def run_label(run: dict, width: int = 14) -> str:
@@ -41,6 +45,14 @@ class MetricsChart(PlotextPlot):
         self.metric_labels = [label for _, label in keys]
         self.refresh()
 
+    def legend(self) -> Text:
+        """Which colour is which run, for a line outside the plot."""
+        out = Text()
+        for (label, _), color in zip(self.shown, COLORS):
+            out.append("██ ", style=color)
+            out.append(label + "  ")
+        return out
+
     def render(self):
         """Draw from the data at every render: plotext keeps state between builds, and a
         figure drawn once at another size came out different (unstable snapshots)."""
@@ -52,6 +64,6 @@ class MetricsChart(PlotextPlot):
             # horizontal: plotext places vertical bars' x labels in an order that depends on
             # string hashing, so the same data drew differently from one process to the next
             plt.multiple_bar(self.metric_labels, [v for _, v in self.shown],
-                             labels=[label for label, _ in self.shown], orientation="horizontal")
+                             color=list(COLORS[:len(self.shown)]), orientation="horizontal")
             plt.xlim(0, 1)
         return super().render()

@@ -47,7 +47,9 @@ def json_text(value: Any) -> Text:
             return plain(repr(value))
         except RecursionError:
             return Text("(a value nested too deeply to show)", style="dim italic")
-    text.no_wrap, text.overflow = True, None
+    # long strings wrap inside the panel (folded where they have no space) instead of being
+    # cut at its edge: an argument is read whole
+    text.no_wrap, text.overflow = False, "fold"
     return text
 
 
@@ -172,8 +174,8 @@ def vote_call_text(call: dict) -> Text:
 
 
 def votes_text(votes: list[dict]) -> RenderableType:
-    """A turn's committee votes side by side, a table per run (newest first): member, role,
-    the call or the abstention reason (with the head of the raw reply), latency, tokens and
+    """A turn's committee votes side by side, a table per run (newest first): member (and
+    `arbiter` under the arbiter's name), the call or the abstention reason (with the head of the raw reply), latency, tokens and
     cost. Everything untrusted is plain Text with its control characters spelled out."""
     if not votes:
         return Text("no committee votes", style="dim")
@@ -187,7 +189,8 @@ def votes_text(votes: list[dict]) -> RenderableType:
                      style="dim")
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, expand=True,
                       show_edge=False, pad_edge=False)
-        for head, kw in (("member", {"ratio": 2}), ("role", {}), ("vote", {"ratio": 5}),
+        # the role goes under the member's name: four narrow columns fit half of 100
+        for head, kw in (("member", {"ratio": 2, "min_width": 6}), ("vote", {"ratio": 5}),
                          ("latency", {"justify": "right"}), ("tokens", {"justify": "right"})):
             table.add_column(Text(head), overflow="fold", **kw)
         for v in run:
@@ -205,10 +208,10 @@ def votes_text(votes: list[dict]) -> RenderableType:
                       if v.get("tokens_in") is not None else "")
             if v.get("cost") is not None:
                 tokens += f"\n${v['cost']:.4f}"
-            table.add_row(Text(visible(v.get("member"))),
-                          Text(str(v.get("role") or "member"),
-                               style="bold" if v.get("role") == "arbiter" else ""),
-                          vote, Text("" if latency is None else f"{latency:.2f}s"),
+            member = Text(visible(v.get("member")))
+            if v.get("role") == "arbiter":
+                member.append("\narbiter", style="bold")
+            table.add_row(member, vote, Text("" if latency is None else f"{latency:.2f}s"),
                           Text(tokens))
         tables.append(table)
     return Group(*tables)

@@ -10,13 +10,15 @@ from textual.widgets import DataTable
 from workbench.safe_text import visible
 
 LABEL_STYLE = {"original": "dim", "revised": "green", "proposed": "bold yellow"}
-COLUMNS = (("mark", " "), ("id", "id"), ("source", "file:line"), ("split", "split"),
-           ("turns", "turns"), ("flags", "flags"), ("label", "label"), ("excluded", "excl"),
+COLUMNS = (("id", "id"), ("source", "file:line"), ("split", "split"),
+           ("turns", "turns"), ("flags", "flags"), ("label", "label"),
            ("score", "score"), ("message", "first user message"))
 # The tools a trace calls are a filter (and in the detail view), not a column: at 100 columns
-# the first user message says more about a trace than its tool names.
-WIDTHS = {"source": 18, "split": 10, "flags": 6, "label": 8, "excluded": 4, "score": 5,
-          "message": 20}
+# the first user message says more about a trace than its tool names. A mark is a `*` before
+# the id, an excluded trace says `excluded` in its label cell, the unassigned split is `-` and
+# a synthetic trace `synth`: at 100 columns the message keeps about 30 characters.
+WIDTHS = {"source": 18, "split": 5, "flags": 5, "label": 8, "score": 5, "message": 20}
+SPLIT_SHORT = {"unassigned": "-"}
 NEAR_END = 40  # rows before the end at which the next page is asked for
 OUTCOME_WIDTH = 12   # the outcomes column, added once a shown trace has outcomes
 
@@ -99,13 +101,17 @@ class TraceTable(DataTable):
             column.auto_width = False
             self.refresh()
 
+    def _id_cell(self, tid: int) -> Text:
+        return Text.assemble(("*" if tid in self.marked else "", "bold"), str(tid),
+                             justify="right")
+
     def _cells(self, r: dict) -> tuple:
-        return (Text("*" if r["id"] in self.marked else " ", style="bold"),
-                Text(str(r["id"]), justify="right"), Text(source_cell(r["source"], r["line"])),
-                Text(r["split"] + ("·synth" if r["origin"] == "synthetic" else "")),
+        return (self._id_cell(r["id"]), Text(source_cell(r["source"], r["line"])),
+                Text("synth" if r["origin"] == "synthetic"
+                     else SPLIT_SHORT.get(r["split"], r["split"])),
                 Text(str(r["turns"]), justify="right"), flags_cell(r),
-                Text(r["label"], style=LABEL_STYLE.get(r["label"], "")),
-                Text("yes" if r["excluded"] else "", style="red"),
+                Text("excluded", style="bold red") if r["excluded"]
+                else Text(r["label"], style=LABEL_STYLE.get(r["label"], "")),
                 Text("" if r["score"] is None else f"{r['score']:.2f}", justify="right",
                      style="green" if (r["score"] or 0) >= 0.99 else "yellow"),
                 self._message_cell(r["first_user"]),
@@ -161,7 +167,7 @@ class TraceTable(DataTable):
         if tid is None:
             return
         self.marked.symmetric_difference_update({tid})
-        self.update_cell(str(tid), "mark", Text("*" if tid in self.marked else " ", style="bold"))
+        self.update_cell(str(tid), "id", self._id_cell(tid), update_width=True)
         self.action_cursor_down()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

@@ -348,19 +348,25 @@ def create_completion(client: Any, *, max_reply_bytes: int = DEFAULT_MAX_REPLY_B
 
 def open_backend(model: str | None = None, endpoint: str | None = None, *,
                  n_ctx: int | None = None,
-                 n_threads: int | None = 2, timeout: float | None = None) -> ChatBackend:
-    """`--model GGUF` or `--endpoint NAME` (exactly one); `timeout` overrides the endpoint's."""
+                 n_threads: int | None = 2, timeout: float | None = None,
+                 db: Any = None) -> ChatBackend:
+    """`--model REF` or `--endpoint NAME` (exactly one), resolved the one way every command
+    resolves them (`workbench.model_refs`): a model (a registered name or id with `db`, a GGUF
+    path, `local`) runs in-process; an endpoint goes over HTTP unless it is `local` /
+    `local:REF`, which runs in-process too. `timeout` overrides the endpoint's."""
     if (model is None) == (endpoint is None):
-        raise ValueError("give exactly one of --model GGUF or --endpoint NAME")
+        raise ValueError("give exactly one of --model (a name, id, GGUF or `local`) or"
+                         " --endpoint NAME")
     if model is not None:
-        from pathlib import Path
+        from workbench.model_refs import resolve_model
 
-        if not Path(model).is_file():
-            raise FileNotFoundError(f"no such GGUF file: {model}")
-        return LlamaCppBackend(model, n_ctx=n_ctx, n_threads=n_threads)
+        return LlamaCppBackend(resolve_model(db, model).path, n_ctx=n_ctx, n_threads=n_threads)
     from workbench.endpoints import get_endpoint
 
-    return EndpointBackend(get_endpoint(endpoint).with_timeout(timeout))
+    ep = get_endpoint(endpoint, db=db)
+    if ep.is_local:
+        return LlamaCppBackend(ep.gguf, n_ctx=n_ctx, n_threads=n_threads)
+    return EndpointBackend(ep.with_timeout(timeout))
 
 
 def assistant_message(completion: Completion) -> dict:

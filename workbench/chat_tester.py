@@ -43,18 +43,13 @@ def model_choices(db: Database) -> list[tuple[str, str]]:
 def open_session(db: Database, ref: str, *, n_threads: int = 1, max_tokens: int = 256,
                  timeout: float | None = None, with_task: bool = True) -> ChatSession:
     """A chat session with the model `ref` (see `model_choices`; a GGUF path works too)."""
-    from workbench.chat_backend import EndpointBackend, LlamaCppBackend, open_backend
+    from workbench.chat_backend import open_backend
 
     if ref.startswith("endpoint:"):
-        from workbench.endpoints import get_endpoint
-
-        ep = get_endpoint(ref.partition(":")[2], db=db)
-        backend = (LlamaCppBackend(ep.gguf, n_threads=n_threads) if ep.is_local
-                   else EndpointBackend(ep.with_timeout(timeout)))
+        backend = open_backend(None, ref.partition(":")[2], n_threads=n_threads,
+                               timeout=timeout, db=db)
     else:
-        from workbench.model_refs import resolve_model
-
-        backend = open_backend(resolve_model(db, ref).path, None, n_threads=n_threads)
+        backend = open_backend(ref, None, n_threads=n_threads, db=db)
     task = task_context(db)
     return ChatSession(backend, tools=task.tools if with_task else None,
                        system=new_conversation_system(db, task) if with_task else None,

@@ -70,6 +70,27 @@ def _root(
 register_all(app)
 
 
+# tqdm bars of transformers, datasets and huggingface_hub redraw with carriage returns: in a
+# file or a pipe every redraw is a line (thousands per model load); our own jobs print one
+# progress line per stage there instead (commands.jobs.run_foreground)
+LIBRARY_BARS_OFF = ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS",
+                    "HF_HUB_DISABLE_PROGRESS_BARS")
+
+
+def quiet_library_bars(stream=None) -> None:
+    """Switch the libraries' progress bars off when `stream` (stderr) is not a terminal; a
+    variable the user set wins. Set in the environment, so workers and subprocesses follow."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    if not terminal:
+        for name in LIBRARY_BARS_OFF:
+            os.environ.setdefault(name, "1")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_library_bars()
     app()

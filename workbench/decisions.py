@@ -46,6 +46,18 @@ def _recheck(db: Database, trace_ids) -> None:
     recheck_traces(db, trace_ids)
 
 
+def _settle(db: Database, turns) -> None:
+    """A turn with no open proposal left loses the warnings that only said one waits for
+    review (normalisation's "proposed for review"): they must not outlive the decision."""
+    from workbench.normalize import NAME as NORMALIZE
+
+    for trace_id, idx in turns:
+        if db.execute("SELECT 1 FROM revisions WHERE trace_id = ? AND message_idx = ? AND"
+                      " status = 'proposed' LIMIT 1", [trace_id, idx]).fetchone() is None:
+            db.execute("DELETE FROM flags WHERE trace_id = ? AND message_idx = ? AND"
+                       " check_name = ? AND severity = 'warning'", [trace_id, idx, NORMALIZE])
+
+
 class DecisionError(ValueError):
     """A decision that cannot be taken (no such proposal, nothing to undo, not a turn)."""
 
@@ -101,6 +113,7 @@ def keep(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
     with write_tx(db):
         check_turn(db, trace_id, idx)
         rejected = reject_open_proposals(db, trace_id, idx)
+        _settle(db, [(trace_id, idx)])
         rid = None
         if _turn_has_error(db, trace_id, idx):
             current = revisions.current_messages(db, trace_id)[idx]
@@ -119,6 +132,7 @@ def accept(db: Database, revision_id: int, analyst: str) -> Outcome:
         turn = _proposal(db, revision_id)
         revisions.decide(db, revision_id, "accepted")
         rejected = reject_open_proposals(db, turn["trace_id"], turn["message_idx"])
+        _settle(db, [(turn["trace_id"], turn["message_idx"])])
     _recheck(db, [turn["trace_id"]])
     return Outcome(f"revision {revision_id} accepted"
                    + (f", {rejected} competing proposal(s) rejected" if rejected else ""),
@@ -127,8 +141,9 @@ def accept(db: Database, revision_id: int, analyst: str) -> Outcome:
 
 def reject(db: Database, revision_id: int, analyst: str) -> Outcome:
     with write_tx(db):
-        _proposal(db, revision_id)
+        turn = _proposal(db, revision_id)
         revisions.decide(db, revision_id, "rejected")
+        _settle(db, [(turn["trace_id"], turn["message_idx"])])
     return Outcome(f"revision {revision_id} rejected", written=1, revision_id=revision_id)
 
 
@@ -153,6 +168,7 @@ def edit(db: Database, trace_id: int, idx: int, analyst: str, *, tool_calls: lis
                                      author_kind="human", author_name=analyst,
                                      reason=reason or "edited", evidence={"decision": "edit"})
         rejected = reject_open_proposals(db, trace_id, idx)
+        _settle(db, [(trace_id, idx)])
     _recheck(db, [trace_id])
     return Outcome(f"trace {trace_id} turn {idx}: revision {rid} saved"
                    + (f", {rejected} proposal(s) rejected" if rejected else "")
@@ -180,6 +196,8 @@ def _cut_note(db: Database, conv, idx: int, content: str | None, calls: list | N
 def drop(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
     check_turn(db, trace_id, idx)
     browse.drop_turn(db, trace_id, idx, analyst)
+    with write_tx(db):
+        _settle(db, [(trace_id, idx)])
     return Outcome(f"trace {trace_id} turn {idx}: dropped from training", written=1)
 
 
@@ -237,6 +255,7 @@ def bulk_decide(db: Database, status: str, analyst: str, *,
             written += db.execute(
                 "UPDATE revisions SET status = ?, decided_at = ? WHERE trace_id = ? AND"
                 " message_idx = ? AND status = 'proposed'", [status, ts, t, i]).rowcount
+            _settle(db, [(t, i)])
             changed.add(t)
     if status == "accepted":
         _recheck(db, changed)

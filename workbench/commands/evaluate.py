@@ -159,8 +159,10 @@ def register(app: typer.Typer) -> None:
     def chat_cmd(
         ctx: typer.Context,
         model: Optional[str] = typer.Option(None, "--model", help="registered model (name or"
-                                            " id) or GGUF file, run in-process"),
-        endpoint: Optional[str] = typer.Option(None, "--endpoint", help="endpoint name"),
+                                            " id), GGUF file or `local`, run in-process"),
+        endpoint: Optional[str] = typer.Option(None, "--endpoint", help="endpoint name,"
+                                               " URL#MODEL, or `local` / `local:MODEL`"
+                                               " (in-process)"),
         replay: Optional[int] = typer.Option(None, "--replay", help="trace id to replay turn by"
                                              " turn: reference vs predicted call, staged score"),
         max_tokens: int = typer.Option(256, help="tokens generated per reply at most"),
@@ -195,12 +197,8 @@ def register(app: typer.Typer) -> None:
             if not no_task:   # the trace as the model saw it in training and evaluation
                 tools, system = conv.tools, conv.system_prompt
         with user_errors():
-            if model is not None:
-                from workbench.model_refs import resolve_model
-
-                model = resolve_model(db, model).path
             backend = open_backend(model, endpoint, n_ctx=n_ctx, n_threads=threads,
-                                   timeout=timeout)
+                                   timeout=timeout, db=db)
         if getattr(backend, "template_note", None):
             err_console.print(Text(visible(backend.template_note)))
         session = ChatSession(backend, tools=tools, system=system, max_tokens=max_tokens,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -126,10 +126,12 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(rows)
             return
-        table = Table("id", "kind", "status", "progress", "message", "created")
+        table = Table("id", "kind", "status", "parent", "progress", "message", "created")
         for r in rows:
-            table.add_row(str(r["id"]), Text(visible(r["kind"])), r["status"], _bar(r),
-                          Text(visible(r["error"] or r["message"] or "")[:80]),
+            table.add_row(str(r["id"]), Text(visible(r["kind"])), r["status"],
+                          "" if r["parent_id"] is None else str(r["parent_id"]), _bar(r),
+                          Text(visible(r["error"] or (r["message"] if r["status"] != "succeeded"
+                                                      else "") or "")[:80]),
                           (r["created_at"] or "")[:19])
         console.print(table)
 
@@ -144,7 +146,9 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(row)
             return
-        lines = [f"job {row['id']}: {row['kind']}, {row['status']}"
+        asked = (" (cancel requested: it stops at its next unit of work)"
+                 if row.get("cancel_requested") and row["status"] in store.ACTIVE else "")
+        lines = [f"job {row['id']}: {row['kind']}, {row['status']}{asked}"
                  f" ({_bar(row)}) {row['message'] or ''}",
                  f"selection: {row['selection'] or {}}", f"params: {row['params'] or {}}",
                  f"created {row['created_at']}, started {row['started_at']},"
@@ -174,7 +178,7 @@ def register(app: typer.Typer) -> None:
                    detach: bool = typer.Option(False, "--detach", help="in a background worker"),
                    as_json: bool = typer.Option(False, "--json", help="print as JSON")) -> None:
         """Continue a failed, cancelled or interrupted job where it stopped (training from
-        its last checkpoint, evaluation from its scored conversations)."""
+        its last checkpoint, evaluation from its scored turns)."""
         from workbench.jobs.runner import resume
 
         with user_errors():
@@ -249,13 +253,46 @@ def register(app: typer.Typer) -> None:
                 for r in m["eval_runs"] if r["status"] in ("succeeded", "failed"))
             table.add_row(str(m["id"]), Text(visible(m["name"])), m["kind"],
                           Text(visible(m["base_model"] or "")), str(plan.get("sequences", "")),
-                          str(metrics.get("last_loss", "")), Text(evals),
+                          _number(metrics.get("last_loss")), Text(evals),
                           Text(visible(m["path"] or "")))
         console.print(table)
+
+
+def _number(value: Any) -> str:
+    """A number as a person reads it: floats to 4 significant digits, nothing as ''."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _flat(value: Any, key: str = "") -> list[tuple[str, str]]:
+    """A result as (dotted key, text) rows: nested tables become dotted keys, a list of plain
+    values one comma-separated cell, anything else compact JSON."""
+    import json
+
+    if isinstance(value, dict) and value:
+        return [row for k, v in value.items() for row in _flat(v, f"{key}.{k}" if key else str(k))]
+    if isinstance(value, (list, tuple)) and all(
+            not isinstance(v, (dict, list, tuple)) for v in value):
+        return [(key, ", ".join(_number(v) for v in value))]
+    if isinstance(value, (dict, list, tuple)):
+        return [(key, json.dumps(value, ensure_ascii=False, default=str))]
+    return [(key, _number(value))]
+
+
+def result_table(row: dict) -> Table:
+    """A job's result, one row per value (`jobs resume`, `jobs rerun`)."""
+    table = Table("result", "value", title=f"job {row['id']} ({row['kind']}) {row['status']}")
+    result = row["result"]
+    for key, text in _flat(result if isinstance(result, dict) else {"result": result}):
+        table.add_row(Text(visible(key)), Text(visible(text)))
+    return table
 
 
 def _print_row(row: dict, as_json: bool) -> None:
     if as_json:
         print_json({"job_id": row["id"], "status": row["status"], "result": row["result"]})
     else:
-        console.print(Text(visible(f"job {row['id']} {row['status']}: {row['result']}")))
+        console.print(result_table(row))

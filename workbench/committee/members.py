@@ -14,6 +14,7 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,9 +148,11 @@ def context_in_error(message: str) -> int | None:
 class Member:
     """One endpoint, asked for calls with at most `max_concurrency` requests in flight."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint,
+                 check: Callable[[], None] | None = None) -> None:
         self.endpoint = endpoint
         self.name = endpoint.name
+        self.check = check   # called before each request is sent (a job's cancel check)
         self.sem = asyncio.Semaphore(endpoint.max_concurrency)
         self._client = None
         self._llm = None
@@ -221,6 +224,8 @@ class Member:
         attempts = self.endpoint.retries + 1
         for attempt in range(attempts):
             async with self.sem:
+                if self.check is not None:   # a job stopped meanwhile sends nothing more
+                    self.check()
                 t0 = time.perf_counter()
                 try:
                     if self.endpoint.is_local:

@@ -150,8 +150,8 @@ class Committee:
         self.ctx, self.rule, self.task = ctx, rule, task
         self.read_at = read_at    # the turns were read after this time (see `_write`)
         self.accept = accept      # decisions become labels (else proposals: committee.trust)
-        self.members = [Member(e) for e in members]
-        self.arbiter = Member(arbiter) if arbiter else None
+        self.members = [Member(e, check=ctx.check_cancel) for e in members]
+        self.arbiter = Member(arbiter, check=ctx.check_cancel) if arbiter else None
         self.calls: Counter[str] = Counter()
         self.tokens_in: Counter[str] = Counter()
         self.tokens_out: Counter[str] = Counter()

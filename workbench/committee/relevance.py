@@ -87,7 +87,7 @@ def run_relevance(ctx: JobContext, selection: TraceFilter, judge: Endpoint) -> d
         return verdict
 
     async def main() -> None:
-        member = Member(judge)       # one for the job: its semaphore bounds requests in flight
+        member = Member(judge, check=ctx.check_cancel)       # one for the job: its semaphore bounds requests in flight
         done = 0
         try:
             for batch in iter_conversations(db, selection, task=task):

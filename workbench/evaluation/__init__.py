@@ -191,6 +191,7 @@ class Judge:
         self.ctx, self.endpoint = ctx, endpoint
         self.rubric = rubric or DEFAULT_RUBRIC
         self._client = client
+        self._llm: Any = None   # llama.cpp, for a local judge
         self.calls = 0  # endpoint calls made (cache misses)
 
     @property
@@ -198,6 +199,20 @@ class Judge:
         if self._client is None:
             self._client = self.endpoint.client()
         return self._client
+
+    def _reply(self, messages: list[dict]) -> str:
+        """The judge's reply text: over HTTP, or in-process for `local` / `local:MODEL`."""
+        if getattr(self.endpoint, "is_local", False):
+            if self._llm is None:
+                from llama_cpp import Llama
+
+                self._llm = Llama(model_path=self.endpoint.gguf, n_ctx=8192, verbose=False)
+            resp = self._llm.create_chat_completion(messages=messages, temperature=0.0,
+                                                    max_tokens=self.endpoint.max_tokens)
+            return resp["choices"][0]["message"].get("content") or ""
+        resp = create_completion(self.client, model=self.endpoint.model, temperature=0.0,
+                                 max_tokens=self.endpoint.max_tokens, messages=messages)
+        return resp.choices[0].message.content or ""
 
     def prompt(self, conversation: list[dict], reference: str, prediction: str,
                policy: str | None = None) -> str:
@@ -218,15 +233,15 @@ class Judge:
         inputs = {"base_url": self.endpoint.base_url, "model": self.endpoint.model,
                   "max_tokens": self.endpoint.max_tokens, "system": JUDGE_SYSTEM,
                   "prompt": prompt}
+        if getattr(self.endpoint, "gguf", None):   # `local` / `local:MODEL`: the file counts
+            inputs["gguf"] = self.endpoint.gguf
 
         def ask() -> dict:
-            resp = create_completion(
-                self.client,
-                model=self.endpoint.model, temperature=0.0, max_tokens=self.endpoint.max_tokens,
-                messages=[{"role": "system", "content": JUDGE_SYSTEM},
-                          {"role": "user", "content": prompt}])
+            self.ctx.check_cancel()   # a stopped job asks nothing more
+            reply = self._reply([{"role": "system", "content": JUDGE_SYSTEM},
+                                 {"role": "user", "content": prompt}])
             self.calls += 1
-            reply = redact_secrets(resp.choices[0].message.content or "")
+            reply = redact_secrets(reply)   # a reply that echoes a key is not stored with it
             return {"reply": reply, "score": parse_verdict(reply)}
 
         unit = self.ctx.unit(JUDGE_UNIT, inputs, ask)
@@ -258,12 +273,12 @@ def error_text(e: BaseException) -> str:
 
 
 def run_pairs(backend: ChatBackend, pairs: Sequence[Pair], *, max_tokens: int,
-              judge: Judge | None = None) -> list[dict]:
-    """Predict and score the pairs of one conversation, in order (KV cache reuse).
+              judge: Judge | None = None) -> Iterator[dict]:
+    """Predict and score the pairs of one conversation, in order (KV cache reuse), yielding
+    each turn's row as soon as it is scored: the caller stores it and may stop between turns.
 
     A turn without a reply keeps its (redacted) error in `details.error` and is not judged; a
     turn the judge failed on keeps `details.judge_error` and no judge score."""
-    rows = []
     for p in pairs:
         try:
             done = backend.complete(p.prompt, p.tools, p.system, max_tokens=max_tokens)
@@ -285,8 +300,7 @@ def run_pairs(backend: ChatBackend, pairs: Sequence[Pair], *, max_tokens: int,
                                                                    done.text, p.system)
             except Exception as e:  # noqa: BLE001 - an unjudged turn is counted, not scored
                 row["judge"], details["judge_error"] = None, error_text(e)
-        rows.append(row)
-    return rows
+        yield row
 
 
 def evaluation_body(backend: ChatBackend, sel: Selection, *, max_tokens: int = 256,
@@ -294,7 +308,7 @@ def evaluation_body(backend: ChatBackend, sel: Selection, *, max_tokens: int = 2
                     model_id: int | None = None) -> Callable[[JobContext], dict]:
     """The job body of an evaluation. `resume` continues this job's own run when it has one,
     else the newest unfinished run of the same model, test selection and judge (cancelled,
-    failed or killed): conversations it already scored are not predicted again."""
+    failed or killed): turns it already scored are not predicted again."""
     judge_name = getattr(judge_endpoint, "name", None)
 
     def job(ctx: JobContext) -> dict:
@@ -333,17 +347,18 @@ def evaluation_body(backend: ChatBackend, sel: Selection, *, max_tokens: int = 2
                           judge_client)
         conversations = list(expand_pairs(db, ids))
         total = sum(len(c) for c in conversations)
-        scored = store.done_turns(db, run_id)   # a conversation's rows are stored together
-        todo = [c for c in conversations
-                if not all((p.trace_id, p.message_idx) in scored for p in c)]
+        scored = store.done_turns(db, run_id)   # each turn's row is stored as it is scored
+        todo = [[p for p in c if (p.trace_id, p.message_idx) not in scored]
+                for c in conversations]
         done = total - sum(len(c) for c in todo)
         ctx.progress(done, total, f"{len(ids)} conversations, {total} turns"
                      + (f", {done} already scored" if done else ""))
         for pairs in todo:
-            rows = run_pairs(backend, pairs, max_tokens=max_tokens, judge=judge)
-            store.add_results(db, run_id, rows)
-            done += len(rows)
-            ctx.progress(done, total, f"{done}/{total} turns")
+            # a cancel is seen between model calls: progress raises before the next turn
+            for row in run_pairs(backend, pairs, max_tokens=max_tokens, judge=judge):
+                store.add_results(db, run_id, [row])
+                done += 1
+                ctx.progress(done, total, f"{done}/{total} turns")
         rows = store.results(db, run_id)
         metrics = run_metrics(rows)
         if metrics["errors"]:

@@ -13,9 +13,10 @@ SPECS: list[JobSpec] = []
 
 @dataclass
 class EvalParams:
-    model: str | None = opt(None, "registered model (name or id) or GGUF file run in-process")
+    model: str | None = opt(None, "registered model (name or id), GGUF file or `local`, run"
+                            " in-process")
     endpoint: str | None = opt(None, "configured endpoint name (or URL#MODEL, without"
-                               " credentials)")
+                               " credentials, or `local` / `local:MODEL` in-process)")
     test: str | None = opt(None, "a trace file (imported into the test split first) or a"
                            " search query within the test split")
     judge: str | None = opt(None, "endpoint for llm_as_a_judge")
@@ -54,9 +55,10 @@ def run_eval(ctx: JobContext, selection: TraceFilter, params: EvalParams) -> dic
 
     ref = resolve_model(ctx.db, params.model) if params.model else None
     sel = selection_for(params.test, selection, move_to_test=params.move_to_test)
-    judge = get_endpoint(params.judge).with_timeout(params.timeout) if params.judge else None
+    judge = (get_endpoint(params.judge, db=ctx.db).with_timeout(params.timeout)
+             if params.judge else None)
     backend = open_backend(ref.path if ref else None, params.endpoint, n_ctx=params.n_ctx,
-                           n_threads=params.threads, timeout=params.timeout)
+                           n_threads=params.threads, timeout=params.timeout, db=ctx.db)
     try:
         return evaluation_body(backend, sel, max_tokens=params.max_tokens, judge_endpoint=judge,
                                resume=params.resume or ctx.resume,

@@ -57,6 +57,8 @@ class _ModelScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.session = None
+        self.opening: str | None = None   # the model being opened (a worker loads it)
+        self.session_ref: str | None = None   # the model the session talks to
 
     def compose_picker(self) -> ComposeResult:
         with Horizontal(id="chat-pick"):
@@ -79,23 +81,43 @@ class _ModelScreen(Screen):
         self.query_one("#chat-model", Select).set_options(
             [(Text(label), ref) for label, ref in event.choices])
 
+    def picked_ref(self) -> str | None:
+        """The model the picker names: a typed path or URL wins over the list."""
+        path = self.query_one("#chat-model-path", Input).value.strip()
+        picked = self.query_one("#chat-model", Select).value
+        return (f"endpoint:{path}" if "://" in path else path) if path else (
+            None if picked == Select.NULL else str(picked))
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "chat-open":
-            path = self.query_one("#chat-model-path", Input).value.strip()
-            picked = self.query_one("#chat-model", Select).value
-            ref = (f"endpoint:{path}" if "://" in path else path) if path else (
-                None if picked == Select.NULL else str(picked))
+            ref = self.picked_ref()
             if ref is None:
                 self.app.notify("pick a model first", severity="warning")
                 return
             self.open_model(ref)
 
-    @work(thread=True, exit_on_error=False, group="chat-open", exclusive=True)
+    def on_select_changed(self, event: Select.Changed) -> None:
+        """Choosing a model in the list opens it (no need to press Open as well)."""
+        if event.select.id == "chat-model" and event.value != Select.NULL:
+            self.open_model(str(event.value))
+
     def open_model(self, ref: str) -> None:
+        if ref in (self.opening, self.session_ref):   # opening it, or open already
+            return
+        self.opening = ref
+        self.app.notify(f"opening {ref}…", markup=False)
+        self._open(ref)
+
+    @work(thread=True, exit_on_error=False, group="chat-open", exclusive=True)
+    def _open(self, ref: str) -> None:
         from workbench.chat_tester import open_session
 
-        with self.app.store() as db:
-            session = open_session(db, ref)
+        try:
+            with self.app.store() as db:
+                session = open_session(db, ref)
+        except Exception:
+            self.app.call_from_thread(setattr, self, "opening", None)
+            raise
         self.post_message(SessionOpened(session, ref))
 
     def on_session_opened(self, event: SessionOpened) -> None:
@@ -103,6 +125,7 @@ class _ModelScreen(Screen):
         if self.session is not None:
             self.session.backend.close()
         self.session = event.session
+        self.session_ref, self.opening = event.label, None
         self.app.notify(f"model {event.label} ready", markup=False)
         self.session_ready()
 
@@ -227,6 +250,7 @@ class ReplayScreen(_ModelScreen):
         self.pos = 0
         self.scores: list[float] = []
         self.until_miss = False
+        self.step_when_ready = False   # n / j pressed while the model was still opening
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -259,13 +283,17 @@ class ReplayScreen(_ModelScreen):
             self.session.tools, self.session.system = self.conv.tools, self.conv.system_prompt
         self.query_one("#replay-log").focus()   # n / j, not typing into the model path
         self._head()
+        if self.step_when_ready:
+            self.step_when_ready = False
+            self._step()
 
     def _head(self) -> None:
         mean = sum(self.scores) / len(self.scores) if self.scores else None
         self.query_one("#replay-head", Static).update(Text(
             f"trace {self.trace_id}: turn {self.pos} of {len(self.turns)} predicted"
             + (f"  ·  mean score {mean:.3f}" if mean is not None else "")
-            + ("  ·  open a model, then n / j" if self.session is None else "")))
+            + ("" if self.session is not None else "  ·  opening the model…" if self.opening
+               else "  ·  pick a model above, then n / j")))
 
     def action_next(self) -> None:
         self.until_miss = False
@@ -276,8 +304,18 @@ class ReplayScreen(_ModelScreen):
         self._step()
 
     def _step(self) -> None:
-        if self.session is None or self.conv is None:
-            self.app.notify("open a model first", severity="warning")
+        if self.session is None:
+            ref = self.opening or self.picked_ref()
+            if ref is None:
+                self.app.notify("pick a model in the list above first (or type a GGUF path /"
+                                " URL#MODEL and press Open)", severity="warning")
+                return
+            self.step_when_ready = True      # the turn follows once the model is open
+            self.open_model(ref)
+            self._head()
+            return
+        if self.conv is None:
+            self.app.notify("the trace is still loading", severity="warning")
             return
         if self.pos >= len(self.turns):
             self.app.notify("every turn is replayed")

@@ -142,7 +142,11 @@ class DetailScreen(Screen):
         v, i = self.view, self.turn
         if v is None or i is None:
             return
-        parts = [Text(f"turn {i} ({v['originals'][i]['role']})", style="bold")]
+        role = v["originals"][i]["role"]
+        parts = [Text(f"turn {i} ({role})", style="bold")]
+        if role != "assistant":
+            parts.append(Text("no label: only assistant turns carry one (j / k move between"
+                              " them, the arrows through every message)", style="dim"))
         extra = (v.get("extras") or {}).get(i) or {}
         if extra.get("weight") == 0:
             parts.append(Text("weight 0 in its source file: kept as context, never trained on",
@@ -151,7 +155,7 @@ class DetailScreen(Screen):
             parts.append(Text("the tool reported an error (is_error)", style="red"))
         if v["flags"].get(i):
             parts += [Text("flags", style="bold underline"), flag_details(v["flags"][i])]
-        if v["originals"][i]["role"] == "assistant":
+        if role == "assistant":
             parts += [Text("diff original → current", style="bold underline"),
                       diff_text(v["originals"][i], v["current"][i])]
             if v["votes"].get(i):

@@ -71,7 +71,8 @@ class JobFormScreen(ModalScreen[int | None]):
         with VerticalScroll(id="job-form"):
             yield Static(Text.assemble((f"Start job: {self.kind}", "bold"), "  ",
                                        (self.spec.description, "italic")), id="form-title")
-            yield Static(Text("Parameters"), classes="form-section")
+            yield Static(Text("Parameters" + ("  (* required)" if any(
+                required(f) for f in self.params) else "")), classes="form-section")
             if not self.params:
                 yield Static(Text("(this job has no parameters)"), classes="form-help")
             for f in self.params:
@@ -88,7 +89,7 @@ class JobFormScreen(ModalScreen[int | None]):
     def _field(self, f: FormField, prefix: str, value: Any) -> ComposeResult:
         wid = f"{prefix}-{f.name}"
         with Vertical(classes="form-field"):
-            yield Label(Text(f.name + ("" if f.optional else " *")))
+            yield Label(Text(f.name + (" *" if required(f) else "")))
             initial = f.to_widget(value)
             if f.widget == "switch":
                 yield Switch(value=initial, id=wid)
@@ -184,6 +185,12 @@ class JobFormScreen(ModalScreen[int | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def required(f: FormField) -> bool:
+    """A field the job cannot run without: no None allowed and no usable default (a list
+    that must not be empty, a name to fill in). Fields with a default are not required."""
+    return not f.optional and f.default in (None, "", [])
 
 
 def _placeholder(f: FormField) -> str:

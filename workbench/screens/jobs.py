@@ -40,6 +40,8 @@ class JobsScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        # the list has the keys (arrows move between jobs), not the kind selector
+        self.query_one("#jobs-table").focus()
         self.poll()
         self.set_interval(POLL_S, self.poll)
 

@@ -76,9 +76,10 @@ class TraceLoaded(Message):
 class QueueLoaded(Message):
     """The review queue: (trace id, turn) pairs waiting for a decision."""
 
-    def __init__(self, queue: list[tuple[int, int]]) -> None:
+    def __init__(self, queue: list[tuple[int, int]], everywhere: int | None = None) -> None:
         super().__init__()
         self.queue = queue
+        self.everywhere = everywhere   # turns waiting in the whole store (under a filter)
 
 
 class ReviewItemLoaded(Message):

@@ -10,7 +10,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
@@ -36,7 +36,8 @@ class ResultsScreen(Screen):
     DEFAULT_CSS = """
     ResultsScreen #results-top { height: 17; }
     ResultsScreen #runs { width: 3fr; }
-    ResultsScreen #metrics-chart { width: 2fr; }
+    ResultsScreen #chart-box { width: 2fr; }
+    ResultsScreen #chart-legend { height: auto; max-height: 3; padding: 0 1; }
     ResultsScreen #run-head { height: auto; padding: 0 1; background: $boost; }
     ResultsScreen #run-tabs { height: 1fr; }
     ResultsScreen #compare-head { height: auto; padding: 0 1; }
@@ -63,7 +64,9 @@ class ResultsScreen(Screen):
         yield Header()
         with Horizontal(id="results-top"):
             yield DataTable(id="runs", cursor_type="row")
-            yield MetricsChart(id="metrics-chart")
+            with Vertical(id="chart-box"):
+                yield MetricsChart(id="metrics-chart")
+                yield Static(id="chart-legend")
         yield Static(Text("no evaluation runs yet (workbench eval, or start an eval job)"),
                      id="run-head")
         with TabbedContent(id="run-tabs"):
@@ -120,7 +123,9 @@ class ResultsScreen(Screen):
                          "llm_as_a_judge")],
                       Text(str(m.get("turns", m.get("n", "")))), Text(str(m.get("errors", ""))),
                       key=str(r["id"]))
-        self.query_one(MetricsChart).show(self.runs)
+        chart = self.query_one(MetricsChart)
+        chart.show(self.runs)
+        self.query_one("#chart-legend", Static).update(chart.legend())
         if self.runs:
             self._select(self.runs[0]["id"])
 

@@ -2,16 +2,20 @@
 
 Keys: keep (k), pick a candidate (1-9), edit (e), drop (d), skip (s, n: nothing written, the
 turn stays in the queue). What each decision writes is defined once, in `workbench.decisions`.
+The queue follows the traces screen's filter; the screen says which and `c` clears it (for the
+queue). The turn's context, its label and the committee's votes fit a 100x30 terminal.
 """
 
 from __future__ import annotations
+
+import time
 
 from rich.console import Group
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static
 
@@ -19,14 +23,31 @@ from db import browse
 from db.committee import votes_of
 from db.queries import TraceFilter
 from db.traces import original_messages
-from widgets.render import calls_text, content_text, flag_details, plain, votes_text
+from widgets.render import calls_text, flag_details, plain, votes_text
 from workbench import decisions
 from workbench.conversation_view import conversation
 from workbench.screens.common import edit_turn
 from workbench.screens.messages import DecisionMade, QueueLoaded, ReviewItemLoaded
 
 
+REPEAT_S = 0.5   # a second decision key this soon after one is a double press, not a decision
 AROUND_BEFORE, AROUND_AFTER = 4, 2   # messages shown around the turn: enough to judge a flag
+FILTER_WORDS = {"check": "flag", "flagged": "error flag", "has_revisions": "revised",
+                "status": "label", "text": "search", "trace_ids": "traces"}
+
+
+def describe_filter(flt: TraceFilter) -> str:
+    """A filter in a line: `split test · flag schema · search "oak"`."""
+    parts = []
+    for key, value in flt.to_dict().items():
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        elif key == "text":
+            value = f'"{value}"'
+        parts.append(f"{FILTER_WORDS.get(key, key)} {value}")
+    return " · ".join(parts)
 
 
 def load_item(db, trace_id: int, idx: int) -> dict:
@@ -50,6 +71,7 @@ class ReviewScreen(Screen):
         Binding("e", "edit", "Edit", id="review.edit"),
         Binding("d", "drop", "Drop turn", id="review.drop"),
         Binding("s,n", "skip", "Skip", id="review.skip"),
+        Binding("c", "clear_filter", "Review all", id="review.clear"),
         *[Binding(str(n), f"pick({n})", f"Pick {n}", id=f"review.pick{n}", show=n == 1)
           for n in range(1, 10)],
     ]
@@ -61,16 +83,22 @@ class ReviewScreen(Screen):
         self.pos = 0
         self.decided = 0
         self.item: dict | None = None
+        self.pending: set[tuple[int, int]] = set()   # turns whose decision is being written
+        self.decided_at = -REPEAT_S                   # when the last decision key was taken
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(id="review-progress-text")
-        yield ProgressBar(id="review-progress", show_eta=False)
+        with Horizontal(id="review-status"):
+            yield Static(id="review-progress-text")
+            yield ProgressBar(id="review-progress", show_eta=False)
+        yield Static(id="review-filter")
         yield Static(id="review-context")
         with Horizontal(id="review-body"):
             with VerticalScroll(id="review-current"):
                 yield Static(id="current")
-            yield VerticalScroll(id="candidates")
+            with VerticalScroll(id="review-side"):
+                yield Static(id="votes")
+                yield Vertical(id="candidates")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -80,7 +108,9 @@ class ReviewScreen(Screen):
     def load_queue(self) -> None:
         with self.app.store() as db:
             queue = browse.review_queue(db, self.filter)
-        self.post_message(QueueLoaded(queue))
+            everywhere = (None if self.filter.is_empty()
+                          else len(browse.review_queue(db, TraceFilter())))
+        self.post_message(QueueLoaded(queue, everywhere))
 
     @work(thread=True, exit_on_error=False, group="review")
     def load(self, trace_id: int, idx: int) -> None:
@@ -88,25 +118,66 @@ class ReviewScreen(Screen):
             item = load_item(db, trace_id, idx)
         self.post_message(ReviewItemLoaded(item))
 
-    @work(thread=True, exit_on_error=False, group="review-write")
     def decide(self, item: dict, what: str, **kw) -> None:
+        """One decision per turn: a key pressed again (or another decision key) before the
+        first is written, or after it while the next item loads, writes nothing; nor does one
+        within REPEAT_S of the last decision (a double press must not decide the next turn,
+        which the analyst has not seen yet)."""
+        turn = (item["trace_id"], item["idx"])
+        now = time.monotonic()
+        if turn in self.pending or turn not in self.queue or now - self.decided_at < REPEAT_S:
+            return
+        self.pending.add(turn)
+        self.decided_at = now
+        self._write(item, what, **kw)
+
+    @work(thread=True, exit_on_error=False, group="review-write")
+    def _write(self, item: dict, what: str, **kw) -> None:
         """One decision on the item's turn (`workbench.decisions` says what each writes)."""
         name = self.app.config.analyst
         tid, idx = item["trace_id"], item["idx"]
-        with self.app.store() as db:
-            if what == "pick":
-                outcome = decisions.accept(db, kw["rev"]["id"], name)
-            elif what == "edit":
-                outcome = decisions.edit(db, tid, idx, name, tool_calls=kw["calls"],
-                                         content=kw["content"],
-                                         reason=kw["reason"] or "review: edited")
-            else:
-                outcome = getattr(decisions, what)(db, tid, idx, name)
+        try:
+            with self.app.store() as db:
+                if what == "pick":
+                    outcome = decisions.accept(db, kw["rev"]["id"], name)
+                elif what == "edit":
+                    outcome = decisions.edit(db, tid, idx, name, tool_calls=kw["calls"],
+                                             content=kw["content"],
+                                             reason=kw["reason"] or "review: edited")
+                else:
+                    outcome = getattr(decisions, what)(db, tid, idx, name)
+        except Exception:
+            self.app.call_from_thread(self.pending.discard, (tid, idx))   # may be tried again
+            raise
         self.post_message(DecisionMade(outcome.message, tid, idx))
 
     def on_queue_loaded(self, event: QueueLoaded) -> None:
         self.queue, self.pos = event.queue, 0
+        self._show_filter(event.everywhere)
         self._next()
+
+    def _show_filter(self, everywhere: int | None) -> None:
+        """Which traces the queue covers: a filter from the traces screen is named, with how
+        many turns wait in the whole store and the key that reviews them all."""
+        box = self.query_one("#review-filter", Static)
+        if self.filter.is_empty():
+            box.update(Text("all traces", style="dim"))
+            box.set_class(False, "filtered")
+            return
+        text = Text.assemble(("filtered by the traces screen: ", "bold"),
+                             plain(describe_filter(self.filter)))
+        if everywhere is not None:
+            text.append(f"  ·  {everywhere} turns wait in all traces: c reviews them all")
+        box.update(text)
+        box.set_class(True, "filtered")
+
+    def action_clear_filter(self) -> None:
+        if self.filter.is_empty():
+            self.app.notify("the queue already covers every trace")
+            return
+        self.filter = TraceFilter()
+        self.decided = 0
+        self.load_queue()
 
     async def on_review_item_loaded(self, event: ReviewItemLoaded) -> None:
         self.item = event.item
@@ -115,6 +186,7 @@ class ReviewScreen(Screen):
     def on_decision_made(self, event: DecisionMade) -> None:
         self.app.notify(event.message, markup=False)
         turn = (event.trace_id, event.turn)
+        self.pending.discard(turn)
         if turn in self.queue:
             self.queue.remove(turn)
             self.decided += 1
@@ -129,6 +201,7 @@ class ReviewScreen(Screen):
                 Text(f"queue done: {self.decided} decided, {len(self.queue)} left (skipped)"))
             self.query_one("#current", Static).update(Text("nothing left to review", style="dim"))
             self.query_one("#candidates").remove_children()
+            self.query_one("#votes", Static).update("")
             self.query_one("#review-context", Static).update("")
             return
         self.load(*self.queue[self.pos])
@@ -141,23 +214,24 @@ class ReviewScreen(Screen):
             f"  ·  trace {it['trace_id']} turn {it['idx']}"))
         lines = []
         for i, m in it["around"]:   # the turn with what led to it and what followed
-            here = i == it["idx"]
+            here = i == it["idx"]   # (one line each: the turn's label is shown in full below)
             label = Text(f"{'▶' if here else ' '} {i:>3} {m['role']:<9} ",
                          style="bold reverse" if here else "bold")
-            body = (calls_text(m["tool_calls"], m["content"]) if m["role"] == "assistant"
-                    else content_text(m["content"]))
-            lines.append(Group(label, body) if here else Text.assemble(
+            line = Text.assemble(
                 label, plain((m["content"] or "").replace("\n", " ")[:200])
                 if m["role"] != "assistant" or not m["tool_calls"]
-                else plain(", ".join(c["function"]["name"] for c in m["tool_calls"]))))
+                else plain(", ".join(c["function"]["name"] for c in m["tool_calls"])))
+            line.no_wrap, line.overflow = True, "ellipsis"
+            lines.append(line)
         self.query_one("#review-context", Static).update(Group(*lines))
         parts = [Text("current label", style="bold underline"),
                  calls_text(it["current"]["tool_calls"], it["current"]["content"])]
         if it["flags"]:
             parts += [Text("flags", style="bold underline"), flag_details(it["flags"])]
-        if it["votes"]:
-            parts += [Text("committee votes", style="bold underline"), votes_text(it["votes"])]
         self.query_one("#current", Static).update(Group(*parts))
+        self.query_one("#votes", Static).update(
+            Group(Text("committee votes", style="bold underline"), votes_text(it["votes"]))
+            if it["votes"] else Text("no committee votes", style="dim"))
         box = self.query_one("#candidates")
         await box.remove_children()
         cards = []

@@ -15,6 +15,10 @@ from textual.widgets import DataTable, Footer, Header, Static
 from widgets.render import calls_text, content_text, plain
 from workbench.screens.messages import CandidatesLoaded
 
+COLUMNS = (("id", "id"), ("job", "job"), ("status", "status"), ("method", "method"),
+           ("seeds", "seeds"), ("topic", "topic"), ("why", "why rejected / trace"))
+FIXED = {"id": 5, "job": 4, "status": 8, "method": 16, "seeds": 12}
+
 
 class SynthesisScreen(Screen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="synthesis.back")]
@@ -32,11 +36,28 @@ class SynthesisScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for key, label in (("id", "id"), ("job", "job"), ("status", "status"),
-                           ("method", "method"), ("topic", "topic"), ("seeds", "seeds"),
-                           ("why", "why rejected / trace")):
-            table.add_column(label, key=key)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key, width=FIXED.get(key, 10))
+        self._fit()
         self.load()
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """Fixed widths for the short columns; the topic and the reasons share the rest (a
+        long teacher name or topic no longer pushes the seeds and reasons off the screen)."""
+        table = self.query_one(DataTable)
+        width = table.size.width or self.size.width
+        if not width or not table.columns:
+            return
+        free = width - sum(FIXED.values()) - 2 * table.cell_padding * len(COLUMNS) - 2
+        free = max(20, free)
+        shares = {"topic": free * 2 // 5, "why": free - free * 2 // 5}
+        for key, column in table.columns.items():
+            if key.value in shares and column.width != shares[key.value]:
+                column.width, column.auto_width = shares[key.value], False
+        table.refresh()
 
     @work(thread=True, exit_on_error=False, group="synthesis")
     def load(self) -> None:
@@ -57,13 +78,14 @@ class SynthesisScreen(Screen):
         for r in self.rows:
             why = (f"trace {r['trace_id']}" if r["status"] == "accepted" and r["trace_id"]
                    else "pending: kept when its job succeeds" if r["status"] == "accepted" else
-                   "; ".join(x.get("reason", "") for x in r["reasons"] or []))
+                   "; ".join(f"{x.get('reason', '')}: {x.get('detail', '')}".rstrip(": ")
+                             for x in r["reasons"] or []))
             table.add_row(str(r["id"]), str(r["job_id"] or ""),
                           Text(r["status"], style="green" if r["status"] == "accepted"
                                else "red"),
-                          r["method"] + (f" ({r['teacher']})" if r["teacher"] else ""),
-                          plain(r["topic"] or ""), plain(", ".join(map(str, r["seeds"] or []))),
-                          plain(why), key=str(r["id"]))
+                          plain(r["method"] + (f" ({r['teacher']})" if r["teacher"] else "")),
+                          plain(", ".join(map(str, r["seeds"] or []))),
+                          plain(r["topic"] or ""), plain(why), key=str(r["id"]))
         if self.rows:
             self._show(self.rows[0])
 

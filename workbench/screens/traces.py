@@ -186,7 +186,7 @@ class TracesScreen(Screen):
         self.query_one("#f-tool", Select).set_options([(Text(visible(t)), t)
                                                        for t in choices["tools"]])
         self.query_one("#f-check", Select).set_options(
-            [(Text("any error flag"), ANY_ERROR), (Text("no error flag"), NO_ERROR)]
+            [(Text("any error"), ANY_ERROR), (Text("no error"), NO_ERROR)]
             + [(Text(visible(c)), c) for c in choices["checks"]])
 
     def _restore(self, flt: TraceFilter) -> None:

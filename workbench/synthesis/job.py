@@ -331,7 +331,7 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
     stats = {"requests": 0, "replies_reused": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0}
     errors: list[str] = []
     budget = params.max_requests or 4 * math.ceil(state.target / params.per_request)
-    member = Member(ep)
+    member = Member(ep, check=ctx.check_cancel)   # a cancel is seen before each request
     fit: dict[str, int | None] = {"budget": None}
 
     def plan(k: int, cuts: list | None = None) -> tuple[Topic, list[Conversation], list[dict]]:
