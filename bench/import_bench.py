@@ -98,8 +98,9 @@ def import_once(corpus: str, db_path: str) -> None:
                       "stored_messages": s["messages"]}))
 
 
-def span_bench(mib: float) -> None:
-    """Import span exports of mib/4 and mib MiB, each in a fresh process; print a table."""
+def span_bench(mib: float, write: bool = True) -> None:
+    """Import span exports of mib/4 and mib MiB, each in a fresh process; print a table and
+    write it as the "Import of span exports" section (unless --no-write)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in (mib / 4, mib):
@@ -117,15 +118,20 @@ def span_bench(mib: float) -> None:
             print(json.dumps(row))
             export.unlink()
             db_path.unlink()
-    print("| traces | spans | file MiB | seconds | spans/s | MiB/s | messages stored/s |"
-          " peak RSS MiB |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines = ["| traces | spans | file MiB | seconds | spans/s | MiB/s | messages stored/s |"
+             " peak RSS MiB |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        print(f"| {r['traces']:,} | {r['spans']:,} | {r['file_mib']:.0f} | {r['seconds']:.1f} |"
-              f" {r['spans_per_s']:,.0f} | {r['mib_per_s']:.1f} | {r['messages_per_s']:,.0f} |"
-              f" {r['peak_mib']:.0f} |")
-    print(f"Peak memory at {mib:.0f} MiB is {rows[1]['peak_mib'] / rows[0]['peak_mib']:.2f}x"
-          f" that at {mib / 4:.0f} MiB (4x the data).")
+        lines.append(f"| {r['traces']:,} | {r['spans']:,} | {r['file_mib']:.0f} | {r['seconds']:.1f}"
+                     f" | {r['spans_per_s']:,.0f} | {r['mib_per_s']:.1f} |"
+                     f" {r['messages_per_s']:,.0f} | {r['peak_mib']:.0f} |")
+    lines += ["", f"Peak memory at {mib:.0f} MiB is {rows[1]['peak_mib'] / rows[0]['peak_mib']:.2f}x"
+              f" that at {mib / 4:.0f} MiB (4x the data): spans are staged in a temporary SQLite"
+              " file and stitched one trace at a time. A generated OTLP JSON export (GenAI spans:"
+              " a chat span with input and output messages and tool definitions, tool spans)."
+              f" Command: `python bench/import_bench.py --spans-mib {mib:.0f}` (commit {git_rev()})."]
+    print("\n".join(lines))
+    if write:
+        write_section("Import of span exports", "\n".join(lines))
 
 
 def main() -> None:
@@ -135,10 +141,10 @@ def main() -> None:
     ap.add_argument("--traces", type=int, default=100_000)
     ap.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md")
     ap.add_argument("--spans-mib", type=float, default=None,
-                    help="measure a generated OTLP span export of this size instead (printed)")
+                    help="measure a generated OTLP span export of this size instead")
     args = ap.parse_args()
     if args.spans_mib:
-        span_bench(args.spans_mib)
+        span_bench(args.spans_mib, write=not args.no_write)
         return
     sizes = [args.traces // 4, args.traces]
     rows = []
