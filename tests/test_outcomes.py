@@ -24,6 +24,7 @@ from workbench.exporting import export
 from workbench.importing import import_files
 from workbench.training.data import (
     DataOptions,
+    EmptySelectionError,
     encode_all,
     examples_for,
     load_conversations,
@@ -338,3 +339,39 @@ def test_span_export_outcomes_are_stored_and_selected(db, tmp_path):
     out = tmp_path / "lf.jsonl"
     export(db, out, "openai")
     assert json.loads(out.read_text())["outcomes"] == conv.outcomes
+
+
+def test_training_weighted_by_an_outcome_resamples_conversations(db, tmp_path, tokenizer):
+    """--outcome-weight reward: a conversation is trained on as many times as its reward in
+    expectation (0: not at all, 2: twice, 0.5: once or not, the same way every run); the plan
+    says how many were left out and repeated; a field nothing has leaves nothing to train."""
+    from workbench.training.data import build_examples, outcome_copies, plan
+
+    rows = [_record(0, 2, "gold"), _record(1, 0, "free"), _record(2, 1, "free"),
+            _record(3, 0.5, "gold"), _record(4, True, "gold")]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    import_files(db, [path], split="train")
+    encoded = encode_all(tokenizer, load_conversations(db, DataOptions()))
+    copies = outcome_copies(encoded, "reward")
+    assert [copies[e.trace_id] for e in encoded][:3] == [2, 0, 1]
+    assert copies[encoded[3].trace_id] in (0, 1) and copies[encoded[4].trace_id] == 1
+    assert outcome_copies(encoded, "reward") == copies          # the same draw every run
+    opts = DataOptions(outcome_weight="reward")
+    trained = [ex.trace_id for ex in build_examples(encoded, opts)]
+    assert trained.count(encoded[0].trace_id) == 2 and encoded[1].trace_id not in trained
+    assert len(trained) == sum(copies.values())
+    assert len(build_examples(encoded, DataOptions())) == 5      # unweighted: each once
+    p = plan(encoded, opts)["outcome_weight"]
+    assert p["conversations_left_out"] >= 1 and p["conversations_repeated"] == 1
+    with pytest.raises(EmptySelectionError, match="'rating' at 0 or not at all"):
+        build_examples(encoded, DataOptions(outcome_weight="rating"))
+
+
+def test_train_takes_outcome_weight_from_cli_and_pipeline(traces_file, tmp_path):
+    from workbench.jobs.registry import get_spec
+
+    params = get_spec("train").make_params({"outcome_weight": "reward"})
+    assert params.data(TraceFilter()).outcome_weight == "reward"
+    r = runner.invoke(app, ["--db", str(tmp_path / "w.db"), "train", "--help"])
+    assert "--outcome-weight" in r.stdout

@@ -59,6 +59,7 @@ class DataOptions:
     per_turn: bool = False
     suspect: str = "mask"
     max_length: int | None = None      # None: from the data (no limit until it is sized)
+    outcome_weight: str | None = None  # weight each conversation by this outcome (resampled)
 
     def __post_init__(self) -> None:
         if self.suspect not in SUSPECT_MODES:
@@ -69,7 +70,7 @@ class DataOptions:
     def describe(self) -> dict:
         sel = {k: v for k, v in asdict(self.selection).items() if v is not None}
         return {"selection": sel, "per_turn": self.per_turn, "suspect": self.suspect,
-                "max_length": self.max_length,
+                "max_length": self.max_length, "outcome_weight": self.outcome_weight,
                 "defaults": "split != test" * (self.selection.split is None)
                 + ", not excluded" * (self.selection.excluded is None)}
 
@@ -85,6 +86,7 @@ class Encoded:
     prompt_tokens: int = 0         # the system prompt and tools alone (before any message)
     starts: tuple[int, ...] = ()   # where each message after them begins (window cuts)
     unweighted: frozenset[int] = frozenset()   # turns the source left out (`weight: 0`)
+    outcomes: dict | None = None   # the conversation's outcomes by name (rewards, scores)
 
 
 @dataclass
@@ -135,7 +137,7 @@ def encode(tokenizer: Any, conv: Conversation) -> Encoded:
     turns = [(k, s, e) for k, (s, e) in zip(assistant, runs, strict=True)]
     prompt = _prompt_tokens(tokenizer, conv)
     return Encoded(conv.trace_id, ids, turns, conv.suspect, prompt,
-                   _message_starts(tokenizer, ids, prompt), conv.unweighted)
+                   _message_starts(tokenizer, ids, prompt), conv.unweighted, conv.outcomes)
 
 
 def _message_starts(tokenizer: Any, ids: list[int], prompt: int) -> tuple[int, ...]:
@@ -245,8 +247,32 @@ def encode_all(tokenizer: Any, conversations: Sequence[Conversation],
     return out
 
 
+def outcome_copies(encoded: Sequence[Encoded], name: str) -> dict[int, int]:
+    """How many times each conversation is trained on when weighted by outcome `name`: its
+    value w (a number or a boolean; 0 for a conversation without it) is an expected count,
+    floor(w) copies plus one more with probability w - floor(w), drawn with a fixed seed per
+    trace. Resampling weights the loss by the outcome in expectation, and keeps each step's
+    loss an average over real conversations (a failed conversation at reward 0 is not trained
+    on; at reward 2 twice)."""
+    import random
+
+    out = {}
+    for enc in encoded:
+        value = (enc.outcomes or {}).get(name, 0)
+        w = float(value) if isinstance(value, (int, float)) and value == value else 0.0
+        w = max(w, 0.0)
+        whole = int(w)
+        extra = random.Random(f"{name}:{enc.trace_id}").random() < w - whole
+        out[enc.trace_id] = whole + extra
+    return out
+
+
 def build_examples(encoded: Sequence[Encoded], options: DataOptions) -> list[Example]:
-    examples = [ex for enc in encoded for ex in examples_for(enc, options)]
+    copies = (outcome_copies(encoded, options.outcome_weight) if options.outcome_weight
+              else {})
+    examples = [ex for enc in encoded
+                for _ in range(copies.get(enc.trace_id, 1))
+                for ex in examples_for(enc, options)]
     if not examples:
         raise EmptySelectionError(f"no training data: {why_empty(encoded, options)}")
     return examples
@@ -303,6 +329,11 @@ def why_empty(encoded: Sequence[Encoded], options: DataOptions) -> str:
                      f" {options.max_length} even with only their own message (the system"
                      f" prompt and tools, {c['prompt_tokens']:,} tokens, left out): raise"
                      " --max-length")
+    if options.outcome_weight:
+        copies = outcome_copies(encoded, options.outcome_weight)
+        if not any(copies.values()):
+            parts.append(f"every conversation has outcome {options.outcome_weight!r} at 0 or"
+                         " not at all: --outcome-weight leaves them all out")
     if c["masked_suspect_turns"]:
         parts.append(f"{c['masked_suspect_turns']} suspect turns (error flags) are masked:"
                      " --suspect train trains on them")
@@ -331,4 +362,12 @@ def plan(encoded: Sequence[Encoded], options: DataOptions) -> dict:
                       for ex in examples_for(enc, replace(options, per_turn=False))])
     turn = summarize([ex for enc in encoded
                       for ex in examples_for(enc, replace(options, per_turn=True))])
-    return {**turn_counts(encoded, options), **conv, "per_turn": turn}
+    out = {**turn_counts(encoded, options), **conv, "per_turn": turn}
+    if options.outcome_weight:
+        copies = outcome_copies(encoded, options.outcome_weight)
+        out["outcome_weight"] = {
+            "outcome": options.outcome_weight,
+            "conversations_left_out": sum(1 for n in copies.values() if n == 0),
+            "conversations_repeated": sum(1 for n in copies.values() if n > 1),
+            "copies": sum(copies.values())}
+    return out

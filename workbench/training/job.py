@@ -33,6 +33,10 @@ class TrainParams:
                          " same loss, more tokens)")
     suspect: str = opt("mask", "turns with error flags: mask (context, no loss) | drop (leave"
                        " out the trace) | train", choices=["mask", "drop", "train"])
+    outcome_weight: str | None = opt(None, "weight each conversation by this outcome (e.g."
+                                     " reward): trained on as many times as its value, in"
+                                     " expectation (0: left out); --outcome 'reward>=1'"
+                                     " instead trains on successes only")
     name: str | None = opt(None, "model name (default: output folder name)")
     resume: bool = opt(False, "continue from the last checkpoint in the output folder")
     checkpointing: str = opt("auto", "recompute activations in the backward pass instead of"
@@ -56,7 +60,7 @@ class TrainParams:
         from workbench.training.data import DataOptions
 
         return DataOptions(selection=selection, per_turn=self.per_turn, suspect=self.suspect,
-                           max_length=self.max_length)
+                           max_length=self.max_length, outcome_weight=self.outcome_weight)
 
     def validate(self) -> None:
         at_least("max_steps", self.max_steps, 1, unset=-1)
