@@ -375,3 +375,24 @@ def test_train_takes_outcome_weight_from_cli_and_pipeline(traces_file, tmp_path)
     assert params.data(TraceFilter()).outcome_weight == "reward"
     r = runner.invoke(app, ["--db", str(tmp_path / "w.db"), "train", "--help"])
     assert "--outcome-weight" in r.stdout
+
+
+def test_the_trl_export_loads_with_trls_own_loader(tmp_path, tokenizer):
+    """TRL installs here: its documented path (`datasets.load_dataset("json")`, then
+    `trl.data_utils.apply_chat_template` with the tools) reads our export of text turns,
+    parallel calls and a long policy, and renders every conversation with its calls."""
+    import datasets
+    from trl.data_utils import apply_chat_template, is_conversational
+
+    db = open_db(tmp_path / "w.db")
+    import_files(db, [Path(__file__).parent / "data" / "labels" / "mixed_turns.jsonl"])
+    out = tmp_path / "trl.jsonl"
+    export(db, out, "trl", TraceFilter())
+    ds = datasets.load_dataset("json", data_files=str(out), split="train")
+    assert len(ds) == 2
+    for ex in ds:
+        assert is_conversational(ex)
+        text = apply_chat_template(ex, tokenizer, tools=ex["tools"])["text"]
+        assert ex["messages"][0]["content"][:40] in text
+        assert all((m["content"] or "")[:20] in text for m in ex["messages"])
+    db.conn.close()
