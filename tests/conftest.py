@@ -1,4 +1,7 @@
-"""Shared fixtures: real SQLite files in tmp dirs and the real TFT data copied into tests/data."""
+"""Shared fixtures: real SQLite files in tmp dirs and the real TFT data copied into tests/data.
+
+`db` is the one store fixture: it opens whatever `db_path` a module provides (an empty store
+here; a module overrides `db_path` to hand it a filled one) and closes it after the test."""
 
 from __future__ import annotations
 

@@ -40,13 +40,6 @@ def db_path(tmp_path):
     return sample_store(tmp_path / "c.db", SUSPECT)
 
 
-@pytest.fixture
-def db(db_path):
-    database = open_db(db_path)
-    yield database
-    database.conn.close()
-
-
 def relabel(db, *members: str, **params) -> dict:
     """A relabel job whose decisions are labels (`--accept`; test_committee_safety tests the
     default, proposals until the members' agreement with the analyst is earned)."""

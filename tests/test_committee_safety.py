@@ -42,13 +42,6 @@ def db_path(tmp_path):
     return sample_store(tmp_path / "c.db", SUSPECT)
 
 
-@pytest.fixture
-def db(db_path):
-    database = open_db(db_path)
-    yield database
-    database.conn.close()
-
-
 def relabel(db, *members: str, **params) -> dict:
     job_id = submit(db, "relabel", params.pop("selection", {}),
                     {"committee": list(members), **params})

@@ -10,7 +10,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from db import open_db, revisions
+from db import revisions
 from db.flags import flags_for
 from db.jobs import get_job
 from db.traces import get_trace
@@ -30,13 +30,6 @@ def verdict(on_task: bool, reason: str) -> dict:
 @pytest.fixture
 def db_path(tmp_path):
     return sample_store(tmp_path / "r.db", ())
-
-
-@pytest.fixture
-def db(db_path):
-    database = open_db(db_path)
-    yield database
-    database.conn.close()
 
 
 def scripted(db, answers: dict):
