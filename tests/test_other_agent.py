@@ -105,7 +105,9 @@ def test_pipeline_init_and_run_with_defaults(store: Path, tiny_model_dir: Path, 
     assert "max_length = 4096" not in text                   # sized from the data at run time
     # the defaults, but a tiny base model and one test conversation: a minute, not an hour
     text = text.replace("[train]    #", f'[train]\nbase_model = "{tiny_model_dir}"\nlora_r = 4\n#')
-    text = text.replace("[eval]    #", "[eval]\nmax_tokens = 8\n#", 1)
+    # the tiny model's own context (4,096 tokens) is shorter than the airline policy: give the
+    # evaluation the context SmolLM2, the default base model, has
+    text = text.replace("[eval]    #", "[eval]\nmax_tokens = 8\nn_ctx = 8192\n#", 1)
     text += "\n[eval.selection]\nlimit = 1\n"
     (store.parent / "pipe.toml").write_text(text)
     rep = wb(store, "pipeline", "run", "pipe.toml", "--json")

@@ -299,8 +299,8 @@ def test_init_then_run_the_whole_loop_with_a_direct_baseline(
     assert "## Direct baseline" in md and "| metric | curated | direct | curated - direct |" in md
     floor = rep["evaluation"]["floor"]   # the same call on every test turn, scored the same way
     assert floor == b["evaluation"]["floor"] and 0.0 < floor["staged_tool_call"] <= 1.0
-    assert (f"The same call on every turn (`{floor['function']}` with the commonest arguments)"
-            f" would score staged {floor['staged_tool_call']:.4f}") in md
+    assert (f"The same call on every call turn (`{floor['function']}` with the commonest"
+            f" arguments) would score staged {floor['staged_tool_call']:.4f}") in md
 
     again = cli(db_path, "pipeline", "run", "pipe.toml", "--baseline", "direct", "--json")
     assert again.exit_code == 0, again.output

@@ -201,7 +201,7 @@ def test_plan_json(train_db: Any, tiny_model_dir: Path) -> None:
                             "--plan", "--json"])
     assert r.exit_code == 0, r.output
     p = json.loads(r.stdout)
-    assert set(p) == {"conversations", "assistant_turns", "suspect_turns",
+    assert set(p) == {"conversations", "assistant_turns", "suspect_turns", "weight_zero_turns",
                       "masked_suspect_turns", "dropped_conversations", "max_length",
                       "turns_past_max_length", "windowed_turns", "prompt_tokens",
                       "prompts_past_max_length", "turns_without_prompt",
