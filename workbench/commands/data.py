@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
             None, "--outcome", help="a field of each record that is an outcome (a reward,"
             " score or feedback value; repeatable; a.b reaches into objects)"),
     ) -> None:
-        """Import traces (OpenAI chat and fine-tuning, Anthropic Messages, ShareGPT, TFT traces,
+        """Import traces (OpenAI chat and fine-tuning, Anthropic Messages, ShareGPT, span
+        exports of Langfuse, LangSmith, OpenTelemetry and OpenInference, TFT traces,
         question/answer; JSON Lines or a JSON array) and task files.
 
         Every key of a record beyond its conversation is kept as metadata (`--meta` selects on
