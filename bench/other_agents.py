@@ -72,9 +72,14 @@ def measure(corpus: str, half: str, tmp: Path) -> dict:
     if "user_id" in (first.get("meta") or {}):
         split, _ = wb(db, "split", "--test", "10%", "--by", "user_id", "--json")
         row["split"] = split["splits"]
-    plan, row["plan_s"] = wb(db, "train", "--plan", "--json")
-    row["plan"] = {k: plan.get(k) for k in ("max_length", "sizing", "turns_without_prompt",
-                                            "windowed_turns", "turns_past_max_length")}
+    after, _ = wb(db, "stats", "--json")
+    row["excluded"] = after.get("excluded")
+    try:
+        plan, row["plan_s"] = wb(db, "train", "--plan", "--json")
+        row["plan"] = {k: plan.get(k) for k in ("max_length", "sizing", "turns_without_prompt",
+                                                "windowed_turns", "turns_past_max_length")}
+    except RuntimeError as e:   # a finding, not a crash: say what train said
+        row["plan"] = {"error": str(e).split("error: ", 1)[-1][:200]}
     pairs = work / "pairs.jsonl"
     wb(db, "export", str(pairs), "--format", "pairs")
     ident = work / "ident.jsonl"
@@ -91,7 +96,8 @@ def measure(corpus: str, half: str, tmp: Path) -> dict:
 
 def table(rows: list[dict]) -> str:
     out = ["| corpus | half | traces | turns (text / calls / both / parallel) | error flags"
-           " (traces) | flagged: failed vs successful | max length (picked) | identical"
+           " (traces; excluded from training) | flagged: failed vs successful | max length"
+           " needed (picked) | identical"
            " predictions | synthesis accepted / candidates |",
            "|---|---|---:|---|---|---|---|---|---|"]
     for r in rows:
@@ -101,13 +107,15 @@ def table(rows: list[dict]) -> str:
         sizing = plan.get("sizing") or {}
         picked = plan.get("max_length")
         needed = sizing.get("needed") if isinstance(sizing, dict) else None
+        length = (f"{needed or '?'} ({picked})" if "error" not in plan
+                  else f"no training data: {plan['error'][:60]}")
         syn = r["synth"]
         out.append(
             f"| {r['corpus']} | {r['half']}{' (tuned on)' if r['half'] == 'tune' else ''}"
             f" | {r['traces']} | {r['turns']} ({r['text']} / {r['calls']} /"
             f" {r['text_and_calls']} / {r['parallel']}) | {r['error_flags']}"
-            f" ({r['flagged_traces']}) | {_by_outcome(r['by_outcome'])}"
-            f" | {needed or '?'} ({picked}) | {ident}"
+            f" ({r['flagged_traces']}; {r['excluded']} excluded) | {_by_outcome(r['by_outcome'])}"
+            f" | {length} | {ident}"
             f" | {syn.get('accepted')} / {syn.get('candidates')} |")
     return "\n".join(out)
 
