@@ -89,8 +89,11 @@ def measure(corpus: str, half: str, tmp: Path) -> dict:
     scores, _ = wb(db, "score", str(ident), "--json")
     row["identical"] = {m: scores.get(m) for m in METRICS}
     row["floor_decision"] = (scores.get("floor") or {}).get("decision")
-    synth, row["synth_s"] = wb(db, "synth", "--offline", "--target", "20", "--json")
-    row["synth"] = {k: synth.get(k) for k in ("accepted", "candidates", "rejected")}
+    try:
+        synth, row["synth_s"] = wb(db, "synth", "--offline", "--target", "20", "--json")
+        row["synth"] = {k: synth.get(k) for k in ("accepted", "candidates", "rejected")}
+    except RuntimeError as e:   # a finding, not a crash: say what synth said
+        row["synth"] = {"error": str(e).split("InputError: ", 1)[-1].split(" (left out")[0]}
     return row
 
 
@@ -108,15 +111,17 @@ def table(rows: list[dict]) -> str:
         picked = plan.get("max_length")
         needed = sizing.get("needed") if isinstance(sizing, dict) else None
         length = (f"{needed or '?'} ({picked})" if "error" not in plan
-                  else f"no training data: {plan['error'][:60]}")
+                  else plan["error"][:90])
         syn = r["synth"]
+        synth = (f"{syn.get('accepted')} / {syn.get('candidates')}" if "error" not in syn
+                 else syn["error"])
         out.append(
             f"| {r['corpus']} | {r['half']}{' (tuned on)' if r['half'] == 'tune' else ''}"
             f" | {r['traces']} | {r['turns']} ({r['text']} / {r['calls']} /"
             f" {r['text_and_calls']} / {r['parallel']}) | {r['error_flags']}"
             f" ({r['flagged_traces']}; {r['excluded']} excluded) | {_by_outcome(r['by_outcome'])}"
             f" | {length} | {ident}"
-            f" | {syn.get('accepted')} / {syn.get('candidates')} |")
+            f" | {synth} |")
     return "\n".join(out)
 
 
@@ -139,15 +144,21 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpora", default="tau-airline,bfcl-multi-turn")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--rows", help="JSON lines of rows measured before, for the corpora not run")
     args = ap.parse_args(argv)
-    rows = []
+    rows = [json.loads(x) for x in Path(args.rows).read_text().splitlines()
+            if x.startswith("{")] if args.rows else []
     with tempfile.TemporaryDirectory() as tmp:
-        for corpus in args.corpora.split(","):
+        for corpus in filter(None, args.corpora.split(",")):
             for half in ("tune", "heldout"):
                 row = measure(corpus, half, Path(tmp))
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     body = table(rows) + (
+        "\n\nBFCL's conversations were made from its ground-truth calls: after a turn's results the"
+        " next user message follows with no assistant reply between, and the structure check"
+        " calls that a broken role order, an error on the whole conversation, so every BFCL"
+        " conversation leaves training (issue #31: checks an analyst can trust on any agent)."
         "\n\n`tune` halves were looked at while the code was written; `heldout` halves were"
         " measured only. Identical predictions: every pair's reference scored against itself"
         " (`export --format pairs`, `score`). Synthesis: `synth --offline --target 20` after"
