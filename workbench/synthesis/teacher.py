@@ -31,8 +31,8 @@ the assistant's task, its tools (JSON schemas), example conversations and a topi
 realistic conversations in the same OpenAI message format as the examples: user messages, \
 assistant messages that call exactly one tool each (or answer in text where the examples do), \
 and a "tool" message with the result right after every call of a tool that returns results. \
-Invent the tool results so that they agree with the calls (a reservation confirms the \
-restaurant that was found, in its city), and let later messages use them. Every argument value \
+Invent the tool results so that they agree with the calls (a call that acts on something an \
+earlier result found names that same thing), and let later messages use them. Every argument value \
 must come from what the user said or from an earlier result. Do not copy the examples: use \
 other people, places, names, times and wordings."""
 
