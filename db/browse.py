@@ -9,7 +9,7 @@ from typing import Any
 from sqlite_utils import Database
 from ulid import ULID
 
-from db.flags import REVIEW_DROP, UNDECIDED_ERRORS_SQL, evidence_of
+from db.flags import DISMISSED_LIKE_SQL, REVIEW_DROP, UNDECIDED_ERRORS_SQL, evidence_of
 from db.queries import EXCLUDED_SQL, TraceFilter
 from db.rows import dicts
 from db.tx import now, write_tx
@@ -165,7 +165,11 @@ def undo_exclusion_action(db: Database, action: str, author_name: str) -> tuple[
 # -- one trace, everything the detail view shows -------------------------------------------
 
 def flags_of(db: Database, trace_id: int) -> list[dict]:
-    cur = db.execute("SELECT id, message_idx, check_name, severity, detail, created_at, evidence"
+    """The trace's flags; `dismissed_like`: how many flags of the same check and pattern
+    analysts marked as not a problem (`demoted_from`: what its check raised, when that
+    demoted it)."""
+    cur = db.execute("SELECT id, message_idx, check_name, severity, detail, created_at, evidence,"
+                     f" pattern, demoted_from, {DISMISSED_LIKE_SQL} AS dismissed_like"
                      " FROM flags WHERE trace_id = ? ORDER BY coalesce(message_idx, -1), id",
                      [trace_id])
     return [{**f, "evidence": evidence_of(f["evidence"])} for f in dicts(cur)]

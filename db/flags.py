@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 
@@ -14,22 +15,70 @@ from db.tx import now, write_tx
 
 SEVERITIES = ("error", "warning")
 
+# what in a flag's detail belongs to one trace: quoted values, parenthesised lists, numbers
+_QUOTED = re.compile(r"""(?<!\w)(?:'[^'\n]*'|"[^"\n]*"|`[^`\n]*`)(?!\w)""")
+_PARENS = re.compile(r"\([^()\n]*\)")
+_NUMBER = re.compile(r"[-+]?\d+(?:[.,:]\d+)*%?")
+PATTERN_MAX = 200
+
+
+def default_pattern(check: str, detail: str) -> str:
+    """The kind of finding a flag is, without what belongs to its trace: its check and its
+    detail with quoted values, parenthesised lists and numbers taken out. Flags of one check
+    with the same pattern are "like this" when an analyst marks one as not a problem (a check
+    that knows better passes its own `pattern`)."""
+    text = _PARENS.sub("(…)", _QUOTED.sub("…", detail or ""))
+    text = " ".join(_NUMBER.sub("#", text).split())
+    return f"{check}: {text}"[:PATTERN_MAX]
+
 
 def _flag_rows(flags: Iterable[dict], names: list[str]) -> Iterator[tuple]:
     for f in flags:
-        if f["severity"] not in SEVERITIES:
-            raise ValueError(f"severity must be one of {SEVERITIES}, not {f['severity']!r}")
+        # a stored flag read back (a re-check keeps some) goes in as its check raised it: the
+        # analysts' dismissals are applied again when it is swapped in
+        severity = f.get("demoted_from") or f["severity"]
+        if severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, not {severity!r}")
         if f["check"] not in names:
             raise ValueError(f"flag of check {f['check']!r} outside the checks run {names}")
         evidence = f.get("evidence")
-        yield (f["trace_id"], f["message_idx"], f["check"], f["severity"], f["detail"],
-               json.dumps(evidence, ensure_ascii=False) if evidence else None)
+        yield (f["trace_id"], f["message_idx"], f["check"], severity, f["detail"],
+               json.dumps(evidence, ensure_ascii=False) if evidence else None,
+               f.get("pattern") or default_pattern(f["check"], f["detail"]))
 
 
 FOUND_COLUMNS = ("(seq INTEGER PRIMARY KEY, trace_id, message_idx, check_name, severity,"
-                 " detail, evidence, created_at)")
+                 " detail, evidence, pattern, created_at)")
 INSERT_FOUND = ("INSERT INTO {table} (trace_id, message_idx, check_name, severity, detail,"
-                " evidence) VALUES (?,?,?,?,?,?)")
+                " evidence, pattern) VALUES (?,?,?,?,?,?,?)")
+
+# per stored flag `flags`: how many flags like it (same check and pattern) analysts marked as
+# not a problem, holding
+DISMISSED_LIKE_SQL = ("(SELECT count(*) FROM flag_dismissals d WHERE d.undone_at IS NULL AND"
+                      " d.check_name = flags.check_name AND d.pattern = flags.pattern)")
+
+
+def apply_dismissals(db: Database, where: str = "1", params: Iterable = ()) -> int:
+    """Inside the caller's write transaction: the stored flags matching `where` (over `flags`)
+    follow the analysts' dismissals. A flag dismissed on its own turn (or trace) is not stored;
+    another flag of a dismissed (check, pattern) is a warning at most, `demoted_from` keeping
+    what its check raised; a demoted flag whose pattern no dismissal holds any more gets its
+    severity back (a dismissal undone). Returns how many flags it took out."""
+    if db.execute("SELECT 1 FROM flag_dismissals LIMIT 1").fetchone() is None:
+        return 0   # nothing was ever dismissed: nothing demoted either
+    params = list(params)
+    same_pattern = ("EXISTS (SELECT 1 FROM flag_dismissals d WHERE d.undone_at IS NULL"
+                    " AND d.check_name = flags.check_name AND d.pattern = flags.pattern)")
+    gone = db.execute(
+        "DELETE FROM flags WHERE EXISTS (SELECT 1 FROM flag_dismissals d WHERE"
+        " d.undone_at IS NULL AND d.trace_id = flags.trace_id AND d.message_idx IS"
+        " flags.message_idx AND d.check_name = flags.check_name AND d.pattern = flags.pattern)"
+        f" AND ({where})", params).rowcount
+    db.execute("UPDATE flags SET demoted_from = severity, severity = 'warning' WHERE"
+               f" severity = 'error' AND {same_pattern} AND ({where})", params)
+    db.execute("UPDATE flags SET severity = demoted_from, demoted_from = NULL WHERE"
+               f" demoted_from IS NOT NULL AND NOT {same_pattern} AND ({where})", params)
+    return gone
 
 
 def _swap_in(db: Database, found: str, trace_ids: Iterable[int], names: list[str],
@@ -46,16 +95,21 @@ def _swap_in(db: Database, found: str, trace_ids: Iterable[int], names: list[str
     db.execute(
         f"UPDATE {found} SET created_at = (SELECT min(f.created_at) FROM flags f"
         f" WHERE f.trace_id = {found}.trace_id AND f.message_idx IS {found}.message_idx"
-        f" AND f.check_name = {found}.check_name AND f.severity = {found}.severity"
+        f" AND f.check_name = {found}.check_name"
+        f" AND coalesce(f.demoted_from, f.severity) = {found}.severity"
         f" AND f.detail = {found}.detail AND f.trace_id IN (SELECT id FROM _covered)"
         f" AND f.check_name IN ({marks}))", names)
     db.execute(f"DELETE FROM flags WHERE trace_id IN (SELECT id FROM _covered)"
                f" AND check_name IN ({marks})", names)
     written = db.execute(
         "INSERT INTO flags (trace_id, message_idx, check_name, severity, detail, job_id,"
-        f" evidence, created_at) SELECT trace_id, message_idx, check_name, severity, detail,"
-        f" ?, evidence, coalesce(created_at, ?) FROM {found} ORDER BY seq",
+        f" evidence, pattern, created_at) SELECT trace_id, message_idx, check_name, severity,"
+        f" detail, ?, evidence, pattern, coalesce(created_at, ?) FROM {found} ORDER BY seq",
         [job_id, now()]).rowcount
+    # what analysts marked as not a problem stays so: not raised again on its turn, and the
+    # same kind of finding elsewhere demoted
+    covered = f"trace_id IN (SELECT id FROM _covered) AND check_name IN ({marks})"
+    written -= apply_dismissals(db, covered, names)
     db.execute("DELETE FROM _covered")
     return written
 
@@ -173,7 +227,9 @@ def iter_flags(db: Database, traces_where: str, params: list,
     """The flags of the traces matching a condition over `traces` (a `TraceFilter.where()`),
     in `flags_for`'s order, one row at a time: a report on a large store streams."""
     sql = ("SELECT f.trace_id, t.source, t.line, f.message_idx, f.check_name, f.severity,"
-           " f.detail, f.evidence FROM flags f JOIN traces t ON t.id = f.trace_id"
+           " f.detail, f.evidence, f.pattern, f.demoted_from,"
+           f" {DISMISSED_LIKE_SQL.replace('flags.', 'f.')}"
+           " FROM flags f JOIN traces t ON t.id = f.trace_id"
            f" WHERE f.trace_id IN (SELECT traces.id FROM traces WHERE {traces_where})")
     params = list(params)
     if checks is not None:
@@ -182,7 +238,7 @@ def iter_flags(db: Database, traces_where: str, params: list,
         params += checks
     sql += " ORDER BY f.trace_id, coalesce(f.message_idx, -1), f.check_name, f.id"
     keys = ("trace_id", "source", "line", "message_idx", "check", "severity", "detail",
-            "evidence")
+            "evidence", "pattern", "demoted_from", "dismissed_like")
     for r in db.execute(sql, params):
         yield {**dict(zip(keys, r)), "evidence": evidence_of(r[7])}
 

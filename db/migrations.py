@@ -550,3 +550,60 @@ def m012_metadata_outcomes(db: Database) -> None:
         ALTER TABLE messages ADD COLUMN extra TEXT;
         """
     )
+
+
+@MIGRATIONS()
+def m020_flag_patterns_and_dismissals(db: Database) -> None:
+    """The analyst teaches the checks (issue #31). Each flag has a `pattern`: the kind of
+    finding it is, without its trace's values (`db.flags.default_pattern` unless the check gave
+    one). A flag marked "not a problem" is a row of `flag_dismissals` (with a copy of the flag,
+    so an undo brings it back): its check does not raise it again on that turn, and other flags
+    of the same check and pattern are demoted to warnings (`demoted_from` keeps what the check
+    raised). `flag_samples` holds random draws of a check's flags and the analyst's verdict on
+    each, from which the check's precision is estimated."""
+    from db.flags import default_pattern
+
+    _execute_script(
+        db,
+        """
+        ALTER TABLE flags ADD COLUMN pattern TEXT;
+        ALTER TABLE flags ADD COLUMN demoted_from TEXT;  -- severity before analysts' dismissals
+        CREATE INDEX flags_pattern ON flags(check_name, pattern);
+        CREATE TABLE flag_dismissals (
+            id INTEGER PRIMARY KEY,
+            trace_id INTEGER NOT NULL REFERENCES traces(id),
+            message_idx INTEGER,           -- NULL: a flag on the whole trace
+            check_name TEXT NOT NULL,
+            pattern TEXT NOT NULL,
+            severity TEXT NOT NULL,        -- as its check raised it
+            detail TEXT NOT NULL,
+            evidence TEXT,
+            flag_created_at TEXT,          -- the flag's first time (restored by an undo)
+            action TEXT NOT NULL,          -- one id per decision (a bulk keep is one)
+            author_name TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            undone_at TEXT                 -- NULL while it holds
+        );
+        CREATE INDEX flag_dismissals_pattern ON flag_dismissals(check_name, pattern);
+        CREATE INDEX flag_dismissals_trace ON flag_dismissals(trace_id, message_idx);
+        CREATE INDEX flag_dismissals_action ON flag_dismissals(action);
+        CREATE TABLE flag_samples (
+            id INTEGER PRIMARY KEY,
+            sample TEXT NOT NULL,          -- one id per draw
+            check_name TEXT NOT NULL,
+            trace_id INTEGER NOT NULL REFERENCES traces(id),
+            message_idx INTEGER,
+            pattern TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            drawn_at TEXT NOT NULL,
+            verdict TEXT CHECK (verdict IN ('real', 'not_a_problem')),   -- NULL: not judged
+            judged_at TEXT,
+            author_name TEXT
+        );
+        CREATE INDEX flag_samples_check ON flag_samples(check_name, verdict);
+        CREATE INDEX flag_samples_trace ON flag_samples(trace_id, message_idx);
+        """
+    )
+    db.conn.create_function("workbench_pattern", 2, default_pattern, deterministic=True)
+    db.execute("UPDATE flags SET pattern = workbench_pattern(check_name, detail)")

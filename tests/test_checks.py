@@ -148,7 +148,8 @@ def test_check_json_contract(tmp_path):
     assert out["traces"] == 5 and out["assistant_turns"] == 58
     for f in out["flags"]:
         assert set(f) == {"source", "line", "message_index", "check", "severity", "detail",
-                          "evidence"}
+                          "evidence", "pattern", "demoted_from", "dismissed_like"}
+        assert f["pattern"].startswith(f["check"] + ": ") and f["dismissed_like"] == 0
         assert f["severity"] in ("error", "warning")
         # why: each reason says where it comes from (#15)
         assert all(set(e) == {"source", "text"} and e["source"] in ("schema", "task", "corpus")

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from workbench import safe_json
+from workbench.flag_text import reasons, taught_note
 from workbench.safe_text import dumps_visible, visible
 
 ROLE_STYLE = {"system": "bold magenta", "user": "bold cyan", "assistant": "bold green",
@@ -97,7 +98,10 @@ def flag_badges(flags: list[dict]) -> Text:
     return out
 
 
-def flag_details(flags: list[dict]) -> Text:
+def flag_details(flags: list[dict], stats: bool = False) -> Text:
+    """Each flag's plain sentence and the reasons behind it; its statistical detail only with
+    `stats` (else a line says how much is hidden); a kind analysts marked as not a problem
+    says so."""
     out = Text()
     for f in flags:
         out.append(visible(f"{f['severity']} "),
@@ -106,10 +110,16 @@ def flag_details(flags: list[dict]) -> Text:
         out.append(": ")
         out.append(visible(f["detail"]))
         out.append("\n")
-        for e in f.get("evidence") or ():
+        note = taught_note(f)
+        if note:
+            out.append(f"  {visible(note)}\n", style="italic")
+        shown, hidden = reasons(f, stats)
+        for e in shown:
             out.append(f"  why ({visible(str(e.get('source', '?')))}): ", style="dim")
             out.append(visible(str(e.get("text", ""))))
             out.append("\n")
+        if hidden:
+            out.append(f"  {hidden} statistical detail(s) hidden\n", style="dim")
     out.rstrip()
     return out
 

@@ -3,7 +3,8 @@ and the CLI alike. Nothing here edits an original or deletes a revision.
 
 | decision | what it writes |
 |---|---|
-| keep | the current label stays; open proposals are rejected; on a turn with an error flag an accepted human revision equal to the current label records the decision (it ends the suspicion) |
+| keep | the current label stays; open proposals are rejected; on a turn with an error flag an accepted human revision equal to the current label records the decision (it ends the suspicion); the turn's flags are marked not a problem (`dismiss`) |
+| dismiss ("not a problem") | the flags of a turn or of a whole trace (of some checks, or all) leave the store as one action: their check does not raise them there again, and flags of the same check and pattern elsewhere are demoted to warnings (`db.flags.apply_dismissals`); `dismiss_check` does it for every flag of a check in a selection; `undo_dismissal` takes an action back |
 | accept (pick) | that proposal becomes the label; the turn's competing proposals are rejected |
 | reject | that proposal is rejected |
 | edit | a human revision with the new text and calls (validated by `checks.schema.label_problems`; call ids kept or made by `turns.assign_ids`); open proposals are rejected |
@@ -11,6 +12,10 @@ and the CLI alike. Nothing here edits an original or deletes a revision.
 | undo | the label before the current one comes back, as a new revision (the original if none) |
 | exclude / include | the analyst's decision on whole traces (training leaves them out / takes them), recorded as one action that `undo_exclusion` reverts |
 | split / move | traces put in the train, test or unassigned split (a drawn test share, grouped by a metadata field, or chosen traces), recorded as one action that `undo_split` reverts |
+
+Sampled flags (`workbench review sample`) are judged by the decisions on them: keep or
+dismiss says "not a problem", drop, edit or an accepted proposal says "real" (of a trace-level
+flag: include / exclude).
 
 Every decision on a turn first checks that the trace exists and that the turn is one of its
 assistant turns (`DecisionError` otherwise, before anything is written).
@@ -25,19 +30,20 @@ pick one).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from sqlite_utils import Database
 from ulid import ULID
 
-from db import browse, revisions
+from db import browse, revisions, teaching
 from db import splits as split_store
 from db.browse import reject_open_proposals
 from db.queries import TraceFilter
 from db.tx import now, write_tx
 
-DECISIONS = ("keep", "accept", "reject", "edit", "drop", "undo", "exclude", "include", "split",
-             "move")
+DECISIONS = ("keep", "dismiss", "accept", "reject", "edit", "drop", "undo", "exclude", "include",
+             "split", "move")
 
 
 def _recheck(db: Database, trace_ids) -> None:
@@ -110,6 +116,8 @@ def proposals(db: Database, trace_id: int, idx: int) -> list[dict]:
 
 
 def keep(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
+    """The label is right as it is: open proposals are rejected, and every flag on the turn is
+    not a problem (`dismiss`: its check learns from it)."""
     with write_tx(db):
         check_turn(db, trace_id, idx)
         rejected = reject_open_proposals(db, trace_id, idx)
@@ -121,9 +129,112 @@ def keep(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
                 db, trace_id, idx, tool_calls=current["tool_calls"], content=current["content"],
                 author_kind="human", author_name=analyst, reason="kept as is",
                 evidence={"decision": "keep"})
+        taught = teaching.dismiss(db, "trace_id = ? AND message_idx = ?", [trace_id, idx],
+                                  analyst)
+        teaching.judge(db, "not_a_problem", analyst, [trace_id], message_idx=idx)
     return Outcome(f"trace {trace_id} turn {idx}: kept"
-                   + (f", {rejected} proposal(s) rejected" if rejected else ""),
-                   written=int(rid is not None) + rejected, revision_id=rid)
+                   + (f", {rejected} proposal(s) rejected" if rejected else "")
+                   + _taught_note(taught),
+                   written=int(rid is not None) + rejected + taught["dismissed"],
+                   revision_id=rid, action=taught["action"])
+
+
+def _taught_note(taught: dict) -> str:
+    if not taught["dismissed"]:
+        return ""
+    return (f"; {taught['dismissed']} flag(s) marked not a problem"
+            + (f", {taught['demoted']} like them elsewhere now warnings" if taught["demoted"]
+               else "")
+            + f" (action {taught['action']})")
+
+
+def _flags_where(trace_ids: list[int] | None, idx: int | None, checks, trace_level: bool,
+                 severity: str | None = None) -> tuple[str, list]:
+    conds, params = [], []
+    if trace_ids is not None:
+        conds.append("trace_id IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(trace_ids))
+    if trace_level:
+        conds.append("message_idx IS NULL")
+    elif idx is not None:
+        conds.append("message_idx = ?")
+        params.append(idx)
+    if checks:
+        conds.append("check_name IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(list(checks)))
+    if severity:
+        conds.append("severity = ?")
+        params.append(severity)
+    return " AND ".join(conds) or "1", params
+
+
+def dismiss(db: Database, trace_id: int, idx: int | None, analyst: str,
+            checks: list[str] | None = None) -> Outcome:
+    """"Not a problem": the flags of `checks` (default every check's) on message `idx` of the
+    trace, or on the whole trace when `idx` is None (a trace-level error no longer excludes
+    it). One action; their checks learn from it (see the module docstring)."""
+    if db.execute("SELECT 1 FROM traces WHERE id = ?", [trace_id]).fetchone() is None:
+        raise DecisionError(f"no trace {trace_id}")
+    where, params = _flags_where([trace_id], idx, checks, idx is None)
+    with write_tx(db):
+        taught = teaching.dismiss(db, where, params, analyst)
+        if taught["dismissed"]:
+            if idx is None:
+                teaching.judge(db, "not_a_problem", analyst, [trace_id], trace_level=True,
+                               checks=checks)
+            else:
+                teaching.judge(db, "not_a_problem", analyst, [trace_id], message_idx=idx,
+                               checks=checks)
+    where_txt = "the trace" if idx is None else f"turn {idx}"
+    of = f" of {', '.join(checks)}" if checks else ""
+    if not taught["dismissed"]:
+        raise DecisionError(f"trace {trace_id}: {where_txt} has no flag{of} to mark as not a"
+                            " problem")
+    return Outcome(f"trace {trace_id} {where_txt}: {taught['dismissed']} flag(s){of} marked not"
+                   " a problem" + (f", {taught['demoted']} like them elsewhere now warnings"
+                                   if taught["demoted"] else "")
+                   + f" (action {taught['action']})",
+                   written=taught["dismissed"], action=taught["action"])
+
+
+def dismiss_check(db: Database, check: str, analyst: str, *,
+                  selection: TraceFilter | None = None, ids: list[int] | None = None,
+                  severity: str | None = None) -> Outcome:
+    """Bulk "not a problem": every flag of `check` (of one severity, if given) on the selected
+    traces, as one action (`undo_dismissal` takes it back)."""
+    if check == browse.REVIEW_DROP:
+        raise DecisionError(f"{check} flags are the analyst's own decisions: undo them instead")
+    scope, params = browse.trace_scope(selection or TraceFilter(), ids)
+    where, more = _flags_where(None, None, [check], False, severity)
+    taught = teaching.dismiss(db, f"trace_id IN ({scope}) AND {where}", [*params, *more],
+                              analyst)
+    if not taught["dismissed"]:
+        return Outcome(f"no flag of {check} on the selected traces")
+    return Outcome(f"{taught['dismissed']} flag(s) of {check} on {len(taught['traces'])}"
+                   " trace(s) marked not a problem" + (f", {taught['demoted']} like them"
+                                                       " elsewhere now warnings"
+                                                       if taught["demoted"] else "")
+                   + f" (action {taught['action']}; `workbench label undo-keep` takes it back)",
+                   written=taught["dismissed"], action=taught["action"])
+
+
+def undo_dismissal(db: Database, analyst: str, action: str | None = None, *,
+                   trace_id: int | None = None) -> Outcome:
+    """Take back a "not a problem" action (default: the newest that holds, on `trace_id` if
+    given): its flags come back, flags it demoted get their severity back, and their traces
+    are checked again (the per-trace checks), so what comes back is what the checks find
+    now."""
+    action = action or teaching.last_action(db, trace_id)
+    if action is None:
+        return Outcome("no \"not a problem\" decision to undo"
+                       + (f" on trace {trace_id}" if trace_id is not None else ""))
+    try:
+        out = teaching.undo(db, action)
+    except ValueError as e:
+        raise DecisionError(str(e)) from None
+    _recheck(db, out["traces"])
+    return Outcome(f"undid action {action}: {out['restored']} flag(s) back on"
+                   f" {len(out['traces'])} trace(s)", written=out["restored"], action=action)
 
 
 def accept(db: Database, revision_id: int, analyst: str) -> Outcome:
@@ -133,6 +244,7 @@ def accept(db: Database, revision_id: int, analyst: str) -> Outcome:
         revisions.decide(db, revision_id, "accepted")
         rejected = reject_open_proposals(db, turn["trace_id"], turn["message_idx"])
         _settle(db, [(turn["trace_id"], turn["message_idx"])])
+        teaching.judge(db, "real", analyst, [turn["trace_id"]], message_idx=turn["message_idx"])
     _recheck(db, [turn["trace_id"]])
     return Outcome(f"revision {revision_id} accepted"
                    + (f", {rejected} competing proposal(s) rejected" if rejected else ""),
@@ -169,6 +281,7 @@ def edit(db: Database, trace_id: int, idx: int, analyst: str, *, tool_calls: lis
                                      reason=reason or "edited", evidence={"decision": "edit"})
         rejected = reject_open_proposals(db, trace_id, idx)
         _settle(db, [(trace_id, idx)])
+        teaching.judge(db, "real", analyst, [trace_id], message_idx=idx)
     _recheck(db, [trace_id])
     return Outcome(f"trace {trace_id} turn {idx}: revision {rid} saved"
                    + (f", {rejected} proposal(s) rejected" if rejected else "")
@@ -198,6 +311,7 @@ def drop(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
     browse.drop_turn(db, trace_id, idx, analyst)
     with write_tx(db):
         _settle(db, [(trace_id, idx)])
+        teaching.judge(db, "real", analyst, [trace_id], message_idx=idx)
     return Outcome(f"trace {trace_id} turn {idx}: dropped from training", written=1)
 
 
@@ -216,6 +330,8 @@ def set_excluded(db: Database, excluded: bool, analyst: str, *,
     action = str(ULID())
     n = browse.set_excluded(db, selection or TraceFilter(), excluded, ids, author_name=analyst,
                             action=action)
+    if n:   # the analyst's verdict on sampled trace-level flags of these traces
+        teaching.judge_exclusion(db, action, "real" if excluded else "not_a_problem", analyst)
     what = "excluded from" if excluded else "included in"
     return Outcome(f"{n} trace(s) {what} training", written=n, action=action if n else None)
 

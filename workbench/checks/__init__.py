@@ -103,12 +103,13 @@ def _without_failing_traces(ctx: CheckContext, name: str, options: dict) -> list
 def report_flag(f: dict) -> dict:
     """A stored flag (`db.flags.iter_flags`) as reports show it."""
     return {"source": f["source"], "line": f["line"], "message_index": f["message_idx"],
-            **{k: f[k] for k in ("check", "severity", "detail", "evidence")}}
+            **{k: f[k] for k in ("check", "severity", "detail", "evidence", "pattern",
+                                 "demoted_from", "dismissed_like")}}
 
 
 class FlagList(Sequence):
     """A run's flags as the report shows them (source, line, message_index, check, severity,
-    detail, evidence; by trace, turn and check), read from the store when asked for: at
+    detail, evidence, pattern, demoted_from, dismissed_like; by trace, turn and check), read from the store when asked for: at
     100,000 traces a run finds over half a million flags, too many to hold."""
 
     CHUNK = 10_000   # traces per query (SQLite's variable limit; ids ascend across chunks)

@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from db.flags import default_pattern
 from workbench import safe_json
 from workbench.conversation_view import Conversation, looks_message_only
 
@@ -82,9 +83,13 @@ def evidence_item(source: str, text: str) -> dict:
 
 
 def flag(trace: TraceView, idx: int | None, check: str, severity: str, detail: str,
-         evidence: list[dict] | None = None) -> dict:
+         evidence: list[dict] | None = None, *, pattern: str | None = None) -> dict:
+    """One finding. `pattern`: a short stable key for the kind of finding, without this
+    trace's values (default: the check and its detail with quoted values and numbers taken
+    out); an analyst who marks a flag "not a problem" teaches its check about the pattern."""
     return {"trace_id": trace.id, "message_idx": idx, "check": check, "severity": severity,
-            "detail": detail, "evidence": list(evidence or [])}
+            "detail": detail, "evidence": list(evidence or []),
+            "pattern": pattern or default_pattern(check, detail)}
 
 
 def message_text(message: dict) -> str:

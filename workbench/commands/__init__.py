@@ -7,8 +7,8 @@ import typer
 
 def register_all(app: typer.Typer) -> None:
     from workbench.commands import (checks, committee, data, evaluate, jobs, labels, pipeline,
-                                    score, splits, synth, train)
+                                    review, score, splits, synth, train)
 
-    for module in (data, splits, checks, labels, committee, synth, train, evaluate, score, jobs,
-                   pipeline):
+    for module in (data, splits, checks, labels, review, committee, synth, train, evaluate,
+                   score, jobs, pipeline):
         module.register(app)

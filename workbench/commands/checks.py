@@ -15,6 +15,18 @@ from workbench.safe_text import visible
 TABLE_ROWS = 200  # a terminal shows the first flags; --json gives them all
 
 
+def flag_cell(f: dict, stats: bool) -> Text:
+    """A flag's sentence, what analysts taught its check, and its reasons (the statistical ones
+    with --stats)."""
+    from workbench.flag_text import reasons, taught_note
+
+    shown, hidden = reasons(f, stats)
+    note = taught_note(f)
+    return Text(visible(f["detail"]) + (f"\n{visible(note)}" if note else "") + "".join(
+        f"\nwhy ({visible(str(e.get('source')))}): {visible(str(e.get('text')))}"
+        for e in shown) + (f"\n({hidden} statistical detail(s): --stats)" if hidden else ""))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("check")
     @job_options("check")
@@ -22,9 +34,12 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         job: JobRequest,
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+        stats: bool = typer.Option(False, "--stats", help="show each flag's statistical detail"
+                                   " (scores, thresholds, shares) under its sentence"),
     ) -> None:
         """Run the checks (schema, structure, grounding, coherence, duplicates) and store flags.
-        The model-based coherence_model check runs with --model-checks or --only."""
+        The model-based coherence_model check runs with --model-checks or --only. Flags marked
+        "not a problem" are not raised again, and others like them are warnings at most."""
         from itertools import islice
 
         from db.queries import TraceFilter
@@ -48,10 +63,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(Text(visible(f"{f['source']}:{f['line']}")),
                           "" if f["message_index"] is None else str(f["message_index"]),
                           Text(visible(f["check"])), Text(visible(f["severity"])),
-                          Text(visible(f["detail"]) + "".join(
-                              f"\nwhy ({visible(str(e.get('source')))}):"
-                              f" {visible(str(e.get('text')))}"
-                              for e in f.get("evidence") or ())))
+                          flag_cell(f, stats))
         console.print(table)
         if result["flags"] > TABLE_ROWS:
             console.print(Text(f"{TABLE_ROWS} of {result['flags']} flags shown; all of them:"

@@ -50,9 +50,14 @@ def register(app: typer.Typer) -> None:
 
     @label.command("show")
     def show_cmd(ctx: typer.Context, trace_id: int, turn: int,
+                 stats: bool = typer.Option(False, "--stats", help="show the flags' statistical"
+                                            " detail"),
                  as_json: bool = json_opt) -> None:
-        """A turn's current label and every revision of it (proposals first to decide on)."""
+        """A turn's current label, its flags (and the trace's own), and every revision of it
+        (proposals first to decide on)."""
         from db import revisions
+        from db.browse import flags_of
+        from workbench.commands.checks import flag_cell
 
         db = state(ctx).db()
         with user_errors():
@@ -60,13 +65,18 @@ def register(app: typer.Typer) -> None:
             if not 0 <= turn < len(msgs):
                 raise ValueError(f"trace {trace_id} has no message {turn}")
         hist = revisions.history(db, trace_id, turn)
+        flags = [f for f in flags_of(db, trace_id) if f["message_idx"] in (turn, None)]
         if as_json:
             print_json({"trace_id": trace_id, "turn": turn, "current": msgs[turn],
-                        "revisions": hist})
+                        "revisions": hist, "flags": flags})
             return
         cur = msgs[turn]
         console.print(Text(f"trace {trace_id} turn {turn} ({cur['role']})", style="bold"))
         console.print(Text(visible(_label_line(cur))))
+        for f in flags:
+            where = "trace" if f["message_idx"] is None else "turn"
+            console.print(Text(visible(f"  {f['severity']} {f['check_name']} ({where}): "))
+                          + flag_cell(f, stats))
         for r in hist:
             console.print(Text(visible(
                 f"  #{r['id']} {r['status']:<8} {r['author_kind']}:{r['author_name']}"
@@ -84,8 +94,61 @@ def register(app: typer.Typer) -> None:
         cmd.__doc__ = doc
         label.command(name)(cmd)
 
-    turn_decision("keep", "Keep the current label: reject open proposals; on a flagged turn,"
-                  " record the decision (it ends the suspicion).")
+    @label.command("keep")
+    @selection_options
+    def keep_cmd(ctx: typer.Context,
+                 trace: Optional[int] = typer.Argument(None, help="the trace id"),
+                 turn: Optional[int] = typer.Argument(None, help="the turn (message index);"
+                                                      " without it: the trace's own flags"),
+                 flag: Optional[list[str]] = typer.Option(
+                     None, "--flag", help="only the flags of this check are not a problem"
+                     " (repeatable); the label and its proposals are left as they are"),
+                 severity: Optional[str] = typer.Option(None, "--severity", help="bulk: only"
+                                                        " flags of this severity (error |"
+                                                        " warning)"),
+                 *, selection: TraceFilter,
+                 analyst: Optional[str] = analyst_opt, as_json: bool = json_opt) -> None:
+        """Keep a turn's label: open proposals are rejected and its flags are "not a problem"
+        (their check does not raise them there again, and demotes the same kind of finding
+        elsewhere to a warning). TRACE alone (or with --flag): the trace's own flags (a
+        trace-level error no longer excludes it). Without TRACE, --check NAME and any
+        selection: every flag of that check on the selected traces, as one action.
+        `workbench label undo-keep` takes the newest back."""
+        from workbench import decisions
+
+        db = state(ctx).db()
+        with user_errors():
+            if trace is None:
+                if not selection.check:
+                    fail("say which turn (TRACE TURN), which trace (TRACE), or which"
+                         " check's flags to keep in bulk (--check NAME, with any selection)")
+                if severity not in (None, "error", "warning"):
+                    fail(f"--severity must be error or warning, not {severity!r}")
+                outcome = decisions.dismiss_check(db, selection.check, _analyst(analyst),
+                                                  selection=selection, severity=severity)
+            elif not selection.is_empty() or severity:
+                fail("a selection (or --severity) goes with a bulk keep (--check NAME without"
+                     " TRACE); for one trace give TRACE [TURN] [--flag CHECK]")
+            elif turn is not None and not flag:
+                outcome = decisions.keep(db, trace, turn, _analyst(analyst))
+            else:
+                outcome = decisions.dismiss(db, trace, turn, _analyst(analyst),
+                                            checks=list(flag or []) or None)
+        _report(outcome, as_json)
+
+    @label.command("undo-keep")
+    def undo_keep_cmd(ctx: typer.Context,
+                      action: Optional[str] = typer.Option(None, "--action", help="the action id"
+                                                           " (default: the newest)"),
+                      analyst: Optional[str] = analyst_opt, as_json: bool = json_opt) -> None:
+        """Take back a "not a problem" decision: its flags come back and flags it demoted get
+        their severity back (the label itself is left as it is: `label undo` for that)."""
+        from workbench import decisions
+
+        with user_errors():
+            outcome = decisions.undo_dismissal(state(ctx).db(), _analyst(analyst), action)
+        _report(outcome, as_json)
+
     turn_decision("drop", "Drop the turn from training (an error flag `review.drop`).")
     turn_decision("undo", "Bring back the label before the current one (as a new revision).")
 

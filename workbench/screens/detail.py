@@ -1,5 +1,6 @@
 """One trace: the conversation, flags on their turns, each turn's label history and diff,
-and the relabelling actions (edit, accept, reject, undo, exclude)."""
+and the relabelling actions (edit, accept, reject, undo, exclude), "not a problem" on a turn's
+flags (n) or the trace's own (N) and its undo (U), and the flags' statistical detail (t)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,12 @@ class DetailScreen(Screen):
         Binding("u", "undo", "Undo", id="detail.undo"),
         Binding("x", "toggle_exclude", "Exclude/include", id="detail.exclude"),
         Binding("p", "replay", "Replay with a model", id="detail.replay"),
+        Binding("n", "not_a_problem", "Not a problem", id="detail.dismiss"),
+        Binding("N", "not_a_problem_trace", "Trace flags: not a problem",
+                id="detail.dismiss_trace", show=False),
+        Binding("U", "undo_dismissal", "Undo not a problem", id="detail.undo_dismiss",
+                show=False),
+        Binding("t", "toggle_stats", "Statistics", id="detail.stats", show=False),
     ]
 
     def __init__(self, trace_id: int, turn: int | None = None) -> None:
@@ -90,6 +97,7 @@ class DetailScreen(Screen):
         self.trace_id = trace_id
         self.view: dict | None = None
         self.turn: int | None = turn
+        self.stats = False   # the flags' statistical detail shown (t)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -118,6 +126,14 @@ class DetailScreen(Screen):
 
     async def on_trace_loaded(self, event: TraceLoaded) -> None:
         self.view = v = event.view
+        self._show_head()
+        await self.query_one(ConversationView).show(v["current"], v["flags"], v["status"],
+                                                    self.turn)
+
+    def _show_head(self) -> None:
+        v = self.view
+        if v is None:
+            return
         t = v["trace"]
         head = Text.assemble((f"trace {t['id']} ", "bold"), plain(t["source"]), f":{t['line']}  ",
                              f"{t['split']}/{t['origin']}  {t['n_assistant']} turns",
@@ -125,10 +141,8 @@ class DetailScreen(Screen):
         head.append_text(record_text(t))
         if -1 in v["flags"]:
             head.append("\n")
-            head.append_text(flag_details(v["flags"][-1]))
+            head.append_text(flag_details(v["flags"][-1], self.stats))
         self.query_one("#trace-head", Static).update(head)
-        await self.query_one(ConversationView).show(v["current"], v["flags"], v["status"],
-                                                    self.turn)
 
     def on_decision_made(self, event: DecisionMade) -> None:
         self.app.notify(event.message, markup=False)
@@ -154,7 +168,8 @@ class DetailScreen(Screen):
         if extra.get("is_error"):
             parts.append(Text("the tool reported an error (is_error)", style="red"))
         if v["flags"].get(i):
-            parts += [Text("flags", style="bold underline"), flag_details(v["flags"][i])]
+            parts += [Text("flags", style="bold underline"),
+                      flag_details(v["flags"][i], self.stats)]
         if role == "assistant":
             parts += [Text("diff original → current", style="bold underline"),
                       diff_text(v["originals"][i], v["current"][i])]
@@ -210,6 +225,35 @@ class DetailScreen(Screen):
             excluded = not self.view["trace"]["excluded"]
             self.write(lambda db, analyst: decisions.set_excluded(
                 db, excluded, analyst, ids=[self.trace_id]))
+
+    def action_not_a_problem(self) -> None:
+        """The flags of the focused turn are not a problem (their checks learn from it)."""
+        if self.view is None or self.turn is None:
+            return
+        if not self.view["flags"].get(self.turn):
+            self.app.notify("this turn has no flag", severity="warning")
+            return
+        self.write(decisions.dismiss, self.trace_id, self.turn)
+
+    def action_not_a_problem_trace(self) -> None:
+        """The trace's own flags are not a problem (a trace-level error no longer excludes it)."""
+        if self.view is None:
+            return
+        if not self.view["flags"].get(-1):
+            self.app.notify("this trace has no flag of its own", severity="warning")
+            return
+        self.write(decisions.dismiss, self.trace_id, None)
+
+    def action_undo_dismissal(self) -> None:
+        """Take back the newest "not a problem" on this trace."""
+        self.write(lambda db, analyst: decisions.undo_dismissal(
+            db, analyst, trace_id=self.trace_id))
+
+    def action_toggle_stats(self) -> None:
+        self.stats = not self.stats
+        self._show_head()
+        self._show_turn()
+        self.app.notify("statistics shown" if self.stats else "statistics hidden")
 
     def action_replay(self) -> None:
         from workbench.screens.chat import ReplayScreen

@@ -1,7 +1,11 @@
 """The review queue: turns waiting for a decision, one after another.
 
-Keys: keep (k), pick a candidate (1-9), edit (e), drop (d), skip (s, n: nothing written, the
-turn stays in the queue). What each decision writes is defined once, in `workbench.decisions`.
+Keys: keep (k: the label is right, its flags are not a problem), pick a candidate (1-9), edit
+(e), drop (d), skip (s, n: nothing written, the turn stays in the queue), the flags' statistical
+detail (t). `S` reviews a random sample of flags instead (`workbench.precision`): the traces
+filter's check, else every check, drawn where no sample waits; each decision is a verdict, and
+the screen shows each sampled check's precision with its 95% interval. What each decision
+writes is defined once, in `workbench.decisions`.
 The queue follows the traces screen's filter; the screen says which and `c` clears it (for the
 queue). The turn's context, its label and the committee's votes fit a 100x30 terminal.
 """
@@ -19,12 +23,12 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static
 
-from db import browse
+from db import browse, teaching
 from db.committee import votes_of
 from db.queries import TraceFilter
 from db.traces import original_messages
 from widgets.render import calls_text, flag_details, plain, votes_text
-from workbench import decisions
+from workbench import decisions, precision
 from workbench.conversation_view import conversation
 from workbench.screens.common import edit_turn
 from workbench.screens.messages import DecisionMade, QueueLoaded, ReviewItemLoaded
@@ -72,6 +76,8 @@ class ReviewScreen(Screen):
         Binding("d", "drop", "Drop turn", id="review.drop"),
         Binding("s,n", "skip", "Skip", id="review.skip"),
         Binding("c", "clear_filter", "Review all", id="review.clear"),
+        Binding("S", "sample", "Sample for precision", id="review.sample", show=False),
+        Binding("t", "toggle_stats", "Statistics", id="review.stats", show=False),
         *[Binding(str(n), f"pick({n})", f"Pick {n}", id=f"review.pick{n}", show=n == 1)
           for n in range(1, 10)],
     ]
@@ -85,6 +91,8 @@ class ReviewScreen(Screen):
         self.item: dict | None = None
         self.pending: set[tuple[int, int]] = set()   # turns whose decision is being written
         self.decided_at = -REPEAT_S                   # when the last decision key was taken
+        self.sampling = False    # the queue is a random sample of flags (S), judged for precision
+        self.stats = False       # the flags' statistical detail shown (t)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -106,11 +114,66 @@ class ReviewScreen(Screen):
 
     @work(thread=True, exit_on_error=False, group="review")
     def load_queue(self) -> None:
+        if self.sampling:
+            self._load_sample()
+            return
         with self.app.store() as db:
             queue = browse.review_queue(db, self.filter)
             everywhere = (None if self.filter.is_empty()
                           else len(browse.review_queue(db, TraceFilter())))
         self.post_message(QueueLoaded(queue, everywhere))
+
+    def _sample_checks(self, db) -> list[str]:
+        return [self.filter.check] if self.filter.check else precision.flagged_checks(db)
+
+    def _load_sample(self) -> None:
+        """The sampled turns waiting for a verdict; where none waits, a new sample is drawn
+        (`precision.DEFAULT_N` flags on turns of each check, under the traces filter)."""
+        drawn = 0
+        with self.app.store() as db:
+            checks = self._sample_checks(db)
+            if not teaching.open_sample_turns(db, checks):
+                for check in checks:
+                    try:
+                        drawn += precision.draw(db, check, precision.DEFAULT_N, self.filter,
+                                                turns_only=True)["drawn"]
+                    except ValueError as e:   # the filter names a check with no flag
+                        self.app.call_from_thread(self.app.notify, str(e), severity="warning",
+                                                  markup=False)
+            queue = teaching.open_sample_turns(db, checks)
+            rows = [r for r in precision.report(db) if r["check"] in checks]
+        self.app.call_from_thread(self._show_precision, rows, drawn)
+        self.post_message(QueueLoaded(queue, None))
+
+    def _show_precision(self, rows: list[dict], drawn: int = 0) -> None:
+        box = self.query_one("#review-filter", Static)
+        text = Text("sample for precision (S leaves it)", style="bold")
+        if drawn:
+            text.append(f"  ·  {drawn} flag(s) drawn")
+        for r in rows:
+            text.append("\n")
+            text.append_text(plain(precision.describe(r)))
+        if not rows:
+            text.append("  ·  no flag to sample")
+        box.update(text)
+        box.set_class(True, "filtered")
+
+    @work(thread=True, exit_on_error=False, group="review-precision")
+    def refresh_precision(self) -> None:
+        with self.app.store() as db:
+            checks = self._sample_checks(db)
+            rows = [r for r in precision.report(db) if r["check"] in checks]
+        self.app.call_from_thread(self._show_precision, rows)
+
+    def action_sample(self) -> None:
+        self.sampling = not self.sampling
+        self.decided, self.item = 0, None
+        self.load_queue()
+
+    async def action_toggle_stats(self) -> None:
+        self.stats = not self.stats
+        if self.item:
+            await self._show_item()
 
     @work(thread=True, exit_on_error=False, group="review")
     def load(self, trace_id: int, idx: int) -> None:
@@ -153,7 +216,8 @@ class ReviewScreen(Screen):
 
     def on_queue_loaded(self, event: QueueLoaded) -> None:
         self.queue, self.pos = event.queue, 0
-        self._show_filter(event.everywhere)
+        if not self.sampling:
+            self._show_filter(event.everywhere)
         self._next()
 
     def _show_filter(self, everywhere: int | None) -> None:
@@ -172,6 +236,9 @@ class ReviewScreen(Screen):
         box.set_class(True, "filtered")
 
     def action_clear_filter(self) -> None:
+        if self.sampling:
+            self.app.notify("the sample keeps its filter: S leaves it first")
+            return
         if self.filter.is_empty():
             self.app.notify("the queue already covers every trace")
             return
@@ -190,6 +257,8 @@ class ReviewScreen(Screen):
         if turn in self.queue:
             self.queue.remove(turn)
             self.decided += 1
+        if self.sampling:
+            self.refresh_precision()
         self._next()
 
     def _next(self) -> None:
@@ -227,7 +296,8 @@ class ReviewScreen(Screen):
         parts = [Text("current label", style="bold underline"),
                  calls_text(it["current"]["tool_calls"], it["current"]["content"])]
         if it["flags"]:
-            parts += [Text("flags", style="bold underline"), flag_details(it["flags"])]
+            parts += [Text("flags", style="bold underline"),
+                      flag_details(it["flags"], self.stats)]
         self.query_one("#current", Static).update(Group(*parts))
         self.query_one("#votes", Static).update(
             Group(Text("committee votes", style="bold underline"), votes_text(it["votes"]))
