@@ -123,17 +123,22 @@ class ReviewScreen(Screen):
                           else len(browse.review_queue(db, TraceFilter())))
         self.post_message(QueueLoaded(queue, everywhere))
 
-    def _sample_checks(self, db) -> list[str]:
-        return [self.filter.check] if self.filter.check else precision.flagged_checks(db)
+    def _sampled(self) -> list[str] | None:
+        """The checks the sample covers: the traces filter's, else every one (None)."""
+        return [self.filter.check] if self.filter.check else None
+
+    def _precision_rows(self, db) -> list[dict]:
+        return [r for r in precision.report(db)
+                if not self.filter.check or r["check"] == self.filter.check]
 
     def _load_sample(self) -> None:
         """The sampled turns waiting for a verdict; where none waits, a new sample is drawn
         (`precision.DEFAULT_N` flags on turns of each check, under the traces filter)."""
         drawn = 0
         with self.app.store() as db:
-            checks = self._sample_checks(db)
+            checks = self._sampled()
             if not teaching.open_sample_turns(db, checks):
-                for check in checks:
+                for check in checks or precision.flagged_checks(db):
                     try:
                         drawn += precision.draw(db, check, precision.DEFAULT_N, self.filter,
                                                 turns_only=True)["drawn"]
@@ -141,7 +146,7 @@ class ReviewScreen(Screen):
                         self.app.call_from_thread(self.app.notify, str(e), severity="warning",
                                                   markup=False)
             queue = teaching.open_sample_turns(db, checks)
-            rows = [r for r in precision.report(db) if r["check"] in checks]
+            rows = self._precision_rows(db)
         self.app.call_from_thread(self._show_precision, rows, drawn)
         self.post_message(QueueLoaded(queue, None))
 
@@ -157,12 +162,12 @@ class ReviewScreen(Screen):
             text.append("  ·  no flag to sample")
         box.update(text)
         box.set_class(True, "filtered")
+        box.set_class(True, "sampling")
 
     @work(thread=True, exit_on_error=False, group="review-precision")
     def refresh_precision(self) -> None:
         with self.app.store() as db:
-            checks = self._sample_checks(db)
-            rows = [r for r in precision.report(db) if r["check"] in checks]
+            rows = self._precision_rows(db)
         self.app.call_from_thread(self._show_precision, rows)
 
     def action_sample(self) -> None:
@@ -224,6 +229,7 @@ class ReviewScreen(Screen):
         """Which traces the queue covers: a filter from the traces screen is named, with how
         many turns wait in the whole store and the key that reviews them all."""
         box = self.query_one("#review-filter", Static)
+        box.set_class(False, "sampling")
         if self.filter.is_empty():
             box.update(Text("all traces", style="dim"))
             box.set_class(False, "filtered")
