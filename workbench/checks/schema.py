@@ -58,7 +58,8 @@ def run(ctx: CheckContext) -> list[dict]:
                     out.append(flag(t, i, NAME, "error", f"unknown tool {name!r}"
                                     f" (known: {', '.join(sorted(vals))})",
                                     [evidence_item("schema", f"the task's tools are"
-                                                   f" {', '.join(sorted(vals))}")]))
+                                                   f" {', '.join(sorted(vals))}")],
+                                    pattern=f"{NAME}: unknown tool {name}"))   # per tool
                     continue
                 if not isinstance(args, dict):
                     out.append(flag(t, i, NAME, "error",
