@@ -35,7 +35,7 @@ def draw(db: Database, check: str, n: int = DEFAULT_N, selection: TraceFilter | 
     out = teaching.draw_sample(db, check, n, where, params, seed=seed, severity=severity,
                                turns_only=turns_only)
     if not out["drawn"]:
-        known = [c for c in flagged_checks(db)]
+        known = flagged_checks(db)
         if check not in known:
             raise ValueError(f"no flag of check {check!r} is stored (checks with flags:"
                              f" {', '.join(known) or 'none'})")
