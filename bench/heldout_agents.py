@@ -261,6 +261,10 @@ def measure(name: str, spec: dict, others: dict[str, list[dict]], work: Path, ra
         "recall_by_kind": {k: [len({x for x in pred if truth.get(x) == k}),
                                sum(v == k for v in truth.values())] for k in kinds},
         "excluded": len(got["excluded"]), "check_s": got["check_s"]}
+    call_turns = {(ri, mi) for ri, r in enumerate(records) for mi, m in enumerate(r["messages"])
+                  if m.get("role") == "assistant" and m.get("tool_calls")}
+    for part, keep in (("calls", call_turns), ("replies", assistant - call_turns)):
+        row["noise"][part] = dict(zip(("precision", "recall"), pr(pred & keep, t & keep)))
     mixed, foreign = plant_foreign(records, others, SEED, share)
     got = checked(work, f"{name.replace('/', '-')}-mix", mixed, spec["task"])
     p, r = pr(got["excluded"], set(foreign))
@@ -303,14 +307,17 @@ def table(rows: list[dict], rate: float, share: float) -> str:
     out += ["", f"Planted noise (about {100 * rate:.0f}% of assistant turns corrupted, seed {SEED};"
             " suspect = an error flag on the turn; target precision >= 0.95, recall >= 0.85):", "",
             "| corpus | tuned on | corrupted turns | suspect | precision | recall | with"
-            " warnings: precision / recall | found / planted by kind | traces excluded |",
-            "|---|---|---:|---:|---|---|---|---|---:|"]
+            " warnings: precision / recall | call turns: P / R | text replies: P / R |"
+            " found / planted by kind | traces excluded |",
+            "|---|---|---:|---:|---|---|---|---|---|---|---:|"]
     for r in rows:
         n = r["noise"]
         kinds = ", ".join(f"{k} {a}/{b}" for k, (a, b) in n["recall_by_kind"].items())
         out.append(f"| {r['corpus']} | {'yes' if r['tuned'] else 'no'} | {n['corrupted']} |"
                    f" {n['suspect']} | {_f(n['precision'])} | {_f(n['recall'])} |"
                    f" {_f(n['precision_with_warnings'])} / {_f(n['recall_with_warnings'])} |"
+                   f" {_f(n['calls']['precision'])} / {_f(n['calls']['recall'])} |"
+                   f" {_f(n['replies']['precision'])} / {_f(n['replies']['recall'])} |"
                    f" {kinds} | {n['excluded']} |")
     out += ["", f"Foreign conversations mixed in ({100 * share:.0f}% of the corpus, from the other"
             " corpora; excluded = a trace-level error; target precision and recall >= 0.98):", "",

@@ -9,6 +9,8 @@ on these corpora: the whole of each is held out (one `conversations.jsonl`, no t
         --out tests/data/heldout/sgd-services
     python bench/heldout_convert.py tooltalk --git-dir /path/to/ToolTalk.git \
         --out tests/data/heldout/tooltalk
+    python bench/heldout_convert.py taskmaster-coffee --git-dir /path/to/Taskmaster.git \
+        --out tests/data/heldout/taskmaster-coffee
 """
 
 from __future__ import annotations
@@ -222,17 +224,112 @@ def convert_tooltalk(git_dir: str, rev: str, out: Path) -> None:
     write_corpus(out, rows)
 
 
+# --- Taskmaster-4 coffee ordering (google-research-datasets/Taskmaster, TM-4-2024) ----------
+
+TM4 = "TM-4-2024/data"
+TM4_CONVERSATIONS = 300
+
+
+def _json_type(v) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(v), "string")
+
+
+def tm4_calls(utterance: dict) -> list[tuple[str, object, str]]:
+    """The API calls annotated on an utterance, in order: (name, request, response text). A
+    request is parsed JSON where it parses, else its text as written; a call without one has {}."""
+    parts: dict[str, dict] = {}
+    for a in utterance.get("annotations") or []:
+        ctx = a.get("context", "")
+        key = ctx.rsplit("_", 1)[-1]
+        parts.setdefault(key, {})[a["name"]] = a["value"]
+    out = []
+    for key in sorted(parts, key=lambda k: int(k) if k.isdigit() else 0):
+        p = parts[key]
+        if "api_call" not in p:
+            continue
+        try:
+            req = json.loads(p.get("request") or "{}")
+        except ValueError:
+            req = p["request"]
+        out.append((p["api_call"], req, p.get("response", "")))
+    return out
+
+
+def tm4_tools(dialogs: list[dict]) -> list[dict]:
+    """No schema is published with TM-4: each API's parameters are inferred from every call of
+    the whole corpus (the JSON type each argument was given; required = the arguments every
+    call of that API has)."""
+    seen: dict[str, list[dict]] = {}
+    for d in dialogs:
+        for u in d["utterances"]:
+            for name, req, _ in tm4_calls(u):
+                seen.setdefault(name, [])
+                if isinstance(req, dict):   # a request that is not JSON says nothing of types
+                    seen[name].append(req)
+    tools = []
+    for name in sorted(seen):
+        calls = seen[name]
+        props: dict[str, dict] = {}
+        for c in calls:
+            for k, v in c.items():
+                props.setdefault(k, {"type": _json_type(v)})
+        required = [k for k in props if all(k in c for c in calls)]
+        tools.append({"type": "function", "function": {
+            "name": name, "description": "",
+            "parameters": {"type": "object", "properties": props, "required": required}}})
+    return tools
+
+
+def tm4_messages(dialog: dict) -> list[dict]:
+    """Each utterance as a user or assistant text message; the calls annotated on a user
+    utterance follow it, one call a message and its response as the tool message (they are
+    dependent: an order is created, then items are added to it)."""
+    msgs: list[dict] = []
+    n = 0
+    key = dialog["conversation_id"].removeprefix("dlg-")[:8]
+    for u in dialog["utterances"]:
+        role = "user" if u["speaker"] == "user" else "assistant"
+        msgs.append({"role": role, "content": u["text"]})
+        for name, req, resp in tm4_calls(u):
+            call_id = f"call_{key}_{n}"
+            n += 1
+            args = json.dumps(req, ensure_ascii=False) if isinstance(req, dict) else req
+            msgs.append({"role": "assistant", "content": None, "tool_calls": [{
+                "id": call_id, "type": "function", "function": {"name": name, "arguments": args}}]})
+            msgs.append({"role": "tool", "tool_call_id": call_id, "content": resp})
+    return msgs
+
+
+def convert_tm4(git_dir: str, rev: str, out: Path) -> None:
+    """`TM4_CONVERSATIONS` coffee-ordering dialogs drawn with a fixed seed from all of TM-4's."""
+    files = [p for p in git_paths(git_dir, rev, f"{TM4}/") if p.endswith(".json")]
+    pool = [(path, d) for path in files for d in json.loads(git_show(git_dir, rev, path))]
+    pool.sort(key=lambda x: x[1]["conversation_id"])
+    tools = tm4_tools([d for _, d in pool])
+    picked = sorted(random.Random(SGD_SEED).sample(pool, TM4_CONVERSATIONS),
+                    key=lambda x: x[1]["conversation_id"])
+    rows = [{"messages": tm4_messages(d), "tools": tools,
+             "meta": {"source": "google-research-datasets/Taskmaster", "file": path,
+                      "conversation_id": d["conversation_id"], "scenario": d["scenario"]}}
+            for path, d in picked]
+    write_corpus(out, rows)
+    print(f"pool {len(pool)} dialogs from {len(files)} files; {len(tools)} tools")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("corpus", choices=["sgd", "tooltalk"])
+    ap.add_argument("corpus", choices=["sgd", "tooltalk", "taskmaster-coffee"])
     ap.add_argument("--git-dir", required=True)
     ap.add_argument("--rev", default="HEAD")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     if a.corpus == "sgd":
         convert_sgd(a.git_dir, a.rev, a.out)
-    else:
+    elif a.corpus == "tooltalk":
         convert_tooltalk(a.git_dir, a.rev, a.out)
+    else:
+        convert_tm4(a.git_dir, a.rev, a.out)
 
 
 if __name__ == "__main__":
