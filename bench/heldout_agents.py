@@ -269,7 +269,10 @@ def measure(name: str, spec: dict, others: dict[str, list[dict]], work: Path, ra
     got = checked(work, f"{name.replace('/', '-')}-mix", mixed, spec["task"])
     p, r = pr(got["excluded"], set(foreign))
     row["mix"] = {"traces": len(mixed), "foreign": len(foreign),
-                  "from": sorted(set(foreign.values())), "excluded": len(got["excluded"]),
+                  "from": {k: [sum(foreign[i] == k for i in got["excluded"] if i in foreign),
+                               sum(v == k for v in foreign.values())]
+                           for k in sorted(set(foreign.values()))},
+                  "excluded": len(got["excluded"]),
                   "precision": p, "recall": r,
                   "host_turns_flagged": len({x for x in got["error_turns"] if x[0] not in foreign}),
                   "check_s": got["check_s"]}
@@ -321,12 +324,14 @@ def table(rows: list[dict], rate: float, share: float) -> str:
                    f" {kinds} | {n['excluded']} |")
     out += ["", f"Foreign conversations mixed in ({100 * share:.0f}% of the corpus, from the other"
             " corpora; excluded = a trace-level error; target precision and recall >= 0.98):", "",
-            "| corpus | tuned on | traces | foreign (from) | excluded | precision | recall |"
+            "| corpus | tuned on | traces | foreign: excluded / mixed in, by source | excluded |"
+            " precision | recall |"
             " host turns with an error |", "|---|---|---:|---|---:|---|---|---:|"]
     for r in rows:
         m = r["mix"]
         out.append(f"| {r['corpus']} | {'yes' if r['tuned'] else 'no'} | {m['traces']} |"
-                   f" {m['foreign']} ({', '.join(m['from'])}) | {m['excluded']} |"
+                   f" {', '.join(f'{k} {a}/{b}' for k, (a, b) in m['from'].items())} |"
+                   f" {m['excluded']} |"
                    f" {_f(m['precision'])} | {_f(m['recall'])} | {m['host_turns_flagged']} |")
     return "\n".join(out)
 
