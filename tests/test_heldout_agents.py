@@ -14,7 +14,14 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from bench.heldout_agents import DATA, corpora, plant_foreign, plant_noise, read
-from bench.heldout_convert import sgd_messages, sgd_tools, tooltalk_messages, tooltalk_tool
+from bench.heldout_convert import (
+    sgd_messages,
+    sgd_tools,
+    tm4_messages,
+    tm4_tools,
+    tooltalk_messages,
+    tooltalk_tool,
+)
 from workbench.cli import app
 
 runner = CliRunner()
@@ -29,7 +36,7 @@ def wb(db: Path, *args: str) -> dict:
 
 def test_every_heldout_corpus_imports_with_its_turns_and_calls(tmp_path: Path) -> None:
     held = {k: v for k, v in corpora().items() if not v["tuned"]}
-    assert {"sgd-services", "tooltalk"} <= set(held)
+    assert {"sgd-services", "tooltalk", "taskmaster-coffee"} <= set(held)
     for name, spec in held.items():
         folder = spec["path"].parent
         assert (folder / "ATTRIBUTION.md").exists() and (folder / "LICENSE").exists()
@@ -144,3 +151,31 @@ def test_foreign_mix_labels_the_foreign_lines_and_keeps_the_host() -> None:
             assert rec["tools"] in [r["tools"] for r in host]      # the host's declaration
         else:
             assert rec["messages"] in host_msgs
+
+
+def test_taskmaster_calls_follow_their_user_turn_and_tools_are_inferred_from_calls() -> None:
+    def call(k: int, name: str, request: str, response: str) -> list[dict]:
+        return [{"name": "api_call", "value": name, "context": f"api_call_{k}"},
+                {"name": "request", "value": request, "context": f"api_call_{k}"},
+                {"name": "api_response", "value": name, "context": f"api_response_{k}"},
+                {"name": "response", "value": response, "context": f"api_response_{k}"}]
+    dialogs = [{"conversation_id": "dlg-0123456789", "utterances": [
+        {"speaker": "user", "text": "A tea with honey", "annotations":
+            call(0, "find_item", '{"query": "tea"}', '{"id": "tea-1"}')
+            + call(1, "add_item", '{"id": "tea-1", "extras": [{"x": "honey"}]}', '{"ok": "yes"}')},
+        {"speaker": "assistant", "text": "Done.", "annotations": []}]},
+        {"conversation_id": "dlg-abc", "utterances": [
+            {"speaker": "user", "text": "tea", "annotations":
+                call(0, "find_item", '{"query": "tea", "size": "big"}', "{}")
+                + call(1, "add_item", '{"id":""tea-1""}', "{}")}]}]
+    tools = {t["function"]["name"]: t["function"]["parameters"] for t in tm4_tools(dialogs)}
+    assert tools["find_item"]["required"] == ["query"]          # size: only in one call
+    assert tools["add_item"]["properties"]["extras"] == {"type": "array"}
+    assert tools["add_item"]["required"] == ["id", "extras"]    # the unparseable call says nothing
+    msgs = tm4_messages(dialogs[0])
+    assert [m["role"] for m in msgs] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    assert [m["tool_calls"][0]["function"]["name"] for m in msgs if m.get("tool_calls")] == [
+        "find_item", "add_item"]
+    assert msgs[2]["content"] == '{"id": "tea-1"}' and msgs[-1]["content"] == "Done."
+    bad = tm4_messages(dialogs[1])[3]["tool_calls"][0]["function"]["arguments"]
+    assert bad == '{"id":""tea-1""}'                            # kept as the log wrote it
