@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -210,7 +211,8 @@ def test_sigterm_interrupts_every_rank_then_jobs_resume_finishes(train_db: Any,
                                                                  tiny_model_dir: Path,
                                                                  tmp_path: Path) -> None:
     """SIGTERM to the job's process: the ranks save a checkpoint and stop, the job ends
-    `interrupted` with no rank left running, and `workbench jobs resume` finishes it."""
+    `interrupted` with no rank left running, and `workbench jobs resume` finishes it (under
+    accelerate launch; the other test runs torchrun)."""
     import psutil
 
     from workbench.jobs.runner import start_worker, submit
@@ -218,7 +220,8 @@ def test_sigterm_interrupts_every_rank_then_jobs_resume_finishes(train_db: Any,
     out = tmp_path / "run"
     job_id = submit(train_db, "train", {}, {**PARAMS, "base_model": str(tiny_model_dir),
                                             "output": str(out), "seqs_per_step": 3,
-                                            "max_steps": 30, "nproc": 2})
+                                            "max_steps": 30, "nproc": 2,
+                                            "launcher": "accelerate"})
     db_path = _path(train_db)
     proc = start_worker(db_path, job_id)
     first = out / "checkpoints" / "checkpoint-2" / "trainer_state.json"
@@ -235,9 +238,9 @@ def test_sigterm_interrupts_every_rank_then_jobs_resume_finishes(train_db: Any,
     assert "SIGTERM" in row["error"]
     gone, alive = psutil.wait_procs(ranks, timeout=5)
     assert alive == [] and _rank_processes(out / "launch") == []
-    stopped_at = json.loads(max((out / "checkpoints").glob("checkpoint-*/trainer_state.json"),
-                                key=lambda p: int(p.parent.name.split("-")[1])).read_text())
-    assert 2 <= stopped_at["global_step"] < 30           # stopped early, a checkpoint saved
+    step = int(re.search(r"stopped at step (\d+); checkpoint saved", row["log"]).group(1))
+    assert 2 <= step < 30                                 # stopped early, where it was
+    assert (out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").exists()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     r = subprocess.run([sys.executable, "-m", "workbench", "--db", db_path, "jobs", "resume",
                         str(job_id), "--json"], capture_output=True, text=True, env=env,
@@ -245,5 +248,6 @@ def test_sigterm_interrupts_every_rank_then_jobs_resume_finishes(train_db: Any,
     assert r.returncode == 0, (r.stderr, (out / "launch" / "launcher.log").read_text()[-3000:])
     row = get_job(train_db, job_id)
     assert row["status"] == "succeeded" and row["attempts"] == 2
-    assert "resuming from" in row["log"] and row["result"]["metrics"]["steps"] == 30
+    assert f"resuming from {out / 'checkpoints' / f'checkpoint-{step}'}" in row["log"]
+    assert row["result"]["metrics"]["steps"] == 30
     assert _rank_processes(out / "launch") == []
