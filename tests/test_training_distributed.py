@@ -251,3 +251,32 @@ def test_sigterm_interrupts_every_rank_then_jobs_resume_finishes(train_db: Any,
     assert f"resuming from {out / 'checkpoints' / f'checkpoint-{step}'}" in row["log"]
     assert row["result"]["metrics"]["steps"] == 30
     assert _rank_processes(out / "launch") == []
+
+
+def test_a_saved_adapter_merges_as_the_trained_model_does(tiny_model_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """After a sharded run (FSDP, ZeRO-3) rank 0 merges the saved adapter into a fresh base
+    model: the same weights as merging the adapter held in memory."""
+    import torch
+
+    from workbench.hf_loading import load_model, resolve_base_model
+    from workbench.training.trainer import (Hardware, TrainConfig, add_lora,
+                                            merge_saved_adapter)
+
+    cfg = TrainConfig(base_model=str(tiny_model_dir), output=str(tmp_path), lora_r=4)
+    model = add_lora(load_model(tiny_model_dir), cfg)
+    with torch.no_grad():  # LoRA B starts at zero: give the adapter an effect
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    model.save_pretrained(str(tmp_path / "adapter"))
+    in_memory = model.merge_and_unload().state_dict()
+    hw = Hardware("cpu", torch.float32, False, False, "sdpa")
+    saved = merge_saved_adapter(resolve_base_model(str(tiny_model_dir)), tmp_path / "adapter",
+                                hw).state_dict()
+    base = load_model(tiny_model_dir).state_dict()
+    assert saved.keys() == in_memory.keys()
+    changed = [k for k in saved if not torch.equal(base[k], saved[k])]
+    assert changed and all("proj" in k for k in changed)      # the adapter is in the weights
+    for k in saved:
+        assert torch.allclose(saved[k], in_memory[k], atol=1e-6), k

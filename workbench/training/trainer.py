@@ -484,7 +484,10 @@ def merge_saved_adapter(base: BaseModel, adapter_dir: Path, hw: Hardware) -> Any
     from peft import PeftModel
 
     model = load_model(base, dtype=hw.dtype, attn_implementation=hw.attn)
-    return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    with warnings.catch_warnings():     # peft reads a renamed attribute (see add_lora)
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
+                                category=FutureWarning)
+        return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
 
 
 def _fingerprint(examples: Sequence[Example]) -> str:
