@@ -110,6 +110,36 @@ def test_the_launcher_follows_the_options(tmp_path: Path) -> None:
     assert cmd[cmd.index("--config_file") + 1] == str(CONFIGS / "fsdp.yaml")
 
 
+LAUNCHER = """
+import subprocess, sys, time
+# as torchrun does: each rank in a session of its own
+ranks = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                          start_new_session=True) for _ in range(2)]
+print(" ".join(str(r.pid) for r in ranks), flush=True)
+time.sleep(600)
+"""
+
+
+def test_ending_a_launch_ends_ranks_outside_its_process_group(tmp_path: Path) -> None:
+    import psutil
+
+    from workbench.training.launch import end_group
+
+    out = tmp_path / "pids"
+    with open(out, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdout=fh,
+                                start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not out.read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ranks = [psutil.Process(int(pid)) for pid in out.read_text().split()]
+    assert len(ranks) == 2 and all(os.getpgid(r.pid) != proc.pid for r in ranks)
+    end_group(proc, {})
+    assert proc.returncode is not None
+    gone, alive = psutil.wait_procs(ranks, timeout=5)
+    assert alive == []
+
+
 # ------------------------------------------------------------------ the example configs
 
 @pytest.mark.parametrize("name, kind", [("ddp.yaml", "MULTI_GPU"), ("fsdp.yaml", "FSDP"),

@@ -150,27 +150,38 @@ def _descendants(pid: int) -> list[Any]:
         return []
 
 
-def end_group(proc: subprocess.Popen) -> None:
-    """End the launcher's process group and every process below it: SIGTERM, then SIGKILL."""
+def _running(p: Any) -> bool:
     import psutil
 
-    procs = _descendants(proc.pid)
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def end_group(proc: subprocess.Popen, seen: dict[int, Any]) -> None:
+    """End the launcher's process group and every process seen below it (torchrun starts each
+    rank in a session of its own, out of the group's reach): SIGTERM, then SIGKILL."""
+    import psutil
+
+    seen.update((p.pid, p) for p in _descendants(proc.pid))
+    procs = list(seen.values())
     for sig, wait in ((signal.SIGTERM, END_GRACE_S), (signal.SIGKILL, 5.0)):
-        if proc.poll() is None or any(p.is_running() for p in procs):
+        if proc.poll() is not None and not any(_running(p) for p in procs):
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for p in procs:
             try:
-                os.killpg(proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
+                p.send_signal(sig)
+            except psutil.Error:
                 pass
-            for p in procs:     # a rank that left the group (its own session) too
-                try:
-                    p.send_signal(sig)
-                except psutil.Error:
-                    pass
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and (
-                    proc.poll() is None or any(p.is_running() and p.status() != "zombie"
-                                               for p in procs)):
-                time.sleep(0.05)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and (proc.poll() is None
+                                               or any(_running(p) for p in procs)):
+            time.sleep(0.05)
     proc.poll()
 
 
@@ -204,6 +215,8 @@ def run_launched(ctx: JobContext, data_db: Database, cfg: Any, opts: Any,
            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     events = _Events(folder / "events.jsonl", ctx)
     stop_sent = None
+    seen: dict[int, Any] = {}      # every process the launcher started, to end them all
+    looked = 0.0
     with open(folder / "launcher.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -211,6 +224,9 @@ def run_launched(ctx: JobContext, data_db: Database, cfg: Any, opts: Any,
         with ctx.graceful():        # a first signal asks the ranks to stop; a second ends them
             while proc.poll() is None:
                 events.relay()
+                if time.monotonic() - looked > 1.0:
+                    seen.update((p.pid, p) for p in _descendants(proc.pid))
+                    looked = time.monotonic()
                 why = ctx.stop_requested()
                 if why is not None and stop_sent is None:
                     (folder / "stop").write_text(json.dumps({"status": why.status,
@@ -224,7 +240,7 @@ def run_launched(ctx: JobContext, data_db: Database, cfg: Any, opts: Any,
                     break
                 time.sleep(POLL_S)
     finally:
-        end_group(proc)
+        end_group(proc, seen)
     events.relay()
     result_file = folder / "result.json"
     if result_file.exists():
