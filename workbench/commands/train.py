@@ -23,12 +23,16 @@ def register(app: typer.Typer) -> None:
         """Fine-tune a LoRA on the selected traces (default: all but the test split, without
         excluded traces), merge it, export GGUF, register the model.
 
-        Multi-GPU: `accelerate launch -m workbench train ...` or
-        `torchrun --nproc_per_node N -m workbench train ...` (DDP; rank 0 writes the store).
+        Several processes, as one job: `--nproc N` (one per GPU; on a CPU, gloo) starts them
+        with torchrun, or with `accelerate launch` (`--launcher accelerate`,
+        `--accelerate-config FILE` for DDP, FSDP or DeepSpeed: configs/distributed/). Rank 0
+        writes the store; cancel, SIGTERM and `jobs resume` work as for one process.
         """
         from workbench.hf_loading import resolve_base_model
         from workbench.jobs.registry import get_spec
         from workbench.training.estimate import estimate, measure_rate
+        from workbench.training.launch import in_a_launched_rank
+        from workbench.training.rank import init_process_group
         from workbench.training.trainer import is_main_process, prepare, train
 
         db = state(ctx).db()
@@ -51,6 +55,8 @@ def register(app: typer.Typer) -> None:
                 return
             console.print(Text(plan_text(data_plan, params.suspect)))
             return
+        if in_a_launched_rank():   # under the user's own torchrun: join the ranks first
+            init_process_group()
         if not is_main_process():  # DDP ranks > 0 train alongside rank 0, write nothing
             with user_errors():
                 train(db, params.config(None), params.data(selection), ctx=None)

@@ -66,7 +66,13 @@ def run_direct_train(ctx: JobContext, selection: TraceFilter, params: Any) -> di
         ctx.log(f"raw traces: {raw_path} (originals, no flags, nothing excluded)")
     raw = open_db(raw_path)
     try:
-        result = train(raw, cfg, params.data(selection), ctx=ctx)
+        launch = params.launch()
+        if launch is not None:     # several processes, as `train` runs them
+            from workbench.training.launch import run_launched
+
+            result = run_launched(ctx, raw, cfg, params.data(selection), launch)
+        else:
+            result = train(raw, cfg, params.data(selection), ctx=ctx)
         raw_models = {m["id"]: m for m in list_models(raw)}
     finally:
         raw.conn.close()

@@ -45,6 +45,23 @@ class TrainParams:
     precision: str = opt("auto", "bf16 (matrix products in bf16) | fp32 | auto: bf16 on a GPU"
                          " that supports it and on a CPU that computes bf16 natively",
                          choices=["auto", "bf16", "fp32"])
+    nproc: int | None = opt(None, "training processes on this machine, one per GPU (on a CPU:"
+                            " gloo), under --launcher, as one job; rank 0 writes the store"
+                            " (default 1, or the --accelerate-config file's num_processes)")
+    launcher: str = opt("auto", "what starts the processes: torchrun | accelerate (accelerate"
+                        " launch) | auto: accelerate with --accelerate-config, torchrun with"
+                        " --nproc over 1, else none (this process trains)",
+                        choices=["auto", "torchrun", "accelerate"])
+    accelerate_config: str | None = opt(None, "accelerate config file: DDP, FSDP or DeepSpeed"
+                                        " as it says (examples: configs/distributed/)")
+
+    def launch(self) -> Any:
+        """How the ranks are started, or None: this process trains (one process, or already a
+        rank of a `torchrun ... -m workbench train` the user started)."""
+        from workbench.training.launch import Launch, launcher_for
+
+        launcher = launcher_for(self.nproc, self.launcher, self.accelerate_config)
+        return None if launcher is None else Launch(self.nproc, launcher, self.accelerate_config)
 
     def config(self, job_id: int | None, resume: bool = False) -> Any:
         from workbench.training.trainer import TrainConfig
@@ -68,6 +85,10 @@ class TrainParams:
         at_least("max_length", self.max_length, 8, high=1_048_576)
         at_least("lora_r", self.lora_r, 1, high=4096)
         at_least("seqs_per_step", self.seqs_per_step, 1, high=1_000_000)
+        at_least("nproc", self.nproc, 1, high=4096)
+        if self.accelerate_config is not None and self.launcher == "torchrun":
+            raise ValueError("accelerate_config is read by accelerate launch: use launcher"
+                             " accelerate (or auto), not torchrun")
         self.config(0)
         self.data(TraceFilter())
 
@@ -77,6 +98,11 @@ def run_train(ctx: JobContext, selection: TraceFilter, params: TrainParams) -> d
 
     cfg = params.config(ctx.job_id, resume=ctx.resume)
     ctx.log(f"training into {cfg.output}")
+    launch = params.launch()
+    if launch is not None:
+        from workbench.training.launch import run_launched
+
+        return run_launched(ctx, ctx.db, cfg, params.data(selection), launch)
     return train(ctx.db, cfg, params.data(selection), ctx=ctx)
 
 

@@ -10,8 +10,11 @@ Hardware: on CUDA, bf16 (when supported) and padding-free batches (DataCollatorW
 one row, position ids restarting per sequence, attention kept per sequence by flash-attention
 varlen or by transformers' packed-sequence mask with SDPA); on CPU fp32 weights with the
 matrix products in bf16 where the CPU computes bf16 natively (autocast; `--precision fp32`
-turns it off), one sequence per micro-batch (no padding either) and gradient accumulation.  Multi-GPU: the same command under
-``accelerate launch`` / ``torchrun`` (DDP through the Trainer); only rank 0 writes the store.
+turns it off), one sequence per micro-batch (no padding either) and gradient accumulation.
+
+Several processes (`--nproc`, :mod:`workbench.training.launch`): every rank runs :func:`train`;
+DDP, FSDP or DeepSpeed as the launcher's config says, through the Trainer. Only rank 0 writes
+the store and the files; the ranks agree on the sequence length and on when to stop.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ from workbench.training.data import (
 )
 from workbench.training.gguf import OUTTYPES, convert_to_gguf
 from workbench.training.memory import return_freed_buffers
-from workbench.jobs.context import JobContext, JobStopped, NullContext
+from workbench.jobs.context import (Cancelled, Interrupted, JobContext, JobStatus,
+                                    JobStopped, NullContext)
 
 GGUF_CHOICES = (*OUTTYPES, "none")
 CHECKPOINTING = ("auto", "on", "off")
@@ -244,6 +248,40 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def world_size() -> int:
+    """Processes training together (1 without a process group)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def agree_on_stop(why: JobStopped | None, device: Any) -> JobStopped | None:
+    """Whether any rank was told to stop (only rank 0 is told), on every rank: a collective
+    each rank calls at the same micro-batch."""
+    import torch
+    import torch.distributed as dist
+
+    code = 0 if why is None else 2 if why.status == JobStatus.CANCELLED else 1
+    flag = torch.tensor([code], dtype=torch.int64, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    agreed = int(flag.item())
+    if agreed == 0 or why is not None:
+        return why
+    return Cancelled("cancelled (rank 0)") if agreed == 2 else Interrupted("stopped (rank 0)")
+
+
+def agree_on_max_length(max_length: int | None) -> int | None:
+    """Rank 0's sequence length on every rank: each sizes it from the memory it sees, and ranks
+    that cut the data differently would train different numbers of steps."""
+    if world_size() == 1:
+        return max_length
+    import torch.distributed as dist
+
+    box = [max_length]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def _fmt_eta(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
@@ -266,14 +304,17 @@ def _progress_callback(ctx: JobContext | NullContext) -> Any:
             self.tokens_per_s = 0.0
             self.micro = 0              # micro-batches done in the optimizer step under way
             self.told = 0.0             # when progress was last reported
+            self.ranks = 1              # processes training together (DDP, FSDP, DeepSpeed)
 
         def _stop(self, control, why: JobStopped) -> None:
             self.stopped = why
             control.should_save = True
             control.should_training_stop = True
 
-        def _poll(self, control) -> None:
+        def _poll(self, args, control) -> None:
             why = ctx.stop_requested()
+            if self.ranks > 1:      # all stop at the same micro-batch, or DDP waits forever
+                why = agree_on_stop(why, args.device)
             if why is not None and self.stopped is None:
                 self._stop(control, why)
 
@@ -300,9 +341,11 @@ def _progress_callback(ctx: JobContext | NullContext) -> Any:
             try:
                 ctx.progress(state.global_step, state.max_steps, " · ".join(parts))
             except JobStopped as why:
-                self._stop(control, why)
+                if self.ranks == 1:    # else the context keeps it for the next agreement
+                    self._stop(control, why)
 
         def on_train_begin(self, args, state, control, **kw):
+            self.ranks = world_size()
             self.t0 = time.perf_counter()
             self.step0 = state.global_step
             self.tok0 = int(state.num_input_tokens_seen or 0)
@@ -310,13 +353,13 @@ def _progress_callback(ctx: JobContext | NullContext) -> Any:
 
         def on_substep_end(self, args, state, control, **kw):
             self.micro += 1
-            self._poll(control)
+            self._poll(args, control)
             first = state.global_step == self.step0 and self.micro == 1
             self._tell(args, state, control, force=first)   # the first sign: one sequence in
 
         def on_step_end(self, args, state, control, **kw):
             self.micro = 0
-            self._poll(control)
+            self._poll(args, control)
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
@@ -435,6 +478,18 @@ def dataset_loss(trainer: Any, examples: Sequence[Example], micro_batch: int = 1
     return loss
 
 
+def merge_saved_adapter(base: BaseModel, adapter_dir: Path, hw: Hardware) -> Any:
+    """The base model with a saved adapter merged in: after a sharded run (FSDP, DeepSpeed
+    ZeRO-3) no process holds the whole trained model, only the adapter file is whole."""
+    from peft import PeftModel
+
+    model = load_model(base, dtype=hw.dtype, attn_implementation=hw.attn)
+    with warnings.catch_warnings():     # peft reads a renamed attribute (see add_lora)
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
+                                category=FutureWarning)
+        return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+
+
 def _fingerprint(examples: Sequence[Example]) -> str:
     h = hashlib.sha256()
     for e in examples:
@@ -458,6 +513,12 @@ def oom_message(cfg: TrainConfig, opts: DataOptions, hw: Hardware, step: int) ->
             " --seqs-per-step, use a smaller --lora-r or base model, or free the device")
 
 
+def processes_sharing(hw: Hardware) -> int:
+    """Training processes sharing this memory: each GPU has its own; a CPU's RAM is shared by
+    every rank on the machine."""
+    return 1 if hw.device == "cuda" else max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+
+
 def size_max_length(encoded: Sequence[Any], opts: DataOptions, base: BaseModel,
                     cfg: TrainConfig) -> dict:
     """`--max-length` from the data, within this machine's memory and the model's context."""
@@ -468,7 +529,7 @@ def size_max_length(encoded: Sequence[Any], opts: DataOptions, base: BaseModel,
     hw = detect_hardware(cfg.precision)
     return choose_max_length(encoded, opts, load_config(base), device=hw.device, bf16=hw.bf16,
                              checkpointing=cfg.uses_checkpointing(hw),
-                             available=available_bytes(hw.device))
+                             available=available_bytes(hw.device) // processes_sharing(hw))
 
 
 def prepare(db: Database, base: BaseModel, opts: DataOptions,
@@ -516,6 +577,12 @@ def train(db: Database, cfg: TrainConfig, opts: DataOptions,
         saved_len = json.loads(state_file.read_text()).get("data", {}).get("max_length")
         opts = replace(opts, max_length=saved_len) if saved_len else opts
     tokenizer, examples, data_plan, opts = prepare(db, base, opts, jctx, cfg)
+    agreed = agree_on_max_length(opts.max_length)
+    if agreed != opts.max_length:          # this rank sized it otherwise: rank 0's length
+        from dataclasses import replace
+
+        tokenizer, examples, data_plan, opts = prepare(db, base, replace(opts, max_length=agreed),
+                                                       jctx, cfg)
     seqs = summarize(examples)
     if data_plan["sizing"] is not None:
         from workbench.training.sizing import describe
@@ -547,10 +614,11 @@ def train(db: Database, cfg: TrainConfig, opts: DataOptions,
     elif cfg.resume:
         say("no checkpoint to resume from: starting from the beginning")
     out.mkdir(parents=True, exist_ok=True)
-    if main:
-        state_file.write_text(json.dumps({"fingerprint": fingerprint,
-                                          "config": cfg.describe(),
-                                          "data": opts.describe()}, indent=2, default=str))
+    if main:   # whole or not at all: the other ranks may be reading it
+        tmp = state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fingerprint": fingerprint, "config": cfg.describe(),
+                                   "data": opts.describe()}, indent=2, default=str))
+        os.replace(tmp, state_file)
 
     hw = detect_hardware(cfg.precision)
     if cfg.return_freed_memory:
@@ -594,14 +662,21 @@ def train(db: Database, cfg: TrainConfig, opts: DataOptions,
         **{f"data_{k}": v for k, v in seqs.items()},
         "hardware": hw.describe(),
     }
+    adapter_dir = out / "adapter"
+    sharded = bool(getattr(trainer, "is_fsdp_enabled", False)
+                   or getattr(trainer, "is_deepspeed_enabled", False))
+    if sharded:      # FSDP, ZeRO-3: every rank hands in its shard, rank 0 writes the adapter
+        trainer.save_model(str(adapter_dir))
     if not main:
         return metrics
 
     say("merging the adapter")
     jctx.progress(trainer.state.global_step, trainer.state.max_steps, "merging")
-    adapter_dir = out / "adapter"
-    trainer.model.save_pretrained(str(adapter_dir))
-    merged = trainer.model.merge_and_unload()
+    if sharded:
+        merged = merge_saved_adapter(base, adapter_dir, hw)
+    else:
+        trainer.model.save_pretrained(str(adapter_dir))
+        merged = trainer.model.merge_and_unload()
     merged.config.use_cache = True
     merged_dir = out / "merged"
     if merged_dir.exists():
