@@ -1,0 +1,262 @@
+"""Batch model calls (`batch = true` endpoints): committee, relevance and teacher requests as
+OpenAI Batch jobs against the scripted Batch server on 127.0.0.1 (files, batches, polls,
+per-request failures, expired batches), a job killed while its batch runs and resumed, and
+bad configuration. Real SQLite stores, real `workbench` processes for the kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from db import open_db
+from db.jobs import get_job
+from tests.scripted_openai import ScriptedServer, doubtful_turn, tool_call_reply
+from tests.tui_data import ROOT, sample_store
+from workbench.cli import app
+from workbench.endpoints import endpoints
+from workbench.errors import InputError
+from workbench.jobs.runner import execute, submit
+
+SUSPECT = (1, 2, 3, 4, 5, 6)
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def by_member(body: dict) -> dict:
+    """Member `a` names a city per turn; `b` agrees on even turns only."""
+    turn = doubtful_turn(body)
+    trace = body["messages"][-1]["content"].count("\n")   # differs between traces
+    city = f"City{trace}x{turn}"
+    if body["model"] == "b" and trace % 2:
+        city = "Elsewhere"
+    return tool_call_reply("FindRestaurants", {"city": city, "cuisine": "Italian"})
+
+
+def _config(path, url: str, *names: str, batch: bool = True, poll: float = 0.02) -> None:
+    path.write_text("".join(
+        f'[endpoints.{n}]\nbase_url = "{url}"\nmodel = "{n}"\n'
+        + (f"batch = true\nbatch_poll_s = {poll}\n" if batch else "") for n in names))
+
+
+def _revisions(db) -> list[tuple]:
+    return sorted(db.execute("SELECT trace_id, message_idx, status, tool_calls, content FROM"
+                             " revisions WHERE author_kind = 'committee'").fetchall())
+
+
+def _relabel(db, *members: str, **params) -> dict:
+    job_id = submit(db, "relabel", {}, {"committee": list(members), **params})
+    return execute(db, job_id)
+
+
+def _lines(server: ScriptedServer, batch_id: str) -> list[dict]:
+    content = server.files[server.batches[batch_id]["input_file_id"]]["content"]
+    return [json.loads(x) for x in content.splitlines()]
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch):
+    path = tmp_path / "config.toml"
+    monkeypatch.setenv("WORKBENCH_CONFIG", str(path))
+    return path
+
+
+def test_relabel_through_batch_endpoints_proposes_what_the_online_path_does(tmp_path, config):
+    """The same scripted replies, online and as batches: the same revisions (agreed ones and
+    the candidates of a disagreement), the same request bodies; one batch per member, each
+    polled until done, and every request paid once."""
+    online_db = open_db(sample_store(tmp_path / "online.db", SUSPECT))
+    batch_db = open_db(sample_store(tmp_path / "batch.db", SUSPECT))
+    with ScriptedServer(by_member) as online, \
+            ScriptedServer(by_member, batch_polls=3) as batched:
+        _config(config, online.url, "a", "b", batch=False)
+        first = _relabel(online_db, "a", "b")
+        _config(config, batched.url, "a", "b")
+        second = _relabel(batch_db, "a", "b")
+        online_bodies = sorted(json.dumps(b, sort_keys=True) for b in online.requests)
+        batch_bodies = sorted(json.dumps(b, sort_keys=True) for b in batched.requests)
+        batches = dict(batched.batches)
+        lines = [line for b in batches for line in _lines(batched, b)]
+    assert first["status"] == second["status"] == "succeeded", (first, second)
+    assert len(online_bodies) == 12 and batch_bodies == online_bodies
+    assert len(batches) == 2 and {b["polls"] for b in batches.values()} == {4}
+    assert {b["endpoint"] for b in batches.values()} == {"/v1/chat/completions"}
+    assert len({line["custom_id"] for line in lines}) == 12
+    assert _revisions(batch_db) == _revisions(online_db) != []
+    statuses = {r[2] for r in _revisions(batch_db)}
+    assert statuses == {"proposed"}      # one member's agreement is not earned: proposals
+    assert second["result"]["outcomes"] == first["result"]["outcomes"]
+    assert second["result"]["calls"] == 12
+    assert batch_db.execute("SELECT count(*) FROM model_batches WHERE status = 'completed'"
+                            " AND job_id = ?", [second["id"]]).fetchone()[0] == 2
+    log = get_job(batch_db, second["id"])["log"]
+    assert "batch batch_1 submitted (6 requests)" in log and "completed" in log
+    # run again: every reply is a stored unit, no batch is made
+    again = _relabel(batch_db, "a", "b")
+    assert again["status"] == "succeeded"
+    assert len(batched.batches) == 2
+
+
+def test_failed_requests_are_sent_once_more_then_reported(tmp_path, config):
+    """Two requests fail in the first batch: a second batch of those two answers one; the
+    other fails again and is that turn's failure (a failed vote, logged, no revision)."""
+    db = open_db(sample_store(tmp_path / "c.db", SUSPECT))
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def fail(custom_id: str) -> bool:
+        with lock:
+            seen.append(custom_id)
+            first_two = list(dict.fromkeys(seen))[:2]
+            return custom_id == first_two[0] or (custom_id == first_two[1]
+                                                 and seen.count(custom_id) == 1)
+
+    with ScriptedServer(by_member, batch_fail=fail) as s:
+        _config(config, s.url, "a")
+        row = _relabel(db, "a", accept=True)
+        sizes = [len(_lines(s, b)) for b in s.batches]
+        paid = len(s.requests)
+    assert row["status"] == "succeeded", row
+    assert sizes == [6, 2] and paid == 5
+    result = row["result"]
+    assert result["outcomes"]["failed"] == 1 and result["outcomes"]["revised"] == 5
+    assert result["members"]["a"]["failures"] == 1
+    job = get_job(db, row["id"])
+    assert "2 of 6 requests failed" in job["log"] and "1 of 2 requests failed" in job["log"]
+    assert "batch: HTTP 500: scripted failure" in job["log"]
+    failed = db.execute("SELECT v.abstain_reason FROM votes v JOIN committee_turns t ON"
+                        " t.id = v.turn_id WHERE t.outcome = 'failed' AND t.job_id = ?",
+                        [row["id"]]).fetchall()
+    assert [r for (r,) in failed] == ["endpoint failed: a: batch: HTTP 500: scripted failure"]
+    assert db.execute("SELECT count(*) FROM model_batch_requests WHERE status = 'failed'"
+                      ).fetchone()[0] == 3
+
+
+def test_an_expired_batch_is_sent_again_as_a_new_one(tmp_path, config):
+    db = open_db(sample_store(tmp_path / "c.db", SUSPECT))
+    with ScriptedServer(by_member, batch_end=lambda n: "expired" if n == 1 else "completed"
+                        ) as s:
+        _config(config, s.url, "a")
+        row = _relabel(db, "a", accept=True)
+        paid, made = len(s.requests), len(s.batches)
+    assert row["status"] == "succeeded", row
+    assert made == 2 and paid == 6 and row["result"]["outcomes"]["revised"] == 6
+    assert "batch_1: the batch expired" in get_job(db, row["id"])["log"]
+
+
+def _count(db_path, sql: str) -> int:
+    db = open_db(db_path)
+    try:
+        return db.execute(sql).fetchone()[0]
+    finally:
+        db.conn.close()
+
+
+def test_a_job_killed_while_its_batch_runs_resumes_the_same_batch(tmp_path, config):
+    """SIGKILL the worker once its batch is submitted and polled; `jobs resume` polls the same
+    batch id: one batch made, each request paid once, every turn decided."""
+    path = sample_store(tmp_path / "c.db", SUSPECT)
+    with ScriptedServer(by_member, batch_polls=10**6) as s:
+        _config(config, s.url, "a", poll=0.05)
+        proc = subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(path),
+                                 "relabel", "--committee", "a", "--accept", "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**ENV, "WORKBENCH_CONFIG": str(config)}, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while not (s.batches and s.batches["batch_1"]["polls"] >= 2):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert _count(path, "SELECT count(*) FROM model_batches WHERE batch_id = 'batch_1'") == 1
+        assert _count(path, "SELECT count(*) FROM job_units") == 0
+        job_id = _count(path, "SELECT max(id) FROM jobs")
+        s.batch_polls = 3
+        r = CliRunner().invoke(app, ["--db", str(path), "jobs", "resume", str(job_id)])
+        assert r.exit_code == 0, r.output
+        made, paid = list(s.batches), [json.dumps(b, sort_keys=True) for b in s.requests]
+    assert made == ["batch_1"]
+    assert len(paid) == len(set(paid)) == 6
+    db = open_db(path)
+    job = get_job(db, job_id)
+    assert job["status"] == "succeeded" and job["result"]["outcomes"]["revised"] == 6
+    assert "collecting batch batch_1 of an earlier run (6 requests)" in job["log"]
+
+
+def test_a_stopped_job_leaves_its_batch_running_and_a_resume_collects_it(tmp_path, config):
+    """A cancel while the batch runs: the job ends cancelled, the batch is not cancelled at
+    the provider, and a resume collects it (no second batch)."""
+    path = sample_store(tmp_path / "c.db", SUSPECT)
+    db = open_db(path)
+    with ScriptedServer(by_member, batch_polls=10**6) as s:
+        _config(config, s.url, "a")
+        job_id = submit(db, "relabel", {}, {"committee": ["a"], "accept": True})
+
+        def cancel_when_polled() -> None:
+            deadline = time.monotonic() + 30
+            while not (s.batches and s.batches["batch_1"]["polls"] >= 2):
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
+            other = open_db(path)
+            from db.jobs import request_cancel
+            request_cancel(other, job_id)
+            other.conn.close()
+
+        t = threading.Thread(target=cancel_when_polled)
+        t.start()
+        row = execute(db, job_id)
+        t.join()
+        assert row["status"] == "cancelled", row
+        assert s.batches["batch_1"]["status"] == "in_progress"
+        assert "keeps running at the provider" in row["log"]
+        s.batch_polls = 0
+        r = CliRunner().invoke(app, ["--db", str(path), "jobs", "resume", str(job_id)])
+        assert r.exit_code == 0, r.output
+        assert list(s.batches) == ["batch_1"] and len(s.requests) == 6
+    assert get_job(db, job_id)["status"] == "succeeded"
+
+
+def test_relevance_through_a_batch_judge(tmp_path, config):
+    db = open_db(sample_store(tmp_path / "c.db"))
+    verdict = {"content": json.dumps({"on_task": False, "reason": "scripted"})}
+    with ScriptedServer(lambda body: verdict, batch_polls=1) as s:
+        _config(config, s.url, "judge")
+        row = execute(db, submit(db, "relevance", {}, {"judge": "judge"}))
+        made, paid = len(s.batches), len(s.requests)
+    assert row["status"] == "succeeded", row
+    judged = row["result"]["judged"]
+    assert made == 1 and paid == judged == row["result"]["calls"] > 0
+    assert row["result"]["off_task"] == judged and row["result"]["units"]["reused"] == 0
+    assert db.execute("SELECT count(*) FROM flags WHERE check_name = 'relevance'"
+                      ).fetchone()[0] == judged
+
+
+@pytest.mark.parametrize("line, field, said", [
+    ('batch = "yes"', "batch", "must be true or false"),
+    ("batch_poll_s = 0", "batch_poll_s", "positive number of seconds"),
+    ('batch_window = "soon"', "batch_window", "number of hours"),
+])
+def test_bad_batch_settings_name_the_file_and_the_field(config, line, field, said):
+    config.write_text(f'[endpoints.big]\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "m"\n'
+                      f"{line}\n")
+    with pytest.raises(InputError) as e:
+        endpoints()
+    assert str(config) in str(e.value) and f"endpoints.big.{field}" in str(e.value)
+    assert said in str(e.value)
+    r = CliRunner().invoke(app, ["--db", str(config.parent / "x.db"), "relabel",
+                                 "--committee", "big"])
+    assert r.exit_code != 0 and f"endpoints.big.{field}" in r.output
+
+
+def test_good_batch_settings_are_read(config):
+    config.write_text('[endpoints.big]\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "m"\n'
+                      'batch = true\nbatch_poll_s = 5\nbatch_window = "24h"\n')
+    ep = endpoints()["big"]
+    assert ep.batch is True and ep.batch_poll_s == 5.0 and ep.batch_window == "24h"
