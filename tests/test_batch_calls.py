@@ -30,11 +30,12 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def by_member(body: dict) -> dict:
-    """Member `a` names a city per turn; `b` agrees on even turns only."""
+    """Member `a` names a city per turn; `b` agrees on even turns only; arbiter `c` picks
+    b's candidate."""
     turn = doubtful_turn(body)
-    trace = body["messages"][-1]["content"].count("\n")   # differs between traces
+    trace = len(body["messages"][-1]["content"])   # differs between traces
     city = f"City{trace}x{turn}"
-    if body["model"] == "b" and trace % 2:
+    if body["model"] == "c" or (body["model"] == "b" and trace % 2):
         city = "Elsewhere"
     return tool_call_reply("FindRestaurants", {"city": city, "cuisine": "Italian"})
 
@@ -101,6 +102,28 @@ def test_relabel_through_batch_endpoints_proposes_what_the_online_path_does(tmp_
     again = _relabel(batch_db, "a", "b")
     assert again["status"] == "succeeded"
     assert len(batched.batches) == 2
+
+
+def test_a_batch_arbiter_gets_the_undecided_turns_as_a_second_batch(tmp_path, config):
+    """Members and arbiter as batches decide as they do online: the arbiter's batch holds
+    exactly the turns the members left undecided."""
+    online_db = open_db(sample_store(tmp_path / "online.db", SUSPECT))
+    batch_db = open_db(sample_store(tmp_path / "batch.db", SUSPECT))
+    with ScriptedServer(by_member) as online, ScriptedServer(by_member) as batched:
+        _config(config, online.url, "a", "b", "c", batch=False)
+        first = _relabel(online_db, "a", "b", arbiter="c", accept=True)
+        _config(config, batched.url, "a", "b", "c")
+        second = _relabel(batch_db, "a", "b", arbiter="c", accept=True)
+        asked = sorted(json.dumps(b, sort_keys=True) for b in batched.requests)
+        sizes = [len(_lines(batched, b)) for b in batched.batches]
+        assert asked == sorted(json.dumps(b, sort_keys=True) for b in online.requests)
+    outcomes = second["result"]["outcomes"]
+    assert second["status"] == "succeeded" and outcomes == first["result"]["outcomes"]
+    by_arbiter = batch_db.execute("SELECT count(*) FROM committee_turns WHERE decided_by ="
+                                  " 'arbiter'").fetchone()[0]
+    assert 0 < by_arbiter < 6 and sizes == [6, 6, by_arbiter]
+    assert _revisions(batch_db) == _revisions(online_db)
+    assert second["result"]["members"]["c"]["calls"] == by_arbiter
 
 
 def test_failed_requests_are_sent_once_more_then_reported(tmp_path, config):
