@@ -261,6 +261,74 @@ def test_relevance_through_a_batch_judge(tmp_path, config):
                       ).fetchone()[0] == judged
 
 
+def _run_batch_like_vllm(db_path, job_id: int, done: threading.Event) -> None:
+    """What the analyst does: run the command the job logged (vLLM's run_batch), here
+    answering each line with the scripted reply in run_batch's output format; half the output
+    is written first (a file still being written)."""
+    import re
+
+    from tests.scripted_openai import completion
+
+    db = open_db(db_path)
+    try:
+        while not done.is_set():
+            log = (get_job(db, job_id) or {}).get("log") or ""
+            found = re.search(r"run_batch -i (\S+) -o (\S+) --model (\S+)", log)
+            if found is None:
+                time.sleep(0.02)
+                continue
+            lines = [json.loads(x) for x in open(found.group(1), "rb").read().splitlines()]
+            assert {line["body"]["model"] for line in lines} == {found.group(3)}
+            out = [json.dumps({"id": f"vllm-{n}", "custom_id": line["custom_id"], "response": {
+                "status_code": 200, "request_id": f"vllm-batch-{n}",
+                "body": completion(line["body"], by_member(line["body"]))}, "error": None})
+                for n, line in enumerate(lines)]
+            with open(found.group(2), "w") as f:
+                f.write("\n".join(out[:len(out) // 2]) + "\n")
+                f.flush()
+                time.sleep(0.5)
+                f.write("\n".join(out[len(out) // 2:]) + "\n")
+            return
+    finally:
+        db.conn.close()
+
+
+def test_a_folder_endpoint_is_run_by_vllms_batch_runner(tmp_path, config):
+    """`base_url = "file://FOLDER"`: the job writes the batch's input file, logs the run_batch
+    command, and takes its output once every request has a line: the same revisions as
+    online."""
+    online_db = open_db(sample_store(tmp_path / "online.db", SUSPECT))
+    path = sample_store(tmp_path / "batch.db", SUSPECT)
+    folder = tmp_path / "batches"
+    folder.mkdir()
+    with ScriptedServer(by_member) as online:
+        _config(config, online.url, "a", batch=False)
+        first = _relabel(online_db, "a", accept=True)
+    config.write_text(f'[endpoints.a]\nbase_url = "file://{folder}"\nmodel = "a"\n'
+                      "batch = true\nbatch_poll_s = 0.05\n")
+    db = open_db(path)
+    job_id = submit(db, "relabel", {}, {"committee": ["a"], "accept": True})
+    done = threading.Event()
+    runner = threading.Thread(target=_run_batch_like_vllm, args=(path, job_id, done))
+    runner.start()
+    try:
+        row = execute(db, job_id)
+    finally:
+        done.set()
+        runner.join()
+    assert row["status"] == "succeeded", row
+    assert row["result"]["outcomes"] == first["result"]["outcomes"]
+    assert _revisions(db) == _revisions(online_db)
+    assert len(list(folder.glob("wb-*.batch"))) == 1
+    assert len(list(folder.glob("wb-*.out.jsonl"))) == 1
+
+
+def test_a_file_url_needs_batch(config):
+    config.write_text('[endpoints.v]\nbase_url = "file:///tmp"\nmodel = "m"\n')
+    with pytest.raises(InputError, match="endpoints.v.batch: a file:// base_url"):
+        endpoints()
+
+
 @pytest.mark.parametrize("line, field, said", [
     ('batch = "yes"', "batch", "must be true or false"),
     ("batch_poll_s = 0", "batch_poll_s", "positive number of seconds"),

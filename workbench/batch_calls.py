@@ -54,6 +54,15 @@ def _chunks(lines: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
     return [c for c in out if c]
 
 
+def batch_client(endpoint: Endpoint) -> Any:
+    """The endpoint's OpenAI client, or a folder's stand-in (`file://`: vLLM's run_batch)."""
+    from workbench.batch_folder import SCHEME, FolderBatches
+
+    if endpoint.base_url.startswith(SCHEME):
+        return FolderBatches(endpoint.base_url, endpoint.model)
+    return endpoint.client()
+
+
 class BatchCaller:
     """One endpoint's batches inside one job."""
 
@@ -61,7 +70,7 @@ class BatchCaller:
         if ctx.job_id is None:
             raise ValueError("a batch endpoint runs inside a job (its batch ids are stored)")
         self.ctx, self.endpoint = ctx, endpoint
-        self.client = client or endpoint.client()
+        self.client = client or batch_client(endpoint)
 
     def run(self, requests: dict[str, dict]) -> Outcome:
         """Replies to `requests` (custom_id -> chat completion request body) by custom_id."""
@@ -122,6 +131,9 @@ class BatchCaller:
         store.update_batch(self.ctx.db, row["id"], batch_id=made.id, status=made.status)
         self.ctx.log(f"{self.endpoint.name}: batch {made.id} submitted"
                      f" ({len(row['custom_ids'])} requests)")
+        command = getattr(self.client.batches, "command", None)
+        if command is not None:     # a folder: the analyst runs the batch (vLLM)
+            self.ctx.log(f"{self.endpoint.name}: run the batch with: {command(made.id)}")
 
     def _find(self, row: dict) -> None:
         """A row stored before its batch id (the job died in between): the provider's batch

@@ -166,7 +166,7 @@ def endpoints(config: dict | None = None) -> dict[str, Endpoint]:
                                       "price_out", "params", "max_reply_bytes", "context",
                                       "batch", "batch_poll_s", "batch_window")
                  if k in spec}
-        _check_batch(name, known)
+        _check_batch(name, spec["base_url"], known)
         if url_credentials(str(spec["base_url"])):
             raise InputError(f"holds {url_credentials(str(spec['base_url']))}: {_USE_KEY_ENV}",
                              path=str(config_path()), field=f"endpoints.{name}.base_url")
@@ -174,7 +174,7 @@ def endpoints(config: dict | None = None) -> dict[str, Endpoint]:
     return out
 
 
-def _check_batch(name: str, spec: dict) -> None:
+def _check_batch(name: str, base_url: str, spec: dict) -> None:
     """`batch`, `batch_poll_s` and `batch_window` as the config file must give them."""
     def bad(key: str, why: str) -> InputError:
         return InputError(f"{key} {why}, not {visible(repr(spec[key]))[:40]}",
@@ -192,6 +192,10 @@ def _check_batch(name: str, spec: dict) -> None:
         raise bad("batch_window", 'must be a number of hours such as "24h"')
     if "batch_poll_s" in spec:
         spec["batch_poll_s"] = float(poll)
+    if str(base_url).startswith("file://") and spec.get("batch") is not True:
+        raise InputError("a file:// base_url is a folder of batch files (vLLM's run_batch):"
+                         " it needs batch = true", path=str(config_path()),
+                         field=f"endpoints.{name}.batch")
 
 
 def local_endpoint(name: str, db=None) -> Endpoint:
