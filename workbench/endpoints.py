@@ -16,8 +16,9 @@
                                      # model list says, or a refusal naming it teaches it
     price_in = 0.15                  # optional: cost per million prompt / completion tokens
     price_out = 0.60
-    batch = false                    # true: committee, relevance and teacher requests go as
-                                     # one OpenAI Batch job (workbench.batch_calls)
+    batch = false                    # true: committee, relevance, judge and teacher requests
+                                     # go as one OpenAI Batch job (workbench.batch_calls); a
+                                     # file:// base_url is a folder run by vLLM's run_batch
     batch_poll_s = 30                # how often a batch's status is asked (default 30 s)
     batch_window = "24h"             # the completion window the batch asks for
     [endpoints.local.params]         # extra request parameters, sent as they are
