@@ -14,7 +14,8 @@ retrieve, list, cancel). A batch is `in_progress` for `batch_polls` retrieves, t
 each line of its input file with `reply(body)` (recorded in `requests`, as an online request
 is: what was paid for), except the custom ids `batch_fail(custom_id)` is true for, which go
 to its error file; `batch_end(n)` says how the n-th batch made ends (default "completed";
-"expired" or "cancelled" answer no line). `batches` holds every batch made.
+"expired" or "cancelled" answer no line). `batches` holds every batch made; the next
+`batch_errors` retrieves of a batch are answered 503.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class ScriptedServer:
         self.batch_end = batch_end or (lambda n: "completed")
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
+        self.batch_errors = 0    # the next retrieves answered 503 (a provider's bad minute)
         self.requests: list[dict] = []
         self.auth: list[str | None] = []
         self.lock = threading.Lock()
@@ -184,6 +186,9 @@ class ScriptedServer:
                 return 200, json.dumps({"object": "list", "data": list(self.batches.values()),
                                         "has_more": False}).encode(), "application/json"
             batch = self.batches.get(parts[-1])
+            if batch is not None and self.batch_errors > 0:
+                self.batch_errors -= 1
+                return 503, b'{"error": {"message": "busy"}}', "application/json"
             if batch is None:
                 return 404, b'{"error": {"message": "not found"}}', "application/json"
             batch["polls"] += 1

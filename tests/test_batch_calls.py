@@ -162,15 +162,21 @@ def test_failed_requests_are_sent_once_more_then_reported(tmp_path, config):
 
 
 def test_an_expired_batch_is_sent_again_as_a_new_one(tmp_path, config):
+    """The first batch expires (its status unreadable for a while first: 503s are waited
+    out): its requests go once more as a second batch, which answers them."""
     db = open_db(sample_store(tmp_path / "c.db", SUSPECT))
     with ScriptedServer(by_member, batch_end=lambda n: "expired" if n == 1 else "completed"
                         ) as s:
+        s.batch_errors = 3
         _config(config, s.url, "a")
+        config.write_text(config.read_text() + "retries = 0\n")
         row = _relabel(db, "a", accept=True)
         paid, made = len(s.requests), len(s.batches)
     assert row["status"] == "succeeded", row
     assert made == 2 and paid == 6 and row["result"]["outcomes"]["revised"] == 6
-    assert "batch_1: the batch expired" in get_job(db, row["id"])["log"]
+    log = get_job(db, row["id"])["log"]
+    assert "batch_1: the batch expired" in log
+    assert log.count("status not read (InternalServerError: ") == 3
 
 
 def _count(db_path, sql: str) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from db import batches as store
@@ -52,6 +53,16 @@ def _chunks(lines: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
         out[-1].append((cid, line))
         size += len(line)
     return [c for c in out if c]
+
+
+def _transient(exc: BaseException) -> bool:
+    """A connection error, a timeout, a 429 or a 5xx: the status is asked again later."""
+    import openai
+
+    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
+        return True
+    status = getattr(exc, "status_code", None)
+    return status is not None and (status == 429 or status >= 500)
 
 
 def batch_client(endpoint: Endpoint) -> Any:
@@ -186,7 +197,14 @@ class BatchCaller:
         """Ask the batch's status until it is finished; a stop leaves it running (resume)."""
         seen = None
         while True:
-            batch = self.client.batches.retrieve(row["batch_id"])
+            try:
+                batch = self.client.batches.retrieve(row["batch_id"])
+            except Exception as e:  # noqa: BLE001 - a batch outlives a network blip
+                if not _transient(e):
+                    raise
+                self.ctx.log(f"{self.endpoint.name}: batch {row['batch_id']}: status not read"
+                             f" ({_why(type(e).__name__ + ': ' + str(e))}); asked again")
+                batch = SimpleNamespace(status=seen)
             if batch.status != seen:
                 seen = batch.status
                 store.update_batch(self.ctx.db, row["id"], status=batch.status,
