@@ -35,10 +35,21 @@ def update_batch(db: Database, rid: int, **fields: str | None) -> None:
                    [*fields.values(), now(), rid])
 
 
-def job_batches(db: Database, job_id: int, endpoint: str) -> list[dict]:
-    """A job's batches to one endpoint, oldest first, each with its requests' custom ids."""
-    rows = dicts(db.execute("SELECT * FROM model_batches WHERE job_id = ? AND endpoint = ?"
-                            " ORDER BY id", [job_id, endpoint]))
+def batches_holding(db: Database, endpoint: str, base_url: str,
+                    custom_ids: list[str]) -> list[dict]:
+    """The stored batches (of any job) to this endpoint that hold any of these requests,
+    oldest first, each with all its requests' custom ids."""
+    found: set[int] = set()
+    for i in range(0, len(custom_ids), 500):
+        part = custom_ids[i:i + 500]
+        found |= {r for (r,) in db.execute(
+            "SELECT DISTINCT r.batch FROM model_batch_requests r JOIN model_batches b ON"
+            " b.id = r.batch WHERE b.endpoint = ? AND b.base_url = ? AND r.custom_id IN"
+            f" ({','.join('?' * len(part))})", [endpoint, base_url, *part])}
+    if not found:
+        return []
+    rows = dicts(db.execute(f"SELECT * FROM model_batches WHERE id IN"
+                            f" ({','.join('?' * len(found))}) ORDER BY id", sorted(found)))
     for row in rows:
         row["custom_ids"] = [c for (c,) in db.execute(
             "SELECT custom_id FROM model_batch_requests WHERE batch = ?", [row["id"]])]

@@ -187,25 +187,30 @@ def _count(db_path, sql: str) -> int:
         db.conn.close()
 
 
+def _killed_while_its_batch_runs(path, config, s: ScriptedServer) -> int:
+    """A relabel process SIGKILLed once its batch is submitted and polled twice: its job id."""
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(path),
+                             "relabel", "--committee", "a", "--accept", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**ENV, "WORKBENCH_CONFIG": str(config)}, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not (s.batches and s.batches["batch_1"]["polls"] >= 2):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert _count(path, "SELECT count(*) FROM model_batches WHERE batch_id = 'batch_1'") == 1
+    assert _count(path, "SELECT count(*) FROM job_units") == 0
+    return _count(path, "SELECT max(id) FROM jobs")
+
+
 def test_a_job_killed_while_its_batch_runs_resumes_the_same_batch(tmp_path, config):
     """SIGKILL the worker once its batch is submitted and polled; `jobs resume` polls the same
     batch id: one batch made, each request paid once, every turn decided."""
     path = sample_store(tmp_path / "c.db", SUSPECT)
     with ScriptedServer(by_member, batch_polls=10**6) as s:
         _config(config, s.url, "a", poll=0.05)
-        proc = subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(path),
-                                 "relabel", "--committee", "a", "--accept", "--json"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env={**ENV, "WORKBENCH_CONFIG": str(config)}, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while not (s.batches and s.batches["batch_1"]["polls"] >= 2):
-            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
-        assert _count(path, "SELECT count(*) FROM model_batches WHERE batch_id = 'batch_1'") == 1
-        assert _count(path, "SELECT count(*) FROM job_units") == 0
-        job_id = _count(path, "SELECT max(id) FROM jobs")
+        job_id = _killed_while_its_batch_runs(path, config, s)
         s.batch_polls = 3
         r = CliRunner().invoke(app, ["--db", str(path), "jobs", "resume", str(job_id)])
         assert r.exit_code == 0, r.output
@@ -216,6 +221,22 @@ def test_a_job_killed_while_its_batch_runs_resumes_the_same_batch(tmp_path, conf
     job = get_job(db, job_id)
     assert job["status"] == "succeeded" and job["result"]["outcomes"]["revised"] == 6
     assert "collecting batch batch_1 of an earlier run (6 requests)" in job["log"]
+
+
+def test_a_new_job_over_the_same_turns_collects_the_killed_jobs_batch(tmp_path, config):
+    """Not resumed but started again: the new job asks the same requests of the same
+    endpoint, finds them in the killed job's batch and collects it (no second batch)."""
+    path = sample_store(tmp_path / "c.db", SUSPECT)
+    with ScriptedServer(by_member, batch_polls=10**6) as s:
+        _config(config, s.url, "a", poll=0.05)
+        killed = _killed_while_its_batch_runs(path, config, s)
+        s.batch_polls = 0
+        db = open_db(path)
+        row = _relabel(db, "a", accept=True)
+        made, paid = list(s.batches), len(s.requests)
+    assert row["status"] == "succeeded", row
+    assert made == ["batch_1"] and paid == 6 and row["result"]["outcomes"]["revised"] == 6
+    assert f"collecting batch batch_1 of job {killed} (6 requests)" in row["log"]
 
 
 def test_a_stopped_job_leaves_its_batch_running_and_a_resume_collects_it(tmp_path, config):

@@ -3,11 +3,11 @@ requests uploaded (purpose "batch"), a batch made from it for /v1/chat/completio
 asked every `batch_poll_s` seconds, and its output and error files read back by `custom_id`.
 
 A job never pays twice for a request: the input file id and the batch id are stored with the
-job (db.batches) before the batch is waited for, so a killed or stopped job, resumed, collects
-its batches (a finished one's files are read again) and sends only the requests none of them
-holds. A request that failed (a line of the error file, a batch that failed, expired or was
-cancelled) is sent once more, in a new smaller batch; a second failure is its final outcome,
-returned with why (never a reply). Callers parse replies as their online path does.
+job (db.batches) before the batch is waited for, so a killed or stopped job, resumed (or any
+later job asking the same requests of the same endpoint), collects those batches (a finished
+one's files are read again) and sends only the requests none of them holds. A request that failed (a line of the error file, a batch that failed, expired or was
+cancelled) is sent once more, in a new smaller batch; a second failure is its outcome in this
+run, returned with why (never a reply), and a later run asks it again. Callers parse replies as their online path does.
 """
 
 from __future__ import annotations
@@ -87,15 +87,16 @@ class BatchCaller:
         """Replies to `requests` (custom_id -> chat completion request body) by custom_id."""
         out = Outcome()
         tries: dict[str, int] = {}
-        for row in store.job_batches(self.ctx.db, self.ctx.job_id, self.endpoint.name):
-            held = [c for c in row["custom_ids"] if c in requests]
+        for row in store.batches_holding(self.ctx.db, self.endpoint.name,
+                                         self.endpoint.base_url, list(requests)):
+            held = [c for c in row["custom_ids"] if c in requests and c not in out.replies]
             if not held:
                 continue
+            whose = ("an earlier run" if row["job_id"] == self.ctx.job_id else
+                     f"job {row['job_id']}")
             self.ctx.log(f"{self.endpoint.name}: collecting batch {row['batch_id'] or 'uploaded'}"
-                         f" of an earlier run ({len(held)} requests)")
-            self._collect(row, out)
-            for c in held:
-                tries[c] = tries.get(c, 0) + 1
+                         f" of {whose} ({len(held)} requests)")
+            self._collect(row, out)     # its failures are sent again, as online ones are
         while True:
             todo = {c: body for c, body in requests.items()
                     if c not in out.replies and tries.get(c, 0) < TRIES}
@@ -166,7 +167,7 @@ class BatchCaller:
         failed: dict[str, str] = {}
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
-                self._read(self.client.files.content(file_id).content, replies, failed)
+                self._read(self._download(row, file_id), replies, failed)
         if batch.status != "completed":
             why = _why(f"the batch {batch.status}" + (f": {self._errors(batch)}"
                                                        if self._errors(batch) else ""))
@@ -187,6 +188,18 @@ class BatchCaller:
         if failed:
             self.ctx.log(f"{self.endpoint.name}: batch {row['batch_id']}: {len(failed)} of"
                          f" {len(ids)} requests failed (first: {next(iter(failed.values()))})")
+
+    def _download(self, row: dict, file_id: str) -> bytes:
+        """A result file's bytes; one the provider no longer has (deleted, expired) or cannot
+        send now holds nothing: its requests are failures, sent again."""
+        try:
+            return self.client.files.content(file_id).content
+        except Exception as e:  # noqa: BLE001 - classified here
+            if not (_transient(e) or getattr(e, "status_code", None) in (404, 410)):
+                raise
+            self.ctx.log(f"{self.endpoint.name}: batch {row['batch_id']}: file {file_id} not"
+                         f" read ({_why(type(e).__name__ + ': ' + str(e))})")
+            return b""
 
     @staticmethod
     def _errors(batch: Any) -> str:
