@@ -66,8 +66,18 @@ def mark_requests(db: Database, rid: int, ok: list[str], failed: dict[str, str])
                             [(why, rid, c) for c, why in failed.items()])
 
 
-def request_counts(db: Database, job_id: int) -> dict[str, int]:
-    """How a job's batch requests went: {status: count}."""
-    return {s: n for s, n in db.execute(
-        "SELECT r.status, count(*) FROM model_batch_requests r JOIN model_batches b"
-        " ON b.id = r.batch WHERE b.job_id = ? GROUP BY r.status", [job_id])}
+def job_summary(db: Database, job_id: int) -> dict[str, int] | None:
+    """How a job's batch requests went, each request once: answered (in any of its batches),
+    failed (in every batch it went in) or pending; None when the job made no batch."""
+    batches = db.execute("SELECT count(*) FROM model_batches WHERE job_id = ?",
+                         [job_id]).fetchone()[0]
+    if not batches:
+        return None
+    out = {"batches": batches, "answered": 0, "failed": 0, "pending": 0}
+    for ok, failed, n in db.execute(
+            "SELECT ok, failed, count(*) FROM (SELECT r.custom_id, max(r.status = 'ok') AS ok,"
+            " max(r.status = 'failed') AS failed FROM model_batch_requests r JOIN model_batches"
+            " b ON b.id = r.batch WHERE b.job_id = ? GROUP BY r.custom_id) GROUP BY ok, failed",
+            [job_id]):
+        out["answered" if ok else "failed" if failed else "pending"] += n
+    return out

@@ -140,16 +140,17 @@ def test_failed_requests_are_sent_once_more_then_reported(tmp_path, config):
             return custom_id == first_two[0] or (custom_id == first_two[1]
                                                  and seen.count(custom_id) == 1)
 
-    with ScriptedServer(by_member, batch_fail=fail) as s:
-        _config(config, s.url, "a")
-        row = _relabel(db, "a", accept=True)
-        sizes = [len(_lines(s, b)) for b in s.batches]
-        paid = len(s.requests)
+    s = ScriptedServer(by_member, batch_fail=fail)
+    _config(config, s.url, "a")
+    row = _relabel(db, "a", accept=True)
+    sizes = [len(_lines(s, b)) for b in s.batches]
+    paid = len(s.requests)
     assert row["status"] == "succeeded", row
     assert sizes == [6, 2] and paid == 5
     result = row["result"]
     assert result["outcomes"]["failed"] == 1 and result["outcomes"]["revised"] == 5
     assert result["members"]["a"]["failures"] == 1
+    assert result["batch"] == {"batches": 2, "answered": 5, "failed": 1, "pending": 0}
     job = get_job(db, row["id"])
     assert "2 of 6 requests failed" in job["log"] and "1 of 2 requests failed" in job["log"]
     assert "batch: HTTP 500: scripted failure" in job["log"]
@@ -159,6 +160,15 @@ def test_failed_requests_are_sent_once_more_then_reported(tmp_path, config):
     assert [r for (r,) in failed] == ["endpoint failed: a: batch: HTTP 500: scripted failure"]
     assert db.execute("SELECT count(*) FROM model_batch_requests WHERE status = 'failed'"
                       ).fetchone()[0] == 3
+    # a later run asks the failed request again (once more after a failure), nothing else
+    with s:
+        r = CliRunner().invoke(app, ["--db", db.conn.execute("PRAGMA database_list"
+                                                             ).fetchone()[2], "relabel",
+                                     "--committee", "a", "--accept"])
+        sizes = [len(_lines(s, b)) for b in s.batches]
+    assert sizes == [6, 2, 1, 1], r.output
+    assert "collecting batch batch_1 of job" in r.output
+    assert r.exit_code == 1 and "every request failed (1): a: batch: HTTP 500" in r.output
 
 
 def test_an_expired_batch_is_sent_again_as_a_new_one(tmp_path, config):
@@ -278,8 +288,13 @@ def test_relevance_through_a_batch_judge(tmp_path, config):
     verdict = {"content": json.dumps({"on_task": False, "reason": "scripted"})}
     with ScriptedServer(lambda body: verdict, batch_polls=1) as s:
         _config(config, s.url, "judge")
-        row = execute(db, submit(db, "relevance", {}, {"judge": "judge"}))
+        r = CliRunner().invoke(app, ["--db", db.conn.execute("PRAGMA database_list"
+                                                             ).fetchone()[2], "relevance",
+                                     "--judge", "judge"])
         made, paid = len(s.batches), len(s.requests)
+    assert r.exit_code == 0, r.output
+    row = get_job(db, db.execute("SELECT max(id) FROM jobs").fetchone()[0])
+    assert f"1 batches: {paid} requests answered, 0 failed, 0 pending" in r.output
     assert row["status"] == "succeeded", row
     judged = row["result"]["judged"]
     assert made == 1 and paid == judged == row["result"]["calls"] > 0

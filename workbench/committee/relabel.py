@@ -37,6 +37,7 @@ from sqlite_utils import Database
 
 from db import committee as store
 from db.browse import get_setting
+from db.batches import job_summary
 from db.flags import REVIEW_DROP, suspect_turns
 from db.queries import TraceFilter, fts_query
 from db.revisions import add_revision, changed_since, current_revisions
@@ -475,6 +476,7 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
         "tokens_out": sum(committee.tokens_out.values()),
         "cost": round(sum(committee.cost.values()), 6) if committee.cost else None,
         "units": {"computed": ctx.units_computed, "reused": ctx.units_reused},
+        "batch": job_summary(db, ctx.job_id),
         "agreement": agreement(db, ctx.job_id), "accepting": trust,
         "proposed_decisions": committee.proposed, "changed_meanwhile": committee.changed}
     ctx.log(f"{total} turns voted: " + ", ".join(f"{k} {v}" for k, v in

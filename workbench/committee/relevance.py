@@ -23,6 +23,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from db.batches import job_summary
 from db.flags import replace_flags
 from db.queries import TraceFilter
 from workbench.committee.batched import Ask, answer_ahead
@@ -139,7 +140,8 @@ def run_relevance(ctx: JobContext, selection: TraceFilter, judge: Endpoint) -> d
               "calls": counts["calls"], "claimed_elsewhere": counts["claimed_elsewhere"],
               "tokens": {"in": spent["tokens_in"], "out": spent["tokens_out"]},
               "cost": round(spent["cost"], 6) if judge.cost(0, 0) is not None else None,
-              "units": {"computed": ctx.units_computed, "reused": ctx.units_reused}}
+              "units": {"computed": ctx.units_computed, "reused": ctx.units_reused},
+              "batch": job_summary(db, ctx.job_id)}
     ctx.log(f"{result['judged']} traces judged: {result['on_task']} on task,"
             f" {result['off_task']} off task; {result['failed']} failed")
     if counts["requests_failed"] and not counts["calls"] and not ctx.units_reused:

@@ -428,7 +428,10 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
     ctx.check_cancel()
     if stats["failed"] and not stats["requests"] and not stats["replies_reused"]:
         raise RuntimeError(f"every request to the teacher failed ({stats['failed']}): {errors[0]}")
-    return {**stats, "teacher": label, "cost": ep.cost(stats["tokens_in"], stats["tokens_out"])}
+    from db.batches import job_summary
+
+    return {**stats, "teacher": label, "cost": ep.cost(stats["tokens_in"], stats["tokens_out"]),
+            "batch": job_summary(ctx.db, ctx.job_id)}
 
 
 def run_synth(ctx: JobContext, selection: TraceFilter, params: SynthParams) -> dict:
