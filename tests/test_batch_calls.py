@@ -365,10 +365,13 @@ def test_a_folder_endpoint_is_run_by_vllms_batch_runner(tmp_path, config):
     assert len(list(folder.glob("wb-*.out.jsonl"))) == 1
 
 
-def test_a_file_url_needs_batch(config):
+def test_a_file_url_needs_batch(config, tmp_path):
     config.write_text('[endpoints.v]\nbase_url = "file:///tmp"\nmodel = "m"\n')
     with pytest.raises(InputError, match="endpoints.v.batch: a file:// base_url"):
         endpoints()
+    r = CliRunner().invoke(app, ["--db", str(tmp_path / "x.db"), "relabel", "--committee",
+                                 f"file://{tmp_path}#m"])
+    assert r.exit_code != 0 and "a file:// endpoint is a folder of batch files" in r.output
 
 
 @pytest.mark.parametrize("line, field, said", [

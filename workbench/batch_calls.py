@@ -28,6 +28,7 @@ URL = "/v1/chat/completions"
 MAX_REQUESTS = 50_000          # OpenAI's limit per batch
 MAX_BYTES = 150_000_000        # an input file stays under the 200 MB limit
 TRIES = 2                      # a failed request is sent once more, then reported
+UPLOAD_TIMEOUT_S = 600.0       # an input file of 100 MB takes longer than a reply
 
 
 @dataclass
@@ -71,7 +72,7 @@ def batch_client(endpoint: Endpoint) -> Any:
 
     if endpoint.base_url.startswith(SCHEME):
         return FolderBatches(endpoint.base_url, endpoint.model)
-    return endpoint.client()
+    return endpoint.with_timeout(max(endpoint.timeout, UPLOAD_TIMEOUT_S)).client()
 
 
 class BatchCaller:

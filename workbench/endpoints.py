@@ -254,7 +254,11 @@ def url_credentials(url: str) -> str | None:
 
 
 def check_url(url: str) -> None:
-    """Refuse a one-off endpoint URL with credentials; the message never repeats the URL."""
+    """Refuse a one-off endpoint URL with credentials (the message never repeats the URL), or
+    a folder of batch files (configured, with `batch = true`)."""
+    if url.startswith("file://"):
+        raise InputError("a file:// endpoint is a folder of batch files: name it in the config"
+                         " with batch = true (see README, Batch endpoints)")
     found = url_credentials(url)
     if found:
         raise InputError(f"the endpoint URL holds {found}: {_USE_KEY_ENV}")
