@@ -249,6 +249,35 @@ def test_a_new_job_over_the_same_turns_collects_the_killed_jobs_batch(tmp_path, 
     assert f"collecting batch batch_1 of job {killed} (6 requests)" in row["log"]
 
 
+def test_a_batch_made_but_not_stored_is_found_by_its_input_file(tmp_path):
+    """A job that died after the provider made its batch and before it stored the batch id:
+    the next run finds that batch by its input file (no second batch, nothing paid twice)."""
+    from db import batches
+    from workbench.batch_calls import BatchCaller
+    from workbench.endpoints import Endpoint
+    from workbench.jobs.context import JobContext
+
+    db = open_db(tmp_path / "c.db")
+    job_id = submit(db, "recount")
+    body = {"model": "a", "messages": [{"role": "user", "content": "hi"}]}
+    requests = {"k1": body, "k2": {**body, "max_tokens": 5}}
+    with ScriptedServer(lambda b: {"content": "yes"}) as s:
+        ep = Endpoint(name="a", base_url=s.url, model="a", batch=True, batch_poll_s=0.02)
+        caller = BatchCaller(JobContext(db, job_id), ep)
+        data = b"".join(caller._line(c, b) for c, b in requests.items())
+        uploaded = caller.client.files.create(file=("requests.jsonl", data), purpose="batch")
+        caller.client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                     completion_window="24h")
+        batches.add_batch(db, job_id, "a", s.url, uploaded.id, list(requests))
+        out = caller.run(requests)
+        made, paid = list(s.batches), len(s.requests)
+    assert made == ["batch_1"] and paid == 2
+    assert {c: r["choices"][0]["message"]["content"] for c, r in out.replies.items()} == {
+        "k1": "yes", "k2": "yes"} and not out.errors
+    assert db.execute("SELECT batch_id, status FROM model_batches").fetchall() == [
+        ("batch_1", "completed")]
+
+
 def test_a_stopped_job_leaves_its_batch_running_and_a_resume_collects_it(tmp_path, config):
     """A cancel while the batch runs: the job ends cancelled, the batch is not cancelled at
     the provider, and a resume collects it (no second batch)."""
