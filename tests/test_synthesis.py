@@ -668,4 +668,5 @@ def test_a_batch_teacher_sends_each_round_as_one_batch(db, tmp_path, monkeypatch
     res = row["result"]
     assert res["requests"] == 1 and res["failed"] == 1 and res["replies_reused"] == 0
     assert res["accepted"] == 1
+    assert res["batch"] == {"batches": 1, "answered": 2, "failed": 0, "pending": 0}
     assert "the reply is not JSON" in get_job(db, row["id"])["log"]
