@@ -607,3 +607,36 @@ def m020_flag_patterns_and_dismissals(db: Database) -> None:
     )
     db.conn.create_function("workbench_pattern", 2, default_pattern, deterministic=True)
     db.execute("UPDATE flags SET pattern = workbench_pattern(check_name, detail)")
+
+def m021_model_batches(db: Database) -> None:
+    """Model calls sent as an OpenAI Batch job (an endpoint with `batch = true`): the batch's
+    ids are stored with the job before it is waited for, so a killed or stopped job, resumed,
+    collects the same batch instead of paying for a new one; each request's outcome is kept
+    (`ok`, or `failed` with why), for the job's report and the one retry a failure gets."""
+    _execute_script(db,
+        """
+        CREATE TABLE model_batches (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER REFERENCES jobs(id),
+            endpoint TEXT NOT NULL,        -- the endpoint's name in the config
+            base_url TEXT NOT NULL,
+            input_file_id TEXT NOT NULL,   -- the uploaded JSONL of requests
+            batch_id TEXT,                 -- NULL until the provider made the batch
+            status TEXT NOT NULL,          -- uploaded, validating, in_progress, ..., completed
+            requests INTEGER NOT NULL,
+            output_file_id TEXT,
+            error_file_id TEXT,
+            detail TEXT,                   -- why a batch failed, expired or was cancelled
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX model_batches_job ON model_batches(job_id, endpoint);
+        CREATE TABLE model_batch_requests (
+            batch INTEGER NOT NULL REFERENCES model_batches(id),
+            custom_id TEXT NOT NULL,       -- the request's unit key
+            status TEXT NOT NULL,          -- pending, ok, failed
+            error TEXT,
+            PRIMARY KEY (batch, custom_id)
+        ) WITHOUT ROWID;
+        """
+    )

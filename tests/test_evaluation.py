@@ -574,3 +574,37 @@ def test_the_default_context_is_the_models_own() -> None:
         assert backend.llm.n_ctx() == 8192
     finally:
         backend.close()
+
+
+def test_a_batch_judge_scores_the_stored_turns_as_one_batch(db, tiny_file: Path, tmp_path,
+                                                            monkeypatch) -> None:
+    """`batch = true`: the same verdicts as the online judge, in one batch of four; a turn
+    whose judgement fails twice is unjudged (its error kept), never scored."""
+    from tests.scripted_openai import ScriptedServer
+    from workbench.endpoints import get_endpoint
+
+    import_files(db, [DATA / "scenario-1-baseline" / "job_description.json"])
+
+    def reply(body):
+        verdict = "bad" if "Something else" in body["messages"][-1]["content"] else "good"
+        return {"content": f'{{"verdict": "{verdict}", "reason": "scripted"}}'}
+
+    config = tmp_path / "config.toml"
+    monkeypatch.setenv("WORKBENCH_CONFIG", str(config))
+    failing: list[str] = []
+    with ScriptedServer(reply, batch_polls=1,
+                        batch_fail=lambda cid: cid == (failing or [cid])[0]
+                        and not failing.append(cid)) as s:
+        config.write_text(f'[endpoints.j]\nbase_url = "{s.url}"\nmodel = "j"\nbatch = true\n'
+                          "batch_poll_s = 0.02\n")
+        job = evaluate(db, ScriptedBackend(_oracle), selection_for(str(tiny_file)),
+                       judge_endpoint=get_endpoint("j"))
+        sizes = [s.batches[b]["request_counts"]["total"] for b in s.batches]
+    assert job["status"] == "succeeded", job["error"]
+    rows = eval_store.results(db, job["result"]["run_id"])
+    judged = [r["judge"] for r in rows]
+    assert sizes == [4, 1] and judged.count(None) == 1
+    assert sorted(j for j in judged if j is not None) in ([0.0, 1.0, 1.0], [0.0, 0.0, 1.0])
+    unjudged = next(r for r in rows if r["judge"] is None)
+    assert "batch: HTTP 500: scripted failure" in unjudged["details"]["judge_error"]
+    assert job["result"]["metrics"]["unjudged"] == 1

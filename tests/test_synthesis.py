@@ -644,3 +644,29 @@ def test_a_stopped_synthesis_keeps_nothing_and_reruns_do_not_stack(db, tmp_path)
     third = execute(db, submit(db, "synth", {}, params))
     assert third["result"]["stored"] == 0 and third["result"]["candidates"] == 0
     assert db.execute(synthetic).fetchone()[0] == 4
+
+
+def test_a_batch_teacher_sends_each_round_as_one_batch(db, tmp_path, monkeypatch):
+    """`batch = true`: the round's requests go as one batch, each reply parsed as online (one
+    valid conversation, one that is not JSON: rejected as the online path rejects it)."""
+    replies = iter([reply_of(conversation(NEW, 1)), {"content": "not json {"}])
+    lock = threading.Lock()
+
+    def script(body):
+        with lock:
+            return next(replies)
+
+    config = tmp_path / "config.toml"
+    monkeypatch.setenv("WORKBENCH_CONFIG", str(config))
+    with ScriptedServer(script, batch_polls=2) as s:
+        config.write_text(f'[endpoints.t]\nbase_url = "{s.url}"\nmodel = "teacher"\n'
+                          'batch = true\nbatch_poll_s = 0.02\n')
+        row = teacher(db, "", teacher="t", target=2, max_requests=2)
+        made, paid = len(s.batches), len(s.requests)
+    assert row["status"] == "succeeded", row["error"]
+    assert made == 1 and paid == 2
+    res = row["result"]
+    assert res["requests"] == 1 and res["failed"] == 1 and res["replies_reused"] == 0
+    assert res["accepted"] == 1
+    assert res["batch"] == {"batches": 1, "answered": 2, "failed": 0, "pending": 0}
+    assert "the reply is not JSON" in get_job(db, row["id"])["log"]

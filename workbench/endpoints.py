@@ -16,6 +16,11 @@
                                      # model list says, or a refusal naming it teaches it
     price_in = 0.15                  # optional: cost per million prompt / completion tokens
     price_out = 0.60
+    batch = false                    # true: committee, relevance, judge and teacher requests
+                                     # go as one OpenAI Batch job (workbench.batch_calls); a
+                                     # file:// base_url is a folder run by vLLM's run_batch
+    batch_poll_s = 30                # how often a batch's status is asked (default 30 s)
+    batch_window = "24h"             # the completion window the batch asks for
     [endpoints.local.params]         # extra request parameters, sent as they are
     top_p = 0.9
 
@@ -72,6 +77,9 @@ class Endpoint:
     gguf: str | None = None              # a built-in local endpoint: llama.cpp in-process
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES   # a longer reply is a failed request
     context: int | None = None           # the model's context in tokens (None: ask the server)
+    batch: bool = False                  # requests go as an OpenAI Batch job (batch_calls)
+    batch_poll_s: float = 30.0           # seconds between two looks at a batch's status
+    batch_window: str = "24h"            # the batch's completion window
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -156,13 +164,39 @@ def endpoints(config: dict | None = None) -> dict[str, Endpoint]:
                              field=f"endpoints.{name}.api_key")
         known = {k: spec[k] for k in ("api_key_env", "temperature", "max_tokens", "timeout",
                                       "retries", "max_concurrency", "mode", "price_in",
-                                      "price_out", "params", "max_reply_bytes", "context")
+                                      "price_out", "params", "max_reply_bytes", "context",
+                                      "batch", "batch_poll_s", "batch_window")
                  if k in spec}
+        _check_batch(name, spec["base_url"], known)
         if url_credentials(str(spec["base_url"])):
             raise InputError(f"holds {url_credentials(str(spec['base_url']))}: {_USE_KEY_ENV}",
                              path=str(config_path()), field=f"endpoints.{name}.base_url")
         out[name] = Endpoint(name=name, base_url=spec["base_url"], model=spec["model"], **known)
     return out
+
+
+def _check_batch(name: str, base_url: str, spec: dict) -> None:
+    """`batch`, `batch_poll_s` and `batch_window` as the config file must give them."""
+    def bad(key: str, why: str) -> InputError:
+        return InputError(f"{key} {why}, not {visible(repr(spec[key]))[:40]}",
+                          path=str(config_path()), field=f"endpoints.{name}.{key}")
+
+    if "batch" in spec and not isinstance(spec["batch"], bool):
+        raise bad("batch", "must be true or false (unquoted)")
+    poll = spec.get("batch_poll_s")
+    if "batch_poll_s" in spec and (isinstance(poll, bool) or not isinstance(poll, (int, float))
+                                   or poll <= 0):
+        raise bad("batch_poll_s", "must be a positive number of seconds")
+    window = spec.get("batch_window")
+    if "batch_window" in spec and not (isinstance(window, str)
+                                       and re.fullmatch(r"[1-9][0-9]*h", window)):
+        raise bad("batch_window", 'must be a number of hours such as "24h"')
+    if "batch_poll_s" in spec:
+        spec["batch_poll_s"] = float(poll)
+    if str(base_url).startswith("file://") and spec.get("batch") is not True:
+        raise InputError("a file:// base_url is a folder of batch files (vLLM's run_batch):"
+                         " it needs batch = true", path=str(config_path()),
+                         field=f"endpoints.{name}.batch")
 
 
 def local_endpoint(name: str, db=None) -> Endpoint:
@@ -220,7 +254,11 @@ def url_credentials(url: str) -> str | None:
 
 
 def check_url(url: str) -> None:
-    """Refuse a one-off endpoint URL with credentials; the message never repeats the URL."""
+    """Refuse a one-off endpoint URL with credentials (the message never repeats the URL), or
+    a folder of batch files (configured, with `batch = true`)."""
+    if url.startswith("file://"):
+        raise InputError("a file:// endpoint is a folder of batch files: name it in the config"
+                         " with batch = true (see README, Batch endpoints)")
     found = url_credentials(url)
     if found:
         raise InputError(f"the endpoint URL holds {found}: {_USE_KEY_ENV}")

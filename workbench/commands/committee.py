@@ -37,6 +37,14 @@ def print_relabel(result: dict) -> None:
     console.print(table)
     console.print(Text(f"{result['calls']} calls ({result['calls_per_turn']} per turn);"
                        f" {result['units']['reused']} replies reused from earlier runs"))
+    print_batch(result.get("batch"))
+
+
+def print_batch(batch: dict | None) -> None:
+    """A batch endpoint's requests, each once (see README, Batch endpoints)."""
+    if batch:
+        console.print(Text(f"{batch['batches']} batches: {batch['answered']} requests answered,"
+                           f" {batch['failed']} failed, {batch['pending']} pending"))
 
 
 def _kappa(figure: dict) -> str:
@@ -94,6 +102,7 @@ def print_relevance(result: dict) -> None:
     console.print(Text(f"{result['calls']} calls, {result['tokens']['in']} tokens in,"
                        f" {result['tokens']['out']} out{cost}; {result['units']['reused']}"
                        " verdicts reused from earlier runs"))
+    print_batch(result.get("batch"))
 
 
 def register(app: typer.Typer) -> None:

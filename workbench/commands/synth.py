@@ -49,6 +49,9 @@ def print_synth(result: dict) -> None:
         console.print(Text(f"teacher {visible(result['teacher'])}: {result['requests']}"
                            f" requests, {result['replies_reused']} replies reused,"
                            f" {result['failed']} failed"))
+        from workbench.commands.committee import print_batch
+
+        print_batch(result.get("batch"))
 
 
 def register(app: typer.Typer) -> None:

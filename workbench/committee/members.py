@@ -23,6 +23,7 @@ from jsonschema import Draft202012Validator
 from workbench.checks.schema import declared_arguments
 from workbench.committee.prompt import CHARS_PER_TOKEN
 from workbench.endpoints import Endpoint
+from workbench.jobs.context import content_key
 from workbench.redaction import redact, redact_secrets
 from workbench.replies import ReplyRefused, check_size, parse_completion, read_async
 from workbench.safe_text import visible
@@ -162,6 +163,7 @@ class Member:
         self._asked_context = endpoint.context is not None or endpoint.is_local
         self.chars_per_token: float = CHARS_PER_TOKEN
         self._context_lock = asyncio.Lock()
+        self.batch_failed: dict[str, str] = {}   # request body key -> why its batch gave none
 
     async def context_tokens(self) -> int | None:
         """The member's context in tokens: configured (`context`), llama.cpp in-process's, or
@@ -246,11 +248,10 @@ class Member:
                 return answer
         raise EndpointFailed(f"{self.name}: no reply")  # pragma: no cover - loop returns/raises
 
-    async def _remote(self, messages: list[dict], schema: dict, tools: list[dict] | None,
-                      parse: str, text: bool = False) -> Answer:
+    def request_body(self, messages: list[dict], schema: dict, tools: list[dict] | None,
+                     parse: str = "call", text: bool = False) -> dict[str, Any]:
+        """The chat completion request for one ask: sent online, or as a batch line."""
         ep = self.endpoint
-        if self._client is None:
-            self._client = ep.async_client()
         kwargs: dict[str, Any] = {"model": ep.model, "messages": messages,
                                   "temperature": ep.temperature, "max_tokens": ep.max_tokens,
                                   **ep.params}
@@ -262,11 +263,30 @@ class Member:
         else:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "answer", "schema": schema}}
-        limit = ep.max_reply_bytes
+        return kwargs
+
+    async def _remote(self, messages: list[dict], schema: dict, tools: list[dict] | None,
+                      parse: str, text: bool = False) -> Answer:
+        if self.endpoint.batch:     # its replies came in a batch (workbench.committee.batched)
+            key = content_key(self.request_body(messages, schema, tools, parse, text))
+            raise EndpointFailed(f"{self.name}: "
+                                 + self.batch_failed.get(key, "asked outside a batch"))
+        if self._client is None:
+            self._client = self.endpoint.async_client()
+        kwargs = self.request_body(messages, schema, tools, parse, text)
         try:
             async with self._client.chat.completions.with_streaming_response.create(
                     **kwargs) as response:
-                data = await read_async(response, limit)
+                data = await read_async(response, self.endpoint.max_reply_bytes)
+        except ReplyRefused as e:
+            raise EndpointFailed(f"{self.name}: {e}") from None
+        return self.answer_from(data, parse, text, "tools" in kwargs)
+
+    def answer_from(self, data: bytes, parse: str, text: bool, sent_tools: bool) -> Answer:
+        """A completion body as an Answer, online or from a batch's output (one parser);
+        raises EndpointFailed for a reply that is none."""
+        try:
+            check_size(len(data), self.endpoint.max_reply_bytes)
             reply = parse_completion(data)
         except ReplyRefused as e:
             raise EndpointFailed(f"{self.name}: {e}") from None
@@ -275,7 +295,7 @@ class Member:
             calls = [{k: c[k] for k in ("name", "arguments")} for c in reply.calls]
             answer.value = calls[0] if len(calls) == 1 else {"calls": calls}
             return answer
-        if text and "tools" in kwargs and not answer.raw.lstrip().startswith("{"):
+        if text and sent_tools and not answer.raw.lstrip().startswith("{"):
             if not answer.raw.strip():
                 raise EndpointFailed(f"{self.name}: an empty reply")
             answer.value = {"reply": answer.raw}     # a text answer, in the tools mode

@@ -37,12 +37,14 @@ from sqlite_utils import Database
 
 from db import committee as store
 from db.browse import get_setting
+from db.batches import job_summary
 from db.flags import REVIEW_DROP, suspect_turns
 from db.queries import TraceFilter, fts_query
 from db.revisions import add_revision, changed_since, current_revisions
 from db.traces import original_messages
 from db.tx import now, write_tx
 from workbench.committee.agreement import agreement
+from workbench.committee.batched import Ask, answer_ahead
 from workbench.committee.members import EndpointFailed, Member, tool_validators, validate_answer
 from workbench.committee.prompt import (answer_schema, answers_in_text, calls_at_once,
                                         member_messages)
@@ -166,20 +168,28 @@ class Committee:
         for m in [*self.members, *([self.arbiter] if self.arbiter else [])]:
             await m.close()
 
+    def ask_of(self, member: Member, conv: Conversation, turn: int,
+               cands: list[dict] | None = None) -> tuple[Ask, list[int]]:
+        """The request a member is sent for a turn (and the messages cut to fit its context)."""
+        text, several = answers_in_text(conv), calls_at_once(conv)
+        schema = answer_schema(conv.tools, text, several)
+        messages, cut = member_messages(conv, turn, self.task, cands, text=text,
+                                        several=several, budget_chars=member.budget_chars())
+        inputs = {"endpoint": member.endpoint.identity(), "messages": messages,
+                  "schema": schema, "tools": conv.tools if member.endpoint.mode == "tools"
+                  else None}
+        return Ask(inputs, messages, schema, conv.tools, "call", text), cut
+
     async def vote(self, member: Member, conv: Conversation, turn: int, role: str,
                    cands: list[dict] | None = None) -> dict:
         """One member's vote on one turn (cached as a unit); raises EndpointFailed. A prompt
         over the member's context is cut from the middle (logged); a refusal that names the
         context teaches it, and the cut prompt is asked once more."""
         text, several = answers_in_text(conv), calls_at_once(conv)
-        schema = answer_schema(conv.tools, text, several)
         await member.context_tokens()
         for attempt in range(2):
-            messages, cut = member_messages(conv, turn, self.task, cands, text=text,
-                                            several=several, budget_chars=member.budget_chars())
-            inputs = {"endpoint": member.endpoint.identity(), "messages": messages,
-                      "schema": schema, "tools": conv.tools if member.endpoint.mode == "tools"
-                      else None}
+            ask, cut = self.ask_of(member, conv, turn, cands)
+            messages, schema, inputs = ask.messages, ask.schema, ask.inputs
             key_hit = self.ctx.cached_unit(VOTE_UNIT, inputs)
             if cut and (conv.trace_id, turn, member.name) not in self.cut_logged:
                 self.cut_logged.add((conv.trace_id, turn, member.name))
@@ -193,18 +203,13 @@ class Committee:
             try:
                 got = await member.ask(messages, schema, conv.tools, text=text)
             except EndpointFailed as e:
-                if attempt == 0 and member.learn_context(
+                if attempt == 0 and not member.endpoint.batch and member.learn_context(
                         str(e), sum(len(m["content"]) for m in messages)):
                     continue
                 raise
             answer = got.as_dict()
             self.ctx.save_unit(VOTE_UNIT, inputs, answer)
-            self.calls[member.name] += 1
-            self.tokens_in[member.name] += got.tokens_in
-            self.tokens_out[member.name] += got.tokens_out
-            cost = member.endpoint.cost(got.tokens_in, got.tokens_out)
-            if cost is not None:
-                self.cost[member.name] += cost
+            self._spent(member, got.tokens_in, got.tokens_out, 1)
             break
         call, reason = (None, answer["abstain_reason"])
         if reason is None:
@@ -215,6 +220,55 @@ class Committee:
                 "latency_s": answer["latency_s"], "tokens_in": answer["tokens_in"],
                 "tokens_out": answer["tokens_out"],
                 "cost": member.endpoint.cost(answer["tokens_in"], answer["tokens_out"])}
+
+    def _spent(self, member: Member, tokens_in: int, tokens_out: int, calls: int) -> None:
+        self.calls[member.name] += calls
+        self.tokens_in[member.name] += tokens_in
+        self.tokens_out[member.name] += tokens_out
+        cost = member.endpoint.cost(tokens_in, tokens_out)
+        if cost is not None:
+            self.cost[member.name] += cost
+
+    async def answer_ahead(self, turns: list[tuple[Conversation, int]]) -> None:
+        """Batch members (`batch = true`) are asked about every turn at once, as a batch,
+        before the turns are decided (their replies become the votes' units); a batch arbiter
+        then gets the turns the members leave undecided, as a second batch."""
+        for member in self.members:
+            if member.endpoint.batch:
+                await member.context_tokens()
+                got = answer_ahead(self.ctx, member, VOTE_UNIT,
+                                   [self.ask_of(member, c, i)[0] for c, i in turns])
+                self._spent(member, got["tokens_in"], got["tokens_out"], got["calls"])
+        if self.arbiter is None or not self.arbiter.endpoint.batch:
+            return
+        reused = self.ctx.units_reused   # the votes are read again when the turns are decided
+        await self.arbiter.context_tokens()
+
+        async def quiet_vote(member: Member, conv: Conversation, turn: int) -> dict:
+            try:
+                return await self.vote(member, conv, turn, "member")
+            except EndpointFailed:
+                return {"call": None}   # logged when the turn is decided
+
+        async def arbiter_ask(conv: Conversation, turn: int) -> Ask | None:
+            votes = await asyncio.gather(*(quiet_vote(m, conv, turn) for m in self.members))
+            cands = self._arbiter_candidates(list(votes), label_call(conv.messages[turn]))
+            return None if cands is None else self.ask_of(self.arbiter, conv, turn, cands)[0]
+
+        asks = [a for a in await asyncio.gather(*(arbiter_ask(c, i) for c, i in turns)) if a]
+        self.ctx.units_reused = reused
+        got = answer_ahead(self.ctx, self.arbiter, VOTE_UNIT, asks)
+        self._spent(self.arbiter, got["tokens_in"], got["tokens_out"], got["calls"])
+
+    def _arbiter_candidates(self, votes: list[dict], current: dict | None) -> list[dict] | None:
+        """What the arbiter chooses from, when the members did not agree (else None)."""
+        if self.arbiter is None or agreed(votes, len(self.members), self.rule) is not None \
+                or not any(v["call"] for v in votes):
+            return None
+        cands = candidates(votes)
+        if current is not None and not any(same_call(current, c) for c in cands):
+            cands.append(current)
+        return cands
 
     async def _safe_vote(self, member: Member, conv: Conversation, turn: int, role: str,
                          cands: list[dict] | None = None) -> dict:
@@ -235,10 +289,8 @@ class Committee:
         current = label_call(conv.messages[turn])
         decision = agreed(votes, len(self.members), self.rule)
         decided_by = self.rule if decision else None
-        if decision is None and self.arbiter is not None and any(v["call"] for v in votes):
-            cands = candidates(votes)
-            if current is not None and not any(same_call(current, c) for c in cands):
-                cands.append(current)
+        cands = self._arbiter_candidates(votes, current)
+        if cands is not None and self.arbiter is not None:
             arb = await self._safe_vote(self.arbiter, conv, turn, "arbiter", cands)
             votes.append(arb)
             if arb["call"] is not None and any(same_call(arb["call"], c) for c in cands):
@@ -359,6 +411,7 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
         for item in plan.turns:
             queue.put_nowait(item)
         done = 0
+        await committee.answer_ahead(plan.turns)
 
         async def worker() -> None:
             nonlocal done
@@ -423,6 +476,7 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
         "tokens_out": sum(committee.tokens_out.values()),
         "cost": round(sum(committee.cost.values()), 6) if committee.cost else None,
         "units": {"computed": ctx.units_computed, "reused": ctx.units_reused},
+        "batch": job_summary(db, ctx.job_id),
         "agreement": agreement(db, ctx.job_id), "accepting": trust,
         "proposed_decisions": committee.proposed, "changed_meanwhile": committee.changed}
     ctx.log(f"{total} turns voted: " + ", ".join(f"{k} {v}" for k, v in

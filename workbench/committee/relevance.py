@@ -11,7 +11,8 @@ and is logged and counted; the job goes on with the others, and ends `failed` wh
 failed (a wrong key, a dead server). Each batch's traces are claimed (`ctx.claim`): a second
 relevance job over the same traces while this one runs skips them. A stop (SIGTERM, Ctrl-C, a
 cancel) asks nothing new, lets the requests in flight arrive and stores their verdicts before
-the job ends.
+the job ends. A judge with `batch = true` gets every trace at once, as one batch
+(`workbench.committee.batched`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from db.batches import job_summary
 from db.flags import replace_flags
 from db.queries import TraceFilter
+from workbench.committee.batched import Ask, answer_ahead
 from workbench.committee.members import EndpointFailed, Member
 from workbench.committee.prompt import RELEVANCE_SCHEMA, relevance_messages
 from workbench.conversation_view import Conversation, iter_conversations, task_context
@@ -86,10 +89,27 @@ def run_relevance(ctx: JobContext, selection: TraceFilter, judge: Endpoint) -> d
             ctx.log(f"trace {conv.trace_id}: {judge.name}: {why}")
         return verdict
 
+    def answer_ahead_all(member: Member) -> None:
+        """A batch judge (`batch = true`) gets every selected trace at once, as a batch."""
+        asks = []
+        for batch in iter_conversations(db, selection, task=task):
+            held = ctx.claim(CLAIM, [str(c.trace_id) for c in batch])
+            asks += [Ask({"endpoint": judge.identity(), "messages": m,
+                          "schema": RELEVANCE_SCHEMA}, m, RELEVANCE_SCHEMA, None, "json")
+                     for m in (relevance_messages(c, task.description) for c in batch
+                               if str(c.trace_id) not in held)]
+        got = answer_ahead(ctx, member, UNIT, asks)
+        counts["calls"] += got["calls"]
+        spent["tokens_in"] += got["tokens_in"]
+        spent["tokens_out"] += got["tokens_out"]
+        spent["cost"] += judge.cost(got["tokens_in"], got["tokens_out"]) or 0.0
+
     async def main() -> None:
         member = Member(judge, check=ctx.check_cancel)       # one for the job: its semaphore bounds requests in flight
         done = 0
         try:
+            if judge.batch:
+                answer_ahead_all(member)
             for batch in iter_conversations(db, selection, task=task):
                 ctx.check_cancel()
                 held = ctx.claim(CLAIM, [str(c.trace_id) for c in batch])
@@ -120,7 +140,8 @@ def run_relevance(ctx: JobContext, selection: TraceFilter, judge: Endpoint) -> d
               "calls": counts["calls"], "claimed_elsewhere": counts["claimed_elsewhere"],
               "tokens": {"in": spent["tokens_in"], "out": spent["tokens_out"]},
               "cost": round(spent["cost"], 6) if judge.cost(0, 0) is not None else None,
-              "units": {"computed": ctx.units_computed, "reused": ctx.units_reused}}
+              "units": {"computed": ctx.units_computed, "reused": ctx.units_reused},
+              "batch": job_summary(db, ctx.job_id)}
     ctx.log(f"{result['judged']} traces judged: {result['on_task']} on task,"
             f" {result['off_task']} off task; {result['failed']} failed")
     if counts["requests_failed"] and not counts["calls"] and not ctx.units_reused:

@@ -12,7 +12,8 @@
   several calls at once, text with calls); each mean is over the turns its metric applies to.
   With a judge endpoint also ``llm_as_a_judge`` (1/0) from the task's rubric, the
   conversation's policy and the reference, each judge reply cached by content hash in
-  ``job_units`` so a rerun or a resumed job never pays twice.
+  ``job_units`` so a rerun or a resumed job never pays twice. A batch judge (an endpoint
+  with ``batch = true``) scores the run's turns after they are all predicted, as one batch.
 * **Failures are not scores.** A turn the model gave no reply for (closed port, 500, 429,
   timeout, an invalid reply) is stored with its error and left out of the means; a run whose
   turns mostly failed ends ``failed`` and is never a baseline or a model's score. A turn the
@@ -41,12 +42,13 @@ from db.queries import TraceFilter
 from workbench import safe_json
 from workbench.chat_backend import ChatBackend, Completion, create_completion
 from workbench.conversation_view import conversations, task_context
-from workbench.jobs.context import JobContext
+from workbench.jobs.context import JobContext, content_key
 from workbench.messages import per_turn_pairs, to_benchmark_question, turn_answer
 from workbench.metrics import (CALL_METRICS, MALFORMED, TURN_METRICS, constant_floor,
                                decision_confusion, mean_scores, read_turn, score_turn,
                                turn_score)
 from workbench.redaction import redact, redact_secrets
+from workbench.replies import ReplyRefused, check_size, parse_completion
 
 JUDGE_UNIT = "judge"
 FAILED_SHARE = 0.5   # a run with more than this share of turns without a reply has failed
@@ -193,6 +195,7 @@ class Judge:
         self._client = client
         self._llm: Any = None   # llama.cpp, for a local judge
         self.calls = 0  # endpoint calls made (cache misses)
+        self.batch_failed: dict[str, str] = {}   # unit key -> why its batch gave no reply
 
     @property
     def client(self) -> Any:
@@ -227,25 +230,67 @@ class Judge:
                 f"{json.dumps(to_benchmark_question(conversation), ensure_ascii=False)}\n\n"
                 f"# Reference\n{reference}\n\n# Prediction\n{prediction}\n")
 
-    def score(self, conversation: list[dict], reference: str, prediction: str,
-              policy: str | None = None) -> tuple[float, str]:
-        prompt = self.prompt(conversation, reference, prediction, policy)
+    def _inputs(self, prompt: str) -> dict:
         inputs = {"base_url": self.endpoint.base_url, "model": self.endpoint.model,
                   "max_tokens": self.endpoint.max_tokens, "system": JUDGE_SYSTEM,
                   "prompt": prompt}
         if getattr(self.endpoint, "gguf", None):   # `local` / `local:MODEL`: the file counts
             inputs["gguf"] = self.endpoint.gguf
+        return inputs
+
+    @staticmethod
+    def _messages(prompt: str) -> list[dict]:
+        return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}]
+
+    def score(self, conversation: list[dict], reference: str, prediction: str,
+              policy: str | None = None) -> tuple[float, str]:
+        prompt = self.prompt(conversation, reference, prediction, policy)
+        inputs = self._inputs(prompt)
 
         def ask() -> dict:
+            if getattr(self.endpoint, "batch", False):   # its replies came in a batch
+                raise RuntimeError(self.batch_failed.get(content_key(inputs),
+                                                         "asked outside a batch"))
             self.ctx.check_cancel()   # a stopped job asks nothing more
-            reply = self._reply([{"role": "system", "content": JUDGE_SYSTEM},
-                                 {"role": "user", "content": prompt}])
+            reply = self._reply(self._messages(prompt))
             self.calls += 1
             reply = redact_secrets(reply)   # a reply that echoes a key is not stored with it
             return {"reply": reply, "score": parse_verdict(reply)}
 
         unit = self.ctx.unit(JUDGE_UNIT, inputs, ask)
         return unit["score"], unit["reply"]
+
+    def judge_ahead(self, asks: list[tuple[list[dict], str, str, str | None]]) -> None:
+        """A batch judge (`batch = true`): the judgements not yet stored (conversation,
+        reference, prediction, policy) go as one batch; each reply is read as online and stored
+        as its unit, and a request without one is remembered for `score` to fail with."""
+        from workbench.batch_calls import BatchCaller
+
+        todo: dict[str, tuple[dict, dict]] = {}
+        for conversation, reference, prediction, policy in asks:
+            prompt = self.prompt(conversation, reference, prediction, policy)
+            inputs = self._inputs(prompt)
+            if not self.ctx.has_unit(JUDGE_UNIT, inputs):
+                todo[content_key(inputs)] = (inputs, {
+                    "model": self.endpoint.model, "messages": self._messages(prompt),
+                    "temperature": 0.0, "max_tokens": self.endpoint.max_tokens})
+        if not todo:
+            return
+        self.ctx.log(f"judge {self.endpoint.name}: {len(todo)} judgements go as a batch")
+        out = BatchCaller(self.ctx, self.endpoint).run({k: b for k, (_, b) in todo.items()})
+        for key, (inputs, _) in todo.items():
+            try:
+                if key not in out.replies:
+                    raise ReplyRefused(out.errors.get(key, "no reply in its batch"))
+                data = json.dumps(out.replies[key]).encode()
+                check_size(len(data), self.endpoint.max_reply_bytes)
+                reply = redact_secrets(parse_completion(data).content or "")
+            except ReplyRefused as e:
+                self.batch_failed[key] = f"batch: {e}"
+                continue
+            self.ctx.save_unit(JUDGE_UNIT, inputs, {"reply": reply, "score": parse_verdict(reply)})
+            self.ctx.units_reused -= 1    # read back once by `score`: that is no reuse
+            self.calls += 1
 
 
 def parse_verdict(reply: str) -> float:
@@ -303,6 +348,28 @@ def run_pairs(backend: ChatBackend, pairs: Sequence[Pair], *, max_tokens: int,
         yield row
 
 
+def judge_stored(db: Any, run_id: int, judge: Judge, conversations: list[list[Pair]]) -> None:
+    """A batch judge scores the run's stored turns it has not judged, all in one batch (a
+    resumed run collects the same batch); a turn whose judgement failed keeps
+    `details.judge_error`, not a score."""
+    pairs = {(p.trace_id, p.message_idx): p for c in conversations for p in c}
+    rows = [r for r in store.results(db, run_id) if r["judge"] is None
+            and (r["trace_id"], r["message_idx"]) in pairs
+            and not (r["details"] or {}).get("error")
+            and not (r["details"] or {}).get("judge_error")]
+    asks = [(pairs[k].prompt, r["reference"], r["prediction"], pairs[k].system)
+            for r in rows for k in [(r["trace_id"], r["message_idx"])]]
+    judge.judge_ahead(asks)
+    for row, ask in zip(rows, asks):
+        details = dict(row["details"] or {})
+        try:
+            row["judge"], details["judge_reply"] = judge.score(*ask)
+        except Exception as e:  # noqa: BLE001 - an unjudged turn is counted, not scored
+            row["judge"], details["judge_error"] = None, error_text(e)
+        row["details"] = details
+    store.add_results(db, run_id, rows)
+
+
 def evaluation_body(backend: ChatBackend, sel: Selection, *, max_tokens: int = 256,
                     judge_endpoint: Any = None, judge_client: Any = None, resume: bool = False,
                     model_id: int | None = None) -> Callable[[JobContext], dict]:
@@ -353,12 +420,16 @@ def evaluation_body(backend: ChatBackend, sel: Selection, *, max_tokens: int = 2
         done = total - sum(len(c) for c in todo)
         ctx.progress(done, total, f"{len(ids)} conversations, {total} turns"
                      + (f", {done} already scored" if done else ""))
+        batch_judge = judge if getattr(judge_endpoint, "batch", False) else None
         for pairs in todo:
             # a cancel is seen between model calls: progress raises before the next turn
-            for row in run_pairs(backend, pairs, max_tokens=max_tokens, judge=judge):
+            for row in run_pairs(backend, pairs, max_tokens=max_tokens,
+                                 judge=None if batch_judge else judge):
                 store.add_results(db, run_id, [row])
                 done += 1
                 ctx.progress(done, total, f"{done}/{total} turns")
+        if batch_judge is not None:
+            judge_stored(db, run_id, batch_judge, conversations)
         rows = store.results(db, run_id)
         metrics = run_metrics(rows)
         if metrics["errors"]:

@@ -174,6 +174,10 @@ class JobContext:
             self.units_reused += 1
         return cached
 
+    def has_unit(self, kind: str, inputs: Any) -> bool:
+        """Whether a unit is stored, without counting it as reused (work planned ahead)."""
+        return store.unit_result(self.db, kind, content_key(inputs)) is not None
+
     def save_unit(self, kind: str, inputs: Any, value: Any) -> None:
         if value is None:
             raise ValueError(f"a {kind} unit must produce a value")

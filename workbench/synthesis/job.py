@@ -319,6 +319,7 @@ def _offline(ctx: JobContext, state: State, seeds: list[Conversation], know, val
 
 def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator, params,
              seen: set[str]) -> dict:
+    from workbench.committee.batched import Ask, answer_ahead
     from workbench.committee.members import EndpointFailed, Member
     from workbench.endpoints import get_endpoint
 
@@ -358,7 +359,7 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
             try:
                 got = await member.ask(messages, schema, None, parse="json")
             except EndpointFailed as e:
-                if again and member.learn_context(            # the server named its context
+                if again and not ep.batch and member.learn_context(            # the server named its context
                         str(e), sum(len(m["content"]) for m in messages)):
                     fit["budget"] = member.budget_chars()
                     return await ask(k, again=False)
@@ -385,6 +386,14 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
             while state.reached < state.target and k < budget:
                 n = min(budget - k, max(1, math.ceil((state.target - state.reached)
                                                      / params.per_request)))
+                if ep.batch:     # the round's requests go as one batch (their units)
+                    got = answer_ahead(ctx, member, teacher.UNIT, [
+                        Ask({"endpoint": ep.identity(), "messages": m, "schema": schema}, m,
+                            schema, None, "json") for m in (plan(i)[2] for i in range(k, k + n))])
+                    stats["requests"] += got["calls"]
+                    stats["replies_reused"] -= got["calls"]   # read back below: not reused
+                    stats["tokens_in"] += got["tokens_in"]
+                    stats["tokens_out"] += got["tokens_out"]
                 replies = await asyncio.gather(*(ask(i) for i in range(k, k + n)))
                 k += n
                 batch: list[Candidate] = []
@@ -419,7 +428,10 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
     ctx.check_cancel()
     if stats["failed"] and not stats["requests"] and not stats["replies_reused"]:
         raise RuntimeError(f"every request to the teacher failed ({stats['failed']}): {errors[0]}")
-    return {**stats, "teacher": label, "cost": ep.cost(stats["tokens_in"], stats["tokens_out"])}
+    from db.batches import job_summary
+
+    return {**stats, "teacher": label, "cost": ep.cost(stats["tokens_in"], stats["tokens_out"]),
+            "batch": job_summary(ctx.db, ctx.job_id)}
 
 
 def run_synth(ctx: JobContext, selection: TraceFilter, params: SynthParams) -> dict:
