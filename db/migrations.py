@@ -608,6 +608,8 @@ def m020_flag_patterns_and_dismissals(db: Database) -> None:
     db.conn.create_function("workbench_pattern", 2, default_pattern, deterministic=True)
     db.execute("UPDATE flags SET pattern = workbench_pattern(check_name, detail)")
 
+
+@MIGRATIONS()
 def m021_model_batches(db: Database) -> None:
     """Model calls sent as an OpenAI Batch job (an endpoint with `batch = true`): the batch's
     ids are stored with the job before it is waited for, so a killed or stopped job, resumed,
