@@ -151,7 +151,8 @@ def test_check_json_contract(tmp_path):
                           "evidence"}
         assert f["severity"] in ("error", "warning")
         # why: each reason says where it comes from (#15)
-        assert all(set(e) == {"source", "text"} and e["source"] in ("schema", "task", "corpus")
+        assert all(set(e) == {"source", "text"}
+                   and e["source"] in ("schema", "task", "corpus", "statistics")
                    for e in f["evidence"])
         assert f["message_index"] is None or isinstance(f["message_index"], int)
     job = db.execute("SELECT kind, status FROM jobs ORDER BY id DESC").fetchone()
