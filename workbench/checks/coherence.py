@@ -691,15 +691,20 @@ def unechoed_values(ctx: CheckContext) -> tuple[dict[tuple[int, int], list], dic
         seen = set()
         vocab = task_vocabulary(ctx, t)
         for value, slot in named_values(u["text"], lexicon):
-            if (value, slot) in seen or tuple(value.split()) in prose:
+            if (value, slot) in seen:
                 continue
             seen.add((value, slot))
-            # a value of the task's own vocabulary (an enum of its tools, a term of the policy)
-            # is offered as a choice, not taken from another conversation
             ok = (bool(clock_times(value) & clock_times(text)) if slot == TIME_SLOT
-                  else supported(value, text, tnorm, aliases) or norm(value) in vocab)
+                  else supported(value, text, tnorm, aliases))
             named[slot] += 1
             found[slot] += ok
+            # a value of the task's own vocabulary (an enum of its tools, a term of the policy)
+            # is offered as a choice, and a word the corpus mostly uses in prose is no value
+            # named: neither is taken from another conversation (both still count in the
+            # slot's share, which says how replies name values, choices and words included)
+            if not ok and slot != TIME_SLOT and (norm(value) in vocab
+                                                 or tuple(value.split()) in prose):
+                continue
             if not ok:
                 missing.setdefault((t.id, u["idx"]), []).append((value, slot))
     share = {s: found[s] / n for s, n in named.items() if n >= HELD_MIN}
