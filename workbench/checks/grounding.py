@@ -12,8 +12,14 @@ the assistant infers, such as a cuisine from "burger") only a warning.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections import Counter
+
+try:   # python-dateutil (installed with the project's dependencies) reads most written dates
+    from dateutil import parser as date_parser
+except ImportError:   # pragma: no cover - then the common formats in DATE_FORMATS
+    date_parser = None
 
 from workbench import safe_json
 from workbench.checks.base import (
@@ -169,22 +175,22 @@ def as_iso_date(value: str) -> str | None:
     has_month = any(m[:3] in v.lower() for m in MONTHS)
     if not has_month and not NUMERIC_DATE.search(v):
         return None
-    try:
-        from dateutil import parser as date_parser
-
-        parsed = date_parser.parse(v, fuzzy=False, default=_DEFAULT_DAY)
-    except (ValueError, OverflowError, TypeError):
-        return None
-    return parsed.date().isoformat()
-
-
-def _default_day():
-    import datetime
-
-    return datetime.datetime(2000, 1, 1)
+    if date_parser is not None:
+        try:
+            return date_parser.parse(v, fuzzy=False, default=_DEFAULT_DAY).date().isoformat()
+        except (ValueError, OverflowError, TypeError):
+            return None
+    for fmt in DATE_FORMATS:   # without dateutil: the common written forms
+        try:
+            return datetime.datetime.strptime(v, fmt).date().isoformat()
+        except ValueError:
+            continue
+    return None
 
 
-_DEFAULT_DAY = _default_day()
+_DEFAULT_DAY = datetime.datetime(2000, 1, 1)
+DATE_FORMATS = ("%m/%d/%Y", "%m/%d/%y", "%Y/%m/%d", "%B %d, %Y", "%b %d, %Y", "%d %B %Y",
+                "%d %b %Y", "%B %d %Y", "%m-%d-%Y")
 
 
 def numeric_dates(text: str) -> set[tuple[int, int]]:
