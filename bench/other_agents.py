@@ -156,9 +156,9 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(row)
     body = table(rows) + (
         "\n\nBFCL's conversations were made from its ground-truth calls: after a turn's results the"
-        " next user message follows with no assistant reply between, and the structure check"
-        " calls that a broken role order, an error on the whole conversation, so every BFCL"
-        " conversation leaves training (issue #31: checks an analyst can trust on any agent)."
+        " next user message follows with no assistant reply between. The structure check learns"
+        " that order as the agent's protocol where the corpus shows it in a good share of its"
+        " conversations (issue #31: checks an analyst can trust on any agent)."
         "\n\n`tune` halves were looked at while the code was written; `heldout` halves were"
         " measured only. Identical predictions: every pair's reference scored against itself"
         " (`export --format pairs`, `score`). Synthesis: `synth --offline --target 20` after"

@@ -152,7 +152,8 @@ def test_check_json_contract(tmp_path):
         assert f["pattern"].startswith(f["check"] + ": ") and f["dismissed_like"] == 0
         assert f["severity"] in ("error", "warning")
         # why: each reason says where it comes from (#15)
-        assert all(set(e) == {"source", "text"} and e["source"] in ("schema", "task", "corpus")
+        assert all(set(e) == {"source", "text"}
+                   and e["source"] in ("schema", "task", "corpus", "statistics")
                    for e in f["evidence"])
         assert f["message_index"] is None or isinstance(f["message_index"], int)
     job = db.execute("SELECT kind, status FROM jobs ORDER BY id DESC").fetchone()

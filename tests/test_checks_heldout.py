@@ -188,7 +188,7 @@ def test_reply_naming_what_its_conversation_never_does_is_flagged(tmp_path):
     f = _turn_flags(tmp_path, s1)[(1, 7, "coherence")]
     assert "which the rest of this conversation never does" in f["detail"], f
     assert "city 'san francisco'" in f["detail"] and "time '12:15 pm'" in f["detail"], f
-    assert any(e["source"] == "corpus" and "city values named in replies" in e["text"]
+    assert any(e["source"] == "statistics" and "city values named in replies" in e["text"]
                for e in f["evidence"]), f
 
 

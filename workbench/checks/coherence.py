@@ -31,10 +31,11 @@ from workbench.checks.base import (
     evidence_item,
     flag,
     message_text,
+    record_items,
     result_records,
     words,
 )
-from workbench.checks.grounding import clock_times, norm, supported
+from workbench.checks.grounding import clock_times, norm, supported, value_aliases
 
 NAME = "coherence"
 K = 10                 # neighbours in the retrieval view
@@ -366,7 +367,7 @@ def slot_lexicon(ctx: CheckContext) -> dict[tuple[str, ...], str]:
                     pairs += args.items()
             if m["role"] == "tool":
                 for r in result_records(m):
-                    pairs += r.items()
+                    pairs += record_items(r)
             for k, v in pairs:
                 if not isinstance(v, str):
                     continue
@@ -671,6 +672,8 @@ def unechoed_values(ctx: CheckContext) -> tuple[dict[tuple[int, int], list], dic
     if "coherence.unechoed" in ctx.cache:
         return ctx.cache["coherence.unechoed"]
     lexicon = slot_lexicon(ctx)
+    aliases = value_aliases(ctx)
+    prose = prose_values(ctx)
     off = off_domain_traces(ctx)
     found: Counter = Counter()
     named: Counter = Counter()
@@ -686,19 +689,90 @@ def unechoed_values(ctx: CheckContext) -> tuple[dict[tuple[int, int], list], dic
             texts[t.id] = (text, norm(text))
         text, tnorm = texts[t.id]
         seen = set()
+        vocab = task_vocabulary(ctx, t)
         for value, slot in named_values(u["text"], lexicon):
             if (value, slot) in seen:
                 continue
             seen.add((value, slot))
             ok = (bool(clock_times(value) & clock_times(text)) if slot == TIME_SLOT
-                  else supported(value, text, tnorm))
+                  else supported(value, text, tnorm, aliases))
             named[slot] += 1
             found[slot] += ok
+            # a value of the task's own vocabulary (an enum of its tools, a term of the policy)
+            # is offered as a choice, and a word the corpus mostly uses in prose is no value
+            # named: neither is taken from another conversation (both still count in the
+            # slot's share, which says how replies name values, choices and words included)
+            if not ok and slot != TIME_SLOT and (norm(value) in vocab
+                                                 or tuple(value.split()) in prose):
+                continue
             if not ok:
                 missing.setdefault((t.id, u["idx"]), []).append((value, slot))
     share = {s: found[s] / n for s, n in named.items() if n >= HELD_MIN}
     ctx.cache["coherence.unechoed"] = missing, share
     return missing, share
+
+
+def task_vocabulary(ctx: CheckContext, t) -> _Vocabulary:
+    """Values the task itself offers (normalised): the enum values of its tools' parameters
+    and the word runs of this conversation's system prompt (the policy), up to a few words
+    long. A reply naming one of them ("economy or business?") names a choice the task gives,
+    not a value from elsewhere."""
+    if "coherence.enums" not in ctx.cache:
+        enums: set[str] = set()
+        for fn in ctx.tools.values():
+            stack = [fn.get("parameters") or {}]
+            while stack:
+                node = stack.pop()
+                if isinstance(node, dict):
+                    enums |= {norm(str(v)) for v in node.get("enum") or () if norm(str(v))}
+                    stack += list(node.values())
+                elif isinstance(node, list):
+                    stack += node
+        ctx.cache["coherence.enums"] = enums
+    policy = getattr(t, "system_prompt", None) or next(
+        (m.get("content") or "" for m in t.messages if m["role"] == "system"), "")
+    last = ctx.cache.get("coherence.policy")   # one prompt kept: a trace's turns come together
+    if last is None or last[0] != policy:
+        last = ctx.cache["coherence.policy"] = (policy, f" {norm(policy or '')} ")
+    return _Vocabulary(ctx.cache["coherence.enums"], last[1])
+
+
+class _Vocabulary:
+    """`value in vocabulary`: an enum value, or a word run of the policy."""
+
+    def __init__(self, enums: set[str], policy_norm: str):
+        self.enums, self.policy = enums, policy_norm
+
+    def __contains__(self, value: str) -> bool:
+        return bool(value) and (value in self.enums or f" {value} " in self.policy)
+
+
+PROSE_MIN = 5        # a value named in this many conversations' messages at least, and
+PROSE_OWN = 0.5      # a value of the conversation in fewer than this share of them, is a word
+# of ordinary prose there ("business days"), not the value being named
+
+
+def prose_values(ctx: CheckContext) -> set[tuple[str, ...]]:
+    """Values the tools know that the corpus' messages mostly use as ordinary words: named in
+    the user turns and replies of many conversations, yet in most of them no call or result
+    of that conversation carries the value (cached). Learned from the corpus."""
+    if "coherence.prose" in ctx.cache:
+        return ctx.cache["coherence.prose"]
+    lexicon = slot_lexicon_cached(ctx)
+    aliases = value_aliases(ctx)
+    per, _, _ = own_values(ctx)
+    said: Counter = Counter()
+    own: Counter = Counter()
+    for t in ctx.traces:
+        named = {tuple(v.split()) for m in t.messages if m["role"] in ("user", "assistant")
+                 for v, s in named_values(message_text(m), lexicon) if s != TIME_SLOT}
+        said.update(named)
+        mine = per.get(t.id, set())
+        own.update(v for v in named if v in mine or any(
+            tuple(a.split()) in mine for a in aliases.get(" ".join(v), ())))
+    ctx.cache["coherence.prose"] = {v for v, n in said.items()
+                                    if n >= PROSE_MIN and own[v] < PROSE_OWN * n}
+    return ctx.cache["coherence.prose"]
 
 
 def unreported_results(ctx: CheckContext) -> tuple[dict, dict, dict]:
@@ -712,6 +786,7 @@ def unreported_results(ctx: CheckContext) -> tuple[dict, dict, dict]:
     if "coherence.unreported" in ctx.cache:
         return ctx.cache["coherence.unreported"]
     lexicon = slot_lexicon(ctx)
+    aliases = value_aliases(ctx)
     off = off_domain_traces(ctx)
     named: Counter = Counter()
     total: Counter = Counter()
@@ -729,10 +804,12 @@ def unreported_results(ctx: CheckContext) -> tuple[dict, dict, dict]:
         kind = frozenset(k for r in recs for k in r)
         callers.setdefault(kind, Counter()).update(
             n for n, _ in calls_of(t.messages[i - 2]) if ctx.is_service(n))
-        text = "\n".join(" ".join(str(v) for v in r.values()) for r in recs)
+        text = "\n".join(" ".join(str(v) for _, v in record_items(r)) for r in recs)
         tnorm = norm(text)
+        vocab = task_vocabulary(ctx, t)
         says = any(bool(clock_times(v) & clock_times(text)) if s == TIME_SLOT
-                   else supported(v, text, tnorm) for v, s in named_values(u["text"], lexicon))
+                   else supported(v, text, tnorm, aliases) or norm(v) in vocab
+                   for v, s in named_values(u["text"], lexicon))
         total[kind] += 1
         named[kind] += says
         if not says:
@@ -757,7 +834,7 @@ def own_values(ctx: CheckContext) -> tuple[dict[int, set], Counter, int]:
             pairs = [v for n, a in calls_of(m) if ctx.is_service(n) and isinstance(a, dict)
                      for v in a.values()]
             if m["role"] == "tool":
-                pairs += [v for r in result_records(m) for v in r.values()]
+                pairs += [v for r in result_records(m) for _, v in record_items(r)]
             vals |= {tuple(TOKEN.findall(v.lower())) for v in pairs if isinstance(v, str)}
         per[t.id] = vals
         df.update(vals)
@@ -829,48 +906,52 @@ def turn_level(ctx: CheckContext) -> list[dict]:
         unreported = kind is not None and reported.get(kind, 0.0) >= report_bar
         if not (moved or foreign or alien or unreported):
             continue
-        reasons, why = [], []
+        reasons, why, kinds = [], [], []
         if unreported:
-            reasons.append(f"it names nothing of the {tool_of[kind]} result it follows")
+            reasons.append(f"it names nothing of the {tool_of[kind]} result it follows, where"
+                           " replies here report what the result says")
+            kinds.append(f"unreported:{tool_of[kind]}")
             why.append(evidence_item(
-                "corpus", f"replies right after a {tool_of[kind]} result name one of its values"
-                f" (a name, a place, a time) in {100 * reported[kind]:.0f}% of the cases in this"
-                " corpus"))
+                "statistics", f"replies right after a {tool_of[kind]} result name one of its"
+                f" values (a name, a place, a time) in {100 * reported[kind]:.0f}% of the cases"
+                " in this corpus"))
         if alien:
             names = ", ".join(f"{_slot_name(ctx, s)} {v!r}" for v, s in alien[:4])
-            reasons.append(f"it names {names}, which the rest of this conversation never does")
+            reasons.append(f"it names {names}, which the rest of this conversation never does,"
+                           " where a reply should name what its user or results said")
+            kinds.append("alien:" + ",".join(sorted({_slot_name(ctx, s) for _, s in alien})))
             why.append(evidence_item(
-                "corpus", "; ".join(
+                "statistics", "; ".join(
                     f"{_slot_name(ctx, s)} values named in replies of this corpus are found"
                     f" elsewhere in their conversation {100 * kept[s]:.0f}% of the time"
                     for s in dict.fromkeys(s for _, s in alien))))
         if moved:
-            reasons.append(f"it fits here no better than most messages moved in from other"
-                           f" conversations (score {u['p_moved']:.2f} >= {u['threshold']:.2f});"
-                           f" the turn after it is like what follows such messages"
-                           f" {u['next_model']:.2f}, the user turn before it like what such"
-                           f" messages answer {u['reply_model']:.2f} (cosine, 1 = alike)")
+            reasons.append("it reads like a message from another conversation: the turns"
+                           " around it are unlike those around similar messages in the corpus")
+            kinds.append("moved")
             why.append(evidence_item(
-                "corpus", f"placed here, it scores {u['p_moved']:.2f} on a model learned from"
-                f" {group_size(ctx)} conversations of this corpus;"
-                f" messages moved between conversations score {u['threshold']:.2f} or more"
-                " most of the time"))
+                "statistics", f"placed here, it scores {u['p_moved']:.2f} on a model learned"
+                f" from {group_size(ctx)} conversations of this corpus; messages moved between"
+                f" conversations score {u['threshold']:.2f} or more most of the time; the turn"
+                f" after it is like what follows such messages {u['next_model']:.2f}, the user"
+                " turn before it like what such messages answer"
+                f" {u['reply_model']:.2f} (cosine, 1 = alike)"))
         if foreign:
-            reasons.append("it talks of what neither the task nor this corpus does: "
-                           + ", ".join(uncovered[:5]))
+            reasons.append("it talks of what neither the task nor this corpus does ("
+                           + ", ".join(uncovered[:5]) + ")")
+            kinds.append("foreign-words")
             why.append(evidence_item(
                 "task", f"{len(uncovered)} of its {n_words} content words"
                 f" ({', '.join(uncovered[:5])}) are in neither the task description, the tool"
                 f" schemas, this conversation's user turns and results, nor the {n_core}"
                 " on-task conversations of the corpus"))
         elif u["foreign"]:
-            reasons.append("mentions things this conversation never did: "
-                           + ", ".join(u["foreign"][:5]))
             why.append(evidence_item("corpus", "words no other message of this conversation"
                                      " has and few replies of the corpus use: "
                                      + ", ".join(u["foreign"][:5])))
         out.append(flag(u["trace"], u["idx"], NAME, "error",
-                        "message does not fit this conversation: " + "; ".join(reasons), why))
+                        "this reply does not fit this conversation: " + "; ".join(reasons)
+                        + ".", why, pattern="+".join(kinds)))
     return out
 
 

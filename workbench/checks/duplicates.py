@@ -44,14 +44,16 @@ def run(ctx: CheckContext) -> list[dict]:
         if full in exact:
             first = exact[full]
             out.append(flag(t, None, NAME, "error", f"same conversation as {first.source}:"
-                            f"{first.line} (trace {first.id})"))
+                            f"{first.line} (trace {first.id}); it should be trained on once.",
+                            pattern="duplicate"))
             continue
         exact[full] = seen = _First(sys.intern(t.source), t.line, t.id)
         if user_key is not None:
             if user_key in near:
                 first = near[user_key]
                 out.append(flag(t, None, NAME, "warning", "near-duplicate: the same user turns as"
-                                f" {first.source}:{first.line} (trace {first.id})"))
+                                f" {first.source}:{first.line} (trace {first.id}); keep both only"
+                                " if the replies differ usefully.", pattern="near-duplicate"))
             else:
                 near[user_key] = seen
     return out

@@ -12,13 +12,21 @@ the assistant infers, such as a cuisine from "burger") only a warning.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections import Counter
 
+try:   # python-dateutil (installed with the project's dependencies) reads most written dates
+    from dateutil import parser as date_parser
+except ImportError:   # pragma: no cover - then the common formats in DATE_FORMATS
+    date_parser = None
+
+from workbench import safe_json
 from workbench.checks.base import (
     CheckContext,
     TraceView,
     calls_of,
+    data_keyed,
     evidence_item,
     flag,
     result_records,
@@ -99,12 +107,116 @@ def numbers_in(text: str) -> set[int]:
     return out
 
 
+TENS = {w: 10 * (i + 2) for i, w in enumerate(
+    "twenty thirty forty fifty sixty seventy eighty ninety".split())}
+SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+NUMBER = re.compile(r"^[^\w\s]?\s?-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$")
+NUMBER_IN_TEXT = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+NUMERIC_DATE = re.compile(r"\b(\d{1,4})[/.-](\d{1,2})(?:[/.-](\d{2,4}))?\b")
+WRITTEN_DATE = re.compile(r"^(?=.*\d)(?=.*[a-z/.-]).{4,40}$", re.I)
+
+
+def number_value(text: str) -> float | None:
+    """The number a value stands for ("1,250.00", "$250", "250.0"), else None."""
+    t = text.strip()
+    if not NUMBER.match(t):
+        return None
+    try:
+        return float(re.sub(r"[^\d.\-]", "", t))
+    except ValueError:
+        return None
+
+
+def spelled_numbers(text: str) -> set[int]:
+    """Numbers written in words, compound ones too ("twenty-five", "one hundred and fifty",
+    "two thousand")."""
+    toks = re.findall(r"[a-z]+", text.lower())
+    out: set[int] = set()
+    total = current = 0
+    seen = False
+    for tok in [*toks, ""]:
+        if tok in NUMBER_WORDS and tok.isalpha() and tok not in ("single", "alone", "myself",
+                                                                "couple", "pair", "both",
+                                                                "dozen", "noon", "midnight"):
+            current += NUMBER_WORDS[tok]
+            seen = True
+        elif tok in TENS:
+            current += TENS[tok]
+            seen = True
+        elif tok in SCALES and seen:
+            current = max(current, 1) * SCALES[tok]
+            if SCALES[tok] >= 1000:
+                total, current = total + current, 0
+        elif tok == "and" and seen:
+            continue
+        else:
+            if seen:
+                out.add(total + current)
+            total = current = 0
+            seen = False
+    return out
+
+
+def decimals_in(text: str) -> set[float]:
+    """Every number of the text as a float: digits with thousands separators or decimals,
+    and numbers in words."""
+    out = {float(x.replace(",", "")) for x in NUMBER_IN_TEXT.findall(text)}
+    return out | {float(n) for n in spelled_numbers(text)} | {float(n) for n in numbers_in(text)}
+
+
+def as_iso_date(value: str) -> str | None:
+    """A date written another way ("05/20/2024", "May 20, 2024", "20 May 2024") as
+    YYYY-MM-DD (dateutil), else None. A bare number or clock time is no date."""
+    v = value.strip()
+    if ISO_DATE.match(v):
+        return v
+    if not WRITTEN_DATE.match(v) or CLOCK.match(v) or number_value(v) is not None:
+        return None
+    has_month = any(m[:3] in v.lower() for m in MONTHS)
+    if not has_month and not NUMERIC_DATE.search(v):
+        return None
+    if date_parser is not None:
+        try:
+            return date_parser.parse(v, fuzzy=False, default=_DEFAULT_DAY).date().isoformat()
+        except (ValueError, OverflowError, TypeError):
+            return None
+    for fmt in DATE_FORMATS:   # without dateutil: the common written forms
+        try:
+            return datetime.datetime.strptime(v, fmt).date().isoformat()
+        except ValueError:
+            continue
+    return None
+
+
+_DEFAULT_DAY = datetime.datetime(2000, 1, 1)
+DATE_FORMATS = ("%m/%d/%Y", "%m/%d/%y", "%Y/%m/%d", "%B %d, %Y", "%b %d, %Y", "%d %B %Y",
+                "%d %b %Y", "%B %d %Y", "%m-%d-%Y")
+
+
+def numeric_dates(text: str) -> set[tuple[int, int]]:
+    """(month, day) of dates written in digits ("5/20", "05/20/2024", "2024/05/20",
+    "20.05.2024": both readings where the day could be either)."""
+    out = set()
+    for a, b, c in NUMERIC_DATE.findall(text):
+        a, b = int(a), int(b)
+        if len(str(a)) == 4:          # year first
+            if c and 1 <= b <= 12:
+                out.add((b, int(c)))
+            continue
+        for month, day in ((a, b), (b, a)):
+            if 1 <= month <= 12 and 1 <= day <= 31:
+                out.add((month, day))
+    return out
+
+
 def date_supported(value: str, text: str) -> bool:
     m = ISO_DATE.match(value)
     if not m:
         return False
     t = text.lower()
     if value in text:
+        return True
+    if (int(m.group(2)), int(m.group(3))) in numeric_dates(text):
         return True
     day = int(m.group(3))
     month = MONTHS[int(m.group(2)) - 1] if 1 <= int(m.group(2)) <= 12 else ""
@@ -117,15 +229,25 @@ def date_supported(value: str, text: str) -> bool:
         month and month in t)
 
 
-def supported(value, context: str, context_norm: str) -> bool:
-    """Is this argument value found in the context text, in some normalised form?"""
+def supported(value, context: str, context_norm: str, aliases: dict | None = None) -> bool:
+    """Is this argument value found in the context text, in some normalised form, or by a
+    name the corpus shows it has (`aliases`: normalised value -> its other names, see
+    `value_aliases`)?"""
     if not isinstance(value, str):
         value = str(value)
+    if _found(value, context, context_norm):
+        return True
+    return bool(aliases) and any(f" {a} " in f" {context_norm} "
+                                 for a in aliases.get(norm(value), ()))
+
+
+def _found(value: str, context: str, context_norm: str) -> bool:
     v = value.strip()
     if not v:
         return True
-    if ISO_DATE.match(v):
-        return date_supported(v, context)
+    iso = as_iso_date(v)
+    if iso:
+        return date_supported(iso, context)
     c = CLOCK.match(v)
     if c:
         h, mnt = int(c.group(1)), int(c.group(2))
@@ -133,7 +255,10 @@ def supported(value, context: str, context_norm: str) -> bool:
             h += 12
         return (h % 12, mnt) in clock_times(context)
     if INT.match(v):
-        return int(v) in numbers_in(context)
+        return int(v) in numbers_in(context) or float(v) in decimals_in(context)
+    number = number_value(v)
+    if number is not None:
+        return number in decimals_in(context)
     nv = norm(v)
     if not nv:
         return True
@@ -163,6 +288,121 @@ def _record_text(rec: dict) -> str:
     return " ".join(f"{k} {v}" for k, v in rec.items())
 
 
+NAMED_AS = re.compile(r"((?:[A-Z][\w'.-]*\s+){0,5}[A-Z][\w'.-]*)\s*\(([A-Za-z0-9]{2,8})\)")
+ALIAS_MIN = 2          # conversations that must show a name written with another (see below)
+ALIAS_MAX_VALUES = 3   # a name the corpus pairs with more values than this names none of them
+ALIAS_SPECIFIC = 0.3   # ... and one whose words are in many more conversations than show the
+# pair ("new" of "New York") is an ordinary word, not a name
+
+
+def value_aliases(ctx: CheckContext) -> dict[str, set[str]]:
+    """Values and their other names, as the corpus shows them (normalised, both ways): a
+    result that is a dict keyed by data pairs each key with its plain value (a code and the
+    city it stands for); a message that writes a name with a short token in brackets after it
+    ("Houston (IAH)") pairs the two where ALIAS_MIN conversations do so. A name paired with
+    many values (a word every airport's name ends with) names none (cached)."""
+    if "grounding.aliases" in ctx.cache:
+        return ctx.cache["grounding.aliases"]
+    shown: Counter = Counter()       # (name, value) -> conversations writing them together
+    keyed: set[tuple[str, str]] = set()
+    df: Counter = Counter()          # word -> conversations that have it
+    for t in ctx.traces:
+        pairs: set[tuple[str, str]] = set()
+        df.update({w for m in t.messages if isinstance(m.get("content"), str)
+                   for w in norm(m["content"]).split()})
+        for m in t.messages:
+            if m["role"] == "tool":
+                keyed |= _keyed_pairs(m.get("content") or "")
+            text = m.get("content") or ""
+            if not isinstance(text, str) or "(" not in text:
+                continue
+            for phrase, token in NAMED_AS.findall(text):
+                ws = phrase.split()
+                for a in range(len(ws)):       # every run of its words ending at the bracket
+                    name = norm(" ".join(ws[a:]))
+                    if name and name != norm(token):
+                        pairs.add((name, norm(token)))
+                name = norm(ws[0])
+                if len(ws) > 1 and name:       # and its first word ("Detroit Metropolitan")
+                    pairs.add((name, norm(token)))
+        shown.update(pairs)
+    pairs_ok = {(name, v) for (name, v), n in shown.items() if n >= ALIAS_MIN
+                and n >= ALIAS_SPECIFIC * min(df[w] for w in name.split())} | keyed
+    per_name: dict[str, set[str]] = {}
+    for name, value in pairs_ok:
+        per_name.setdefault(name, set()).add(value)
+    out: dict[str, set[str]] = {}
+    for name, values in per_name.items():
+        if len(values) > ALIAS_MAX_VALUES and not any((name, v) in keyed for v in values):
+            continue
+        for v in values:
+            out.setdefault(v, set()).add(name)
+            out.setdefault(name, set()).add(v)
+    ctx.cache["grounding.aliases"] = out
+    return out
+
+
+def _keyed_pairs(content: str) -> set[tuple[str, str]]:
+    """(key, value) of every dict keyed by data whose values are plain strings, in a result."""
+    try:
+        value = safe_json.loads(content)
+    except ValueError:
+        return set()
+    out: set[tuple[str, str]] = set()
+    stack, seen = [value], 0
+    while stack and seen < 10_000:
+        v = stack.pop()
+        seen += 1
+        if isinstance(v, dict):
+            if data_keyed(v) and all(isinstance(x, str) for x in v.values()):
+                out |= {(norm(x), norm(k)) for k, x in v.items() if norm(x) and norm(k)}
+            else:
+                stack += list(v.values())
+        elif isinstance(v, list):
+            stack += v
+    return out
+
+
+FREE_TEXT_WORDS = 6       # an argument whose values have this many words or more (median),
+FREE_TEXT_DISTINCT = 0.9  # almost all different,
+FREE_TEXT_FOUND = 0.2     # and at most this share found verbatim before the call, is free text
+FREE_TEXT_MIN = 5         # ... judged on this many calls at least
+
+
+def free_text_arguments(ctx: CheckContext) -> dict[tuple[str, str], dict]:
+    """(tool, argument) -> its statistics, for arguments the corpus shows to be free text the
+    assistant writes (a thought, a note): long values, rarely repeated, almost never found in
+    the conversation as written. Those are no grounding target: nothing said before the call
+    could support them (cached)."""
+    if "grounding.free_text" in ctx.cache:
+        return ctx.cache["grounding.free_text"]
+    lengths: dict[tuple[str, str], list[int]] = {}
+    values: dict[tuple[str, str], set[str]] = {}
+    found: Counter = Counter()
+    for t in ctx.traces:
+        for _, name, args, _, cnorm in _service_calls(ctx, t):
+            for k, v in args.items():
+                if not isinstance(v, str) or not v.strip():
+                    continue
+                nv = norm(v)
+                lengths.setdefault((name, k), []).append(len(nv.split()))
+                values.setdefault((name, k), set()).add(nv)
+                found[(name, k)] += bool(nv) and f" {nv} " in f" {cnorm} "
+    out = {}
+    for key, ls in lengths.items():
+        n = len(ls)
+        if n < FREE_TEXT_MIN:
+            continue
+        median = sorted(ls)[n // 2]
+        distinct, share = len(values[key]) / n, found[key] / n
+        if median >= FREE_TEXT_WORDS and distinct >= FREE_TEXT_DISTINCT \
+                and share <= FREE_TEXT_FOUND:
+            out[key] = {"calls": n, "median_words": median, "distinct": distinct,
+                        "found": share}
+    ctx.cache["grounding.free_text"] = out
+    return out
+
+
 def argument_strictness(ctx: CheckContext) -> dict[tuple[str, str], float]:
     """Per (tool, argument): the share of its values found in the conversation before the call,
     over sound calls (see `_sound`)."""
@@ -183,6 +423,8 @@ def _argument_stats(ctx: CheckContext) -> tuple[dict, dict]:
     hit: Counter = Counter()
     total: Counter = Counter()
     values: dict[tuple[str, str], Counter] = {}
+    aliases = value_aliases(ctx)
+    free = free_text_arguments(ctx)
     for t in ctx.traces:
         for i, name, args, context, cnorm in _service_calls(ctx, t):
             declared = ((ctx.tools[name].get("parameters") or {}).get("properties") or {})
@@ -193,10 +435,10 @@ def _argument_stats(ctx: CheckContext) -> tuple[dict, dict]:
                     args, t.messages[i + 1], None):
                 continue   # a call its own result contradicts is no model of a sound call
             for k, v in args.items():
-                if _skip(v):
+                if _skip(v) or (name, k) in free:
                     continue
                 total[(name, k)] += 1
-                hit[(name, k)] += supported(v, context, cnorm)
+                hit[(name, k)] += supported(v, context, cnorm, aliases)
     strictness = {key: hit[key] / n for key, n in total.items() if n >= 5}
     # usual values from every call of the tool, sound or not: what calls carry is the
     # corpus' values either way, and a small corpus has too few sound calls to tell a usual
@@ -257,6 +499,7 @@ def echo_fidelity(ctx: CheckContext) -> dict[tuple[str, str], float]:
         return ctx.cache["grounding.echo"]
     same: Counter = Counter()
     total: Counter = Counter()
+    aliases = value_aliases(ctx)
     for t in ctx.traces:
         for i, name, args, context, cnorm in _service_calls(ctx, t):
             nxt = t.messages[i + 1] if i + 1 < len(t.messages) else None
@@ -264,7 +507,7 @@ def echo_fidelity(ctx: CheckContext) -> dict[tuple[str, str], float]:
                 continue
             bad = {k for k, _ in _echo_mismatches(args, nxt, None)}
             for k in _echoed(args, nxt):
-                if _skip(args[k]) or not supported(args[k], context, cnorm):
+                if _skip(args[k]) or not supported(args[k], context, cnorm, aliases):
                     continue
                 total[(name, k)] += 1
                 same[(name, k)] += k not in bad
@@ -295,8 +538,12 @@ def _echo_mismatches(args: dict, result: dict, fidelity: dict | None,
             continue
         nv = norm(str(v))
         if not any(norm(str(e)) == nv for e in echoed):
-            out.append((k, f"{k}={v!r} but the result says {echoed[0]!r}"))
+            out.append((k, echoed[0]))
     return out
+
+
+def _said(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def run(ctx: CheckContext) -> list[dict]:
@@ -304,6 +551,8 @@ def run(ctx: CheckContext) -> list[dict]:
         return []
     strict = argument_strictness(ctx)
     defaults = argument_defaults(ctx)
+    aliases = value_aliases(ctx)
+    free = free_text_arguments(ctx)
     # relative to the best-grounded argument: damage elsewhere in a corpus (confirmations
     # replaced, calls swapped) lowers every argument's share alike
     bar = STRICT_SHARE * max(strict.values(), default=1.0)
@@ -313,41 +562,51 @@ def run(ctx: CheckContext) -> list[dict]:
         for i, name, args, context, cnorm in _service_calls(ctx, t):
             missing_err, missing_warn, why = [], [], []
             for k, v in args.items():
-                if _skip(v) or supported(v, context, cnorm):
+                if _skip(v) or (name, k) in free or supported(v, context, cnorm, aliases):
                     continue
                 rate = strict.get((name, k), 0.0)
                 usual = defaults.get((name, k)) == norm(str(v))
                 held = rate >= bar and not usual
-                (missing_err if held else missing_warn).append(
-                    f"{k}={v!r}" + (" (its usual value)" if usual else ""))
-                why.append(evidence_item("corpus", f"{name}.{k}: {100 * rate:.0f}% of its values"
-                                         " in sound calls of this corpus are found in the"
-                                         " conversation before the call"
-                                         + (f"; {v!r} is its usual value" if usual else "")
-                                         + ("" if held else f" (held strictly from"
-                                            f" {100 * bar:.0f}%)")))
+                (missing_err if held else missing_warn).append((k, v, usual))
+                why.append(evidence_item("statistics", f"{name}.{k}: {100 * rate:.0f}% of its"
+                                         " values in sound calls of this corpus are found in the"
+                                         " conversation before the call (held strictly from"
+                                         f" {100 * bar:.0f}%)"
+                                         + (f"; {v!r} is its usual value" if usual else "")))
             nxt = t.messages[i + 1] if i + 1 < len(t.messages) else None
             echo_pairs = _echo_mismatches(args, nxt, fidelity, name) if (
                 nxt is not None and nxt["role"] == "tool") else []
             # a value the user asked for that the result changes (the time the restaurant
             # could offer) is the service's answer, not a wrong call
-            echo_pairs = [(k, d) for k, d in echo_pairs
-                          if not supported(args[k], context, cnorm)]
-            echo = [d for _, d in echo_pairs]
-            why += [evidence_item("corpus", f"{name}.{k}: results echo the value it was called"
-                                  f" with in {100 * fidelity.get((name, k), 0):.0f}% of the calls"
-                                  " of this corpus whose value the conversation supports")
+            echo_pairs = [(k, e) for k, e in echo_pairs
+                          if not supported(args[k], context, cnorm, aliases)]
+            why += [evidence_item("statistics", f"{name}.{k}: results echo the value it was"
+                                  f" called with in {100 * fidelity.get((name, k), 0):.0f}% of"
+                                  " the calls of this corpus whose value the conversation"
+                                  " supports")
                     for k, _ in echo_pairs]
-            if missing_err or echo:
-                detail = []
+            if missing_err or echo_pairs:
+                parts = []
                 if missing_err:
-                    detail.append("not supported by the conversation before it: "
-                                  + ", ".join(missing_err))
-                if echo:
-                    detail.append("disagrees with its result: " + "; ".join(echo))
-                out.append(flag(t, i, NAME, "error", f"{name}: " + "; ".join(detail), why))
+                    vals = _said([f"{k}={v!r}" for k, v, _ in missing_err])
+                    parts.append(f"the {name} call says {vals}, which no earlier message or"
+                                 " result mentions; it should carry what the user said or a"
+                                 " result returned")
+                if echo_pairs:
+                    parts.append(_said([f"the {name} call says {k}={args[k]!r} but its result"
+                                        f" says {e!r}" for k, e in echo_pairs])
+                                 + "; a call and its result should agree")
+                keys = sorted({k for k, _, _ in missing_err}) or sorted(k for k, _ in echo_pairs)
+                kind = "ungrounded" if missing_err else "echo"
+                out.append(flag(t, i, NAME, "error", "; ".join(parts) + ".", why,
+                                pattern=f"{kind}:{name}.{','.join(keys)}"))
             elif missing_warn:
-                out.append(flag(t, i, NAME, "warning", f"{name}: possibly unsupported (the"
-                                " assistant may have inferred it): " + ", ".join(missing_warn),
-                                why))
+                vals = _said([f"{k}={v!r}" + (" (its usual value)" if usual else "")
+                              for k, v, usual in missing_warn])
+                out.append(flag(t, i, NAME, "warning",
+                                f"the {name} call says {vals}, which no earlier message or"
+                                " result mentions; this may be right, as the assistant often"
+                                " infers this argument.", why,
+                                pattern=f"inferred:{name}."
+                                + ",".join(sorted(k for k, _, _ in missing_warn))))
     return out

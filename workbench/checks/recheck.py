@@ -48,12 +48,16 @@ def learned_of(ctx: CheckContext, names: Iterable[str]) -> dict:
             out[name] = {}
         elif name == structure.NAME:
             out[name] = {"message_tools": sorted(ctx.inferred_message_tools),
-                         "answered_rate": structure.answered_rate(ctx)}
+                         "answered_rate": structure.answered_rate(ctx),
+                         "protocol": _pairs(structure.protocol(ctx))}
         elif name == grounding.NAME and ctx.tools:
             strictness, defaults = grounding._argument_stats(ctx)
             out[name] = {"message_tools": sorted(ctx.inferred_message_tools),
                          "strictness": _pairs(strictness), "defaults": _pairs(defaults),
-                         "echo": _pairs(grounding.echo_fidelity(ctx))}
+                         "echo": _pairs(grounding.echo_fidelity(ctx)),
+                         "free_text": _pairs(grounding.free_text_arguments(ctx)),
+                         "aliases": {v: sorted(a) for v, a in
+                                     sorted(grounding.value_aliases(ctx).items())}}
         elif name == grounding.NAME:
             out[name] = {"message_tools": sorted(ctx.inferred_message_tools)}
         elif name == coherence.NAME and "coherence.result_fields" in ctx.cache:
@@ -78,12 +82,17 @@ def _context_for(base: CheckContext, name: str, learned: dict) -> CheckContext:
         ctx.message_tools = set(learned["message_tools"])
     if name == structure.NAME:
         ctx.cache["structure.answered_rate"] = learned["answered_rate"]
+        if "protocol" in learned:   # stores checked before the protocol was learned lack it
+            ctx.cache["structure.protocol"] = _unpairs(learned["protocol"])
     elif name == coherence.NAME:
         ctx.cache["coherence.result_fields"] = (set(learned["result_fields"]), learned["core"])
     elif name == grounding.NAME and "strictness" in learned:
         ctx.cache["grounding.arguments"] = (_unpairs(learned["strictness"]),
                                             _unpairs(learned["defaults"]))
         ctx.cache["grounding.echo"] = _unpairs(learned["echo"])
+        if "free_text" in learned:
+            ctx.cache["grounding.free_text"] = _unpairs(learned["free_text"])
+            ctx.cache["grounding.aliases"] = {v: set(a) for v, a in learned["aliases"].items()}
     return ctx
 
 

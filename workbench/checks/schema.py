@@ -55,22 +55,29 @@ def run(ctx: CheckContext) -> list[dict]:
         for i, m in enumerate(t.messages):
             for name, args in calls_of(m):
                 if name not in vals:
-                    out.append(flag(t, i, NAME, "error", f"unknown tool {name!r}"
-                                    f" (known: {', '.join(sorted(vals))})",
+                    out.append(flag(t, i, NAME, "error", f"unknown tool {name!r} is called; the"
+                                    f" call should be to one of the task's tools"
+                                    f" (known: {', '.join(sorted(vals)[:8])}"
+                                    f"{', ...' if len(vals) > 8 else ''}).",
                                     [evidence_item("schema", f"the task's tools are"
                                                    f" {', '.join(sorted(vals))}")],
-                                    pattern=f"{NAME}: unknown tool {name}"))   # per tool
+                                    pattern=f"unknown-tool:{name}"))   # per tool
                     continue
                 if not isinstance(args, dict):
                     out.append(flag(t, i, NAME, "error",
-                                    f"{name}: arguments are not a JSON object: {str(args)[:80]!r}"))
+                                    f"{name}: arguments are not a JSON object"
+                                    f" ({str(args)[:80]!r}); they should be one.",
+                                    pattern=f"not-object:{name}"))
                     continue
                 errors = sorted(vals[name].iter_errors(args), key=lambda e: list(e.absolute_path))
                 if errors:
                     out.append(flag(t, i, NAME, "error",
-                                    f"{name}: " + "; ".join(describe(e) for e in errors[:4]),
+                                    f"{name}: " + "; ".join(describe(e) for e in errors[:4])
+                                    + f"; the call should fit the parameters {name} declares.",
                                     [evidence_item("schema", f"the parameters of {name}: "
-                                                   + describe(e)) for e in errors[:4]]))
+                                                   + describe(e)) for e in errors[:4]],
+                                    pattern=f"schema:{name}." + ",".join(sorted(
+                                        {e.validator for e in errors[:4]}))))
     return out
 
 
