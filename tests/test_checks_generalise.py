@@ -100,7 +100,7 @@ def test_a_code_nothing_pairs_with_what_was_said_stays_ungrounded(tau):
     ctx2 = _with(ctx, t, msgs)
     f = next(f for f in grounding.run(ctx2) if f["trace_id"] == t.id and f["message_idx"] == 20)
     assert f["severity"] == "error"
-    assert f["pattern"] == "ungrounded:search_direct_flight.destination"
+    assert f["pattern"] == "grounding: ungrounded:search_direct_flight.destination"
     assert f"destination='{other.upper()}'" in f["detail"]
     assert "no earlier message or result mentions" in f["detail"]
     assert f["detail"].endswith(".") and f["detail"].count(". ") == 0 and "%" not in f["detail"]
@@ -199,7 +199,7 @@ def test_truly_broken_orders_stay_errors(bfcl):
     flags = [f for f in structure.run(_with(ctx, t, no_call))
              if f["trace_id"] == t.id and f["message_idx"] is None]
     assert flags and "a result answers no call" in flags[0]["detail"]
-    assert flags[0]["severity"] == "error" and flags[0]["pattern"] == "role-order"
+    assert flags[0]["severity"] == "error" and flags[0]["pattern"] == "structure: role-order"
     # an assistant turn right after another answers nothing
     reply = {"role": "assistant", "content": "Done.", "tool_calls": None}
     twice = t.messages[:call_at] + [reply] + t.messages[call_at:]

@@ -91,7 +91,7 @@ def flag(trace: TraceView, idx: int | None, check: str, severity: str, detail: s
     out); an analyst who marks a flag "not a problem" teaches its check about the pattern."""
     return {"trace_id": trace.id, "message_idx": idx, "check": check, "severity": severity,
             "detail": detail, "evidence": list(evidence or []),
-            "pattern": pattern or default_pattern(check, detail)}
+            "pattern": f"{check}: {pattern}" if pattern else default_pattern(check, detail)}
 
 
 def message_text(message: dict) -> str:
