@@ -8,6 +8,8 @@
 A request with `"stream": true` gets the same answer as server-sent events.
 Every request body and Authorization header is recorded. `models` (a list of model objects)
 answers GET /v1/models (otherwise 501, as a server without a model list).
+`in_flight` / `max_in_flight`: the requests received and not yet answered, now and at most
+(a thread per connection, a listen backlog of 1024: a client's concurrency is what it sends).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class ScriptedServer:
         self.requests: list[dict] = []
         self.auth: list[str | None] = []
         self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,6 +53,15 @@ class ScriptedServer:
                 with server.lock:
                     server.requests.append(body)
                     server.auth.append(self.headers.get("Authorization"))
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._answer(body)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _answer(self, body: dict) -> None:
                 answer = server.reply(body)
                 if answer.get("delay"):
                     time.sleep(answer["delay"])
@@ -101,7 +114,10 @@ class ScriptedServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024    # many clients connecting at once are not refused
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
