@@ -16,7 +16,7 @@ Measured per concurrency: turns/s over the voting (from the job's first progress
 decided turn) and over the whole job (planning and the recheck of revised turns included),
 each as a share of C / L; the most requests each server held at once; the job process's CPU ms
 per turn. `--local-turns N` also times the built-in `local` member (llama.cpp in-process) on
-N turns with 1 and 2 requests asked at once.
+N calls asked at once, with 1 and 2 slots (`[local] slots`).
 
 Writes the "## Throughput (bench/throughput_bench.py)" section of BENCHMARKS.md.
 """
@@ -172,43 +172,38 @@ def measure(tmp: Path, concurrency: int, latency: float, turns: int, members: in
 
 # ------------------------------------------------------------------------------ local member
 
-def measure_local(tmp: Path, turns: int, at_once: int) -> dict:
-    """The built-in `local` member asked for `turns` calls, `at_once` requests at a time (as
-    a committee with several workers asks it): seconds per call, and that none failed."""
+def measure_local(turns: int, slots: int) -> dict:
+    """The built-in `local` member with `slots` slots (`[local] slots`), asked for `turns`
+    calls at once, as a committee's workers ask it: seconds per call, none failed."""
     import asyncio
+    from dataclasses import replace
 
     from workbench.committee.members import Member
     from workbench.committee.prompt import call_schema
     from workbench.endpoints import get_endpoint
 
-    member = Member(get_endpoint("local"))
+    member = Member(replace(get_endpoint("local"), max_concurrency=slots))
     schema = call_schema([TOOL])
     prompts = [[{"role": "user", "content": f"Call lookup to find item {k}. Answer as JSON."}]
                for k in range(turns)]
 
-    async def run() -> list:
-        gate = asyncio.Semaphore(at_once)
+    async def run() -> tuple[float, list, int]:
+        try:       # every slot's model loaded first (not timed)
+            await asyncio.gather(*(member.ask(p, schema, [TOOL]) for p in prompts[:slots]))
+            t0 = time.perf_counter()
+            out = await asyncio.gather(*(member.ask(p, schema, [TOOL]) for p in prompts),
+                                       return_exceptions=True)
+            return time.perf_counter() - t0, out, len(member._llms)
+        finally:
+            await member.close()
 
-        async def one(messages):
-            async with gate:
-                try:
-                    return await member.ask(messages, schema, [TOOL])
-                except Exception as e:  # noqa: BLE001 - counted as a failure
-                    return e
-        await member.ask(prompts[0], schema, [TOOL])      # loads the model (not timed)
-        t0 = time.perf_counter()
-        out = await asyncio.gather(*(one(p) for p in prompts))
-        return [time.perf_counter() - t0, out]
-
-    try:
-        seconds, out = asyncio.run(run())
-    finally:
-        asyncio.run(member.close())
-    failed = [str(x) for x in out if isinstance(x, Exception)]
-    res = {"turns": turns, "at_once": at_once, "seconds": seconds,
+    load = os.getloadavg()[0]
+    seconds, out, models = asyncio.run(run())
+    failed = [str(x) for x in out if isinstance(x, BaseException)]
+    res = {"turns": turns, "slots": slots, "models": models, "seconds": seconds,
            "s_per_call": seconds / turns, "failed": len(failed), "errors": failed[:3],
-           "slots": member.endpoint.max_concurrency}
-    log(f"local at once {at_once}", json.dumps(res))
+           "load_avg": load}
+    log(f"local slots {slots}", json.dumps(res))
     return res
 
 
@@ -243,20 +238,25 @@ def section(r: dict) -> str:
               " much ran beside the job.", ""]
     if r.get("local"):
         lines += ["### The built-in `local` member", "",
-                  "| calls | asked at once | s per call | failed |", "|---:|---:|---:|---:|"]
+                  "SmolLM2-135M (Q4_1) in-process, one thread per slot, the calls asked all at"
+                  " once; the model loads are not timed.", "",
+                  "| `[local] slots` | calls | model objects | s per call | failed | load average"
+                  " at start |", "|---:|---:|---:|---:|---:|---:|"]
         for x in r["local"]:
-            lines.append(f"| {x['turns']} | {x['at_once']} | {x['s_per_call']:.2f} |"
-                         f" {x['failed']} |")
+            lines.append(f"| {x['slots']} | {x['turns']} | {x['models']} |"
+                         f" {x['s_per_call']:.2f} | {x['failed']} | {x['load_avg']:.1f} |")
         lines += ["", LOCAL_NOTE, ""]
     return "\n".join(lines)
 
 
-LOCAL_NOTE = ("llama.cpp in-process (llama-cpp-python) decodes one sequence per `Llama`"
-              " object, and the object is not thread-safe: requests to `local` are served one at"
-              " a time (a lock; the endpoint's max_concurrency is 1), so asking two at once"
-              " takes as long per call as one at a time and fails none. For parallel slots, run"
-              " llama.cpp's own server with `--parallel N` (or vLLM) and name it as an endpoint"
-              " with `max_concurrency = N`.")
+LOCAL_NOTE = ("llama-cpp-python 0.3 decodes one sequence per `Llama` object (its batched"
+              " sequences serve embeddings only, and its server answers one request at a time"
+              " behind a lock), and the object is not thread-safe. So a slot is a model object"
+              " of its own (the weights are shared through mmap; the context is not), used by"
+              " one thread at a time: `[local] slots = N` answers N requests at once, which pays"
+              " only where N cores are free. Batched parallel decoding of one model (continuous"
+              " batching) needs a server: llama.cpp's `llama-server --parallel N` or vLLM, named"
+              " as an endpoint with `max_concurrency = N`.")
 
 
 def main(argv: list[str]) -> dict:
@@ -275,7 +275,7 @@ def main(argv: list[str]) -> dict:
         res["runs"] = [measure(Path(tmp), c, args.latency, c * args.rounds, args.members)
                        for c in levels]
         if args.local_turns:
-            res["local"] = [measure_local(Path(tmp), args.local_turns, n) for n in (1, 2)]
+            res["local"] = [measure_local(args.local_turns, n) for n in (1, 2)]
     return res
 
 

@@ -155,8 +155,9 @@ class Member:
         self.check = check   # called before each request is sent (a job's cancel check)
         self.sem = asyncio.Semaphore(endpoint.max_concurrency)
         self._client = None
-        self._llm = None
-        self._llm_lock = threading.Lock()
+        self._llms: list = []           # llama.cpp in-process: one model object per slot,
+        self._llm_free: list = []       # each used by one thread at a time
+        self._llm_lock = threading.Condition()
         self.context: int | None = endpoint.context or (
             LOCAL_N_CTX if endpoint.is_local else None)
         self._asked_context = endpoint.context is not None or endpoint.is_local
@@ -216,8 +217,9 @@ class Member:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
-        if self._llm is not None:
-            self._llm.close()
+        for llm in self._llms:
+            llm.close()
+        self._llms, self._llm_free = [], []
 
     async def ask(self, messages: list[dict], schema: dict, tools: list[dict] | None,
                   *, parse: str = "call", text: bool = False) -> Answer:
@@ -292,19 +294,34 @@ class Member:
             raise EndpointFailed(f"{self.name}: {reason}")
         return value
 
-    def _local(self, messages: list[dict], schema: dict) -> Answer:
-        with self._llm_lock:       # llama.cpp in-process: one request at a time
-            if self._llm is None:
-                from llama_cpp import Llama
+    def _take_llm(self):
+        """A model object no other thread uses (a new one while fewer than the endpoint's
+        slots exist): a `Llama` is not thread-safe, so each request holds one to itself."""
+        with self._llm_lock:
+            # all taken: a request whose task was cancelled may still run in its thread
+            self._llm_lock.wait_for(lambda: self._llm_free or len(self._llms)
+                                    < self.endpoint.max_concurrency)
+            if self._llm_free:
+                return self._llm_free.pop()
+            from llama_cpp import Llama
 
-                self._llm = Llama(model_path=self.endpoint.gguf, n_ctx=self.context or LOCAL_N_CTX,
-                                  n_threads=1,
-                                  verbose=False)
-            resp = self._llm.create_chat_completion(
+            llm = Llama(model_path=self.endpoint.gguf, n_ctx=self.context or LOCAL_N_CTX,
+                        n_threads=1, verbose=False)
+            self._llms.append(llm)
+            return llm
+
+    def _local(self, messages: list[dict], schema: dict) -> Answer:
+        llm = self._take_llm()
+        try:
+            resp = llm.create_chat_completion(
                 messages=messages, temperature=self.endpoint.temperature,
                 max_tokens=self.endpoint.max_tokens,
                 response_format={"type": "json_object", "schema": schema},
                 **self.endpoint.params)
+        finally:
+            with self._llm_lock:
+                self._llm_free.append(llm)
+                self._llm_lock.notify()
         text = redact_secrets(resp["choices"][0]["message"].get("content") or "")
         usage = resp.get("usage") or {}
         try:
