@@ -225,17 +225,21 @@ def section(r: dict) -> str:
         " from the job's first progress to its last decided turn; whole job: planning and the"
         " recheck of revised traces included.", "",
         "| C | turns | requests | most in flight per server | voting: turns/s | share of"
-        " C / L | whole job: turns/s | share | CPU ms per turn | load average at start |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+        " C / L | whole job: turns/s | share | CPU ms per turn | turns/s one free core would"
+        " carry | load average at start |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for x in r["runs"]:
         lines.append(
             f"| {x['concurrency']} | {x['turns']} | {x['requests']} |"
             f" {', '.join(map(str, x['max_in_flight']))} | {x['turns_per_s']:.1f} |"
             f" {pct(x['ratio'])} | {x['job_turns_per_s']:.1f} | {pct(x['job_ratio'])} |"
-            f" {x['cpu_ms_per_turn']:.1f} | {x['load_avg']:.1f} |")
+            f" {x['cpu_ms_per_turn']:.1f} | {1000 / x['cpu_ms_per_turn']:.0f} |"
+            f" {x['load_avg']:.1f} |")
     lines += ["", "Goal: the requests in flight reach C, and >= 90% of C / L at C = 64"
-              " (voting). The 2 cores are shared with other work; the load average says how"
-              " much ran beside the job.", ""]
+              " (voting). The cores are shared with other work; the load average says how"
+              " much ran beside the job, and the CPU the job's process spent per turn (its own"
+              " clock, whatever the load) says how many turns/s one free core would carry:"
+              " 1000 / CPU ms per turn, derived, not measured.", ""]
     if r.get("local"):
         lines += ["### The built-in `local` member", "",
                   "SmolLM2-135M (Q4_1) in-process, one thread per slot, the calls asked all at"

@@ -23,6 +23,7 @@ from jsonschema import Draft202012Validator
 from workbench.checks.schema import declared_arguments
 from workbench.committee.prompt import CHARS_PER_TOKEN
 from workbench.endpoints import Endpoint
+from workbench.errors import InputError
 from workbench.redaction import redact, redact_secrets
 from workbench.replies import ReplyRefused, check_size, parse_completion, read_async
 from workbench.safe_text import visible
@@ -164,7 +165,12 @@ class Member:
         self.chars_per_token: float = CHARS_PER_TOKEN
         self._context_lock = asyncio.Lock()
         if not endpoint.is_local:
-            import openai  # noqa: F401 - seconds on a loaded CPU: here, not on the event loop
+            # the client library's import (seconds on a loaded CPU) and the client (its TLS
+            # context): made here, not on the event loop while other requests are in flight
+            try:
+                self._client = endpoint.async_client()
+            except InputError:
+                pass        # a missing key: each request fails with it (EndpointFailed)
 
     async def context_tokens(self) -> int | None:
         """The member's context in tokens: configured (`context`), llama.cpp in-process's, or
