@@ -17,9 +17,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 QUICK = ("import_bench", "checks_scale", "tui_bench", "synth_bench", "checks_accuracy", "other_agents",
-         "heldout_agents")
+         "heldout_agents", "throughput_bench")
 LONG = ("eval_bench", "train_bench", "train_memory", "committee_bench", "tft_mini")
-NO_DATA_DIR = {"tui_bench", "other_agents", "heldout_agents"}                     # takes no DATA_DIR argument
+NO_DATA_DIR = {"tui_bench", "other_agents", "heldout_agents", "throughput_bench"}   # takes no DATA_DIR argument
 NO_WRITE_FLAG = {"tui_bench"}                     # writes nothing: no --no-write flag
 
 

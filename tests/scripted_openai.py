@@ -16,6 +16,8 @@ is: what was paid for), except the custom ids `batch_fail(custom_id)` is true fo
 to its error file; `batch_end(n)` says how the n-th batch made ends (default "completed";
 "expired" or "cancelled" answer no line). `batches` holds every batch made; the next
 `batch_errors` retrieves of a batch are answered 503.
+`in_flight` / `max_in_flight`: the requests received and not yet answered, now and at most
+(a thread per connection, a listen backlog of 1024: a client's concurrency is what it sends).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class ScriptedServer:
         self.requests: list[dict] = []
         self.auth: list[str | None] = []
         self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -81,6 +85,15 @@ class ScriptedServer:
                 with server.lock:
                     server.requests.append(body)
                     server.auth.append(self.headers.get("Authorization"))
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._answer(body)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _answer(self, body: dict) -> None:
                 answer = server.reply(body)
                 if answer.get("delay"):
                     time.sleep(answer["delay"])
@@ -125,7 +138,10 @@ class ScriptedServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024    # many clients connecting at once are not refused
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -201,7 +201,8 @@ def _check_batch(name: str, base_url: str, spec: dict) -> None:
 
 def local_endpoint(name: str, db=None) -> Endpoint:
     """`local` (the SmolLM2 GGUF from PyPI) or `local:MODEL` (a registered model's name or id,
-    or a GGUF path; see `workbench.model_refs`): llama.cpp in-process, one request at a time."""
+    or a GGUF path; see `workbench.model_refs`): llama.cpp in-process, `local_slots()` requests
+    at a time (default one)."""
     from workbench.model_refs import resolve_model
 
     ref = name.partition(":")[2].strip()
@@ -210,7 +211,21 @@ def local_endpoint(name: str, db=None) -> Endpoint:
     except ValueError as e:
         raise InputError(f"endpoint {name!r}: {e}") from None
     return Endpoint(name=name, base_url="local", model=ref or "smollm2-135m", gguf=path,
-                    max_concurrency=1, mode="json", max_tokens=256)
+                    max_concurrency=local_slots(), mode="json", max_tokens=256)
+
+
+def local_slots(config: dict | None = None) -> int:
+    """How many requests an in-process model answers at once: `[local] slots = N` in the
+    config (default 1). llama-cpp-python decodes one sequence per model object, so each slot
+    is its own copy of the model and context, on its own thread (worth it where cores are
+    free; see README, Scale)."""
+    config = read_config_file() if config is None else config
+    local = config.get("local") or {}
+    slots = local.get("slots", 1) if isinstance(local, dict) else None
+    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= 64:
+        raise InputError("local.slots must be a whole number from 1 to 64",
+                         path=str(config_path()), field="local.slots")
+    return slots
 
 
 def get_endpoint(name: str, config: dict | None = None, db=None) -> Endpoint:

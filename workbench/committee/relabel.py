@@ -399,10 +399,10 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
         ctx.log(f"{len(held)} turns skipped: job(s) "
                 f"{', '.join(str(j) for j in sorted(set(held.values())))} vote on them")
     total = len(plan.turns)
-    ctx.progress(0, total, f"{total} turns to vote on ({len(plan.human)} kept as the"
-                 " analyst's)")
     committee = Committee(ctx, members, arbiter, rule, task_context(db).description,
                           read_at=read_at, accept=trust["accept"])
+    ctx.progress(0, total, f"{total} turns to vote on ({len(plan.human)} kept as the"
+                 " analyst's)")
     outcomes: Counter[str] = Counter({"human": len(plan.human)})
     workers = max(1, sum(m.max_concurrency for m in members))
 
