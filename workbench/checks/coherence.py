@@ -169,6 +169,9 @@ def core_vocabulary(ctx: CheckContext) -> set[str]:
 
 
 SIGNAL_SHARE = 0.5   # a signal speaks for another domain when over this share is foreign
+WORDS_SHARE = 0.3    # ... for words (a conversation's own names and places are foreign too:
+# on-task conversations of the benchmark stay under 0.27, foreign ones above 0.33; tuned on
+# TFT scenario 5 and checked on the tau-bench airline tune logs, under 0.08)
 
 
 def _trace_level(ctx: CheckContext) -> list[dict]:
@@ -199,8 +202,9 @@ def _trace_level(ctx: CheckContext) -> list[dict]:
             for i, m in enumerate(t.messages[1:], 1):
                 if m["role"] != "tool":
                     continue
-                sound = all(_sound(ctx, t, n, a) for n, a in calls_of(t.messages[i - 1])
-                            if isinstance(a, dict)) and calls_of(t.messages[i - 1])
+                asked = [(n, a) for n, a in calls_of(t.messages[i - 1])
+                         if ctx.is_service(n) and isinstance(a, dict)]
+                sound = bool(asked) and all(_sound(ctx, t, n, a) for n, a in asked)
                 ks = [k for r in result_records(m) for k in r]
                 fields += ks
                 if not sound:
@@ -213,7 +217,7 @@ def _trace_level(ctx: CheckContext) -> list[dict]:
             "arguments": len(foreign_args) > SIGNAL_SHARE * len(args),
             "fields": bool(fields) and len(foreign_fields) > SIGNAL_SHARE * len(fields),
             "words": (len(ws) >= CONTENT_MIN_WORDS
-                      and len(foreign_words) > SIGNAL_SHARE * len(ws)),
+                      and len(foreign_words) > WORDS_SHARE * len(ws)),
         }
         held = [k for k, v in signals.items() if v]
         if not held:
