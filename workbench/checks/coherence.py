@@ -180,9 +180,9 @@ def _trace_level(ctx: CheckContext) -> list[dict]:
     their results carry (held to those the on-task core returns, see `result_fields`; results
     of sound calls always count as the task's), and their words (held to the task's and those
     of conversations whose calls are sound, see `core_vocabulary`). Two signals or more make
-    an error (the conversation leaves training); one alone a warning. What is on-domain is
-    decided by the tools, not by the majority: a rarely used service of the task is the
-    task's."""
+    an error (the conversation leaves training); arguments or fields alone a warning. What is
+    on-domain is decided by the tools, not by the majority: a rarely used service of the task
+    is the task's."""
     if not ctx.tools:
         return []
     fields_known, core = result_fields(ctx)
@@ -220,8 +220,8 @@ def _trace_level(ctx: CheckContext) -> list[dict]:
                       and len(foreign_words) > WORDS_SHARE * len(ws)),
         }
         held = [k for k, v in signals.items() if v]
-        if not held:
-            continue
+        if not held or held == ["words"]:
+            continue   # words alone (a conversation of its own names and places) say nothing
         why = []
         if foreign_args:
             uniq_args = sorted({k for _, k in foreign_args})
@@ -254,11 +254,7 @@ def _trace_level(ctx: CheckContext) -> list[dict]:
         several = len(held) >= 2
         why.append(evidence_item("corpus", f"signals of another domain: {', '.join(held)}"
                                  f" ({len(held)} of 3; an exclusion needs two)"))
-        if sample:
-            detail = f"{OFF_BY_SCHEMA} no tool of the task has ({', '.join(sample)})"
-        else:
-            detail = (f"{OFF_BY_SCHEMA} no tool of the task has (its words:"
-                      f" {', '.join(w for w, _ in Counter(foreign_words).most_common(5))})")
+        detail = f"{OFF_BY_SCHEMA} no tool of the task has ({', '.join(sample)})"
         if not several:
             detail = "possibly " + detail
         out.append(flag(t, None, NAME, "error" if several else "warning", detail, why))
