@@ -112,7 +112,7 @@ def _print_calibration(rows: list[dict]) -> None:
     table = Table(*cols, "severity used")
     for r in rows:
         name = r["check"] + (" (conversations)" if r["level"] == "trace" else "")
-        p = ("not estimated" if r["precision"] is None else
+        p = ("no errors" if not r["errors"] else "not estimated" if r["precision"] is None else
              f"{r['precision']:.2f} [{r['interval'][0]:.2f}, {r['interval'][1]:.2f}]")
         cells = [Text(visible(name)), str(r["errors"]), p]
         if with_outcomes:
