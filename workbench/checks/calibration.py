@@ -164,11 +164,11 @@ def calibrate(db: Database, stage, names: list[str], selection: TraceFilter | No
                     row.update(precision=p, interval=[lo, hi], method=ref["method"],
                                false_alarms=[k, n_clean])
             elif heldout and (name, level) in heldout and flags:
-                k, n, n_all, detail = heldout[(name, level)]
+                k, n, n_all, detail, found = heldout[(name, level)]
                 if n:
                     p, lo, hi = precision_from(k, n, flags, n_all)
                     row.update(precision=p, interval=[lo, hi], false_alarms=[k, n],
-                               method=detail)
+                               method=detail, planted_found=found)
             row["severity"], row["reason"] = _decide(row, overrides.get(name))
             if row["severity"] == "warning" and flags:
                 stage.demote(name, level)

@@ -72,7 +72,8 @@ def _damage(conv, donors: list, rng: np.random.Generator, kind: int) -> tuple[li
 
 
 def false_alarms(db: Database, ctx, names: list[str], stage) -> dict | None:
-    """{(check, level): (false alarms, clean units, corpus units, how)} for the checks among
+    """{(check, level): (false alarms, clean units, corpus units, how, share of the planted
+    damage it found)} for the checks among
     `names` that learn from data fast (no model), or None when the corpus is too small."""
     from workbench.checks import CHECKS, MODEL_CHECKS, compute_flags, load_context
     from workbench.checks.base import CheckContext
@@ -129,8 +130,8 @@ def false_alarms(db: Database, ctx, names: list[str], stage) -> dict | None:
     out = {}
     for name in names:
         recall = len(found.get(name, ())) / max(1, len(planted))
-        out[(name, "turn")] = (len(false.get((name, "turn"), ())), turns, n_turns,
-                               f"{how}; planted damage found {recall:.0%}")
-        out[(name, "trace")] = (len(false.get((name, "trace"), ())), len(held), len(ids),
-                                how)
+        out[(name, "turn")] = (len(false.get((name, "turn"), ())), turns, n_turns, how,
+                               round(recall, 3))
+        out[(name, "trace")] = (len(false.get((name, "trace"), ())), len(held), len(ids), how,
+                                None)
     return out

@@ -128,3 +128,7 @@ def _print_calibration(rows: list[dict]) -> None:
     methods = dict.fromkeys(r["method"] for r in rows if r.get("method"))
     for m in methods:
         console.print(Text(visible(f"precision estimated from: {m}")))
+    found = [f"{r['check']} {r['planted_found']:.0%}" for r in rows
+             if r.get("planted_found") is not None]
+    if found:
+        console.print(Text(visible("planted damage found: " + ", ".join(found))))
