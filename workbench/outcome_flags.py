@@ -80,7 +80,7 @@ def outcome_sides(db: Database, selection: TraceFilter | None = None) -> list[di
     values: dict[str, list[tuple[object, int, int]]] = defaultdict(list)
     for tid, outcomes, turns in outcomes_of(db, where, params):
         for name, value in outcomes.items():
-            if isinstance(value, (bool, int, float)) and not isinstance(value, str):
+            if isinstance(value, (bool, int, float)):
                 values[name].append((value, tid, turns))
     out = []
     for name, rows in sorted(values.items()):
