@@ -198,6 +198,48 @@ class FlagStage:
         with write_tx(self.db):
             return _swap_in(self.db, f"{self.schema}.found", trace_ids, self.names, job_id)
 
+    def _within(self, trace_ids: Iterable[int] | None) -> str:
+        """A condition on `found` rows: all of them, or those of these traces (a temp table)."""
+        if trace_ids is None:
+            return "1"
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS _within (id INTEGER PRIMARY KEY)")
+        self.db.execute("DELETE FROM _within")
+        self.db.conn.executemany("INSERT OR IGNORE INTO _within (id) VALUES (?)",
+                                 ((t,) for t in trace_ids))
+        return "trace_id IN (SELECT id FROM _within)"
+
+    def error_units(self, trace_ids: Iterable[int] | None = None
+                    ) -> dict[tuple[str, str], int]:
+        """(check, "turn" | "trace") -> distinct turns or traces with an error flag of it
+        staged (of these traces only, if given)."""
+        cond = self._within(trace_ids)
+        rows = self.db.execute(
+            f"SELECT check_name, message_idx IS NULL, count(DISTINCT trace_id || ':' ||"
+            f" coalesce(message_idx, -1)) FROM {self.schema}.found WHERE severity = 'error'"
+            f" AND {cond} GROUP BY 1, 2").fetchall()
+        return {(c, "trace" if whole else "turn"): n for c, whole, n in rows}
+
+    def error_traces(self, trace_ids: Iterable[int] | None = None) -> dict[str, int]:
+        """check -> distinct traces carrying an error flag of it staged (of these traces)."""
+        cond = self._within(trace_ids)
+        return dict(self.db.execute(
+            f"SELECT check_name, count(DISTINCT trace_id) FROM {self.schema}.found"
+            f" WHERE severity = 'error' AND {cond} GROUP BY 1").fetchall())
+
+    def traces_with_errors(self) -> set[int]:
+        """Ids of the traces with any error flag staged."""
+        return {r[0] for r in self.db.execute(
+            f"SELECT DISTINCT trace_id FROM {self.schema}.found WHERE severity = 'error'")}
+
+    def demote(self, check: str, level: str) -> int:
+        """The staged errors of `check` at `level` ("turn" or "trace") become warnings."""
+        if level not in ("turn", "trace"):
+            raise ValueError(f"level must be turn or trace, not {level!r}")
+        return self.db.execute(
+            f"UPDATE {self.schema}.found SET severity = 'warning' WHERE check_name = ? AND"
+            f" severity = 'error' AND message_idx IS {'' if level == 'trace' else 'NOT '}NULL",
+            [check]).rowcount
+
     def close(self) -> None:
         try:
             self.db.execute(f"DETACH DATABASE {self.schema}")

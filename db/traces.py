@@ -254,6 +254,15 @@ def call_counts(db: Database, trace_ids: list[int]) -> dict[str, int]:
                            " GROUP BY name", trace_ids).fetchall())
 
 
+def outcomes_of(db: Database, where: str = "1", params: list | None = None
+                ) -> Iterator[tuple[int, dict, int]]:
+    """(trace id, outcomes, assistant turns) of each matching trace that has outcomes."""
+    for tid, outcomes, turns in db.execute(
+            f"SELECT traces.id, traces.outcomes, coalesce(traces.n_assistant, 0) FROM traces"
+            f" WHERE traces.outcomes IS NOT NULL AND ({where})", params or []):
+        yield tid, orjson.loads(outcomes), turns
+
+
 def outcomes_and_flags(db: Database, where: str = "1", params: list | None = None
                        ) -> Iterator[tuple[dict, bool]]:
     """(outcomes, carries an error flag) of each matching trace that has outcomes."""

@@ -144,8 +144,14 @@ def test_check_json_contract(tmp_path):
     res = CliRunner().invoke(app, ["--db", str(tmp_path / "x.db"), "check", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert set(out) == {"traces", "assistant_turns", "flags"}
+    assert set(out) == {"traces", "assistant_turns", "flags", "calibration"}
     assert out["traces"] == 5 and out["assistant_turns"] == 58
+    # one entry per check run (and level): its errors, precision estimate and severity used
+    assert {r["check"] for r in out["calibration"]} == {
+        "schema", "structure", "grounding", "coherence", "duplicates"}
+    for r in out["calibration"]:
+        assert r["severity"] in ("error", "warning") and r["level"] in ("turn", "trace")
+        assert r["precision"] is None or 0 <= r["interval"][0] <= r["precision"] <= 1
     for f in out["flags"]:
         assert set(f) == {"source", "line", "message_index", "check", "severity", "detail",
                           "evidence", "pattern", "demoted_from", "dismissed_like"}

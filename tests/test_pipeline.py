@@ -59,7 +59,7 @@ def stage_actions(report: dict) -> dict[str, str]:
 
 @pytest.mark.parametrize("text, message", [
     ("[check]\nonly = [\"schema\"]\nmodel_chekcs = true\n",
-     ":3: [check] model_chekcs: unknown parameter (known: only, model_checks, threads)"),
+     ":3: [check] model_chekcs: unknown parameter (known: only, model_checks, threads, severity)"),
     ("[train]\n\nmax_steps = \"5\"\n", ":3: [train] max_steps: must be an integer, not \"5\""),
     ("[normalize]\n[normalize.selection]\nsplit = \"train\"\nflaged = true\n",
      ":4: [normalize.selection] flaged: unknown selection option"),

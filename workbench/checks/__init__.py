@@ -13,7 +13,16 @@ from db.flags import FlagStage, iter_flags
 from db.queries import TraceFilter
 from db.tasks import current_task
 from db.jobs import save_unit, unit_result
-from workbench.checks import coherence, coherence_model, duplicates, grounding, schema, structure
+from workbench.checks import (
+    calibration,
+    coherence,
+    coherence_model,
+    duplicates,
+    grounding,
+    heldout,
+    schema,
+    structure,
+)
 from workbench.checks.base import CheckContext, TraceView, flag
 from workbench.checks.stored import StoredTraces
 from workbench.conversation_view import conversations, task_context
@@ -149,7 +158,8 @@ class FlagList(Sequence):
 
 def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str] | None = None,
                job_ctx=None, unit_db: Database | None = None,
-               options: dict | None = None, batch: int = 500) -> dict:
+               options: dict | None = None, batch: int = 500,
+               severity: dict[str, str] | None = None) -> dict:
     """Run the checks on the selected traces, replace their flags, and return the report
     `{"traces", "assistant_turns", "flags": [...], "timings"}`. Model scores are cached in
     `job_units` of `unit_db` (default: `db`); `options` go to the checks' context cache
@@ -157,7 +167,12 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
 
     The checks read the conversations from the store `batch` at a time on each pass (see
     `StoredTraces`), so memory stays bounded whatever the corpus' size; "flags" is a
-    `FlagList` and "conversations_held" the most conversations that were in memory at once."""
+    `FlagList` and "conversations_held" the most conversations that were in memory at once.
+
+    Before the flags are stored, each check's precision on this corpus is estimated and a
+    check short of `calibration.ERROR_PRECISION` raises warnings instead of errors
+    ("calibration": one entry per check and level). `severity` ({check: error|warning|auto})
+    overrides the store's settings for this run; both win over the estimate."""
     names = list(names or DEFAULT_CHECKS)
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
@@ -178,6 +193,14 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
     with FlagStage(db, names) as stage:   # on disk as found; stored all at once at the end
         _, timings = compute_flags(ctx, names, on_check, sink=stage.add)
         ids = ctx.traces.ids
+        overrides = {**calibration.stored_overrides(db, names), **(severity or {})}
+        overrides = {k: v for k, v in overrides.items() if v != "auto"}
+        t0 = time.perf_counter()
+        heldout_fa = None
+        if not _has_outcomes(db, flt) and "calibration.heldout" not in ctx.cache:
+            heldout_fa = heldout.false_alarms(db, ctx, names, stage)
+        estimates = calibration.calibrate(db, stage, names, flt, overrides, heldout_fa)
+        timings["calibration"] = round(time.perf_counter() - t0, 3)
         stage.commit(ids, job_id=job_id)
     save_learned(db, ctx, [n for n in names if n in PER_TRACE_CHECKS or n == coherence.NAME])
     return {
@@ -187,7 +210,15 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
         "timings": timings,
         "model": ctx.cache.get("coherence_model.report"),
         "conversations_held": ctx.traces.peak,
+        "calibration": estimates,
     }
+
+
+def _has_outcomes(db: Database, flt: TraceFilter | None) -> bool:
+    from workbench.outcome_flags import outcome_sides
+
+    return any(len(s["successful"]) >= calibration.MIN_REFERENCE
+               for s in outcome_sides(db, flt))
 
 
 def _assistant_turns(db: Database, ids: list[int]) -> int:

@@ -52,9 +52,13 @@ class CheckParams:
                              " CPU, cached)")
     threads: int = opt(_model_threads(), "llama.cpp threads for the model-based checks"
                        " (default: the usable cores less one, at most 8)")
+    severity: list[str] = opt([], "per-check severity, kept in the store's settings:"
+                              " CHECK=error|warning|auto (auto: from the check's precision"
+                              " estimated on this corpus, the default)")
 
     def __post_init__(self) -> None:
         self.only = names(self.only)
+        self.severity = names(self.severity)
 
     def validate(self) -> None:
         from workbench.checks import CHECKS
@@ -62,6 +66,9 @@ class CheckParams:
         unknown = [n for n in self.only if n not in CHECKS]
         if unknown:
             raise ValueError(f"unknown check {', '.join(unknown)} (known: {', '.join(CHECKS)})")
+        from workbench.checks.calibration import parse_overrides
+
+        parse_overrides(self.severity, CHECKS)
         if not 1 <= self.threads <= 1024:
             raise ValueError(f"--threads must be between 1 and 1024, not {self.threads}")
 
@@ -74,17 +81,27 @@ class CheckParams:
 
 
 def run_check(ctx: JobContext, selection: TraceFilter, params: CheckParams) -> dict:
-    from workbench.checks import run_checks
+    from workbench.checks import CHECKS, run_checks
+    from workbench.checks.calibration import describe, parse_overrides, save_overrides
 
     names = params.names()
+    overrides = parse_overrides(params.severity, CHECKS)
+    save_overrides(ctx.db, overrides)   # the store keeps them for later runs and re-checks
     ctx.log(f"running checks: {', '.join(names)}")
     report = run_checks(ctx.db, selection, names, job_ctx=ctx,
-                        options={"coherence_model.threads": params.threads})
+                        options={"coherence_model.threads": params.threads},
+                        severity=overrides)
     errors = sum(f["severity"] == "error" for f in report["flags"])
+    for row in report["calibration"]:
+        p = row["precision"]
+        ctx.log(f"{row['check']} ({row['level']}): {row['errors']} errors raised, precision"
+                f" {'not estimated' if p is None else f'{p:.2f}'}: {describe(row)}")
+    ctx.metrics({"step": 0, "calibration": report["calibration"]})
     ctx.log(f"{len(report['flags'])} flags ({errors} errors) on {report['traces']} traces")
     return {"traces": report["traces"], "assistant_turns": report["assistant_turns"],
             "flags": len(report["flags"]), "errors": errors, "checks": names,
-            "timings": report["timings"], "model": report["model"]}
+            "timings": report["timings"], "model": report["model"],
+            "calibration": report["calibration"]}
 
 
 SPECS.append(JobSpec("check", "Run the checks over the selected traces and store their flags",

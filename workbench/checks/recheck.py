@@ -26,6 +26,7 @@ from db.flags import iter_flags, replace_flags
 from db.queries import TraceFilter
 from workbench.checks import coherence, grounding, schema, structure
 from workbench.checks.base import CheckContext
+from workbench.checks.calibration import apply_used, used_severities
 
 PER_TRACE_CHECKS = (schema.NAME, structure.NAME, grounding.NAME)
 CHUNK = 10_000   # traces per flag query
@@ -134,7 +135,8 @@ def recheck_traces(db: Database, trace_ids: Iterable[int], corpus_changed: bool 
     for name in names:
         flags += CHECKS[name].run(_context_for(base, name, learned[name]))
     found = [t.id for t in base.traces]
-    n = replace_flags(db, found, names, flags)
+    used = used_severities(db)
+    n = replace_flags(db, found, names, apply_used(flags, used))
     if coherence.NAME in learned:
         if whole is not None:
             base = whole
@@ -161,4 +163,4 @@ def _recheck_off_domain(db: Database, base: CheckContext, learned: dict) -> int:
                                        chunk, [coherence.NAME])
                  if f["message_idx"] is not None
                  or not f["detail"].startswith(coherence.OFF_BY_SCHEMA)]
-    return replace_flags(db, ids, [coherence.NAME], kept + fresh)
+    return replace_flags(db, ids, [coherence.NAME], kept + apply_used(fresh, used_severities(db)))

@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json_stream({"traces": result["traces"],
                                "assistant_turns": result["assistant_turns"],
+                               "calibration": result.get("calibration") or [],
                                **({"outcomes": by_outcome} if by_outcome else {})},
                               "flags", flags)
             return
@@ -70,6 +71,7 @@ def register(app: typer.Typer) -> None:
                                " workbench check --json, or browse them in the app"))
         console.print(Text(f"{result['traces']} traces, {result['assistant_turns']} assistant"
                            f" turns, {result['flags']} flags ({result['errors']} errors)"))
+        _print_calibration(result.get("calibration") or [])
         if by_outcome:
             out = Table("outcome", "failed: flagged", "successful: flagged", "split")
             for r in by_outcome:
@@ -101,3 +103,44 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         console.print(Text(f"{result['revisions']} revisions: {result['accepted']} accepted,"
                            f" {result['proposed']} proposed for review"))
+
+
+def _share(s: dict) -> str:
+    return (f"{s['flagged']}/{s['n']} = {s['share']:.0%}"
+            f" [{s['interval'][0]:.0%}, {s['interval'][1]:.0%}]")
+
+
+def _print_calibration(rows: list[dict]) -> None:
+    """Per check and level: errors raised, the precision estimated on this corpus, the
+    conversations flagged by outcome, and the severity the flags were stored with."""
+    from workbench.checks.calibration import describe
+
+    if not rows:
+        return
+    with_outcomes = any(r.get("outcomes") for r in rows)
+    cols = ["check", "errors raised", "precision [95%]"]
+    if with_outcomes:
+        cols += ["failed: flagged", "successful: flagged"]
+    table = Table(*cols, "severity used")
+    for r in rows:
+        name = r["check"] + (" (conversations)" if r["level"] == "trace" else "")
+        p = ("no errors" if not r["errors"] else "not estimated" if r["precision"] is None else
+             f"{r['precision']:.2f} [{r['interval'][0]:.2f}, {r['interval'][1]:.2f}]")
+        cells = [Text(visible(name)), str(r["errors"]), p]
+        if with_outcomes:
+            o = r.get("outcomes")
+            cells += ([_share(o["failed"]), _share(o["successful"])] if o else ["", ""])
+        table.add_row(*cells, Text(visible(describe(r))))
+    console.print(Text("severity per check: errors only where the check's precision estimated"
+                       " on this corpus reaches 0.95, else warnings (override: --severity"
+                       " CHECK=error|warning|auto)"))
+    console.print(table)
+    for r in {r["check"]: r for r in rows if (r.get("outcomes") or {}).get("warning")}.values():
+        console.print(Text(visible(f"warning: {r['check']} {r['outcomes']['warning']}")))
+    methods = dict.fromkeys(r["method"] for r in rows if r.get("method"))
+    for m in methods:
+        console.print(Text(visible(f"precision estimated from: {m}")))
+    found = [f"{r['check']} {r['planted_found']:.0%}" for r in rows
+             if r.get("planted_found") is not None]
+    if found:
+        console.print(Text(visible("planted damage found: " + ", ".join(found))))
