@@ -88,22 +88,22 @@ def test_the_report_prints_each_checks_precision_and_severity(tau):
 
 def test_an_override_wins_over_the_estimate_and_stays_in_the_store(tau):
     path, db, out = tau
-    row = next(r for r in out["calibration"] if r["check"] == "grounding")
+    row = next(r for r in out["calibration"] if r["check"] == "coherence")
     assert row["severity"] == "warning", row     # the estimate demoted it on these logs
-    res = runner.invoke(app, ["--db", str(path), "check", "--only", "grounding", "--severity",
-                              "grounding=error", "--json"])
+    res = runner.invoke(app, ["--db", str(path), "check", "--only", "coherence", "--severity",
+                              "coherence=error", "--json"])
     assert res.exit_code == 0, res.output
-    assert get_setting(db, f"{SEVERITY_KEY}.grounding") == "error"
-    assert "error" in _stored(db, "grounding", "turn")
-    again = json.loads(runner.invoke(app, ["--db", str(path), "check", "--only", "grounding",
+    assert get_setting(db, f"{SEVERITY_KEY}.coherence") == "error"
+    assert "error" in _stored(db, "coherence", "turn")
+    again = json.loads(runner.invoke(app, ["--db", str(path), "check", "--only", "coherence",
                                            "--json"]).stdout)   # the setting is kept
     assert again["calibration"][0]["severity"] == "error"
     assert "set by the store's setting" in again["calibration"][0]["reason"]
-    auto = json.loads(runner.invoke(app, ["--db", str(path), "check", "--only", "grounding",
-                                          "--severity", "grounding=auto", "--json"]).stdout)
+    auto = json.loads(runner.invoke(app, ["--db", str(path), "check", "--only", "coherence",
+                                          "--severity", "coherence=auto", "--json"]).stdout)
     assert auto["calibration"][0]["severity"] == "warning"
-    assert "error" not in _stored(db, "grounding", "turn")
-    bad = runner.invoke(app, ["--db", str(path), "check", "--severity", "grounding=loud"])
+    assert "error" not in _stored(db, "coherence", "turn")
+    bad = runner.invoke(app, ["--db", str(path), "check", "--severity", "coherence=loud"])
     assert bad.exit_code != 0 and "must be one of error, warning, auto" in bad.output
 
 
