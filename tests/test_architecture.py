@@ -159,14 +159,39 @@ def _third_party(module: str) -> set[str]:
     return out
 
 
-APP = ("workbench.app", "workbench.screens", "widgets", "workbench.chat_repl")
+APP = ("workbench.app", "workbench.screens")   # the Textual app and its screens
+
+
+def _under(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
 
 
 def test_textual_only_in_the_app_and_widgets():
     users = {m for m in MODULES if "textual" in _third_party(m) or "textual_plotext"
              in _third_party(m)}
-    outside = {m for m in users if not m.startswith(APP)}
+    outside = {m for m in users if not _under(m, (*APP, "widgets"))}
     assert not outside, outside
+
+
+def test_nothing_but_the_cli_opens_the_app():
+    """The app sits on top: no feature, job or store module reaches into it, even lazily."""
+    for module in MODULES:
+        if _under(module, APP) or module == "workbench.cli":
+            continue
+        reached = {d for d in _imports(module, deferred=True) if _under(d, APP)}
+        assert not reached, (module, reached)
+
+
+# what every part builds on: they import the store and each other, never a feature
+FOUNDATIONS = ("workbench.safe_text", "workbench.safe_json", "workbench.errors",
+               "workbench.config", "workbench.redaction", "workbench.messages", "workbench.turns",
+               "workbench.toolcalls", "workbench.conversation_view")
+
+
+@pytest.mark.parametrize("module", FOUNDATIONS)
+def test_the_foundations_know_no_feature(module):
+    deps = _imports(module, deferred=True)
+    assert all(d.startswith("db") or d in FOUNDATIONS for d in deps), (module, deps)
 
 
 IO = {"sqlite3", "sqlite_utils", "subprocess", "socket", "requests", "httpx", "openai", "db"}
