@@ -150,8 +150,7 @@ TEST_SUPPORT = ("conftest.py", "job_support.py", "scripted_openai.py", "tui_data
 
 # files rewritten: everything that can name a module or a path of the project
 TEXT_GLOBS = ("**/*.py", "**/*.md", "**/*.toml", "Makefile", ".ci/*", "**/*.tcss")
-SKIP_TOP = {".git", ".venv", ".wheels", "runs", "models", "sample_traces", "bench/out",
-            "tests/data"}                      # folders at the top of the checkout: not code
+SKIP_TOP = {".git", ".venv", ".wheels", "runs", "models", "bench/out"}   # not code
 SKIP_ANY = {"__pycache__", "__snapshots__", ".pytest_cache", "node_modules"}
 SELF = Path(__file__).resolve()
 
