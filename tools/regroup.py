@@ -59,6 +59,8 @@ MOVES: dict[str, str] = {
     "workbench/hf_loading.py": "workbench/models/hf_loading.py",
     "workbench/model_refs.py": "workbench/models/refs.py",
     "workbench/replies.py": "workbench/models/replies.py",
+    "workbench/batch_calls.py": "workbench/models/batch_calls.py",    # from branch `batch`
+    "workbench/batch_folder.py": "workbench/models/batch_folder.py",  # from branch `batch`
     # curation: the analyst's and the normaliser's decisions on labels and splits
     "workbench/decisions.py": "workbench/curation/decisions.py",
     "workbench/normalize.py": "workbench/curation/normalize.py",
@@ -124,6 +126,9 @@ TEST_LAYERS: dict[str, str] = {
     "test_metrics_log": "training",
     "test_other_agent": "pipeline", "test_tft_mini": "pipeline",
     "test_architecture": "project", "test_setup": "project", "test_bench_report": "project",
+    # tests on other branches when this layout was made
+    "test_batch_calls": "models", "test_local_slots": "models", "test_calibration": "checks",
+    "test_throughput_bench": "project",
 }
 # a test file not named above goes by the first prefix of its name found here
 TEST_PREFIXES: tuple[tuple[str, str], ...] = (
