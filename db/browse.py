@@ -227,6 +227,12 @@ def get_setting(db: Database, key: str, default: Any = None) -> Any:
         return default
 
 
+def raw_setting(db: Database, key: str) -> str | None:
+    """A setting's stored text as it is (one written by hand need not be JSON)."""
+    row = db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+    return None if row is None else row[0]
+
+
 def set_setting(db: Database, key: str, value: Any) -> None:
     with write_tx(db):
         db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",

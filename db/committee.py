@@ -62,3 +62,23 @@ def latest_turns(db: Database, job_id: int | None = None) -> list[dict]:
         t["votes"] = dicts(db.execute(
             "SELECT * FROM votes WHERE turn_id = ? ORDER BY id", [t["id"]]), ("call",))
     return turns
+
+
+def voted_turns(db: Database, job_id: int | None = None) -> list[dict]:
+    """The newest committee turn with votes per (trace, turn), of one job or of every run, with
+    its votes. A later run that left the turn alone (the analyst's label) does not hide the
+    votes cast before."""
+    where, args = (" AND c.job_id = ?", [job_id]) if job_id is not None else ("", [])
+    turns = dicts(db.execute(
+        "SELECT * FROM committee_turns WHERE id IN (SELECT max(c.id) FROM committee_turns c"
+        " WHERE EXISTS (SELECT 1 FROM votes v WHERE v.turn_id = c.id)" + where +
+        " GROUP BY c.trace_id, c.message_idx) ORDER BY trace_id, message_idx", args), ("call",))
+    by_turn: dict[int, list[dict]] = {t["id"]: [] for t in turns}
+    if by_turn:
+        for v in dicts(db.execute(
+                "SELECT * FROM votes WHERE turn_id IN (SELECT value FROM json_each(?))"
+                " ORDER BY id", [json.dumps(list(by_turn))]), ("call",)):
+            by_turn[v["turn_id"]].append(v)
+    for t in turns:
+        t["votes"] = by_turn[t["id"]]
+    return turns

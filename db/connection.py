@@ -102,3 +102,9 @@ def open_db(path: str | Path, *, migrate: bool = True) -> sqlite_utils.Database:
         mark_dead_jobs(db)  # a job whose worker died is interrupted, never left running
         discard_dead_imports(db)  # a killed import's hidden rows are deleted
     return db
+
+
+def db_file(db: sqlite_utils.Database) -> str | None:
+    """The store's file, or None for an in-memory one."""
+    path = db.execute("PRAGMA database_list").fetchone()[2]
+    return path or None

@@ -11,7 +11,6 @@ from db.rows import dicts, first, rowid
 from db.tx import now, write_tx
 
 RUN_JSON = ("metrics", "test_selection")
-RESULT_COLUMNS = ("staged_tool_call", "tool_call_equivalence", "function_match", "rouge_l")
 
 
 def create_run(db: Database, model_ref: str, *, model_id: int | None = None,
@@ -116,3 +115,33 @@ def runs_of_models(db: Database) -> dict[int, list[dict]]:
             "staged_tool_call": m.get("staged_tool_call") if ok else None,
             "errors": m.get("errors"), "turns": m.get("turns", m.get("n"))})
     return out
+
+
+def stored_outside_test(db: Database, path: str) -> list[tuple[int, int, str]]:
+    """(line, trace id, split) of each trace of a test file stored in another split: a leak."""
+    return [tuple(r) for r in db.execute(
+        "SELECT DISTINCT s.line, t.id, t.split FROM trace_sources s JOIN traces t"
+        " ON t.id = s.trace_id WHERE s.path = ? AND t.split != 'test' ORDER BY s.line",
+        [path]).fetchall()]
+
+
+def put_in_test(db: Database, trace_ids: list[int]) -> None:
+    """Move traces to the test split (inside the caller's transaction)."""
+    db.execute(f"UPDATE traces SET split = 'test' WHERE id IN ({','.join('?' * len(trace_ids))})",
+               trace_ids)
+
+
+def selected_trace_ids(db: Database, where: str, params: list, *, path: str | None = None,
+                   limit: int | None = None) -> list[int]:
+    """The ids of the traces an evaluation runs on, in order: the selection, only those of the
+    file `path` (complete imports) when given, the first `limit`."""
+    sql = f"SELECT id FROM traces WHERE {where}"
+    if path is not None:
+        sql += (" AND id IN (SELECT trace_id FROM trace_sources WHERE path = ? AND import_id"
+                " NOT IN (SELECT id FROM imports WHERE status = 'pending'))")
+        params = [*params, path]
+    sql += " ORDER BY id"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params = [*params, limit]
+    return [r[0] for r in db.execute(sql, params).fetchall()]

@@ -118,3 +118,31 @@ def discard_dead_imports(db: Database) -> int:
     when there are none)."""
     dead = [r["id"] for r in pending_imports(db) if _dead(r)]
     return discard_import(db, dead) if dead else 0
+
+
+def imported_paths(db: Database) -> list[str]:
+    """The files of the complete imports, sorted: what the store was filled from."""
+    return [r[0] for r in db.execute("SELECT DISTINCT path FROM imports WHERE status ="
+                                     " 'complete' ORDER BY path")]
+
+
+def job_import(db: Database, path: str, *, format: str, split: str) -> int:  # noqa: A002
+    """The `imports` row of traces a job makes (no file behind them), found by its path or
+    made, empty, on first use."""
+    row = db.execute("SELECT id FROM imports WHERE path = ?", [path]).fetchone()
+    if row:
+        return row[0]
+    return rowid(db.execute(
+        "INSERT INTO imports (source, path, format, split, sha256, lines, added, duplicates,"
+        " created_at) VALUES (?,?,?,?,?,0,0,0,?)", [path, path, format, split, "", now()]))
+
+
+def lines_of(db: Database, path: str) -> int:
+    """How many traces came from this path (its last line number, for a job's own import)."""
+    return db.execute("SELECT count(*) FROM trace_sources WHERE path = ?", [path]).fetchone()[0]
+
+
+def add_to_import(db: Database, import_id: int, lines: int, added: int) -> None:
+    """Count traces a job appended to its import: its line count now, and `added` more."""
+    db.execute("UPDATE imports SET lines = ?, added = added + ? WHERE id = ?",
+               [lines, added, import_id])

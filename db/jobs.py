@@ -262,3 +262,8 @@ def save_unit(db: Database, kind: str, key: str, result: Any, job_id: int | None
         db.execute("INSERT OR REPLACE INTO job_units (kind, key, result, job_id, created_at)"
                    " VALUES (?,?,?,?,?)", [kind, key, json.dumps(result, ensure_ascii=False),
                                            job_id, now()])
+
+
+def newest_job(db: Database, kind: str) -> int | None:
+    """The id of the newest job of this kind, or None."""
+    return db.execute("SELECT max(id) FROM jobs WHERE kind = ?", [kind]).fetchone()[0]

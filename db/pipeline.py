@@ -5,6 +5,7 @@ curation."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
@@ -147,3 +148,24 @@ def outcome_summary(db: Database, raw: str, curated: str) -> dict:
                                   "curated": {"traces": 0, "mean": None}})[side] = {
                 "traces": n, "mean": round(mean, 4)}
     return out
+
+
+def make_raw_store(db: Database, path: Path) -> None:
+    """A copy of the store with the raw traces: originals only (no revisions), no flags, no
+    exclusion decisions. A throwaway file beside the model it trains."""
+    from db.connection import open_db
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        p.unlink(missing_ok=True)
+    db.execute("VACUUM INTO ?", [str(path)])
+    raw = open_db(path, migrate=False)
+    try:
+        raw.execute("PRAGMA foreign_keys = OFF")   # a copy: its committee rows go with them
+        with write_tx(raw):
+            for table in ("votes", "committee_turns", "revisions", "flags",
+                          "exclusion_decisions"):
+                raw.execute(f"DELETE FROM {table}")
+            raw.execute("UPDATE traces SET excluded = NULL")
+    finally:
+        raw.conn.close()

@@ -184,3 +184,38 @@ def changed_since(db: Database, trace_id: int, message_idx: int, since: str) -> 
         "SELECT 1 FROM flags WHERE trace_id = ? AND message_idx = ? AND check_name = ? AND"
         " created_at >= ?", [trace_id, message_idx, REVIEW_DROP, since]).fetchone()
     return "the analyst" if dropped else None
+
+
+def accepted_not_by(db: Database, trace_ids: list[int], author_kind: str
+                    ) -> list[tuple[int, int, str | None, list | None]]:
+    """(trace, turn, content, tool calls) of the accepted revisions by any author kind but
+    this one, oldest first (so the newest wins when applied in order)."""
+    marks = ",".join("?" * len(trace_ids))
+    return [(tid, idx, content, json.loads(tc) if tc else None) for tid, idx, content, tc in
+            db.execute(f"SELECT trace_id, message_idx, content, tool_calls FROM revisions"
+                       f" WHERE trace_id IN ({marks}) AND status = 'accepted'"
+                       f" AND author_kind != ? ORDER BY id", [*trace_ids, author_kind])]
+
+
+def revisions_by(db: Database, trace_ids: list[int], author_kind: str
+                 ) -> list[tuple[int, int, str | None, list | None, str]]:
+    """(trace, turn, content, tool calls, status) of every revision by this author kind."""
+    marks = ",".join("?" * len(trace_ids))
+    return [(tid, idx, content, json.loads(tc) if tc else None, status)
+            for tid, idx, content, tc, status in db.execute(
+                f"SELECT trace_id, message_idx, content, tool_calls, status FROM revisions"
+                f" WHERE trace_id IN ({marks}) AND author_kind = ?", [*trace_ids, author_kind])]
+
+
+def newest_accepted(db: Database, trace_ids: list[int]
+                    ) -> list[tuple[int, int, str, list | None, str, str | None, str | None]]:
+    """(trace, turn, author kind, tool calls, created, decided, content) of the newest accepted
+    revision of each turn of these traces (any number of them)."""
+    return [(tid, idx, kind, json.loads(tc) if tc else None, created, decided, content)
+            for tid, idx, kind, tc, created, decided, content in db.execute(
+                "SELECT r.trace_id, r.message_idx, r.author_kind, r.tool_calls, r.created_at,"
+                " r.decided_at, r.content FROM revisions r"
+                " WHERE r.trace_id IN (SELECT value FROM json_each(?))"
+                " AND r.status = 'accepted' AND r.id = (SELECT max(id) FROM revisions WHERE"
+                " trace_id = r.trace_id AND message_idx = r.message_idx AND status = 'accepted')",
+                [json.dumps(trace_ids)]).fetchall()]

@@ -11,7 +11,7 @@ import re
 from sqlite_utils import Database
 from ulid import ULID
 
-from db.queries import SPLITS
+from db.queries import SPLITS, VISIBLE_SQL
 from db.tx import now, write_tx
 
 # fields every trace has, whatever its format: the file it came from
@@ -109,3 +109,9 @@ def group_values(db: Database, field: str, where: str, params: list) -> dict[int
     return {t: (None if v is None else v if isinstance(v, str) else json.dumps(v))
             for t, v in db.execute(f"SELECT traces.id, {expr} FROM traces WHERE {where}"
                                    " ORDER BY traces.id", params).fetchall()}
+
+
+def split_counts(db: Database) -> dict[str, int]:
+    """Visible traces per split."""
+    return dict(db.execute(f"SELECT split, count(*) FROM traces WHERE {VISIBLE_SQL}"
+                           " GROUP BY split ORDER BY split").fetchall())

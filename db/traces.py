@@ -271,3 +271,49 @@ def outcomes_and_flags(db: Database, where: str = "1", params: list | None = Non
             f" severity = 'error') FROM traces WHERE traces.outcomes IS NOT NULL AND ({where})",
             params or []):
         yield orjson.loads(outcomes), bool(flagged)
+
+
+def calls_named(db: Database, name: str | None, limit: int) -> list[tuple[int, int, str]]:
+    """(trace, turn, raw arguments) of the newest traces' original calls to this tool."""
+    return [tuple(r) for r in db.execute(
+        "SELECT trace_id, message_idx, arguments FROM tool_calls WHERE name = ?"
+        " ORDER BY trace_id DESC LIMIT ?", [name, limit])]
+
+
+def tool_result_after(db: Database, trace_id: int, message_idx: int) -> tuple[str | None] | None:
+    """The original tool result that answered the calls of this turn, as a 1-tuple of its
+    content (None when the next message is not a tool result)."""
+    row = db.execute("SELECT content FROM messages WHERE trace_id = ? AND idx = ? AND"
+                     " role = 'tool'", [trace_id, message_idx + 1]).fetchone()
+    return None if row is None else (row[0],)
+
+
+def commonest_opening_system(db: Database, where: str, params: list) -> tuple[str | None] | None:
+    """The opening system message the selected traces (those left in) have most often, as a
+    1-tuple (None inside: most have none); None when no trace is selected."""
+    row = db.execute(
+        "SELECT m.content, count(*) AS n FROM traces LEFT JOIN messages m"
+        " ON m.trace_id = traces.id AND m.idx = 0 AND m.role = 'system'"
+        f" WHERE {where} AND NOT {EXCLUDED_SQL}"
+        " GROUP BY m.content ORDER BY n DESC, min(traces.id) LIMIT 1", params).fetchone()
+    return None if row is None else (row[0],)
+
+
+def answered_calls(db: Database) -> list[tuple[str, int, int]]:
+    """(tool name, original calls, calls a tool result answered) per called tool."""
+    return [tuple(r) for r in db.execute(
+        "SELECT tc.name, count(*), sum(EXISTS (SELECT 1 FROM messages m WHERE"
+        " m.trace_id = tc.trace_id AND m.idx = tc.message_idx + 1 AND m.role = 'tool'))"
+        " FROM tool_calls tc GROUP BY tc.name")]
+
+
+def tool_called(db: Database, name: str) -> bool:
+    """Whether any stored trace calls this tool."""
+    return db.execute("SELECT 1 FROM tool_calls WHERE name = ? LIMIT 1", [name]).fetchone() is not None
+
+
+def excluded_among(db: Database, trace_ids: list[int]) -> set[int]:
+    """Which of these traces are left out (the analyst's decision, else the checks')."""
+    marks = ",".join("?" * len(trace_ids))
+    return {r[0] for r in db.execute(
+        f"SELECT id FROM traces WHERE {EXCLUDED_SQL} AND id IN ({marks})", trace_ids)}

@@ -6,6 +6,7 @@ loads still fails here."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -158,14 +159,39 @@ def _third_party(module: str) -> set[str]:
     return out
 
 
-APP = ("workbench.app", "workbench.screens", "widgets", "workbench.chat_repl")
+APP = ("workbench.app", "workbench.screens")   # the Textual app and its screens
+
+
+def _under(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
 
 
 def test_textual_only_in_the_app_and_widgets():
     users = {m for m in MODULES if "textual" in _third_party(m) or "textual_plotext"
              in _third_party(m)}
-    outside = {m for m in users if not m.startswith(APP)}
+    outside = {m for m in users if not _under(m, (*APP, "widgets"))}
     assert not outside, outside
+
+
+def test_nothing_but_the_cli_opens_the_app():
+    """The app sits on top: no feature, job or store module reaches into it, even lazily."""
+    for module in MODULES:
+        if _under(module, APP) or module == "workbench.cli":
+            continue
+        reached = {d for d in _imports(module, deferred=True) if _under(d, APP)}
+        assert not reached, (module, reached)
+
+
+# what every part builds on: they import the store and each other, never a feature
+FOUNDATIONS = ("workbench.safe_text", "workbench.safe_json", "workbench.errors",
+               "workbench.config", "workbench.redaction", "workbench.messages", "workbench.turns",
+               "workbench.toolcalls", "workbench.conversation_view")
+
+
+@pytest.mark.parametrize("module", FOUNDATIONS)
+def test_the_foundations_know_no_feature(module):
+    deps = _imports(module, deferred=True)
+    assert all(d.startswith("db") or d in FOUNDATIONS for d in deps), (module, deps)
 
 
 IO = {"sqlite3", "sqlite_utils", "subprocess", "socket", "requests", "httpx", "openai", "db"}
@@ -176,3 +202,47 @@ def test_widgets_do_no_io():
         assert not (_third_party(module) & IO), (module, _third_party(module) & IO)
         source = MODULES[module].read_text(encoding="utf-8")
         assert "open(" not in source.replace("_open(", ""), module
+
+
+# Modules that still hold SQL text. The store's queries belong in `db/`; this list only shrinks.
+SQL_ALLOWED = {
+    "workbench.formats_spans.staging",   # its own temporary SQLite staging file, not the store
+    "workbench.decisions",               # TODO #27: move to db/
+    "workbench.checks",                  # TODO #27: move to db/
+    "workbench.checks.recheck",          # TODO #27: move to db/
+    "workbench.checks.stored",           # TODO #27: move to db/
+    "workbench.committee.relabel",       # TODO #27: move to db/
+    "workbench.committee.relevance",     # TODO #27: move to db/
+}
+SQL_START = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|REPLACE|PRAGMA|VACUUM|CREATE|DROP|ALTER|"
+                       r"WITH|BEGIN|COMMIT|ROLLBACK)\b")
+
+
+def _sql_uses(module: str) -> list[str]:
+    """Where a module runs SQL (`.execute*` calls) or writes a statement's text."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("execute", "executemany", "executescript")):
+            found.append(f"line {node.lineno}: .{node.func.attr}(")
+        elif isinstance(node, ast.JoinedStr) and node.values and isinstance(
+                node.values[0], ast.Constant) and SQL_START.match(str(node.values[0].value)):
+            found.append(f"line {node.lineno}: {str(node.values[0].value)[:40]!r}")
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and SQL_START.match(node.value)):
+            found.append(f"line {node.lineno}: {node.value[:40]!r}")
+    return found
+
+
+def test_sql_lives_in_the_store():
+    """`db/` owns the SQL: a module of the programs calls its functions instead."""
+    uses = {m: _sql_uses(m) for m in MODULES if m.startswith("workbench") and m not in SQL_ALLOWED}
+    offenders = {m: u for m, u in uses.items() if u}
+    assert not offenders, offenders
+    assert SQL_ALLOWED <= set(MODULES), SQL_ALLOWED - set(MODULES)
+
+
+def test_the_sql_detector_finds_sql():
+    assert SQL_START.match("SELECT id FROM traces") and not SQL_START.match("Select a file")
+    assert _sql_uses("db.jobs") and not _sql_uses("workbench.safe_text")

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from db.traces import calls_named, tool_result_after
 from workbench import safe_json
 from workbench.chat_backend import ChatSession, Completion
 from workbench.committee.members import tool_validators, validate_call
@@ -70,9 +71,7 @@ def similar_result(db: Database, call: dict) -> str | None:
     name = call.get("name")
     args = call.get("arguments") or {}
     best, best_score = None, (-1, False)
-    for tid, idx, raw in db.execute(
-            "SELECT tc.trace_id, tc.message_idx, tc.arguments FROM tool_calls tc"
-            " WHERE tc.name = ? ORDER BY tc.trace_id DESC LIMIT 2000", [name]):
+    for tid, idx, raw in calls_named(db, name, limit=2000):
         try:
             stored = safe_json.loads(raw) if isinstance(raw, str) else (raw or {})
         except ValueError:
@@ -82,13 +81,13 @@ def similar_result(db: Database, call: dict) -> str | None:
                     == str(v).lower())
         if score < best_score[0]:
             continue
-        row = db.execute("SELECT content FROM messages WHERE trace_id = ? AND idx = ? AND"
-                         " role = 'tool'", [tid, idx + 1]).fetchone()
-        if row is None:
+        result = tool_result_after(db, tid, idx)
+        if result is None:
             continue
-        found = (score, bool(safe_json.loads(row[0])) if _is_json(row[0]) else bool(row[0]))
+        content = result[0]
+        found = (score, bool(safe_json.loads(content)) if _is_json(content) else bool(content))
         if found > best_score:
-            best, best_score = row[0], found
+            best, best_score = content, found
     return best
 
 

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from sqlite_utils import Database
 
 from db.flags import flags_for, suspect_turns
-from db.queries import EXCLUDED_SQL, TraceFilter
+from db.browse import get_setting, raw_setting
+from db.queries import TraceFilter
 from db.revisions import labelled_messages_for
 from db.tasks import current_task, current_tools
-from db.traces import extras_for, iter_trace_rows
+from db.traces import (answered_calls, commonest_opening_system, excluded_among, extras_for,
+                       iter_trace_rows, tool_called)
 
 
 def looks_message_only(fn: dict) -> bool:
@@ -68,11 +70,7 @@ def new_conversation_system(db: Database, task: TaskContext | None = None) -> st
     task = task or task_context(db)
     for split in ("train", None):
         where, params = TraceFilter(split=split).where()
-        row = db.execute(
-            "SELECT m.content, count(*) AS n FROM traces LEFT JOIN messages m"
-            " ON m.trace_id = traces.id AND m.idx = 0 AND m.role = 'system'"
-            f" WHERE {where} AND NOT {EXCLUDED_SQL}"
-            " GROUP BY m.content ORDER BY n DESC, min(traces.id) LIMIT 1", params).fetchone()
+        row = commonest_opening_system(db, where, params)
         if row is not None:
             first = [{"role": "system", "content": row[0]}] if row[0] is not None else []
             return system_prompt(first, task.description)
@@ -83,11 +81,9 @@ def _message_tools(db: Database, tools: list[dict]) -> frozenset[str]:
     """Configured (`checks.message_tools`), else what the last check run learned from the data
     (`checks.learned`), else read from the stored calls and, where they are too few, the
     schemas."""
-    from db.browse import get_setting
-
-    row = db.execute("SELECT value FROM settings WHERE key = 'checks.message_tools'").fetchone()
-    if row and row[0]:
-        return frozenset(row[0].split())
+    configured = raw_setting(db, "checks.message_tools")
+    if configured:
+        return frozenset(configured.split())
     learned = (get_setting(db, "checks.learned", None) or {}).get("structure") or {}
     if "message_tools" in learned:
         return frozenset(learned["message_tools"])
@@ -95,17 +91,14 @@ def _message_tools(db: Database, tools: list[dict]) -> frozenset[str]:
     # result), the schemas where the data is too thin
     schemas = {fn["name"]: fn for t in tools for fn in [t.get("function") or t]}
     out = set()
-    for name, calls, answered in db.execute(
-            "SELECT tc.name, count(*), sum(EXISTS (SELECT 1 FROM messages m WHERE"
-            " m.trace_id = tc.trace_id AND m.idx = tc.message_idx + 1 AND m.role = 'tool'))"
-            " FROM tool_calls tc GROUP BY tc.name"):
+    for name, calls, answered in answered_calls(db):
         if calls >= 5 or name not in schemas:
             if answered < 0.3 * calls:
                 out.add(name)
         elif looks_message_only(schemas[name]):
             out.add(name)
     out |= {n for n, fn in schemas.items() if looks_message_only(fn)
-            and not db.execute("SELECT 1 FROM tool_calls WHERE name = ? LIMIT 1", [n]).fetchone()}
+            and not tool_called(db, n)}
     return frozenset(out)
 
 
@@ -173,13 +166,11 @@ def iter_conversations(db: Database, selection: TraceFilter | None = None, *,
     if where:
         cond, args = f"({cond}) AND ({where})", [*args, *(params or [])]
     task = task or task_context(db)
-    sql_excluded = f"SELECT id FROM traces WHERE {EXCLUDED_SQL} AND id IN "
     for rows in iter_trace_rows(db, cond, args, batch=batch):
         ids = [r["id"] for r in rows]
-        marks = ",".join("?" * len(ids))
         labelled = labelled_messages_for(db, ids)
         suspect = suspect_turns(db, ids)
-        excluded = {r[0] for r in db.execute(f"{sql_excluded}({marks})", ids)}
+        excluded = excluded_among(db, ids)
         extras = extras_for(db, ids)
         flags: dict[int, list[dict]] = {}
         if with_flags:

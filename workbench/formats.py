@@ -334,8 +334,6 @@ for _fmt in (
 ):
     register(_fmt)
 
-# the built-in ones (`trace_formats()` sees later additions) and the span exports
-TRACE_FORMATS = trace_formats() + SPAN_FORMATS
 
 # What our own export writes under `meta` about the trace's place in the store: not the
 # record's metadata (a re-import sets them anew).

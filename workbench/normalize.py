@@ -41,7 +41,7 @@ from sqlite_utils import Database
 
 from db.flags import replace_flags
 from db.queries import TraceFilter
-from db.revisions import add_revision, changed_since
+from db.revisions import accepted_not_by, add_revision, changed_since, revisions_by
 from db.tx import now, write_tx
 from db.revisions import apply_labels
 from db.traces import messages_for
@@ -321,14 +321,8 @@ def _learning_context(db: Database, flt: TraceFilter | None) -> CheckContext:
     originals: dict[int, list[dict]] = {}
     for part in _chunks(ids):
         originals.update(messages_for(db, part))
-        marks = ",".join("?" * len(part))
-        rows = db.execute(
-            f"SELECT trace_id, message_idx, content, tool_calls FROM revisions"
-            f" WHERE trace_id IN ({marks}) AND status = 'accepted' AND author_kind != 'normaliser'"
-            f" ORDER BY id", part).fetchall()
-        for tid, idx, content, tc in rows:   # ascending id: the newest wins
-            labels[tid][idx] = {"content": content,
-                                "tool_calls": json.loads(tc) if tc else None}
+        for tid, idx, content, calls in accepted_not_by(db, part, "normaliser"):
+            labels[tid][idx] = {"content": content, "tool_calls": calls}   # the newest wins
     traces = [replace(t, messages=apply_labels(originals[t.id], labels[t.id]))
               for t in ctx.traces]
     return CheckContext(traces=traces, tools=ctx.tools, task=ctx.task,
@@ -339,11 +333,8 @@ def _own_revisions(db: Database, ids: list[int]) -> dict[tuple, dict[str, set]]:
     """(trace, turn) -> {revision key: statuses} of the normaliser's earlier revisions."""
     out: dict[tuple, dict[str, set]] = defaultdict(lambda: defaultdict(set))
     for part in _chunks(ids):
-        marks = ",".join("?" * len(part))
-        for tid, idx, content, tc, status in db.execute(
-                f"SELECT trace_id, message_idx, content, tool_calls, status FROM revisions"
-                f" WHERE trace_id IN ({marks}) AND author_kind = 'normaliser'", part):
-            out[(tid, idx)][_revision_key(content, json.loads(tc) if tc else None)].add(status)
+        for tid, idx, content, calls, status in revisions_by(db, part, "normaliser"):
+            out[(tid, idx)][_revision_key(content, calls)].add(status)
     return out
 
 

@@ -121,16 +121,3 @@ async def read_async(response: Any, limit: int) -> bytes:
         check_size(size, limit)
         parts.append(chunk)
     return b"".join(parts)
-
-
-def read_sync(response: Any, limit: int) -> bytes:
-    """The body of an `openai` streaming response (sync), at most `limit` bytes."""
-    declared = response.headers.get("content-length")
-    if declared and declared.isdigit():
-        check_size(int(declared), limit)
-    parts, size = [], 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        check_size(size, limit)
-        parts.append(chunk)
-    return b"".join(parts)

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.text import Text
 
-from db.queries import SPLITS, VISIBLE_SQL, TraceFilter
+from db.queries import SPLITS, TraceFilter
+from db.splits import split_counts
 from workbench.commands.common import (console, fail, print_json, selection_options, state,
                                        user_errors)
 from workbench.safe_text import visible
@@ -31,11 +32,6 @@ def parse_ids(text: str) -> list[int]:
     if not ids:
         raise ValueError("--move: no trace id given")
     return ids
-
-
-def _counts(db) -> dict:
-    return dict(db.execute(f"SELECT split, count(*) FROM traces WHERE {VISIBLE_SQL}"
-                           " GROUP BY split ORDER BY split").fetchall())
 
 
 def register(app: typer.Typer) -> None:
@@ -101,7 +97,7 @@ def register(app: typer.Typer) -> None:
                 outcome = decisions.undo_split(db, _analyst(analyst), action)
             else:
                 outcome = None
-        counts = _counts(db)
+        counts = split_counts(db)
         if as_json:
             out = {"splits": counts}
             if outcome is not None:

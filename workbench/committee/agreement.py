@@ -30,7 +30,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from db.rows import dicts
+from db.committee import voted_turns
+from db.revisions import newest_accepted
 from workbench.committee.voting import call_key, decision_key, label_call, same_call
 
 DECIDED = ("revised", "confirmed")
@@ -82,26 +83,6 @@ def _key(call: dict) -> str:
     return json.dumps(call_key(call), ensure_ascii=False, default=str)
 
 
-def voted_turns(db: Database, job_id: int | None = None) -> list[dict]:
-    """The newest committee turn with votes per (trace, turn), of one job or of every run, with
-    its votes. A later run that left the turn alone (the analyst's label) does not hide the
-    votes cast before."""
-    where, args = (" AND c.job_id = ?", [job_id]) if job_id is not None else ("", [])
-    turns = dicts(db.execute(
-        "SELECT * FROM committee_turns WHERE id IN (SELECT max(c.id) FROM committee_turns c"
-        " WHERE EXISTS (SELECT 1 FROM votes v WHERE v.turn_id = c.id)" + where +
-        " GROUP BY c.trace_id, c.message_idx) ORDER BY trace_id, message_idx", args), ("call",))
-    by_turn: dict[int, list[dict]] = {t["id"]: [] for t in turns}
-    if by_turn:
-        for v in dicts(db.execute(
-                "SELECT * FROM votes WHERE turn_id IN (SELECT value FROM json_each(?))"
-                " ORDER BY id", [json.dumps(list(by_turn))]), ("call",)):
-            by_turn[v["turn_id"]].append(v)
-    for t in turns:
-        t["votes"] = by_turn[t["id"]]
-    return turns
-
-
 def analyst_calls(db: Database, turns: list[dict]) -> dict[tuple[int, int], dict | None]:
     """The analyst's decision on each turn taken after its votes: the call of the turn's current
     label when the analyst wrote it (a human revision) or accepted it (a proposal) after the
@@ -110,23 +91,15 @@ def analyst_calls(db: Database, turns: list[dict]) -> dict[tuple[int, int], dict
         return {}
     after = {(t["trace_id"], t["message_idx"]): t["created_at"] for t in turns}
     ids = sorted({t["trace_id"] for t in turns})
-    rows = db.execute(
-        "SELECT r.trace_id, r.message_idx, r.author_kind, r.tool_calls, r.created_at,"
-        " r.decided_at, r.content FROM revisions r"
-        " WHERE r.trace_id IN (SELECT value FROM json_each(?))"
-        " AND r.status = 'accepted' AND r.id = (SELECT max(id) FROM revisions WHERE"
-        " trace_id = r.trace_id AND message_idx = r.message_idx AND status = 'accepted')",
-        [json.dumps(ids)]).fetchall()
     out: dict[tuple[int, int], dict | None] = {}
-    for tid, idx, kind, tool_calls, created, decided, content in rows:
+    for tid, idx, kind, tool_calls, created, decided, content in newest_accepted(db, ids):
         since = after.get((tid, idx))
         if since is None:
             continue
         written = kind == "human" and created > since
         accepted = decided is not None and decided > created and decided > since
         if written or accepted:
-            out[(tid, idx)] = label_call({"tool_calls": json.loads(tool_calls) if tool_calls
-                                          else None, "content": content})
+            out[(tid, idx)] = label_call({"tool_calls": tool_calls, "content": content})
     return out
 
 

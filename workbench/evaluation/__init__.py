@@ -120,10 +120,7 @@ def prepare_selection(db: Database, sel: Selection) -> dict | None:
 
     def no_leak(db: Database, _reports: list) -> None:
         """Inside the import's completing transaction: refusing here imports nothing."""
-        overlap = db.execute(
-            "SELECT DISTINCT s.line, t.id, t.split FROM trace_sources s JOIN traces t"
-            " ON t.id = s.trace_id WHERE s.path = ? AND t.split != 'test' ORDER BY s.line",
-            [sel.file]).fetchall()
+        overlap = store.stored_outside_test(db, sel.file)
         if overlap and not sel.move_to_test:
             shown = ", ".join(f"line {line}: trace {tid} ({split})"
                               for line, tid, split in overlap[:10])
@@ -134,8 +131,7 @@ def prepare_selection(db: Database, sel: Selection) -> dict | None:
                 " imported; pass --move-to-test to move them to the test split")
         moved.extend(sorted({tid for _, tid, _ in overlap}))
         if moved:
-            db.execute(f"UPDATE traces SET split = 'test' WHERE id IN"
-                       f" ({','.join('?' * len(moved))})", moved)
+            store.put_in_test(db, moved)
 
     (report,) = import_files(db, [sel.file], split="test", before_complete=no_leak)
     return {**report_dict(report), "moved_to_test": moved}
@@ -143,16 +139,7 @@ def prepare_selection(db: Database, sel: Selection) -> dict | None:
 
 def trace_ids(db: Database, sel: Selection) -> list[int]:
     where, params = sel.filter.where()
-    sql = f"SELECT id FROM traces WHERE {where}"
-    if sel.file is not None:
-        sql += (" AND id IN (SELECT trace_id FROM trace_sources WHERE path = ? AND import_id"
-                " NOT IN (SELECT id FROM imports WHERE status = 'pending'))")
-        params = [*params, sel.file]
-    sql += " ORDER BY id"
-    if sel.limit is not None:
-        sql += " LIMIT ?"
-        params = [*params, sel.limit]
-    return [r[0] for r in db.execute(sql, params).fetchall()]
+    return store.selected_trace_ids(db, where, params, path=sel.file, limit=sel.limit)
 
 
 def expand_pairs(db: Database, ids: Sequence[int]) -> Iterator[list[Pair]]:

@@ -37,6 +37,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from db import jobs as store
+from db.connection import db_file
 from workbench.jobs.context import (STOPPED, Cancelled, Interrupted, JobContext, JobStatus,
                                     JobStopped, Listener)
 from workbench.jobs.registry import get_spec
@@ -48,12 +49,6 @@ def _row(db: Database, job_id: int) -> dict:
     if row is None:
         raise ValueError(f"no job {job_id}")
     return row
-
-
-def db_file(db: Database) -> str | None:
-    """The store's file, or None for an in-memory one."""
-    path = db.execute("PRAGMA database_list").fetchone()[2]
-    return path or None
 
 
 class _Heartbeat:

@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
+from db.pipeline import make_raw_store
 from db.queries import TraceFilter
 from workbench.jobs.context import JobContext
 
@@ -29,28 +28,6 @@ def raw_selection(selection: TraceFilter) -> TraceFilter:
     data = {k: v for k, v in selection.to_dict().items() if k not in RAW_DROP}
     return TraceFilter.from_dict({**data, "origin": "imported"})
 
-
-
-def make_raw_store(db: Database, path: Path) -> None:
-    """A copy of the store with the raw traces: originals only (no revisions), no flags, no
-    exclusion decisions. A throwaway file beside the model it trains."""
-    from db import open_db
-    from db.tx import write_tx
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        p.unlink(missing_ok=True)
-    db.execute("VACUUM INTO ?", [str(path)])
-    raw = open_db(path, migrate=False)
-    try:
-        raw.execute("PRAGMA foreign_keys = OFF")   # a copy: its committee rows go with them
-        with write_tx(raw):
-            for table in ("votes", "committee_turns", "revisions", "flags",
-                          "exclusion_decisions"):
-                raw.execute(f"DELETE FROM {table}")
-            raw.execute("UPDATE traces SET excluded = NULL")
-    finally:
-        raw.conn.close()
 
 
 def run_direct_train(ctx: JobContext, selection: TraceFilter, params: Any) -> dict:

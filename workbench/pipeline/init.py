@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from db.imports import imported_paths
+from db.tasks import current_task
 from workbench.jobs.fields import fields_of
 from workbench.traces.job import ImportParams
 from workbench.pipeline.config import STAGES, PipelineError
@@ -35,11 +37,10 @@ ON = ("import", "check", "normalize", "train", "eval")
 def _import_paths(db: Database, folder: Path) -> list[str]:
     """The files the store was filled from, relative to `folder`: their folder when they share
     one."""
-    files = [r[0] for r in db.execute("SELECT DISTINCT path FROM imports WHERE status ="
-                                      " 'complete' ORDER BY path")]
-    task = db.execute("SELECT source FROM tasks ORDER BY id DESC LIMIT 1").fetchone()
-    if task and task[0] and os.path.isfile(task[0]):
-        files.append(os.path.abspath(task[0]))
+    files = imported_paths(db)
+    task_file = (current_task(db) or {}).get("source")
+    if task_file and os.path.isfile(task_file):
+        files.append(os.path.abspath(task_file))
     files = [f for f in files if os.path.exists(f)]
     if not files:
         return []

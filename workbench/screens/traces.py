@@ -40,7 +40,6 @@ def search_words(text: str | None) -> list[str]:
 
 
 ANY_ERROR, NO_ERROR = "\x00any error flag", "\x00no error flag"
-CONDITION_PREFIXES = ("outcome:", "meta:")
 
 
 def split_search(text: str) -> tuple[str | None, list[str] | None, list[str] | None]:

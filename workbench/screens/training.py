@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 
 from db import jobs as store
+from db.jobs import newest_job
 from widgets.job_list import STATUS_STYLE
 from widgets.training_plot import TrainingCurves
 from workbench.safe_text import visible
@@ -21,8 +22,7 @@ POLL_S = 2.0
 
 
 def newest_train_job(db) -> int | None:
-    row = db.execute("SELECT max(id) FROM jobs WHERE kind = 'train'").fetchone()
-    return row[0] if row else None
+    return newest_job(db, "train")
 
 
 class TrainingScreen(Screen):

@@ -10,21 +10,15 @@ from sqlite_utils import Database
 
 from db import synthesis as record_store
 from db.traces import NewTrace, TraceWriter
-from db.tx import now, write_tx
+from db.imports import add_to_import, job_import, lines_of
+from db.tx import write_tx
 from workbench.synthesis.validate import Candidate
 
 
 def _import_row(db: Database, job_id: int) -> tuple[int, str]:
     """The provenance of a job's synthetic traces: one `imports` row per job."""
     source = f"synthesis:job-{job_id}"
-    row = db.execute("SELECT id FROM imports WHERE path = ?", [source]).fetchone()
-    if row:
-        return row[0], source
-    import_id = db.execute(
-        "INSERT INTO imports (source, path, format, split, sha256, lines, added, duplicates,"
-        " created_at) VALUES (?,?,?,?,?,0,0,0,?)",
-        [source, source, "synthetic", "train", "", now()]).lastrowid
-    return import_id, source
+    return job_import(db, source, format="synthetic", split="train"), source
 
 
 def store_batch(db: Database, job_id: int, cands: list[Candidate]) -> int:
@@ -65,8 +59,7 @@ def keep_pending(db: Database, job_id: int, limit: int | None = None) -> dict:
             return {"stored": [], "duplicates": 0, "surplus": len(surplus)}
         import_id, source = _import_row(db, job_id)
         writer = TraceWriter(db, import_id)
-        line = db.execute("SELECT count(*) FROM trace_sources WHERE path = ?",
-                          [source]).fetchone()[0]
+        line = lines_of(db, source)
         for r in rows:
             line += 1
             tid, new = writer.add(NewTrace(
@@ -80,6 +73,5 @@ def keep_pending(db: Database, job_id: int, limit: int | None = None) -> dict:
             else:
                 dups += 1
                 record_store.mark_rejected(db, r["id"], "duplicate", f"identical to trace {tid}")
-        db.execute("UPDATE imports SET lines = ?, added = added + ? WHERE id = ?",
-                   [line, writer.added, import_id])
+        add_to_import(db, import_id, line, writer.added)
     return {"stored": ids, "duplicates": dups, "surplus": len(surplus)}
