@@ -317,3 +317,10 @@ def excluded_among(db: Database, trace_ids: list[int]) -> set[int]:
     marks = ",".join("?" * len(trace_ids))
     return {r[0] for r in db.execute(
         f"SELECT id FROM traces WHERE {EXCLUDED_SQL} AND id IN ({marks})", trace_ids)}
+
+
+def assistant_turns_of(db: Database, ids: list[int]) -> int:
+    """How many assistant turns the traces `ids` hold together."""
+    return sum(db.execute(f"SELECT coalesce(sum(n_assistant), 0) FROM traces WHERE id IN"
+                          f" ({','.join('?' * len(chunk))})", chunk).fetchone()[0]
+               for chunk in (ids[i:i + 10_000] for i in range(0, len(ids), 10_000)))

@@ -24,6 +24,7 @@ import numpy as np
 from sqlite_utils import Database
 
 from db.queries import TraceFilter
+from db.traces import assistant_turns_of
 
 MIN_TRACES = 40     # a smaller corpus gives no estimate
 HELD = 120          # held-out conversations at most
@@ -122,9 +123,7 @@ def false_alarms(db: Database, ctx, names: list[str], stage) -> dict | None:
             found.setdefault(f["check"], set()).add(f["trace_id"])
         else:
             false.setdefault((f["check"], "turn"), set()).add((f["trace_id"], f["message_idx"]))
-    n_turns = sum(db.execute(f"SELECT coalesce(sum(n_assistant), 0) FROM traces WHERE id IN"
-                             f" ({','.join('?' * len(chunk))})", chunk).fetchone()[0]
-                  for chunk in (ids[i:i + 10_000] for i in range(0, len(ids), 10_000)))
+    n_turns = assistant_turns_of(db, ids)
     how = (f"{len(held)} held-out conversations no check flagged, one turn of each damaged"
            f" ({len(planted)} planted), checked with {len(donors)} others")
     out = {}

@@ -32,6 +32,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from db.connection import db_file
+
 from workbench.jobs.context import (Cancelled, Interrupted, JobContext, JobStatus, LogLine,
                                     Metrics, Progress)
 from workbench.redaction import redact
@@ -95,7 +97,7 @@ def check_launch(launch: Launch) -> None:
 
 
 def store_file(db: Database) -> str:
-    path = db.execute("PRAGMA database_list").fetchone()[2]
+    path = db_file(db)
     if not path:
         raise ValueError("training in several processes needs a store in a file, not in memory")
     return str(Path(path).resolve())
