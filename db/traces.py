@@ -39,7 +39,7 @@ def search_text(messages: Iterable[dict]) -> str:
 
 @dataclass
 class NewTrace:
-    """A trace in canonical form, ready to store (see workbench.messages)."""
+    """A trace in canonical form, ready to store (see workbench.conversations.messages)."""
 
     messages: list[dict]
     tools: list | None

@@ -9,9 +9,9 @@ from db import open_db
 from db.revisions import add_revision
 from db.traces import NewTrace, TraceWriter
 from db.tx import now, write_tx
-from workbench.config import Config
-from workbench.importing import import_files
-from workbench.messages import content_hash
+from workbench.core.config import Config
+from workbench.traces.importing import import_files
+from workbench.conversations.messages import content_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKUP = "[bold]x[/] [@click=app.quit]y[/]"

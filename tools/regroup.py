@@ -44,6 +44,10 @@ MOVES: dict[str, str] = {
     "workbench/turns.py": "workbench/conversations/turns.py",
     "workbench/toolcalls.py": "workbench/conversations/toolcalls.py",
     "workbench/conversation_view.py": "workbench/conversations/view.py",
+    # what a flag says (sentence, reasons, statistics), for the app and the CLI alike
+    "workbench/flag_text.py": "workbench/checks/flag_text.py",
+    # a check's precision as analysts judge a sample of its flags
+    "workbench/precision.py": "workbench/curation/precision.py",
     # traces: formats in and out, importing, exporting
     "workbench/importing.py": "workbench/traces/importing.py",
     "workbench/formats.py": "workbench/traces/formats.py",
@@ -118,6 +122,7 @@ TEST_LAYERS: dict[str, str] = {
     "test_recheck": "checks",
     "test_agreement": "committee", "test_relevance": "committee",
     "test_limits": "traces", "test_outcomes": "traces",
+    "test_teaching": "curation", "test_heldout_agents": "project",
     "test_decisions": "curation", "test_decision_flags": "curation", "test_splits": "curation",
     "test_turn_labels": "curation",
     "test_conversation_view": "conversations",

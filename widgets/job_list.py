@@ -8,7 +8,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, ProgressBar, RichLog, Static
 
-from workbench.safe_text import visible
+from workbench.core.safe_text import visible
 
 STATUS_STYLE = {"queued": "dim", "running": "bold yellow", "succeeded": "green",
                 "failed": "bold red", "cancelled": "magenta"}

@@ -1,12 +1,12 @@
 """A small grouped bar chart of evaluation metrics per run (plotext through textual-plotext).
-No I/O: `show(runs)` gets the runs as `workbench.eval_results.runs_per_model` gives them."""
+No I/O: `show(runs)` gets the runs as `workbench.evaluation.results.runs_per_model` gives them."""
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual_plotext import PlotextPlot
 
-from workbench.safe_text import visible
+from workbench.core.safe_text import visible
 
 METRIC_LABELS = (("staged_tool_call", "staged"), ("tool_call_equivalence", "equiv"),
                  ("function_match", "function"), ("rouge_l", "rouge_l"),

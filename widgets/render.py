@@ -1,6 +1,6 @@
 """Renderables for untrusted trace text: Rich `Text`, JSON highlighting and diffs, no markup.
 
-Every string from data goes through `workbench.safe_text.visible` (or, inside JSON, its JSON
+Every string from data goes through `workbench.core.safe_text.visible` (or, inside JSON, its JSON
 escapes): control, bidi and zero-width characters are shown spelled out, never sent to the
 terminal."""
 
@@ -15,9 +15,9 @@ from rich.highlighter import JSONHighlighter
 from rich.table import Table
 from rich.text import Text
 
-from workbench import safe_json
-from workbench.flag_text import reasons, taught_note
-from workbench.safe_text import dumps_visible, visible
+from workbench.core import safe_json
+from workbench.checks.flag_text import reasons, taught_note
+from workbench.core.safe_text import dumps_visible, visible
 
 ROLE_STYLE = {"system": "bold magenta", "user": "bold cyan", "assistant": "bold green",
               "tool": "bold yellow"}

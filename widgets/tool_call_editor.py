@@ -18,8 +18,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
-from workbench import safe_json
-from workbench.safe_text import dumps_visible, visible
+from workbench.core import safe_json
+from workbench.core.safe_text import dumps_visible, visible
 
 BLANK = Select.NULL if hasattr(Select, "NULL") else Select.BLANK
 

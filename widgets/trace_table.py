@@ -7,7 +7,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
-from workbench.safe_text import visible
+from workbench.core.safe_text import visible
 
 LABEL_STYLE = {"original": "dim", "revised": "green", "proposed": "bold yellow"}
 COLUMNS = (("id", "id"), ("source", "file:line"), ("split", "split"),

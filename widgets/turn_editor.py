@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.widgets import Button, Input, Label, Static, TextArea
 
 from widgets.tool_call_editor import CallCheck, ToolCallEditor
-from workbench.safe_text import visible
+from workbench.core.safe_text import visible
 
 TurnCheck = Callable[[str | None, list[dict]], list[str]]   # (text, calls) -> problems
 

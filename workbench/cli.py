@@ -60,7 +60,7 @@ def _root(
     ctx.obj = State(db_path=db, debug=debug)
     if ctx.invoked_subcommand is None:
         from workbench.app import make_app  # Textual loads only when the app opens
-        from workbench.terminal_watch import watch_terminal
+        from workbench.app.terminal_watch import watch_terminal
 
         if sys.stdin.isatty():   # a closed terminal ends the app instead of leaving it spinning
             watch_terminal(sys.stdin.fileno())

@@ -25,7 +25,7 @@ from workbench.checks import (
 )
 from workbench.checks.base import CheckContext, TraceView, flag
 from workbench.checks.stored import StoredTraces
-from workbench.conversation_view import conversations, task_context
+from workbench.conversations.view import conversations, task_context
 
 CHECKS = {m.NAME: m for m in (schema, structure, grounding, coherence, duplicates,
                               coherence_model)}
@@ -215,7 +215,7 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
 
 
 def _has_outcomes(db: Database, flt: TraceFilter | None) -> bool:
-    from workbench.outcome_flags import outcome_sides
+    from workbench.checks.outcome_flags import outcome_sides
 
     return any(len(s["successful"]) >= calibration.MIN_REFERENCE
                for s in outcome_sides(db, flt))

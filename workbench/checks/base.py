@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from db.flags import default_pattern
-from workbench import safe_json
-from workbench.conversation_view import Conversation, looks_message_only
+from workbench.core import safe_json
+from workbench.conversations.view import Conversation, looks_message_only
 
 
 def default_threads() -> int:

@@ -89,7 +89,7 @@ def apply_used(flags: list[dict], used: dict[str, dict[str, str]]) -> list[dict]
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:
-    from workbench.outcome_flags import _interval
+    from workbench.checks.outcome_flags import _interval
 
     return _interval(k, n) if n else (0.0, 1.0)
 
@@ -107,7 +107,7 @@ def precision_from(k: int, n: int, flags: int, units: int) -> tuple[float, float
 
 
 def _outcome_reference(db: Database, stage, selection: TraceFilter | None) -> dict | None:
-    from workbench.outcome_flags import outcome_sides
+    from workbench.checks.outcome_flags import outcome_sides
 
     sides = [s for s in outcome_sides(db, selection) if len(s["successful"]) >= MIN_REFERENCE]
     if not sides:
@@ -131,7 +131,7 @@ def calibrate(db: Database, stage, names: list[str], selection: TraceFilter | No
     `heldout`: {(check, level): (false alarms, clean units)} measured by `heldout.py`, used
     where no outcome gives a reference. Returns one entry per check and level (see
     `workbench check`'s report)."""
-    from workbench.outcome_flags import side
+    from workbench.checks.outcome_flags import side
 
     raised = stage.error_units()
     ref = _outcome_reference(db, stage, selection)

@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from workbench.chat_template import IM_END, render_with_spans
+from workbench.models.chat_template import IM_END, render_with_spans
 from workbench.checks.base import (CheckContext, calls_of, default_threads, flag, message_text,
                                    result_records)
 

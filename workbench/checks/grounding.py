@@ -21,7 +21,7 @@ try:   # python-dateutil (installed with the project's dependencies) reads most 
 except ImportError:   # pragma: no cover - then the common formats in DATE_FORMATS
     date_parser = None
 
-from workbench import safe_json
+from workbench.core import safe_json
 from workbench.checks.base import (
     CheckContext,
     TraceView,

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from sqlite_utils import Database
 
 from db.queries import TraceFilter
-from workbench.conversation_view import Conversation, TaskContext, iter_conversations
+from workbench.conversations.view import Conversation, TaskContext, iter_conversations
 
 
 class StoredTraces(Sequence):

@@ -22,7 +22,7 @@ before imports refused them) is an error: no check can read it.
 
 from __future__ import annotations
 
-from workbench import safe_json
+from workbench.core import safe_json
 from workbench.checks.base import CheckContext, calls_of, evidence_item, flag
 
 NAME = "structure"

@@ -9,7 +9,7 @@ from rich.text import Text
 from workbench.commands.common import (
     JobRequest, console, job_options, print_json, print_json_stream, state)
 from workbench.commands.jobs import run_request
-from workbench.safe_text import visible
+from workbench.core.safe_text import visible
 
 
 TABLE_ROWS = 200  # a terminal shows the first flags; --json gives them all
@@ -18,7 +18,7 @@ TABLE_ROWS = 200  # a terminal shows the first flags; --json gives them all
 def flag_cell(f: dict, stats: bool) -> Text:
     """A flag's sentence, what analysts taught its check, and its reasons (the statistical ones
     with --stats)."""
-    from workbench.flag_text import reasons, taught_note
+    from workbench.checks.flag_text import reasons, taught_note
 
     shown, hidden = reasons(f, stats)
     note = taught_note(f)
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
 
         from db.queries import TraceFilter
         from workbench.checks import stored_report
-        from workbench.outcome_flags import flags_by_outcome
+        from workbench.checks.outcome_flags import flags_by_outcome
 
         row = run_request(ctx, job, quiet=as_json)
         result = row["result"]

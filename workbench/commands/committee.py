@@ -12,7 +12,7 @@ from rich.text import Text
 from workbench.commands.common import (JobRequest, console, job_options, print_json, state,
                                        user_errors)
 from workbench.commands.jobs import run_request
-from workbench.safe_text import visible
+from workbench.core.safe_text import visible
 
 
 def print_relabel(result: dict) -> None:

@@ -18,9 +18,9 @@ from rich.text import Text
 from sqlite_utils import Database
 
 from db.queries import TraceFilter
-from workbench.errors import InputError
+from workbench.core.errors import InputError
 from workbench.jobs.fields import Field, fields_of
-from workbench.safe_text import visible, visible_json
+from workbench.core.safe_text import visible, visible_json
 
 UNBOUNDED_WIDTH = 100_000   # "no wrapping": reports written to a file or pipe
 
@@ -86,7 +86,7 @@ def print_json_stream(head: dict, key: str, items: Iterable[Any]) -> None:
 
 def fail(message: str, code: int = 1) -> None:
     """`error: MESSAGE` on stderr, keys redacted, and exit `code`."""
-    from workbench.redaction import redact
+    from workbench.core.redaction import redact
 
     # soft_wrap: FILE:LINE stays on one line, where editors and grep find it
     err_console.print(Text("error: ", style="bold red") + Text(visible(redact(message))),

@@ -13,8 +13,8 @@ from db.traces import stats as store_stats
 from db.queries import TraceFilter
 from workbench.commands.common import (console, err_console, print_json, selection_options,
                                        state, user_errors)
-from workbench.messages import MAX_MESSAGE_BYTES
-from workbench.safe_text import visible, visible_json
+from workbench.conversations.messages import MAX_MESSAGE_BYTES
+from workbench.core.safe_text import visible, visible_json
 
 
 def register(app: typer.Typer) -> None:
@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         complete, so the app and other jobs can write meanwhile. Traces already stored are not
         added again.
         """
-        from workbench.importing import import_files, report_dict
+        from workbench.traces.importing import import_files, report_dict
 
         db = state(ctx).db()
         with user_errors():
@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         import sys
 
         from workbench.commands.common import err_console
-        from workbench.exporting import STDOUT, check_format, export
+        from workbench.traces.exporting import STDOUT, check_format, export
 
         to_stdout = str(out) == STDOUT
         with user_errors():

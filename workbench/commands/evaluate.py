@@ -17,7 +17,7 @@ from rich.text import Text
 from workbench.commands.common import (JobRequest, console, err_console, fail, job_options,
                                        print_json, state, user_errors)
 from workbench.commands.jobs import run_request
-from workbench.safe_text import visible
+from workbench.core.safe_text import visible
 
 METRIC_ROWS = ("decision", "staged_tool_call", "tool_call_equivalence", "function_match",
                "rouge_l", "text_rouge_l", "llm_as_a_judge")
@@ -179,9 +179,9 @@ def register(app: typer.Typer) -> None:
 
         In the REPL: type a message; after a tool call type the tool's result (JSON) or press
         Enter to skip; `/tool TEXT` adds a tool result, `/reset` starts over, `/quit` ends."""
-        from workbench.chat_backend import ChatSession, open_backend
-        from workbench.chat_repl import repl
-        from workbench.conversation_view import (conversation, new_conversation_system,
+        from workbench.models.chat_backend import ChatSession, open_backend
+        from workbench.chat.repl import repl
+        from workbench.conversations.view import (conversation, new_conversation_system,
                                                  task_context)
 
         db = state(ctx).db()
@@ -217,8 +217,8 @@ def register(app: typer.Typer) -> None:
 def replay_trace(session: Any, messages: list[dict], out: Console = console) -> list[float]:
     """Predict each assistant turn of a trace from its history, show it against the reference,
     then continue with the reference (teacher forcing, like the evaluation)."""
-    from workbench.messages import turn_answer
-    from workbench.metrics import headline, score_turn
+    from workbench.conversations.messages import turn_answer
+    from workbench.evaluation.metrics import headline, score_turn
 
     scores = []
     for m in messages:

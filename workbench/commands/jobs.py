@@ -15,7 +15,7 @@ from rich.text import Text
 from db import jobs as store
 from workbench.commands.common import (JobRequest, console, err_console, fail, print_json,
                                        state, user_errors)
-from workbench.safe_text import visible
+from workbench.core.safe_text import visible
 from workbench.jobs.context import JobEvent, LogLine
 from workbench.jobs.context import Progress as ProgressEvent
 

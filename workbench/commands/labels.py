@@ -1,5 +1,5 @@
 """`workbench label ...`: the analyst's decisions from the command line, with the same meaning
-as in the app (one module, `workbench.decisions`)."""
+as in the app (one module, `workbench.curation.decisions`)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from rich.text import Text
 from db.queries import TraceFilter
 from workbench.commands.common import (console, fail, print_json, selection_options, state,
                                        user_errors)
-from workbench.safe_text import visible
+from workbench.core.safe_text import visible
 
 
 def _analyst(name: str | None) -> str:
-    from workbench.config import load_config
+    from workbench.core.config import load_config
 
     return name or load_config().analyst
 
@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
     def turn_decision(name: str, doc: str):
         def cmd(ctx: typer.Context, trace_id: int, turn: int,
                 analyst: Optional[str] = analyst_opt, as_json: bool = json_opt) -> None:
-            from workbench import decisions
+            from workbench.curation import decisions
 
             with user_errors():
                 outcome = getattr(decisions, name)(state(ctx).db(), trace_id, turn,
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
         trace-level error no longer excludes it). Without TRACE, --check NAME and any
         selection: every flag of that check on the selected traces, as one action.
         `workbench label undo-keep` takes the newest back."""
-        from workbench import decisions
+        from workbench.curation import decisions
 
         db = state(ctx).db()
         with user_errors():
@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
                       analyst: Optional[str] = analyst_opt, as_json: bool = json_opt) -> None:
         """Take back a "not a problem" decision: its flags come back and flags it demoted get
         their severity back (the label itself is left as it is: `label undo` for that)."""
-        from workbench import decisions
+        from workbench.curation import decisions
 
         with user_errors():
             outcome = decisions.undo_dismissal(state(ctx).db(), _analyst(analyst), action)
@@ -155,7 +155,7 @@ def register(app: typer.Typer) -> None:
     def revision_decision(name: str, doc: str):
         def cmd(ctx: typer.Context, revision_id: int,
                 analyst: Optional[str] = analyst_opt, as_json: bool = json_opt) -> None:
-            from workbench import decisions
+            from workbench.curation import decisions
 
             with user_errors():
                 outcome = getattr(decisions, name)(state(ctx).db(), revision_id,
@@ -181,8 +181,8 @@ def register(app: typer.Typer) -> None:
         """Write a new label for a turn: exactly the --text and --call(s) given (text only: a
         text reply; calls only: calls without text; both: text with calls). It is validated
         against the tool schemas; open proposals are rejected."""
-        from workbench import decisions
-        from workbench.turns import parse_call_json
+        from workbench.curation import decisions
+        from workbench.conversations.turns import parse_call_json
 
         if text is None and not call:
             fail("give the new label: --text TEXT, --call JSON (repeatable), or both")
@@ -196,7 +196,7 @@ def register(app: typer.Typer) -> None:
         @selection_options
         def cmd(ctx: typer.Context, *, selection: TraceFilter,
                 analyst: Optional[str] = analyst_opt, as_json: bool = json_opt) -> None:
-            from workbench import decisions
+            from workbench.curation import decisions
 
             with user_errors():
                 outcome = decisions.bulk_decide(state(ctx).db(), status, _analyst(analyst),
@@ -215,7 +215,7 @@ def register(app: typer.Typer) -> None:
         @selection_options
         def cmd(ctx: typer.Context, *, selection: TraceFilter,
                 analyst: Optional[str] = analyst_opt, as_json: bool = json_opt) -> None:
-            from workbench import decisions
+            from workbench.curation import decisions
 
             if selection.is_empty():
                 fail("say which traces (--trace-id, or any selection option); refusing to"
@@ -236,7 +236,7 @@ def register(app: typer.Typer) -> None:
                          analyst: Optional[str] = analyst_opt,
                          as_json: bool = json_opt) -> None:
         """Undo an exclude / include action; traces decided on again since keep that decision."""
-        from workbench import decisions
+        from workbench.curation import decisions
 
         with user_errors():
             outcome = decisions.undo_exclusion(state(ctx).db(), _analyst(analyst), action)

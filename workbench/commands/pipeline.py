@@ -13,7 +13,7 @@ from rich.text import Text
 
 from workbench.commands.common import console, print_json, state, user_errors
 from workbench.commands.jobs import run_foreground
-from workbench.safe_text import visible
+from workbench.core.safe_text import visible
 
 
 def _num(v: object, fmt: str = "{:.4f}") -> str:

@@ -1,5 +1,5 @@
 """`workbench review ...`: sample a check's flags for the analyst to judge, and the precision
-their verdicts give each check (`workbench.precision`)."""
+their verdicts give each check (`workbench.curation.precision`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.text import Text
 from db.queries import TraceFilter
 from workbench.commands.common import (console, fail, print_json, selection_options, state,
                                        user_errors)
-from workbench.safe_text import visible
+from workbench.core.safe_text import visible
 
 
 def _items_table(items: list[dict]) -> Table:
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         no earlier sample of it holds, for the analyst to judge. Each verdict counts toward
         the check's precision (`workbench review precision`)."""
         from db.teaching import open_sample_items
-        from workbench import precision
+        from workbench.curation import precision
 
         if not selection.check:
             fail("say which check's flags to sample: --check NAME")
@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
     def precision_cmd(ctx: typer.Context, as_json: bool = json_opt) -> None:
         """Each sampled check's precision: the share of its judged flags that were real
         problems, with a 95% Wilson interval."""
-        from workbench import precision
+        from workbench.curation import precision
 
         rows = precision.report(state(ctx).db())
         if as_json:

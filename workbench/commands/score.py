@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from workbench.commands.common import console, print_json, user_errors
-from workbench.metrics import constant_floor, decision_confusion, read_predictions, score_rows
+from workbench.evaluation.metrics import constant_floor, decision_confusion, read_predictions, score_rows
 
 
 def register(app: typer.Typer) -> None:

@@ -1,5 +1,5 @@
 """`workbench split`: draw a test split from the store, move traces between splits, undo; the
-same decisions as the app's (`workbench.decisions`)."""
+same decisions as the app's (`workbench.curation.decisions`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from db.queries import SPLITS, TraceFilter
 from db.splits import split_counts
 from workbench.commands.common import (console, fail, print_json, selection_options, state,
                                        user_errors)
-from workbench.safe_text import visible
+from workbench.core.safe_text import visible
 
 
 def parse_ids(text: str) -> list[int]:
@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         there, so running it again changes nothing. `--move IDS --to SPLIT` (or a selection and
         --to) moves chosen traces. Every change is a decision `--undo` takes back. Without an
         option: the number of traces in each split."""
-        from workbench import decisions
+        from workbench.curation import decisions
         from workbench.commands.labels import _analyst
 
         db = state(ctx).db()

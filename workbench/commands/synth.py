@@ -8,7 +8,7 @@ from rich.text import Text
 
 from workbench.commands.common import JobRequest, console, job_options, print_json
 from workbench.commands.jobs import run_request
-from workbench.safe_text import visible
+from workbench.core.safe_text import visible
 
 
 def print_synth(result: dict) -> None:

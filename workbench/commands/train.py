@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         `--accelerate-config FILE` for DDP, FSDP or DeepSpeed: configs/distributed/). Rank 0
         writes the store; cancel, SIGTERM and `jobs resume` work as for one process.
         """
-        from workbench.hf_loading import resolve_base_model
+        from workbench.models.hf_loading import resolve_base_model
         from workbench.jobs.registry import get_spec
         from workbench.training.estimate import estimate, measure_rate
         from workbench.training.launch import in_a_launched_rank

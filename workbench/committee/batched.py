@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from workbench.batch_calls import BatchCaller
+from workbench.models.batch_calls import BatchCaller
 from workbench.committee.members import EndpointFailed, Member
 from workbench.jobs.context import JobContext, content_key
 

@@ -15,8 +15,8 @@ SPECS: list[JobSpec] = []
 def known_endpoint(name: str | None, param: str) -> None:
     """Refuse an endpoint name that is neither configured nor a URL#MODEL or local one,
     before a job row stores it (the job would fail only when it starts)."""
-    from workbench.endpoints import LOCAL, check_url, endpoints
-    from workbench.errors import InputError
+    from workbench.models.endpoints import LOCAL, check_url, endpoints
+    from workbench.core.errors import InputError
 
     if not name or name == LOCAL or name.startswith(LOCAL + ":"):
         return
@@ -67,7 +67,7 @@ class RelabelParams:
 
 def run_relabel(ctx: JobContext, selection: TraceFilter, params: RelabelParams) -> dict:
     from workbench.committee.relabel import run_committee
-    from workbench.endpoints import get_endpoint
+    from workbench.models.endpoints import get_endpoint
 
     members = [get_endpoint(n, db=ctx.db) for n in params.committee]
     arbiter = get_endpoint(params.arbiter, db=ctx.db) if params.arbiter else None
@@ -96,7 +96,7 @@ class RelevanceParams:
 
 def run_relevance(ctx: JobContext, selection: TraceFilter, params: RelevanceParams) -> dict:
     from workbench.committee.relevance import run_relevance as body
-    from workbench.endpoints import get_endpoint
+    from workbench.models.endpoints import get_endpoint
 
     judge = get_endpoint(params.judge, db=ctx.db)
     ctx.log(f"judge: {params.judge}")

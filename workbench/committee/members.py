@@ -22,13 +22,13 @@ from jsonschema import Draft202012Validator
 
 from workbench.checks.schema import declared_arguments
 from workbench.committee.prompt import CHARS_PER_TOKEN
-from workbench.endpoints import Endpoint
-from workbench.errors import InputError
+from workbench.models.endpoints import Endpoint
+from workbench.core.errors import InputError
 from workbench.jobs.context import content_key
-from workbench.redaction import redact, redact_secrets
-from workbench.replies import ReplyRefused, check_size, parse_completion, read_async
-from workbench.safe_text import visible
-from workbench.toolcalls import parse_tool_calls
+from workbench.core.redaction import redact, redact_secrets
+from workbench.models.replies import ReplyRefused, check_size, parse_completion, read_async
+from workbench.core.safe_text import visible
+from workbench.conversations.toolcalls import parse_tool_calls
 
 RETRY_STATUS = {408, 409, 429}   # and every 5xx
 

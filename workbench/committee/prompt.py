@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 from workbench.checks.schema import declared_arguments
-from workbench.conversation_view import Conversation
+from workbench.conversations.view import Conversation
 
 INSTRUCTIONS = """You review one turn of a conversation between a user and a tool-calling \
 assistant. The assistant's turn marked >>> DOUBTFUL <<< may carry a wrong tool call: another \

@@ -50,8 +50,8 @@ from workbench.committee.prompt import (answer_schema, answers_in_text, calls_at
                                         member_messages)
 from workbench.committee.trust import accepting
 from workbench.committee.voting import agreed, candidates, label_call, same_call
-from workbench.conversation_view import Conversation, iter_conversations, task_context
-from workbench.endpoints import Endpoint
+from workbench.conversations.view import Conversation, iter_conversations, task_context
+from workbench.models.endpoints import Endpoint
 from workbench.jobs.context import JobContext, JobStopped
 
 VOTE_UNIT = "committee.vote"

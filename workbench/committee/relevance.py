@@ -29,10 +29,10 @@ from db.queries import TraceFilter
 from workbench.committee.batched import Ask, answer_ahead
 from workbench.committee.members import EndpointFailed, Member
 from workbench.committee.prompt import RELEVANCE_SCHEMA, relevance_messages
-from workbench.conversation_view import Conversation, iter_conversations, task_context
-from workbench.endpoints import Endpoint
+from workbench.conversations.view import Conversation, iter_conversations, task_context
+from workbench.models.endpoints import Endpoint
 from workbench.jobs.context import JobContext
-from workbench.safe_text import visible
+from workbench.core.safe_text import visible
 
 CHECK = "relevance"
 UNIT = "committee.relevance"

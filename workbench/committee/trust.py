@@ -22,7 +22,7 @@ from sqlite_utils import Database
 
 from db.browse import get_setting
 from workbench.committee.agreement import agreement
-from workbench.errors import InputError
+from workbench.core.errors import InputError
 
 THRESHOLD_KEY = "committee.accept_threshold"
 DEFAULT_THRESHOLD = 0.9

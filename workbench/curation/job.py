@@ -17,7 +17,7 @@ class NormalizeParams:
 
 
 def run_normalize(ctx: JobContext, selection: TraceFilter, params: NormalizeParams) -> dict:
-    from workbench.normalize import normalize
+    from workbench.curation.normalize import normalize
 
     ctx.progress(0, 1, "learning the mapping")
     result = normalize(ctx.db, selection)

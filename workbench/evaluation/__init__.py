@@ -1,14 +1,14 @@
 """Evaluation: per-turn pairs from the store, predicted by a backend, scored like the benchmark.
 
 * **Pairs.** Each selected test conversation (current labels) gives one pair per assistant
-  turn: the messages before it as the prompt, :func:`workbench.messages.turn_answer` of the
+  turn: the messages before it as the prompt, :func:`workbench.conversations.messages.turn_answer` of the
   turn (its text and calls) as the reference (34 TFT test conversations -> 359 pairs). The
   system prompt is the conversation's own, else the task description
-  (:func:`workbench.conversation_view.system_prompt`); tools are the trace's own, else the
+  (:func:`workbench.conversations.view.system_prompt`); tools are the trace's own, else the
   store's current tool schemas.
 * **Order.** Turns of a conversation are predicted in order, so a llama.cpp backend reuses the
   KV cache of the previous turn (its prompt is a token prefix of the next one).
-* **Scores.** :func:`workbench.metrics.score_turn`: every kind of turn (text, one call,
+* **Scores.** :func:`workbench.evaluation.metrics.score_turn`: every kind of turn (text, one call,
   several calls at once, text with calls); each mean is over the turns its metric applies to.
   With a judge endpoint also ``llm_as_a_judge`` (1/0) from the task's rubric, the
   conversation's policy and the reference, each judge reply cached by content hash in
@@ -18,7 +18,7 @@
   timeout, an invalid reply) is stored with its error and left out of the means; a run whose
   turns mostly failed ends ``failed`` and is never a baseline or a model's score. A turn the
   judge failed on is counted as unjudged, not scored. Error text is redacted
-  (:mod:`workbench.redaction`) before it is stored.
+  (:mod:`workbench.core.redaction`) before it is stored.
 * **Storage.** A run is an `eval` job and an ``eval_runs`` row; each turn an
   ``eval_results`` row, written per conversation (a killed run keeps what it finished).
 * **Report.** Means, the decision confusion matrix (text, or which tools), the worst turns,
@@ -39,16 +39,16 @@ from sqlite_utils import Database
 
 from db import evals as store
 from db.queries import TraceFilter
-from workbench import safe_json
-from workbench.chat_backend import ChatBackend, Completion, create_completion
-from workbench.conversation_view import conversations, task_context
+from workbench.core import safe_json
+from workbench.models.chat_backend import ChatBackend, Completion, create_completion
+from workbench.conversations.view import conversations, task_context
 from workbench.jobs.context import JobContext, content_key
-from workbench.messages import per_turn_pairs, to_benchmark_question, turn_answer
-from workbench.metrics import (CALL_METRICS, MALFORMED, TURN_METRICS, constant_floor,
+from workbench.conversations.messages import per_turn_pairs, to_benchmark_question, turn_answer
+from workbench.evaluation.metrics import (CALL_METRICS, MALFORMED, TURN_METRICS, constant_floor,
                                decision_confusion, mean_scores, read_turn, score_turn,
                                turn_score)
-from workbench.redaction import redact, redact_secrets
-from workbench.replies import ReplyRefused, check_size, parse_completion
+from workbench.core.redaction import redact, redact_secrets
+from workbench.models.replies import ReplyRefused, check_size, parse_completion
 
 JUDGE_UNIT = "judge"
 FAILED_SHARE = 0.5   # a run with more than this share of turns without a reply has failed
@@ -114,7 +114,7 @@ def prepare_selection(db: Database, sel: Selection) -> dict | None:
     the test split."""
     if sel.file is None:
         return None
-    from workbench.importing import import_files, report_dict
+    from workbench.traces.importing import import_files, report_dict
 
     moved: list[int] = []
 
@@ -251,7 +251,7 @@ class Judge:
         """A batch judge (`batch = true`): the judgements not yet stored (conversation,
         reference, prediction, policy) go as one batch; each reply is read as online and stored
         as its unit, and a request without one is remembered for `score` to fail with."""
-        from workbench.batch_calls import BatchCaller
+        from workbench.models.batch_calls import BatchCaller
 
         todo: dict[str, tuple[dict, dict]] = {}
         for conversation, reference, prediction, policy in asks:

@@ -32,7 +32,7 @@ class EvalParams:
                        " selection (after a cancel, a failure or a kill)")
 
     def validate(self) -> None:
-        from workbench.endpoints import check_url
+        from workbench.models.endpoints import check_url
 
         if (self.model is None) == (self.endpoint is None):
             raise ValueError("give exactly one of --model (a name, id or GGUF) or --endpoint")
@@ -48,10 +48,10 @@ class EvalParams:
 
 
 def run_eval(ctx: JobContext, selection: TraceFilter, params: EvalParams) -> dict:
-    from workbench.chat_backend import open_backend
-    from workbench.endpoints import get_endpoint
+    from workbench.models.chat_backend import open_backend
+    from workbench.models.endpoints import get_endpoint
     from workbench.evaluation import evaluation_body, selection_for
-    from workbench.model_refs import resolve_model
+    from workbench.models.refs import resolve_model
 
     ref = resolve_model(ctx.db, params.model) if params.model else None
     sel = selection_for(params.test, selection, move_to_test=params.move_to_test)

@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 from sqlite_utils import Database
 
 from db import jobs as store
-from workbench.redaction import redact
+from workbench.core.redaction import redact
 
 T = TypeVar("T")
 

@@ -4,7 +4,7 @@ A field is read from a dataclass: its type (``int``, ``float``, ``str``, ``bool`
 ``str`` or ``int``, a ``Literal`` of choices, each possibly optional), its default, and the
 ``help``, ``choices``, ``cli`` (the option's name, when it is not the field's) and ``off`` (the
 negative switch of an optional yes/no) in its metadata. The CLI builds its options from it
-(``workbench.commands.common``), the app its form fields (``workbench.job_forms``), and the
+(``workbench.commands.common``), the app its form fields (``workbench.jobs.forms``), and the
 pipeline file checks its values with it (``workbench.pipeline``): what a field accepts is
 decided here, the same way everywhere.
 """

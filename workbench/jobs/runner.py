@@ -6,7 +6,7 @@ row and ends the row on every path:
 
 * the body returns: ``succeeded`` with its result;
 * it raises: ``failed`` with the message (the traceback goes to the log);
-* every log line, progress message and error is redacted first (:mod:`workbench.redaction`):
+* every log line, progress message and error is redacted first (:mod:`workbench.core.redaction`):
   a server that echoes the API key in an error body does not put it in the store or a log;
 * a cancel request (``workbench jobs cancel``, the app) or Ctrl-C: ``cancelled``;
 * SIGTERM / SIGHUP: ``interrupted`` (resumable); kill -9: the next process that opens the store
@@ -41,7 +41,7 @@ from db.connection import db_file
 from workbench.jobs.context import (STOPPED, Cancelled, Interrupted, JobContext, JobStatus,
                                     JobStopped, Listener)
 from workbench.jobs.registry import get_spec
-from workbench.redaction import redact
+from workbench.core.redaction import redact
 
 
 def _row(db: Database, job_id: int) -> dict:

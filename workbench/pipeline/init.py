@@ -52,7 +52,7 @@ def _import_paths(db: Database, folder: Path) -> list[str]:
 def _max_length_now(db: Database) -> str:
     """What the train stage would size --max-length to on the store as it is (it sizes again
     when it runs, on the data it finds then)."""
-    from workbench.hf_loading import BaseModelError
+    from workbench.models.hf_loading import BaseModelError
     from workbench.training.sizing import describe, size_for_store
 
     try:

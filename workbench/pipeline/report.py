@@ -104,7 +104,7 @@ DATA_ROWS = (("traces", "traces (not test)"), ("turns", "assistant turns"),
 
 def _md(text: Any) -> str:
     """Untrusted text in a Markdown table cell: control characters spelled out, no pipes."""
-    from workbench.safe_text import visible
+    from workbench.core.safe_text import visible
 
     return visible(text).replace("|", "\\|").replace("\n", " ")
 

@@ -21,7 +21,7 @@ from workbench.pipeline.config import STAGES, PipelineConfig, load_pipeline
 from workbench.pipeline.report import build_report, report_markdown
 
 def _file_hashes(paths: list[str], task: str | None) -> list[list[str]]:
-    from workbench.importing import expand_paths
+    from workbench.traces.importing import expand_paths
 
     files = expand_paths(paths) + ([Path(task)] if task else [])
     out = []

@@ -19,8 +19,8 @@ from sqlite_utils import Database
 from db.queries import TraceFilter
 from db.tasks import current_task
 from workbench.checks.base import CheckContext, calls_of, result_records
-from workbench.conversation_view import Conversation, conversations
-from workbench.errors import InputError
+from workbench.conversations.view import Conversation, conversations
+from workbench.core.errors import InputError
 
 RANGE = re.compile(r"(\d+)\s*(?:-|–|to)\s*(\d+)\s*(?:turns|messages)", re.I)
 

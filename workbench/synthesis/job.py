@@ -26,8 +26,8 @@ from db import synthesis as record_store
 from db.queries import TraceFilter
 from db.revisions import current_messages_for
 from db.tasks import current_task
-from workbench.conversation_view import Conversation, conversations, task_context
-from workbench.errors import InputError
+from workbench.conversations.view import Conversation, conversations, task_context
+from workbench.core.errors import InputError
 from workbench.jobs.context import JobContext, JobStopped
 from workbench.jobs.spec import JobSpec, at_least, names, opt
 from workbench.synthesis import offline, teacher
@@ -321,7 +321,7 @@ def _teacher(ctx: JobContext, state: State, seeds: list[Conversation], validator
              seen: set[str]) -> dict:
     from workbench.committee.batched import Ask, answer_ahead
     from workbench.committee.members import EndpointFailed, Member
-    from workbench.endpoints import get_endpoint
+    from workbench.models.endpoints import get_endpoint
 
     ep = get_endpoint(params.teacher, db=ctx.db)
     ep = dataclasses.replace(ep, max_tokens=params.max_tokens)

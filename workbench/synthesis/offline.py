@@ -34,7 +34,7 @@ import random
 import re
 
 from workbench.checks.base import calls_of, result_records
-from workbench.conversation_view import Conversation
+from workbench.conversations.view import Conversation
 from workbench.synthesis.corpus import (Donor, Knowledge, dumps_records, leaves, remap, shape,
                                         value_text)
 

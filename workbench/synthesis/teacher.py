@@ -20,8 +20,8 @@ import random
 from typing import Any
 
 from workbench.committee.prompt import STRING_MAX, call_schema, keep_within, tool_functions
-from workbench.conversation_view import Conversation
-from workbench.messages import FieldError, normalize_messages, to_openai
+from workbench.conversations.view import Conversation
+from workbench.conversations.messages import FieldError, normalize_messages, to_openai
 from workbench.synthesis.corpus import Topic, n_messages
 
 UNIT = "synthesis.teacher"

@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from workbench.checks import CHECKS, grounding, schema, structure
 from workbench.checks.base import CheckContext
 from workbench.checks.recheck import PER_TRACE_CHECKS, _context_for, learned_of
-from workbench.conversation_view import Conversation
+from workbench.conversations.view import Conversation
 from workbench.checks.duplicates import user_turns_key
-from workbench.messages import content_hash
+from workbench.conversations.messages import content_hash
 from workbench.synthesis.corpus import leaves
 
 REASONS = ("format", "test_leak", "duplicate", "too_long", "stale_mention", "no_slots",

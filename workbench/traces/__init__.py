@@ -1,1 +1,1 @@
-"""Traces as they come in: the import job (formats and importers live beside it for now)."""
+"""Traces as they come in: the formats read and written, importing (the import job), outcomes, exporting."""

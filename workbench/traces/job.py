@@ -24,7 +24,7 @@ class ImportParams:
     outcome: list[str] | None = opt(None, "fields of each record that are outcomes")
 
     def validate(self) -> None:
-        from workbench.formats import SPLITS
+        from workbench.traces.formats import SPLITS
 
         if not self.paths:
             raise ValueError("give the files or folders to import")
@@ -35,8 +35,8 @@ class ImportParams:
 
 
 def run_import(ctx: JobContext, selection: TraceFilter, params: ImportParams) -> dict:
-    from workbench.importing import import_files, report_dict
-    from workbench.messages import MAX_MESSAGE_BYTES
+    from workbench.traces.importing import import_files, report_dict
+    from workbench.conversations.messages import MAX_MESSAGE_BYTES
 
     ctx.progress(0, None, "importing")
     reports = import_files(ctx.db, params.paths, split=params.split, task=params.task,

@@ -1,7 +1,7 @@
 """Training data: a trace selection -> token sequences with loss masks, and the plan.
 
 One sequence per conversation, loss on every assistant turn (its ``<|im_end|>`` included),
-everything else masked (:func:`workbench.chat_template.tokenize_with_labels`).  Because the
+everything else masked (:func:`workbench.models.chat_template.tokenize_with_labels`).  Because the
 template is prefix-stable, the per-turn expansion of the benchmark (one sequence per assistant
 turn: the conversation up to that turn, loss on that turn only) supervises exactly the same
 tokens with exactly the same left context, so with the loss normalised over supervised tokens
@@ -40,8 +40,8 @@ from typing import Any
 from sqlite_utils import Database
 
 from db.queries import EXCLUDED_SQL, TraceFilter
-from workbench.chat_template import IGNORE_INDEX, IM_START, render, tokenize_with_labels
-from workbench.conversation_view import Conversation, conversations, task_context
+from workbench.models.chat_template import IGNORE_INDEX, IM_START, render, tokenize_with_labels
+from workbench.conversations.view import Conversation, conversations, task_context
 
 SUSPECT_MODES = ("mask", "drop", "train")
 

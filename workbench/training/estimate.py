@@ -29,7 +29,7 @@ def measure_rate(base: Any, examples: Sequence[Example], lora_r: int = 16,
     "seconds", "device", "load_s"}`."""
     import torch
 
-    from workbench.hf_loading import load_model
+    from workbench.models.hf_loading import load_model
     from workbench.training.trainer import TrainConfig, add_lora, autocast, detect_hardware
 
     hw = detect_hardware(precision)

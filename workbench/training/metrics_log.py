@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from workbench import safe_json
+from workbench.core import safe_json
 
 PREFIX = "metrics "
 FIELDS = ("step", "loss", "lr", "tokens_per_s", "eta_s")

@@ -66,7 +66,7 @@ def describe(s: dict) -> str:
 
 def size_for_store(db: Any, base_model: str | None = None) -> dict | None:
     """What `train` with defaults would pick on the store now (None: nothing to train on)."""
-    from workbench.hf_loading import load_tokenizer, resolve_base_model
+    from workbench.models.hf_loading import load_tokenizer, resolve_base_model
     from workbench.training.data import encode_all, load_conversations
     from workbench.training.trainer import TrainConfig, size_max_length
 

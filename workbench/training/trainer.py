@@ -34,8 +34,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from workbench.chat_template import CHAT_TEMPLATE, IGNORE_INDEX
-from workbench.hf_loading import BaseModel, load_model, load_tokenizer, resolve_base_model
+from workbench.models.chat_template import CHAT_TEMPLATE, IGNORE_INDEX
+from workbench.models.hf_loading import BaseModel, load_model, load_tokenizer, resolve_base_model
 from workbench.training.data import (
     DataOptions,
     Example,
@@ -522,7 +522,7 @@ def processes_sharing(hw: Hardware) -> int:
 def size_max_length(encoded: Sequence[Any], opts: DataOptions, base: BaseModel,
                     cfg: TrainConfig) -> dict:
     """`--max-length` from the data, within this machine's memory and the model's context."""
-    from workbench.hf_loading import load_config
+    from workbench.models.hf_loading import load_config
     from workbench.training.memory import available_bytes
     from workbench.training.sizing import choose_max_length
 

@@ -1,0 +1,2 @@
+"""Models: local backends and chat templates, OpenAI-compatible endpoints, `--model` references, and
+replies read before anything keeps them."""
