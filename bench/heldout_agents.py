@@ -43,6 +43,12 @@ def corpora() -> dict[str, dict]:
                              "tuned": True},
         "bfcl-multi-turn/tune": {"path": DATA / "bfcl-multi-turn" / "tune.jsonl", "task": None,
                                  "tuned": True},
+        # the other halves: looked at by no one while the checks were written (a long policy,
+        # parallel calls), so they count as held out
+        "tau-airline/heldout": {"path": DATA / "tau-airline" / "heldout.jsonl", "task": None,
+                                "tuned": False},
+        "bfcl-multi-turn/heldout": {"path": DATA / "bfcl-multi-turn" / "heldout.jsonl",
+                                    "task": None, "tuned": False},
     }
     for folder in sorted((DATA / "heldout").glob("*/")):
         if (folder / "conversations.jsonl").exists():
@@ -50,6 +56,11 @@ def corpora() -> dict[str, dict]:
             out[folder.name] = {"path": folder / "conversations.jsonl",
                                 "task": task if task.exists() else None, "tuned": False}
     return out
+
+
+def family(name: str) -> str:
+    """The agent a corpus comes from: its two halves are never foreign to each other."""
+    return name.split("/")[0]
 
 
 def read(path: Path) -> list[dict]:
@@ -340,8 +351,10 @@ def table(rows: list[dict], rate: float, share: float) -> str:
 
 NOTES = (
     "\n\nHeld-out corpora (tuned on: no) are in `tests/data/heldout/`, each with its"
-    " ATTRIBUTION.md; nothing in workbench/ was tuned on them. The tune halves were looked at"
-    " while the checks were written (tuned on: yes). A turn is suspect when it carries an error"
+    " ATTRIBUTION.md, and the `heldout` halves of tau-airline and BFCL (a long policy, parallel"
+    " calls); nothing in workbench/ was tuned on them. The tune halves were looked at"
+    " while the checks were written (tuned on: yes); a corpus never gets foreign conversations"
+    " from its own other half. A turn is suspect when it carries an error"
     " flag; \"with warnings\" counts a warning too. Planted copies carry no `meta` or `reward`;"
     " foreign conversations take the host's tool declaration, and a tuned host gets them only"
     " from the other tune half. Errors that are right by the data as published: ToolTalk's"
@@ -370,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in chosen:
             spec = specs[name]
-            others = {k: v for k, v in data.items() if k != name
+            others = {k: v for k, v in data.items() if family(k) != family(name)
                       and (not spec["tuned"] or specs[k]["tuned"])}
             row = measure(name, spec, others, Path(tmp), args.rate, args.share)
             print(json.dumps(row), flush=True)
