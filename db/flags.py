@@ -254,6 +254,50 @@ class FlagStage:
         self.close()
 
 
+def flags_where(trace_ids: list[int] | None = None, idx: int | None = None,
+                checks: Iterable[str] | None = None, *, trace_level: bool = False,
+                severity: str | None = None, scope: tuple[str, list] | None = None
+                ) -> tuple[str, list]:
+    """A condition over `flags` (and its parameters) for a decision on flags: of these traces
+    (or those `scope` selects, a `browse.trace_scope`), of the whole trace (`trace_level`) or
+    of turn `idx`, of these checks, of this severity; "1" when nothing narrows it."""
+    conds, params = [], []
+    if scope is not None:
+        conds.append(f"trace_id IN ({scope[0]})")
+        params.extend(scope[1])
+    if trace_ids is not None:
+        conds.append("trace_id IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(trace_ids))
+    if trace_level:
+        conds.append("message_idx IS NULL")
+    elif idx is not None:
+        conds.append("message_idx = ?")
+        params.append(idx)
+    if checks:
+        conds.append("check_name IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(list(checks)))
+    if severity:
+        conds.append("severity = ?")
+        params.append(severity)
+    return " AND ".join(conds) or "1", params
+
+
+def turn_has_error(db: Database, trace_id: int, message_idx: int) -> bool:
+    """Whether an error flag (of any check) sits on this turn."""
+    return db.execute("SELECT 1 FROM flags WHERE trace_id = ? AND message_idx = ? AND"
+                      " severity = 'error' LIMIT 1", [trace_id, message_idx]).fetchone() is not None
+
+
+def settle_warnings(db: Database, turns: Iterable[tuple[int, int]], check: str) -> None:
+    """Inside the caller's write transaction: each turn with no open proposal left loses its
+    warnings of `check` (ones that only said a proposal waits for review)."""
+    for trace_id, idx in turns:
+        if db.execute("SELECT 1 FROM revisions WHERE trace_id = ? AND message_idx = ? AND"
+                      " status = 'proposed' LIMIT 1", [trace_id, idx]).fetchone() is None:
+            db.execute("DELETE FROM flags WHERE trace_id = ? AND message_idx = ? AND"
+                       " check_name = ? AND severity = 'warning'", [trace_id, idx, check])
+
+
 def flags_for(db: Database, trace_ids: list[int] | None = None) -> list[dict]:
     """Flags with the trace's source and line, ordered by trace, turn, check."""
     if trace_ids is None:

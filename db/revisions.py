@@ -62,6 +62,13 @@ def decide(db: Database, revision_id: int, status: str) -> None:
             raise ValueError(f"revision {revision_id} is not a proposed revision")
 
 
+def status_of(db: Database, revision_id: int) -> tuple[int, int, str] | None:
+    """(trace, turn, status) of a revision, or None when there is no such revision."""
+    row = db.execute("SELECT trace_id, message_idx, status FROM revisions WHERE id = ?",
+                     [revision_id]).fetchone()
+    return None if row is None else (row[0], row[1], row[2])
+
+
 def history(db: Database, trace_id: int, message_idx: int) -> list[dict]:
     """Every revision of a turn, oldest first."""
     cur = db.execute("SELECT * FROM revisions WHERE trace_id = ? AND message_idx = ? ORDER BY id",

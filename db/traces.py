@@ -163,6 +163,31 @@ def original_messages(db: Database, trace_id: int) -> list[dict]:
     return [row_to_message(r) for r in rows]
 
 
+def trace_exists(db: Database, trace_id: int) -> bool:
+    """Whether the store holds this trace (visible or not: a decision names it by id)."""
+    return db.execute("SELECT 1 FROM traces WHERE id = ?", [trace_id]).fetchone() is not None
+
+
+def message_role(db: Database, trace_id: int, idx: int) -> str | None:
+    """The role of message `idx` of the trace, or None when it has no such message."""
+    row = db.execute("SELECT role FROM messages WHERE trace_id = ? AND idx = ?",
+                     [trace_id, idx]).fetchone()
+    return None if row is None else row[0]
+
+
+def message_count(db: Database, trace_id: int) -> int:
+    return db.execute("SELECT count(*) FROM messages WHERE trace_id = ?",
+                      [trace_id]).fetchone()[0]
+
+
+def trace_ids(db: Database, where: str = "1", params: list | None = None, *,
+              ordered: bool = False) -> list[int]:
+    """Ids of the traces matching a selection's WHERE clause (`TraceFilter.where`), in id
+    order when `ordered`."""
+    sql = f"SELECT id FROM traces WHERE {where}" + (" ORDER BY id" if ordered else "")
+    return [r[0] for r in db.execute(sql, params or [])]
+
+
 def messages_for(db: Database, trace_ids: list[int]) -> dict[int, list[dict]]:
     """Original messages of several traces in one query."""
     out: dict[int, list[dict]] = {t: [] for t in trace_ids}
