@@ -329,6 +329,39 @@ def iter_flags(db: Database, traces_where: str, params: list,
         yield {**dict(zip(keys, r)), "evidence": evidence_of(r[7])}
 
 
+ID_CHUNK = 10_000   # trace ids per query (SQLite's variable limit on a large store)
+
+
+def _id_chunks(trace_ids: list[int]) -> Iterator[tuple[str, list[int]]]:
+    for start in range(0, len(trace_ids), ID_CHUNK):
+        chunk = trace_ids[start:start + ID_CHUNK]
+        yield f"traces.id IN ({','.join('?' * len(chunk))})", chunk
+
+
+def flags_of_traces(db: Database, trace_ids: list[int], checks: Iterable[str]
+                    ) -> Iterator[dict]:
+    """`iter_flags` of these checks on any number of traces, a chunk of ids per query (in
+    trace order when the ids ascend)."""
+    checks = list(checks)
+    for where, params in _id_chunks(trace_ids):
+        yield from iter_flags(db, where, params, checks)
+
+
+def count_flags(db: Database, trace_ids: list[int], checks: Iterable[str]) -> int:
+    """How many flags of these checks the traces carry (any number of traces)."""
+    checks = list(checks)
+    marks = ",".join("?" * len(checks))
+    return sum(db.execute(
+        f"SELECT count(*) FROM flags WHERE check_name IN ({marks}) AND trace_id IN"
+        f" (SELECT traces.id FROM traces WHERE {where})", [*checks, *params]).fetchone()[0]
+        for where, params in _id_chunks(trace_ids))
+
+
+def checks_stored(db: Database) -> list[str]:
+    """The checks that have flags in the store (those that ran on it and found something)."""
+    return [r[0] for r in db.execute("SELECT DISTINCT check_name FROM flags")]
+
+
 def evidence_of(value: str | None) -> list[dict]:
     """A flag's stored evidence as a list of {source, text} (empty when none was stored)."""
     if not value:

@@ -207,9 +207,6 @@ def test_widgets_do_no_io():
 # Modules that still hold SQL text. The store's queries belong in `db/`; this list only shrinks.
 SQL_ALLOWED = {
     "workbench.traces.spans.staging",   # its own temporary SQLite staging file, not the store
-    "workbench.checks",                  # TODO #27: move to db/
-    "workbench.checks.recheck",          # TODO #27: move to db/
-    "workbench.checks.stored",           # TODO #27: move to db/
     "workbench.committee.relabel",       # TODO #27: move to db/
     "workbench.committee.relevance",     # TODO #27: move to db/
 }
