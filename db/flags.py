@@ -387,6 +387,16 @@ WHERE f.severity = 'error' AND f.message_idx IS NOT NULL
 """
 
 
+def dropped_turns(db: Database, trace_ids: list[int]) -> set[tuple[int, int]]:
+    """(trace, turn) of the turns of these traces the analyst dropped in review."""
+    if not trace_ids:
+        return set()
+    marks = ",".join("?" * len(trace_ids))
+    return {(t, i) for t, i in db.execute(
+        f"SELECT trace_id, message_idx FROM flags WHERE check_name = '{REVIEW_DROP}'"
+        f" AND trace_id IN ({marks})", trace_ids)}
+
+
 def suspect_turns(db: Database, trace_ids: list[int]) -> dict[int, set[int]]:
     """Suspect assistant turns per trace: those with an error flag nobody has decided on since
     (an accepted human or committee revision written after the flag). An analyst's

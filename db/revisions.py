@@ -90,6 +90,27 @@ def current_revisions(db: Database, trace_ids: list[int]) -> dict[tuple[int, int
             for t, i, rid, c, tc in cur.fetchall()}
 
 
+def written_by(db: Database, revision_ids: list[int], author_kind: str) -> set[int]:
+    """Which of these revisions an author of this kind wrote."""
+    if not revision_ids:
+        return set()
+    return {r[0] for r in db.execute(
+        f"SELECT id FROM revisions WHERE author_kind = ? AND id IN"
+        f" ({','.join('?' * len(revision_ids))})", [author_kind, *revision_ids])}
+
+
+def accepted_before(db: Database, trace_id: int, message_idx: int, revision_id: int
+                    ) -> dict | None:
+    """The turn's newest accepted revision older than `revision_id` ({content, tool_calls}),
+    or None: the label it replaced was the original."""
+    row = db.execute(
+        "SELECT content, tool_calls FROM revisions WHERE trace_id = ? AND message_idx = ?"
+        " AND status = 'accepted' AND id < ? ORDER BY id DESC LIMIT 1",
+        [trace_id, message_idx, revision_id]).fetchone()
+    return None if row is None else {"content": row[0],
+                                     "tool_calls": json.loads(row[1]) if row[1] else None}
+
+
 def apply_labels(messages: list[dict], revisions: dict[int, dict]) -> list[dict]:
     """Messages with each revised assistant turn replaced by its current label."""
     out = []

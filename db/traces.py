@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from sqlite_utils import Database
 
-from db.queries import EXCLUDED_SQL, VISIBLE_SQL
+from db.queries import EXCLUDED_SQL, VISIBLE_SQL, fts_query
 from db.rows import dicts, first
 from db.tx import now, write_tx
 
@@ -186,6 +186,15 @@ def trace_ids(db: Database, where: str = "1", params: list | None = None, *,
     order when `ordered`."""
     sql = f"SELECT id FROM traces WHERE {where}" + (" ORDER BY id" if ordered else "")
     return [r[0] for r in db.execute(sql, params or [])]
+
+
+def turns_matching(db: Database, trace_ids: list[int], query: str) -> set[tuple[int, int]]:
+    """(trace, turn) of the search rows of these traces that match a full-text query
+    (`fts_query`) and name a turn: a revision's text (a trace's own text names none)."""
+    marks = ",".join("?" * len(trace_ids))
+    return {(t, i) for t, i in db.execute(
+        f"SELECT trace_id, message_idx FROM search WHERE search MATCH ? AND trace_id IN ({marks})",
+        [fts_query(query), *trace_ids]) if i is not None}
 
 
 def messages_for(db: Database, trace_ids: list[int]) -> dict[int, list[dict]]:
