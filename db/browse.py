@@ -106,6 +106,22 @@ def trace_scope(flt: TraceFilter, ids: list[int] | None) -> tuple[str, list]:
     return f"SELECT id FROM traces WHERE {where}", params
 
 
+def selected_ids(db: Database, flt: TraceFilter, ids: list[int] | None) -> list[int]:
+    """The stored traces `trace_scope` selects (given ids that name no trace left out)."""
+    scope, params = trace_scope(flt, ids)
+    return [r[0] for r in db.execute(f"SELECT id FROM traces WHERE id IN ({scope})", params)]
+
+
+def open_proposal_turns(db: Database, flt: TraceFilter, ids: list[int] | None
+                        ) -> list[tuple[int, int, int]]:
+    """(trace, turn, open proposals) of each selected turn with any: a bulk decision takes
+    only turns with one."""
+    scope, params = trace_scope(flt, ids)
+    return [tuple(r) for r in db.execute(
+        f"SELECT trace_id, message_idx, count(*) FROM revisions WHERE status = 'proposed'"
+        f" AND trace_id IN ({scope}) GROUP BY trace_id, message_idx", params).fetchall()]
+
+
 def set_excluded(db: Database, flt: TraceFilter, excluded: bool | None,
                  ids: list[int] | None = None, *, author_name: str = "analyst",
                  action: str | None = None, reason: str = "") -> int:
@@ -197,11 +213,18 @@ def review_queue(db: Database, flt: TraceFilter | None = None, limit: int = 10_0
     return [tuple(r) for r in db.execute(sql, [REVIEW_DROP, REVIEW_DROP, *params, limit])]
 
 
+def decide_open_proposals(db: Database, trace_id: int, message_idx: int, status: str,
+                          at: str) -> int:
+    """Inside the caller's write transaction: the turn's open proposals become `status`,
+    decided at `at` (one time for every turn of a bulk decision). Returns how many."""
+    return db.execute("UPDATE revisions SET status = ?, decided_at = ? WHERE trace_id = ? AND"
+                      " message_idx = ? AND status = 'proposed'",
+                      [status, at, trace_id, message_idx]).rowcount
+
+
 def reject_open_proposals(db: Database, trace_id: int, message_idx: int) -> int:
     with write_tx(db):
-        return db.execute("UPDATE revisions SET status = 'rejected', decided_at = ? WHERE"
-                          " trace_id = ? AND message_idx = ? AND status = 'proposed'",
-                          [now(), trace_id, message_idx]).rowcount
+        return decide_open_proposals(db, trace_id, message_idx, "rejected", now())
 
 
 def drop_turn(db: Database, trace_id: int, message_idx: int, author_name: str) -> None:

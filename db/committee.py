@@ -43,6 +43,14 @@ def record_turn(db: Database, job_id: int | None, trace_id: int, message_idx: in
     return turn_id
 
 
+def earlier_turns(db: Database, job_id: int) -> list[tuple[int, int, int | None]]:
+    """(trace, turn, revision written) of each turn an earlier run of this job recorded,
+    but those that failed (they are asked again)."""
+    return [tuple(r) for r in db.execute(
+        "SELECT trace_id, message_idx, revision_id FROM committee_turns"
+        " WHERE job_id = ? AND outcome != 'failed'", [job_id]).fetchall()]
+
+
 def votes_of(db: Database, trace_id: int, message_idx: int | None = None) -> list[dict]:
     """A trace's votes (or one turn's), oldest first."""
     sql, args = "SELECT * FROM votes WHERE trace_id = ?", [trace_id]

@@ -254,6 +254,50 @@ class FlagStage:
         self.close()
 
 
+def flags_where(trace_ids: list[int] | None = None, idx: int | None = None,
+                checks: Iterable[str] | None = None, *, trace_level: bool = False,
+                severity: str | None = None, scope: tuple[str, list] | None = None
+                ) -> tuple[str, list]:
+    """A condition over `flags` (and its parameters) for a decision on flags: of these traces
+    (or those `scope` selects, a `browse.trace_scope`), of the whole trace (`trace_level`) or
+    of turn `idx`, of these checks, of this severity; "1" when nothing narrows it."""
+    conds, params = [], []
+    if scope is not None:
+        conds.append(f"trace_id IN ({scope[0]})")
+        params.extend(scope[1])
+    if trace_ids is not None:
+        conds.append("trace_id IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(trace_ids))
+    if trace_level:
+        conds.append("message_idx IS NULL")
+    elif idx is not None:
+        conds.append("message_idx = ?")
+        params.append(idx)
+    if checks:
+        conds.append("check_name IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(list(checks)))
+    if severity:
+        conds.append("severity = ?")
+        params.append(severity)
+    return " AND ".join(conds) or "1", params
+
+
+def turn_has_error(db: Database, trace_id: int, message_idx: int) -> bool:
+    """Whether an error flag (of any check) sits on this turn."""
+    return db.execute("SELECT 1 FROM flags WHERE trace_id = ? AND message_idx = ? AND"
+                      " severity = 'error' LIMIT 1", [trace_id, message_idx]).fetchone() is not None
+
+
+def settle_warnings(db: Database, turns: Iterable[tuple[int, int]], check: str) -> None:
+    """Inside the caller's write transaction: each turn with no open proposal left loses its
+    warnings of `check` (ones that only said a proposal waits for review)."""
+    for trace_id, idx in turns:
+        if db.execute("SELECT 1 FROM revisions WHERE trace_id = ? AND message_idx = ? AND"
+                      " status = 'proposed' LIMIT 1", [trace_id, idx]).fetchone() is None:
+            db.execute("DELETE FROM flags WHERE trace_id = ? AND message_idx = ? AND"
+                       " check_name = ? AND severity = 'warning'", [trace_id, idx, check])
+
+
 def flags_for(db: Database, trace_ids: list[int] | None = None) -> list[dict]:
     """Flags with the trace's source and line, ordered by trace, turn, check."""
     if trace_ids is None:
@@ -285,6 +329,39 @@ def iter_flags(db: Database, traces_where: str, params: list,
         yield {**dict(zip(keys, r)), "evidence": evidence_of(r[7])}
 
 
+ID_CHUNK = 10_000   # trace ids per query (SQLite's variable limit on a large store)
+
+
+def _id_chunks(trace_ids: list[int]) -> Iterator[tuple[str, list[int]]]:
+    for start in range(0, len(trace_ids), ID_CHUNK):
+        chunk = trace_ids[start:start + ID_CHUNK]
+        yield f"traces.id IN ({','.join('?' * len(chunk))})", chunk
+
+
+def flags_of_traces(db: Database, trace_ids: list[int], checks: Iterable[str]
+                    ) -> Iterator[dict]:
+    """`iter_flags` of these checks on any number of traces, a chunk of ids per query (in
+    trace order when the ids ascend)."""
+    checks = list(checks)
+    for where, params in _id_chunks(trace_ids):
+        yield from iter_flags(db, where, params, checks)
+
+
+def count_flags(db: Database, trace_ids: list[int], checks: Iterable[str]) -> int:
+    """How many flags of these checks the traces carry (any number of traces)."""
+    checks = list(checks)
+    marks = ",".join("?" * len(checks))
+    return sum(db.execute(
+        f"SELECT count(*) FROM flags WHERE check_name IN ({marks}) AND trace_id IN"
+        f" (SELECT traces.id FROM traces WHERE {where})", [*checks, *params]).fetchone()[0]
+        for where, params in _id_chunks(trace_ids))
+
+
+def checks_stored(db: Database) -> list[str]:
+    """The checks that have flags in the store (those that ran on it and found something)."""
+    return [r[0] for r in db.execute("SELECT DISTINCT check_name FROM flags")]
+
+
 def evidence_of(value: str | None) -> list[dict]:
     """A flag's stored evidence as a list of {source, text} (empty when none was stored)."""
     if not value:
@@ -308,6 +385,16 @@ WHERE f.severity = 'error' AND f.message_idx IS NOT NULL
                   AND r.message_idx = f.message_idx AND r.author_kind IN ('human', 'committee')
                   AND r.status = 'accepted' AND r.created_at >= f.created_at)
 """
+
+
+def dropped_turns(db: Database, trace_ids: list[int]) -> set[tuple[int, int]]:
+    """(trace, turn) of the turns of these traces the analyst dropped in review."""
+    if not trace_ids:
+        return set()
+    marks = ",".join("?" * len(trace_ids))
+    return {(t, i) for t, i in db.execute(
+        f"SELECT trace_id, message_idx FROM flags WHERE check_name = '{REVIEW_DROP}'"
+        f" AND trace_id IN ({marks})", trace_ids)}
 
 
 def suspect_turns(db: Database, trace_ids: list[int]) -> dict[int, set[int]]:

@@ -62,6 +62,13 @@ def decide(db: Database, revision_id: int, status: str) -> None:
             raise ValueError(f"revision {revision_id} is not a proposed revision")
 
 
+def status_of(db: Database, revision_id: int) -> tuple[int, int, str] | None:
+    """(trace, turn, status) of a revision, or None when there is no such revision."""
+    row = db.execute("SELECT trace_id, message_idx, status FROM revisions WHERE id = ?",
+                     [revision_id]).fetchone()
+    return None if row is None else (row[0], row[1], row[2])
+
+
 def history(db: Database, trace_id: int, message_idx: int) -> list[dict]:
     """Every revision of a turn, oldest first."""
     cur = db.execute("SELECT * FROM revisions WHERE trace_id = ? AND message_idx = ? ORDER BY id",
@@ -81,6 +88,27 @@ def current_revisions(db: Database, trace_ids: list[int]) -> dict[tuple[int, int
         f"  AND message_idx = r.message_idx AND status = 'accepted')", trace_ids)
     return {(t, i): {"id": rid, "content": c, "tool_calls": json.loads(tc) if tc else None}
             for t, i, rid, c, tc in cur.fetchall()}
+
+
+def written_by(db: Database, revision_ids: list[int], author_kind: str) -> set[int]:
+    """Which of these revisions an author of this kind wrote."""
+    if not revision_ids:
+        return set()
+    return {r[0] for r in db.execute(
+        f"SELECT id FROM revisions WHERE author_kind = ? AND id IN"
+        f" ({','.join('?' * len(revision_ids))})", [author_kind, *revision_ids])}
+
+
+def accepted_before(db: Database, trace_id: int, message_idx: int, revision_id: int
+                    ) -> dict | None:
+    """The turn's newest accepted revision older than `revision_id` ({content, tool_calls}),
+    or None: the label it replaced was the original."""
+    row = db.execute(
+        "SELECT content, tool_calls FROM revisions WHERE trace_id = ? AND message_idx = ?"
+        " AND status = 'accepted' AND id < ? ORDER BY id DESC LIMIT 1",
+        [trace_id, message_idx, revision_id]).fetchone()
+    return None if row is None else {"content": row[0],
+                                     "tool_calls": json.loads(row[1]) if row[1] else None}
 
 
 def apply_labels(messages: list[dict], revisions: dict[int, dict]) -> list[dict]:

@@ -111,6 +111,12 @@ def group_values(db: Database, field: str, where: str, params: list) -> dict[int
                                    " ORDER BY traces.id", params).fetchall()}
 
 
+def ids_in_split(db: Database, split: str, where: str, params: list) -> set[int]:
+    """The selected traces (a `TraceFilter.where`) already in `split`."""
+    return {r[0] for r in db.execute(f"SELECT id FROM traces WHERE {where} AND"
+                                     " traces.split = ?", [*params, split])}
+
+
 def split_counts(db: Database) -> dict[str, int]:
     """Visible traces per split."""
     return dict(db.execute(f"SELECT split, count(*) FROM traces WHERE {VISIBLE_SQL}"

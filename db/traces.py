@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from sqlite_utils import Database
 
-from db.queries import EXCLUDED_SQL, VISIBLE_SQL
+from db.queries import EXCLUDED_SQL, VISIBLE_SQL, fts_query
 from db.rows import dicts, first
 from db.tx import now, write_tx
 
@@ -161,6 +161,40 @@ def original_messages(db: Database, trace_id: int) -> list[dict]:
     rows = db.execute("SELECT role, content, tool_calls, tool_call_id, name FROM messages"
                       " WHERE trace_id = ? ORDER BY idx", [trace_id]).fetchall()
     return [row_to_message(r) for r in rows]
+
+
+def trace_exists(db: Database, trace_id: int) -> bool:
+    """Whether the store holds this trace (visible or not: a decision names it by id)."""
+    return db.execute("SELECT 1 FROM traces WHERE id = ?", [trace_id]).fetchone() is not None
+
+
+def message_role(db: Database, trace_id: int, idx: int) -> str | None:
+    """The role of message `idx` of the trace, or None when it has no such message."""
+    row = db.execute("SELECT role FROM messages WHERE trace_id = ? AND idx = ?",
+                     [trace_id, idx]).fetchone()
+    return None if row is None else row[0]
+
+
+def message_count(db: Database, trace_id: int) -> int:
+    return db.execute("SELECT count(*) FROM messages WHERE trace_id = ?",
+                      [trace_id]).fetchone()[0]
+
+
+def trace_ids(db: Database, where: str = "1", params: list | None = None, *,
+              ordered: bool = False) -> list[int]:
+    """Ids of the traces matching a selection's WHERE clause (`TraceFilter.where`), in id
+    order when `ordered`."""
+    sql = f"SELECT id FROM traces WHERE {where}" + (" ORDER BY id" if ordered else "")
+    return [r[0] for r in db.execute(sql, params or [])]
+
+
+def turns_matching(db: Database, trace_ids: list[int], query: str) -> set[tuple[int, int]]:
+    """(trace, turn) of the search rows of these traces that match a full-text query
+    (`fts_query`) and name a turn: a revision's text (a trace's own text names none)."""
+    marks = ",".join("?" * len(trace_ids))
+    return {(t, i) for t, i in db.execute(
+        f"SELECT trace_id, message_idx FROM search WHERE search MATCH ? AND trace_id IN ({marks})",
+        [fts_query(query), *trace_ids]) if i is not None}
 
 
 def messages_for(db: Database, trace_ids: list[int]) -> dict[int, list[dict]]:

@@ -207,12 +207,6 @@ def test_widgets_do_no_io():
 # Modules that still hold SQL text. The store's queries belong in `db/`; this list only shrinks.
 SQL_ALLOWED = {
     "workbench.traces.spans.staging",   # its own temporary SQLite staging file, not the store
-    "workbench.curation.decisions",               # TODO #27: move to db/
-    "workbench.checks",                  # TODO #27: move to db/
-    "workbench.checks.recheck",          # TODO #27: move to db/
-    "workbench.checks.stored",           # TODO #27: move to db/
-    "workbench.committee.relabel",       # TODO #27: move to db/
-    "workbench.committee.relevance",     # TODO #27: move to db/
 }
 SQL_START = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|REPLACE|PRAGMA|VACUUM|CREATE|DROP|ALTER|"
                        r"WITH|BEGIN|COMMIT|ROLLBACK)\b")

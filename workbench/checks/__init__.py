@@ -9,10 +9,12 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from sqlite_utils import Database
 
-from db.flags import FlagStage, iter_flags
+from db.browse import raw_setting
+from db.flags import FlagStage, count_flags, flags_of_traces, iter_flags
 from db.queries import TraceFilter
 from db.tasks import current_task
 from db.jobs import save_unit, unit_result
+from db.traces import assistant_turns_of
 from workbench.checks import (
     calibration,
     coherence,
@@ -55,8 +57,8 @@ def _context(db: Database, task, traces, message_tools: Iterable[str] | None) ->
         fn = tool.get("function") or tool
         tools[fn["name"]] = fn
     if message_tools is None:
-        row = db.execute("SELECT value FROM settings WHERE key = 'checks.message_tools'").fetchone()
-        message_tools = row[0].split() if row and row[0] else None
+        stored = raw_setting(db, "checks.message_tools")
+        message_tools = stored.split() if stored else None
     return CheckContext(traces=traces, tools=tools, task=current_task(db),
                         message_tools=set(message_tools) if message_tools is not None else None)
 
@@ -121,24 +123,13 @@ class FlagList(Sequence):
     detail, evidence, pattern, demoted_from, dismissed_like; by trace, turn and check), read from the store when asked for: at
     100,000 traces a run finds over half a million flags, too many to hold."""
 
-    CHUNK = 10_000   # traces per query (SQLite's variable limit; ids ascend across chunks)
-
     def __init__(self, db: Database, ids: list[int], names: list[str]):
         self.db, self.ids, self.names = db, sorted(ids), list(names)
         self._len: int | None = None
 
-    def _chunks(self):
-        for start in range(0, len(self.ids), self.CHUNK):
-            chunk = self.ids[start:start + self.CHUNK]
-            yield f"traces.id IN ({','.join('?' * len(chunk))})", chunk
-
     def __len__(self) -> int:
         if self._len is None:
-            marks = ",".join("?" * len(self.names))
-            self._len = sum(self.db.execute(
-                f"SELECT count(*) FROM flags WHERE check_name IN ({marks}) AND trace_id IN"
-                f" (SELECT traces.id FROM traces WHERE {where})",
-                [*self.names, *params]).fetchone()[0] for where, params in self._chunks())
+            self._len = count_flags(self.db, self.ids, self.names)
         return self._len
 
     def __getitem__(self, index):
@@ -152,8 +143,7 @@ class FlagList(Sequence):
         raise IndexError(index)
 
     def __iter__(self) -> Iterator[dict]:
-        for where, params in self._chunks():
-            yield from map(report_flag, iter_flags(self.db, where, params, self.names))
+        return map(report_flag, flags_of_traces(self.db, self.ids, self.names))
 
 
 def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str] | None = None,
@@ -205,7 +195,8 @@ def run_checks(db: Database, flt: TraceFilter | None = None, names: Iterable[str
     save_learned(db, ctx, [n for n in names if n in PER_TRACE_CHECKS or n == coherence.NAME])
     return {
         "traces": len(ctx.traces),
-        "assistant_turns": _assistant_turns(db, ids),
+        # as counted at import (a label changes a turn's content and calls, never its role)
+        "assistant_turns": assistant_turns_of(db, ids),
         "flags": FlagList(db, ids, names),
         "timings": timings,
         "model": ctx.cache.get("coherence_model.report"),
@@ -219,14 +210,6 @@ def _has_outcomes(db: Database, flt: TraceFilter | None) -> bool:
 
     return any(len(s["successful"]) >= calibration.MIN_REFERENCE
                for s in outcome_sides(db, flt))
-
-
-def _assistant_turns(db: Database, ids: list[int]) -> int:
-    """Assistant turns of these traces, as counted at import (a label changes a turn's content
-    and calls, never its role), without another pass over the conversations."""
-    return sum(db.execute(f"SELECT coalesce(sum(n_assistant), 0) FROM traces WHERE id IN"
-                          f" ({','.join('?' * len(chunk))})", chunk).fetchone()[0]
-               for chunk in (ids[i:i + 10_000] for i in range(0, len(ids), 10_000)))
 
 
 def stored_report(db: Database, selection: dict | TraceFilter | None,

@@ -22,14 +22,13 @@ from collections.abc import Iterable
 from sqlite_utils import Database
 
 from db.browse import get_setting, set_setting
-from db.flags import iter_flags, replace_flags
+from db.flags import checks_stored, flags_of_traces, replace_flags
 from db.queries import TraceFilter
 from workbench.checks import coherence, grounding, schema, structure
 from workbench.checks.base import CheckContext
 from workbench.checks.calibration import apply_used, used_severities
 
 PER_TRACE_CHECKS = (schema.NAME, structure.NAME, grounding.NAME)
-CHUNK = 10_000   # traces per flag query
 LEARNED_KEY = "checks.learned"   # {check name: what its last run learned from the corpus}
 
 
@@ -113,7 +112,7 @@ def recheck_traces(db: Database, trace_ids: Iterable[int], corpus_changed: bool 
     if learned is None:
         # a store checked before checks recorded what they learned: learn it once from the
         # whole store, for the checks whose flags it holds
-        ran = [r[0] for r in db.execute("SELECT DISTINCT check_name FROM flags")]
+        ran = checks_stored(db)
         names = [n for n in PER_TRACE_CHECKS if n in ran]
         if not names:
             return {"traces": 0, "checks": [], "flags": 0}
@@ -156,11 +155,7 @@ def _recheck_off_domain(db: Database, base: CheckContext, learned: dict) -> int:
     if not with_calls:
         return 0
     ids = sorted(with_calls)
-    kept = []     # stored flags are what replace_flags takes: no copy needed
-    for start in range(0, len(ids), CHUNK):   # SQLite's variable limit on a large store
-        chunk = ids[start:start + CHUNK]
-        kept += [f for f in iter_flags(db, f"traces.id IN ({','.join('?' * len(chunk))})",
-                                       chunk, [coherence.NAME])
-                 if f["message_idx"] is not None
-                 or not f["detail"].startswith(coherence.OFF_BY_SCHEMA)]
+    # stored flags are what replace_flags takes: no copy needed
+    kept = [f for f in flags_of_traces(db, ids, [coherence.NAME])
+            if f["message_idx"] is not None or not f["detail"].startswith(coherence.OFF_BY_SCHEMA)]
     return replace_flags(db, ids, [coherence.NAME], kept + apply_used(fresh, used_severities(db)))

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from sqlite_utils import Database
 
 from db.queries import TraceFilter
+from db.traces import trace_ids
 from workbench.conversations.view import Conversation, TaskContext, iter_conversations
 
 
@@ -32,9 +33,7 @@ class StoredTraces(Sequence):
     def select(cls, db: Database, flt: TraceFilter | None, task: TaskContext,
                batch: int = 500) -> StoredTraces:
         where, params = (flt or TraceFilter()).where()
-        ids = [r[0] for r in db.execute(f"SELECT id FROM traces WHERE {where} ORDER BY id",
-                                        params)]
-        return cls(db, ids, task, batch)
+        return cls(db, trace_ids(db, where, params, ordered=True), task, batch)
 
     def __len__(self) -> int:
         return len(self.ids)

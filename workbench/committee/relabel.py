@@ -27,7 +27,6 @@ Every vote is stored (db.committee) with its raw reply, latency, tokens and cost
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,10 +37,11 @@ from sqlite_utils import Database
 from db import committee as store
 from db.browse import get_setting
 from db.batches import job_summary
-from db.flags import REVIEW_DROP, suspect_turns
-from db.queries import TraceFilter, fts_query
-from db.revisions import add_revision, changed_since, current_revisions
-from db.traces import original_messages
+from db.flags import dropped_turns, suspect_turns
+from db.queries import TraceFilter
+from db.revisions import (accepted_before, add_revision, changed_since, current_revisions,
+                          written_by)
+from db.traces import original_messages, turns_matching
 from db.tx import now, write_tx
 from workbench.committee.agreement import agreement
 from workbench.committee.batched import Ask, answer_ahead
@@ -56,7 +56,6 @@ from workbench.jobs.context import JobContext, JobStopped
 
 VOTE_UNIT = "committee.vote"
 CLAIM = "relabel.turn"
-TURN_MODES = ("suspect", "all")
 GRACE_S = 30.0      # a stopped job waits this long for the replies in flight
 POLL_S = 0.25
 
@@ -73,25 +72,12 @@ def _human_turns(db: Database, ids: list[int]) -> set[tuple[int, int]]:
     """Turns whose label is the analyst's: the newest accepted revision is human, or dropped."""
     if not ids:
         return set()
-    marks = ",".join("?" * len(ids))
-    out = {(t, i) for t, i in db.execute(
-        f"SELECT trace_id, message_idx FROM flags WHERE check_name = '{REVIEW_DROP}'"
-        f" AND trace_id IN ({marks})", ids)}
+    out = dropped_turns(db, ids)
     revs = current_revisions(db, ids)
     if revs:
-        rev_ids = [r["id"] for r in revs.values()]
-        human = {r[0] for r in db.execute(
-            f"SELECT id FROM revisions WHERE author_kind = 'human' AND id IN"
-            f" ({','.join('?' * len(rev_ids))})", rev_ids)}
+        human = written_by(db, [r["id"] for r in revs.values()], "human")
         out |= {k for k, r in revs.items() if r["id"] in human}
     return out
-
-
-def _query_turns(db: Database, ids: list[int], query: str) -> set[tuple[int, int]]:
-    marks = ",".join("?" * len(ids))
-    return {(t, i) for t, i in db.execute(
-        f"SELECT trace_id, message_idx FROM search WHERE search MATCH ? AND trace_id IN ({marks})",
-        [fts_query(query), *ids]) if i is not None}
 
 
 def plan_turns(db: Database, selection: TraceFilter, turns: str) -> Plan:
@@ -107,7 +93,7 @@ def plan_turns(db: Database, selection: TraceFilter, turns: str) -> Plan:
             chosen = {(c.trace_id, i) for c in batch for i, m in enumerate(c.messages)
                       if m["role"] == "assistant"}
         else:
-            chosen = _query_turns(db, ids, turns)
+            chosen = turns_matching(db, ids, turns)
         for c in batch:
             for i, m in enumerate(c.messages):
                 if m["role"] != "assistant" or (c.trace_id, i) not in chosen:
@@ -119,8 +105,7 @@ def plan_turns(db: Database, selection: TraceFilter, turns: str) -> Plan:
 def _earlier_run(db: Database, job_id: int) -> tuple[set[tuple[int, int]], set[int]]:
     """What an earlier run of this job (killed, cancelled, failed) recorded: its turns (a turn
     that failed is asked again), and the revisions it wrote."""
-    rows = db.execute("SELECT trace_id, message_idx, revision_id FROM committee_turns"
-                      " WHERE job_id = ? AND outcome != 'failed'", [job_id]).fetchall()
+    rows = store.earlier_turns(db, job_id)
     return {(t, i) for t, i, _ in rows}, {r for _, _, r in rows if r is not None}
 
 
@@ -135,13 +120,9 @@ def _as_first_seen(db: Database, convs: list[Conversation], own: set[int]) -> No
             rev = revs.get((conv.trace_id, i))
             if rev is None or rev["id"] not in own:
                 continue
-            before = db.execute(
-                "SELECT content, tool_calls FROM revisions WHERE trace_id = ? AND message_idx = ?"
-                " AND status = 'accepted' AND id < ? ORDER BY id DESC LIMIT 1",
-                [conv.trace_id, i, rev["id"]]).fetchone()
+            before = accepted_before(db, conv.trace_id, i, rev["id"])
             conv.messages[i] = (original_messages(db, conv.trace_id)[i] if before is None else
-                                {**m, "content": before[0],
-                                 "tool_calls": json.loads(before[1]) if before[1] else None})
+                                {**m, **before})
 
 
 class Committee:

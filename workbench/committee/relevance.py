@@ -26,6 +26,7 @@ from jsonschema import Draft202012Validator
 from db.batches import job_summary
 from db.flags import replace_flags
 from db.queries import TraceFilter
+from db.traces import count_traces
 from workbench.committee.batched import Ask, answer_ahead
 from workbench.committee.members import EndpointFailed, Member
 from workbench.committee.prompt import RELEVANCE_SCHEMA, relevance_messages
@@ -55,7 +56,7 @@ def run_relevance(ctx: JobContext, selection: TraceFilter, judge: Endpoint) -> d
     db = ctx.db
     task = task_context(db)
     where, args = selection.where()
-    total = db.execute(f"SELECT count(*) FROM traces WHERE {where}", args).fetchone()[0]
+    total = count_traces(db, where, args)
     ctx.progress(0, total, f"{total} traces to judge")
     counts: Counter[str] = Counter()
     errors: list[str] = []

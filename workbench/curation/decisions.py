@@ -30,7 +30,7 @@ pick one).
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlite_utils import Database
@@ -39,11 +39,10 @@ from ulid import ULID
 from db import browse, revisions, teaching
 from db import splits as split_store
 from db.browse import reject_open_proposals
+from db.flags import flags_where, settle_warnings, turn_has_error
 from db.queries import TraceFilter
+from db.traces import message_count, message_role, trace_exists, trace_ids
 from db.tx import now, write_tx
-
-DECISIONS = ("keep", "dismiss", "accept", "reject", "edit", "drop", "undo", "exclude", "include",
-             "split", "move")
 
 
 def _recheck(db: Database, trace_ids) -> None:
@@ -57,11 +56,7 @@ def _settle(db: Database, turns) -> None:
     review (normalisation's "proposed for review"): they must not outlive the decision."""
     from workbench.curation.normalize import NAME as NORMALIZE
 
-    for trace_id, idx in turns:
-        if db.execute("SELECT 1 FROM revisions WHERE trace_id = ? AND message_idx = ? AND"
-                      " status = 'proposed' LIMIT 1", [trace_id, idx]).fetchone() is None:
-            db.execute("DELETE FROM flags WHERE trace_id = ? AND message_idx = ? AND"
-                       " check_name = ? AND severity = 'warning'", [trace_id, idx, NORMALIZE])
+    settle_warnings(db, turns, NORMALIZE)
 
 
 class DecisionError(ValueError):
@@ -81,28 +76,20 @@ class Outcome:
 
 def check_turn(db: Database, trace_id: int, idx: int) -> str:
     """The role of message `idx` of the trace, when it is an assistant turn; else why not."""
-    if db.execute("SELECT 1 FROM traces WHERE id = ?", [trace_id]).fetchone() is None:
+    if not trace_exists(db, trace_id):
         raise DecisionError(f"no trace {trace_id}")
-    row = db.execute("SELECT role FROM messages WHERE trace_id = ? AND idx = ?",
-                     [trace_id, idx]).fetchone()
-    if row is None:
-        n = db.execute("SELECT count(*) FROM messages WHERE trace_id = ?",
-                       [trace_id]).fetchone()[0]
+    role = message_role(db, trace_id, idx)
+    if role is None:
+        n = message_count(db, trace_id)
         raise DecisionError(f"trace {trace_id} has no turn {idx} (its messages are 0 to {n - 1})")
-    if row[0] != "assistant":
-        raise DecisionError(f"turn {idx} of trace {trace_id} is a {row[0]} message; only"
+    if role != "assistant":
+        raise DecisionError(f"turn {idx} of trace {trace_id} is a {role} message; only"
                             " assistant turns carry labels")
-    return row[0]
-
-
-def _turn_has_error(db: Database, trace_id: int, idx: int) -> bool:
-    return db.execute("SELECT 1 FROM flags WHERE trace_id = ? AND message_idx = ? AND"
-                      " severity = 'error' LIMIT 1", [trace_id, idx]).fetchone() is not None
+    return role
 
 
 def _proposal(db: Database, revision_id: int) -> dict:
-    row = db.execute("SELECT trace_id, message_idx, status FROM revisions WHERE id = ?",
-                     [revision_id]).fetchone()
+    row = revisions.status_of(db, revision_id)
     if row is None:
         raise DecisionError(f"no revision {revision_id}")
     if row[2] != "proposed":
@@ -123,14 +110,14 @@ def keep(db: Database, trace_id: int, idx: int, analyst: str) -> Outcome:
         rejected = reject_open_proposals(db, trace_id, idx)
         _settle(db, [(trace_id, idx)])
         rid = None
-        if _turn_has_error(db, trace_id, idx):
+        if turn_has_error(db, trace_id, idx):
             current = revisions.current_messages(db, trace_id)[idx]
             rid = revisions.add_revision(
                 db, trace_id, idx, tool_calls=current["tool_calls"], content=current["content"],
                 author_kind="human", author_name=analyst, reason="kept as is",
                 evidence={"decision": "keep"})
-        taught = teaching.dismiss(db, "trace_id = ? AND message_idx = ?", [trace_id, idx],
-                                  analyst)
+        where, params = flags_where([trace_id], idx)
+        taught = teaching.dismiss(db, where, params, analyst)
         teaching.judge(db, "not_a_problem", analyst, [trace_id], message_idx=idx)
     return Outcome(f"trace {trace_id} turn {idx}: kept"
                    + (f", {rejected} proposal(s) rejected" if rejected else "")
@@ -148,34 +135,14 @@ def _taught_note(taught: dict) -> str:
             + f" (action {taught['action']})")
 
 
-def _flags_where(trace_ids: list[int] | None, idx: int | None, checks, trace_level: bool,
-                 severity: str | None = None) -> tuple[str, list]:
-    conds, params = [], []
-    if trace_ids is not None:
-        conds.append("trace_id IN (SELECT value FROM json_each(?))")
-        params.append(json.dumps(trace_ids))
-    if trace_level:
-        conds.append("message_idx IS NULL")
-    elif idx is not None:
-        conds.append("message_idx = ?")
-        params.append(idx)
-    if checks:
-        conds.append("check_name IN (SELECT value FROM json_each(?))")
-        params.append(json.dumps(list(checks)))
-    if severity:
-        conds.append("severity = ?")
-        params.append(severity)
-    return " AND ".join(conds) or "1", params
-
-
 def dismiss(db: Database, trace_id: int, idx: int | None, analyst: str,
             checks: list[str] | None = None) -> Outcome:
     """"Not a problem": the flags of `checks` (default every check's) on message `idx` of the
     trace, or on the whole trace when `idx` is None (a trace-level error no longer excludes
     it). One action; their checks learn from it (see the module docstring)."""
-    if db.execute("SELECT 1 FROM traces WHERE id = ?", [trace_id]).fetchone() is None:
+    if not trace_exists(db, trace_id):
         raise DecisionError(f"no trace {trace_id}")
-    where, params = _flags_where([trace_id], idx, checks, idx is None)
+    where, params = flags_where([trace_id], idx, checks, trace_level=idx is None)
     with write_tx(db):
         taught = teaching.dismiss(db, where, params, analyst)
         if taught["dismissed"]:
@@ -204,10 +171,9 @@ def dismiss_check(db: Database, check: str, analyst: str, *,
     traces, as one action (`undo_dismissal` takes it back)."""
     if check == browse.REVIEW_DROP:
         raise DecisionError(f"{check} flags are the analyst's own decisions: undo them instead")
-    scope, params = browse.trace_scope(selection or TraceFilter(), ids)
-    where, more = _flags_where(None, None, [check], False, severity)
-    taught = teaching.dismiss(db, f"trace_id IN ({scope}) AND {where}", [*params, *more],
-                              analyst)
+    where, params = flags_where(checks=[check], severity=severity,
+                                scope=browse.trace_scope(selection or TraceFilter(), ids))
+    taught = teaching.dismiss(db, where, params, analyst)
     if not taught["dismissed"]:
         return Outcome(f"no flag of {check} on the selected traces")
     return Outcome(f"{taught['dismissed']} flag(s) of {check} on {len(taught['traces'])}"
@@ -339,13 +305,23 @@ def set_excluded(db: Database, excluded: bool, analyst: str, *,
 def undo_exclusion(db: Database, analyst: str, action: str | None = None) -> Outcome:
     """Undo an exclude / include action (default: the newest). Traces decided on again since
     keep that later decision."""
-    action = action or browse.last_exclusion_action(db)
+    return _undo_action(db, analyst, action, browse.last_exclusion_action,
+                        browse.undo_exclusion_action, "exclusion", "restored", "decided since")
+
+
+def _undo_action(db: Database, analyst: str, action: str | None,
+                 last: Callable[[Database], str | None],
+                 undo_action: Callable[[Database, str, str], tuple[int, int]],
+                 kind: str, back: str, since: str) -> Outcome:
+    """Undo an action on whole traces (default: the newest of its `kind`), as `undo_action`
+    does it: (restored, skipped) traces."""
+    action = action or last(db)
     if action is None:
-        return Outcome("no exclusion decision to undo")
-    restored, skipped = browse.undo_exclusion_action(db, action, analyst)
-    msg = f"undid action {action}: {restored} trace(s) restored"
+        return Outcome(f"no {kind} decision to undo")
+    restored, skipped = undo_action(db, action, analyst)
+    msg = f"undid action {action}: {restored} trace(s) {back}"
     if skipped:
-        msg += f", {skipped} left as decided since"
+        msg += f", {skipped} left as {since}"
     return Outcome(msg, written=restored, skipped=skipped)
 
 
@@ -356,11 +332,8 @@ def bulk_decide(db: Database, status: str, analyst: str, *,
     counted, since picking one is the analyst's call."""
     if status not in ("accepted", "rejected"):
         raise DecisionError("a bulk decision is 'accepted' or 'rejected'")
-    scope, params = browse.trace_scope(selection or TraceFilter(), ids)
     with write_tx(db):
-        turns = db.execute(
-            f"SELECT trace_id, message_idx, count(*) FROM revisions WHERE status = 'proposed'"
-            f" AND trace_id IN ({scope}) GROUP BY trace_id, message_idx", params).fetchall()
+        turns = browse.open_proposal_turns(db, selection or TraceFilter(), ids)
         competing = [(t, i) for t, i, n in turns if n > 1]
         ts = now()
         written = 0
@@ -368,9 +341,7 @@ def bulk_decide(db: Database, status: str, analyst: str, *,
         for t, i, n in turns:
             if status == "accepted" and n > 1:
                 continue
-            written += db.execute(
-                "UPDATE revisions SET status = ?, decided_at = ? WHERE trace_id = ? AND"
-                " message_idx = ? AND status = 'proposed'", [status, ts, t, i]).rowcount
+            written += browse.decide_open_proposals(db, t, i, status, ts)
             _settle(db, [(t, i)])
             changed.add(t)
     if status == "accepted":
@@ -388,8 +359,7 @@ def move_to_split(db: Database, split: str, analyst: str, *,
                   selection: TraceFilter | None = None, ids: list[int] | None = None) -> Outcome:
     """Put the selected traces in `split` (train | test | unassigned); one action, undone as
     one (`undo_split`)."""
-    scope, params = browse.trace_scope(selection or TraceFilter(), ids)
-    chosen = [r[0] for r in db.execute(f"SELECT id FROM traces WHERE id IN ({scope})", params)]
+    chosen = browse.selected_ids(db, selection or TraceFilter(), ids)
     missing = sorted(set(ids or ()) - set(chosen))
     if missing:
         raise DecisionError(f"no trace {', '.join(map(str, missing[:10]))}")
@@ -417,11 +387,10 @@ def split_test(db: Database, share: str, analyst: str, *, by: str | None = None,
             raise DecisionError(f"--by {by}: none of the {len(values)} traces has a value of"
                                 f" {by!r}")
     else:
-        values = {r[0]: None for r in db.execute(f"SELECT id FROM traces WHERE {where}", params)}
+        values = {t: None for t in trace_ids(db, where, params)}
     if len(values) < 2:
         raise DecisionError(f"{len(values)} imported trace(s) selected: nothing to split")
-    in_test = {r[0] for r in db.execute(f"SELECT id FROM traces WHERE {where} AND"
-                                        " traces.split = 'test'", params)}
+    in_test = split_store.ids_in_split(db, "test", where, params)
     target = parse_share(share, len(values))
     d = draw(values, in_test, target, seed)
     if not d.train:
@@ -441,11 +410,5 @@ def split_test(db: Database, share: str, analyst: str, *, by: str | None = None,
 
 def undo_split(db: Database, analyst: str, action: str | None = None) -> Outcome:
     """Undo a split or move action (default: the newest); traces moved again since stay."""
-    action = action or split_store.last_action(db)
-    if action is None:
-        return Outcome("no split decision to undo")
-    restored, skipped = split_store.undo_action(db, action, analyst)
-    msg = f"undid action {action}: {restored} trace(s) back in their split"
-    if skipped:
-        msg += f", {skipped} left as moved since"
-    return Outcome(msg, written=restored, skipped=skipped)
+    return _undo_action(db, analyst, action, split_store.last_action, split_store.undo_action,
+                        "split", "back in their split", "moved since")
