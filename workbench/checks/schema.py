@@ -137,10 +137,12 @@ def run(ctx: CheckContext) -> list[dict]:
         for i, m in enumerate(t.messages):
             for name, args in calls_of(m):
                 if name not in vals:
-                    out.append(flag(t, i, NAME, "error", f"unknown tool {name!r} is called; the"
-                                    f" call should be to one of the task's tools"
-                                    f" (known: {', '.join(sorted(vals)[:8])}"
-                                    f"{', ...' if len(vals) > 8 else ''}).",
+                    near = _close(str(name), sorted(vals))
+                    out.append(flag(t, i, NAME, "error", f"unknown tool {shown(name)} is called;"
+                                    + (f" the nearest tool of the task is {near!r}." if near else
+                                       " the call should be to one of the task's tools"
+                                       f" (known: {', '.join(sorted(vals)[:8])}"
+                                       f"{', ...' if len(vals) > 8 else ''})."),
                                     [evidence_item("schema", f"the task's tools are"
                                                    f" {', '.join(sorted(vals))}")],
                                     pattern=f"unknown-tool:{name}"))   # per tool
