@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -12,6 +13,7 @@ from db.flags import flags_for, replace_flags
 from db.queries import EXCLUDED_SQL
 from workbench.checks import coherence, duplicates, grounding, run_checks, schema, structure
 from workbench.checks.base import CheckContext, TraceView
+from workbench.checks.grounding import norm
 from workbench.cli import app
 from workbench.traces.importing import import_files
 
@@ -244,7 +246,15 @@ def test_coherence_flags_a_message_moved_in_and_spares_clean_turns(tmp_path):
     ctx.cache.clear()
     moved = [f for f in coherence.turn_level(ctx)
              if f["trace_id"] == t.id and f["message_idx"] == idx]
-    assert moved and "does not fit" in moved[0]["detail"]
+    # one sentence that says what is wrong and what the conversation is about instead
+    detail = moved[0]["detail"]
+    assert detail.startswith("this reply names ") and "'aster'" in detail, detail
+    named, about = detail.split(", but the conversation is about ")
+    theirs = re.findall(r"'([^']+)'", about)
+    text = norm(" ".join(m.get("content") or json.dumps(m.get("tool_calls") or "")
+                         for k, m in enumerate(t.messages) if k != idx))
+    assert theirs and all(norm(v) in text for v in theirs), (theirs, detail)
+    assert "aster" not in theirs
 
 
 def test_analyst_decision_outlives_rerun_checks(tmp_path):

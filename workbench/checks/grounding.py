@@ -551,10 +551,10 @@ SHOWN_ARGUMENTS = 3    # a sentence names this many unsupported arguments, then 
 CLOSE_RATIO = 0.75     # a phrase this similar to a value (difflib ratio) is its nearest candidate
 
 
-def shown(value) -> str:
-    """A value as a flag's sentence quotes it: repr-like, long text cut short."""
-    if isinstance(value, str) and len(value) > SHOWN_CHARS:
-        value = value[:SHOWN_CHARS - 1].rstrip() + "…"
+def shown(value, most: int = SHOWN_CHARS) -> str:
+    """A value as a flag's sentence quotes it: repr-like, text over `most` characters cut."""
+    if isinstance(value, str) and len(value) > most:
+        value = value[:most - 1].rstrip() + "…"
     return repr(value)
 
 
