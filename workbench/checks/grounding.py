@@ -559,14 +559,29 @@ def shown(value, most: int = SHOWN_CHARS) -> str:
 
 
 def nearest_candidate(ctx: CheckContext, t: TraceView, i: int, name: str, key: str,
-                      value) -> tuple[str, str] | None:
+                      value, args: dict | None = None) -> tuple[str, str] | None:
     """What the conversation before call `i` offers for argument `key` instead of `value`,
-    and where it is (RESULT, ASKED or SAID): the value an earlier result gives for a field of
-    that name, else what the user said that the corpus sends as this argument (or names it
-    by), else the phrase of the user turns and results closest to the value in writing. None
-    when nothing is close."""
+    and where it is (ASKED, RESULT or SAID): what the user said last that the corpus sends as
+    this argument (or names such a value by), not what the call's other arguments (`args`)
+    already carry; else the value an earlier result gives for a field of that name; else the
+    phrase of the user turns and results closest to the value in writing. None when nothing
+    is close."""
     nv = norm(str(value))
     before = t.messages[:i]
+    aliases = value_aliases(ctx)
+    known: set[str] = set()
+    for v in ctx.cache.get("grounding.values", {}).get((name, key), ()):
+        known |= {v} | aliases.get(v, set())
+    for k, v in (args or {}).items():   # what the other arguments already stand for
+        if k != key and isinstance(v, (str, int, float)):
+            known -= {norm(str(v))} | aliases.get(norm(str(v)), set())
+    known.discard(nv)
+    users = [m.get("content") or "" for m in before
+             if m["role"] == "user" and isinstance(m.get("content"), str)]
+    for text in reversed(users):
+        hit = next((p for p in _phrases(text, 4) if norm(p) in known), None)
+        if hit:
+            return ASKED, hit
     for m in reversed(before):
         if m["role"] != "tool":
             continue
@@ -575,18 +590,6 @@ def nearest_candidate(ctx: CheckContext, t: TraceView, i: int, name: str, key: s
                 if k == key and isinstance(x, (str, int, float)) and not isinstance(x, bool) \
                         and norm(str(x)) and norm(str(x)) != nv:
                     return RESULT, str(x)
-    aliases = value_aliases(ctx)
-    known = set()
-    for v in ctx.cache.get("grounding.values", {}).get((name, key), ()):
-        known |= {v} | aliases.get(v, set())
-    known.discard(nv)
-    users = [m.get("content") or "" for m in before
-             if m["role"] == "user" and isinstance(m.get("content"), str)]
-    for text in reversed(users):
-        said = _phrases(text, 4)
-        hit = next((p for p in said if norm(p) in known), None)
-        if hit:
-            return ASKED, hit
     results = [str(x) for m in before if m["role"] == "tool" for r in result_records(m)
                for _, x in record_items(r) if isinstance(x, (str, int, float))]
     best, best_ratio, where = None, CLOSE_RATIO, ""
@@ -692,7 +695,7 @@ def run(ctx: CheckContext) -> list[dict]:
                 results_say = _listed([f"{k}={shown(e)}" for k, e in echo_pairs])
                 if missing_err:
                     items = [(k, v, None if k in echoed else
-                              nearest_candidate(ctx, t, i, name, k, v))
+                              nearest_candidate(ctx, t, i, name, k, v, args))
                              for k, v, _ in missing_err]
                     parts.append(ungrounded_sentence(
                         name, items, "" if echo_pairs or any(near for _, _, near in items) else
@@ -710,7 +713,7 @@ def run(ctx: CheckContext) -> list[dict]:
                                 pattern=f"{kind}:{name}.{','.join(keys)}"))
             elif missing_warn:
                 items = [(k, v, (USUAL, "") if usual else
-                          nearest_candidate(ctx, t, i, name, k, v))
+                          nearest_candidate(ctx, t, i, name, k, v, args))
                          for k, v, usual in missing_warn]
                 out.append(flag(t, i, NAME, "warning", ungrounded_sentence(
                                     name, items, "; this may be right, as the assistant often"
