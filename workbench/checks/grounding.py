@@ -559,7 +559,7 @@ def shown(value, most: int = SHOWN_CHARS) -> str:
 
 
 def nearest_candidate(ctx: CheckContext, t: TraceView, i: int, name: str, key: str,
-                      value, args: dict | None = None) -> tuple[str, str] | None:
+                      value, args: dict | None = None) -> tuple[str, object] | None:
     """What the conversation before call `i` offers for argument `key` instead of `value`,
     and where it is (ASKED, RESULT or SAID): what the user said last that the corpus sends as
     this argument (or names such a value by), not what the call's other arguments (`args`)
@@ -589,7 +589,7 @@ def nearest_candidate(ctx: CheckContext, t: TraceView, i: int, name: str, key: s
             for k, x in record_items(r):
                 if k == key and isinstance(x, (str, int, float)) and not isinstance(x, bool) \
                         and norm(str(x)) and norm(str(x)) != nv:
-                    return RESULT, str(x)
+                    return RESULT, x
     results = [str(x) for m in before if m["role"] == "tool" for r in result_records(m)
                for _, x in record_items(r) if isinstance(x, (str, int, float))]
     best, best_ratio, where = None, CLOSE_RATIO, ""
@@ -643,7 +643,7 @@ def _listed(items: list[str]) -> str:
     return _said(items)
 
 
-def _short(near: tuple[str, str]) -> str:
+def _short(near: tuple[str, object]) -> str:
     """A candidate in brackets after its argument: "earlier result: 'Fairfield'"."""
     where, c = near
     return {USUAL: "its usual value", RESULT: f"earlier result: {shown(c)}",
