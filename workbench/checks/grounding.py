@@ -57,6 +57,7 @@ ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::\d{2})?\s*(am|pm)?$", re.I)
 INT = re.compile(r"^\d+$")
 NAME_HEAD_CHARS = 4    # the first words of a name that stand for it have at least this many letters
+VALUES_KEPT = 200      # an argument's most common values kept to name what a user asked for
 DEFAULT_SHARE = 0.5    # a value this common for its argument is a default (see argument_defaults)
 STRICT_SHARE = 0.85    # an argument is held strictly if its values are found in the conversation
 # at least this share as often as those of the best-grounded argument (see argument_strictness)
@@ -442,7 +443,10 @@ def _argument_stats(ctx: CheckContext) -> tuple[dict, dict]:
                 total[(name, k)] += 1
                 hit[(name, k)] += supported(v, context, cnorm, aliases)
     strictness = {key: hit[key] / n for key, n in total.items() if n >= 5}
-    ctx.cache["grounding.values"] = {key: set(c) for key, c in values.items()}
+    # what a flag names as the value the user asked for (see `nearest_candidate`); a re-check
+    # is given the same (see `recheck.learned_of`)
+    ctx.cache["grounding.values"] = {key: {v for v, _ in c.most_common(VALUES_KEPT)}
+                                     for key, c in values.items()}
     # usual values from every call of the tool, sound or not: what calls carry is the
     # corpus' values either way, and a small corpus has too few sound calls to tell a usual
     # value (today's date in two calls of three) from a common one (a big city)
