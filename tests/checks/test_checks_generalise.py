@@ -203,7 +203,7 @@ def test_truly_broken_orders_stay_errors(bfcl):
     flags = [f for f in structure.run(_with(ctx, t, no_call))
              if f["trace_id"] == t.id and f["message_idx"] is None]
     assert flags and "a result answers no call" in flags[0]["detail"]
-    assert "(an assistant call should come before it)" in flags[0]["detail"]
+    assert "(a call belongs before it)" in flags[0]["detail"]
     assert flags[0]["severity"] == "error" and flags[0]["pattern"] == "structure: role-order"
     # an assistant turn right after another answers nothing
     reply = {"role": "assistant", "content": "Done.", "tool_calls": None}
@@ -211,7 +211,7 @@ def test_truly_broken_orders_stay_errors(bfcl):
     flags = [f for f in structure.run(_with(ctx, t, twice))
              if f["trace_id"] == t.id and f["message_idx"] is None]
     assert flags and "answers nothing" in flags[0]["detail"]
-    assert "(a user turn or a result should come between them)" in flags[0]["detail"]
+    assert "(a user turn or a result belongs between)" in flags[0]["detail"]
 
 
 def test_an_order_few_conversations_show_is_still_broken(tau):

@@ -158,12 +158,12 @@ def run(ctx: CheckContext) -> list[dict]:
                                     pattern=f"result-after-message-tool:{calls[0][0]}"))
                 if prev is not None and prev["role"] == "assistant":
                     order_breaks.append((i, "an assistant turn right after another answers"
-                                         " nothing (a user turn or a result should come"
-                                         " between them)"))
+                                         " nothing (a user turn or a result belongs"
+                                         " between)"))
             elif m["role"] == "tool":
                 if prev is None or prev["role"] not in ("assistant", "tool") or pending <= 0:
-                    order_breaks.append((i, "a result answers no call (an assistant call"
-                                         " should come before it)"))
+                    order_breaks.append((i, "a result answers no call (a call belongs"
+                                         " before it)"))
                 pending -= 1
                 if nxt is not None and nxt["role"] not in ("assistant", "tool") and (
                         "tool", nxt["role"]) not in allowed:
