@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -12,6 +13,7 @@ from db.flags import flags_for, replace_flags
 from db.queries import EXCLUDED_SQL
 from workbench.checks import coherence, duplicates, grounding, run_checks, schema, structure
 from workbench.checks.base import CheckContext, TraceView
+from workbench.checks.grounding import norm
 from workbench.cli import app
 from workbench.traces.importing import import_files
 
@@ -66,6 +68,21 @@ def test_schema_violations():
     assert "unknown tool 'FindRestaurant'" in details[0]
     assert "'cuisine' is missing" in details[1] and "unknown argument 'colour'" in details[1]
     assert "party_size = '9' is not one of" in details[2]
+
+
+def test_schema_flags_say_what_would_fit():
+    bad = [user("x"), call("FindRestaurant", city="A"), user("y"),
+           call("FindRestaurants", city="A", cuisine="Thai", price_range="Moderat", colour="red"),
+           user("z"), call("ReserveRestaurant", restaurant_name="R", city="A", time="1",
+                           party_size=2)]
+    details = [f["detail"] for f in schema.run(ctx_of(bad))]
+    assert "the nearest tool of the task is 'FindRestaurants'" in details[0]
+    assert "(the nearest it allows is 'moderate')" in details[1]
+    assert "unknown argument 'colour' (it declares 'cuisine', 'city'" in details[1]
+    assert "party_size = 2 is not of type string (it should be the string '2')" in details[2]
+    missing = [user("x"), call("ReserveRestaurant", city="A")]
+    assert "required arguments 'restaurant_name', 'time' are missing" in (
+        schema.run(ctx_of(missing))[0]["detail"])
 
 
 def test_structure_violations():
@@ -244,7 +261,15 @@ def test_coherence_flags_a_message_moved_in_and_spares_clean_turns(tmp_path):
     ctx.cache.clear()
     moved = [f for f in coherence.turn_level(ctx)
              if f["trace_id"] == t.id and f["message_idx"] == idx]
-    assert moved and "does not fit" in moved[0]["detail"]
+    # one sentence that says what is wrong and what the conversation is about instead
+    detail = moved[0]["detail"]
+    assert detail.startswith("this reply names ") and "'aster'" in detail, detail
+    named, about = detail.split(", but the conversation is about ")
+    theirs = re.findall(r"'([^']+)'", about)
+    text = norm(" ".join(m.get("content") or json.dumps(m.get("tool_calls") or "")
+                         for k, m in enumerate(t.messages) if k != idx))
+    assert theirs and all(norm(v) in text for v in theirs), (theirs, detail)
+    assert "aster" not in theirs
 
 
 def test_analyst_decision_outlives_rerun_checks(tmp_path):
@@ -271,6 +296,57 @@ def test_analyst_decision_outlives_rerun_checks(tmp_path):
                                                 "check": "review.drop", "severity": "error",
                                                 "detail": "dropped"}])
     assert idx in suspect_turns(db, [tid])[tid]
+
+
+def _oakland():
+    return [user("Find Thai food in Oakland"), call("FindRestaurants", city="Oakland", cuisine="Thai"),
+            result(city="Oakland", cuisine="Thai", restaurant_name="Kin Khao"),
+            call("respond_to_user", message="Kin Khao is nice.")]
+
+
+def test_an_ungrounded_argument_names_what_the_conversation_offers_instead():
+    """The sentence says what would be right: what the user asked for (a value the corpus
+    sends as that argument), else the value an earlier result gives for a field of that name,
+    else what the argument should be grounded in."""
+    asked = [user("Find Thai food in Oakland please"),
+             call("FindRestaurants", city="Berkeley", cuisine="Thai"),
+             result(cuisine="Thai", restaurant_name="Kin Khao")]
+    from_result = [*GOOD[:4], user("Yes, for two people this evening 4:45"),
+                   call("ReserveRestaurant", restaurant_name="Zuni", city="San Jose",
+                        time="16:45", party_size="2"),
+                   result(restaurant_name="Zuni", city="San Jose", time="16:45")]
+    nothing = [user("Book a table for two at 4:45 in San Jose"),
+               call("ReserveRestaurant", restaurant_name="Qwxyz Grill", city="San Jose",
+                    time="16:45", party_size="2"),
+               result(restaurant_name="Qwxyz Grill", city="San Jose", time="16:45")]
+    # enough sound calls that the three damaged ones leave every argument held strictly
+    ctx = ctx_of(*([GOOD] * 12), _oakland(), _oakland(), asked, from_result, nothing)
+    by_trace = {f["trace_id"]: f for f in grounding.run(ctx) if f["severity"] == "error"}
+    assert set(by_trace) == {15, 16, 17}, by_trace
+    assert by_trace[15]["detail"] == (
+        "the user asked for 'Oakland'; the FindRestaurants call says city='Berkeley', which no"
+        " earlier message or result mentions.")
+    assert by_trace[16]["detail"].startswith(
+        "an earlier result gives restaurant_name 'Thai Basil'; the ReserveRestaurant call says"
+        " restaurant_name='Zuni'")
+    assert by_trace[17]["detail"].endswith(
+        "restaurant_name='Qwxyz Grill', which no earlier message or result mentions; it should"
+        " carry what the user said or a result returned.")
+    # the wording changes nothing else: the same pattern for the same kind of finding
+    assert {f["pattern"] for f in by_trace.values()} == {
+        "grounding: ungrounded:FindRestaurants.city",
+        "grounding: ungrounded:ReserveRestaurant.restaurant_name"}
+    assert all(len(f["detail"]) < 200 for f in by_trace.values())
+
+
+def test_a_long_value_is_cut_in_the_sentence():
+    long_name = "The Very Long Restaurant Name " * 5
+    trace = [user("Book a table for two at 4:45 in San Jose"),
+             call("ReserveRestaurant", restaurant_name=long_name, city="San Jose",
+                  time="16:45", party_size="2"),
+             result(restaurant_name=long_name, city="San Jose", time="16:45")]
+    f = next(f for f in grounding.run(ctx_of(*([GOOD] * 6), trace)) if f["trace_id"] == 7)
+    assert long_name not in f["detail"] and "…'" in f["detail"] and len(f["detail"]) < 200
 
 
 def _booking(city, name, time, date, said_date="today"):

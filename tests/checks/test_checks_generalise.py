@@ -103,6 +103,10 @@ def test_a_code_nothing_pairs_with_what_was_said_stays_ungrounded(tau):
     assert f["pattern"] == "grounding: ungrounded:search_direct_flight.destination"
     assert f"destination='{other.upper()}'" in f["detail"]
     assert "no earlier message or result mentions" in f["detail"]
+    # and what would be right: the city the user asked for (which the corpus writes with the
+    # code), not the origin the call's other argument already carries
+    assert "New York" in t.messages[17]["content"]
+    assert f["detail"].startswith("the user asked for 'New York'; "), f["detail"]
     assert f["detail"].endswith(".") and f["detail"].count(". ") == 0 and "%" not in f["detail"]
     assert any(e["source"] == "statistics" and "%" in e["text"] for e in f["evidence"])
 
@@ -199,6 +203,7 @@ def test_truly_broken_orders_stay_errors(bfcl):
     flags = [f for f in structure.run(_with(ctx, t, no_call))
              if f["trace_id"] == t.id and f["message_idx"] is None]
     assert flags and "a result answers no call" in flags[0]["detail"]
+    assert "(a call belongs before it)" in flags[0]["detail"]
     assert flags[0]["severity"] == "error" and flags[0]["pattern"] == "structure: role-order"
     # an assistant turn right after another answers nothing
     reply = {"role": "assistant", "content": "Done.", "tool_calls": None}
@@ -206,6 +211,7 @@ def test_truly_broken_orders_stay_errors(bfcl):
     flags = [f for f in structure.run(_with(ctx, t, twice))
              if f["trace_id"] == t.id and f["message_idx"] is None]
     assert flags and "answers nothing" in flags[0]["detail"]
+    assert "(a user turn or a result belongs between)" in flags[0]["detail"]
 
 
 def test_an_order_few_conversations_show_is_still_broken(tau):
@@ -220,3 +226,4 @@ def test_an_order_few_conversations_show_is_still_broken(tau):
     flags = [f for f in structure.run(_with(ctx, t, msgs))
              if f["trace_id"] == t.id and f["message_idx"] is None]
     assert flags and "follows results without an assistant reply" in flags[0]["detail"]
+    assert "(the assistant should answer the results first)" in flags[0]["detail"]

@@ -148,3 +148,23 @@ def test_normalised_drift_is_no_longer_off_domain_and_foreign_traffic_still_is(t
             (f["source"], f["line"]) for f in flags_for(db) if f["check"] == "coherence"
             and f["severity"] == "error" and f["message_idx"] is None}, scenario
         db.conn.close()
+
+
+def test_a_recheck_names_the_same_candidate_as_the_run(tmp_path):
+    """A grounding flag names what the user asked for from the values the corpus sends as that
+    argument; a re-check of its trace alone is given them and says the same sentence."""
+    from pathlib import Path
+
+    from db import open_db
+    from workbench.traces.importing import import_files
+
+    db = open_db(tmp_path / "tau.db")
+    import_files(db, [Path(__file__).parent.parent / "data" / "tau-airline" / "tune.jsonl"])
+    run_checks(db, names=["grounding"])
+    asked = {(f["trace_id"], f["message_idx"], f["detail"]) for f in flags_for(db)
+             if f["check"] == "grounding" and f["detail"].startswith("the user asked for ")}
+    assert asked
+    recheck_traces(db, sorted({t for t, _, _ in asked}))
+    assert asked <= {(f["trace_id"], f["message_idx"], f["detail"]) for f in flags_for(db)
+                     if f["check"] == "grounding"}
+    db.conn.close()

@@ -35,7 +35,7 @@ from workbench.checks.base import (
     result_records,
     words,
 )
-from workbench.checks.grounding import clock_times, norm, supported, value_aliases
+from workbench.checks.grounding import clock_times, norm, shown, supported, value_aliases
 
 NAME = "coherence"
 K = 10                 # neighbours in the retrieval view
@@ -977,6 +977,37 @@ def _slot_name(ctx: CheckContext, slot: str) -> str:
     return names.get(slot, slot.removeprefix("slot"))
 
 
+def _result_gives(message: dict) -> str:
+    """A result's first two named values, as a flag's sentence says what a reply could report:
+    "city 'Fairfield' and name 'Aster'"."""
+    out = []
+    for r in result_records(message):
+        for k, v in record_items(r):
+            if isinstance(v, str) and v.strip() and not any(k == f for f, _ in out):
+                out.append((k, v))
+            if len(out) == 2:
+                return " and ".join(f"{k} {shown(v)}" for k, v in out)
+    return " and ".join(f"{k} {shown(v)}" for k, v in out)
+
+
+def _about(ctx: CheckContext, t, slots: list[str]) -> str:
+    """What the conversation says for the slots a reply names wrongly, one value each, from its
+    user turns, results and calls: "city 'pleasanton'" (empty when it says none)."""
+    first: dict[str, str] = {}
+    for value, slot in named_values(_conversation_text_of(ctx, t), slot_lexicon_cached(ctx)):
+        first.setdefault(slot, value)
+    return " and ".join(f"{_slot_name(ctx, s)} {shown(first[s])}"
+                        for s in dict.fromkeys(slots) if s in first)
+
+
+def _user_before(t, idx: int) -> str:
+    """The last user turn before a message (what the message should answer)."""
+    for m in reversed(t.messages[:idx]):
+        if m["role"] == "user" and isinstance(m.get("content"), str) and m["content"].strip():
+            return " ".join(m["content"].split())
+    return ""
+
+
 def turn_level(ctx: CheckContext) -> list[dict]:
     """Replies that do not fit their place (the corpus' placement model), or that talk of
     what neither the task nor the on-task corpus ever does (the task's words first). Turns of
@@ -1002,17 +1033,24 @@ def turn_level(ctx: CheckContext) -> list[dict]:
             continue
         reasons, why, kinds = [], [], []
         if unreported:
-            reasons.append(f"it names nothing of the {tool_of[kind]} result it follows, where"
-                           " replies here report what the result says")
+            gives = _result_gives(u["trace"].messages[u["idx"] - 1])
+            reasons.append(f"names nothing of the {tool_of[kind]} result it follows"
+                           + (f", which gives {gives}" if gives else
+                              ", where replies here report what the result says"))
             kinds.append(f"unreported:{tool_of[kind]}")
             why.append(evidence_item(
                 "statistics", f"replies right after a {tool_of[kind]} result name one of its"
                 f" values (a name, a place, a time) in {100 * reported[kind]:.0f}% of the cases"
                 " in this corpus"))
         if alien:
-            names = ", ".join(f"{_slot_name(ctx, s)} {v!r}" for v, s in alien[:4])
-            reasons.append(f"it names {names}, which the rest of this conversation never does,"
-                           " where a reply should name what its user or results said")
+            # values the tools know before clock times, which many replies name in passing
+            shown_alien = sorted(alien, key=lambda a: a[1] == TIME_SLOT)[:2]
+            names = " and ".join(f"{_slot_name(ctx, s)} {shown(v)}" for v, s in shown_alien)
+            about = _about(ctx, u["trace"], [s for _, s in shown_alien])
+            reasons.append(f"names {names}, "
+                           + (f"but the conversation is about {about}" if about else
+                              "which the rest of this conversation never does, where a reply"
+                              " should name what its user or results said"))
             kinds.append("alien:" + ",".join(sorted({_slot_name(ctx, s) for _, s in alien})))
             why.append(evidence_item(
                 "statistics", "; ".join(
@@ -1020,8 +1058,12 @@ def turn_level(ctx: CheckContext) -> list[dict]:
                     f" elsewhere in their conversation {100 * kept[s]:.0f}% of the time"
                     for s in dict.fromkeys(s for _, s in alien))))
         if moved:
-            reasons.append("it reads like a message from another conversation: the turns"
-                           " around it are unlike those around similar messages in the corpus")
+            # alone, it says what the turns around it are about; after other reasons, no more
+            before = "" if reasons else _user_before(u["trace"], u["idx"])
+            reasons.append("reads like a message from another conversation"
+                           + (f", after the user said {shown(before, 60)}" if before else
+                              "" if reasons else ": the turns around it are unlike those"
+                              " around similar messages in the corpus"))
             kinds.append("moved")
             why.append(evidence_item(
                 "statistics", f"placed here, it scores {u['p_moved']:.2f} on a model learned"
@@ -1031,7 +1073,7 @@ def turn_level(ctx: CheckContext) -> list[dict]:
                 " turn before it like what such messages answer"
                 f" {u['reply_model']:.2f} (cosine, 1 = alike)"))
         if foreign:
-            reasons.append("it talks of what neither the task nor this corpus does ("
+            reasons.append("talks of what neither the task nor this corpus does ("
                            + ", ".join(uncovered[:5]) + ")")
             kinds.append("foreign-words")
             why.append(evidence_item(
@@ -1044,8 +1086,8 @@ def turn_level(ctx: CheckContext) -> list[dict]:
                                      " has and few replies of the corpus use: "
                                      + ", ".join(u["foreign"][:5])))
         out.append(flag(u["trace"], u["idx"], NAME, "error",
-                        "this reply does not fit this conversation: " + "; ".join(reasons)
-                        + ".", why, pattern="+".join(kinds)))
+                        "this reply " + "; it ".join(reasons) + ".", why,
+                        pattern="+".join(kinds)))
     return out
 
 

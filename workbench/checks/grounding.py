@@ -13,6 +13,7 @@ the assistant infers, such as a cuisine from "burger") only a warning.
 from __future__ import annotations
 
 import datetime
+import difflib
 import re
 from collections import Counter
 
@@ -29,6 +30,7 @@ from workbench.checks.base import (
     data_keyed,
     evidence_item,
     flag,
+    record_items,
     result_records,
 )
 
@@ -55,6 +57,7 @@ ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::\d{2})?\s*(am|pm)?$", re.I)
 INT = re.compile(r"^\d+$")
 NAME_HEAD_CHARS = 4    # the first words of a name that stand for it have at least this many letters
+VALUES_KEPT = 200      # an argument's most common values kept to name what a user asked for
 DEFAULT_SHARE = 0.5    # a value this common for its argument is a default (see argument_defaults)
 STRICT_SHARE = 0.85    # an argument is held strictly if its values are found in the conversation
 # at least this share as often as those of the best-grounded argument (see argument_strictness)
@@ -440,6 +443,10 @@ def _argument_stats(ctx: CheckContext) -> tuple[dict, dict]:
                 total[(name, k)] += 1
                 hit[(name, k)] += supported(v, context, cnorm, aliases)
     strictness = {key: hit[key] / n for key, n in total.items() if n >= 5}
+    # what a flag names as the value the user asked for (see `nearest_candidate`); a re-check
+    # is given the same (see `recheck.learned_of`)
+    ctx.cache["grounding.values"] = {key: {v for v, _ in c.most_common(VALUES_KEPT)}
+                                     for key, c in values.items()}
     # usual values from every call of the tool, sound or not: what calls carry is the
     # corpus' values either way, and a small corpus has too few sound calls to tell a usual
     # value (today's date in two calls of three) from a common one (a big city)
@@ -542,8 +549,109 @@ def _echo_mismatches(args: dict, result: dict, fidelity: dict | None,
     return out
 
 
+SHOWN_CHARS = 40       # a value quoted in a flag's sentence is cut to this many characters
+USUAL, RESULT, ASKED, SAID = "usual", "result", "asked", "said"   # where a candidate is
+SHOWN_ARGUMENTS = 3    # a sentence names this many unsupported arguments, then counts the rest
+CLOSE_RATIO = 0.75     # a phrase this similar to a value (difflib ratio) is its nearest candidate
+
+
+def shown(value, most: int = SHOWN_CHARS) -> str:
+    """A value as a flag's sentence quotes it: repr-like, text over `most` characters cut."""
+    if isinstance(value, str) and len(value) > most:
+        value = value[:most - 1].rstrip() + "…"
+    return repr(value)
+
+
+def nearest_candidate(ctx: CheckContext, t: TraceView, i: int, name: str, key: str,
+                      value, args: dict | None = None) -> tuple[str, object] | None:
+    """What the conversation before call `i` offers for argument `key` instead of `value`,
+    and where it is (ASKED, RESULT or SAID): what the user said last that the corpus sends as
+    this argument (or names such a value by), not what the call's other arguments (`args`)
+    already carry; else the value an earlier result gives for a field of that name; else the
+    phrase of the user turns and results closest to the value in writing. None when nothing
+    is close."""
+    nv = norm(str(value))
+    before = t.messages[:i]
+    aliases = value_aliases(ctx)
+    known: set[str] = set()
+    for v in ctx.cache.get("grounding.values", {}).get((name, key), ()):
+        known |= {v} | aliases.get(v, set())
+    for k, v in (args or {}).items():   # what the other arguments already stand for
+        if k != key and isinstance(v, (str, int, float)):
+            known -= {norm(str(v))} | aliases.get(norm(str(v)), set())
+    known.discard(nv)
+    users = [m.get("content") or "" for m in before
+             if m["role"] == "user" and isinstance(m.get("content"), str)]
+    for text in reversed(users):
+        hit = next((p for p in _phrases(text, 4) if norm(p) in known), None)
+        if hit:
+            return ASKED, hit
+    for m in reversed(before):
+        if m["role"] != "tool":
+            continue
+        for r in result_records(m):
+            for k, x in record_items(r):
+                if k == key and isinstance(x, (str, int, float)) and not isinstance(x, bool) \
+                        and norm(str(x)) and norm(str(x)) != nv:
+                    return RESULT, x
+    results = [str(x) for m in before if m["role"] == "tool" for r in result_records(m)
+               for _, x in record_items(r) if isinstance(x, (str, int, float))]
+    best, best_ratio, where = None, CLOSE_RATIO, ""
+    n = max(1, len(nv.split()))
+    for origin, texts in ((SAID, users), (RESULT, results)):
+        for text in texts:
+            for p in (_phrases(text, n + 1) if origin == SAID else [text]):
+                ratio = difflib.SequenceMatcher(None, nv, norm(p)).ratio()
+                if ratio > best_ratio and norm(p) != nv:
+                    best, best_ratio, where = p, ratio, origin
+    return (where, best) if best is not None else None
+
+
+def _phrases(text: str, most: int) -> list[str]:
+    """Runs of up to `most` words of a text, as written (longest first)."""
+    ws = re.findall(r"[\w'’.:/@-]+", text)[:400]
+    ws = [w.strip(".") for w in ws]
+    out = []
+    for n in range(min(most, len(ws)), 0, -1):
+        out += [" ".join(ws[a:a + n]) for a in range(len(ws) - n + 1)]
+    return [p for p in out if norm(p)]
+
+
+def ungrounded_sentence(name: str, items: list[tuple[str, object, tuple | None]],
+                        tail: str) -> str:
+    """"the user asked for 'Seattle'; the f call says destination='JFK', which no earlier
+    message or result mentions; <tail>." One argument leads with its candidate; several carry
+    theirs in brackets. Where no argument has a candidate, `tail` says what to ground it in."""
+    if len(items) == 1 and items[0][2] and items[0][2][0] != USUAL:
+        k, v, (where, c) = items[0]
+        lead = {RESULT: f"an earlier result gives {k} {shown(c)}",
+                ASKED: f"the user asked for {shown(c)}", SAID: f"the user said {shown(c)}"}
+        return (f"{lead[where]}; the {name} call says {k}={shown(v)}, which no earlier message"
+                f" or result mentions{tail}")
+    vals = _listed([f"{k}={shown(v)}" + (f" ({_short(near)})" if near else "")
+                    for k, v, near in items])
+    return f"the {name} call says {vals}, which no earlier message or result mentions{tail}"
+
+
 def _said(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    if len(items) < 2:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _listed(items: list[str]) -> str:
+    """`_said` of up to SHOWN_ARGUMENTS items, the rest counted."""
+    if len(items) > SHOWN_ARGUMENTS:
+        keep = SHOWN_ARGUMENTS - 1
+        items = items[:keep] + [f"{len(items) - keep} more arguments"]
+    return _said(items)
+
+
+def _short(near: tuple[str, object]) -> str:
+    """A candidate in brackets after its argument: "earlier result: 'Fairfield'"."""
+    where, c = near
+    return {USUAL: "its usual value", RESULT: f"earlier result: {shown(c)}",
+            ASKED: f"user asked for {shown(c)}", SAID: f"user said {shown(c)}"}[where]
 
 
 def run(ctx: CheckContext) -> list[dict]:
@@ -587,26 +695,33 @@ def run(ctx: CheckContext) -> list[dict]:
                     for k, _ in echo_pairs]
             if missing_err or echo_pairs:
                 parts = []
+                echoed = {k for k, _ in echo_pairs}   # its result already says what is right
+                results_say = _listed([f"{k}={shown(e)}" for k, e in echo_pairs])
                 if missing_err:
-                    vals = _said([f"{k}={v!r}" for k, v, _ in missing_err])
-                    parts.append(f"the {name} call says {vals}, which no earlier message or"
-                                 " result mentions; it should carry what the user said or a"
-                                 " result returned")
-                if echo_pairs:
-                    parts.append(_said([f"the {name} call says {k}={args[k]!r} but its result"
-                                        f" says {e!r}" for k, e in echo_pairs])
-                                 + "; a call and its result should agree")
+                    items = [(k, v, None if k in echoed else
+                              nearest_candidate(ctx, t, i, name, k, v, args))
+                             for k, v, _ in missing_err]
+                    parts.append(ungrounded_sentence(
+                        name, items, "" if echo_pairs or any(near for _, _, near in items) else
+                        "; it should carry what the user said or a result returned"))
+                    if echo_pairs:
+                        parts.append(f"its result says {results_say}")
+                elif echo_pairs:
+                    parts.append(f"the {name} call says "
+                                 + _listed([f"{k}={shown(args[k])}" for k, _ in echo_pairs])
+                                 + f" but its result says {results_say}; a call and its result"
+                                 " should agree")
                 keys = sorted({k for k, _, _ in missing_err}) or sorted(k for k, _ in echo_pairs)
                 kind = "ungrounded" if missing_err else "echo"
                 out.append(flag(t, i, NAME, "error", "; ".join(parts) + ".", why,
                                 pattern=f"{kind}:{name}.{','.join(keys)}"))
             elif missing_warn:
-                vals = _said([f"{k}={v!r}" + (" (its usual value)" if usual else "")
-                              for k, v, usual in missing_warn])
-                out.append(flag(t, i, NAME, "warning",
-                                f"the {name} call says {vals}, which no earlier message or"
-                                " result mentions; this may be right, as the assistant often"
-                                " infers this argument.", why,
+                items = [(k, v, (USUAL, "") if usual else
+                          nearest_candidate(ctx, t, i, name, k, v, args))
+                         for k, v, usual in missing_warn]
+                out.append(flag(t, i, NAME, "warning", ungrounded_sentence(
+                                    name, items, "; this may be right, as the assistant often"
+                                    " infers this argument") + ".", why,
                                 pattern=f"inferred:{name}."
                                 + ",".join(sorted(k for k, _, _ in missing_warn))))
     return out

@@ -56,6 +56,8 @@ def learned_of(ctx: CheckContext, names: Iterable[str]) -> dict:
                          "strictness": _pairs(strictness), "defaults": _pairs(defaults),
                          "echo": _pairs(grounding.echo_fidelity(ctx)),
                          "free_text": _pairs(grounding.free_text_arguments(ctx)),
+                         "values": _pairs({k: sorted(v) for k, v in
+                                           ctx.cache.get("grounding.values", {}).items()}),
                          "aliases": {v: sorted(a) for v, a in
                                      sorted(grounding.value_aliases(ctx).items())}}
         elif name == grounding.NAME:
@@ -93,6 +95,9 @@ def _context_for(base: CheckContext, name: str, learned: dict) -> CheckContext:
         if "free_text" in learned:
             ctx.cache["grounding.free_text"] = _unpairs(learned["free_text"])
             ctx.cache["grounding.aliases"] = {v: set(a) for v, a in learned["aliases"].items()}
+        if "values" in learned:   # stores checked before flags named candidates lack it
+            ctx.cache["grounding.values"] = {k: set(v) for k, v in
+                                             _unpairs(learned["values"]).items()}
     return ctx
 
 

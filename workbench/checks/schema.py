@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import copy
+import difflib
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from workbench.checks.base import CheckContext, calls_of, evidence_item, flag
+from workbench.checks.grounding import shown
 
 NAME = "schema"
 
@@ -46,6 +48,86 @@ def describe(error) -> str:
     return f"{path + ': ' if path else ''}{error.message}"
 
 
+JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool,
+              "array": list, "object": dict}
+
+
+def _close(value: str, choices: list[str]) -> str | None:
+    """The choice nearest to a value in writing (case aside), if any is near."""
+    lowered = {c.lower(): c for c in choices}
+    hit = difflib.get_close_matches(value.lower(), list(lowered), n=1, cutoff=0.5)
+    return lowered[hit[0]] if hit else None
+
+
+def _converted(value, wanted: str):
+    """The value written as the type the schema wants, where that is lossless ('5' -> 5)."""
+    try:
+        if wanted == "string" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if wanted == "integer" and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        if wanted == "number" and isinstance(value, str):
+            return float(value) if "." in value else int(value)
+    except ValueError:
+        return None
+    return None
+
+
+def what_fits(error) -> str | None:
+    """What would fit where a value does not: the allowed value nearest to the one given, the
+    value in the wanted type, the declared argument nearest to an unknown one."""
+    v = error.validator
+    if v == "enum":
+        allowed = [str(x) for x in error.validator_value]
+        near = _close(str(error.instance), allowed)
+        return f"the nearest it allows is {near!r}" if near else None
+    if v == "type":
+        wanted = error.validator_value
+        if isinstance(wanted, str):
+            as_wanted = _converted(error.instance, wanted)
+            if as_wanted is not None:
+                return f"it should be the {wanted} {as_wanted!r}"
+            return f"it should be a{'n' if wanted[:1] in 'aeiou' else ''} {wanted}"
+        return None
+    if v == "additionalProperties":
+        declared = list(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(declared))
+        pairs = [(k, _close(k, declared)) for k in extra]
+        pairs = [(k, d) for k, d in pairs if d and d not in error.instance]
+        if pairs:
+            return "; ".join(f"did it mean {d!r} for {k!r}" for k, d in pairs[:2])
+        return f"it declares {', '.join(map(repr, declared[:6]))}" if declared else (
+            "it takes no arguments")
+    return None
+
+
+ENUM_SHOWN = 6   # a flag lists an enum of at most this many values, else counts them
+
+
+def _described(error) -> str:
+    """`describe` for a flag's sentence, with what would fit; a long enum counted, not listed."""
+    fits = what_fits(error)
+    said = describe(error)
+    if error.validator == "enum" and len(error.validator_value) > ENUM_SHOWN:
+        path = ".".join(str(p) for p in error.absolute_path)
+        said = (f"{path} = {shown(error.instance)} is not one of the"
+                f" {len(error.validator_value)} values it allows")
+    return said + (f" ({fits})" if fits else "")
+
+
+def _problems(errors: list) -> str:
+    """The errors of one call for a flag's sentence, missing required arguments in one clause."""
+    missing = [repr(e.message.split("'")[1]) for e in errors
+               if e.validator == "required" and not e.absolute_path and e.message.count("'") >= 2]
+    said = [_described(e) for e in errors
+            if not (e.validator == "required" and not e.absolute_path
+                    and e.message.count("'") >= 2)]
+    if missing:
+        said.insert(0, f"required argument{'s' if len(missing) > 1 else ''}"
+                    f" {', '.join(missing)} {'are' if len(missing) > 1 else 'is'} missing")
+    return "; ".join(said)
+
+
 def run(ctx: CheckContext) -> list[dict]:
     if not ctx.tools:
         return []
@@ -55,10 +137,12 @@ def run(ctx: CheckContext) -> list[dict]:
         for i, m in enumerate(t.messages):
             for name, args in calls_of(m):
                 if name not in vals:
-                    out.append(flag(t, i, NAME, "error", f"unknown tool {name!r} is called; the"
-                                    f" call should be to one of the task's tools"
-                                    f" (known: {', '.join(sorted(vals)[:8])}"
-                                    f"{', ...' if len(vals) > 8 else ''}).",
+                    near = _close(str(name), sorted(vals))
+                    out.append(flag(t, i, NAME, "error", f"unknown tool {shown(name)} is called;"
+                                    + (f" the nearest tool of the task is {near!r}." if near else
+                                       " the call should be to one of the task's tools"
+                                       f" (known: {', '.join(sorted(vals)[:8])}"
+                                       f"{', ...' if len(vals) > 8 else ''})."),
                                     [evidence_item("schema", f"the task's tools are"
                                                    f" {', '.join(sorted(vals))}")],
                                     pattern=f"unknown-tool:{name}"))   # per tool
@@ -72,8 +156,7 @@ def run(ctx: CheckContext) -> list[dict]:
                 errors = sorted(vals[name].iter_errors(args), key=lambda e: list(e.absolute_path))
                 if errors:
                     out.append(flag(t, i, NAME, "error",
-                                    f"{name}: " + "; ".join(describe(e) for e in errors[:4])
-                                    + f"; the call should fit the parameters {name} declares.",
+                                    f"{name}: " + _problems(errors[:4]) + ".",
                                     [evidence_item("schema", f"the parameters of {name}: "
                                                    + describe(e)) for e in errors[:4]],
                                     pattern=f"schema:{name}." + ",".join(sorted(

@@ -99,6 +99,11 @@ def _message_evidence(ctx: CheckContext, name: str) -> dict:
                          " nothing)")
 
 
+def _a(role: str) -> str:
+    """A role with its article: "an assistant", "a user"."""
+    return ("an " if role[:1] in "aeio" else "a ") + role
+
+
 def run(ctx: CheckContext) -> list[dict]:
     out = []
     unanswered_last = "error" if answered_rate(ctx) >= 0.3 else "warning"
@@ -117,7 +122,8 @@ def run(ctx: CheckContext) -> list[dict]:
             continue
         if body[0][1]["role"] != "user":
             out.append(flag(t, None, NAME, "error",
-                            f"starts with a {body[0][1]['role']} message, not a user turn",
+                            f"starts with {_a(body[0][1]['role'])} message, not a user turn;"
+                            " a conversation should start with what the user says",
                             pattern="first-turn"))
         allowed = protocol(ctx)
         order_breaks = []
@@ -139,9 +145,9 @@ def run(ctx: CheckContext) -> list[dict]:
                                         pattern=f"unanswered-last:{service[0]}"))
                     elif nxt["role"] != "tool":
                         out.append(flag(t, i, NAME, "error",
-                                        f"service call {service[0]} is followed by a {nxt['role']}"
-                                        " message instead of its result; its result should come"
-                                        " next.",
+                                        f"service call {service[0]} is followed by"
+                                        f" {_a(nxt['role'])} message instead of its result; its"
+                                        " result should come next.",
                                         [_service_evidence(ctx, service[0])],
                                         pattern=f"unanswered:{service[0]}"))
                 elif calls and nxt is not None and nxt["role"] == "tool":
@@ -152,25 +158,29 @@ def run(ctx: CheckContext) -> list[dict]:
                                     pattern=f"result-after-message-tool:{calls[0][0]}"))
                 if prev is not None and prev["role"] == "assistant":
                     order_breaks.append((i, "an assistant turn right after another answers"
-                                         " nothing"))
+                                         " nothing (a user turn or a result belongs"
+                                         " between)"))
             elif m["role"] == "tool":
                 if prev is None or prev["role"] not in ("assistant", "tool") or pending <= 0:
-                    order_breaks.append((i, "a result answers no call"))
+                    order_breaks.append((i, "a result answers no call (a call belongs"
+                                         " before it)"))
                 pending -= 1
                 if nxt is not None and nxt["role"] not in ("assistant", "tool") and (
                         "tool", nxt["role"]) not in allowed:
-                    order_breaks.append((i + 1, f"a {nxt['role']} turn follows results"
-                                         " without an assistant reply"))
+                    order_breaks.append((i + 1, f"{_a(nxt['role'])} turn follows results"
+                                         " without an assistant reply (the assistant should"
+                                         " answer the results first)"))
             elif m["role"] == "user" and prev is not None and prev["role"] == "user" and (
                     "user", "user") not in allowed:
-                order_breaks.append((i, "two user turns in a row"))
+                order_breaks.append((i, "two user turns in a row (an assistant reply"
+                                     " should come between them)"))
         if order_breaks:
             at = sorted({i for i, _ in order_breaks})
             what = list(dict.fromkeys(w for _, w in sorted(order_breaks)))
             out.append(flag(t, None, NAME, "error",
                             f"role order broken at message{'s' if len(at) > 1 else ''} "
-                            + ", ".join(map(str, at[:6])) + f": {'; '.join(what[:3])}; expected"
-                            " user, assistant, [result..., assistant]...",
+                            + ", ".join(map(str, at[:6])) + f": {'; '.join(what[:2])}"
+                            + (f"; and {len(what) - 2} more" if len(what) > 2 else "") + ".",
                             [evidence_item("statistics", "orders this corpus shows in a good share"
                                            " of its conversations (its protocol): "
                                            + (", ".join(f"{a} then {b} in {100 * s:.0f}%"
