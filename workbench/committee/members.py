@@ -76,12 +76,23 @@ def _describe(exc: BaseException) -> str:
     return visible(redact(f"{text}: {msg}"))[:300]
 
 
+_VALIDATORS: dict[str, dict[str, Draft202012Validator]] = {}
+
+
 def tool_validators(tools: list[dict] | None) -> dict[str, Draft202012Validator]:
-    """A validator per tool; arguments a schema does not declare are invalid (as in `check`)."""
-    out = {}
-    for t in tools or []:
-        fn = t.get("function") or t
-        out[fn["name"]] = Draft202012Validator(declared_arguments(fn))
+    """A validator per tool; arguments a schema does not declare are invalid (as in `check`).
+    Made once per tool list (a committee validates every vote against the same few); the
+    caller must not change the dict."""
+    key = json.dumps(tools or [], sort_keys=True)
+    out = _VALIDATORS.get(key)
+    if out is None:
+        out = {}
+        for t in tools or []:
+            fn = t.get("function") or t
+            out[fn["name"]] = Draft202012Validator(declared_arguments(fn))
+        if len(_VALIDATORS) >= 256:
+            _VALIDATORS.clear()
+        _VALIDATORS[key] = out
     return out
 
 
