@@ -71,9 +71,13 @@ def spell_numbers(text: str) -> str:
     """Number words as digits: "a table for two at six thirty" -> "... 2 at 6 30"."""
     def sub(m: re.Match) -> str:
         return str(NUMBER_WORDS[m.group(0)])
-    words = sorted((w for w in NUMBER_WORDS if w not in ("noon", "midnight")), key=len,
-                   reverse=True)
-    return re.sub(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", sub, text)
+    return _NUMBER_WORD.sub(sub, text)
+
+
+# built once: votes and checks spell the numbers of every argument
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(
+    (w for w in NUMBER_WORDS if w not in ("noon", "midnight")), key=len, reverse=True))
+    + r")\b")
 
 
 def clock_times(text: str) -> set[tuple[int, int]]:

@@ -76,12 +76,23 @@ def _describe(exc: BaseException) -> str:
     return visible(redact(f"{text}: {msg}"))[:300]
 
 
+_VALIDATORS: dict[str, dict[str, Draft202012Validator]] = {}
+
+
 def tool_validators(tools: list[dict] | None) -> dict[str, Draft202012Validator]:
-    """A validator per tool; arguments a schema does not declare are invalid (as in `check`)."""
-    out = {}
-    for t in tools or []:
-        fn = t.get("function") or t
-        out[fn["name"]] = Draft202012Validator(declared_arguments(fn))
+    """A validator per tool; arguments a schema does not declare are invalid (as in `check`).
+    Made once per tool list (a committee validates every vote against the same few); the
+    caller must not change the dict."""
+    key = json.dumps(tools or [], sort_keys=True)
+    out = _VALIDATORS.get(key)
+    if out is None:
+        out = {}
+        for t in tools or []:
+            fn = t.get("function") or t
+            out[fn["name"]] = Draft202012Validator(declared_arguments(fn))
+        if len(_VALIDATORS) >= 256:
+            _VALIDATORS.clear()
+        _VALIDATORS[key] = out
     return out
 
 
@@ -138,6 +149,7 @@ def validate_answer(value: Any, validators: dict[str, Draft202012Validator], *,
 LOCAL_N_CTX = 8192
 # how servers say a prompt is over their context (llama.cpp, vLLM, OpenAI)
 _CONTEXT_ERROR = re.compile(r"(?i)context (?:window|length) (?:of|is) (\d+)")
+POOL_SIZE = 8          # requests in flight per client (connection pool)
 _REQUESTED = re.compile(r"(?i)requested (?:tokens \(|)(\d+)")
 
 
@@ -166,13 +178,30 @@ class Member:
         self.chars_per_token: float = CHARS_PER_TOKEN
         self._context_lock = asyncio.Lock()
         self.batch_failed: dict[str, str] = {}   # request body key -> why its batch gave none
+        self._shards: list = []           # clients for requests, each with its own pool
+        self._in_flight: list[int] = []
         if not endpoint.is_local:
-            # the client library's import (seconds on a loaded CPU) and the client (its TLS
+            # the client library's import (seconds on a loaded CPU) and the clients (their TLS
             # context): made here, not on the event loop while other requests are in flight
             try:
-                self._client = endpoint.async_client()
+                self._make_clients()
             except InputError:
                 pass        # a missing key: each request fails with it (EndpointFailed)
+
+    def _make_clients(self) -> None:
+        """One client per `POOL_SIZE` requests in flight: a connection pool walks all of its
+        connections on every request sent and every reply closed, so at 64 in flight one
+        pool costs about 1 ms of event-loop CPU a request; pools of 8 cost an eighth."""
+        shards = max(1, -(-self.endpoint.max_concurrency // POOL_SIZE))
+        if shards == 1:
+            self._shards = [self.endpoint.async_client()]
+        else:
+            import httpx2
+
+            ctx = httpx2.create_ssl_context()
+            self._shards = [self.endpoint.async_client(ctx) for _ in range(shards)]
+        self._in_flight = [0] * len(self._shards)
+        self._client = self._shards[0]
 
     async def context_tokens(self) -> int | None:
         """The member's context in tokens: configured (`context`), llama.cpp in-process's, or
@@ -187,7 +216,7 @@ class Member:
     async def _server_context(self) -> None:
         try:
             if self._client is None:
-                self._client = self.endpoint.async_client()
+                self._make_clients()
             page = await asyncio.wait_for(self._client.models.list(), 5)
             for model in page.data:
                 extra = model.model_extra or {}
@@ -223,8 +252,8 @@ class Member:
         return int(max(0, self.context - self.endpoint.max_tokens) * self.chars_per_token)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        for client in self._shards or ([self._client] if self._client is not None else []):
+            await client.close()
         for llm in self._llms:
             llm.close()
         self._llms, self._llm_free = [], []
@@ -281,15 +310,19 @@ class Member:
             key = content_key(self.request_body(messages, schema, tools, parse, text))
             raise EndpointFailed(f"{self.name}: "
                                  + self.batch_failed.get(key, "asked outside a batch"))
-        if self._client is None:
-            self._client = self.endpoint.async_client()
+        if not self._shards:
+            self._make_clients()
         kwargs = self.request_body(messages, schema, tools, parse, text)
+        shard = self._in_flight.index(min(self._in_flight))    # the least busy pool
+        self._in_flight[shard] += 1
         try:
-            async with self._client.chat.completions.with_streaming_response.create(
+            async with self._shards[shard].chat.completions.with_streaming_response.create(
                     **plain_body(kwargs)) as response:
                 data = await read_async(response, self.endpoint.max_reply_bytes)
         except ReplyRefused as e:
             raise EndpointFailed(f"{self.name}: {e}") from None
+        finally:
+            self._in_flight[shard] -= 1
         return self.answer_from(data, parse, text, "tools" in kwargs)
 
     def answer_from(self, data: bytes, parse: str, text: bool, sent_tools: bool) -> Answer:

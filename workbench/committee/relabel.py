@@ -57,7 +57,7 @@ from workbench.jobs.context import JobContext, JobStopped
 VOTE_UNIT = "committee.vote"
 CLAIM = "relabel.turn"
 GRACE_S = 30.0      # a stopped job waits this long for the replies in flight
-POLL_S = 0.25
+FLUSH_S = 0.05      # voted turns are stored (and the stop checked) this often
 
 
 @dataclass
@@ -265,6 +265,11 @@ class Committee:
 
     async def decide(self, conv: Conversation, turn: int) -> dict:
         """Vote on one turn and store the outcome; returns the committee turn row's fields."""
+        return self._write(*await self.votes_on(conv, turn))
+
+    async def votes_on(self, conv: Conversation, turn: int) -> tuple:
+        """Vote on one turn (each vote stored as a unit as it arrives): the arguments of
+        `_write`, which stores the outcome."""
         votes = list(await asyncio.gather(*(self._safe_vote(m, conv, turn, "member")
                                             for m in self.members)))
         current = label_call(conv.messages[turn])
@@ -276,7 +281,12 @@ class Committee:
             votes.append(arb)
             if arb["call"] is not None and any(same_call(arb["call"], c) for c in cands):
                 decision, decided_by = arb["call"], "arbiter"
-        return self._write(conv, turn, votes, current, decision, decided_by)
+        return conv, turn, votes, current, decision, decided_by
+
+    def write_many(self, decided: list[tuple]) -> list[dict]:
+        """Store several voted turns in one transaction (each in a savepoint of its own)."""
+        with write_tx(self.ctx.db):
+            return [self._write(*d) for d in decided]
 
     def _write(self, conv: Conversation, turn: int, votes: list[dict], current: dict | None,
                decision: dict | None, decided_by: str | None) -> dict:
@@ -392,28 +402,42 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
         for item in plan.turns:
             queue.put_nowait(item)
         done = 0
+        voted: list[tuple] = []    # voted turns not stored yet (their votes are, as units)
         await committee.answer_ahead(plan.turns)
 
-        async def worker() -> None:
+        def store_voted() -> None:
+            """Store the voted turns in one transaction, then say how far the job is."""
             nonlocal done
+            if not voted:
+                return
+            batch = voted[:]
+            del voted[:]
+            results = committee.write_many(batch)
+            for res in results:
+                outcomes[res["outcome"]] += 1
+            done += len(results)
+            try:
+                ctx.progress(done, total, f"{done}/{total} turns: " + ", ".join(
+                    f"{k} {v}" for k, v in sorted(outcomes.items()) if v))
+            except JobStopped:
+                pass   # noted: no new turn is taken, the ones in flight finish
+            if on_turn:
+                for res in results:
+                    on_turn(res)
+
+        async def worker() -> None:
+            # a voted turn waits (at most FLUSH_S) to be stored with others, so a slot's
+            # next request goes out before the store writes of a burst of replies
             while not queue.empty() and ctx.stop_requested() is None:
                 conv, i = queue.get_nowait()
-                res = await committee.decide(conv, i)
-                outcomes[res["outcome"]] += 1
-                done += 1
-                try:
-                    ctx.progress(done, total, f"{done}/{total} turns: " + ", ".join(
-                        f"{k} {v}" for k, v in sorted(outcomes.items()) if v))
-                except JobStopped:
-                    pass   # noted: no new turn is taken, the ones in flight finish
-                if on_turn:
-                    on_turn(res)
+                voted.append(await committee.votes_on(conv, i))
 
         tasks = [asyncio.create_task(worker()) for _ in range(workers)]
         try:
             while True:
-                _, pending = await asyncio.wait(tasks, timeout=POLL_S,
+                _, pending = await asyncio.wait(tasks, timeout=FLUSH_S,
                                                 return_when=asyncio.FIRST_EXCEPTION)
+                store_voted()
                 if not pending or any(t.done() and t.exception() for t in tasks):
                     break
                 if ctx.stop_requested() is not None:   # let the replies in flight arrive
@@ -424,6 +448,7 @@ def run_committee(ctx: JobContext, selection: TraceFilter, members: list[Endpoin
             for t in pending:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            store_voted()
             for t in tasks:
                 if not t.cancelled() and t.exception() is not None:
                     raise t.exception()   # type: ignore[misc]

@@ -139,12 +139,15 @@ class Endpoint:
         return OpenAI(base_url=self.base_url, api_key=self.api_key(), timeout=self.timeout,
                       max_retries=self.retries)
 
-    def async_client(self):
-        """The asynchronous client (committee, synthesis); retries are ours, with backoff."""
-        from openai import AsyncOpenAI
+    def async_client(self, ssl_context=None):
+        """The asynchronous client (committee, synthesis); retries are ours, with backoff.
+        Clients made for one endpoint may share one `ssl_context` (made once: its CA load
+        costs tens of ms of CPU)."""
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
+        http = None if ssl_context is None else DefaultAsyncHttpxClient(verify=ssl_context)
         return AsyncOpenAI(base_url=self.base_url, api_key=self.api_key(), timeout=self.timeout,
-                           max_retries=0)
+                           max_retries=0, http_client=http)
 
     def public(self) -> dict:
         """What may be stored or shown: everything but the key."""
