@@ -360,8 +360,8 @@ NOTES = (
     " from the other tune half. Errors that are right by the data as published: ToolTalk's"
     " `CreateEvent` declares its enum on `name` (its 25 calls violate the schema as declared),"
     " 6 Taskmaster requests are not JSON as written upstream, and BFCL's conversations have no"
-    " assistant reply between a turn's results and the next user message (an order the structure check now learns as"
-    " that agent's protocol). Rerun after changing the checks; the figures move with"
+    " assistant reply between a turn's results and the next user message (an order the"
+    " structure check now learns as that agent's protocol). Rerun after changing the checks; the figures move with"
     " them.")
 
 
