@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from db.jobs import process_alive
 from workbench.jobs.context import (Cancelled, Interrupted, JobContext, JobEvent, JobStatus,
                                     JobStopped, LogLine, Metrics, Progress)
 
@@ -39,19 +40,9 @@ class RankContext(JobContext):
                 if why is not None:
                     kind = Cancelled if why.get("status") == JobStatus.CANCELLED else Interrupted
                     self._stop = kind(why.get("message") or "stopped")
-            elif self.parent_pid and not _alive(self.parent_pid):
+            elif self.parent_pid and process_alive(self.parent_pid, None) is False:
                 self._stop = Interrupted(f"the job's process (pid {self.parent_pid}) ended")
         return super().stop_requested()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class EventFile:
