@@ -186,7 +186,7 @@ def test_reply_naming_what_its_conversation_never_does_is_flagged(tmp_path):
     assert "Fairfield" in s1[0][2]["content"]
     s1[0][7] = _reply("Please confirm: a table for 2 in San Francisco at 12:15 pm.")
     f = _turn_flags(tmp_path, s1)[(1, 7, "coherence")]
-    assert "which the rest of this conversation never does" in f["detail"], f
+    assert "but the conversation is about city 'fairfield'" in f["detail"], f
     assert "city 'san francisco'" in f["detail"] and "time '12:15 pm'" in f["detail"], f
     assert any(e["source"] == "statistics" and "city values named in replies" in e["text"]
                for e in f["evidence"]), f
