@@ -41,10 +41,11 @@ def test_every_heldout_corpus_imports_with_its_turns_and_calls(tmp_path: Path) -
         folder = spec["path"].parent
         assert (folder / "ATTRIBUTION.md").exists() and (folder / "LICENSE").exists()
         lines = spec["path"].read_text(encoding="utf-8").splitlines()[:5]
-        src = tmp_path / f"{name}.jsonl"
+        stem = name.replace("/", "-")         # "tau-airline/heldout": a half of a corpus
+        src = tmp_path / f"{stem}.jsonl"
         src.write_text("\n".join(lines) + "\n", encoding="utf-8")
         recs = [json.loads(x) for x in lines]
-        db = tmp_path / f"{name}.db"
+        db = tmp_path / f"{stem}.db"
         wb(db, "import", str(src), *(["--task", str(spec["task"])] if spec["task"] else []))
         stats = wb(db, "stats", "--json")
         msgs = [m for r in recs for m in r["messages"]]
