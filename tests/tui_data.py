@@ -26,6 +26,16 @@ async def until(pilot, cond, timeout: float = 5.0) -> None:
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+def read(path: Path, fn):
+    """`fn(db)` on the store at `path`, opened for the call and closed after it: what a test
+    reads while the app holds its own connection."""
+    db = open_db(path)
+    try:
+        return fn(db)
+    finally:
+        db.close()
+
+
 def first_assistant(db, trace_id: int) -> int:
     return db.execute("SELECT min(idx) FROM messages WHERE trace_id = ? AND role = 'assistant'",
                       [trace_id]).fetchone()[0]

@@ -13,7 +13,7 @@ from db import open_db
 from db.browse import count_traces
 from db.queries import TraceFilter
 from db.revisions import current_messages, history
-from tests.tui_data import app_config, build_db, first_assistant, until
+from tests.tui_data import app_config, build_db, first_assistant, read, until
 from widgets.trace_table import TraceTable
 from workbench.app import make_app
 from workbench.core.config import Config
@@ -37,13 +37,6 @@ def db_path(template, tmp_path):
 def rows(app) -> int:
     return app.screen.query_one(TraceTable).row_count
 
-
-def read(path, fn):
-    db = open_db(path)
-    try:
-        return fn(db)
-    finally:
-        db.close()
 
 
 async def test_filter_search_sort_and_remembered_filter(db_path):

@@ -8,9 +8,8 @@ import shutil
 
 import pytest
 
-from db import open_db
 from db.revisions import history
-from tests.tui_data import app_config, build_db, first_assistant, screen_text, until
+from tests.tui_data import app_config, build_db, first_assistant, read, screen_text, until
 from widgets.trace_table import TraceTable
 from workbench.app import make_app
 
@@ -28,13 +27,6 @@ def db_path(template, tmp_path):
     shutil.copy(template, path)
     return path
 
-
-def read(path, fn):
-    db = open_db(path)
-    try:
-        return fn(db)
-    finally:
-        db.close()
 
 
 async def open_review(pilot, app) -> None:

@@ -13,7 +13,7 @@ import pytest
 from db import open_db
 from db.browse import flags_of
 from db.tx import now, write_tx
-from tests.tui_data import app_config, build_db, first_assistant, screen_text, until
+from tests.tui_data import app_config, build_db, first_assistant, read, screen_text, until
 from widgets.trace_table import TraceTable
 from workbench.curation import precision
 from workbench.app import make_app
@@ -42,13 +42,6 @@ def db_path(template, tmp_path):
     shutil.copy(template, path)
     return path
 
-
-def read(path, fn):
-    db = open_db(path)
-    try:
-        return fn(db)
-    finally:
-        db.conn.close()
 
 
 async def _detail(app, pilot, trace_id: int, turn: int | None = None):

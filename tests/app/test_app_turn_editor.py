@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from db import open_db
 from db.revisions import current_messages, history
-from tests.tui_data import app_config, until
+from tests.tui_data import app_config, read, until
 from workbench.app import make_app
 from workbench.cli import app as cli
 from workbench.traces.importing import import_files
@@ -27,13 +27,6 @@ def db_path(tmp_path):
     db.conn.close()
     return path
 
-
-def read(path, fn):
-    db = open_db(path)
-    try:
-        return fn(db)
-    finally:
-        db.conn.close()
 
 
 async def _open_editor(app, pilot, trace_id: int, turn: int):
